@@ -1,0 +1,1 @@
+# outrigger-init (owned by the init/ work; see init/README in HACKING.md)

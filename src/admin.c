@@ -1,0 +1,487 @@
+/* admin: the control thread's small HTTP/1.1 servers: the admin API and the
+ * readiness port, one request per connection (Connection: close). */
+#include "autoconfig.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+#include "sock.h"
+#include "worker.h"
+
+#define ADMIN_HEAD_MAX 8192
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_TIMEOUT 5.0
+
+enum admin_port { PORT_ADMIN, PORT_HEALTH };
+
+struct admin_listener {
+	int fd;
+	enum admin_port port;
+	ev_io io;
+};
+
+struct admin_conn {
+	int fd;
+	enum admin_port port;
+	ev_io io;
+	ev_timer timer;
+	char in[ADMIN_HEAD_MAX];
+	size_t inlen;
+	struct strbuf out;
+	size_t outoff;
+	struct admin_conn *prev, *next;
+};
+
+static struct ev_loop *admin_loop;
+static struct admin_listener listeners[3];
+static unsigned nlisteners;
+static struct admin_conn *conns;
+static unsigned nconns;
+
+int
+admin_parse_request(const char *buf, size_t len, struct admin_req *req)
+{
+	const char *end = NULL, *sp1, *sp2, *eol, *q;
+
+	for (size_t i = 0; i + 3 < len; i++) {
+		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+			end = buf + i;
+			break;
+		}
+	}
+	if (!end)
+		return len >= ADMIN_HEAD_MAX ? -EINVAL : -EAGAIN;
+	eol = memchr(buf, '\r', (size_t)(end - buf) + 1);
+	sp1 = memchr(buf, ' ', (size_t)(eol - buf));
+	if (!sp1 || sp1 == buf)
+		return -EINVAL;
+	sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+	if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/')
+		return -EINVAL;
+	if ((size_t)(eol - sp2 - 1) != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
+	    (sp2[8] != '0' && sp2[8] != '1'))
+		return -EINVAL;
+	for (const char *p = buf; p < sp1; p++)
+		if (*p < 'A' || *p > 'Z')
+			return -EINVAL;
+	for (const char *p = sp1 + 1; p < sp2; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return -EINVAL;
+	req->method = buf;
+	req->method_len = (size_t)(sp1 - buf);
+	req->path = sp1 + 1;
+	q = memchr(req->path, '?', (size_t)(sp2 - req->path));
+	req->path_len = (size_t)((q ? q : sp2) - req->path);
+	req->query = q ? q + 1 : NULL;
+	req->query_len = q ? (size_t)(sp2 - q - 1) : 0;
+	return 0;
+}
+
+struct stat_row {
+	char name[96];
+	uint64_t value;
+};
+
+static int
+row_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct stat_row *)a)->name, ((const struct stat_row *)b)->name);
+}
+
+/* Every counter, summed and per worker, sorted by name. *n gets the count. */
+static struct stat_row *
+collect_rows(size_t *n)
+{
+	unsigned nw;
+	struct worker *w = workers_get(&nw);
+	size_t cap = (size_t)LST__COUNT * LM__COUNT * (nw + 1) + (size_t)WM__COUNT * (nw + 1) + 8, i = 0;
+	struct stat_row *rows = calloc(cap, sizeof(*rows));
+
+	if (!rows)
+		return NULL;
+	for (int k = 0; k < LST__COUNT; k++) {
+		for (int m = 0; m < LM__COUNT; m++) {
+			uint64_t sum = 0;
+			for (unsigned j = 0; j < nw; j++) {
+				uint64_t v = stat_read(&w[j].stats.lst[k][m]);
+				sum += v;
+				snprintf(rows[i].name, sizeof(rows[i].name), "worker_%u.listener.%s.%s", j,
+				    listener_names[k], listener_metric_desc[m].name);
+				rows[i++].value = v;
+			}
+			snprintf(rows[i].name, sizeof(rows[i].name), "listener.%s.%s", listener_names[k],
+			    listener_metric_desc[m].name);
+			rows[i++].value = sum;
+		}
+	}
+	for (int m = 0; m < WM__COUNT; m++) {
+		uint64_t sum = 0;
+		for (unsigned j = 0; j < nw; j++) {
+			uint64_t v = stat_read(&w[j].stats.w[m]);
+			sum += v;
+			snprintf(rows[i].name, sizeof(rows[i].name), "worker_%u.%s", j, worker_metric_desc[m].name);
+			rows[i++].value = v;
+		}
+		snprintf(rows[i].name, sizeof(rows[i].name), "server.%s", worker_metric_desc[m].name);
+		rows[i++].value = sum;
+	}
+	snprintf(rows[i].name, sizeof(rows[i].name), "server.concurrency");
+	rows[i++].value = server.concurrency;
+	snprintf(rows[i].name, sizeof(rows[i].name), "server.live");
+	rows[i++].value = server.live && !server.draining;
+	snprintf(rows[i].name, sizeof(rows[i].name), "server.uptime");
+	rows[i++].value = (uint64_t)(time(NULL) - server.started);
+	snprintf(rows[i].name, sizeof(rows[i].name), "server.config_generation");
+	rows[i++].value = server.snap ? server.snap->generation : 0;
+	qsort(rows, i, sizeof(*rows), row_cmp);
+	*n = i;
+	return rows;
+}
+
+static void
+render_prometheus(struct strbuf *sb)
+{
+	unsigned nw;
+	struct worker *w = workers_get(&nw);
+
+	for (int m = 0; m < LM__COUNT; m++) {
+		const struct metric_desc *d = &listener_metric_desc[m];
+		const char *type = d->kind == METRIC_COUNTER ? "counter" : "gauge";
+		sb_printf(sb, "# HELP outrigger_listener_%s %s\n# TYPE outrigger_listener_%s %s\n",
+		    d->name, d->help, d->name, type);
+		for (int k = 0; k < LST__COUNT; k++) {
+			uint64_t sum = 0;
+			for (unsigned j = 0; j < nw; j++)
+				sum += stat_read(&w[j].stats.lst[k][m]);
+			sb_printf(sb, "outrigger_listener_%s{listener=\"%s\"} %" PRIu64 "\n", d->name,
+			    listener_names[k], sum);
+		}
+	}
+	for (int m = 0; m < WM__COUNT; m++) {
+		const struct metric_desc *d = &worker_metric_desc[m];
+		uint64_t sum = 0;
+		for (unsigned j = 0; j < nw; j++)
+			sum += stat_read(&w[j].stats.w[m]);
+		sb_printf(sb, "# HELP outrigger_%s %s\n# TYPE outrigger_%s gauge\noutrigger_%s %" PRIu64 "\n",
+		    d->name, d->help, d->name, d->name, sum);
+	}
+}
+
+void
+admin_render_stats(struct strbuf *sb, const char *format)
+{
+	size_t n = 0;
+	struct stat_row *rows;
+
+	if (strcmp(format, "prometheus") == 0) {
+		render_prometheus(sb);
+		return;
+	}
+	if (!(rows = collect_rows(&n))) {
+		sb->oom = true;
+		return;
+	}
+	if (strcmp(format, "json") == 0) {
+		sb_printf(sb, "{\"stats\":[");
+		for (size_t i = 0; i < n; i++)
+			sb_printf(sb, "%s{\"name\":\"%s\",\"value\":%" PRIu64 "}", i ? "," : "", rows[i].name, rows[i].value);
+		sb_printf(sb, "]}\n");
+	} else {
+		for (size_t i = 0; i < n; i++)
+			sb_printf(sb, "%s: %" PRIu64 "\n", rows[i].name, rows[i].value);
+	}
+	free(rows);
+}
+
+static void
+render_config_dump(struct strbuf *sb)
+{
+	cJSON *root = cJSON_CreateObject();
+	cJSON *cfg = server.snap ? config_to_json(&server.snap->cfg) : NULL;
+	char *txt;
+
+	if (!root || !cfg) {
+		cJSON_Delete(root);
+		cJSON_Delete(cfg);
+		sb->oom = true;
+		return;
+	}
+	cJSON_AddNumberToObject(root, "generation", (double)server.snap->generation);
+	cJSON_AddItemToObject(root, "config", cfg);
+	txt = cJSON_Print(root);
+	if (txt) {
+		sb_printf(sb, "%s\n", txt);
+		free(txt);
+	} else {
+		sb->oom = true;
+	}
+	cJSON_Delete(root);
+}
+
+static bool
+path_is(const struct admin_req *r, const char *p)
+{
+	return r->path_len == strlen(p) && memcmp(r->path, p, r->path_len) == 0;
+}
+
+static bool
+query_has(const struct admin_req *r, const char *kv)
+{
+	size_t n = strlen(kv);
+
+	for (const char *p = r->query, *end = r->query + r->query_len; p && p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		size_t len = (size_t)((amp ? amp : end) - p);
+		if (len == n && memcmp(p, kv, n) == 0)
+			return true;
+		p = amp ? amp + 1 : end;
+	}
+	return false;
+}
+
+static void
+respond(struct admin_conn *c, int status, const char *ctype, struct strbuf *body, bool head)
+{
+	static const struct { int code; const char *text; } reasons[] = {
+		{ 200, "OK" }, { 400, "Bad Request" }, { 404, "Not Found" },
+		{ 405, "Method Not Allowed" }, { 500, "Internal Server Error" }, { 503, "Service Unavailable" },
+	};
+	const char *reason = "";
+
+	if (body->oom) {
+		status = 500;
+		sb_free(body);
+		sb_printf(body, "out of memory\n");
+		ctype = "text/plain";
+	}
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (reasons[i].code == status)
+			reason = reasons[i].text;
+	sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	    "Cache-Control: no-cache\r\nConnection: close\r\n\r\n", status, reason, ctype, body->len);
+	if (!head && body->len)
+		sb_append(&c->out, body->p, body->len);
+	sb_free(body);
+}
+
+static void
+handle(struct admin_conn *c, const struct admin_req *r)
+{
+	struct strbuf body = { 0 };
+	bool head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
+	bool get = r->method_len == 3 && memcmp(r->method, "GET", 3) == 0;
+	bool ready = server.live && !server.draining;
+
+	if (!get && !head) {
+		sb_printf(&body, "only GET and HEAD\n");
+		respond(c, 405, "text/plain", &body, false);
+		return;
+	}
+	if (c->port == PORT_HEALTH) {
+		if (path_is(r, "/healthz/ready")) {
+			sb_printf(&body, ready ? "" : server.draining ? "draining\n" : "not ready\n");
+			respond(c, ready ? 200 : 503, "text/plain", &body, head);
+		} else {
+			sb_printf(&body, "not found\n");
+			respond(c, 404, "text/plain", &body, head);
+		}
+		return;
+	}
+	if (path_is(r, "/ready") || path_is(r, "/healthz/ready")) {
+		/* Envoy's /ready answers the server state: LIVE, DRAINING, PRE_INITIALIZING. */
+		sb_printf(&body, "%s\n", ready ? "LIVE" : server.draining ? "DRAINING" : "PRE_INITIALIZING");
+		respond(c, ready ? 200 : 503, "text/plain", &body, head);
+	} else if (path_is(r, "/stats")) {
+		bool json = query_has(r, "format=json"), prom = query_has(r, "format=prometheus");
+		admin_render_stats(&body, json ? "json" : prom ? "prometheus" : "text");
+		respond(c, 200, json ? "application/json" : "text/plain; charset=utf-8", &body, head);
+	} else if (path_is(r, "/stats/prometheus")) {
+		admin_render_stats(&body, "prometheus");
+		respond(c, 200, "text/plain; version=0.0.4", &body, head);
+	} else if (path_is(r, "/config_dump")) {
+		render_config_dump(&body);
+		respond(c, 200, "application/json", &body, head);
+	} else if (path_is(r, "/")) {
+		sb_printf(&body, "outrigger admin\n  /ready\n  /stats[?format=json|prometheus]\n"
+		    "  /stats/prometheus\n  /config_dump\n");
+		respond(c, 200, "text/plain", &body, head);
+	} else {
+		sb_printf(&body, "not found\n");
+		respond(c, 404, "text/plain", &body, head);
+	}
+}
+
+static void
+conn_free(struct admin_conn *c)
+{
+	ev_io_stop(admin_loop, &c->io);
+	ev_timer_stop(admin_loop, &c->timer);
+	close(c->fd);
+	sb_free(&c->out);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	nconns--;
+	free(c);
+}
+
+static void
+conn_write(struct admin_conn *c)
+{
+	while (c->outoff < c->out.len) {
+		ssize_t n = send(c->fd, c->out.p + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			break;
+		}
+		c->outoff += (size_t)n;
+	}
+	conn_free(c);
+}
+
+static void
+conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct admin_conn *c = io->data;
+	struct admin_req r;
+	ssize_t n;
+	int rc;
+
+	if (c->out.len) {
+		conn_write(c);
+		return;
+	}
+	n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_free(c);
+		return;
+	}
+	c->inlen += (size_t)n;
+	rc = admin_parse_request(c->in, c->inlen, &r);
+	if (rc == -EAGAIN)
+		return;
+	if (rc < 0) {
+		struct strbuf body = { 0 };
+		sb_printf(&body, "bad request\n");
+		respond(c, 400, "text/plain", &body, false);
+	} else {
+		handle(c, &r);
+	}
+	ev_io_stop(loop, &c->io);
+	ev_io_set(&c->io, c->fd, EV_WRITE);
+	ev_io_start(loop, &c->io);
+	conn_write(c);
+}
+
+static void
+conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	conn_free(t->data);
+}
+
+static void
+admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct admin_listener *l = io->data;
+
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("admin accept: %s", strerror(errno));
+			return;
+		}
+		struct admin_conn *c = nconns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->port = l->port;
+		ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+		c->io.data = c;
+		ev_timer_init(&c->timer, conn_timeout_cb, ADMIN_TIMEOUT, 0.);
+		c->timer.data = c;
+		ev_io_start(loop, &c->io);
+		ev_timer_start(loop, &c->timer);
+		c->next = conns;
+		if (conns)
+			conns->prev = c;
+		conns = c;
+		nconns++;
+	}
+}
+
+static int
+admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optional, char *err, size_t errlen)
+{
+	struct sockaddr_storage sa;
+	int fd;
+
+	if (sock_addr_parse(addr, (uint16_t)port, &sa) < 0) {
+		snprintf(err, errlen, "admin address %s: not a numeric IP address", addr);
+		return -EINVAL;
+	}
+	fd = sock_listen(&sa, 64, false, false);
+	if (fd < 0) {
+		if (optional)
+			return 0;
+		snprintf(err, errlen, "%s listener on %s port %u: %s", kind == PORT_ADMIN ? "admin" : "health",
+		    addr, port, strerror(-fd));
+		return fd;
+	}
+	struct admin_listener *l = &listeners[nlisteners++];
+	l->fd = fd;
+	l->port = kind;
+	ev_io_init(&l->io, admin_accept_cb, fd, EV_READ);
+	l->io.data = l;
+	ev_io_start(admin_loop, &l->io);
+	return 0;
+}
+
+int
+admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port, unsigned health_port,
+    char *err, size_t errlen)
+{
+	int rc;
+
+	admin_loop = loop;
+	if ((rc = admin_listen(admin_addr, admin_port, PORT_ADMIN, false, err, errlen)) < 0 ||
+	    (rc = admin_listen("0.0.0.0", health_port, PORT_HEALTH, false, err, errlen)) < 0 ||
+	    (rc = admin_listen("::", health_port, PORT_HEALTH, true, err, errlen)) < 0) {
+		admin_stop();
+		return rc;
+	}
+	return 0;
+}
+
+void
+admin_stop(void)
+{
+	while (conns)
+		conn_free(conns);
+	for (unsigned i = 0; i < nlisteners; i++) {
+		ev_io_stop(admin_loop, &listeners[i].io);
+		close(listeners[i].fd);
+	}
+	nlisteners = 0;
+}

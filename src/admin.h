@@ -1,0 +1,36 @@
+/* admin: the control thread's small HTTP/1.1 servers: the admin API
+ * (127.0.0.1:15000: /ready, /stats, /stats/prometheus, /config_dump) and the
+ * readiness port (15021: /healthz/ready), one request per connection. */
+#ifndef OR_ADMIN_H
+#define OR_ADMIN_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "strbuf.h"
+
+/* A parsed request line; the pointers point into the caller's buffer. */
+struct admin_req {
+	const char *method;
+	size_t method_len;
+	const char *path;	/* without the query */
+	size_t path_len;
+	const char *query;	/* after '?', or NULL */
+	size_t query_len;
+};
+
+/* Parse an HTTP/1.x request head in buf[0, len). Returns 0 when the head is
+ * complete ("\r\n\r\n" seen) and the request line is valid, -EAGAIN when
+ * more bytes are needed, -EINVAL for a malformed request. */
+int admin_parse_request(const char *buf, size_t len, struct admin_req *req);
+
+/* Render the counters: format "text" (name: value, sorted), "json" or "prometheus". */
+void admin_render_stats(struct strbuf *sb, const char *format);
+
+/* Open the admin and readiness listeners on loop. Returns 0 or -errno with err set. */
+int admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port,
+    unsigned health_port, char *err, size_t errlen);
+/* Close the listeners and any open admin connections. */
+void admin_stop(void);
+
+#endif

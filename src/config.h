@@ -1,0 +1,52 @@
+/* config: the proxy's own settings: one schema table gives each key's type, default,
+ * bounds and help; JSON files are checked against it with the JSON path in every error. */
+#ifndef OR_CONFIG_H
+#define OR_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct cJSON;
+
+/* How inbound connections reach the proxy (Istio's interceptionMode). */
+enum intercept_mode {
+	INTERCEPT_REDIRECT,	/* nat REDIRECT: SO_ORIGINAL_DST, app sees 127.0.0.6 */
+	INTERCEPT_TPROXY,	/* mangle TPROXY: local address is the destination, source kept */
+};
+
+/* The settings; every field has a row in the schema table in config.c. */
+struct config {
+	int concurrency;		/* worker threads */
+	enum log_level log_level;
+	enum intercept_mode mode;
+	uint32_t connect_timeout_ms;	/* upstream TCP connect */
+	uint32_t idle_timeout_ms;	/* no bytes either way; 0 = never */
+	uint32_t drain_ms;		/* SIGTERM: time given to open connections */
+	uint16_t outbound_port;		/* 15001: outbound capture */
+	uint16_t inbound_port;		/* 15006: inbound capture */
+	uint16_t admin_port;		/* 15000: admin, on admin_address only */
+	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
+	char admin_address[64];
+};
+
+/* The embedded default: a sidecar on Istio's ports. */
+void config_defaults(struct config *cfg);
+
+/* Check and load JSON text over the defaults. On success *cfg is replaced and
+ * 0 is returned; on error *cfg is untouched, err holds "<json.path>: <reason>"
+ * and -EINVAL is returned (never half-applied). */
+int config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen);
+
+/* config_load_json() on a file; err also names unreadable files. */
+int config_load_file(const char *path, struct config *cfg, char *err, size_t errlen);
+
+/* The settings as JSON in the file schema (for --dump-config and /config_dump).
+ * The caller owns the returned object (cJSON_Delete); NULL on OOM. */
+struct cJSON *config_to_json(const struct config *cfg);
+
+/* Print the schema (key, type, default, help) for --help-config. */
+void config_print_schema(void);
+
+#endif

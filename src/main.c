@@ -1,0 +1,233 @@
+/* main: command line, configuration, start-up, signals and drain: the control
+ * thread of outrigger. */
+#include "autoconfig.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "admin.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "snapshot.h"
+#include "worker.h"
+
+/* Exit codes: 1 runtime failure, 2 usage or configuration error. */
+#define EXIT_CONFIG 2
+
+struct server server;
+
+static ev_timer drain_timer;
+static ev_tstamp drain_deadline;
+static ev_signal sig_term, sig_int;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: outrigger [-c FILE] [--concurrency N] [--log-level LEVEL]\n"
+	    "       outrigger --check-config [-c FILE]\n"
+	    "       outrigger --dump-config [-c FILE]\n"
+	    "       outrigger --help-config | --version | --help\n"
+	    "\n"
+	    "  -c, --config FILE     JSON configuration (default: the built-in sidecar defaults)\n"
+	    "      --concurrency N   worker threads (overrides proxy.concurrency)\n"
+	    "      --log-level L     error, warn, info, debug, trace (overrides proxy.logLevel)\n"
+	    "      --check-config    check the configuration and exit (0 valid, 2 invalid)\n"
+	    "      --dump-config     print the effective configuration as JSON and exit\n"
+	    "      --help-config     list every configuration key with its default\n"
+	    "  -V, --version         print the version and exit\n");
+}
+
+/* Raise the soft open-files limit to the hard one: each proxied connection
+ * holds two sockets, and pipes while bytes are in flight. */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open-files limit: %s", strerror(errno));
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_info("open-files limit %llu (about %llu proxied connections)",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_cur / 3);
+}
+
+static void
+drain_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	uint64_t active = workers_active_connections();
+
+	if (active == 0 || ev_now(loop) >= drain_deadline) {
+		if (active)
+			log_info("drain period over: closing %llu connections", (unsigned long long)active);
+		else
+			log_info("drained: no connections left");
+		ev_timer_stop(loop, t);
+		ev_break(loop, EVBREAK_ALL);
+	}
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+	const struct config *cfg = &server.snap->cfg;
+
+	if (server.draining) {
+		/* A second signal: stop now. */
+		log_info("signal %d during drain: stopping now", s->signum);
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	log_info("signal %d: draining for up to %u ms", s->signum, cfg->drain_ms);
+	server.draining = true;
+	workers_drain();
+	drain_deadline = ev_now(loop) + cfg->drain_ms / 1000.0;
+	ev_timer_init(&drain_timer, drain_check_cb, 0.1, 0.1);
+	ev_timer_start(loop, &drain_timer);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "concurrency", required_argument, NULL, 'n' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "dump-config", no_argument, NULL, 'D' },
+		{ "help-config", no_argument, NULL, 'H' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cfg_path = NULL, *opt_level = NULL, *opt_conc = NULL;
+	bool check = false, dump = false;
+	struct config cfg;
+	char err[512];
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': cfg_path = optarg; break;
+		case 'n': opt_conc = optarg; break;
+		case 'l': opt_level = optarg; break;
+		case 'C': check = true; break;
+		case 'D': dump = true; break;
+		case 'H': config_print_schema(); return 0;
+		case 'V': printf("outrigger %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_CONFIG;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "outrigger: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_CONFIG;
+	}
+
+	config_defaults(&cfg);
+	if (cfg_path && config_load_file(cfg_path, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "outrigger: %s: %s\n", cfg_path, err);
+		return EXIT_CONFIG;
+	}
+	/* Command-line overrides go through the same schema as the file. */
+	if (opt_conc || opt_level) {
+		char js[256];
+		snprintf(js, sizeof(js), "{\"proxy\":{%s%.40s%s%s%s%.40s%s}}",
+		    opt_conc ? "\"concurrency\":\"" : "", opt_conc ? opt_conc : "", opt_conc ? "\"" : "",
+		    opt_conc && opt_level ? "," : "",
+		    opt_level ? "\"logLevel\":\"" : "", opt_level ? opt_level : "", opt_level ? "\"" : "");
+		if (strpbrk(opt_conc ? opt_conc : "", "\"\\") || strpbrk(opt_level ? opt_level : "", "\"\\") ||
+		    config_load_json(js, strlen(js), &cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "outrigger: command line: %s\n", strpbrk(opt_conc ? opt_conc : "", "\"\\") ||
+			    strpbrk(opt_level ? opt_level : "", "\"\\") ? "invalid characters" : err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (check) {
+		printf("outrigger: configuration %s is valid\n", cfg_path ? cfg_path : "(built-in defaults)");
+		return 0;
+	}
+	if (dump) {
+		cJSON *j = config_to_json(&cfg);
+		char *txt = j ? cJSON_Print(j) : NULL;
+		if (!txt) {
+			fprintf(stderr, "outrigger: out of memory\n");
+			cJSON_Delete(j);
+			return 1;
+		}
+		printf("%s\n", txt);
+		free(txt);
+		cJSON_Delete(j);
+		return 0;
+	}
+
+	log_threshold = cfg.log_level;
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	server.started = time(NULL);
+	server.concurrency = (unsigned)cfg.concurrency;
+	server.snap = snapshot_new(&cfg, 1);
+	if (!server.snap) {
+		log_error("out of memory");
+		return 1;
+	}
+
+	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+	if (!loop) {
+		log_error("cannot create the event loop");
+		return 1;
+	}
+	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+
+	/* Workers never take process signals: they are all the control thread's. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int rc = workers_start((unsigned)cfg.concurrency, server.snap, err, sizeof(err));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc < 0) {
+		log_error("%s", err);
+		admin_stop();
+		snapshot_unref(server.snap);
+		return 1;
+	}
+
+	ev_signal_init(&sig_term, signal_cb, SIGTERM);
+	ev_signal_init(&sig_int, signal_cb, SIGINT);
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	server.live = true;
+	log_info("outrigger %s: outbound :%u, inbound :%u (%s), admin %s:%u, health :%u, %d workers",
+	    PACKAGE_VERSION, cfg.outbound_port, cfg.inbound_port,
+	    cfg.mode == INTERCEPT_TPROXY ? "TPROXY" : "REDIRECT", cfg.admin_address, cfg.admin_port,
+	    cfg.health_port, cfg.concurrency);
+
+	ev_run(loop, 0);
+
+	server.live = false;
+	workers_stop();
+	admin_stop();
+	ev_signal_stop(loop, &sig_term);
+	ev_signal_stop(loop, &sig_int);
+	snapshot_unref(server.snap);
+	server.snap = NULL;
+	ev_loop_destroy(loop);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,68 @@
+/* snapshot: the whole configuration as one immutable, reference-counted object. */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+
+#include "snapshot.h"
+
+struct snapshot *
+snapshot_new(const struct config *cfg, uint64_t generation)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->refs = 1;
+	s->generation = generation;
+	s->cfg = *cfg;
+	return s;
+}
+
+struct snapshot *
+snapshot_ref(struct snapshot *s)
+{
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+void
+snapshot_unref(struct snapshot *s)
+{
+	if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(s);
+}
+
+struct wsnap *
+wsnap_new(struct snapshot *s)
+{
+	struct wsnap *ws = calloc(1, sizeof(*ws));
+
+	if (!ws) {
+		snapshot_unref(s);
+		return NULL;
+	}
+	ws->s = s;
+	return ws;
+}
+
+static void
+wsnap_free(struct wsnap *ws)
+{
+	snapshot_unref(ws->s);
+	free(ws);
+}
+
+void
+wsnap_done(struct wsnap *ws)
+{
+	if (--ws->users == 0 && ws->retired)
+		wsnap_free(ws);
+}
+
+void
+wsnap_retire(struct wsnap *ws)
+{
+	ws->retired = 1;
+	if (ws->users == 0)
+		wsnap_free(ws);
+}

@@ -1,0 +1,44 @@
+/* snapshot: the whole configuration as one immutable, reference-counted object.
+ * A new one is built and checked off to the side, then published; a connection
+ * keeps the snapshot it started with until it ends. */
+#ifndef OR_SNAPSHOT_H
+#define OR_SNAPSHOT_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+struct snapshot {
+	unsigned long refs;	/* atomic: shared by the control thread and workers */
+	uint64_t generation;	/* 1, 2, ... in publication order */
+	struct config cfg;
+};
+
+/* A snapshot of cfg with one reference held by the caller; NULL on OOM. */
+struct snapshot *snapshot_new(const struct config *cfg, uint64_t generation);
+struct snapshot *snapshot_ref(struct snapshot *s);
+void snapshot_unref(struct snapshot *s);
+
+/* A worker's view of one snapshot: the worker holds one real reference and
+ * counts its own connections on it without atomics. */
+struct wsnap {
+	struct snapshot *s;
+	unsigned users;		/* connections of this worker using s */
+	int retired;		/* no longer the worker's current snapshot */
+};
+
+/* Wrap a reference the caller hands over; NULL on OOM (the reference is dropped). */
+struct wsnap *wsnap_new(struct snapshot *s);
+/* A connection starts using ws. */
+static inline struct wsnap *
+wsnap_use(struct wsnap *ws)
+{
+	ws->users++;
+	return ws;
+}
+/* A connection ends; frees ws when it is retired and unused. */
+void wsnap_done(struct wsnap *ws);
+/* The worker moves to a newer snapshot; frees ws once its last connection ends. */
+void wsnap_retire(struct wsnap *ws);
+
+#endif

@@ -1,0 +1,59 @@
+/* worker-t.h: the types of a worker thread: its loop, listeners, pools,
+ * counters, current snapshot and mailbox. */
+#ifndef OR_WORKER_T_H
+#define OR_WORKER_T_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "metrics.h"
+#include "pool.h"
+#include "snapshot.h"
+
+struct worker;
+struct tunnel;
+
+/* One listening socket of one worker (each worker has its own SO_REUSEPORT
+ * socket per listener and address family). */
+struct listener {
+	enum listener_kind kind;
+	int fd;			/* -1 when not open */
+	int family;
+	ev_io io;
+	ev_timer pause;		/* accept paused after EMFILE, resumed by this */
+	struct worker *w;
+};
+
+#define LISTENER_FAMILIES 2	/* IPv4 and IPv6 */
+
+/* A new snapshot from the control thread (a reference handed over). Drain
+ * and stop are flags instead, so that they cannot be lost to a failed malloc. */
+struct wmsg {
+	struct snapshot *snap;
+	struct wmsg *next;
+};
+
+struct worker {
+	unsigned id;
+	char tag[16];			/* "w0": log prefix */
+	pthread_t thread;
+	struct ev_loop *loop;
+	struct listener lst[LST__COUNT][LISTENER_FAMILIES];
+	struct wsnap *snap;		/* current configuration */
+	struct pool pool;
+	struct tunnel *tunnels;		/* all open tunnels, for stop */
+	unsigned long long next_id;	/* connection ids, per worker */
+	bool draining;
+
+	/* Mailbox: the only state shared with the control thread besides stats. */
+	pthread_mutex_t mbox_lock;
+	struct wmsg *mbox_head, *mbox_tail;
+	int req_drain, req_stop;	/* atomic: set by the control thread */
+	ev_async wake;
+
+	struct worker_stats stats;
+};
+
+#endif

@@ -1,0 +1,25 @@
+/* worker: N threads, each with its own event loop, SO_REUSEPORT listeners,
+ * pools and counters; the control thread talks to them through mailboxes. */
+#ifndef OR_WORKER_H
+#define OR_WORKER_H
+
+#include "worker-t.h"
+
+/* Create n workers with their listening sockets bound (so bind errors are
+ * reported before any thread starts) and start their threads, each holding a
+ * reference to snap. Returns 0, or -errno with err describing what failed. */
+int workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen);
+
+/* Hand a new snapshot to every worker (takes one reference per worker). */
+void workers_publish(struct snapshot *snap);
+/* Every worker stops accepting. */
+void workers_drain(void);
+/* Stop every worker, join and free them. */
+void workers_stop(void);
+
+/* The workers (for the admin's counters); *n gets their number. */
+struct worker *workers_get(unsigned *n);
+/* Connections open across all workers (for the drain). */
+uint64_t workers_active_connections(void);
+
+#endif

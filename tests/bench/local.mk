@@ -1,0 +1,1 @@
+# Benchmarks (tests/bench): built on demand by `make bench`.
