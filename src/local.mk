@@ -8,7 +8,7 @@ liboutrigger_a_SOURCES = \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/pool.c src/pool.h \
-	src/server.h \
+	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
 	src/sock.c src/sock.h \
 	src/strbuf.c src/strbuf.h \

@@ -22,8 +22,6 @@
 /* Exit codes: 1 runtime failure, 2 usage or configuration error. */
 #define EXIT_CONFIG 2
 
-struct server server;
-
 static ev_timer drain_timer;
 static ev_tstamp drain_deadline;
 static ev_signal sig_term, sig_int;

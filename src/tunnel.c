@@ -153,6 +153,9 @@ flow_fill(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst, 
 			f->no_splice = true;
 			goto copy;
 		}
+		/* A full pipe: splice(len 0) would return 0, which reads as EOF. */
+		if (f->inflight >= PIPE_CAP)
+			return -EAGAIN;
 		*asked = PIPE_CAP - f->inflight;
 		n = splice(src->fd, NULL, f->pipe->wfd, NULL, *asked, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		return n < 0 ? -errno : n;
@@ -379,15 +382,12 @@ upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct socka
 	return sock_addr_parse(t->dst.ss_family == AF_INET6 ? passthrough_v6 : passthrough_v4, 0, src) == 0 ? 1 : -EINVAL;
 }
 
-void
-tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
+/* A tunnel for accepted socket fd, counted and listed; NULL (fd closed) on OOM. */
+static struct tunnel *
+tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 {
 	struct tunnel *t;
-	struct sockaddr_storage src;
-	const struct config *cfg = &w->snap->s->cfg;
-	bool transparent;
-	char a[SOCK_ADDR_STRLEN];
-	int one = 1, rc;
+	int one = 1;
 
 	stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_TOTAL], 1);
 	t = calloc(1, sizeof(*t));
@@ -395,7 +395,7 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_OVERFLOW], 1);
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_DESTROY], 1);
 		sock_close_rst(fd);
-		return;
+		return NULL;
 	}
 	t->w = w;
 	t->worker_id = w->id;
@@ -414,10 +414,53 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 	if (w->tunnels)
 		w->tunnels->prev = t;
 	w->tunnels = t;
-	stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_ACTIVE], 1);
+	stat_add(tstat(t, LM_DOWNSTREAM_CX_ACTIVE), 1);
 	stat_add(&w->stats.w[WM_SESSIONS_IN_USE], 1);
-
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return t;
+}
+
+/* Start the upstream connect to t->dst. Returns false when t was closed. */
+static bool
+tunnel_connect(struct tunnel *t)
+{
+	const struct config *cfg = &t->snap->s->cfg;
+	struct sockaddr_storage src;
+	bool transparent;
+	char a[SOCK_ADDR_STRLEN];
+	int rc;
+
+	rc = upstream_source(t, t->ds.fd, cfg, &src, &transparent);
+	if (rc >= 0)
+		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
+	if (rc < 0) {
+		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+			stat_add(tstat(t, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+			clog_warn(t, "%s upstream %s: %s", listener_names[t->lst],
+			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
+			tunnel_close(t, true);
+		} else {
+			tunnel_fail_connect(t, rc, false);
+		}
+		return false;
+	}
+	t->us.fd = rc;
+	clog_debug(t, "%s to %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)));
+	ev_timer_set(&t->timer, cfg->connect_timeout_ms / 1000.0, 0.);
+	ev_timer_start(t->w->loop, &t->timer);
+	conn_want(t->w->loop, &t->us, EV_WRITE);
+	return true;
+}
+
+void
+tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
+{
+	const struct config *cfg = &w->snap->s->cfg;
+	struct tunnel *t = tunnel_new(w, kind, fd);
+	int rc;
+
+	if (!t)
+		return;
 	rc = sock_original_dst(fd, kind == LST_INBOUND && cfg->mode == INTERCEPT_TPROXY, &t->dst);
 	if (rc < 0) {
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_NO_ORIGINAL_DST), 1);
@@ -426,25 +469,18 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 		tunnel_close(t, true);
 		return;
 	}
-	rc = upstream_source(t, fd, cfg, &src, &transparent);
-	if (rc >= 0)
-		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
-	if (rc < 0) {
-		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
-			stat_add(tstat(t, LM_DOWNSTREAM_CX_OVERFLOW), 1);
-			clog_warn(t, "%s upstream %s: %s", listener_names[kind],
-			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
-			tunnel_close(t, true);
-		} else {
-			tunnel_fail_connect(t, rc, false);
-		}
-		return;
-	}
-	t->us.fd = rc;
-	clog_debug(t, "%s to %s", listener_names[kind], sock_addr_str(&t->dst, a, sizeof(a)));
-	ev_timer_set(&t->timer, cfg->connect_timeout_ms / 1000.0, 0.);
-	ev_timer_start(w->loop, &t->timer);
-	conn_want(w->loop, &t->us, EV_WRITE);
+	tunnel_connect(t);
+}
+
+struct tunnel *
+tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct sockaddr_storage *dst)
+{
+	struct tunnel *t = tunnel_new(w, kind, fd);
+
+	if (!t)
+		return NULL;
+	t->dst = *dst;
+	return tunnel_connect(t) ? t : NULL;
 }
 
 void

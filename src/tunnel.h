@@ -54,6 +54,12 @@ const char *tunnel_state_str(enum tunnel_state s);
  * caller: a connection that cannot be served is closed and counted. */
 void tunnel_accept(struct worker *w, enum listener_kind kind, int fd);
 
+/* tunnel_accept() with the destination given: for tests and for callers
+ * that chose the destination themselves. Returns the tunnel, or NULL when it
+ * was closed at once (the failure is counted). */
+struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
+    const struct sockaddr_storage *dst);
+
 /* Close every tunnel of w (worker stop). */
 void tunnel_close_all(struct worker *w);
 

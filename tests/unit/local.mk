@@ -1,1 +1,19 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
+UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel
+check_PROGRAMS += $(UNIT_TESTS)
+TESTS += $(UNIT_TESTS)
+UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+UNIT_LDADD = $(OUTRIGGER_LIBS) $(CMOCKA_LIBS)
+
+tests_unit_test_config_SOURCES = tests/unit/test_config.c
+tests_unit_test_config_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_config_LDADD = $(UNIT_LDADD)
+tests_unit_test_sock_SOURCES = tests/unit/test_sock.c
+tests_unit_test_sock_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_sock_LDADD = $(UNIT_LDADD)
+tests_unit_test_admin_SOURCES = tests/unit/test_admin.c
+tests_unit_test_admin_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_admin_LDADD = $(UNIT_LDADD)
+tests_unit_test_tunnel_SOURCES = tests/unit/test_tunnel.c
+tests_unit_test_tunnel_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_tunnel_LDADD = $(UNIT_LDADD)

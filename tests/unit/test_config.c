@@ -1,0 +1,174 @@
+/* Unit tests for src/config.c: defaults, the JSON schema, errors naming the
+ * JSON path, and that a refused file never changes the configuration. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static int
+load(const char *json, struct config *cfg, char *err, size_t errlen)
+{
+	return config_load_json(json, strlen(json), cfg, err, errlen);
+}
+
+static void
+test_defaults_are_istio_sidecar(void **state)
+{
+	struct config c;
+
+	config_defaults(&c);
+	assert_int_equal(c.concurrency, 2);
+	assert_int_equal(c.outbound_port, 15001);
+	assert_int_equal(c.inbound_port, 15006);
+	assert_int_equal(c.admin_port, 15000);
+	assert_int_equal(c.health_port, 15021);
+	assert_string_equal(c.admin_address, "127.0.0.1");
+	assert_int_equal(c.mode, INTERCEPT_REDIRECT);
+	assert_int_equal(c.connect_timeout_ms, 10000);
+	assert_int_equal(c.idle_timeout_ms, 3600000);
+	assert_int_equal(c.drain_ms, 5000);
+	assert_int_equal(c.log_level, LL_INFO);
+}
+
+static void
+test_valid_file_applies(void **state)
+{
+	struct config c;
+	char err[256];
+
+	config_defaults(&c);
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":4,\"logLevel\":\"debug\",\"connectTimeout\":\"0.250s\","
+	    "\"idleTimeout\":\"0s\",\"terminationDrainDuration\":\"1.5s\",\"interceptionMode\":\"TPROXY\","
+	    "\"proxyAdminPort\":\"16000\",\"adminAddress\":\"::1\"}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 4);
+	assert_int_equal(c.log_level, LL_DEBUG);
+	assert_int_equal(c.connect_timeout_ms, 250);
+	assert_int_equal(c.idle_timeout_ms, 0);
+	assert_int_equal(c.drain_ms, 1500);
+	assert_int_equal(c.mode, INTERCEPT_TPROXY);
+	assert_int_equal(c.admin_port, 16000);	/* proto3 JSON: integers may be strings */
+	assert_string_equal(c.admin_address, "::1");
+}
+
+/* Each bad input is refused, names its JSON path, and leaves cfg as it was. */
+static void
+test_errors_name_the_path(void **state)
+{
+	static const struct { const char *json, *want; } cases[] = {
+		{ "{\"proxi\":{}}", "proxi: unknown key" },
+		{ "{\"proxy\":{\"concurency\":2}}", "proxy.concurency: unknown key" },
+		{ "{\"proxy\":{\"concurrency\":\"two\"}}", "proxy.concurrency: expected an integer" },
+		{ "{\"proxy\":{\"concurrency\":0}}", "proxy.concurrency: expected an integer from 1 to 256" },
+		{ "{\"proxy\":{\"concurrency\":2.5}}", "proxy.concurrency: expected an integer" },
+		{ "{\"proxy\":{\"concurrency\":true}}", "proxy.concurrency: expected an integer" },
+		{ "{\"proxy\":{\"proxyListenPort\":70000}}", "proxy.proxyListenPort: expected an integer from 1 to 65535" },
+		{ "{\"proxy\":{\"connectTimeout\":\"5\"}}", "proxy.connectTimeout: expected a duration" },
+		{ "{\"proxy\":{\"connectTimeout\":\"5m\"}}", "proxy.connectTimeout: expected a duration" },
+		{ "{\"proxy\":{\"connectTimeout\":\"-1s\"}}", "proxy.connectTimeout: duration \"-1s\" is out of range" },
+		{ "{\"proxy\":{\"connectTimeout\":\"0s\"}}", "proxy.connectTimeout: duration \"0s\" is out of range" },
+		{ "{\"proxy\":{\"connectTimeout\":5}}", "proxy.connectTimeout: expected a duration" },
+		{ "{\"proxy\":{\"logLevel\":\"loud\"}}", "proxy.logLevel: expected one of" },
+		{ "{\"proxy\":{\"interceptionMode\":\"NAT\"}}", "proxy.interceptionMode: expected \"REDIRECT\" or \"TPROXY\"" },
+		{ "{\"proxy\":{\"adminAddress\":\"localhost\"}}", "proxy.adminAddress: expected a numeric" },
+		{ "{\"proxy\":[]}", "proxy: expected an object" },
+		{ "[]", "$: expected a JSON object" },
+		{ "{\"proxy\":{\"concurrency\":2}", "$: not valid JSON" },
+		{ "", "$: not valid JSON" },
+	};
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":3}}", &c, err, sizeof(err)), 0);
+	before = c;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		/* A valid key first: it must not stay applied when a later one fails. */
+		char json[256];
+		snprintf(json, sizeof(json), "%s", cases[i].json);
+		assert_int_equal(load(json, &c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, cases[i].want))
+			fail_msg("case %zu: %s\n  got:  %s\n  want: %s", i, cases[i].json, err, cases[i].want);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+}
+
+static void
+test_never_half_applied(void **state)
+{
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	before = c;
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":8,\"logLevel\":\"trace\",\"proxyListenPort\":0}}",
+	    &c, err, sizeof(err)), -EINVAL);
+	assert_memory_equal(&c, &before, sizeof(c));
+	assert_non_null(strstr(err, "proxy.proxyListenPort"));
+}
+
+static void
+test_dump_round_trips(void **state)
+{
+	struct config a, b;
+	char err[256];
+
+	config_defaults(&a);
+	assert_int_equal(load("{\"proxy\":{\"connectTimeout\":\"0.005s\",\"terminationDrainDuration\":\"90s\","
+	    "\"interceptionMode\":\"TPROXY\",\"logLevel\":\"warn\"}}", &a, err, sizeof(err)), 0);
+	cJSON *j = config_to_json(&a);
+	assert_non_null(j);
+	char *txt = cJSON_PrintUnformatted(j);
+	assert_non_null(strstr(txt, "\"connectTimeout\":\"0.005s\""));
+	assert_non_null(strstr(txt, "\"terminationDrainDuration\":\"90s\""));
+	config_defaults(&b);
+	assert_int_equal(load(txt, &b, err, sizeof(err)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+	free(txt);
+	cJSON_Delete(j);
+}
+
+static void
+test_file_errors(void **state)
+{
+	struct config c;
+	char err[256];
+	char path[] = "/tmp/or-test-config-XXXXXX";
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "{\"proxy\": {\"concurrency\": -1}}", 30), 30);
+	close(fd);
+	config_defaults(&c);
+	assert_true(config_load_file(path, &c, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "proxy.concurrency"));
+	unlink(path);
+	assert_true(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "cannot open /nonexistent/outrigger.json"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_are_istio_sidecar),
+		cmocka_unit_test(test_valid_file_applies),
+		cmocka_unit_test(test_errors_name_the_path),
+		cmocka_unit_test(test_never_half_applied),
+		cmocka_unit_test(test_dump_round_trips),
+		cmocka_unit_test(test_file_errors),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
