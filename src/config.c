@@ -72,6 +72,9 @@ static const struct cf_field schema[] = {
 
 #define NFIELDS (sizeof(schema) / sizeof(schema[0]))
 
+static void seterr(char *err, size_t errlen, const struct cf_field *f, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 static void
 seterr(char *err, size_t errlen, const struct cf_field *f, const char *fmt, ...)
 {
