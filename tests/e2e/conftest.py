@@ -6,6 +6,8 @@ Run as root with /usr/bin/python3 -m pytest tests/e2e. Binaries come from the ch
 need the lab skip, with the reason, when not root or when a binary is missing.
 """
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -67,15 +69,56 @@ def _dump(L):
             print(text[-6000:])
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def _stop_sidecars_and_check(L):
+    """Stop every sidecar still running (SIGTERM, then a second SIGTERM: "stop now") so that
+    LeakSanitizer runs at exit, and return the problems found: a non-zero exit, or a
+    sanitizer report in any proxy log (the suite runs ASan+UBSan builds in CI)."""
+    problems = []
+    for pod in list(L.pods.values()):
+        sc = getattr(pod, "sidecar", None)
+        if sc is None or not sc.alive():
+            continue
+        sc.proc.send_signal(signal.SIGTERM)
+        try:
+            sc.proc.wait(timeout=0.3)
+        except subprocess.TimeoutExpired:
+            sc.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = sc.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            sc.proc.kill()
+            rc = "hung"
+        if rc != 0:
+            problems.append("%s: outrigger exit status %s at teardown" % (pod.name, rc))
+    for name in sorted(os.listdir(L.dir)):
+        if "outrigger" in name and name.endswith(".log"):
+            with open(os.path.join(L.dir, name), errors="replace") as f:
+                text = f.read()
+            for mark in SANITIZER_MARKS:
+                if mark in text:
+                    i = text.index(mark)
+                    problems.append("%s: %s\n%s" % (name, mark, text[max(0, i - 200):i + 3000]))
+                    break
+    return problems
+
+
 @pytest.fixture
 def pod_lab(request, root):
-    """A fresh Lab per test; on failure its logs are printed before teardown."""
+    """A fresh Lab per test; on failure its logs are printed before teardown. At the end every
+    sidecar must exit 0 and no proxy log may hold a sanitizer report."""
     with lab.Lab() as L:
         yield L
+        problems = _stop_sidecars_and_check(L)
         failed = any(getattr(request.node, "rep_" + w, None) is not None and
                      getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
-        if failed:
+        if failed or problems:
             _dump(L)
+        if problems:
+            pytest.fail("sidecar check at teardown:\n" + "\n".join(problems), pytrace=False)
 
 
 class Mesh:
@@ -85,7 +128,7 @@ class Mesh:
 
 
 def build_mesh(L, ipv6=False, client_init=None, server_init=None, client_config=None,
-               server_config=None, sink_reply_bytes=0):
+               server_config=None, sink_reply_bytes=0, server_user=lab.PROXY_UID):
     m = Mesh()
     m.lab = L
     m.client = L.add_pod("client", ipv6=ipv6)
@@ -100,7 +143,7 @@ def build_mesh(L, ipv6=False, client_init=None, server_init=None, client_config=
         m.echo_svc6 = L.add_service("fd00:198:19::10", 80, m.server, 8080)
         m.http_svc6 = L.add_service("fd00:198:19::12", 80, m.server, 8082)
     m.csc = m.client.start_sidecar(init_args=client_init, config=client_config)
-    m.ssc = m.server.start_sidecar(init_args=server_init, config=server_config)
+    m.ssc = m.server.start_sidecar(init_args=server_init, config=server_config, user=server_user)
     return m
 
 

@@ -477,6 +477,25 @@ def test_ipv6_capture(mesh_factory):
     assert "peer ::6" in body, "v6 inbound passthrough must come from ::6: %r" % body
 
 
+def test_tproxy_inbound_keeps_client_address(mesh_factory):
+    """Guards TPROXY inbound with the real proxy: outrigger-init -m TPROXY on the server pod,
+    outrigger with interceptionMode TPROXY, run as Istio's injector runs a TPROXY sidecar
+    (uid 0 for transparent sockets, gid 1337 so the capture rules exempt it), carries the call,
+    counts it on the inbound listener, and the app sees the client pod's own address instead of
+    127.0.0.6. (As uid 1337, Istio's nat hairpin rule would redirect the proxy's connection to
+    the app back into 15006.)"""
+    tproxy_init = [a if a != "REDIRECT" else "TPROXY" for a in lab.DEFAULT_INIT_ARGS]
+    m = mesh_factory(server_init=tproxy_init, server_config={"proxy": {"interceptionMode": "TPROXY"}},
+                     server_user=(0, 1337))
+    s0 = m.ssc.stats()
+    for _ in range(3):
+        code, body = m.client.curl("http://198.19.0.12/", user="nobody")
+        assert code == 200, body
+        assert "peer %s" % m.client.ip4 in body, "app must see the client's address: %r" % body
+    s1 = settled(m.ssc, "inbound", s0, 3)
+    assert s1["listener.inbound.downstream_cx_total"] - s0["listener.inbound.downstream_cx_total"] == 3
+
+
 def test_demo_passes(root, outrigger_bin, init_bin, repo):
     """Guards the README quick-start: tests/lab/demo.py builds its two-pod lab, shows both
     sidecars' counters, exits 0 and leaves no namespace behind."""

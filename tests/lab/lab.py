@@ -95,10 +95,13 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
 
 
 def _user_prefix(user):
-    """argv prefix that runs a command as `user` (None: root, int uid, or a user name)."""
+    """argv prefix that runs a command as `user`: None (root), an int uid (gid the same), a
+    (uid, gid) pair, or a user name."""
     if user is None:
         return []
-    if isinstance(user, int):
+    if isinstance(user, tuple):
+        uid, gid = user
+    elif isinstance(user, int):
         uid = gid = user
     else:
         pw = pwd.getpwnam(user)
@@ -452,8 +455,10 @@ class Pod:
 
     # -- the sidecar
     def start_sidecar(self, init_args=None, proxy_args=(), config=None, env=None, ready_timeout=10,
-                      run_init=True):
-        """Run outrigger-init (root) then outrigger (uid/gid 1337) in this pod; wait for readiness."""
+                      run_init=True, user=PROXY_UID):
+        """Run outrigger-init (root) then outrigger (as `user`: uid/gid 1337 by default; for
+        TPROXY, (0, 1337) as Istio's injector runs it: root for transparent sockets, group 1337
+        so that the capture rules let its traffic through) in this pod; wait for readiness."""
         ib, pb = init_bin(), proxy_bin()
         for b in (ib, pb) if run_init else (pb,):
             if not os.access(b, os.X_OK):
@@ -482,7 +487,7 @@ class Pod:
         penv.update(env or {})
         log_path = os.path.join(self.lab.dir, "%s-outrigger-%d.log" % (self.name, n))
         with open(log_path, "wb") as log:
-            proc = self.popen(argv, user=PROXY_UID, stdout=log, stderr=subprocess.STDOUT, env=penv)
+            proc = self.popen(argv, user=user, stdout=log, stderr=subprocess.STDOUT, env=penv)
         sc = Sidecar(self, proc, log_path, cfg_path, init_res, n)
         self.sidecar = sc
         deadline = time.monotonic() + ready_timeout
