@@ -1,7 +1,5 @@
 /* apply: iptables / nftables programming, drift check, cleanup (see apply.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +10,7 @@
 #include "exec.h"
 #include "ilog.h"
 #include "nft.h"
-#include "sbuf.h"
+#include "strbuf.h"
 
 static const char *const tables[] = { "mangle", "nat", "raw" };
 
@@ -27,7 +25,7 @@ static void xt_names(struct xt_bin *b, unsigned fam, const char *flavour)
 }
 
 /* Run "<save>"; 0 with the text in out, or the failure. */
-static int xt_save(const struct xt_bin *b, struct sbuf *out)
+static int xt_save(const struct xt_bin *b, struct strbuf *out)
 {
 	char *argv[] = { (char *)b->save, NULL };
 
@@ -45,19 +43,19 @@ static bool xt_works(struct xt_bin *b)
 	char *probe_del[] = { b->iptables, (char *)"-t", (char *)"nat", (char *)"-D",
 			      (char *)"INPUT", (char *)"-p", (char *)"255", (char *)"-j",
 			      (char *)"RETURN", NULL };
-	struct sbuf out = { 0 };
-	char *v;
+	struct strbuf out = { 0 };
+	bool legacy;
 	int rc;
 
 	rc = exec_run(ver, NULL, &out, EXEC_STDERR_QUIET);
-	v = sbuf_done(&out);
-	if (rc != 0) {
-		free(v);
+	/* (an incomplete text, out.oom, is not looked at) */
+	legacy = !out.oom && out.p != NULL && strstr(out.p, "nf_tables") == NULL &&
+		 strstr(out.p, "legacy") != NULL;
+	sb_free(&out);
+	if (rc != 0)
 		return false;
-	}
-	if (v != NULL && strstr(v, "nf_tables") == NULL && strstr(v, "legacy") != NULL)
+	if (legacy)
 		b->legacy = true;
-	free(v);
 	if (exec_run(probe_add, NULL, NULL, EXEC_STDERR_QUIET) != 0)
 		return false;
 	exec_run(probe_del, NULL, NULL, EXEC_STDERR_QUIET);
@@ -76,9 +74,8 @@ static bool has_rules(const char *dump)
 int xt_detect(const struct init_config *c, unsigned fam, struct xt_bin *out)
 {
 	const char *fname = fam == RULE_V6 ? "IPv6" : "IPv4";
-	struct sbuf dump = { 0 };
-	char *text;
-	int rc;
+	struct strbuf dump = { 0 };
+	bool legacy_rules;
 
 	memset(out, 0, sizeof(*out));
 	if (c->force_binary != XT_FORCE_NONE) {
@@ -92,15 +89,13 @@ int xt_detect(const struct init_config *c, unsigned fam, struct xt_bin *out)
 	 * does not instantiate tables) avoids creating legacy tables on an
 	 * nft node. */
 	xt_names(out, fam, "-legacy");
-	rc = xt_save(out, &dump);
-	text = sbuf_done(&dump);
-	if (rc == 0 && text != NULL && has_rules(text) && xt_works(out)) {
-		free(text);
+	legacy_rules = xt_save(out, &dump) == 0 && !dump.oom && has_rules(dump.p);
+	sb_free(&dump);
+	if (legacy_rules && xt_works(out)) {
 		out->legacy = true;
 		ilog_info("%s: using %s (legacy tables hold rules)", fname, out->iptables);
 		return 0;
 	}
-	free(text);
 	memset(out, 0, sizeof(*out));
 	xt_names(out, fam, "-nft");
 	if (xt_works(out)) {
@@ -153,7 +148,7 @@ struct saved_chain {
 struct saved {
 	struct saved_chain v[64];
 	size_t n;
-	char *text;
+	char *text; /* the dump, malloc'd; NULL when it is empty */
 };
 
 static struct saved_chain *saved_find(struct saved *s, const char *table, const char *chain)
@@ -166,15 +161,17 @@ static struct saved_chain *saved_find(struct saved *s, const char *table, const 
 
 static int saved_load(const struct xt_bin *b, struct saved *s)
 {
-	struct sbuf out = { 0 };
+	struct strbuf out = { 0 };
 	char table[16] = "";
 	int rc;
 
 	memset(s, 0, sizeof(*s));
 	rc = xt_save(b, &out);
-	s->text = sbuf_done(&out);
-	if (rc != 0 || s->text == NULL)
+	if (rc != 0 || out.oom) {
+		sb_free(&out);
 		return rc < 0 ? rc : -EIO;
+	}
+	s->text = out.p; /* NULL when the dump is empty */
 	for (char *l = s->text; l && *l;) {
 		char *nl = strchr(l, '\n');
 		size_t len = nl ? (size_t)(nl - l) : strlen(l);
@@ -264,17 +261,10 @@ static enum xt_state xt_compare(const struct xt_bin *b, const struct ruleset *rs
 	for (size_t i = 0; i < rs->n && st == XT_SAME; i++) {
 		const struct rule *r = &rs->v[i];
 		char *args[140];
-		size_t k = 0;
 
 		if (!(r->fam & fam) || r->argc > 130)
 			continue;
-		args[k++] = (char *)"-t";
-		args[k++] = (char *)r->table;
-		args[k++] = (char *)"-C";
-		args[k++] = (char *)r->chain;
-		for (size_t a = 0; a < r->argc; a++)
-			args[k++] = r->argv[a];
-		args[k] = NULL;
+		rules_cmd(r, "-C", args);
 		if (xt_cmd(b, args, EXEC_STDERR_QUIET) != 0) {
 			char *line = rules_line(r);
 			ilog_info("rule missing: -t %s %s", r->table, line ? line : "?");

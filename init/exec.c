@@ -1,7 +1,5 @@
 /* exec: run helper programs (see exec.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +29,7 @@ const char *exec_line(char *const argv[])
 	return line;
 }
 
-int exec_run(char *const argv[], const char *input, struct sbuf *out,
+int exec_run(char *const argv[], const char *input, struct strbuf *out,
 	     enum exec_stderr err)
 {
 	int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 };
@@ -114,10 +112,9 @@ int exec_run(char *const argv[], const char *input, struct sbuf *out,
 		}
 		if (out_i >= 0 && pfd[out_i].revents) {
 			char buf[4096];
-			ssize_t r = read(out_pipe[0], buf, sizeof(buf) - 1);
+			ssize_t r = read(out_pipe[0], buf, sizeof(buf));
 			if (r > 0) {
-				buf[r] = '\0';
-				sbuf_puts(out, buf);
+				sb_append(out, buf, (size_t)r);
 			} else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
 				close(out_pipe[0]);
 				out_pipe[0] = -1;

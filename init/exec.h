@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-#include "sbuf.h"
+#include "strbuf.h"
 
 /* How a command's stderr is handled. */
 enum exec_stderr {
@@ -20,7 +20,7 @@ enum exec_stderr {
  * to its stdin; out, when not NULL, receives its stdout.  Returns the exit
  * status (0-255; 127 when the program does not exist), or -errno when it
  * could not be started. */
-int exec_run(char *const argv[], const char *input, struct sbuf *out,
+int exec_run(char *const argv[], const char *input, struct strbuf *out,
 	     enum exec_stderr err);
 
 /* The command as one line, for logs.  Static buffer. */

@@ -7,9 +7,7 @@
  * "--envoy-port=15001", booleans "--dry-run" / "--dry-run=false".  Go's own
  * flag package also allows a single dash before a long name, so we take
  * "-dry-run" too when it cannot be a short flag. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -351,41 +349,6 @@ int cidr_parse(const char *s, struct cidr *c)
 	return 0;
 }
 
-static int cidrlist_parse(const char *s, struct cidrlist *l, bool allow_wildcard,
-			  const char **bad)
-{
-	struct strlist items = { 0 };
-	int rc = 0;
-
-	if (strcmp(s, "*") == 0 && allow_wildcard) {
-		l->wildcard = true;
-		return 0;
-	}
-	if (strlist_split(&items, s) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < items.n; i++) {
-		struct cidr c;
-		struct cidr *nv;
-
-		if (cidr_parse(items.v[i], &c) < 0) {
-			static char badbuf[256];
-			snprintf(badbuf, sizeof(badbuf), "%s", items.v[i]);
-			*bad = badbuf;
-			rc = -EINVAL;
-			break;
-		}
-		nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
-		if (nv == NULL) {
-			rc = -ENOMEM;
-			break;
-		}
-		l->v = nv;
-		l->v[l->n++] = c;
-	}
-	strlist_free(&items);
-	return rc;
-}
-
 /* Does the text name a long option of the table?  Returns its index or -1. */
 static int find_long(const char *name, size_t len)
 {
@@ -531,6 +494,12 @@ int flags_parse(struct init_config *c, int argc, char **argv, char *err,
 	return 0;
 }
 
+/* The reasons bad() gives for the kinds of value used more than once. */
+#define WHY_PORT  "not a port number (1-65535)"
+#define WHY_ID    "not a numeric id (0-4294967294)"
+#define WHY_GROUP "not a group name or gid"
+#define WHY_IFACE "not an interface name"
+
 /* Error helper: "invalid value "V" for flag -p/--envoy-port: why". */
 static int bad(const struct init_config *c, enum init_flag f, const char *value,
 	       char *err, size_t errlen, const char *why)
@@ -547,88 +516,79 @@ static int bad(const struct init_config *c, enum init_flag f, const char *value,
 	return -EINVAL;
 }
 
-static int port_list(struct init_config *c, enum init_flag f, struct strlist *out,
-		     char *err, size_t errlen)
-{
-	struct strlist items = { 0 };
-	int rc = 0;
+/* The item checks of parse_list(), one per kind of list: true when the
+ * item is acceptable as it stands (it is stored as given). */
 
-	if (strlist_split(&items, c->val[f]) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < items.n && rc == 0; i++) {
-		char p[8];
-		if (parse_port(items.v[i], p) < 0)
-			rc = bad(c, f, items.v[i], err, errlen, "not a port number (1-65535)");
-		else if (strlist_add(out, p) < 0)
-			rc = -ENOMEM;
-	}
-	strlist_free(&items);
-	return rc;
+/* Strict decimal, so the text is already what parse_port() would print. */
+static bool port_ok(const char *s)
+{
+	char p[8];
+
+	return parse_port(s, p) == 0;
 }
 
-static int id_list(struct init_config *c, enum init_flag f, struct strlist *out,
-		   char *err, size_t errlen)
+/* A uid or gid: (uid_t)-1 means "no change" to the kernel, so refuse it. */
+static bool id_ok(const char *s)
 {
-	struct strlist items = { 0 };
-	int rc = 0;
+	unsigned long long v;
 
-	if (strlist_split(&items, c->val[f]) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < items.n && rc == 0; i++) {
-		unsigned long long v;
-		/* (uid_t)-1 means "no change" to the kernel: refuse it. */
-		if (parse_udec(items.v[i], 4294967294ULL, &v) < 0)
-			rc = bad(c, f, items.v[i], err, errlen, "not a numeric id (0-4294967294)");
-		else if (strlist_add(out, items.v[i]) < 0)
-			rc = -ENOMEM;
-	}
-	strlist_free(&items);
-	return rc;
+	return parse_udec(s, 4294967294ULL, &v) == 0;
 }
 
 /* A group for -m owner --gid-owner: a number or a plain group name. */
-static int group_list(struct init_config *c, enum init_flag f, struct strlist *out,
-		      char *err, size_t errlen)
+static bool group_ok(const char *g)
 {
-	struct strlist items = { 0 };
-	int rc = 0;
+	bool ok = strlen(g) < 64 && g[0] != '-' && g[0] != '!';
 
-	if (strlist_split(&items, c->val[f]) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < items.n && rc == 0; i++) {
-		const char *g = items.v[i];
-		bool ok = strlen(g) < 64 && g[0] != '-' && g[0] != '!';
-		for (const char *p = g; *p && ok; p++)
-			ok = isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.';
-		if (!ok)
-			rc = bad(c, f, g, err, errlen, "not a group name or gid");
-		else if (strlist_add(out, g) < 0)
-			rc = -ENOMEM;
-	}
-	strlist_free(&items);
-	return rc;
+	for (const char *p = g; *p && ok; p++)
+		ok = isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.';
+	return ok;
 }
 
-static int iface_list(struct init_config *c, enum init_flag f, struct strlist *out,
-		      char *err, size_t errlen)
+/* IFNAMSIZ is 16 with the NUL; iptables takes a trailing '+'. */
+static bool iface_ok(const char *n)
+{
+	bool ok = strlen(n) < 16 && n[0] != '-' && n[0] != '!';
+
+	for (const char *p = n; *p && ok; p++)
+		ok = isgraph((unsigned char)*p) && *p != '/' && *p != '"' &&
+		     *p != '\'' && *p != '{' && *p != '}' && *p != ';';
+	return ok;
+}
+
+static bool cidr_ok(const char *s)
+{
+	struct cidr c;
+
+	return cidr_parse(s, &c) == 0;
+}
+
+/* Split option f's value into out (istio config.Split) and check every item
+ * with ok; the first refused item is reported with why.  0, -EINVAL or
+ * -ENOMEM; out holds the items either way (flags_free releases them). */
+static int parse_list(struct init_config *c, enum init_flag f, struct strlist *out,
+		      bool (*ok)(const char *item), const char *why, char *err,
+		      size_t errlen)
+{
+	if (strlist_split(out, c->val[f]) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < out->n; i++)
+		if (!ok(out->v[i]))
+			return bad(c, f, out->v[i], err, errlen, why);
+	return 0;
+}
+
+/* A CIDR list (-i without '*', -x): parse_list(), then each item typed. */
+static int parse_cidrs(struct init_config *c, enum init_flag f, struct cidrlist *out,
+		       const char *why, char *err, size_t errlen)
 {
 	struct strlist items = { 0 };
-	int rc = 0;
+	int rc = parse_list(c, f, &items, cidr_ok, why, err, errlen);
 
-	if (strlist_split(&items, c->val[f]) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < items.n && rc == 0; i++) {
-		const char *n = items.v[i];
-		/* IFNAMSIZ is 16 with the NUL; iptables takes a trailing '+'. */
-		bool ok = strlen(n) < 16 && n[0] != '-' && n[0] != '!';
-		for (const char *p = n; *p && ok; p++)
-			ok = isgraph((unsigned char)*p) && *p != '/' && *p != '"' &&
-			     *p != '\'' && *p != '{' && *p != '}' && *p != ';';
-		if (!ok)
-			rc = bad(c, f, n, err, errlen, "not an interface name");
-		else if (strlist_add(out, n) < 0)
-			rc = -ENOMEM;
-	}
+	if (rc == 0 && items.n > 0 && (out->v = calloc(items.n, sizeof(*out->v))) == NULL)
+		rc = -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < items.n; i++)
+		cidr_parse(items.v[i], &out->v[out->n++]);
 	strlist_free(&items);
 	return rc;
 }
@@ -681,7 +641,7 @@ int flags_finish(struct init_config *c, char *err, size_t errlen)
 		{ F_INBOUND_CAPTURE_PORT, offsetof(struct init_config, inbound_capture_port) },
 		{ F_INBOUND_TUNNEL_PORT, offsetof(struct init_config, inbound_tunnel_port) },
 	};
-	const char *v, *badv = NULL;
+	const char *v;
 	unsigned long long n;
 	bool b;
 	int rc;
@@ -697,15 +657,15 @@ int flags_finish(struct init_config *c, char *err, size_t errlen)
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
 		v = c->val[ports[i].f];
 		if (parse_port(v, (char *)c + ports[i].off) < 0)
-			return bad(c, ports[i].f, v, err, errlen, "not a port number (1-65535)");
+			return bad(c, ports[i].f, v, err, errlen, WHY_PORT);
 	}
 	v = c->val[F_PROBE_PORT];
 	if (parse_udec(v, 65535, &n) < 0 || n == 0)
-		return bad(c, F_PROBE_PORT, v, err, errlen, "not a port number (1-65535)");
+		return bad(c, F_PROBE_PORT, v, err, errlen, WHY_PORT);
 	c->probe_port = (unsigned)n;
 
-	if ((rc = id_list(c, F_PROXY_UID, &c->uids, err, errlen)) < 0 ||
-	    (rc = id_list(c, F_PROXY_GID, &c->gids, err, errlen)) < 0)
+	if ((rc = parse_list(c, F_PROXY_UID, &c->uids, id_ok, WHY_ID, err, errlen)) < 0 ||
+	    (rc = parse_list(c, F_PROXY_GID, &c->gids, id_ok, WHY_ID, err, errlen)) < 0)
 		return rc;
 
 	v = c->val[F_MODE];
@@ -719,32 +679,34 @@ int flags_finish(struct init_config *c, char *err, size_t errlen)
 	v = c->val[F_INBOUND_PORTS];
 	if (strcmp(v, "*") == 0)
 		c->inbound_all = true;
-	else if ((rc = port_list(c, F_INBOUND_PORTS, &c->inbound_ports, err, errlen)) < 0)
+	else if ((rc = parse_list(c, F_INBOUND_PORTS, &c->inbound_ports, port_ok, WHY_PORT,
+				  err, errlen)) < 0)
 		return rc;
-	if ((rc = port_list(c, F_LOCAL_EXCLUDE_PORTS, &c->local_exclude_ports, err, errlen)) < 0 ||
-	    (rc = port_list(c, F_OUTBOUND_PORTS, &c->outbound_ports, err, errlen)) < 0 ||
-	    (rc = port_list(c, F_OUTBOUND_PORTS_EXCLUDE, &c->outbound_ports_exclude, err, errlen)) < 0 ||
-	    (rc = iface_list(c, F_EXCLUDE_INTERFACES, &c->exclude_ifaces, err, errlen)) < 0 ||
-	    (rc = iface_list(c, F_KUBE_VIRT_INTERFACES, &c->kubevirt_ifaces, err, errlen)) < 0)
+	if ((rc = parse_list(c, F_LOCAL_EXCLUDE_PORTS, &c->local_exclude_ports, port_ok,
+			     WHY_PORT, err, errlen)) < 0 ||
+	    (rc = parse_list(c, F_OUTBOUND_PORTS, &c->outbound_ports, port_ok, WHY_PORT,
+			     err, errlen)) < 0 ||
+	    (rc = parse_list(c, F_OUTBOUND_PORTS_EXCLUDE, &c->outbound_ports_exclude,
+			     port_ok, WHY_PORT, err, errlen)) < 0 ||
+	    (rc = parse_list(c, F_EXCLUDE_INTERFACES, &c->exclude_ifaces, iface_ok,
+			     WHY_IFACE, err, errlen)) < 0 ||
+	    (rc = parse_list(c, F_KUBE_VIRT_INTERFACES, &c->kubevirt_ifaces, iface_ok,
+			     WHY_IFACE, err, errlen)) < 0)
 		return rc;
 
 	v = c->val[F_SERVICE_CIDR];
-	rc = cidrlist_parse(v, &c->include_cidrs, true, &badv);
-	if (rc == -EINVAL)
-		return bad(c, F_SERVICE_CIDR, badv, err, errlen,
-			   "not '*' or an address/prefix-length CIDR");
-	if (rc < 0)
+	if (strcmp(v, "*") == 0)
+		c->include_cidrs.wildcard = true;
+	else if ((rc = parse_cidrs(c, F_SERVICE_CIDR, &c->include_cidrs,
+				   "not '*' or an address/prefix-length CIDR", err, errlen)) < 0)
 		return rc;
 	v = c->val[F_SERVICE_EXCLUDE_CIDR];
 	/* istio run.go: "invalid value for OUTBOUND_IP_RANGES_EXCLUDE" on '*'. */
 	if (strcmp(v, "*") == 0)
 		return bad(c, F_SERVICE_EXCLUDE_CIDR, v, err, errlen,
 			   "'*' is not allowed here (it would exclude everything)");
-	rc = cidrlist_parse(v, &c->exclude_cidrs, false, &badv);
-	if (rc == -EINVAL)
-		return bad(c, F_SERVICE_EXCLUDE_CIDR, badv, err, errlen,
-			   "not an address/prefix-length CIDR");
-	if (rc < 0)
+	if ((rc = parse_cidrs(c, F_SERVICE_EXCLUDE_CIDR, &c->exclude_cidrs,
+			      "not an address/prefix-length CIDR", err, errlen)) < 0)
 		return rc;
 
 	v = c->val[F_TPROXY_MARK];
@@ -780,7 +742,8 @@ int flags_finish(struct init_config *c, char *err, size_t errlen)
 	if (strcmp(v, "*") == 0) {
 		c->owner_groups_all = true;
 	} else {
-		if ((rc = group_list(c, F_OWNER_GROUPS, &c->owner_groups, err, errlen)) < 0)
+		if ((rc = parse_list(c, F_OWNER_GROUPS, &c->owner_groups, group_ok, WHY_GROUP,
+				     err, errlen)) < 0)
 			return rc;
 		if (c->owner_groups.n > INIT_MAX_OWNER_GROUPS) {
 			char why[96];
@@ -789,7 +752,8 @@ int flags_finish(struct init_config *c, char *err, size_t errlen)
 			return bad(c, F_OWNER_GROUPS, v, err, errlen, why);
 		}
 	}
-	if ((rc = group_list(c, F_OWNER_GROUPS_EXCLUDE, &c->owner_groups_exclude, err, errlen)) < 0)
+	if ((rc = parse_list(c, F_OWNER_GROUPS_EXCLUDE, &c->owner_groups_exclude, group_ok,
+			     WHY_GROUP, err, errlen)) < 0)
 		return rc;
 
 	v = c->val[F_IPV4_LOOPBACK_CIDR];

@@ -1,7 +1,5 @@
 /* ilog: outrigger-init's log lines on stderr (see ilog.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,8 +1,10 @@
 # outrigger-init: the interception helper (a drop-in for istio-iptables).
 # Sources are built once into libinit.a; the program and the unit tests link
-# it.  init/ uses only libc, so it takes its own CPPFLAGS (not AM_CPPFLAGS,
-# whose -I src would let src/ headers shadow ours).
-INIT_CPPFLAGS = -I$(top_srcdir)/init
+# it.  init/ needs only libc and the proxy's text buffer: src/strbuf.c is
+# compiled into libinit.a, so outrigger-init does not link liboutrigger.a.
+# It takes its own CPPFLAGS, not AM_CPPFLAGS with the proxy's library flags;
+# -I $(top_builddir) is for autoconfig.h.
+INIT_CPPFLAGS = -I$(top_srcdir)/init -I$(top_srcdir)/src -I$(top_builddir)
 
 noinst_LIBRARIES += libinit.a
 libinit_a_CPPFLAGS = $(INIT_CPPFLAGS)
@@ -14,9 +16,9 @@ libinit_a_SOURCES = \
 	init/nft.c init/nft.h \
 	init/podinfo.c init/podinfo.h \
 	init/rules.c init/rules.h \
-	init/sbuf.c init/sbuf.h \
 	init/tproxy.c init/tproxy.h \
-	init/validate.c init/validate.h
+	init/validate.c init/validate.h \
+	src/strbuf.c src/strbuf.h
 
 sbin_PROGRAMS += outrigger-init
 outrigger_init_CPPFLAGS = $(INIT_CPPFLAGS)

@@ -7,9 +7,7 @@
  * build the rules, then print them (--dry-run), remove them
  * (--cleanup-only) or apply them (exit 1 on failure), and finally, with
  * --run-validation, prove they redirect (exit 126 on failure). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

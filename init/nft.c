@@ -1,7 +1,5 @@
 /* nft: the --native-nftables backend (see nft.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -9,7 +7,7 @@
 #include <string.h>
 
 #include "nft.h"
-#include "sbuf.h"
+#include "strbuf.h"
 
 const char *nft_table_name(const char *table)
 {
@@ -165,7 +163,7 @@ static const char *ipfam(const struct rule *r, const struct xt_rule *x)
 	return addr != NULL && strchr(addr, ':') != NULL ? "ip6" : "ip";
 }
 
-static void put_rule(struct sbuf *b, const struct rule *r, const struct xt_rule *x,
+static void put_rule(struct strbuf *b, const struct rule *r, const struct xt_rule *x,
 		     const char *tname)
 {
 	const char *fam = ipfam(r, x);
@@ -173,52 +171,52 @@ static void put_rule(struct sbuf *b, const struct rule *r, const struct xt_rule 
 
 	chain_name(chain, sizeof(chain), r->chain);
 	if (r->insert_pos > 1)
-		sbuf_printf(b, "insert rule inet %s %s index %d", tname, chain,
-			    r->insert_pos - 1);
+		sb_printf(b, "insert rule inet %s %s index %d", tname, chain,
+			  r->insert_pos - 1);
 	else
-		sbuf_printf(b, "%s rule inet %s %s", r->insert_pos ? "insert" : "add",
-			    tname, chain);
+		sb_printf(b, "%s rule inet %s %s", r->insert_pos ? "insert" : "add",
+			  tname, chain);
 	/* A rule istio adds to one family only but that matches no address
 	 * (e.g. the "-j RETURN" closing the IPv4 include list) must not
 	 * catch the other family in an inet table. */
 	if (r->fam != RULE_BOTH && x->saddr == NULL && x->daddr == NULL)
-		sbuf_printf(b, " meta nfproto %s", r->fam == RULE_V6 ? "ipv6" : "ipv4");
+		sb_printf(b, " meta nfproto %s", r->fam == RULE_V6 ? "ipv6" : "ipv4");
 	if (x->iif)
-		sbuf_printf(b, " iifname %s", x->iif);
+		sb_printf(b, " iifname %s", x->iif);
 	if (x->oif)
-		sbuf_printf(b, " oifname %s", x->oif);
+		sb_printf(b, " oifname %s", x->oif);
 	if (x->proto)
-		sbuf_printf(b, " meta l4proto %s", x->proto);
+		sb_printf(b, " meta l4proto %s", x->proto);
 	if (x->saddr)
-		sbuf_printf(b, " %s saddr %s%s", fam, x->saddr_neg ? "!= " : "", x->saddr);
+		sb_printf(b, " %s saddr %s%s", fam, x->saddr_neg ? "!= " : "", x->saddr);
 	if (x->daddr)
-		sbuf_printf(b, " %s daddr %s%s", fam, x->daddr_neg ? "!= " : "", x->daddr);
+		sb_printf(b, " %s daddr %s%s", fam, x->daddr_neg ? "!= " : "", x->daddr);
 	if (x->sport)
-		sbuf_printf(b, " %s sport %s", x->proto, x->sport);
+		sb_printf(b, " %s sport %s", x->proto, x->sport);
 	if (x->dport)
-		sbuf_printf(b, " %s dport %s%s", x->proto, x->dport_neg ? "!= " : "", x->dport);
+		sb_printf(b, " %s dport %s%s", x->proto, x->dport_neg ? "!= " : "", x->dport);
 	if (x->dports) {
-		sbuf_printf(b, " %s dport %s{ ", x->proto, x->dports_neg ? "!= " : "");
+		sb_printf(b, " %s dport %s{ ", x->proto, x->dports_neg ? "!= " : "");
 		for (const char *p = x->dports; *p; p++) {
 			if (*p == ',')
-				sbuf_puts(b, ", ");
+				sb_printf(b, ", ");
 			else
-				sbuf_printf(b, "%c", *p);
+				sb_printf(b, "%c", *p);
 		}
-		sbuf_puts(b, " }");
+		sb_printf(b, " }");
 	}
 	for (size_t i = 0; i < x->nowner; i++)
-		sbuf_printf(b, " %s %s%s", x->owner[i].key, x->owner[i].neg ? "!= " : "",
-			    x->owner[i].id);
+		sb_printf(b, " %s %s%s", x->owner[i].key, x->owner[i].neg ? "!= " : "",
+			  x->owner[i].id);
 	if (x->ctstate) {
-		sbuf_puts(b, " ct state ");
+		sb_printf(b, " ct state ");
 		for (const char *p = x->ctstate; *p; p++)
-			sbuf_printf(b, "%c", tolower((unsigned char)*p));
+			sb_printf(b, "%c", tolower((unsigned char)*p));
 	}
 	if (x->mark)
-		sbuf_printf(b, " meta mark %s%s", x->mark_neg ? "!= " : "", x->mark);
+		sb_printf(b, " meta mark %s%s", x->mark_neg ? "!= " : "", x->mark);
 	if (x->connmark)
-		sbuf_printf(b, " ct mark %s", x->connmark);
+		sb_printf(b, " ct mark %s", x->connmark);
 
 	if (strcmp(x->target, "TPROXY") == 0) {
 		/* The mask is /0xffffffff: a plain "meta mark set". */
@@ -226,37 +224,37 @@ static void put_rule(struct sbuf *b, const struct rule *r, const struct xt_rule 
 		snprintf(mark, sizeof(mark), "%s", x->tproxy_mark ? x->tproxy_mark : "");
 		if (strchr(mark, '/'))
 			*strchr(mark, '/') = '\0';
-		sbuf_printf(b, " tproxy %s to :%s meta mark set %s counter accept\n", fam,
-			    x->on_port, mark);
+		sb_printf(b, " tproxy %s to :%s meta mark set %s counter accept\n", fam,
+			  x->on_port, mark);
 		return;
 	}
-	sbuf_puts(b, " counter");
+	sb_printf(b, " counter");
 	if (strcmp(x->target, "RETURN") == 0)
-		sbuf_puts(b, " return");
+		sb_printf(b, " return");
 	else if (strcmp(x->target, "ACCEPT") == 0)
-		sbuf_puts(b, " accept");
+		sb_printf(b, " accept");
 	else if (strcmp(x->target, "DROP") == 0)
-		sbuf_puts(b, " drop");
+		sb_printf(b, " drop");
 	else if (strcmp(x->target, "REDIRECT") == 0)
-		sbuf_printf(b, " redirect to :%s", x->to_port);
+		sb_printf(b, " redirect to :%s", x->to_port);
 	else if (strcmp(x->target, "MARK") == 0)
-		sbuf_printf(b, " meta mark set %s", x->set_mark);
+		sb_printf(b, " meta mark set %s", x->set_mark);
 	else if (strcmp(x->target, "CONNMARK") == 0)
-		sbuf_puts(b, x->save_mark ? " ct mark set meta mark" : " meta mark set ct mark");
+		sb_printf(b, "%s", x->save_mark ? " ct mark set meta mark" : " meta mark set ct mark");
 	else if (strcmp(x->target, "CT") == 0)
-		sbuf_printf(b, " ct zone set %s", x->zone);
+		sb_printf(b, " ct zone set %s", x->zone);
 	else {
 		chain_name(target, sizeof(target), x->target);
-		sbuf_printf(b, " jump %s", target);
+		sb_printf(b, " jump %s", target);
 	}
-	sbuf_puts(b, "\n");
+	sb_printf(b, "\n");
 }
 
 char *nft_script(const struct ruleset *rs, bool ipv6, int *err)
 {
 	static const char *const tables[] = { "mangle", "nat", "raw" };
 	unsigned fams = ipv6 ? RULE_BOTH : RULE_V4;
-	struct sbuf b = { 0 };
+	struct strbuf b = { 0 };
 
 	*err = 0;
 	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
@@ -267,8 +265,8 @@ char *nft_script(const struct ruleset *rs, bool ipv6, int *err)
 
 		if (!rules_table_used(rs, fams, tables[t]))
 			continue;
-		sbuf_printf(&b, "add table inet %s\n", tname);
-		sbuf_printf(&b, "flush table inet %s\n", tname);
+		sb_printf(&b, "add table inet %s\n", tname);
+		sb_printf(&b, "flush table inet %s\n", tname);
 		for (int k = 0; k < 2; k++) {
 			const char *base = k ? "OUTPUT" : "PREROUTING";
 			bool used = false;
@@ -277,14 +275,14 @@ char *nft_script(const struct ruleset *rs, bool ipv6, int *err)
 				       strcmp(rs->v[i].table, tables[t]) == 0 &&
 				       strcmp(rs->v[i].chain, base) == 0;
 			if (used)
-				sbuf_printf(&b, "add chain inet %s %s %s\n", tname,
-					    k ? "output" : "prerouting",
-					    base_spec(tables[t], base));
+				sb_printf(&b, "add chain inet %s %s %s\n", tname,
+					  k ? "output" : "prerouting",
+					  base_spec(tables[t], base));
 		}
 		nc = rules_chains(rs, fams, tables[t], chains, 64);
 		for (size_t i = 0; i < nc && i < 64; i++) {
 			chain_name(cname, sizeof(cname), chains[i]);
-			sbuf_printf(&b, "add chain inet %s %s\n", tname, cname);
+			sb_printf(&b, "add chain inet %s %s\n", tname, cname);
 		}
 		for (size_t i = 0; i < rs->n; i++) {
 			const struct rule *r = &rs->v[i];
@@ -294,14 +292,14 @@ char *nft_script(const struct ruleset *rs, bool ipv6, int *err)
 				continue;
 			if (parse_rule(r, &x) < 0) {
 				*err = -EINVAL;
-				free(sbuf_done(&b));
+				sb_free(&b);
 				return NULL;
 			}
 			put_rule(&b, r, &x, tname);
 		}
 	}
 	{
-		char *s = sbuf_done(&b);
+		char *s = rules_text_take(&b);
 		if (s == NULL)
 			*err = -ENOMEM;
 		return s;

@@ -2,9 +2,7 @@
  *
  * Every rule below cites the istio-iptables behaviour it reproduces; the
  * numbering follows reference/interception.md §1.5. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -14,7 +12,7 @@
 
 #include "ilog.h"
 #include "rules.h"
-#include "sbuf.h"
+#include "strbuf.h"
 
 /* Placeholder in an argument list: replaced by the family's value
  * (istio's AppendVersionedRule / constants.IPVersionSpecific). */
@@ -266,6 +264,25 @@ static void dns_udp_owner_returns(struct ruleset *rs, const struct init_config *
 }
 
 /* §1.7, istio SetupDNSRedir + addConntrackZoneDNSUDP. */
+/* DNS over proto to each resolv.conf server, IPv4 ones first, redirected to
+ * the agent.  istio spells the port option "--to-ports" for TCP and
+ * "--to-port" for UDP; to_port_opt keeps the golden text. */
+static void dns_server_redirects(struct ruleset *rs, const struct pod_facts *p,
+				 const char *proto, const char *to_port_opt)
+{
+	char host[80];
+
+	for (int f = 0; f < 2; f++) {
+		const struct strlist *srv = f ? &p->dns_v6 : &p->dns_v4;
+		for (size_t i = 0; i < srv->n; i++) {
+			snprintf(host, sizeof(host), "%s/%s", srv->v[i], f ? "128" : "32");
+			add(rs, f ? RULE_V6 : RULE_V4, "nat", CH_OUTPUT_DNS, 0, "-p", proto,
+			    "--dport", "53", "-d", host, "-j", "REDIRECT", to_port_opt,
+			    DNS_AGENT_PORT, NULL);
+		}
+	}
+}
+
 static void dns_rules(struct ruleset *rs, const struct init_config *c,
 		      const struct pod_facts *p)
 {
@@ -285,27 +302,9 @@ static void dns_rules(struct ruleset *rs, const struct init_config *c,
 	} else {
 		/* Only resolv.conf's servers: a local resolver (dnsmasq) that
 		 * forwards upstream must not be looped back to the agent. */
-		for (size_t i = 0; i < p->dns_v4.n; i++) {
-			snprintf(host, sizeof(host), "%s/32", p->dns_v4.v[i]);
-			add(rs, RULE_V4, "nat", CH_OUTPUT_DNS, 0, "-p", "tcp", "--dport", "53",
-			    "-d", host, "-j", "REDIRECT", "--to-ports", DNS_AGENT_PORT, NULL);
-		}
-		for (size_t i = 0; i < p->dns_v6.n; i++) {
-			snprintf(host, sizeof(host), "%s/128", p->dns_v6.v[i]);
-			add(rs, RULE_V6, "nat", CH_OUTPUT_DNS, 0, "-p", "tcp", "--dport", "53",
-			    "-d", host, "-j", "REDIRECT", "--to-ports", DNS_AGENT_PORT, NULL);
-		}
+		dns_server_redirects(rs, p, "tcp", "--to-ports");
 		dns_udp_owner_returns(rs, c);
-		for (size_t i = 0; i < p->dns_v4.n; i++) {
-			snprintf(host, sizeof(host), "%s/32", p->dns_v4.v[i]);
-			add(rs, RULE_V4, "nat", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
-			    "-d", host, "-j", "REDIRECT", "--to-port", DNS_AGENT_PORT, NULL);
-		}
-		for (size_t i = 0; i < p->dns_v6.n; i++) {
-			snprintf(host, sizeof(host), "%s/128", p->dns_v6.v[i]);
-			add(rs, RULE_V6, "nat", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
-			    "-d", host, "-j", "REDIRECT", "--to-port", DNS_AGENT_PORT, NULL);
-		}
+		dns_server_redirects(rs, p, "udp", "--to-port");
 	}
 	/* Zone 1: the agent's queries to upstream resolvers; zone 2: the
 	 * agent's answers to the app. */
@@ -562,30 +561,40 @@ bool rules_table_used(const struct ruleset *rs, unsigned fam, const char *table)
 	return false;
 }
 
-static void put_args(struct sbuf *b, const struct rule *r)
+char *rules_text_take(struct strbuf *b)
 {
-	for (size_t k = 0; k < r->argc; k++) {
-		sbuf_puts(b, " ");
-		sbuf_puts(b, r->argv[k]);
+	char *s = b->p;
+
+	if (b->oom) {
+		sb_free(b);
+		return NULL;
 	}
+	*b = (struct strbuf){ 0 };
+	return s != NULL ? s : strdup("");
+}
+
+/* "-A CHAIN ARGS" / "-I CHAIN N ARGS", without a newline. */
+static void put_rule(struct strbuf *b, const struct rule *r)
+{
+	if (r->insert_pos > 0)
+		sb_printf(b, "-I %s %d", r->chain, r->insert_pos);
+	else
+		sb_printf(b, "-A %s", r->chain);
+	for (size_t k = 0; k < r->argc; k++)
+		sb_printf(b, " %s", r->argv[k]);
 }
 
 char *rules_line(const struct rule *r)
 {
-	struct sbuf b = { 0 };
+	struct strbuf b = { 0 };
 
-	if (r->insert_pos > 0)
-		sbuf_printf(&b, "-I %s %d", r->chain, r->insert_pos);
-	else
-		sbuf_printf(&b, "-A %s", r->chain);
-	put_args(&b, r);
-	return sbuf_done(&b);
+	put_rule(&b, r);
+	return rules_text_take(&b);
 }
 
-char *rules_restore_text(const struct ruleset *rs, unsigned fam)
+/* The iptables-restore input of one family (see rules_restore_text). */
+static void put_restore(struct strbuf *b, const struct ruleset *rs, unsigned fam)
 {
-	struct sbuf b = { 0 };
-
 	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
 		const char *chains[64];
 		size_t nc;
@@ -594,49 +603,54 @@ char *rules_restore_text(const struct ruleset *rs, unsigned fam)
 			continue;
 		/* istio buildRestore: "* table", every "-N" first, then the
 		 * rules in insertion order, "COMMIT". */
-		sbuf_printf(&b, "* %s\n", tables[t]);
+		sb_printf(b, "* %s\n", tables[t]);
 		nc = rules_chains(rs, fam, tables[t], chains, 64);
 		for (size_t i = 0; i < nc && i < 64; i++)
-			sbuf_printf(&b, "-N %s\n", chains[i]);
+			sb_printf(b, "-N %s\n", chains[i]);
 		for (size_t i = 0; i < rs->n; i++) {
 			const struct rule *r = &rs->v[i];
 			if (!(r->fam & fam) || strcmp(r->table, tables[t]) != 0)
 				continue;
-			if (r->insert_pos > 0)
-				sbuf_printf(&b, "-I %s %d", r->chain, r->insert_pos);
-			else
-				sbuf_printf(&b, "-A %s", r->chain);
-			put_args(&b, r);
-			sbuf_puts(&b, "\n");
+			put_rule(b, r);
+			sb_printf(b, "\n");
 		}
-		sbuf_puts(&b, "COMMIT\n");
+		sb_printf(b, "COMMIT\n");
 	}
-	return sbuf_done(&b);
+}
+
+char *rules_restore_text(const struct ruleset *rs, unsigned fam)
+{
+	struct strbuf b = { 0 };
+
+	put_restore(&b, rs, fam);
+	return rules_text_take(&b);
 }
 
 char *rules_dry_run_text(const struct ruleset *rs, bool ipv6)
 {
-	char *v4 = rules_restore_text(rs, RULE_V4), *v6 = NULL;
-	struct sbuf b = { 0 };
+	struct strbuf b = { 0 };
 
-	if (v4 == NULL)
-		return NULL;
-	sbuf_puts(&b, v4);
+	put_restore(&b, rs, RULE_V4);
 	if (ipv6) {
-		v6 = rules_restore_text(rs, RULE_V6);
-		if (v6 == NULL) {
-			free(v4);
-			free(sbuf_done(&b));
-			return NULL;
-		}
 		/* A comment is valid restore input: the whole output can be
 		 * split at this line and fed to the two restore commands. */
-		sbuf_puts(&b, "# ip6tables-restore\n");
-		sbuf_puts(&b, v6);
+		sb_printf(&b, "# ip6tables-restore\n");
+		put_restore(&b, rs, RULE_V6);
 	}
-	free(v4);
-	free(v6);
-	return sbuf_done(&b);
+	return rules_text_take(&b);
+}
+
+void rules_cmd(const struct rule *r, const char *op, char **argv)
+{
+	size_t k = 0;
+
+	argv[k++] = (char *)"-t";
+	argv[k++] = (char *)r->table;
+	argv[k++] = (char *)op;
+	argv[k++] = (char *)r->chain;
+	for (size_t a = 0; a < r->argc; a++)
+		argv[k++] = r->argv[a];
+	argv[k] = NULL;
 }
 
 int cmdlist_add(struct cmdlist *l, char *const *a)
@@ -697,17 +711,10 @@ int rules_cleanup(const struct ruleset *rs, unsigned fam, bool all_chains,
 	for (size_t i = rs->n; i-- > 0;) {
 		const struct rule *r = &rs->v[i];
 		char *argv[128];
-		size_t k = 0;
 
 		if (!(r->fam & fam) || r->argc > 120)
 			continue;
-		argv[k++] = (char *)"-t";
-		argv[k++] = (char *)r->table;
-		argv[k++] = (char *)"-D";
-		argv[k++] = (char *)r->chain;
-		for (size_t a = 0; a < r->argc; a++)
-			argv[k++] = r->argv[a];
-		argv[k] = NULL;
+		rules_cmd(r, "-D", argv);
 		if (cmdlist_add(out, argv) < 0)
 			return -ENOMEM;
 	}

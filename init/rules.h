@@ -91,6 +91,17 @@ char *rules_dry_run_text(const struct ruleset *rs, bool ipv6);
 /* "-A CHAIN ARGS" / "-I CHAIN N ARGS" as one line (for logs), malloc'd. */
 char *rules_line(const struct rule *r);
 
+/* r as an iptables command without the binary, "-t TABLE OP CHAIN ARGS"
+ * (op "-C", "-D"), NULL-terminated.  The strings are r's, not copies;
+ * argv must hold r->argc + 5 entries. */
+void rules_cmd(const struct rule *r, const char *op, char **argv);
+
+/* How the text builders (here and nft.c) hand over a struct strbuf (from
+ * src/strbuf.h): the text, malloc'd, "" when nothing was appended, or NULL
+ * when an append failed.  b is left empty either way. */
+struct strbuf;
+char *rules_text_take(struct strbuf *b);
+
 /* Cleanup commands for one family (istio BuildCleanupV4/V6): the rules in
  * reverse order as "-t T -D CHAIN ARGS", then "-t T -F C" for every chain,
  * then "-t T -X C".  With all_chains every chain name istio ever creates in

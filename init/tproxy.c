@@ -1,7 +1,5 @@
 /* tproxy: policy routing for TPROXY and ::6 on lo (see tproxy.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,55 +7,67 @@
 
 #include "exec.h"
 #include "ilog.h"
-#include "sbuf.h"
+#include "strbuf.h"
 #include "tproxy.h"
 
-/* Is "ip [-6] rule list fwmark M lookup T" non-empty? */
-static bool rule_present(const char *famflag, const struct init_config *c)
+/* TPROXY's policy routing for one family as ip(8) commands:
+ * "ip -4|-6 rule VERB fwmark MARK lookup TABLE" and
+ * "ip -4|-6 route VERB local 0.0.0.0/0|::/0 dev lo table TABLE". */
+struct policy_cmds {
+	char *rule[9];
+	char *route[11];
+};
+
+static void policy_cmds(struct policy_cmds *k, const struct init_config *c, bool v6,
+			const char *rule_verb, const char *route_verb)
 {
-	char *argv[] = { (char *)"ip", (char *)famflag, (char *)"rule", (char *)"list",
-			 (char *)"fwmark", (char *)c->tproxy_mark, (char *)"lookup",
-			 (char *)c->tproxy_table, NULL };
-	struct sbuf out = { 0 };
-	char *text;
+	char *ff = (char *)(v6 ? "-6" : "-4");
+
+	*k = (struct policy_cmds){
+		.rule = { (char *)"ip", ff, (char *)"rule", (char *)rule_verb,
+			  (char *)"fwmark", (char *)c->tproxy_mark, (char *)"lookup",
+			  (char *)c->tproxy_table, NULL },
+		.route = { (char *)"ip", ff, (char *)"route", (char *)route_verb,
+			   (char *)"local", (char *)(v6 ? "::/0" : "0.0.0.0/0"),
+			   (char *)"dev", (char *)"lo", (char *)"table",
+			   (char *)c->tproxy_table, NULL },
+	};
+}
+
+/* Is "ip -4|-6 rule list fwmark M lookup T" non-empty? */
+static bool rule_present(const struct init_config *c, bool v6)
+{
+	struct policy_cmds k;
+	struct strbuf out = { 0 };
 	bool present;
 
-	if (exec_run(argv, NULL, &out, EXEC_STDERR_QUIET) != 0) {
-		free(sbuf_done(&out));
-		return false;
-	}
-	text = sbuf_done(&out);
-	present = text != NULL && strstr(text, "lookup") != NULL;
-	free(text);
+	policy_cmds(&k, c, v6, "list", "show"); /* only the rule is run */
+	present = exec_run(k.rule, NULL, &out, EXEC_STDERR_QUIET) == 0 && !out.oom &&
+		  out.p != NULL && strstr(out.p, "lookup") != NULL;
+	sb_free(&out);
 	return present;
 }
 
 int tproxy_setup(const struct init_config *c, bool ipv6, bool dry_run)
 {
 	for (int v6 = 0; v6 <= (ipv6 ? 1 : 0); v6++) {
-		const char *ff = v6 ? "-6" : "-4";
-		char *rule[] = { (char *)"ip", (char *)ff, (char *)"rule", (char *)"add",
-				 (char *)"fwmark", (char *)c->tproxy_mark, (char *)"lookup",
-				 (char *)c->tproxy_table, NULL };
-		char *route[] = { (char *)"ip", (char *)ff, (char *)"route", (char *)"replace",
-				  (char *)"local", (char *)(v6 ? "::/0" : "0.0.0.0/0"),
-				  (char *)"dev", (char *)"lo", (char *)"table",
-				  (char *)c->tproxy_table, NULL };
+		struct policy_cmds k;
 
+		policy_cmds(&k, c, v6, "add", "replace");
 		if (dry_run) {
-			ilog_info("dry-run: would run: %s", exec_line(rule));
-			ilog_info("dry-run: would run: %s", exec_line(route));
+			ilog_info("dry-run: would run: %s", exec_line(k.rule));
+			ilog_info("dry-run: would run: %s", exec_line(k.route));
 			continue;
 		}
 		/* "ip rule add" does not deduplicate: add only when absent so
 		 * that a second run stays idempotent. */
-		if (!rule_present(ff, c) &&
-		    exec_run(rule, NULL, NULL, EXEC_STDERR_PASS) != 0) {
-			ilog_error("%s failed", exec_line(rule));
+		if (!rule_present(c, v6) &&
+		    exec_run(k.rule, NULL, NULL, EXEC_STDERR_PASS) != 0) {
+			ilog_error("%s failed", exec_line(k.rule));
 			return -EIO;
 		}
-		if (exec_run(route, NULL, NULL, EXEC_STDERR_PASS) != 0) {
-			ilog_error("%s failed", exec_line(route));
+		if (exec_run(k.route, NULL, NULL, EXEC_STDERR_PASS) != 0) {
+			ilog_error("%s failed", exec_line(k.route));
 			return -EIO;
 		}
 		ilog_info("TPROXY policy routing (%s): fwmark %s -> table %s -> local via lo",
@@ -69,19 +79,13 @@ int tproxy_setup(const struct init_config *c, bool ipv6, bool dry_run)
 void tproxy_cleanup(const struct init_config *c)
 {
 	for (int v6 = 0; v6 <= 1; v6++) {
-		const char *ff = v6 ? "-6" : "-4";
-		char *rule[] = { (char *)"ip", (char *)ff, (char *)"rule", (char *)"del",
-				 (char *)"fwmark", (char *)c->tproxy_mark, (char *)"lookup",
-				 (char *)c->tproxy_table, NULL };
-		char *route[] = { (char *)"ip", (char *)ff, (char *)"route", (char *)"del",
-				  (char *)"local", (char *)(v6 ? "::/0" : "0.0.0.0/0"),
-				  (char *)"dev", (char *)"lo", (char *)"table",
-				  (char *)c->tproxy_table, NULL };
+		struct policy_cmds k;
 
+		policy_cmds(&k, c, v6, "del", "del");
 		/* A rule may have been added more than once by other tools. */
-		for (int i = 0; i < 16 && exec_run(rule, NULL, NULL, EXEC_STDERR_QUIET) == 0; i++)
+		for (int i = 0; i < 16 && exec_run(k.rule, NULL, NULL, EXEC_STDERR_QUIET) == 0; i++)
 			;
-		exec_run(route, NULL, NULL, EXEC_STDERR_QUIET);
+		exec_run(k.route, NULL, NULL, EXEC_STDERR_QUIET);
 	}
 }
 

@@ -1,7 +1,5 @@
 /* validate: --run-validation (see validate.h). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* pipe2, accept4, setns, strdup */
-#endif
+#include "autoconfig.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,6 +1,8 @@
 /* Unit tests for init/flags.c: istio-iptables' flag syntax, environment
  * bindings and precedence (flag > env > default), aliases, and refusal of
  * bad values with the flag and the value named. */
+#include "autoconfig.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

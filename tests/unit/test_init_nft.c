@@ -1,6 +1,8 @@
 /* Unit tests for init/nft.c: the --native-nftables script against istio's
  * own nft golden (istio-nftables inbound-ports-wildcard.golden) and cases
  * translated from the iptables rule order. */
+#include "autoconfig.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

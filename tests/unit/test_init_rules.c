@@ -1,6 +1,8 @@
 /* Unit tests for init/rules.c: the iptables-restore input of --dry-run
  * against golden files (istio's own outputs where the reference has them,
  * cases derived from istio's rule order otherwise), and the cleanup list. */
+#include "autoconfig.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +10,7 @@
 #include <cmocka.h>
 
 #include "test_init_common.h"
+#include "../../src/strbuf.h"
 
 /* One golden case: flags, environment, pod facts, expected file. */
 struct rcase {
@@ -130,11 +133,8 @@ static void test_cleanup_list(void **state)
 	struct pod_facts p = { 0 };
 	struct ruleset rs = { 0 };
 	struct cmdlist cl = { 0 };
-	struct sbuf_like {
-		char *s;
-	} out = { NULL };
+	struct strbuf out = { 0 };
 	char err[512];
-	size_t len = 0;
 
 	(void)state;
 	init_env_clear();
@@ -143,19 +143,12 @@ static void test_cleanup_list(void **state)
 	assert_int_equal(rules_cleanup(&rs, RULE_V4, false, &cl), 0);
 	/* the 20 IPv4 rules, then -F and -X for the 4 chains */
 	assert_int_equal(cl.n, 20 + 8);
-	for (size_t i = 0; i < cl.n; i++) {
-		for (char **a = cl.v[i]; *a; a++) {
-			size_t l = strlen(*a);
-			out.s = realloc(out.s, len + l + 3);
-			memcpy(out.s + len, *a, l);
-			len += l;
-			out.s[len++] = a[1] ? ' ' : '\n';
-		}
-	}
-	out.s = realloc(out.s, len + 1);
-	out.s[len] = '\0';
-	assert_int_equal(golden_compare("cleanup-cni-basic.golden", out.s), 0);
-	free(out.s);
+	for (size_t i = 0; i < cl.n; i++)
+		for (char **a = cl.v[i]; *a; a++)
+			sb_printf(&out, "%s%c", *a, a[1] ? ' ' : '\n');
+	assert_false(out.oom);
+	assert_int_equal(golden_compare("cleanup-cni-basic.golden", out.p), 0);
+	sb_free(&out);
 	cmdlist_free(&cl);
 
 	/* all_chains adds istio's other chains (DNS, TPROXY, DROP) */
@@ -169,45 +162,25 @@ static void test_cleanup_list(void **state)
 /* No IPv6 rule at all when IPv6 is off (istio: "no ip6tables rules"). */
 static void test_no_ipv6_when_disabled(void **state)
 {
-	static const char *const args[] = { "-i", "10.0.0.0/8,fd00::/8", "-b", "*", NULL };
-	struct init_config c;
-	struct pod_facts p = { 0 };
-	struct ruleset rs = { 0 };
-	char err[512];
-	char *text;
+	static const struct rcase k = { .args = { "-i", "10.0.0.0/8,fd00::/8", "-b", "*" } };
+	char *text = case_text(&k);
 
 	(void)state;
-	init_env_clear();
-	assert_int_equal(init_config_from(&c, args, err, sizeof(err)), 0);
-	assert_int_equal(rules_build(&c, &p, &rs), 0);
-	text = rules_dry_run_text(&rs, false);
 	assert_null(strstr(text, "ip6tables"));
 	assert_null(strstr(text, "fd00"));
 	free(text);
-	rules_free(&rs);
-	flags_free(&c);
 }
 
 /* DNS capture without a server and without --capture-all-dns is off. */
 static void test_dns_without_servers(void **state)
 {
-	static const char *const args[] = { "-i", "*", "--redirect-dns", NULL };
-	struct init_config c;
-	struct pod_facts p = { 0 };
-	struct ruleset rs = { 0 };
-	char err[512];
-	char *text;
+	static const struct rcase k = { .args = { "-i", "*", "--redirect-dns" } };
+	char *text = case_text(&k);
 
 	(void)state;
-	init_env_clear();
-	assert_int_equal(init_config_from(&c, args, err, sizeof(err)), 0);
-	assert_int_equal(rules_build(&c, &p, &rs), 0);
-	text = rules_dry_run_text(&rs, false);
 	assert_null(strstr(text, "ISTIO_OUTPUT_DNS"));
 	assert_null(strstr(text, "* raw"));
 	free(text);
-	rules_free(&rs);
-	flags_free(&c);
 }
 
 int main(void)
