@@ -17,3 +17,5 @@ tests_unit_test_admin_LDADD = $(UNIT_LDADD)
 tests_unit_test_tunnel_SOURCES = tests/unit/test_tunnel.c
 tests_unit_test_tunnel_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_tunnel_LDADD = $(UNIT_LDADD)
+# Allocation-failure injection for src/ (see __wrap_malloc in the test).
+tests_unit_test_tunnel_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,23 @@
 #include "sock.h"
 #include "tunnel.h"
 #include "worker-t.h"
+
+/* Allocation failure injection (linked with -Wl,--wrap=malloc): the next
+ * fail_count allocations of exactly fail_size bytes made by src/ fail. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static size_t fail_size;
+static int fail_count;
+
+void *
+__wrap_malloc(size_t size)
+{
+	if (fail_count > 0 && size == fail_size) {
+		fail_count--;
+		return NULL;
+	}
+	return __real_malloc(size);
+}
 
 struct fixture {
 	struct worker w;
@@ -349,6 +367,76 @@ test_idle_timeout(void **state)
 	teardown_fixture(&f);
 }
 
+/* Leave the process no room for new descriptors, so pipe2() fails with EMFILE. */
+static struct rlimit
+starve_fds(void)
+{
+	struct rlimit old, rl;
+	int top = dup(0);
+
+	getrlimit(RLIMIT_NOFILE, &old);
+	close(top);
+	rl = old;
+	rl.rlim_cur = (rlim_t)top;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	return old;
+}
+
+/* No descriptors for pipes: the flows copy through chunks instead, and every
+ * byte still arrives. */
+static void
+test_pipe_exhaustion_falls_back_to_copy(void **state)
+{
+	struct fixture f;
+	static char big[200000], got[200000];
+	bool eof;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 3 + 5);
+	setup_with(&f, NULL, 0);
+	struct rlimit old = starve_fds();
+	send_all(&f, f.client, big, sizeof(big));
+	assert_int_equal(recv_upto(&f, f.app_fd, got, sizeof(got), &eof), sizeof(got));
+	assert_memory_equal(got, big, sizeof(big));
+	send_all(&f, f.app_fd, big, 5000);
+	assert_int_equal(recv_upto(&f, f.client, got, 5000, &eof), 5000);
+	setrlimit(RLIMIT_NOFILE, &old);
+	assert_true(f.t->d2u.no_splice);
+	assert_int_equal(f.w.stats.w[WM_PIPES_IN_USE], 0);
+	assert_true(f.w.stats.w[WM_CHUNKS_CACHED] >= 1);
+	teardown_fixture(&f);
+}
+
+/* A buffer allocation that fails closes that one connection (reset, counted);
+ * the worker and its other connections carry on. */
+static void
+test_oom_fails_one_connection(void **state)
+{
+	struct fixture a, b;
+	char buf[8];
+	bool eof;
+
+	setup_with(&a, NULL, 0);
+	a.t->ds.ops = copy_ops();	/* needs a chunk for its first byte */
+	fail_size = sizeof(struct chunk);
+	fail_count = 1;
+	send_all(&a, a.client, "doomed", 6);
+	spin(&a, 20);
+	fail_count = 0;
+	assert_null(a.w.tunnels);
+	assert_int_equal(lstat_get(&a, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+	assert_int_equal(recv(a.client, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	teardown_fixture(&a);
+
+	setup_with(&b, NULL, 0);
+	b.t->ds.ops = copy_ops();
+	send_all(&b, b.client, "fine", 4);
+	assert_int_equal(recv_upto(&b, b.app_fd, buf, 4, &eof), 4);
+	assert_memory_equal(buf, "fine", 4);
+	teardown_fixture(&b);
+}
+
 int
 main(void)
 {
@@ -360,6 +448,8 @@ main(void)
 		cmocka_unit_test(test_connect_refused_resets_client),
 		cmocka_unit_test(test_upstream_reset),
 		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_pipe_exhaustion_falls_back_to_copy),
+		cmocka_unit_test(test_oom_fails_one_connection),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
