@@ -1,1 +1,22 @@
-# Benchmarks (tests/bench): built on demand by `make bench`.
+# Benchmarks (tests/bench): not part of `make`, `make check` or `make distcheck`.
+# `make bench` builds an optimised copy out of tree (run.sh) and runs every scenario
+# against every contender; `make bench-smoke` does the same in seconds (CI: proves the
+# harness works, asserts nothing about speed). Both need root.
+BENCH_FILES = \
+	tests/bench/README.md tests/bench/run.sh tests/bench/orbench.py \
+	tests/bench/benchlib.py tests/bench/report.py \
+	tests/bench/orbench-load.c tests/bench/orbench-server.c \
+	tests/bench/contenders/direct.py tests/bench/contenders/outrigger.py \
+	tests/bench/contenders/haproxy.py tests/bench/contenders/nginx.py \
+	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
+	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
+	tests/bench/scenarios/idle.py
+EXTRA_DIST += $(BENCH_FILES)
+
+bench:
+	$(SHELL) $(top_srcdir)/tests/bench/run.sh
+
+bench-smoke:
+	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
+
+.PHONY: bench bench-smoke

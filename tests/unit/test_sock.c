@@ -127,6 +127,12 @@ test_bind_passthrough_source(void **state)
 	getsockname(cfd, (struct sockaddr *)&local, &len);
 	sock_addr_set_port(&local, 0);
 	assert_true(sock_addr_equal(&local, &src));
+	/* Regression (bench, connect per request): bind() of a source with port 0
+	 * must leave the port to connect(), or it crawls once TIME_WAIT piles up. */
+	int on = 0;
+	len = sizeof(on);
+	assert_int_equal(getsockopt(cfd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &on, &len), 0);
+	assert_int_equal(on, 1);
 	close(cfd);
 	close(lfd);
 }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh: the one command behind `make bench` / `make bench-smoke`.
+# Installs what the benchmark needs (Debian packages, only when missing), builds an
+# optimised Outrigger (-O2 -g, no sanitizers) out of tree from a copy of the source, builds
+# the load client and backend, then runs every scenario against every contender
+# (tests/bench/orbench.py) and prints where the results are.
+#
+#   tests/bench/run.sh [--smoke] [orbench.py options...]
+#
+# Environment: ORBENCH_WORK (default /tmp/orbench) holds the source copy and the build;
+# ORBENCH_NO_INSTALL=1 skips apt-get. Must run as root (network namespaces).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+work=${ORBENCH_WORK:-/tmp/orbench}
+smoke=0
+for a in "$@"; do [ "$a" = "--smoke" ] && smoke=1; done
+
+say() { printf '[orbench] %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "run.sh: must run as root (the pod lab uses network namespaces)" >&2
+	exit 2
+fi
+
+# 1. Packages (idempotent: only what is missing). The contenders, the profiler, the plotter.
+pkgs="haproxy nginx libnginx-mod-stream gnuplot-nox iptables iproute2 util-linux"
+[ "$smoke" = 1 ] || pkgs="$pkgs linux-perf"
+missing=
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ] && [ "${ORBENCH_NO_INSTALL:-0}" != 1 ]; then
+	say "installing:$missing"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing ||
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; }
+fi
+# Installing nginx may start the system service; the benchmark runs its own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q nginx 2>/dev/null; then
+	systemctl stop nginx || true
+fi
+
+# 2. An optimised build out of tree. The checkout may be configured in place by others
+# (an in-tree config.status forbids out-of-tree builds), so copy the sources without any
+# build products and configure the copy from a separate build directory.
+mkdir -p "$work/src" "$work/build" "$work/bin"
+say "copying sources to $work/src"
+tar -C "$top" -cf - \
+	--exclude=.git --exclude='*.o' --exclude='*.a' --exclude=.deps --exclude=.dirstamp \
+	--exclude=autom4te.cache --exclude=config.status --exclude=config.log --exclude=Makefile \
+	--exclude=autoconfig.h --exclude=stamp-h1 --exclude=./outrigger --exclude=./outrigger-init \
+	--exclude='*.log' --exclude='*.trs' --exclude=./build-bench --exclude=./tests/bench/results \
+	--exclude=__pycache__ . | tar -C "$work/src" -xf -
+if [ ! -x "$work/src/configure" ]; then
+	(cd "$work/src" && ./autogen.sh >/dev/null)
+fi
+if [ ! -f "$work/build/Makefile" ]; then
+	say "configuring (CFLAGS='-O2 -g', no sanitizers)"
+	(cd "$work/build" && "$work/src/configure" CFLAGS='-O2 -g' >"$work/configure.log" 2>&1) || {
+		tail -30 "$work/configure.log" >&2; exit 1; }
+fi
+say "building outrigger"
+make -C "$work/build" -j"$(nproc)" outrigger >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
+cp "$work/build/outrigger" "$work/bin/outrigger"
+# outrigger-init is used when it builds; otherwise the harness installs the same rules itself.
+if make -C "$work/build" -j"$(nproc)" outrigger-init >"$work/build-init.log" 2>&1 && [ -x "$work/build/outrigger-init" ]; then
+	cp "$work/build/outrigger-init" "$work/bin/outrigger-init"
+	export OUTRIGGER_INIT_BIN="$work/bin/outrigger-init"
+else
+	rm -f "$work/bin/outrigger-init"
+	unset OUTRIGGER_INIT_BIN
+	say "outrigger-init not built: capture rules from the istio-iptables golden set instead"
+fi
+for prog in orbench-load orbench-server; do
+	cc -std=gnu11 -O2 -g -Wall -Wextra -o "$work/bin/$prog" "$here/$prog.c"
+done
+chmod 755 "$work" "$work/bin" "$work/bin/"*
+
+# 3. Run.
+profile=${ORBENCH_PROFILE-outrigger,haproxy}
+[ "$smoke" = 1 ] && profile=
+export PYTHONDONTWRITEBYTECODE=1
+say "running ($( [ "$smoke" = 1 ] && echo smoke || echo full ))"
+# A smoke run's results are scratch (CI): keep them out of the source tree.
+results=()
+[ "$smoke" = 1 ] && results=(--results "$work/results")
+exec /usr/bin/python3 "$here/orbench.py" --bins "$work/bin" --workdir "$work/run" \
+	--profile "$profile" "${results[@]}" "$@"
