@@ -156,7 +156,7 @@ def chart(res, outdir):
         with open(fn, "w") as f:
             for row in d:
                 f.write(" ".join(x if _isnum(x) or x == "?" else '"%s"' % x for x in row) + "\n")
-        files.append((fn, len(d[0]) - 1, len(d) > 1))
+        files.append((fn, list(d[0][1:]), len(d) > 1))
     title = "Outrigger L4 benchmark %s (%s)" % (res["meta"]["timestamp"], res["meta"]["mode"])
     panels = [("Throughput at saturation / direct", "ratio to direct"),
               ("Ping-pong latency, open loop (µs)", "µs (log)"),
@@ -169,7 +169,7 @@ def chart(res, outdir):
               'set style data histogram', 'set style histogram clustered gap 1',
               'set style fill solid 0.8 border -1', 'set boxwidth 0.9', 'set key top right',
               'set termoption noenhanced', 'set grid ytics', 'set datafile missing "?"', 'set xtics nomirror', 'set yrange [0:*]']
-    for i, ((fn, ncols, has), (t, yl)) in enumerate(zip(files, panels)):
+    for i, ((fn, names, has), (t, yl)) in enumerate(zip(files, panels)):
         script.append('set title "%s"' % t)
         script.append('set ylabel "%s"' % yl)
         if i == 1:
@@ -180,8 +180,9 @@ def chart(res, outdir):
             script.append('set label 1 "no data" at graph 0.5,0.5 center; '
                           'plot [0:1] [0:1] 2 with lines notitle; unset label 1')
             continue
-        cols = ", ".join("'%s' using %d:xtic(1) title columnheader(%d)" % (fn, k + 2, k + 2)
-                         for k in range(ncols))
+        # One colour per contender in every panel, whichever contenders a panel has.
+        cols = ", ".join("'%s' using %d:xtic(1) title columnheader(%d) lc rgb '%s'" % (
+            fn, k + 2, k + 2, _colour(name)) for k, name in enumerate(names))
         script.append("plot " + cols)
     script.append("unset multiplot")
     gpf = os.path.join(outdir, "chart.gp")
@@ -202,6 +203,14 @@ def _profile_top(path, n):
     except (OSError, IndexError):
         return []
     return [l.rstrip() for l in lines if "%" in l][:n]
+
+
+_COLOURS = {"direct": "#9467bd", "outrigger": "#2ca02c", "haproxy": "#1f77b4", "nginx": "#ff7f0e"}
+
+
+def _colour(name):
+    key = str(name).strip('"').split()[0].lower() if str(name).strip('"') else ""
+    return _COLOURS.get(key, "#7f7f7f")
 
 
 def _num(v, f):
