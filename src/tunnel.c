@@ -23,6 +23,8 @@
 /* Rounds of read+write per event and direction, so one busy connection cannot
  * starve the others of the worker (at most 8 x 64 KiB per wake-up). */
 #define PUMP_ROUNDS 8
+/* A spliced read smaller than this ends bulk mode (see flow_fill). */
+#define SPLICE_MIN 8192
 
 /* Istio's inbound passthrough source: the capture rules RETURN traffic from
  * it on lo, so our connection to the app is not captured again. */
@@ -140,14 +142,34 @@ side_failed(struct tunnel *t, struct conn *c, int err)
 	flow_abort(t, to);
 }
 
-/* Read into the flow's pipe or chunk. Returns bytes, 0 at end of stream, -errno. */
+/* Read into the flow's pipe or chunk. Returns bytes, 0 at end of stream, -errno.
+ *
+ * Which one: small messages (requests, responses) are cheaper to copy through
+ * a chunk with recv/send than to move through a pipe with two splices, while
+ * bulk transfers are cheaper spliced (the kernel moves pages, we copy
+ * nothing). So a flow copies until a read fills a whole chunk, then splices
+ * until a read comes back small (HAProxy's "splice-auto" idea). The choice is
+ * made only when nothing is in flight, so bytes never sit in both at once and
+ * stay in order. */
 static ssize_t
 flow_fill(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst, size_t *asked)
 {
 	struct worker *w = t->w;
+	bool can_splice = !f->no_splice && src->ops->can_splice && dst->ops->can_splice;
+	bool use_pipe = f->inflight ? f->pipe != NULL : can_splice && f->bulk;
 	ssize_t n;
 
-	if (!f->no_splice && src->ops->can_splice && dst->ops->can_splice) {
+	if (f->inflight == 0) {
+		/* Switch containers only when empty; keep the one still wanted. */
+		if (use_pipe && f->chunk) {
+			pool_chunk_put(&w->pool, f->chunk);
+			f->chunk = NULL;
+		} else if (!use_pipe && f->pipe) {
+			pool_pipe_put(&w->pool, f->pipe, 0);
+			f->pipe = NULL;
+		}
+	}
+	if (use_pipe) {
 		if (!f->pipe && !(f->pipe = pool_pipe_get(&w->pool))) {
 			/* Out of descriptors for pipes: this flow copies instead. */
 			f->no_splice = true;
@@ -158,7 +180,11 @@ flow_fill(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst, 
 			return -EAGAIN;
 		*asked = PIPE_CAP - f->inflight;
 		n = splice(src->fd, NULL, f->pipe->wfd, NULL, *asked, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		return n < 0 ? -errno : n;
+		if (n < 0)
+			return -errno;
+		if (n > 0 && n < SPLICE_MIN)
+			f->bulk = false;
+		return n;
 	}
 copy:
 	if (!f->chunk && !(f->chunk = pool_chunk_get(&w->pool)))
@@ -172,8 +198,12 @@ copy:
 	if (*asked == 0)
 		return -EAGAIN;
 	n = src->ops->recv(src, ck->data + ck->off + ck->len, *asked);
-	if (n > 0)
+	if (n > 0) {
 		ck->len += (size_t)n;
+		/* A full chunk's worth in one read: a bulk transfer is under way. */
+		if ((size_t)n == CHUNK_SIZE && can_splice)
+			f->bulk = true;
+	}
 	return n;
 }
 

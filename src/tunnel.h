@@ -30,6 +30,7 @@ struct flow {
 	bool eof;	/* nothing more will be read from the source */
 	bool done;	/* end of stream delivered (shutdown) or flow aborted */
 	bool no_splice;	/* no pipe could be had: this flow copies through a chunk */
+	bool bulk;	/* the last read was large: splice the next burst */
 };
 
 struct tunnel {
