@@ -29,7 +29,11 @@ struct conn {
 	const struct conn_ops *ops;
 	ev_io io;
 	int events;
-	bool dead;	/* reset or failed: nothing more is read from or written to it */
+	bool rdead;	/* a read failed (reset): nothing more is read from it */
+	bool wdead;	/* a write failed or it was reset: nothing more is written to it */
+	bool fin;	/* its end of stream was read: no unread bytes are left in it */
+	bool rst_on_close; /* its peer reset: pass the reset on once our bytes are acked */
+	bool lingering;	/* the tunnel is over; waiting before close (see tunnel_end) */
 };
 
 #endif

@@ -9,7 +9,9 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "conn.h"
 #include "log.h"
@@ -23,6 +25,10 @@
 /* Rounds of read+write per event and direction, so one busy connection cannot
  * starve the others of the worker (at most 8 x 64 KiB per wake-up). */
 #define PUMP_ROUNDS 8
+/* After both flows end, how long a side may linger before it is closed
+ * anyway, and how often its send queue is looked at (see tunnel_end). */
+#define LINGER_TIME 2.0
+#define LINGER_TICK 0.02
 /* A spliced read smaller than this ends bulk mode (see flow_fill). */
 #define SPLICE_MIN 8192
 
@@ -42,6 +48,7 @@ tunnel_state_str(enum tunnel_state s)
 	switch (s) {
 	case TUN_CONNECTING: return "connecting";
 	case TUN_ESTABLISHED: return "established";
+	case TUN_LINGER: return "linger";
 	case TUN_CLOSED: return "closed";
 	}
 	return "?";
@@ -122,24 +129,44 @@ tunnel_close(struct tunnel *t, bool rst_ds)
 	tunnel_free(t);
 }
 
-/* Source side failed: count it, deliver what was read, drop what was headed to it. */
+/* A read from c failed (it was reset): deliver what was read from it, drop
+ * what was headed to it, and reset the other side once that side has its
+ * bytes, so a truncated stream is not taken for a complete one. */
 static void
-side_failed(struct tunnel *t, struct conn *c, int err)
+side_read_failed(struct tunnel *t, struct conn *c, int err)
 {
 	char a[SOCK_ADDR_STRLEN];
 	bool is_ds = c == &t->ds;
 	struct flow *from = is_ds ? &t->d2u : &t->u2d;
 	struct flow *to = is_ds ? &t->u2d : &t->d2u;
 
-	if (c->dead)
-		return;
-	c->dead = true;
-	stat_add(tstat(t, is_ds ? LM_DOWNSTREAM_CX_RESET : LM_UPSTREAM_CX_RESET), 1);
-	clog_debug(t, "%s %s: %s", is_ds ? "downstream" : "upstream",
+	if (!c->wdead)
+		stat_add(tstat(t, is_ds ? LM_DOWNSTREAM_CX_RESET : LM_UPSTREAM_CX_RESET), 1);
+	clog_debug(t, "%s read (%s): %s", is_ds ? "downstream" : "upstream",
 	    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-err));
+	c->rdead = c->wdead = true;
+	(is_ds ? &t->us : &t->ds)->rst_on_close = true;
 	from->eof = true;
 	from->full = false;
 	flow_abort(t, to);
+}
+
+/* A write to c failed: drop what was headed to it, but keep reading it: the
+ * kernel still holds what c sent before it went away (a response sent just
+ * before a reset, say), and the other side must get it. */
+static void
+side_write_failed(struct tunnel *t, struct conn *c, int err)
+{
+	char a[SOCK_ADDR_STRLEN];
+	bool is_ds = c == &t->ds;
+
+	if (!c->wdead)
+		stat_add(tstat(t, is_ds ? LM_DOWNSTREAM_CX_RESET : LM_UPSTREAM_CX_RESET), 1);
+	clog_debug(t, "%s write (%s): %s", is_ds ? "downstream" : "upstream",
+	    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-err));
+	c->wdead = true;
+	(is_ds ? &t->us : &t->ds)->rst_on_close = true;
+	flow_abort(t, is_ds ? &t->u2d : &t->d2u);
 }
 
 /* Read into the flow's pipe or chunk. Returns bytes, 0 at end of stream, -errno.
@@ -248,6 +275,7 @@ flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 				more = (size_t)n == asked;
 			} else if (n == 0) {
 				f->eof = true;
+				src->fin = true;
 			} else if (n == -EAGAIN) {
 				/* Empty socket, or a pipe whose slots are full of small segments. */
 				if (f->inflight)
@@ -257,10 +285,10 @@ flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 				clog_warn(t, "out of memory for buffers: connection closed");
 				return false;
 			} else {
-				side_failed(t, src, (int)n);
+				side_read_failed(t, src, (int)n);
 			}
 		}
-		if (f->inflight && !dst->dead) {
+		if (f->inflight && !dst->wdead) {
 			ssize_t n = flow_drain(f, dst);
 			if (n > 0) {
 				f->inflight -= (size_t)n;
@@ -269,7 +297,7 @@ flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 				if (!from_ds)
 					stat_add(tstat(t, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
 			} else if (n != -EAGAIN) {
-				side_failed(t, dst, n < 0 ? (int)n : -EPIPE);
+				side_write_failed(t, dst, n < 0 ? (int)n : -EPIPE);
 			}
 		}
 		if (!more || f->inflight)
@@ -277,13 +305,21 @@ flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 	}
 	if (f->inflight == 0 && !f->done)
 		flow_release(t, f, 0);
-	if (f->eof && f->inflight == 0 && !f->done) {
-		/* Half-close: the peer sees our FIN; the other direction keeps flowing. */
-		if (!dst->dead)
-			(void)dst->ops->shutdown_wr(dst);
-		f->done = true;
-	}
 	return true;
+}
+
+/* A flow whose source ended and whose bytes are all delivered is done: the
+ * destination gets our FIN (half-close; the other direction keeps flowing). */
+static void
+flow_finish(struct flow *f, struct conn *dst)
+{
+	if (f->done || !f->eof || f->inflight)
+		return;
+	/* Not after a reset: a FIN would make a truncated stream look complete;
+	 * dst gets a reset instead once it has our bytes (tunnel_end). */
+	if (!dst->wdead && !dst->rst_on_close)
+		(void)dst->ops->shutdown_wr(dst);
+	f->done = true;
 }
 
 static bool
@@ -292,23 +328,119 @@ flow_wants_read(const struct flow *f)
 	return !f->eof && !f->full && !f->done;
 }
 
-/* Arm both watchers for what the two flows need now, or close when both are done. */
+static void tunnel_end(struct tunnel *t);
+
+/* Arm both watchers for what the two flows need now, or end the tunnel when
+ * both are done. Called after every event, so no flow is left waiting. */
 static void
 tunnel_rearm(struct tunnel *t)
 {
 	struct ev_loop *loop = t->w->loop;
 
+	flow_finish(&t->d2u, &t->us);
+	flow_finish(&t->u2d, &t->ds);
 	if (t->d2u.done && t->u2d.done) {
-		/* Even after a reset on one side, the other gets what was already
-		 * read for it and then a FIN: a reset now would make its kernel
-		 * drop bytes still queued for it. */
-		tunnel_close(t, false);
+		tunnel_end(t);
 		return;
 	}
-	conn_want(loop, &t->ds, (flow_wants_read(&t->d2u) && !t->ds.dead ? EV_READ : 0) |
-	    (t->u2d.inflight && !t->ds.dead ? EV_WRITE : 0));
-	conn_want(loop, &t->us, (flow_wants_read(&t->u2d) && !t->us.dead ? EV_READ : 0) |
-	    (t->d2u.inflight && !t->us.dead ? EV_WRITE : 0));
+	conn_want(loop, &t->ds, (flow_wants_read(&t->d2u) && !t->ds.rdead ? EV_READ : 0) |
+	    (t->u2d.inflight && !t->ds.wdead ? EV_WRITE : 0));
+	conn_want(loop, &t->us, (flow_wants_read(&t->u2d) && !t->us.rdead ? EV_READ : 0) |
+	    (t->d2u.inflight && !t->us.wdead ? EV_WRITE : 0));
+}
+
+/* Bytes we wrote to fd that its peer has not acknowledged yet. */
+static int
+unacked(int fd)
+{
+	int n = 0;
+
+	return ioctl(fd, SIOCOUTQ, &n) < 0 ? 0 : n;
+}
+
+/* Close one side for good, if closing now loses nothing: its peer has all
+ * our bytes (or we read its FIN, so there is no unread input whose presence
+ * would turn our close into a reset that drops them). A side that must pass
+ * on a reset closes with one once its bytes are acknowledged. Returns true
+ * when closed. */
+static bool
+side_try_close(struct tunnel *t, struct conn *c, bool force)
+{
+	if (c->fd < 0)
+		return true;
+	int outq = c->wdead ? 0 : unacked(c->fd);
+	bool safe = c->rst_on_close ? outq == 0 : c->fin || c->rdead || outq == 0;
+	if (!safe && !force)
+		return false;
+	conn_want(t->w->loop, c, 0);
+	if (c->rst_on_close && !c->rdead)
+		sock_close_rst(c->fd);
+	else
+		close(c->fd);
+	c->fd = -1;
+	c->lingering = false;
+	return true;
+}
+
+/* Both flows are done. Usually both sides sent their FIN and we close at
+ * once. Otherwise a side lingers (reading and dropping what it still sends)
+ * until closing it is safe, at most LINGER_TIME: a close with unread input
+ * makes the kernel reset, and a reset drops the bytes still queued for the
+ * peer (the response we just relayed). */
+static void
+tunnel_end(struct tunnel *t)
+{
+	bool ds_closed = side_try_close(t, &t->ds, false);
+	bool us_closed = side_try_close(t, &t->us, false);
+
+	if (ds_closed && us_closed) {
+		tunnel_free(t);
+		return;
+	}
+	t->state = TUN_LINGER;
+	t->linger_until = ev_now(t->w->loop) + LINGER_TIME;
+	ev_timer_stop(t->w->loop, &t->timer);
+	ev_timer_set(&t->timer, LINGER_TICK, 0.);
+	ev_timer_start(t->w->loop, &t->timer);
+	for (struct conn *c = &t->ds; c; c = c == &t->ds ? &t->us : NULL) {
+		if (c->fd < 0)
+			continue;
+		c->lingering = true;
+		conn_want(t->w->loop, c, c->rdead || c->fin ? 0 : EV_READ);
+	}
+}
+
+/* TUN_LINGER: drop what a lingering side still sends; close it when safe. */
+static void
+tunnel_linger(struct tunnel *t, struct conn *c, bool timer)
+{
+	static char sink[4096];
+	bool force = ev_now(t->w->loop) >= t->linger_until;
+
+	if (c && c->fd >= 0 && !c->rdead && !c->fin) {
+		for (int i = 0; i < 16; i++) {
+			ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+			if (n > 0)
+				continue;
+			if (n == 0)
+				c->fin = true;
+			else if (errno != EAGAIN && errno != EINTR)
+				c->rdead = c->wdead = true;
+			break;
+		}
+		if (c->fin || c->rdead)
+			conn_want(t->w->loop, c, 0);
+	}
+	bool ds_closed = side_try_close(t, &t->ds, force);
+	bool us_closed = side_try_close(t, &t->us, force);
+	if (ds_closed && us_closed) {
+		tunnel_free(t);
+		return;
+	}
+	if (timer) {
+		ev_timer_set(&t->timer, LINGER_TICK, 0.);
+		ev_timer_start(t->w->loop, &t->timer);
+	}
 }
 
 static void
@@ -344,6 +476,10 @@ tunnel_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct tunnel *t = io->data;
 	bool is_ds = io == &t->ds.io;
 
+	if (t->state == TUN_LINGER) {
+		tunnel_linger(t, is_ds ? &t->ds : &t->us, false);
+		return;
+	}
 	if (t->state == TUN_CONNECTING) {
 		int err = sock_error(t->us.fd);
 		if (err)
@@ -375,6 +511,10 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 
 	if (t->state == TUN_CONNECTING) {
 		tunnel_fail_connect(t, -ETIMEDOUT, true);
+		return;
+	}
+	if (t->state == TUN_LINGER) {
+		tunnel_linger(t, NULL, true);
 		return;
 	}
 	/* Idle: the timer is not reset on every byte (libev's lazy idle timer);

@@ -17,6 +17,7 @@ struct wsnap;
 enum tunnel_state {
 	TUN_CONNECTING,		/* upstream connect in progress; downstream not read */
 	TUN_ESTABLISHED,	/* bytes flow */
+	TUN_LINGER,		/* both flows done; a side waits until closing it loses nothing */
 	TUN_CLOSED,
 };
 
@@ -43,6 +44,7 @@ struct tunnel {
 	struct flow d2u, u2d;
 	ev_timer timer;			/* connect timeout, then idle timeout */
 	ev_tstamp last_io;
+	ev_tstamp linger_until;		/* TUN_LINGER deadline */
 	struct wsnap *snap;		/* the configuration this connection started with */
 	struct sockaddr_storage dst;	/* original destination */
 	struct tunnel *prev, *next;	/* worker's list */

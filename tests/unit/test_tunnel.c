@@ -158,19 +158,25 @@ send_all(struct fixture *f, int fd, const char *buf, size_t len)
 	assert_int_equal(off, len);
 }
 
-/* Read until len bytes or EOF; returns bytes read. */
+/* errno of the error that ended the last recv_upto(), 0 for EOF. */
+static int recv_err;
+
+/* Read until len bytes, EOF or an error (*eof set for both; recv_err says
+ * which); returns bytes read. */
 static size_t
 recv_upto(struct fixture *f, int fd, char *buf, size_t len, bool *eof)
 {
 	size_t off = 0;
 	double end = now() + 10;
 	*eof = false;
+	recv_err = 0;
 	while (off < len && now() < end) {
 		ssize_t n = recv(fd, buf + off, len - off, MSG_DONTWAIT);
 		if (n > 0)
 			off += (size_t)n;
-		else if (n == 0) {
+		else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 			*eof = true;
+			recv_err = n == 0 ? 0 : errno;
 			break;
 		} else
 			spin(f, 1);
@@ -332,7 +338,8 @@ test_connect_refused_resets_client(void **state)
 	teardown_fixture(&f);
 }
 
-/* The app resets mid-stream: the client gets what was sent, then EOF. */
+/* The app resets mid-stream: the client gets what was sent, then a reset (a
+ * FIN would make the truncated stream look complete). */
 static void
 test_upstream_reset(void **state)
 {
@@ -346,8 +353,9 @@ test_upstream_reset(void **state)
 	sock_close_rst(f.app_fd);
 	f.app_fd = -1;
 	assert_int_equal(recv_upto(&f, f.client, got, sizeof(got), &eof), 7);
-	assert_true(eof);
 	assert_memory_equal(got, "partial", 7);
+	assert_true(eof);
+	assert_int_equal(recv_err, ECONNRESET);
 	spin(&f, 10);
 	assert_null(f.w.tunnels);
 	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_RESET), 1);
@@ -442,6 +450,67 @@ test_oom_fails_one_connection(void **state)
 	teardown_fixture(&b);
 }
 
+/* Review finding: the app answers and resets while the client is still
+ * uploading. The write to the app fails first; the tunnel must still read the
+ * answer the app sent before its reset, deliver it, and end (it used to stop
+ * both watchers and hang until the idle timeout, the answer lost). */
+static void
+test_app_answers_then_resets_during_upload(void **state)
+{
+	struct fixture f;
+	static char chunk[65536];
+	char got[64];
+	bool eof;
+
+	setup_with(&f, NULL, 0);
+	/* The client uploads far more than the app will read. */
+	for (int i = 0; i < 64; i++) {
+		if (send(f.client, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			break;
+		spin(&f, 1);
+	}
+	send_all(&f, f.app_fd, "HTTP/1.1 413 Too Large\r\n\r\n", 28);
+	sock_close_rst(f.app_fd);	/* unread upload: the app's kernel resets */
+	f.app_fd = -1;
+	for (int i = 0; i < 16; i++) {	/* the client keeps sending */
+		(void)send(f.client, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+		spin(&f, 2);
+	}
+	size_t n = recv_upto(&f, f.client, got, 28, &eof);
+	assert_int_equal(n, 28);
+	assert_memory_equal(got, "HTTP/1.1 413", 12);
+	spin(&f, 100);
+	assert_null(f.w.tunnels);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_ACTIVE), 0);
+	teardown_fixture(&f);
+}
+
+/* Review finding, the other way round: the client resets, then the app
+ * writes. The app must see the end promptly and the tunnel must end. */
+static void
+test_client_resets_then_app_writes(void **state)
+{
+	struct fixture f;
+	char b[16];
+	bool eof;
+
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.client, "req", 3);
+	assert_int_equal(recv_upto(&f, f.app_fd, b, 3, &eof), 3);
+	/* Both land before the loop runs: the app's bytes (us readable) and the
+	 * client's reset (ds readable); libev runs the upstream read first, so
+	 * the write to the reset client fails before its read is seen. */
+	sock_close_rst(f.client);
+	f.client = -1;
+	(void)send(f.app_fd, "late answer", 11, MSG_DONTWAIT | MSG_NOSIGNAL);
+	poll(NULL, 0, 20);
+	assert_int_equal(recv_upto(&f, f.app_fd, b, sizeof(b), &eof), 0);
+	assert_true(eof);
+	spin(&f, 100);
+	assert_null(f.w.tunnels);
+	teardown_fixture(&f);
+}
+
 int
 main(void)
 {
@@ -455,6 +524,8 @@ main(void)
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_pipe_exhaustion_falls_back_to_copy),
 		cmocka_unit_test(test_oom_fails_one_connection),
+		cmocka_unit_test(test_app_answers_then_resets_during_upload),
+		cmocka_unit_test(test_client_resets_then_app_writes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
