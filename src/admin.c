@@ -22,8 +22,14 @@
 #include "worker.h"
 
 #define ADMIN_HEAD_MAX 8192
-#define ADMIN_MAX_CONNS 64
+/* Connections per port: the readiness port is reachable from the whole
+ * cluster, so it has its own budget and can never starve the admin API. */
+#define ADMIN_MAX_CONNS 32
+/* Time for a whole request and response; probes are quick, so 15021 is short. */
 #define ADMIN_TIMEOUT 5.0
+#define HEALTH_TIMEOUT 2.0
+/* Out of descriptors: stop accepting for this long instead of spinning. */
+#define ADMIN_ACCEPT_PAUSE 0.1
 
 enum admin_port { PORT_ADMIN, PORT_HEALTH };
 
@@ -31,6 +37,7 @@ struct admin_listener {
 	int fd;
 	enum admin_port port;
 	ev_io io;
+	ev_timer pause;
 };
 
 struct admin_conn {
@@ -48,8 +55,9 @@ struct admin_conn {
 static struct ev_loop *admin_loop;
 static struct admin_listener listeners[3];
 static unsigned nlisteners;
-static struct admin_conn *conns;
-static unsigned nconns;
+static struct admin_conn *conns;	/* newest first */
+static unsigned nconns[2];		/* per enum admin_port */
+static ev_tstamp last_accept_warning;
 
 int
 admin_parse_request(const char *buf, size_t len, struct admin_req *req)
@@ -337,7 +345,7 @@ conn_free(struct admin_conn *c)
 		conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	nconns--;
+	nconns[c->port]--;
 	free(c);
 }
 
@@ -398,6 +406,30 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	conn_free(t->data);
 }
 
+/* Port full: make room by closing the oldest connection on it that has not
+ * sent a whole request (a slow or idle client), never one being answered. */
+static bool
+evict_idle(enum admin_port port)
+{
+	struct admin_conn *oldest = NULL;
+
+	for (struct admin_conn *c = conns; c; c = c->next)
+		if (c->port == port && c->out.len == 0)
+			oldest = c;
+	if (!oldest)
+		return false;
+	conn_free(oldest);
+	return true;
+}
+
+static void
+admin_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct admin_listener *l = t->data;
+
+	ev_io_start(loop, &l->io);
+}
+
 static void
 admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -406,11 +438,24 @@ admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	for (int i = 0; i < 16; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				log_warn("admin accept: %s", strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* The connection stays queued; a level-triggered watcher
+				 * would spin on it, so pause (one warning a second). */
+				if (ev_now(loop) - last_accept_warning >= 1.0) {
+					log_warn("admin accept: %s; pausing", strerror(errno));
+					last_accept_warning = ev_now(loop);
+				}
+				ev_io_stop(loop, &l->io);
+				ev_timer_set(&l->pause, ADMIN_ACCEPT_PAUSE, 0.);
+				ev_timer_start(loop, &l->pause);
+			}
 			return;
 		}
-		struct admin_conn *c = nconns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		if (nconns[l->port] >= ADMIN_MAX_CONNS && !evict_idle(l->port)) {
+			close(fd);
+			continue;
+		}
+		struct admin_conn *c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
 			continue;
@@ -419,7 +464,7 @@ admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 		c->port = l->port;
 		ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
 		c->io.data = c;
-		ev_timer_init(&c->timer, conn_timeout_cb, ADMIN_TIMEOUT, 0.);
+		ev_timer_init(&c->timer, conn_timeout_cb, l->port == PORT_HEALTH ? HEALTH_TIMEOUT : ADMIN_TIMEOUT, 0.);
 		c->timer.data = c;
 		ev_io_start(loop, &c->io);
 		ev_timer_start(loop, &c->timer);
@@ -427,7 +472,7 @@ admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 		if (conns)
 			conns->prev = c;
 		conns = c;
-		nconns++;
+		nconns[c->port]++;
 	}
 }
 
@@ -454,6 +499,8 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 	l->port = kind;
 	ev_io_init(&l->io, admin_accept_cb, fd, EV_READ);
 	l->io.data = l;
+	ev_init(&l->pause, admin_accept_resume_cb);
+	l->pause.data = l;
 	ev_io_start(admin_loop, &l->io);
 	return 0;
 }
@@ -481,6 +528,7 @@ admin_stop(void)
 		conn_free(conns);
 	for (unsigned i = 0; i < nlisteners; i++) {
 		ev_io_stop(admin_loop, &listeners[i].io);
+		ev_timer_stop(admin_loop, &listeners[i].pause);
 		close(listeners[i].fd);
 	}
 	nlisteners = 0;

@@ -24,11 +24,13 @@ enum cf_type {
 	CF_LOGLEVEL,	/* "error" .. "trace" */
 	CF_MODE,	/* "REDIRECT" | "TPROXY" */
 	CF_ADDR,	/* numeric IPv4/IPv6 address, stored as char[64] */
+	CF_BOOL,	/* JSON true/false, stored as bool */
 };
 
 static const char *const cf_type_names[] = {
 	[CF_INT] = "integer", [CF_PORT] = "port", [CF_DURATION] = "duration",
 	[CF_LOGLEVEL] = "log level", [CF_MODE] = "interception mode", [CF_ADDR] = "IP address",
+	[CF_BOOL] = "boolean",
 };
 
 /* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms). */
@@ -58,6 +60,8 @@ static const struct cf_field schema[] = {
 	    "close a connection after this long with no bytes in either direction; 0s = never"),
 	F("proxy", "terminationDrainDuration", CF_DURATION, drain_ms, 0, 3600000, "5s",
 	    "after SIGTERM, how long open connections may finish"),
+	F("proxy", "exitOnZeroActiveConnections", CF_BOOL, exit_on_zero, 0, 0, "false",
+	    "end the drain as soon as no connection is left (Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS)"),
 	F("proxy", "proxyListenPort", CF_PORT, outbound_port, 1, 65535, "15001",
 	    "outbound capture port (outrigger-init -p)"),
 	F("proxy", "proxyInboundListenPort", CF_PORT, inbound_port, 1, 65535, "15006",
@@ -219,6 +223,16 @@ badint:
 		}
 		return 0;
 	}
+	case CF_BOOL:
+		if (v ? cJSON_IsTrue(v) : strcmp(str, "true") == 0) {
+			*(bool *)dst = true;
+		} else if (v ? cJSON_IsFalse(v) : strcmp(str, "false") == 0) {
+			*(bool *)dst = false;
+		} else {
+			seterr(err, errlen, f, "expected true or false, got %s", got);
+			return -EINVAL;
+		}
+		return 0;
 	case CF_ADDR: {
 		const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
 		struct sockaddr_storage ss;
@@ -267,6 +281,32 @@ field_find(const char *section, const char *key)
 	return NULL;
 }
 
+/* Checks across keys: the four ports must differ (two listeners on one port
+ * would share connections at random through SO_REUSEPORT). */
+static int
+config_check(const struct config *c, char *err, size_t errlen)
+{
+	static const struct { const char *key; size_t off; } ports[] = {
+		{ "proxyListenPort", offsetof(struct config, outbound_port) },
+		{ "proxyInboundListenPort", offsetof(struct config, inbound_port) },
+		{ "proxyAdminPort", offsetof(struct config, admin_port) },
+		{ "healthPort", offsetof(struct config, health_port) },
+	};
+
+	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+		for (size_t j = 0; j < i; j++) {
+			uint16_t a = *(const uint16_t *)((const char *)c + ports[i].off);
+			uint16_t b = *(const uint16_t *)((const char *)c + ports[j].off);
+			if (a == b) {
+				seterr(err, errlen, NULL, "proxy.%s: port %u is also proxy.%s", ports[i].key, a,
+				    ports[j].key);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
 int
 config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen)
 {
@@ -308,6 +348,8 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 				goto out;
 		}
 	}
+	if (config_check(&next, err, errlen) < 0)
+		goto out;
 	*cfg = next;
 	rc = 0;
 out:
@@ -382,6 +424,7 @@ field_to_json(const struct cf_field *f, const struct config *cfg)
 	case CF_MODE:
 		return cJSON_CreateString(*(const enum intercept_mode *)src == INTERCEPT_TPROXY ? "TPROXY" : "REDIRECT");
 	case CF_ADDR: return cJSON_CreateString(src);
+	case CF_BOOL: return cJSON_CreateBool(*(const bool *)src);
 	}
 	return NULL;
 }

@@ -66,7 +66,7 @@ drain_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	uint64_t active = workers_active_connections();
 
-	if (active == 0 || ev_now(loop) >= drain_deadline) {
+	if ((active == 0 && server.snap->cfg.exit_on_zero) || ev_now(loop) >= drain_deadline) {
 		if (active)
 			log_info("drain period over: closing %llu connections", (unsigned long long)active);
 		else
@@ -87,7 +87,8 @@ signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
-	log_info("signal %d: draining for up to %u ms", s->signum, cfg->drain_ms);
+	log_info("signal %d: draining inbound for %s%u ms", s->signum, cfg->exit_on_zero ? "up to " : "",
+	    cfg->drain_ms);
 	server.draining = true;
 	workers_drain();
 	drain_deadline = ev_now(loop) + cfg->drain_ms / 1000.0;

@@ -639,6 +639,16 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 		tunnel_close(t, true);
 		return;
 	}
+	/* Loop guard for TPROXY, whose original destination is never the listener
+	 * itself: a connection to our own capture port would be carried to that
+	 * port again, and again (Envoy black-holes 15006 the same way). */
+	uint16_t port = sock_addr_port(&t->dst);
+	if (kind == LST_INBOUND && (port == cfg->inbound_port || port == cfg->outbound_port)) {
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_NO_ORIGINAL_DST), 1);
+		clog_warn(t, "inbound: destination port %u is the proxy's own capture port: refused", port);
+		tunnel_close(t, true);
+		return;
+	}
 	tunnel_connect(t);
 }
 

@@ -75,7 +75,11 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
-		if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+		/* accept(2): errors of the dequeued connection (the network or its
+		 * peer) come back here too; they concern that connection only. */
+		if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == ENETDOWN ||
+		    errno == ENOPROTOOPT || errno == EHOSTDOWN || errno == ENONET ||
+		    errno == EHOSTUNREACH || errno == EOPNOTSUPP || errno == ENETUNREACH || errno == EPERM)
 			continue;
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* The pending connection stays in the backlog; retry soon. */
@@ -97,7 +101,7 @@ accept_resume_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 {
 	struct listener *l = tm->data;
 
-	if (l->fd >= 0 && !l->w->draining)
+	if (l->fd >= 0)
 		ev_io_start(loop, &l->io);
 }
 
@@ -134,8 +138,11 @@ mbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 		m = next;
 	}
 	if (__atomic_load_n(&w->req_drain, __ATOMIC_ACQUIRE) && !w->draining) {
+		/* Drain stops inbound only, as Istio's agent does (drain_listeners?
+		 * inboundonly): the app may still call out while it shuts down. */
 		w->draining = true;
-		listeners_close(w);
+		for (int f = 0; f < LISTENER_FAMILIES; f++)
+			listener_close(w, &w->lst[LST_INBOUND][f]);
 	}
 	if (__atomic_load_n(&w->req_stop, __ATOMIC_ACQUIRE)) {
 		listeners_close(w);

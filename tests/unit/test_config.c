@@ -40,6 +40,7 @@ test_defaults_are_istio_sidecar(void **state)
 	assert_int_equal(c.idle_timeout_ms, 3600000);
 	assert_int_equal(c.drain_ms, 5000);
 	assert_int_equal(c.log_level, LL_INFO);
+	assert_false(c.exit_on_zero);
 }
 
 static void
@@ -83,6 +84,11 @@ test_errors_name_the_path(void **state)
 		{ "{\"proxy\":{\"interceptionMode\":\"NAT\"}}", "proxy.interceptionMode: expected \"REDIRECT\" or \"TPROXY\"" },
 		{ "{\"proxy\":{\"adminAddress\":\"localhost\"}}", "proxy.adminAddress: expected a numeric" },
 		{ "{\"proxy\":[]}", "proxy: expected an object" },
+		{ "{\"proxy\":{\"proxyInboundListenPort\":15001}}",
+		  "proxy.proxyInboundListenPort: port 15001 is also proxy.proxyListenPort" },
+		{ "{\"proxy\":{\"healthPort\":15000}}", "proxy.healthPort: port 15000 is also proxy.proxyAdminPort" },
+		{ "{\"proxy\":{\"exitOnZeroActiveConnections\":1}}",
+		  "proxy.exitOnZeroActiveConnections: expected true or false" },
 		{ "[]", "$: expected a JSON object" },
 		{ "{\"proxy\":{\"concurrency\":2}", "$: not valid JSON" },
 		{ "", "$: not valid JSON" },
