@@ -469,15 +469,16 @@ test_app_answers_then_resets_during_upload(void **state)
 			break;
 		spin(&f, 1);
 	}
-	send_all(&f, f.app_fd, "HTTP/1.1 413 Too Large\r\n\r\n", 28);
+	static const char answer[] = "HTTP/1.1 413 Too Large\r\n\r\n";
+	send_all(&f, f.app_fd, answer, sizeof(answer) - 1);
 	sock_close_rst(f.app_fd);	/* unread upload: the app's kernel resets */
 	f.app_fd = -1;
 	for (int i = 0; i < 16; i++) {	/* the client keeps sending */
 		(void)send(f.client, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
 		spin(&f, 2);
 	}
-	size_t n = recv_upto(&f, f.client, got, 28, &eof);
-	assert_int_equal(n, 28);
+	size_t n = recv_upto(&f, f.client, got, sizeof(answer) - 1, &eof);
+	assert_int_equal(n, sizeof(answer) - 1);
 	assert_memory_equal(got, "HTTP/1.1 413", 12);
 	spin(&f, 100);
 	assert_null(f.w.tunnels);
