@@ -596,3 +596,22 @@ def test_dry_run_prints_both_families(L, repo):
     assert istio_chains(pod) == [] and istio_chains(pod, v6=True) == []
     r = init(L, pod, ["--help"])
     assert "--istio-service-cidr" in r.stdout and "ISTIO_OUTBOUND_OWNER_GROUPS" in r.stdout
+
+
+# ---------------------------------------------------------------- CNI-style invocation
+
+def test_network_namespace_flag(L):
+    """--network-namespace (how istio-cni runs the tool from outside the pod): the rules land
+    in the named namespace only, and --cleanup-only there removes them. Run from a second pod,
+    so that a failure to enter the namespace could only touch that throwaway pod, never the
+    host."""
+    outer, target = L.add_pod("outer"), L.add_pod("target")
+    path = "/run/netns/%s" % target.netns
+    init(L, outer, ["--network-namespace", path, "--cni-mode"] + DEFAULT)
+    assert "ISTIO_OUTPUT" in istio_chains(target)
+    assert istio_chains(outer) == []
+    init(L, outer, ["--network-namespace", path, "--cleanup-only"])
+    assert istio_chains(target) == []
+    r = init(L, outer, ["--network-namespace", "/run/netns/does-not-exist"] + DEFAULT, check=False)
+    assert r.returncode != 0 and "does-not-exist" in r.stderr
+    assert istio_chains(outer) == []
