@@ -549,6 +549,21 @@ def test_tproxy_inbound_keeps_client_address(mesh_factory):
     assert m.ssc.health() == 200
 
 
+def test_tproxy_inbound_ipv6_keeps_client_address(mesh_factory):
+    """Guards TPROXY over IPv6 with the real proxy (ip6tables mangle rules, the v6 policy
+    route in table 133, a transparent v6 upstream socket): the app sees the client pod's
+    IPv6 address."""
+    dual = list(lab.DEFAULT_INIT_ARGS) + ["--dual-stack"]
+    tproxy = [a if a != "REDIRECT" else "TPROXY" for a in dual]
+    m = mesh_factory(ipv6=True, client_init=dual, server_init=tproxy,
+                     server_config={"proxy": {"interceptionMode": "TPROXY"}}, server_user=(0, 1337))
+    s0 = m.ssc.stats()
+    code, body = m.client.curl("http://[%s]/" % HTTP_VIP6, user="nobody")
+    assert code == 200, body
+    assert "peer %s" % m.client.ip6 in body, "app must see the client's v6 address: %r" % body
+    settled(m.ssc, "inbound", s0, 1)
+
+
 def test_demo_passes(root, outrigger_bin, init_bin, repo):
     """Guards the README quick-start: tests/lab/demo.py builds its two-pod lab, shows both
     sidecars' counters, exits 0 and leaves no namespace behind."""
