@@ -346,3 +346,30 @@ def cpu_figures(prefix, m, ops):
 def max_rss(m):
     v = m["rss_max_kib"]
     return max(v.values()) if v else None
+
+
+def add_rate_figures(out, k, res, m):
+    """Record one open-loop phase's figures under prefix k (e.g. "r1000_"): latency
+    percentiles (None when nothing completed, never 0), achieved rate, late sends, errors,
+    proxy CPU per 1,000 operations and peak RSS; and add to the run's totals."""
+    for p in ("p50", "p90", "p99", "p999", "max", "mean"):
+        out[k + p] = res["lat_us"][p] if res["lat_us"]["n"] else None
+    out[k + "ops_per_s"] = res["ops_per_s"]
+    out[k + "late_sends"] = res["late_sends"]
+    out[k + "errors"] = res["errors"]
+    out.update(cpu_figures(k, m, res["ops"]))
+    out[k + "rss_kib"] = max_rss(m)
+    out["errors"] += res["errors"]
+    out["ops_total"] += res["ops"]
+
+
+def stop_procs(procs):
+    """SIGTERM each process still running (a fast shutdown for haproxy and nginx masters
+    and their workers); SIGKILL what has not exited 5 s later."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except Exception:
+                p.kill()

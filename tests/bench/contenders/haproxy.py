@@ -85,13 +85,7 @@ class Handle:
                 "server.inbound.stot", "server.inbound.bin"]
 
     def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except Exception:
-                    p.kill()
+        benchlib.stop_procs(self.procs.values())
 
 
 def start(env):

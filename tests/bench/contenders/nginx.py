@@ -96,13 +96,7 @@ class Handle:
         return ["client.cpu_ticks", "server.cpu_ticks"]
 
     def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()   # SIGTERM: fast shutdown of master and workers
-                try:
-                    p.wait(timeout=5)
-                except Exception:
-                    p.kill()
+        benchlib.stop_procs(self.procs.values())
 
 
 def start(env):

@@ -33,15 +33,5 @@ def run(ctx):
     for rate in (RATES if not ctx.smoke else (1000,)):
         res, m = ctx.measured(lambda: ctx.load("connect", conns=1024, rate=rate,
                                                duration=ctx.pick(10, 1)))
-        k = "r%d_" % rate
-        for p in ("p50", "p90", "p99", "p999", "max", "mean"):
-            # No completed operation: no latency (not 0).
-            out[k + p] = res["lat_us"][p] if res["lat_us"]["n"] else None
-        out[k + "ops_per_s"] = res["ops_per_s"]
-        out[k + "late_sends"] = res["late_sends"]
-        out[k + "errors"] = res["errors"]
-        out.update(benchlib.cpu_figures(k, m, res["ops"]))
-        out[k + "rss_kib"] = benchlib.max_rss(m)
-        out["errors"] += res["errors"]
-        out["ops_total"] += res["ops"]
+        benchlib.add_rate_figures(out, "r%d_" % rate, res, m)
     return out
