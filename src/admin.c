@@ -383,7 +383,12 @@ conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		conn_free(c);
 		return;
 	}
+	/* Parse once the head is whole: look for its end only in what is new
+	 * (and the 3 bytes before it), not from byte 0 on every read. */
+	size_t from = c->inlen > 3 ? c->inlen - 3 : 0;
 	c->inlen += (size_t)n;
+	if (!memmem(c->in + from, c->inlen - from, "\r\n\r\n", 4) && c->inlen < sizeof(c->in))
+		return;
 	rc = admin_parse_request(c->in, c->inlen, &r);
 	if (rc == -EAGAIN)
 		return;
