@@ -319,7 +319,14 @@ static void dns_rules(struct ruleset *rs, const struct init_config *c,
 			    "--zone", "2", NULL);
 		}
 	}
-	add(rs, RULE_BOTH, "raw", "PREROUTING", 0, "-j", CH_INBOUND, NULL);
+	/* The inbound zone chain is hooked up per family only where it will have
+	 * rules: with --capture-all-dns, or for a family with servers (Istio's
+	 * tproxy golden: no v6 servers, no v6 raw ISTIO_INBOUND). */
+	if (c->capture_all_dns || p->dns_v4.n)
+		add(rs, c->capture_all_dns ? RULE_BOTH : RULE_V4, "raw", "PREROUTING", 0, "-j",
+		    CH_INBOUND, NULL);
+	if (!c->capture_all_dns && p->dns_v6.n)
+		add(rs, RULE_V6, "raw", "PREROUTING", 0, "-j", CH_INBOUND, NULL);
 	/* Zone 2: the app's queries; zone 1: the resolvers' answers. */
 	if (c->capture_all_dns) {
 		add(rs, RULE_BOTH, "raw", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
@@ -345,7 +352,6 @@ static void outbound_include(struct ruleset *rs, const struct init_config *c,
 			     unsigned fam)
 {
 	const struct cidrlist *inc = &c->include_cidrs;
-	bool any = false;
 
 	if (inc->wildcard) {
 		add(rs, fam, "nat", CH_OUTPUT, 0, "-j", CH_REDIRECT, NULL);
@@ -358,16 +364,15 @@ static void outbound_include(struct ruleset *rs, const struct init_config *c,
 	for (size_t k = 0; k < inc->n; k++) {
 		if (fam_of(inc->v[k].family) != fam)
 			continue;
-		any = true;
 		for (size_t i = 0; i < c->kubevirt_ifaces.n; i++)
 			add(rs, fam, "nat", "PREROUTING", 1, "-i", c->kubevirt_ifaces.v[i],
 			    "-d", inc->v[k].text, "-j", CH_REDIRECT, NULL);
 		add(rs, fam, "nat", CH_OUTPUT, 0, "-d", inc->v[k].text, "-j", CH_REDIRECT,
 		    NULL);
 	}
-	/* istio: "All other traffic is not redirected." */
-	if (any)
-		add(rs, fam, "nat", CH_OUTPUT, 0, "-j", "RETURN", NULL);
+	/* No closing "-j RETURN": older istio-iptables had one after a CIDR list,
+	 * current Istio does not (capture testdata tproxy.golden); the chain ends
+	 * and the packet is not redirected either way. */
 }
 
 /* §1.6, the rest of TPROXY mode (mangle OUTPUT/PREROUTING marks). */

@@ -39,6 +39,12 @@ static const struct rcase cases[] = {
 	{ .golden = "istio-cni-dns.golden",
 	  .args = { "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
 	    "-b", "*", "-d", "15020,15021,15090", "-o", "15020", "--redirect-dns", "--capture-all-dns" } },
+	/* istio capture/testdata/tproxy.golden (real istio output, current format): TPROXY,
+	 * exclude NIC, -x/-i CIDR lists (no closing RETURN), DNS with v4 servers only (no v6
+	 * raw ISTIO_INBOUND) */
+	{ .golden = "istio-tproxy.golden",
+	  .args = { "-m", "TPROXY", "-b", "*", "-x", "1.1.0.0/16", "-i", "9.9.0.0/16", "--redirect-dns",
+	    "-c", "not-istio-nic" }, .ipv6 = true, .dns4 = { "127.0.0.53" } },
 	/* derived from istio's rule order (reference §1.5-1.7) */
 	{ .golden = "empty.golden", .args = { NULL } },
 	{ .golden = "ipv6-dual-stack.golden", .args = { "-i", "*", "-b", "*", "-d", "15020,15021,15090", "--dual-stack" },
