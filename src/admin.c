@@ -49,6 +49,7 @@ struct admin_conn {
 	size_t inlen;
 	struct strbuf out;
 	size_t outoff;
+	bool closing;		/* answered; draining the client until its FIN */
 	struct admin_conn *prev, *next;
 };
 
@@ -357,11 +358,19 @@ conn_write(struct admin_conn *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
-			break;
+			conn_free(c);
+			return;
 		}
 		c->outoff += (size_t)n;
 	}
-	conn_free(c);
+	/* Answered. Closing with unread input (a pipelined request, a body we
+	 * did not read) would reset and could drop the answer: send our FIN and
+	 * drain the client until its FIN or the connection's timer. */
+	shutdown(c->fd, SHUT_WR);
+	c->closing = true;
+	ev_io_stop(admin_loop, &c->io);
+	ev_io_set(&c->io, c->fd, EV_READ);
+	ev_io_start(admin_loop, &c->io);
 }
 
 static void
@@ -372,6 +381,13 @@ conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	ssize_t n;
 	int rc;
 
+	if (c->closing) {
+		char sink[1024];
+		n = recv(c->fd, sink, sizeof(sink), 0);
+		if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR)))
+			conn_free(c);
+		return;
+	}
 	if (c->out.len) {
 		conn_write(c);
 		return;
@@ -411,15 +427,16 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	conn_free(t->data);
 }
 
-/* Port full: make room by closing the oldest connection on it that has not
- * sent a whole request (a slow or idle client), never one being answered. */
+/* Port full: make room by closing the oldest connection on it that is not
+ * being answered: one already answered (draining), or one that has not sent a
+ * whole request (a slow or idle client). */
 static bool
 evict_idle(enum admin_port port)
 {
 	struct admin_conn *oldest = NULL;
 
 	for (struct admin_conn *c = conns; c; c = c->next)
-		if (c->port == port && c->out.len == 0)
+		if (c->port == port && (c->closing || c->out.len == 0))
 			oldest = c;
 	if (!oldest)
 		return false;
