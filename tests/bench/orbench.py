@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -169,6 +170,35 @@ def run_contender(C, scenarios, opts, bins, outdir):
     return rec
 
 
+def merge_rounds(rounds):
+    """One result per contender from several rounds: each numeric figure is the median of
+    the rounds that have it (None where none has); every round's failed checks are kept; the
+    per-round figures stay in "rounds" for anyone who wants the spread."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for name, last in rounds[-1].items():
+        rec = dict(last)
+        rec["scenarios"] = {}
+        for scen, fig in last.get("scenarios", {}).items():
+            merged = dict(fig)
+            for k, v in fig.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    vals = [r[name]["scenarios"][scen][k] for r in rounds
+                            if isinstance(r.get(name, {}).get("scenarios", {}).get(scen, {}).get(k),
+                                          (int, float))]
+                    merged[k] = statistics.median(vals) if vals else None
+            rec["scenarios"][scen] = merged
+        idle = [r[name].get("rss_idle_kib") for r in rounds if isinstance(r[name].get("rss_idle_kib"), dict)]
+        if idle:   # {sidecar: KiB}: the median per sidecar
+            rec["rss_idle_kib"] = {k: statistics.median([d[k] for d in idle if k in d]) for k in idle[-1]}
+        rec["checks"] = [c for r in rounds for c in r[name].get("checks", [])
+                         if not c.get("ok", True)] + [c for c in last.get("checks", []) if c.get("ok", True)]
+        rec["rounds"] = [r[name].get("scenarios", {}) for r in rounds]
+        out[name] = rec
+    return out
+
+
 def check(C, h, S, fig, c0, c1, smoke):
     """Did the contender carry this scenario's traffic? Nothing about speed."""
     out = []
@@ -210,6 +240,8 @@ def main():
     ap.add_argument("--profile", default="", help="comma list of contenders to profile with perf")
     ap.add_argument("--workdir", default="/tmp/orbench/run")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds, contenders interleaved within each; every figure is the median")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (the pod lab needs network namespaces)")
@@ -242,15 +274,25 @@ def main():
         "contenders": {},
     }
     t0 = time.monotonic()
-    for C in contenders:
-        log("contender %s" % C.NAME)
-        try:
-            results["contenders"][C.NAME] = run_contender(C, scenarios, opts, bins, outdir)
-        except Exception as e:
-            traceback.print_exc()
-            results["contenders"][C.NAME] = {"label": C.LABEL, "note": C.NOTE, "scenarios": {},
-                                             "checks": [{"scenario": "-", "ok": False,
-                                                         "msg": "contender failed: %s" % str(e)[:800]}]}
+    rounds = []
+    profile = opts.profile
+    for r in range(max(1, opts.repeat)):
+        # Interleaved rounds: a disturbance on the machine hits every contender alike.
+        # Profiles only in the last round (they add load and time).
+        opts.profile = profile if r == opts.repeat - 1 else ""
+        rr = {}
+        for C in contenders:
+            log("contender %s (round %d of %d)" % (C.NAME, r + 1, opts.repeat))
+            try:
+                rr[C.NAME] = run_contender(C, scenarios, opts, bins, outdir)
+            except Exception as e:
+                traceback.print_exc()
+                rr[C.NAME] = {"label": C.LABEL, "note": C.NOTE, "scenarios": {},
+                              "checks": [{"scenario": "-", "ok": False,
+                                          "msg": "contender failed: %s" % str(e)[:800]}]}
+        rounds.append(rr)
+    results["contenders"] = merge_rounds(rounds)
+    results["meta"]["rounds"] = len(rounds)
     results["meta"]["wall_s"] = time.monotonic() - t0
 
     with open(os.path.join(outdir, "results.json"), "w") as f:

@@ -237,6 +237,11 @@ def write(res, outdir):
     L = []
     L.append("# Outrigger benchmark: L4, side by side (%s, %s run)" % (meta["timestamp"], meta["mode"]))
     L.append("")
+    if meta.get("rounds", 1) > 1:
+        L.append("Every figure is the **median of %d rounds**; within a round the contenders ran one "
+                 "after another, so a disturbance on the machine hits them alike. Per-round figures "
+                 "are in results.json (`rounds`)." % meta["rounds"])
+        L.append("")
     L.append("Machine: %s, %s CPUs, kernel %s, open-files limit %s. Every contender ran in the same run "
              "on the same pod-lab topology: client pod → server pod (network namespaces on one bridge), "
              "a sidecar in each pod where the contender has one, Istio's capture rules "
