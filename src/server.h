@@ -11,7 +11,7 @@
 struct server {
 	struct snapshot *snap;	/* current configuration (control thread's reference) */
 	bool live;		/* workers are serving */
-	bool draining;		/* SIGTERM received: not ready, not accepting */
+	bool draining;		/* SIGTERM received: not ready, not accepting inbound */
 	time_t started;
 	unsigned concurrency;
 };

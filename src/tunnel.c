@@ -99,6 +99,7 @@ tunnel_free(struct tunnel *t)
 		w->tunnels = t->next;
 	if (t->next)
 		t->next->prev = t->prev;
+	clog_debug(t, "closed (was %s)", tunnel_state_str(t->state));
 	if (t->snap)
 		wsnap_done(t->snap);
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_DESTROY), 1);

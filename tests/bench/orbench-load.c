@@ -269,6 +269,22 @@ report(double elapsed, const char *extra)
 	fflush(stdout);
 }
 
+
+/* When the loop must wake: at the deadline, or earlier when the next
+ * open-loop send is due. */
+static uint64_t
+next_wake(uint64_t deadline, bool sending, uint64_t start, uint64_t issued, double interval)
+{
+	uint64_t next = deadline;
+
+	if (opt.rate > 0 && sending) {
+		uint64_t due = start + (uint64_t)(issued * interval);
+		if (due < next)
+			next = due;
+	}
+	return next;
+}
+
 static int
 wait_events(struct epoll_event *evs, int max, uint64_t until_ns)
 {
@@ -510,13 +526,7 @@ run_pingpong(void)
 				}
 			}
 		}
-		uint64_t next = deadline;
-		if (opt.rate > 0 && sending) {
-			uint64_t due = start + (uint64_t)(issued * interval);
-			if (due < next)
-				next = due;
-		}
-		int n = wait_events(evs, 256, next);
+		int n = wait_events(evs, 256, next_wake(deadline, sending, start, issued, interval));
 		for (int i = 0; i < n; i++) {
 			struct lconn *c = evs[i].data.ptr;
 			if (c->st != CS_OPEN)
@@ -645,13 +655,7 @@ run_connect(void)
 			if (opt.rate <= 0 && !(now < end && issued < opt.count))
 				break;
 		}
-		uint64_t next = deadline;
-		if (opt.rate > 0 && sending) {
-			uint64_t due = start + (uint64_t)(issued * interval);
-			if (due < next)
-				next = due;
-		}
-		int n = wait_events(evs, 256, next);
+		int n = wait_events(evs, 256, next_wake(deadline, sending, start, issued, interval));
 		for (int i = 0; i < n; i++) {
 			struct lconn *c = evs[i].data.ptr;
 			bool done = false, fail = false;

@@ -52,6 +52,17 @@ def _listen(port, backlog=4096):
     return s
 
 
+def _recv_upto(s, n):
+    """Read until n bytes or end of stream; returns what arrived."""
+    got = bytearray()
+    while len(got) < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+
+
 def _connect(host, port, timeout):
     return socket.create_connection((host, port), timeout=timeout)
 
@@ -296,12 +307,7 @@ def app_echo_client(a):
             s = _connect(a.host, a.port, max(0.1, deadline - time.monotonic()))
             s.settimeout(max(0.1, deadline - time.monotonic()))
             s.sendall(payload)
-            got = bytearray()
-            while len(got) < n:
-                d = s.recv(65536)
-                if not d:
-                    break
-                got += d
+            got = _recv_upto(s, n)
             s.shutdown(socket.SHUT_WR)
             tail = s.recv(1)
             s.close()
@@ -476,12 +482,7 @@ def app_interactive(a):
                 payload = random.Random(seq).randbytes(n)
                 s.settimeout(a.timeout)
                 s.sendall(payload)
-                got = bytearray()
-                while len(got) < n:
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    got += d
+                got = _recv_upto(s, n)
                 if len(got) < n:
                     resp = "EOF got=%d" % len(got)
                 elif bytes(got) != payload:
