@@ -5,6 +5,7 @@ liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
 	src/conn.c src/conn.h src/conn-t.h \
+	src/flow.c src/flow.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/pool.c src/pool.h \

@@ -1,6 +1,8 @@
-/* tunnel: one captured TCP connection carried to its original destination:
- * upstream connect, then bytes both ways with half-close, back-pressure,
- * connect and idle timeouts; splice(2) when both ends are plain sockets. */
+/* tunnel: one captured connection and its pipeline of named stages:
+ * accepted -> classified -> (sniffing) -> handshaking -> connecting ->
+ * forwarding. Each stage owns the conns until the next takes over; the last
+ * hands both to the relay engine (flow.c). Later layers add a stage or a
+ * transport here, not a special case in the relay. */
 #ifndef OR_TUNNEL_H
 #define OR_TUNNEL_H
 
@@ -8,30 +10,20 @@
 #include <sys/socket.h>
 
 #include "conn-t.h"
+#include "flow.h"
 #include "metrics.h"
-#include "pool.h"
 
 struct worker;
 struct wsnap;
 
 enum tunnel_state {
-	TUN_CONNECTING,		/* upstream connect in progress; downstream not read */
-	TUN_ESTABLISHED,	/* bytes flow */
-	TUN_LINGER,		/* both flows done; a side waits until closing it loses nothing */
+	TUN_ACCEPTED,		/* taken from the listener; nothing known yet */
+	TUN_CLASSIFIED,		/* original destination known and checked */
+	TUN_SNIFFING,		/* waiting for the first bytes to tell the protocol */
+	TUN_HANDSHAKING,	/* the downstream transport's handshake (TLS server) */
+	TUN_CONNECTING,		/* the upstream connect and its transport's handshake */
+	TUN_FORWARDING,		/* the relay moves bytes (and lingers at the end) */
 	TUN_CLOSED,
-};
-
-/* One direction. Bytes in flight sit in a pipe (splice) or a chunk (ops
- * recv/send), taken from the worker's pool only while inflight > 0. */
-struct flow {
-	struct pipe *pipe;
-	struct chunk *chunk;
-	size_t inflight;
-	bool full;	/* the pipe refused more: wait for the output to drain */
-	bool eof;	/* nothing more will be read from the source */
-	bool done;	/* end of stream delivered (shutdown) or flow aborted */
-	bool no_splice;	/* no pipe could be had: this flow copies through a chunk */
-	bool bulk;	/* the last read was large: splice the next burst */
 };
 
 struct tunnel {
@@ -40,13 +32,11 @@ struct tunnel {
 	struct worker *w;
 	enum listener_kind lst;
 	enum tunnel_state state;
-	struct conn ds, us;		/* downstream (accepted), upstream (connected) */
-	struct flow d2u, u2d;
-	ev_timer timer;			/* connect timeout, then idle timeout */
-	ev_tstamp last_io;
-	ev_tstamp linger_until;		/* TUN_LINGER deadline */
+	struct relay relay;		/* relay.ds: accepted; relay.us: connected */
+	ev_timer timer;			/* the current stage's deadline */
 	struct wsnap *snap;		/* the configuration this connection started with */
-	struct sockaddr_storage dst;	/* original destination */
+	struct sockaddr_storage dst;	/* where the upstream connect goes */
+	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	struct tunnel *prev, *next;	/* worker's list */
 };
 
@@ -63,7 +53,8 @@ void tunnel_accept(struct worker *w, enum listener_kind kind, int fd);
 struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
     const struct sockaddr_storage *dst);
 
-/* Close every tunnel of w (worker stop). */
+/* Reset every tunnel of w, both sides (worker stop, end of the drain period:
+ * a connection cut short must not look complete to either end). */
 void tunnel_close_all(struct worker *w);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "conn.h"
 #include "metrics.h"
 #include "pool.h"
 #include "snapshot.h"
@@ -43,6 +44,7 @@ struct worker {
 	struct listener lst[LST__COUNT][LISTENER_FAMILIES];
 	struct wsnap *snap;		/* current configuration */
 	struct pool pool;
+	struct hupwatch hup;		/* resets on sockets the relays are not reading */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
 	unsigned long long next_id;	/* connection ids, per worker */
 	bool draining;

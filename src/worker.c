@@ -242,6 +242,7 @@ worker_destroy(struct worker *w)
 	if (w->snap)
 		wsnap_retire(w->snap);
 	w->snap = NULL;
+	hupwatch_stop(&w->hup, w->loop);
 	pool_destroy(&w->pool);
 	ev_loop_destroy(w->loop);
 	w->loop = NULL;
@@ -259,6 +260,7 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 	for (int k = 0; k < LST__COUNT; k++)
 		for (int f = 0; f < LISTENER_FAMILIES; f++)
 			w->lst[k][f] = (struct listener){ .kind = (enum listener_kind)k, .fd = -1, .w = w };
+	w->hup.fd = -1;
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	pool_init(&w->pool, POOL_MAX_FREE, w->stats.w);
 	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
@@ -271,6 +273,10 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 	if (!w->snap) {
 		snprintf(err, errlen, "worker %u: out of memory", id);
 		return -ENOMEM;
+	}
+	if ((rc = hupwatch_start(&w->hup, w->loop)) < 0) {
+		snprintf(err, errlen, "worker %u: epoll: %s", id, strerror(-rc));
+		return rc;
 	}
 	ev_async_init(&w->wake, mbox_cb);
 	w->wake.data = w;

@@ -18,4 +18,4 @@ tests_unit_test_tunnel_SOURCES = tests/unit/test_tunnel.c
 tests_unit_test_tunnel_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_tunnel_LDADD = $(UNIT_LDADD)
 # Allocation-failure injection for src/ (see __wrap_malloc in the test).
-tests_unit_test_tunnel_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc
+tests_unit_test_tunnel_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc
