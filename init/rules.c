@@ -249,20 +249,6 @@ static void owner_groups(struct ruleset *rs, const struct init_config *c)
 	}
 }
 
-/* Istio puts a UDP :53 RETURN per proxy uid, then per gid, between the TCP
- * and the UDP redirects (goldens dns-uid-gid and cni dns.txt). The uid/gid
- * RETURNs in ISTIO_OUTPUT already exempt the proxy; these keep the chain the
- * same as Istio's for drift checks. */
-static void dns_udp_owner_returns(struct ruleset *rs, const struct init_config *c)
-{
-	for (size_t i = 0; i < c->uids.n; i++)
-		add(rs, RULE_BOTH, "nat", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
-		    "-m", "owner", "--uid-owner", c->uids.v[i], "-j", "RETURN", NULL);
-	for (size_t i = 0; i < c->gids.n; i++)
-		add(rs, RULE_BOTH, "nat", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
-		    "-m", "owner", "--gid-owner", c->gids.v[i], "-j", "RETURN", NULL);
-}
-
 /* §1.7, istio SetupDNSRedir + addConntrackZoneDNSUDP. */
 /* DNS over proto to each resolv.conf server, IPv4 ones first, redirected to
  * the agent.  istio spells the port option "--to-ports" for TCP and
@@ -287,23 +273,30 @@ static void dns_rules(struct ruleset *rs, const struct init_config *c,
 		      const struct pod_facts *p)
 {
 	char host[80];
+	unsigned fam;
 
 	/* raw: split DNS into conntrack zones (istio #33469, PR #33572). */
 	add(rs, RULE_BOTH, "raw", "OUTPUT", 0, "-j", CH_OUTPUT_DNS, NULL);
 	/* nat: after the uid/gid RETURNs so the agent's upstream queries are
-	 * not looped back to it. */
-	add(rs, RULE_BOTH, "nat", CH_OUTPUT, 0, "-j", CH_OUTPUT_DNS, NULL);
+	 * not looped back to it.  Jumped to per family only where the chain
+	 * will have redirects: with --capture-all-dns, or for a family with
+	 * servers (Istio >= 1.25, PR #53998; capture golden tproxy: no v6
+	 * servers, no v6 nat ISTIO_OUTPUT_DNS at all). */
+	fam = (c->capture_all_dns || p->dns_v4.n ? RULE_V4 : 0) |
+	      (c->capture_all_dns || p->dns_v6.n ? RULE_V6 : 0);
+	add(rs, fam, "nat", CH_OUTPUT, 0, "-j", CH_OUTPUT_DNS, NULL);
+	/* No UDP :53 RETURN per proxy uid/gid here any more: Istio 1.25 (PR
+	 * #53998) dropped them, the proxy's traffic has already returned in
+	 * ISTIO_OUTPUT. */
 	if (c->capture_all_dns) {
 		add(rs, RULE_BOTH, "nat", CH_OUTPUT_DNS, 0, "-p", "tcp", "--dport", "53",
 		    "-j", "REDIRECT", "--to-ports", DNS_AGENT_PORT, NULL);
-		dns_udp_owner_returns(rs, c);
 		add(rs, RULE_BOTH, "nat", CH_OUTPUT_DNS, 0, "-p", "udp", "--dport", "53",
 		    "-j", "REDIRECT", "--to-port", DNS_AGENT_PORT, NULL);
 	} else {
 		/* Only resolv.conf's servers: a local resolver (dnsmasq) that
 		 * forwards upstream must not be looped back to the agent. */
 		dns_server_redirects(rs, p, "tcp", "--to-ports");
-		dns_udp_owner_returns(rs, c);
 		dns_server_redirects(rs, p, "udp", "--to-port");
 	}
 	/* Zone 1: the agent's queries to upstream resolvers; zone 2: the

@@ -386,6 +386,27 @@ def test_dns_capture(L, tmp_path):
     assert udp(L, client, "198.18.99.53", 53) == "DNS port=15053 query"
 
 
+def test_dns_proxy_own_queries(L):
+    """The proxy's own DNS queries are never redirected to the agent, with only the
+    uid/gid RETURNs of ISTIO_OUTPUT doing it (Istio >= 1.25 has no UDP RETURN per
+    proxy uid/gid in ISTIO_OUTPUT_DNS).  A local resolver (dnsmasq-like, on
+    127.0.0.1:53) listed in resolv.conf: the app's query goes to the agent, the
+    agent's (uid 1337) reaches the resolver."""
+    client = L.add_pod("client")
+    resolv = os.path.join(L.dir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver 127.0.0.1\n")
+    init(L, client, DEFAULT + ["--redirect-dns"], env={"OUTRIGGER_INIT_RESOLV_CONF": resolv})
+    nat = client.run(["iptables-save", "-t", "nat"]).stdout
+    chain = [l for l in nat.splitlines() if l.startswith("-A ISTIO_OUTPUT_DNS ")]
+    assert len(chain) == 2 and all("-j REDIRECT --to-ports 15053" in l for l in chain), chain
+    serve(L, client, user=None, udp=[53])      # the resolver (root: port 53)
+    serve(L, client, udp=[15053])              # the agent, uid 1337
+    assert udp(L, client, "127.0.0.1", 53) == "DNS port=15053 query"
+    assert udp(L, client, "127.0.0.1", 53, user=CAPTURE_UID) == "DNS port=53 query"
+    assert udp(L, client, "127.0.0.1", 53, user=(4242, CAPTURE_UID)) == "DNS port=53 query"
+
+
 # ---------------------------------------------------------------- exclusions
 
 def test_exclusions_bypass(L):
