@@ -61,6 +61,11 @@ def test_sighup_applies_live_settings_and_keeps_connections(mesh_factory):
         assert dump["generation"] == 2
         assert dump["config"]["proxy"]["idleTimeout"] == "1s"
         assert dump["config"]["proxy"]["proxyListenPort"] == 15001, "a port cannot change without a restart"
+        code, prom, _ = m.csc._get("http://127.0.0.1:15000/stats/prometheus")
+        assert code == 200
+        assert "outrigger_server_config_generation 2\n" in prom
+        assert "# TYPE outrigger_server_config_reload_success counter" in prom
+        assert "outrigger_server_config_reload_success 1\n" in prom
         log = m.csc.log()
         assert "proxy.proxyListenPort changed but needs a restart" in log, log[-2000:]
         assert "applied as configuration generation 2" in log
