@@ -116,7 +116,7 @@ collect_rows(size_t *n)
 {
 	unsigned nw;
 	struct worker *w = workers_get(&nw);
-	size_t cap = (size_t)LST__COUNT * LM__COUNT * (nw + 1) + (size_t)WM__COUNT * (nw + 1) + 8, i = 0;
+	size_t cap = (size_t)LST__COUNT * LM__COUNT * (nw + 1) + (size_t)WM__COUNT * (nw + 1) + SM__COUNT + 8, i = 0;
 	struct stat_row *rows = calloc(cap, sizeof(*rows));
 
 	if (!rows)
@@ -153,8 +153,10 @@ collect_rows(size_t *n)
 	rows[i++].value = server.live && !server.draining;
 	snprintf(rows[i].name, sizeof(rows[i].name), "server.uptime");
 	rows[i++].value = (uint64_t)(time(NULL) - server.started);
-	snprintf(rows[i].name, sizeof(rows[i].name), "server.config_generation");
-	rows[i++].value = server.snap ? server.snap->generation : 0;
+	for (int m = 0; m < SM__COUNT; m++) {
+		snprintf(rows[i].name, sizeof(rows[i].name), "server.%s", server_metric_desc[m].name);
+		rows[i++].value = server.stats[m];
+	}
 	qsort(rows, i, sizeof(*rows), row_cmp);
 	*n = i;
 	return rows;
@@ -186,6 +188,11 @@ render_prometheus(struct strbuf *sb)
 			sum += stat_read(&w[j].stats.w[m]);
 		sb_printf(sb, "# HELP outrigger_%s %s\n# TYPE outrigger_%s gauge\noutrigger_%s %" PRIu64 "\n",
 		    d->name, d->help, d->name, d->name, sum);
+	}
+	for (int m = 0; m < SM__COUNT; m++) {
+		const struct metric_desc *d = &server_metric_desc[m];
+		sb_printf(sb, "# HELP outrigger_server_%s %s\n# TYPE outrigger_server_%s %s\noutrigger_server_%s %" PRIu64 "\n",
+		    d->name, d->help, d->name, d->kind == METRIC_COUNTER ? "counter" : "gauge", d->name, server.stats[m]);
 	}
 }
 

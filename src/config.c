@@ -33,44 +33,51 @@ static const char *const cf_type_names[] = {
 	[CF_BOOL] = "boolean",
 };
 
+/* When a new value takes effect. */
+enum cf_when {
+	CF_LIVE,	/* a reload applies it to new connections */
+	CF_RESTART,	/* read once at start (listeners, threads): a reload keeps the running value */
+};
+
 /* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms). */
 struct cf_field {
 	const char *section;
 	const char *key;
 	enum cf_type type;
+	enum cf_when when;
 	size_t off;
 	long long min, max;
 	const char *def;	/* parsed by the same code as the file: one source of truth */
 	const char *help;
 };
 
-#define F(sec, key, type, member, min, max, def, help) \
-	{ sec, key, type, offsetof(struct config, member), min, max, def, help }
+#define F(sec, key, type, when, member, min, max, def, help) \
+	{ sec, key, type, when, offsetof(struct config, member), min, max, def, help }
 
 static const struct cf_field schema[] = {
-	F("proxy", "concurrency", CF_INT, concurrency, 1, 256, "2",
+	F("proxy", "concurrency", CF_INT, CF_RESTART, concurrency, 1, 256, "2",
 	    "worker threads, each with its own listeners and event loop"),
-	F("proxy", "logLevel", CF_LOGLEVEL, log_level, 0, 0, "info",
+	F("proxy", "logLevel", CF_LOGLEVEL, CF_LIVE, log_level, 0, 0, "info",
 	    "error, warn, info, debug or trace"),
-	F("proxy", "interceptionMode", CF_MODE, mode, 0, 0, "REDIRECT",
+	F("proxy", "interceptionMode", CF_MODE, CF_RESTART, mode, 0, 0, "REDIRECT",
 	    "how inbound traffic is captured: REDIRECT or TPROXY (as set for outrigger-init -m)"),
-	F("proxy", "connectTimeout", CF_DURATION, connect_timeout_ms, 1, 3600000, "10s",
+	F("proxy", "connectTimeout", CF_DURATION, CF_LIVE, connect_timeout_ms, 1, 3600000, "10s",
 	    "upstream TCP connect timeout"),
-	F("proxy", "idleTimeout", CF_DURATION, idle_timeout_ms, 0, 2592000000LL, "3600s",
+	F("proxy", "idleTimeout", CF_DURATION, CF_LIVE, idle_timeout_ms, 0, 2592000000LL, "3600s",
 	    "close a connection after this long with no bytes in either direction; 0s = never"),
-	F("proxy", "terminationDrainDuration", CF_DURATION, drain_ms, 0, 3600000, "5s",
+	F("proxy", "terminationDrainDuration", CF_DURATION, CF_LIVE, drain_ms, 0, 3600000, "5s",
 	    "after SIGTERM, how long open connections may finish"),
-	F("proxy", "exitOnZeroActiveConnections", CF_BOOL, exit_on_zero, 0, 0, "false",
+	F("proxy", "exitOnZeroActiveConnections", CF_BOOL, CF_LIVE, exit_on_zero, 0, 0, "false",
 	    "end the drain as soon as no connection is left (Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS)"),
-	F("proxy", "proxyListenPort", CF_PORT, outbound_port, 1, 65535, "15001",
+	F("proxy", "proxyListenPort", CF_PORT, CF_RESTART, outbound_port, 1, 65535, "15001",
 	    "outbound capture port (outrigger-init -p)"),
-	F("proxy", "proxyInboundListenPort", CF_PORT, inbound_port, 1, 65535, "15006",
+	F("proxy", "proxyInboundListenPort", CF_PORT, CF_RESTART, inbound_port, 1, 65535, "15006",
 	    "inbound capture port (outrigger-init -z)"),
-	F("proxy", "proxyAdminPort", CF_PORT, admin_port, 1, 65535, "15000",
+	F("proxy", "proxyAdminPort", CF_PORT, CF_RESTART, admin_port, 1, 65535, "15000",
 	    "admin API port"),
-	F("proxy", "adminAddress", CF_ADDR, admin_address, 0, 0, "127.0.0.1",
+	F("proxy", "adminAddress", CF_ADDR, CF_RESTART, admin_address, 0, 0, "127.0.0.1",
 	    "admin API address; keep it on loopback"),
-	F("proxy", "healthPort", CF_PORT, health_port, 1, 65535, "15021",
+	F("proxy", "healthPort", CF_PORT, CF_RESTART, health_port, 1, 65535, "15021",
 	    "readiness port serving /healthz/ready on all addresses"),
 };
 
@@ -131,8 +138,32 @@ parse_duration_ms(const char *s, long long *ms)
 	return 0;
 }
 
+/* A strict decimal integer: optional '-', digits, nothing else (no spaces,
+ * no '+', no trailing characters), so "4xyz" is refused, never read as 4. */
+static int
+parse_int(const char *s, long long *out)
+{
+	const char *p = s;
+	long long n = 0;
+	bool neg = *p == '-';
+
+	if (neg)
+		p++;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (n > (LLONG_MAX - 9) / 10)
+			return -ERANGE;
+		n = n * 10 + (*p - '0');
+	}
+	if (*p)
+		return -EINVAL;
+	*out = neg ? -n : n;
+	return 0;
+}
+
 static void
-quote_value(const cJSON *v, char *buf, size_t len)
+quote_json(const cJSON *v, char *buf, size_t len)
 {
 	char *txt = cJSON_PrintUnformatted(v);
 
@@ -140,40 +171,28 @@ quote_value(const cJSON *v, char *buf, size_t len)
 	free(txt);
 }
 
-/* Store one value into cfg; string form (defaults) or JSON form (files). */
+static void
+quote_str(const char *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "\"%.60s%s\"", s, strlen(s) > 60 ? "..." : "");
+}
+
+/* Store one value, given in its string form, into cfg: the one parser of every
+ * type, used for the built-in defaults, the JSON file and the command line.
+ * s is NULL when the JSON value has the wrong type; got is the value as the
+ * user wrote it, for the error. */
 static int
-set_field(const struct cf_field *f, const cJSON *v, const char *str, struct config *cfg,
+set_field(const struct cf_field *f, const char *s, const char *got, struct config *cfg,
     char *err, size_t errlen)
 {
 	char *dst = (char *)cfg + f->off;
-	char got[80];
 	long long n;
-
-	if (v)
-		quote_value(v, got, sizeof(got));
-	else
-		snprintf(got, sizeof(got), "\"%s\"", str);
 
 	switch (f->type) {
 	case CF_INT:
 	case CF_PORT: {
 		long long lo = f->type == CF_PORT ? 1 : f->min, hi = f->type == CF_PORT ? 65535 : f->max;
-		if (v && cJSON_IsNumber(v)) {
-			double d = v->valuedouble;
-			if (d != floor(d) || d < (double)LLONG_MIN / 2 || d > (double)LLONG_MAX / 2)
-				goto badint;
-			n = (long long)d;
-		} else {
-			const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
-			char *end;
-			if (!s || !*s)
-				goto badint;
-			errno = 0;
-			n = strtoll(s, &end, 10);
-			if (*end || errno)
-				goto badint;
-		}
-		if (n < lo || n > hi) {
+		if (!s || parse_int(s, &n) < 0 || n < lo || n > hi) {
 			seterr(err, errlen, f, "expected an integer from %lld to %lld, got %s", lo, hi, got);
 			return -EINVAL;
 		}
@@ -182,12 +201,8 @@ set_field(const struct cf_field *f, const cJSON *v, const char *str, struct conf
 		else
 			*(int *)dst = (int)n;
 		return 0;
-badint:
-		seterr(err, errlen, f, "expected an integer from %lld to %lld, got %s", lo, hi, got);
-		return -EINVAL;
 	}
 	case CF_DURATION: {
-		const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
 		int rc = s ? parse_duration_ms(s, &n) : -EINVAL;
 		if (rc == -EINVAL) {
 			seterr(err, errlen, f, "expected a duration such as \"5s\" or \"0.250s\", got %s", got);
@@ -202,7 +217,6 @@ badint:
 		return 0;
 	}
 	case CF_LOGLEVEL: {
-		const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
 		enum log_level l;
 		if (!s || log_level_parse(s, &l) < 0) {
 			seterr(err, errlen, f, "expected one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", got %s", got);
@@ -211,8 +225,7 @@ badint:
 		*(enum log_level *)dst = l;
 		return 0;
 	}
-	case CF_MODE: {
-		const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
+	case CF_MODE:
 		if (s && strcmp(s, "REDIRECT") == 0)
 			*(enum intercept_mode *)dst = INTERCEPT_REDIRECT;
 		else if (s && strcmp(s, "TPROXY") == 0)
@@ -222,11 +235,10 @@ badint:
 			return -EINVAL;
 		}
 		return 0;
-	}
 	case CF_BOOL:
-		if (v ? cJSON_IsTrue(v) : strcmp(str, "true") == 0) {
+		if (s && strcmp(s, "true") == 0) {
 			*(bool *)dst = true;
-		} else if (v ? cJSON_IsFalse(v) : strcmp(str, "false") == 0) {
+		} else if (s && strcmp(s, "false") == 0) {
 			*(bool *)dst = false;
 		} else {
 			seterr(err, errlen, f, "expected true or false, got %s", got);
@@ -234,7 +246,6 @@ badint:
 		}
 		return 0;
 	case CF_ADDR: {
-		const char *s = v ? (cJSON_IsString(v) ? v->valuestring : NULL) : str;
 		struct sockaddr_storage ss;
 		if (!s || strlen(s) >= 64 || sock_addr_parse(s, 0, &ss) < 0) {
 			seterr(err, errlen, f, "expected a numeric IPv4 or IPv6 address, got %s", got);
@@ -248,6 +259,39 @@ badint:
 	return -EINVAL;
 }
 
+/* A JSON value to its string form for set_field(): the JSON types each field
+ * accepts (proto3 JSON: integers as numbers or decimal strings, booleans as
+ * true/false, everything else as strings); any other type gives NULL. */
+static int
+set_field_json(const struct cf_field *f, const cJSON *v, struct config *cfg, char *err, size_t errlen)
+{
+	char got[80], num[32];
+	const char *s = NULL;
+
+	quote_json(v, got, sizeof(got));
+	switch (f->type) {
+	case CF_INT:
+	case CF_PORT:
+		if (cJSON_IsNumber(v)) {
+			double d = v->valuedouble;
+			if (d == floor(d) && d > -1e15 && d < 1e15) {
+				snprintf(num, sizeof(num), "%lld", (long long)d);
+				s = num;
+			}
+		} else if (cJSON_IsString(v)) {
+			s = v->valuestring;
+		}
+		break;
+	case CF_BOOL:
+		s = cJSON_IsTrue(v) ? "true" : cJSON_IsFalse(v) ? "false" : NULL;
+		break;
+	default:
+		s = cJSON_IsString(v) ? v->valuestring : NULL;
+		break;
+	}
+	return set_field(f, s, got, cfg, err, errlen);
+}
+
 void
 config_defaults(struct config *cfg)
 {
@@ -255,7 +299,7 @@ config_defaults(struct config *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	for (size_t i = 0; i < NFIELDS; i++) {
-		if (set_field(&schema[i], NULL, schema[i].def, cfg, err, sizeof(err)) < 0) {
+		if (set_field(&schema[i], schema[i].def, schema[i].def, cfg, err, sizeof(err)) < 0) {
 			/* A bad default is a programming error caught by the unit tests. */
 			fprintf(stderr, "outrigger: bad built-in default: %s\n", err);
 			abort();
@@ -307,14 +351,59 @@ config_check(const struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* The offset of the first \u0000 escape inside a JSON string, or -1. cJSON
+ * decodes it into a NUL that silently ends the key or value ("concurrency\u0000x"
+ * would read as "concurrency"), so it is refused before parsing. */
+static long
+nul_escape_at(const char *text, size_t len)
+{
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (!in_str) {
+			in_str = text[i] == '"';
+		} else if (text[i] == '"') {
+			in_str = false;
+		} else if (text[i] == '\\' && i + 1 < len) {
+			if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
+				return (long)i;
+			i++;	/* the escaped character */
+		}
+	}
+	return -1;
+}
+
+/* True when an earlier member of the same object has the key of item. The
+ * earlier members are all known keys (unknown ones are refused first), so this
+ * is at most NFIELDS comparisons whatever the input. */
+static bool
+key_seen_before(const cJSON *first, const cJSON *item)
+{
+	for (const cJSON *p = first; p && p != item; p = p->next)
+		if (strcmp(p->string, item->string) == 0)
+			return true;
+	return false;
+}
+
 int
 config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen)
 {
 	struct config next;
 	cJSON *root, *sec, *item;
+	const char *end = NULL, *nul;
+	long esc;
 	int rc = -EINVAL;
 
-	root = cJSON_ParseWithLength(text, len);
+	/* cJSON stops at a NUL byte: whatever follows it would be ignored unread. */
+	if ((nul = memchr(text, '\0', len))) {
+		seterr(err, errlen, NULL, "$: NUL byte at byte %zu", (size_t)(nul - text));
+		return -EINVAL;
+	}
+	if ((esc = nul_escape_at(text, len)) >= 0) {
+		seterr(err, errlen, NULL, "$: \\u0000 (a NUL character) in a string at byte %ld", esc);
+		return -EINVAL;
+	}
+	root = cJSON_ParseWithLengthOpts(text, len, &end, false);
 	if (!root) {
 		const char *at = cJSON_GetErrorPtr();
 		size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
@@ -324,6 +413,14 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 		seterr(err, errlen, NULL, "$: not valid JSON (near line %u, byte %zu)", line, off);
 		return -EINVAL;
 	}
+	/* Only whitespace may follow the top-level value (RFC 8259 §2). */
+	for (; end && end < text + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			seterr(err, errlen, NULL, "$: unexpected data after the top-level value (byte %zu)",
+			    (size_t)(end - text));
+			goto out;
+		}
+	}
 	if (!cJSON_IsObject(root)) {
 		seterr(err, errlen, NULL, "$: expected a JSON object at the top level");
 		goto out;
@@ -332,6 +429,12 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 	cJSON_ArrayForEach(sec, root) {
 		if (!section_known(sec->string)) {
 			seterr(err, errlen, NULL, "%s: unknown key", sec->string);
+			goto out;
+		}
+		/* RFC 8259 leaves duplicate names undefined; cJSON would keep both
+		 * and we would apply the last one without a word. */
+		if (key_seen_before(root->child, sec)) {
+			seterr(err, errlen, NULL, "%s: duplicate key", sec->string);
 			goto out;
 		}
 		if (!cJSON_IsObject(sec)) {
@@ -344,7 +447,11 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 				seterr(err, errlen, NULL, "%s.%s: unknown key", sec->string, item->string);
 				goto out;
 			}
-			if (set_field(f, item, NULL, &next, err, errlen) < 0)
+			if (key_seen_before(sec->child, item)) {
+				seterr(err, errlen, NULL, "%s.%s: duplicate key", sec->string, item->string);
+				goto out;
+			}
+			if (set_field_json(f, item, &next, err, errlen) < 0)
 				goto out;
 		}
 	}
@@ -355,6 +462,71 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 out:
 	cJSON_Delete(root);
 	return rc;
+}
+
+int
+config_set(struct config *cfg, const char *path, const char *value, char *err, size_t errlen)
+{
+	const struct cf_field *f = NULL;
+	struct config next = *cfg;
+	char got[80];
+
+	for (size_t i = 0; i < NFIELDS && !f; i++) {
+		size_t sl = strlen(schema[i].section);
+		if (strncmp(path, schema[i].section, sl) == 0 && path[sl] == '.' &&
+		    strcmp(path + sl + 1, schema[i].key) == 0)
+			f = &schema[i];
+	}
+	if (!f) {
+		seterr(err, errlen, NULL, "%s: unknown key", path);
+		return -EINVAL;
+	}
+	quote_str(value, got, sizeof(got));
+	if (set_field(f, value, got, &next, err, errlen) < 0 || config_check(&next, err, errlen) < 0)
+		return -EINVAL;
+	*cfg = next;
+	return 0;
+}
+
+static size_t
+field_size(const struct cf_field *f)
+{
+	switch (f->type) {
+	case CF_INT: return sizeof(int);
+	case CF_PORT: return sizeof(uint16_t);
+	case CF_DURATION: return sizeof(uint32_t);
+	case CF_LOGLEVEL: return sizeof(enum log_level);
+	case CF_MODE: return sizeof(enum intercept_mode);
+	case CF_ADDR: return sizeof(((struct config *)0)->admin_address);
+	case CF_BOOL: return sizeof(bool);
+	}
+	return 0;
+}
+
+int
+config_keep_fixed(struct config *next, const struct config *running, char *changed, size_t len)
+{
+	size_t used = 0;
+	int n = 0;
+
+	if (len)
+		changed[0] = '\0';
+	for (size_t i = 0; i < NFIELDS; i++) {
+		const struct cf_field *f = &schema[i];
+		char *dst = (char *)next + f->off;
+		const char *src = (const char *)running + f->off;
+		bool same = f->type == CF_ADDR ? strcmp(dst, src) == 0 : memcmp(dst, src, field_size(f)) == 0;
+
+		if (f->when != CF_RESTART || same)
+			continue;
+		memcpy(dst, src, field_size(f));
+		if (used < len) {
+			int w = snprintf(changed + used, len - used, "%s%s.%s", n ? ", " : "", f->section, f->key);
+			used += w > 0 ? (size_t)w : 0;
+		}
+		n++;
+	}
+	return n;
 }
 
 int
@@ -457,7 +629,7 @@ config_print_schema(void)
 {
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct cf_field *f = &schema[i];
-		printf("  %s.%-26s %-18s default %-10s %s\n", f->section, f->key,
-		    cf_type_names[f->type], f->def, f->help);
+		printf("  %s.%-26s %-18s %-8s default %-10s %s\n", f->section, f->key,
+		    cf_type_names[f->type], f->when == CF_LIVE ? "live" : "restart", f->def, f->help);
 	}
 }

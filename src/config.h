@@ -17,7 +17,10 @@ enum intercept_mode {
 	INTERCEPT_TPROXY,	/* mangle TPROXY: local address is the destination, source kept */
 };
 
-/* The settings; every field has a row in the schema table in config.c. */
+/* The settings; every field has a row in the schema table in config.c, which
+ * also says whether a reload applies it ("live": timeouts, log level, drain) or
+ * it is read once at start ("restart": concurrency, interception mode, ports,
+ * admin address; the listeners and threads are made from them). */
 struct config {
 	int concurrency;		/* worker threads */
 	enum log_level log_level;
@@ -38,8 +41,21 @@ void config_defaults(struct config *cfg);
 
 /* Check and load JSON text over the defaults. On success *cfg is replaced and
  * 0 is returned; on error *cfg is untouched, err holds "<json.path>: <reason>"
- * and -EINVAL is returned (never half-applied). */
+ * and -EINVAL is returned (never half-applied). Refused besides bad values:
+ * unknown and duplicate keys, anything but whitespace after the top-level
+ * object, and NUL bytes (raw or \u0000), which would silently cut a key. */
 int config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen);
+
+/* Set one key from its string form, e.g. ("proxy.concurrency", "4"): the same
+ * parser and bounds as the file (numbers are whole decimal strings, nothing
+ * before or after), then the cross-key checks. 0, or -EINVAL with err as
+ * config_load_json() and *cfg untouched. The command line's entry. */
+int config_set(struct config *cfg, const char *path, const char *value, char *err, size_t errlen);
+
+/* For a reload: put back into next the running value of every "restart" key
+ * that differs, and list their paths in changed ("proxy.concurrency, ...",
+ * truncated to len). Returns how many there were. */
+int config_keep_fixed(struct config *next, const struct config *running, char *changed, size_t len);
 
 /* config_load_json() on a file; err also names unreadable files. */
 int config_load_file(const char *path, struct config *cfg, char *err, size_t errlen);

@@ -12,8 +12,9 @@ enum log_level {
 	LL_TRACE,
 };
 
-/* Current threshold; lines above it are not formatted at all. Set once at
- * start (before workers run), read by every thread. */
+/* Current threshold; lines above it are not formatted at all. Written by the
+ * control thread (at start and on reload, server_publish()), read by every
+ * thread: relaxed atomics, a level is one word. */
 extern enum log_level log_threshold;
 
 /* Name of a level ("error" ... "trace"). */
@@ -27,7 +28,7 @@ void log_msg(enum log_level l, const char *func, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 #define LOG_AT(l, ...) \
-	do { if ((l) <= log_threshold) log_msg((l), __func__, __VA_ARGS__); } while (0)
+	do { if ((int)(l) <= (int)__atomic_load_n(&log_threshold, __ATOMIC_RELAXED)) log_msg((l), __func__, __VA_ARGS__); } while (0)
 #define log_error(...) LOG_AT(LL_ERROR, __VA_ARGS__)
 #define log_warn(...)  LOG_AT(LL_WARN, __VA_ARGS__)
 #define log_info(...)  LOG_AT(LL_INFO, __VA_ARGS__)

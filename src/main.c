@@ -24,7 +24,7 @@
 
 static ev_timer drain_timer;
 static ev_tstamp drain_deadline;
-static ev_signal sig_term, sig_int;
+static ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2, sig_alrm;
 
 static void
 usage(FILE *fp)
@@ -41,6 +41,8 @@ usage(FILE *fp)
 	    "      --check-config    check the configuration and exit (0 valid, 2 invalid)\n"
 	    "      --dump-config     print the effective configuration as JSON and exit\n"
 	    "      --help-config     list every configuration key with its default\n"
+	    "\n"
+	    "  SIGHUP re-reads FILE (and reapplies the options above); SIGTERM drains.\n"
 	    "  -V, --version         print the version and exit\n");
 }
 
@@ -96,6 +98,25 @@ signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
 	ev_timer_start(loop, &drain_timer);
 }
 
+/* SIGHUP: reload. Refused files are logged and counted by server_reload(). */
+static void
+reload_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+	log_info("SIGHUP: reloading the configuration");
+	(void)server_reload();
+}
+
+/* SIGUSR1, SIGUSR2, SIGALRM have no use yet. Their default action is to kill
+ * the process with no drain, so a stray kill -USR1 (log rotation scripts send
+ * it) would drop every connection: they are logged and ignored instead. */
+static void
+ignored_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+	const char *name = s->signum == SIGUSR1 ? "SIGUSR1" : s->signum == SIGUSR2 ? "SIGUSR2" : "SIGALRM";
+
+	log_warn("%s received: ignored (no use for it; SIGHUP reloads, SIGTERM drains)", name);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -135,24 +156,20 @@ main(int argc, char **argv)
 		return EXIT_CONFIG;
 	}
 
-	config_defaults(&cfg);
-	if (cfg_path && config_load_file(cfg_path, &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "outrigger: %s: %s\n", cfg_path, err);
+	/* Command-line overrides go through the same schema entry as the file
+	 * (config_set), at start and at every reload. */
+	struct config_override ovr[2];
+	size_t novr = 0;
+	if (opt_conc)
+		ovr[novr++] = (struct config_override){ "proxy.concurrency", opt_conc };
+	if (opt_level)
+		ovr[novr++] = (struct config_override){ "proxy.logLevel", opt_level };
+	server.config_path = cfg_path;
+	server.overrides = ovr;
+	server.noverrides = novr;
+	if (server_load_config(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "outrigger: %s\n", err);
 		return EXIT_CONFIG;
-	}
-	/* Command-line overrides go through the same schema as the file. */
-	if (opt_conc || opt_level) {
-		char js[256];
-		snprintf(js, sizeof(js), "{\"proxy\":{%s%.40s%s%s%s%.40s%s}}",
-		    opt_conc ? "\"concurrency\":\"" : "", opt_conc ? opt_conc : "", opt_conc ? "\"" : "",
-		    opt_conc && opt_level ? "," : "",
-		    opt_level ? "\"logLevel\":\"" : "", opt_level ? opt_level : "", opt_level ? "\"" : "");
-		if (strpbrk(opt_conc ? opt_conc : "", "\"\\") || strpbrk(opt_level ? opt_level : "", "\"\\") ||
-		    config_load_json(js, strlen(js), &cfg, err, sizeof(err)) < 0) {
-			fprintf(stderr, "outrigger: command line: %s\n", strpbrk(opt_conc ? opt_conc : "", "\"\\") ||
-			    strpbrk(opt_level ? opt_level : "", "\"\\") ? "invalid characters" : err);
-			return EXIT_CONFIG;
-		}
 	}
 	if (check) {
 		printf("outrigger: configuration %s is valid\n", cfg_path ? cfg_path : "(built-in defaults)");
@@ -172,23 +189,37 @@ main(int argc, char **argv)
 		return 0;
 	}
 
-	log_threshold = cfg.log_level;
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
 	server.started = time(NULL);
 	server.concurrency = (unsigned)cfg.concurrency;
-	server.snap = snapshot_new(&cfg, 1);
-	if (!server.snap) {
+	struct snapshot *first = snapshot_new(&cfg, 1);
+	if (!first) {
 		log_error("out of memory");
 		return 1;
 	}
+	server_publish(first);	/* no worker yet: just the current snapshot */
 
 	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
 	if (!loop) {
 		log_error("cannot create the event loop");
 		return 1;
 	}
+	/* Handlers before anything is bound: a SIGHUP during start-up waits for
+	 * the loop instead of killing the process. */
+	ev_signal_init(&sig_term, signal_cb, SIGTERM);
+	ev_signal_init(&sig_int, signal_cb, SIGINT);
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+	ev_signal_init(&sig_usr1, ignored_cb, SIGUSR1);
+	ev_signal_init(&sig_usr2, ignored_cb, SIGUSR2);
+	ev_signal_init(&sig_alrm, ignored_cb, SIGALRM);
+	ev_signal_start(loop, &sig_hup);
+	ev_signal_start(loop, &sig_usr1);
+	ev_signal_start(loop, &sig_usr2);
+	ev_signal_start(loop, &sig_alrm);
 	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		return 1;
@@ -207,10 +238,6 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	ev_signal_init(&sig_term, signal_cb, SIGTERM);
-	ev_signal_init(&sig_int, signal_cb, SIGINT);
-	ev_signal_start(loop, &sig_term);
-	ev_signal_start(loop, &sig_int);
 	server.live = true;
 	log_info("outrigger %s: outbound :%u, inbound :%u (%s), admin %s:%u, health :%u, %d workers",
 	    PACKAGE_VERSION, cfg.outbound_port, cfg.inbound_port,
@@ -224,6 +251,10 @@ main(int argc, char **argv)
 	admin_stop();
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
+	ev_signal_stop(loop, &sig_hup);
+	ev_signal_stop(loop, &sig_usr1);
+	ev_signal_stop(loop, &sig_usr2);
+	ev_signal_stop(loop, &sig_alrm);
 	snapshot_unref(server.snap);
 	server.snap = NULL;
 	ev_loop_destroy(loop);

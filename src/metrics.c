@@ -20,3 +20,9 @@ const struct metric_desc worker_metric_desc[WM__COUNT] = {
 	WORKER_METRICS(X)
 #undef X
 };
+
+const struct metric_desc server_metric_desc[SM__COUNT] = {
+#define X(e, n, kind, help) [SM_##e] = { #n, help, METRIC_##kind },
+	SERVER_METRICS(X)
+#undef X
+};

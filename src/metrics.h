@@ -57,6 +57,21 @@ enum worker_metric {
 	WM__COUNT
 };
 
+/* Process-wide, written by the control thread only (the admin server runs on
+ * the same thread). Shown as server.<name> and outrigger_server_<name>. */
+#define SERVER_METRICS(X) \
+	X(CONFIG_GENERATION, config_generation, GAUGE, "Generation of the configuration in use (1 at start, +1 per applied reload)") \
+	X(CONFIG_RELOAD_SUCCESS, config_reload_success, COUNTER, "Configuration reloads applied (SIGHUP)") \
+	X(CONFIG_RELOAD_FAILURE, config_reload_failure, COUNTER, "Configuration reloads refused (unreadable or invalid file); the running configuration stays") \
+	X(CONFIG_RESTART_PENDING, config_restart_pending, GAUGE, "1 when the last applied reload changed keys that only a restart applies (ports, concurrency, interception mode, admin address)")
+
+enum server_metric {
+#define X(e, name, kind, help) SM_##e,
+	SERVER_METRICS(X)
+#undef X
+	SM__COUNT
+};
+
 enum metric_kind { METRIC_COUNTER, METRIC_GAUGE };
 
 struct metric_desc {
@@ -68,6 +83,7 @@ struct metric_desc {
 extern const char *const listener_names[LST__COUNT];
 extern const struct metric_desc listener_metric_desc[LM__COUNT];
 extern const struct metric_desc worker_metric_desc[WM__COUNT];
+extern const struct metric_desc server_metric_desc[SM__COUNT];
 
 /* Counters of one worker. Only that worker writes; the admin thread reads. */
 struct worker_stats {

@@ -1,12 +1,22 @@
 /* server: the process-wide state the control thread owns (current snapshot,
- * readiness, drain) and that the admin server reports. */
+ * readiness, drain, how the configuration is loaded) and that the admin server
+ * reports; and the control path that loads, builds and publishes snapshots. */
 #ifndef OR_SERVER_H
 #define OR_SERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
+#include "metrics.h"
 #include "snapshot.h"
+
+/* A command-line setting, applied over the file at start and at every reload. */
+struct config_override {
+	const char *path;	/* "proxy.concurrency" */
+	const char *value;	/* "4" */
+};
 
 struct server {
 	struct snapshot *snap;	/* current configuration (control thread's reference) */
@@ -14,8 +24,32 @@ struct server {
 	bool draining;		/* SIGTERM received: not ready, not accepting inbound */
 	time_t started;
 	unsigned concurrency;
+
+	/* Where the configuration comes from, kept for reloads. */
+	const char *config_path;	/* -c FILE; NULL: the built-in defaults */
+	const struct config_override *overrides;
+	size_t noverrides;
+
+	uint64_t stats[SM__COUNT];	/* control thread only */
 };
 
 extern struct server server;
+
+/* Defaults, then server.config_path, then server.overrides, into *cfg. 0, or
+ * -errno with err saying where ("FILE: proxy.x: ..." or "command line: ...");
+ * *cfg is only valid on success. */
+int server_load_config(struct config *cfg, char *err, size_t errlen);
+
+/* The control path: make s (the caller's reference, handed over) the current
+ * snapshot and send it to every worker. Connections open keep the snapshot
+ * they started with; new ones get s. SIGHUP calls it now; xDS and certificate
+ * rotation will call it too. Control thread only. */
+void server_publish(struct snapshot *s);
+
+/* SIGHUP: load the configuration again as at start, keep the "restart" keys
+ * at their running values (logged as needing a restart), build the next
+ * generation and publish it. An unreadable or invalid file is logged with its
+ * JSON path and counted, and the running snapshot stays. 0 or -errno. */
+int server_reload(void);
 
 #endif

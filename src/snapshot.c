@@ -5,6 +5,14 @@
 
 #include "snapshot.h"
 
+/* The destructor: frees everything the builder made. Only snapshot_unref()
+ * calls it, so no thread can free a snapshot another still reads. */
+static void
+snapshot_destroy(struct snapshot *s)
+{
+	free(s);
+}
+
 struct snapshot *
 snapshot_new(const struct config *cfg, uint64_t generation)
 {
@@ -29,7 +37,7 @@ void
 snapshot_unref(struct snapshot *s)
 {
 	if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		free(s);
+		snapshot_destroy(s);
 }
 
 struct wsnap *

@@ -8,15 +8,23 @@
 
 #include "config.h"
 
+/* Immutable once built: workers read it without locks. Its "restart" keys
+ * (config.h) are those of the first snapshot in every generation (the control
+ * path keeps them, config_keep_fixed()), so the listeners, bound from
+ * generation 1, and a connection reading its own snapshot always agree. */
 struct snapshot {
 	unsigned long refs;	/* atomic: shared by the control thread and workers */
 	uint64_t generation;	/* 1, 2, ... in publication order */
 	struct config cfg;
 };
 
-/* A snapshot of cfg with one reference held by the caller; NULL on OOM. */
+/* The builder: the one place that turns a loaded configuration (and, next,
+ * xDS resources and certificates) into a snapshot. One reference is held by
+ * the caller; NULL on OOM. Whatever the snapshot comes to own is released by
+ * its destructor when the last reference goes (snapshot_unref()). */
 struct snapshot *snapshot_new(const struct config *cfg, uint64_t generation);
 struct snapshot *snapshot_ref(struct snapshot *s);
+/* Drop a reference; the last one runs the destructor. NULL is a no-op. */
 void snapshot_unref(struct snapshot *s);
 
 /* A worker's view of one snapshot: the worker holds one real reference and

@@ -118,6 +118,7 @@ worker_adopt(struct worker *w, struct snapshot *s)
 	if (w->snap)
 		wsnap_retire(w->snap);
 	w->snap = ws;
+	log_debug("configuration generation %llu", (unsigned long long)s->generation);
 }
 
 static void
@@ -152,10 +153,8 @@ mbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 	}
 }
 
-/* Hand snap (a reference) to w and wake its loop. Out of memory, the worker
- * keeps its current configuration and the failure is logged. */
-static void
-worker_send(struct worker *w, struct snapshot *snap)
+void
+worker_publish(struct worker *w, struct snapshot *snap)
 {
 	struct wmsg *m = calloc(1, sizeof(*m));
 
@@ -173,6 +172,29 @@ worker_send(struct worker *w, struct snapshot *snap)
 	w->mbox_tail = m;
 	pthread_mutex_unlock(&w->mbox_lock);
 	ev_async_send(w->loop, &w->wake);
+}
+
+void
+worker_mbox_init(struct worker *w)
+{
+	pthread_mutex_init(&w->mbox_lock, NULL);
+	w->mbox_head = w->mbox_tail = NULL;
+	ev_async_init(&w->wake, mbox_cb);
+	w->wake.data = w;
+	ev_async_start(w->loop, &w->wake);
+}
+
+void
+worker_mbox_fini(struct worker *w)
+{
+	ev_async_stop(w->loop, &w->wake);
+	for (struct wmsg *m = w->mbox_head, *next; m; m = next) {
+		next = m->next;
+		snapshot_unref(m->snap);
+		free(m);
+	}
+	w->mbox_head = w->mbox_tail = NULL;
+	pthread_mutex_destroy(&w->mbox_lock);
 }
 
 static void
@@ -233,12 +255,7 @@ worker_destroy(struct worker *w)
 		return;
 	listeners_close(w);
 	tunnel_close_all(w);
-	for (struct wmsg *m = w->mbox_head, *next; m; m = next) {
-		next = m->next;
-		snapshot_unref(m->snap);
-		free(m);
-	}
-	w->mbox_head = w->mbox_tail = NULL;
+	worker_mbox_fini(w);
 	if (w->snap)
 		wsnap_retire(w->snap);
 	w->snap = NULL;
@@ -246,7 +263,6 @@ worker_destroy(struct worker *w)
 	pool_destroy(&w->pool);
 	ev_loop_destroy(w->loop);
 	w->loop = NULL;
-	pthread_mutex_destroy(&w->mbox_lock);
 }
 
 static int
@@ -261,14 +277,13 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 		for (int f = 0; f < LISTENER_FAMILIES; f++)
 			w->lst[k][f] = (struct listener){ .kind = (enum listener_kind)k, .fd = -1, .w = w };
 	w->hup.fd = -1;
-	pthread_mutex_init(&w->mbox_lock, NULL);
 	pool_init(&w->pool, POOL_MAX_FREE, w->stats.w);
 	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
 	if (!w->loop) {
 		snprintf(err, errlen, "worker %u: cannot create event loop", id);
-		pthread_mutex_destroy(&w->mbox_lock);
 		return -ENOMEM;
 	}
+	worker_mbox_init(w);
 	w->snap = wsnap_new(snapshot_ref(snap));
 	if (!w->snap) {
 		snprintf(err, errlen, "worker %u: out of memory", id);
@@ -278,9 +293,6 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 		snprintf(err, errlen, "worker %u: epoll: %s", id, strerror(-rc));
 		return rc;
 	}
-	ev_async_init(&w->wake, mbox_cb);
-	w->wake.data = w;
-	ev_async_start(w->loop, &w->wake);
 
 	static const int fams[LISTENER_FAMILIES] = { AF_INET, AF_INET6 };
 	for (int f = 0; f < LISTENER_FAMILIES; f++) {
@@ -333,7 +345,7 @@ void
 workers_publish(struct snapshot *snap)
 {
 	for (unsigned i = 0; i < nworkers; i++)
-		worker_send(&workers[i], snapshot_ref(snap));
+		worker_publish(&workers[i], snapshot_ref(snap));
 }
 
 void

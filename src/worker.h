@@ -10,8 +10,18 @@
  * reference to snap. Returns 0, or -errno with err describing what failed. */
 int workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen);
 
-/* Hand a new snapshot to every worker (takes one reference per worker). */
+/* Hand a new snapshot to every worker (takes one reference per worker). Each
+ * adopts it for new connections on its own thread; open connections keep the
+ * snapshot they started with. */
 void workers_publish(struct snapshot *snap);
+
+/* The mailbox of one worker, for workers_start() and for tests that drive a
+ * hand-built worker's loop themselves. init needs w->loop; fini frees queued
+ * snapshots. worker_publish() queues snap (a reference handed over) and wakes
+ * w's loop, from any thread; on OOM w keeps its configuration (logged). */
+void worker_mbox_init(struct worker *w);
+void worker_mbox_fini(struct worker *w);
+void worker_publish(struct worker *w, struct snapshot *snap);
 /* Every worker stops accepting. */
 void workers_drain(void);
 /* Stop every worker, join and free them. */

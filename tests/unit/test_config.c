@@ -165,6 +165,173 @@ test_file_errors(void **state)
 	assert_non_null(strstr(err, "cannot open /nonexistent/outrigger.json"));
 }
 
+/* Issue 7 §5: duplicate keys were accepted silently (the last won). */
+static void
+test_duplicate_keys_refused(void **state)
+{
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	before = c;
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":4,\"logLevel\":\"debug\",\"concurrency\":5}}", &c, err,
+	    sizeof(err)), -EINVAL);
+	assert_string_equal(err, "proxy.concurrency: duplicate key");
+	assert_memory_equal(&c, &before, sizeof(c));
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":4},\"proxy\":{\"concurrency\":5}}", &c, err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "proxy: duplicate key");
+	assert_memory_equal(&c, &before, sizeof(c));
+}
+
+/* Issue 7 §5: anything after the top-level object was ignored, so a file
+ * whose second half is invalid was "valid". */
+static void
+test_trailing_data_refused(void **state)
+{
+	static const char *const bad[] = {
+		"{\"proxy\":{\"concurrency\":4}}{\"proxy\":{\"concurrency\":\"bad\"}}",
+		"{\"proxy\":{\"concurrency\":4}} x",
+		"{\"proxy\":{\"concurrency\":4}}}",
+		"{}[]",
+	};
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	before = c;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(load(bad[i], &c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, "$: unexpected data after the top-level value"))
+			fail_msg("case %zu: %s: %s", i, bad[i], err);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+	/* Trailing whitespace (a final newline) is fine. */
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":4}} \t\r\n\n", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 4);
+}
+
+/* Issue 7 §5: data after a NUL byte inside a key was ignored (cJSON stops at
+ * NUL), and a \u0000 escape cut the key the same way. */
+static void
+test_nul_refused(void **state)
+{
+	static const char raw[] = "{\"proxy\":{\"concurrency\0xyz\":4}}";
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	before = c;
+	assert_int_equal(config_load_json(raw, sizeof(raw) - 1, &c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "$: NUL byte at byte 22");
+	/* A NUL after a complete object, too: nothing may hide behind it. */
+	static const char tail[] = "{\"proxy\":{\"concurrency\":4}}\0{\"proxy\":{\"concurrency\":\"bad\"}}";
+	assert_int_equal(config_load_json(tail, sizeof(tail) - 1, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "NUL byte"));
+	assert_int_equal(load("{\"proxy\":{\"concurrency\\u0000xyz\":4}}", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "\\u0000"));
+	assert_int_equal(load("{\"proxy\":{\"logLevel\":\"info\\u0000loud\"}}", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "\\u0000"));
+	assert_memory_equal(&c, &before, sizeof(c));
+	/* An escaped backslash before "u0000" is not a NUL: the value is refused
+	 * for what it is. */
+	assert_int_equal(load("{\"proxy\":{\"adminAddress\":\"\\\\u0000\"}}", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "proxy.adminAddress: expected a numeric"));
+}
+
+/* Issue 7 §5: command-line overrides were formatted into JSON with %.40s, so
+ * "--concurrency 0000...0004xyz" (over 40 characters) read as 4. config_set()
+ * parses the whole string strictly. */
+static void
+test_config_set_strict(void **state)
+{
+	static const char *const bad_ints[] = {
+		"4xyz", " 4", "4 ", "+4", "", "0x4", "4.0", "1e1", "-", "99999999999999999999999",
+		"00000000000000000000000000000000000000000004xyz", "0", "257",
+	};
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	assert_int_equal(config_set(&c, "proxy.concurrency", "4", err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 4);
+	assert_int_equal(config_set(&c, "proxy.concurrency",
+	    "000000000000000000000000000000000000000000000000000007", err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 7);
+	before = c;
+	for (size_t i = 0; i < sizeof(bad_ints) / sizeof(bad_ints[0]); i++) {
+		assert_int_equal(config_set(&c, "proxy.concurrency", bad_ints[i], err, sizeof(err)), -EINVAL);
+		if (!strstr(err, "proxy.concurrency: expected an integer from 1 to 256"))
+			fail_msg("case %zu: \"%s\": %s", i, bad_ints[i], err);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+	assert_int_equal(config_set(&c, "proxy.logLevel", "debug", err, sizeof(err)), 0);
+	assert_int_equal(c.log_level, LL_DEBUG);
+	assert_int_equal(config_set(&c, "proxy.logLevel", "debugxyz", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "proxy.logLevel: expected one of"));
+	assert_int_equal(config_set(&c, "proxy.idleTimeout", "0.5s", err, sizeof(err)), 0);
+	assert_int_equal(c.idle_timeout_ms, 500);
+	assert_int_equal(config_set(&c, "proxy.exitOnZeroActiveConnections", "true", err, sizeof(err)), 0);
+	assert_true(c.exit_on_zero);
+	before = c;
+	assert_int_equal(config_set(&c, "proxy.bogus", "1", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "proxy.bogus: unknown key");
+	assert_int_equal(config_set(&c, "proxyconcurrency", "1", err, sizeof(err)), -EINVAL);
+	assert_int_equal(config_set(&c, "proxy.proxyListenPort", "15006", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "port 15006 is also proxy.proxyListenPort"));
+	assert_memory_equal(&c, &before, sizeof(c));
+	/* A long value is quoted truncated in the error, never parsed truncated. */
+	char longv[200];
+	memset(longv, '0', sizeof(longv) - 1);
+	longv[sizeof(longv) - 2] = 'x';
+	longv[sizeof(longv) - 1] = '\0';
+	assert_int_equal(config_set(&c, "proxy.concurrency", longv, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "...\""));
+	/* The JSON file shares the strict parser for integers given as strings. */
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":\" 4\"}}", &c, err, sizeof(err)), -EINVAL);
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":\"+4\"}}", &c, err, sizeof(err)), -EINVAL);
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":\"4\"}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 4);
+}
+
+/* A reload keeps every "restart" key at its running value and names it;
+ * "live" keys take the new value. */
+static void
+test_keep_fixed(void **state)
+{
+	struct config run, next;
+	char err[256], changed[256];
+
+	config_defaults(&run);
+	next = run;
+	assert_int_equal(config_keep_fixed(&next, &run, changed, sizeof(changed)), 0);
+	assert_string_equal(changed, "");
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":9,\"interceptionMode\":\"TPROXY\",\"proxyListenPort\":1,"
+	    "\"proxyInboundListenPort\":2,\"proxyAdminPort\":3,\"healthPort\":4,\"adminAddress\":\"::1\","
+	    "\"logLevel\":\"trace\",\"connectTimeout\":\"1s\",\"idleTimeout\":\"2s\","
+	    "\"terminationDrainDuration\":\"3s\",\"exitOnZeroActiveConnections\":true}}", &next, err, sizeof(err)), 0);
+	assert_int_equal(config_keep_fixed(&next, &run, changed, sizeof(changed)), 7);
+	assert_string_equal(changed, "proxy.concurrency, proxy.interceptionMode, proxy.proxyListenPort, "
+	    "proxy.proxyInboundListenPort, proxy.proxyAdminPort, proxy.adminAddress, proxy.healthPort");
+	assert_int_equal(next.concurrency, run.concurrency);
+	assert_int_equal(next.mode, run.mode);
+	assert_int_equal(next.outbound_port, 15001);
+	assert_int_equal(next.inbound_port, 15006);
+	assert_int_equal(next.admin_port, 15000);
+	assert_int_equal(next.health_port, 15021);
+	assert_string_equal(next.admin_address, "127.0.0.1");
+	assert_int_equal(next.log_level, LL_TRACE);
+	assert_int_equal(next.connect_timeout_ms, 1000);
+	assert_int_equal(next.idle_timeout_ms, 2000);
+	assert_int_equal(next.drain_ms, 3000);
+	assert_true(next.exit_on_zero);
+	/* A short buffer truncates the list, not the count. */
+	next.concurrency = 9;
+	next.outbound_port = 1;
+	assert_int_equal(config_keep_fixed(&next, &run, changed, 10), 2);
+	assert_int_equal(strlen(changed), 9);
+}
+
 int
 main(void)
 {
@@ -175,6 +342,11 @@ main(void)
 		cmocka_unit_test(test_never_half_applied),
 		cmocka_unit_test(test_dump_round_trips),
 		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_duplicate_keys_refused),
+		cmocka_unit_test(test_trailing_data_refused),
+		cmocka_unit_test(test_nul_refused),
+		cmocka_unit_test(test_config_set_strict),
+		cmocka_unit_test(test_keep_fixed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
