@@ -60,6 +60,12 @@ hist_observe(struct hist *h, uint64_t us)
 }
 
 void
+hist_observe_s(struct hist *h, double seconds)
+{
+	hist_observe(h, seconds > 0 ? (uint64_t)(seconds * 1e6) : 0);
+}
+
+void
 hist_accumulate(struct hist *acc, const struct hist *h)
 {
 	for (unsigned i = 0; i <= HIST_NBOUNDS; i++)

@@ -149,6 +149,8 @@ stat_read(const uint64_t *p)
 
 /* Record one observation of us microseconds (owner thread only). */
 void hist_observe(struct hist *h, uint64_t us);
+/* The same for a duration in seconds (negative counts as 0). */
+void hist_observe_s(struct hist *h, double seconds);
 /* acc += h, read with stat_read (for a scrape summing the workers). */
 void hist_accumulate(struct hist *acc, const struct hist *h);
 

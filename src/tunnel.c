@@ -461,6 +461,8 @@ tunnel_established(struct tunnel *t)
 	const struct config *cfg = &t->snap->s->cfg;
 
 	t->state = TUN_ESTABLISHED;
+	hist_observe_s(&t->w->stats.lh[t->lst][LH_UPSTREAM_CX_CONNECT_MS],
+	    cfg->connect_timeout_ms / 1000.0 - ev_timer_remaining(t->w->loop, &t->timer));
 	ev_timer_stop(t->w->loop, &t->timer);
 	t->last_io = ev_now(t->w->loop);
 	if (cfg->idle_timeout_ms) {
@@ -606,7 +608,7 @@ tunnel_connect(struct tunnel *t)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
 	if (rc < 0) {
 		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
-			stat_add(tstat(t, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+			stat_add(tstat(t, LM_UPSTREAM_CX_OVERFLOW), 1);
 			clog_warn(t, "%s upstream %s: %s", listener_names[t->lst],
 			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
 			tunnel_close(t, true);

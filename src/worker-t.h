@@ -42,7 +42,9 @@ struct worker {
 	struct ev_loop *loop;
 	struct listener lst[LST__COUNT][LISTENER_FAMILIES];
 	struct wsnap *snap;		/* current configuration */
-	struct pool pool;
+	struct pool pool;		/* also keeps the descriptor budget */
+	ev_timer trim;			/* every second: shrink idle pool caches */
+	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
 	unsigned long long next_id;	/* connection ids, per worker */
 	bool draining;
