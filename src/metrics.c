@@ -99,7 +99,7 @@ prom_histogram(struct strbuf *sb, const char *name, const char *labels, const st
 	for (unsigned i = 0; i <= HIST_NBOUNDS; i++) {
 		cum += h->bucket[i];
 		if (i < HIST_NBOUNDS)
-			sb_printf(sb, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, labels, sep, hist_bounds_ms[i], cum);
+			sb_printf(sb, "%s_bucket{%s%sle=\"%.10g\"} %" PRIu64 "\n", name, labels, sep, hist_bounds_ms[i], cum);
 		else
 			sb_printf(sb, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
 	}
