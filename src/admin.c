@@ -60,20 +60,33 @@ static struct admin_conn *conns;	/* newest first */
 static unsigned nconns[2];		/* per enum admin_port */
 static ev_tstamp last_accept_warning;
 
+/* End of the head: the first empty line. RFC 9112 §2.2 lets a recipient take
+ * a bare LF as a line terminator (and ignore a CR before it), so an empty
+ * line is "\n\n" or "\n\r\n" after the last header. Returns the offset just
+ * past it, or 0 when the head is not complete yet. */
+static size_t
+head_end(const char *buf, size_t len)
+{
+	for (const char *p = buf, *end = buf + len; (p = memchr(p, '\n', (size_t)(end - p))); p++) {
+		if (p + 1 < end && p[1] == '\n')
+			return (size_t)(p + 2 - buf);
+		if (p + 2 < end && p[1] == '\r' && p[2] == '\n')
+			return (size_t)(p + 3 - buf);
+	}
+	return 0;
+}
+
 int
 admin_parse_request(const char *buf, size_t len, struct admin_req *req)
 {
-	const char *end = NULL, *sp1, *sp2, *eol, *q;
+	const char *sp1, *sp2, *eol, *q;
+	size_t hlen = head_end(buf, len);
 
-	for (size_t i = 0; i + 3 < len; i++) {
-		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
-			end = buf + i;
-			break;
-		}
-	}
-	if (!end)
+	if (!hlen)
 		return len >= ADMIN_HEAD_MAX ? -EINVAL : -EAGAIN;
-	eol = memchr(buf, '\r', (size_t)(end - buf) + 1);
+	eol = memchr(buf, '\n', hlen);
+	if (eol > buf && eol[-1] == '\r')
+		eol--;
 	sp1 = memchr(buf, ' ', (size_t)(eol - buf));
 	if (!sp1 || sp1 == buf)
 		return -EINVAL;
@@ -99,41 +112,35 @@ admin_parse_request(const char *buf, size_t len, struct admin_req *req)
 	return 0;
 }
 
-struct stat_row {
-	char name[96];
-	uint64_t value;
-};
-
-static int
-row_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct stat_row *)a)->name, ((const struct stat_row *)b)->name);
-}
-
-/* Every counter, summed and per worker, sorted by name. *n gets the count. */
-static struct stat_row *
-collect_rows(size_t *n)
+/* Every value, summed and per worker, for the text and JSON formats. */
+static void
+collect_rows(struct stat_rows *rs)
 {
 	unsigned nw;
 	struct worker *w = workers_get(&nw);
-	size_t cap = (size_t)LST__COUNT * LM__COUNT * (nw + 1) + (size_t)WM__COUNT * (nw + 1) + SM__COUNT + 8, i = 0;
-	struct stat_row *rows = calloc(cap, sizeof(*rows));
 
-	if (!rows)
-		return NULL;
 	for (int k = 0; k < LST__COUNT; k++) {
 		for (int m = 0; m < LM__COUNT; m++) {
 			uint64_t sum = 0;
 			for (unsigned j = 0; j < nw; j++) {
 				uint64_t v = stat_read(&w[j].stats.lst[k][m]);
 				sum += v;
-				snprintf(rows[i].name, sizeof(rows[i].name), "worker_%u.listener.%s.%s", j,
-				    listener_names[k], listener_metric_desc[m].name);
-				rows[i++].value = v;
+				stat_rows_add(rs, v, "worker_%u.listener.%s.%s", j, listener_names[k],
+				    listener_metric_desc[m].name);
 			}
-			snprintf(rows[i].name, sizeof(rows[i].name), "listener.%s.%s", listener_names[k],
-			    listener_metric_desc[m].name);
-			rows[i++].value = sum;
+			stat_rows_add(rs, sum, "listener.%s.%s", listener_names[k], listener_metric_desc[m].name);
+		}
+		/* Histograms: count and sum (ms) here; the buckets are in the Prometheus format. */
+		for (int m = 0; m < LH__COUNT; m++) {
+			struct hist h = { 0 };
+			for (unsigned j = 0; j < nw; j++)
+				hist_accumulate(&h, &w[j].stats.lh[k][m]);
+			uint64_t count = 0;
+			for (unsigned b = 0; b <= HIST_NBOUNDS; b++)
+				count += h.bucket[b];
+			stat_rows_add(rs, count, "listener.%s.%s.count", listener_names[k], listener_hist_desc[m].name);
+			stat_rows_add(rs, h.sum_us / 1000, "listener.%s.%s.sum", listener_names[k],
+			    listener_hist_desc[m].name);
 		}
 	}
 	for (int m = 0; m < WM__COUNT; m++) {
@@ -141,44 +148,58 @@ collect_rows(size_t *n)
 		for (unsigned j = 0; j < nw; j++) {
 			uint64_t v = stat_read(&w[j].stats.w[m]);
 			sum += v;
-			snprintf(rows[i].name, sizeof(rows[i].name), "worker_%u.%s", j, worker_metric_desc[m].name);
-			rows[i++].value = v;
+			stat_rows_add(rs, v, "worker_%u.%s", j, worker_metric_desc[m].name);
 		}
-		snprintf(rows[i].name, sizeof(rows[i].name), "server.%s", worker_metric_desc[m].name);
-		rows[i++].value = sum;
+		stat_rows_add(rs, sum, "server.%s", worker_metric_desc[m].name);
 	}
-	snprintf(rows[i].name, sizeof(rows[i].name), "server.concurrency");
-	rows[i++].value = server.concurrency;
-	snprintf(rows[i].name, sizeof(rows[i].name), "server.live");
-	rows[i++].value = server.live && !server.draining;
-	snprintf(rows[i].name, sizeof(rows[i].name), "server.uptime");
-	rows[i++].value = (uint64_t)(time(NULL) - server.started);
-	for (int m = 0; m < SM__COUNT; m++) {
-		snprintf(rows[i].name, sizeof(rows[i].name), "server.%s", server_metric_desc[m].name);
-		rows[i++].value = server.stats[m];
-	}
-	qsort(rows, i, sizeof(*rows), row_cmp);
-	*n = i;
-	return rows;
+	for (int m = 0; m < PM__COUNT; m++)
+		stat_rows_add(rs, stat_read(&process_stats[m]), "server.%s", process_metric_desc[m].name);
+	for (int m = 0; m < SM__COUNT; m++)
+		stat_rows_add(rs, server.stats[m], "server.%s", server_metric_desc[m].name);
+	stat_rows_add(rs, server.concurrency, "server.concurrency");
+	stat_rows_add(rs, server.live && !server.draining, "server.live");
+	stat_rows_add(rs, (uint64_t)(time(NULL) - server.started), "server.uptime");
 }
 
+/* Prometheus: each family declared with its own kind; names are built in a
+ * growable buffer (label values such as Istio's cluster names can be long). */
 static void
 render_prometheus(struct strbuf *sb)
 {
+	struct strbuf name = { 0 }, label = { 0 };
 	unsigned nw;
 	struct worker *w = workers_get(&nw);
 
 	for (int m = 0; m < LM__COUNT; m++) {
 		const struct metric_desc *d = &listener_metric_desc[m];
-		const char *type = d->kind == METRIC_COUNTER ? "counter" : "gauge";
-		sb_printf(sb, "# HELP outrigger_listener_%s %s\n# TYPE outrigger_listener_%s %s\n",
-		    d->name, d->help, d->name, type);
+		sb_free(&name);
+		sb_printf(&name, "outrigger_listener_%s", d->name);
+		prom_family(sb, name.p, d->help, d->kind);
 		for (int k = 0; k < LST__COUNT; k++) {
 			uint64_t sum = 0;
 			for (unsigned j = 0; j < nw; j++)
 				sum += stat_read(&w[j].stats.lst[k][m]);
-			sb_printf(sb, "outrigger_listener_%s{listener=\"%s\"} %" PRIu64 "\n", d->name,
-			    listener_names[k], sum);
+			sb_free(&label);
+			sb_printf(&label, "listener=\"");
+			prom_label_value(&label, listener_names[k]);
+			sb_printf(&label, "\"");
+			prom_sample(sb, name.p, label.p, sum);
+		}
+	}
+	for (int m = 0; m < LH__COUNT; m++) {
+		const struct metric_desc *d = &listener_hist_desc[m];
+		sb_free(&name);
+		sb_printf(&name, "outrigger_listener_%s", d->name);
+		prom_family(sb, name.p, d->help, d->kind);
+		for (int k = 0; k < LST__COUNT; k++) {
+			struct hist h = { 0 };
+			for (unsigned j = 0; j < nw; j++)
+				hist_accumulate(&h, &w[j].stats.lh[k][m]);
+			sb_free(&label);
+			sb_printf(&label, "listener=\"");
+			prom_label_value(&label, listener_names[k]);
+			sb_printf(&label, "\"");
+			prom_histogram(sb, name.p, label.p, &h);
 		}
 	}
 	for (int m = 0; m < WM__COUNT; m++) {
@@ -186,40 +207,43 @@ render_prometheus(struct strbuf *sb)
 		uint64_t sum = 0;
 		for (unsigned j = 0; j < nw; j++)
 			sum += stat_read(&w[j].stats.w[m]);
-		sb_printf(sb, "# HELP outrigger_%s %s\n# TYPE outrigger_%s gauge\noutrigger_%s %" PRIu64 "\n",
-		    d->name, d->help, d->name, d->name, sum);
+		sb_free(&name);
+		sb_printf(&name, "outrigger_%s", d->name);
+		prom_family(sb, name.p, d->help, d->kind);
+		prom_sample(sb, name.p, NULL, sum);
+	}
+	for (int m = 0; m < PM__COUNT; m++) {
+		const struct metric_desc *d = &process_metric_desc[m];
+		sb_free(&name);
+		sb_printf(&name, "outrigger_%s", d->name);
+		prom_family(sb, name.p, d->help, d->kind);
+		prom_sample(sb, name.p, NULL, stat_read(&process_stats[m]));
 	}
 	for (int m = 0; m < SM__COUNT; m++) {
 		const struct metric_desc *d = &server_metric_desc[m];
-		sb_printf(sb, "# HELP outrigger_server_%s %s\n# TYPE outrigger_server_%s %s\noutrigger_server_%s %" PRIu64 "\n",
-		    d->name, d->help, d->name, d->kind == METRIC_COUNTER ? "counter" : "gauge", d->name, server.stats[m]);
+		sb_free(&name);
+		sb_printf(&name, "outrigger_server_%s", d->name);
+		prom_family(sb, name.p, d->help, d->kind);
+		prom_sample(sb, name.p, NULL, server.stats[m]);
 	}
+	if (name.oom || label.oom)
+		sb->oom = true;
+	sb_free(&name);
+	sb_free(&label);
 }
 
 void
 admin_render_stats(struct strbuf *sb, const char *format)
 {
-	size_t n = 0;
-	struct stat_row *rows;
+	struct stat_rows rs = { 0 };
 
 	if (strcmp(format, "prometheus") == 0) {
 		render_prometheus(sb);
 		return;
 	}
-	if (!(rows = collect_rows(&n))) {
-		sb->oom = true;
-		return;
-	}
-	if (strcmp(format, "json") == 0) {
-		sb_printf(sb, "{\"stats\":[");
-		for (size_t i = 0; i < n; i++)
-			sb_printf(sb, "%s{\"name\":\"%s\",\"value\":%" PRIu64 "}", i ? "," : "", rows[i].name, rows[i].value);
-		sb_printf(sb, "]}\n");
-	} else {
-		for (size_t i = 0; i < n; i++)
-			sb_printf(sb, "%s: %" PRIu64 "\n", rows[i].name, rows[i].value);
-	}
-	free(rows);
+	collect_rows(&rs);
+	stat_rows_render(&rs, sb, format);
+	stat_rows_free(&rs);
 }
 
 static void
@@ -410,7 +434,8 @@ conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	 * (and the 3 bytes before it), not from byte 0 on every read. */
 	size_t from = c->inlen > 3 ? c->inlen - 3 : 0;
 	c->inlen += (size_t)n;
-	if (!memmem(c->in + from, c->inlen - from, "\r\n\r\n", 4) && c->inlen < sizeof(c->in))
+	if (!memmem(c->in + from, c->inlen - from, "\n\n", 2) &&
+	    !memmem(c->in + from, c->inlen - from, "\n\r\n", 3) && c->inlen < sizeof(c->in))
 		return;
 	rc = admin_parse_request(c->in, c->inlen, &r);
 	if (rc == -EAGAIN)

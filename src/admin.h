@@ -20,8 +20,9 @@ struct admin_req {
 };
 
 /* Parse an HTTP/1.x request head in buf[0, len). Returns 0 when the head is
- * complete ("\r\n\r\n" seen) and the request line is valid, -EAGAIN when
- * more bytes are needed, -EINVAL for a malformed request. */
+ * complete (an empty line seen; lines may end in CRLF or a bare LF) and the
+ * request line is valid, -EAGAIN when more bytes are needed, -EINVAL for a
+ * malformed request. */
 int admin_parse_request(const char *buf, size_t len, struct admin_req *req);
 
 /* Render the counters: format "text" (name: value, sorted), "json" or "prometheus". */

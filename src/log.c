@@ -1,13 +1,29 @@
-/* log: levelled log lines on stderr; lines about a connection carry its worker and id. */
+/* log: levelled log lines on stderr; lines about a connection carry its worker and id.
+ *
+ * Writers (workers, the control thread) format a line on their own stack and
+ * copy it into a bounded queue under a mutex held only for the memcpy; one log
+ * thread swaps the queue for an empty buffer and writes it out. A consumer
+ * that does not read (a pipe nobody drains) therefore blocks only the log
+ * thread: once the queue is full, lines are dropped and counted, and a
+ * "N log lines dropped" line follows the next batch that gets through. */
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
+
+#define LINE_MAX_BYTES 1024
+#define STOP_WAIT_S 2
 
 enum log_level log_threshold = LL_INFO;
 
@@ -17,6 +33,20 @@ static const char *const level_names[] = {
 	[LL_ERROR] = "error", [LL_WARN] = "warn", [LL_INFO] = "info",
 	[LL_DEBUG] = "debug", [LL_TRACE] = "trace",
 };
+
+/* The queue. `buf` is what writers append to; the log thread owns `spare`
+ * while it writes and swaps the two under the lock. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	char *buf, *spare;
+	size_t len, cap;
+	uint64_t dropped_unreported;
+	bool running, stop;
+	bool abandoned;		/* log_stop() gave up on a stuck thread */
+	int fd;
+	pthread_t thread;
+} q = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = 2 };
 
 const char *
 log_level_str(enum log_level l)
@@ -48,30 +78,254 @@ log_set_thread_tag(const char *tag)
 	thread_tag = tag;
 }
 
-void
-log_msg(enum log_level l, const char *func, const char *fmt, ...)
+uint64_t
+log_lines_dropped(void)
 {
-	char line[1024];
+	return __atomic_load_n(&process_stats[PM_LOG_LINES_DROPPED], __ATOMIC_RELAXED);
+}
+
+uint64_t
+log_lines_suppressed(void)
+{
+	return __atomic_load_n(&process_stats[PM_LOG_LINES_SUPPRESSED], __ATOMIC_RELAXED);
+}
+
+bool
+log_site_admit(struct log_site *s, int64_t now, unsigned long long *report)
+{
+	*report = 0;
+	if (now != s->second) {
+		s->second = now;
+		s->lines = 0;
+	}
+	if (s->lines >= LOG_SITE_BURST) {
+		s->suppressed++;
+		__atomic_fetch_add(&process_stats[PM_LOG_LINES_SUPPRESSED], 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	s->lines++;
+	*report = s->suppressed;
+	s->suppressed = 0;
+	return true;
+}
+
+/* Write all of p[0, n) to fd; the log thread may block here, nobody else. */
+static void
+write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {	/* someone made our stderr non-blocking */
+				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+				(void)poll(&pfd, 1, 100);
+				continue;
+			}
+			return;		/* EPIPE, EBADF...: nothing more we can do */
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Queue one line, or drop it when the queue is full. */
+static void
+emit(const char *line, size_t len)
+{
+	pthread_mutex_lock(&q.mu);
+	if (!q.running) {
+		pthread_mutex_unlock(&q.mu);
+		write_all(q.fd, line, len);
+		return;
+	}
+	if (q.len + len <= q.cap) {
+		bool was_empty = q.len == 0;
+		memcpy(q.buf + q.len, line, len);
+		q.len += len;
+		if (was_empty)
+			pthread_cond_signal(&q.cv);
+	} else {
+		q.dropped_unreported++;
+		__atomic_fetch_add(&process_stats[PM_LOG_LINES_DROPPED], 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&q.mu);
+}
+
+static size_t
+format_line(char *line, size_t cap, enum log_level l, const char *func, const char *fmt, va_list ap)
+{
 	struct timespec ts;
 	struct tm tm;
 	int n;
-	va_list ap;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s %s: ",
+	n = snprintf(line, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s %s: ",
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 	    ts.tv_nsec / 1000000, log_level_str(l), thread_tag, func);
-	if (n < 0 || (size_t)n >= sizeof(line))
+	if (n < 0 || (size_t)n >= cap)
 		n = 0;
-	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-	va_end(ap);
-	/* One fputs per line: stdio locks the stream, so lines from threads never interleave. */
+	vsnprintf(line + n, cap - (size_t)n, fmt, ap);
 	size_t len = strlen(line);
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
+	if (len > cap - 2)
+		len = cap - 2;
 	line[len] = '\n';
 	line[len + 1] = '\0';
-	fputs(line, stderr);
+	return len + 1;
+}
+
+static void
+say(enum log_level l, const char *func, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+say(enum log_level l, const char *func, const char *fmt, ...)
+{
+	char line[LINE_MAX_BYTES];
+	va_list ap;
+
+	va_start(ap, fmt);
+	size_t len = format_line(line, sizeof(line), l, func, fmt, ap);
+	va_end(ap);
+	emit(line, len);
+}
+
+void
+log_msg(struct log_site *site, enum log_level l, const char *func, const char *fmt, ...)
+{
+	char line[LINE_MAX_BYTES];
+	unsigned long long report = 0;
+	va_list ap;
+
+	if (site) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+		if (!log_site_admit(site, (int64_t)now.tv_sec, &report))
+			return;
+	}
+	if (report)
+		say(l, func, "suppressed %llu similar messages", report);
+	va_start(ap, fmt);
+	size_t len = format_line(line, sizeof(line), l, func, fmt, ap);
+	va_end(ap);
+	emit(line, len);
+}
+
+static void *
+log_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&q.mu);
+	for (;;) {
+		while (q.len == 0 && q.dropped_unreported == 0 && !q.stop)
+			pthread_cond_wait(&q.cv, &q.mu);
+		if (q.len == 0 && q.dropped_unreported == 0)
+			break;	/* stop, and everything written */
+		char *mine = q.buf;
+		size_t n = q.len;
+		uint64_t dropped = q.dropped_unreported;
+		q.buf = q.spare;
+		q.spare = mine;
+		q.len = 0;
+		q.dropped_unreported = 0;
+		pthread_mutex_unlock(&q.mu);
+
+		write_all(q.fd, mine, n);
+		if (dropped) {
+			char line[LINE_MAX_BYTES];
+			struct timespec ts;
+			struct tm tm;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			gmtime_r(&ts.tv_sec, &tm);
+			int len = snprintf(line, sizeof(line),
+			    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ warn  log: %llu log lines dropped "
+			    "(stderr was not keeping up)\n", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			    tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (unsigned long long)dropped);
+			if (len > 0)
+				write_all(q.fd, line, (size_t)len);
+		}
+		pthread_mutex_lock(&q.mu);
+	}
+	pthread_mutex_unlock(&q.mu);
+	return NULL;
+}
+
+static bool atexit_done;
+
+int
+log_start(int fd, size_t queue_bytes)
+{
+	sigset_t all, old;
+	int rc;
+
+	pthread_mutex_lock(&q.mu);
+	if (q.running) {
+		pthread_mutex_unlock(&q.mu);
+		return -EALREADY;
+	}
+	free(q.buf);
+	free(q.spare);
+	q.buf = malloc(queue_bytes);
+	q.spare = malloc(queue_bytes);
+	if (!q.buf || !q.spare) {
+		free(q.buf);
+		free(q.spare);
+		q.buf = q.spare = NULL;
+		pthread_mutex_unlock(&q.mu);
+		return -ENOMEM;
+	}
+	q.cap = queue_bytes;
+	q.len = 0;
+	q.dropped_unreported = 0;
+	q.fd = fd;
+	q.stop = false;
+	/* The log thread takes no process signals: they belong to the control thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(&q.thread, NULL, log_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0)
+		q.running = true;
+	pthread_mutex_unlock(&q.mu);
+	if (rc == 0 && !atexit_done) {
+		atexit_done = true;
+		atexit(log_stop);
+	}
+	return rc;
+}
+
+void
+log_stop(void)
+{
+	struct timespec deadline;
+
+	pthread_mutex_lock(&q.mu);
+	if (!q.running || q.abandoned) {
+		pthread_mutex_unlock(&q.mu);
+		return;
+	}
+	q.stop = true;
+	pthread_cond_signal(&q.cv);
+	pthread_mutex_unlock(&q.mu);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += STOP_WAIT_S;
+	if (pthread_timedjoin_np(q.thread, NULL, &deadline) != 0) {
+		/* Stuck in write(): leave it (and the queue, which it may still read);
+		 * later lines are queued or dropped, never written from here. */
+		pthread_mutex_lock(&q.mu);
+		q.abandoned = true;
+		pthread_mutex_unlock(&q.mu);
+		return;
+	}
+	pthread_mutex_lock(&q.mu);
+	/* Lines queued between the thread's last look and now. */
+	write_all(q.fd, q.buf, q.len);
+	q.running = false;
+	q.fd = 2;
+	free(q.buf);
+	free(q.spare);
+	q.buf = q.spare = NULL;
+	q.cap = q.len = 0;
+	pthread_mutex_unlock(&q.mu);
 }

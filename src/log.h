@@ -1,8 +1,14 @@
-/* log: levelled log lines on stderr; lines about a connection carry its worker and id. */
+/* log: levelled log lines on stderr; lines about a connection carry its worker
+ * and id. No thread ever blocks on stderr: lines go into a bounded in-memory
+ * queue that one log thread writes out; when it is full, lines are dropped and
+ * counted. Repeated errors, warnings and infos are rate-limited per call site. */
 #ifndef OR_LOG_H
 #define OR_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 enum log_level {
 	LL_ERROR,
@@ -24,11 +30,49 @@ int log_level_parse(const char *s, enum log_level *out);
 /* Tag this thread's lines ("main", "w0", ...); the string must outlive the thread. */
 void log_set_thread_tag(const char *tag);
 
-void log_msg(enum log_level l, const char *func, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* Start the log thread writing to fd through a queue of queue_bytes. Until it
+ * runs (and in unit tests that never start it) lines are written at once.
+ * Returns 0 or -errno. Registers log_stop() with atexit(). */
+int log_start(int fd, size_t queue_bytes);
+/* Write out what is queued and stop the log thread, waiting at most 2 s (a
+ * consumer that never reads must not keep the process from exiting).
+ * Idempotent. */
+void log_stop(void);
+/* Default queue size: 256 lines of 1 KiB, far more than a burst of start-up
+ * lines, small enough to cost nothing. */
+#define LOG_QUEUE_BYTES (256 * 1024)
 
-#define LOG_AT(l, ...) \
-	do { if ((int)(l) <= (int)__atomic_load_n(&log_threshold, __ATOMIC_RELAXED)) log_msg((l), __func__, __VA_ARGS__); } while (0)
+/* Rate limit of one call site in one thread: at most LOG_SITE_BURST lines per
+ * second; the rest are counted and reported as one "suppressed N similar
+ * messages" line when the site next logs in a later second. */
+#define LOG_SITE_BURST 5
+struct log_site {
+	int64_t second;		/* the second `lines` counts in */
+	unsigned lines;
+	unsigned long long suppressed;	/* since the last line printed */
+};
+/* Whether a line from site at time now (seconds) may be printed. When it may
+ * and lines were suppressed before it, *report gets their number (and the
+ * count restarts); otherwise *report is 0. */
+bool log_site_admit(struct log_site *s, int64_t now, unsigned long long *report);
+
+/* Totals since start (process-wide; also in /stats). */
+uint64_t log_lines_dropped(void);
+uint64_t log_lines_suppressed(void);
+
+/* site may be NULL (no rate limit). */
+void log_msg(struct log_site *site, enum log_level l, const char *func, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Debug and trace are asked for explicitly, so they are not rate-limited
+ * (the queue still bounds them); error, warn and info are, per call site and
+ * thread (one site's state per thread, so no locking). */
+#define LOG_AT(l, ...) do { \
+	if ((int)(l) <= (int)__atomic_load_n(&log_threshold, __ATOMIC_RELAXED)) { \
+		static __thread struct log_site log_site_; \
+		log_msg((l) <= LL_INFO ? &log_site_ : NULL, (l), __func__, __VA_ARGS__); \
+	} \
+} while (0)
 #define log_error(...) LOG_AT(LL_ERROR, __VA_ARGS__)
 #define log_warn(...)  LOG_AT(LL_WARN, __VA_ARGS__)
 #define log_info(...)  LOG_AT(LL_INFO, __VA_ARGS__)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "config.h"
@@ -135,7 +136,7 @@ main(int argc, char **argv)
 	bool check = false, dump = false;
 	struct config cfg;
 	char err[512];
-	int c;
+	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -190,6 +191,10 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* From here on no thread writes stderr itself: a consumer that stops
+	 * reading must not stop the workers (or the admin port). */
+	if ((rc = log_start(STDERR_FILENO, LOG_QUEUE_BYTES)) < 0)
+		log_warn("log thread: %s; writing logs synchronously", strerror(-rc));
 	raise_nofile();
 
 	server.started = time(NULL);
@@ -229,7 +234,7 @@ main(int argc, char **argv)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int rc = workers_start((unsigned)cfg.concurrency, server.snap, err, sizeof(err));
+	rc = workers_start((unsigned)cfg.concurrency, server.snap, err, sizeof(err));
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
 		log_error("%s", err);
@@ -259,5 +264,6 @@ main(int argc, char **argv)
 	server.snap = NULL;
 	ev_loop_destroy(loop);
 	log_info("stopped");
+	log_stop();
 	return 0;
 }

@@ -1,10 +1,15 @@
-/* metrics: every counter and gauge is defined once here; the lists yield the
- * enums, the names, the help text and the exposition formats. Each worker owns
- * its counters (no atomics or locks on the hot path); a scrape sums them. */
+/* metrics: every counter, gauge and histogram is defined once here; the lists
+ * yield the enums, the names, the kinds, the help text and the exposition
+ * formats. Each worker owns its counters (no atomics or locks on the hot path);
+ * a scrape sums them. */
 #ifndef OR_METRICS_H
 #define OR_METRICS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "strbuf.h"
 
 /* The capture listeners. */
 #define LISTENERS(X) \
@@ -32,7 +37,8 @@ enum listener_kind {
 	X(DOWNSTREAM_CX_RESET, downstream_cx_reset, COUNTER, "Downstream connections reset mid-stream") \
 	X(DOWNSTREAM_CX_IDLE_TIMEOUT, downstream_cx_idle_timeout, COUNTER, "Connections closed by the idle timeout") \
 	X(DOWNSTREAM_CX_NO_ORIGINAL_DST, downstream_cx_no_original_dst, COUNTER, "Connections refused: no original destination (not redirected)") \
-	X(DOWNSTREAM_CX_OVERFLOW, downstream_cx_overflow, COUNTER, "Accepts or connection set-ups that failed for lack of descriptors or memory") \
+	X(DOWNSTREAM_CX_OVERFLOW, downstream_cx_overflow, COUNTER, "Connections refused (accepted and reset at once) for lack of descriptors or memory, one per connection") \
+	X(UPSTREAM_CX_OVERFLOW, upstream_cx_overflow, COUNTER, "Accepted connections reset because no descriptor or memory was left for the upstream socket") \
 	X(DOWNSTREAM_CX_DRAINED, downstream_cx_drained, COUNTER, "Connections still open when the drain period ended")
 
 enum listener_metric {
@@ -48,7 +54,8 @@ enum listener_metric {
 	X(PIPES_CACHED, pipes_cached, GAUGE, "Empty pipes kept for reuse") \
 	X(CHUNKS_IN_USE, chunks_in_use, GAUGE, "Buffer chunks holding bytes in flight") \
 	X(CHUNKS_CACHED, chunks_cached, GAUGE, "Empty buffer chunks kept for reuse") \
-	X(SESSIONS_IN_USE, sessions_in_use, GAUGE, "Proxied connection objects allocated")
+	X(SESSIONS_IN_USE, sessions_in_use, GAUGE, "Proxied connection objects allocated") \
+	X(FD_BUDGET, fd_budget, GAUGE, "Descriptors this worker may hold for connections and pipes (share of the open-files limit)")
 
 enum worker_metric {
 #define X(e, name, kind, help) WM_##e,
@@ -72,7 +79,46 @@ enum server_metric {
 	SM__COUNT
 };
 
-enum metric_kind { METRIC_COUNTER, METRIC_GAUGE };
+
+/* Per listener, per worker: histograms. Bucket bounds are HIST_BOUNDS_MS;
+ * names follow Envoy's (upstream_cx_connect_ms is a cluster histogram there). */
+#define LISTENER_HISTOGRAMS(X) \
+	X(UPSTREAM_CX_CONNECT_MS, upstream_cx_connect_ms, HISTOGRAM, "Upstream connect time in milliseconds")
+
+enum listener_hist {
+#define X(e, name, kind, help) LH_##e,
+	LISTENER_HISTOGRAMS(X)
+#undef X
+	LH__COUNT
+};
+
+/* Process-wide (any thread writes, so these use atomic adds). */
+#define PROCESS_METRICS(X) \
+	X(LOG_LINES_DROPPED, log_lines_dropped, COUNTER, "Log lines dropped because stderr did not keep up") \
+	X(LOG_LINES_SUPPRESSED, log_lines_suppressed, COUNTER, "Repeated log lines suppressed by the per-call-site rate limit")
+
+enum process_metric {
+#define X(e, name, kind, help) PM_##e,
+	PROCESS_METRICS(X)
+#undef X
+	PM__COUNT
+};
+
+enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
+
+/* Upper bounds of the histogram buckets, in ms (Envoy's default bounds); a
+ * last, implicit bucket is +Inf. */
+#define HIST_BOUNDS_MS 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, \
+	60000, 300000, 600000, 1800000, 3600000
+#define HIST_NBOUNDS 19
+extern const double hist_bounds_ms[HIST_NBOUNDS];
+
+/* One histogram of one worker: per-bucket counts (not cumulative; the last is
+ * +Inf) and the sum of the observations in microseconds. */
+struct hist {
+	uint64_t bucket[HIST_NBOUNDS + 1];
+	uint64_t sum_us;
+};
 
 struct metric_desc {
 	const char *name;
@@ -84,11 +130,18 @@ extern const char *const listener_names[LST__COUNT];
 extern const struct metric_desc listener_metric_desc[LM__COUNT];
 extern const struct metric_desc worker_metric_desc[WM__COUNT];
 extern const struct metric_desc server_metric_desc[SM__COUNT];
+extern const struct metric_desc listener_hist_desc[LH__COUNT];
+extern const struct metric_desc process_metric_desc[PM__COUNT];
+extern const char *const metric_kind_names[3];	/* "counter", "gauge", "histogram" */
+
+/* Process-wide counters (atomic adds). */
+extern uint64_t process_stats[PM__COUNT];
 
 /* Counters of one worker. Only that worker writes; the admin thread reads. */
 struct worker_stats {
 	uint64_t lst[LST__COUNT][LM__COUNT];
 	uint64_t w[WM__COUNT];
+	struct hist lh[LST__COUNT][LH__COUNT];
 };
 
 /* The writer is the only thread that modifies *p, so a relaxed load + store
@@ -110,5 +163,35 @@ stat_read(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
+
+/* Record one observation of us microseconds (owner thread only). */
+void hist_observe(struct hist *h, uint64_t us);
+/* The same for a duration in seconds (negative counts as 0). */
+void hist_observe_s(struct hist *h, double seconds);
+/* acc += h, read with stat_read (for a scrape summing the workers). */
+void hist_accumulate(struct hist *acc, const struct hist *h);
+
+/* Prometheus text exposition (version 0.0.4). `labels` is the inside of the
+ * braces (`listener="inbound"`), or NULL. Names are never truncated. */
+void prom_family(struct strbuf *sb, const char *name, const char *help, enum metric_kind kind);
+void prom_sample(struct strbuf *sb, const char *name, const char *labels, uint64_t v);
+/* name_bucket{labels,le="..."} (cumulative), name_sum (ms), name_count. */
+void prom_histogram(struct strbuf *sb, const char *name, const char *labels, const struct hist *h);
+/* Append v escaped as a label value (backslash, double quote, newline). */
+void prom_label_value(struct strbuf *sb, const char *v);
+
+/* A set of named values for the text and JSON formats: names live in one
+ * growable buffer, so any length fits. */
+struct stat_rows {
+	struct strbuf names;
+	struct stat_row { size_t off; uint64_t value; } *r;
+	size_t n, cap;
+	bool oom;
+};
+void stat_rows_add(struct stat_rows *rs, uint64_t value, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Sort by name and render as "name: value" lines ("text") or {"stats":[...]} ("json"). */
+void stat_rows_render(struct stat_rows *rs, struct strbuf *sb, const char *format);
+void stat_rows_free(struct stat_rows *rs);
 
 #endif

@@ -1,4 +1,5 @@
-/* pool: per-worker pools of kernel pipes and buffer chunks. */
+/* pool: per-worker pools of kernel pipes and buffer chunks, trimmed when idle,
+ * and the worker's descriptor budget. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -8,6 +9,9 @@
 
 #include "metrics.h"
 #include "pool.h"
+
+static unsigned drop_cached_pipes(struct pool *p, unsigned n);
+static unsigned drop_cached_chunks(struct pool *p, unsigned n);
 
 void
 pool_init(struct pool *p, unsigned max_free, uint64_t *stats)
@@ -26,21 +30,85 @@ pipe_free(struct pipe *pp)
 void
 pool_destroy(struct pool *p)
 {
-	while (p->free_pipes) {
+	drop_cached_pipes(p, p->npipes_free);
+	drop_cached_chunks(p, p->nchunks_free);
+}
+
+/* Close up to n cached pipes; returns how many. */
+static unsigned
+drop_cached_pipes(struct pool *p, unsigned n)
+{
+	unsigned done = 0;
+
+	while (done < n && p->free_pipes) {
 		struct pipe *pp = p->free_pipes;
 		p->free_pipes = pp->next;
+		p->npipes_free--;
+		stat_sub(&p->stats[WM_PIPES_CACHED], 1);
 		pipe_free(pp);
+		done++;
 	}
-	while (p->free_chunks) {
+	if (p->pipes_low > p->npipes_free)
+		p->pipes_low = p->npipes_free;
+	return done;
+}
+
+static unsigned
+drop_cached_chunks(struct pool *p, unsigned n)
+{
+	unsigned done = 0;
+
+	while (done < n && p->free_chunks) {
 		struct chunk *c = p->free_chunks;
 		p->free_chunks = c->next;
+		p->nchunks_free--;
+		stat_sub(&p->stats[WM_CHUNKS_CACHED], 1);
 		free(c);
+		done++;
 	}
-	p->npipes_free = p->nchunks_free = 0;
-	if (p->stats) {
-		p->stats[WM_PIPES_CACHED] = 0;
-		p->stats[WM_CHUNKS_CACHED] = 0;
-	}
+	if (p->chunks_low > p->nchunks_free)
+		p->chunks_low = p->nchunks_free;
+	return done;
+}
+
+/* How many of `idle` objects (unused since the last trim) to free out of
+ * `cached`: half, rounded up, never below the floor. */
+static unsigned
+trim_count(unsigned idle, unsigned cached)
+{
+	unsigned n = (idle + 1) / 2;
+	unsigned above = cached > POOL_TRIM_FLOOR ? cached - POOL_TRIM_FLOOR : 0;
+
+	return n < above ? n : above;
+}
+
+void
+pool_trim(struct pool *p)
+{
+	drop_cached_pipes(p, trim_count(p->pipes_low, p->npipes_free));
+	drop_cached_chunks(p, trim_count(p->chunks_low, p->nchunks_free));
+	p->pipes_low = p->npipes_free;
+	p->chunks_low = p->nchunks_free;
+}
+
+unsigned
+pool_fds_used(const struct pool *p)
+{
+	uint64_t n = stat_read(&p->stats[WM_SESSIONS_IN_USE]) + stat_read(&p->stats[WM_PIPES_IN_USE]) +
+	    stat_read(&p->stats[WM_PIPES_CACHED]);
+
+	return (unsigned)(2 * n);
+}
+
+bool
+pool_fd_room(struct pool *p, unsigned n)
+{
+	if (!p->fd_budget)
+		return true;
+	while (pool_fds_used(p) + n > p->fd_budget)
+		if (!drop_cached_pipes(p, 1))
+			return false;
+	return true;
 }
 
 struct pipe *
@@ -52,8 +120,14 @@ pool_pipe_get(struct pool *p)
 	if (pp) {
 		p->free_pipes = pp->next;
 		p->npipes_free--;
+		if (p->pipes_low > p->npipes_free)
+			p->pipes_low = p->npipes_free;
 		stat_sub(&p->stats[WM_PIPES_CACHED], 1);
 	} else {
+		if (!pool_fd_room(p, 2)) {
+			errno = EMFILE;
+			return NULL;
+		}
 		if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 			return NULL;
 		pp = malloc(sizeof(*pp));
@@ -93,6 +167,8 @@ pool_chunk_get(struct pool *p)
 	if (c) {
 		p->free_chunks = c->next;
 		p->nchunks_free--;
+		if (p->chunks_low > p->nchunks_free)
+			p->chunks_low = p->nchunks_free;
 		stat_sub(&p->stats[WM_CHUNKS_CACHED], 1);
 	} else if (!(c = malloc(sizeof(*c)))) {
 		return NULL;

@@ -106,6 +106,9 @@ stage_forward(struct tunnel *t)
 {
 	const struct config *cfg = &t->snap->s->cfg;
 
+	/* The connect time, from what is left of its deadline. */
+	hist_observe_s(&t->w->stats.lh[t->lst][LH_UPSTREAM_CX_CONNECT_MS],
+	    cfg->connect_timeout_ms / 1000.0 - ev_timer_remaining(t->w->loop, &t->timer));
 	t->state = TUN_FORWARDING;
 	ev_timer_stop(t->w->loop, &t->timer);
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
@@ -151,7 +154,7 @@ stage_connect(struct tunnel *t)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
 	if (rc < 0) {
 		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
-			stat_add(tstat(t, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+			stat_add(tstat(t, LM_UPSTREAM_CX_OVERFLOW), 1);
 			clog_warn(t, "%s upstream %s: %s", listener_names[t->lst],
 			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
 			tunnel_fail(t);

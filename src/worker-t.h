@@ -45,6 +45,8 @@ struct worker {
 	struct wsnap *snap;		/* current configuration */
 	struct pool pool;
 	struct hupwatch hup;		/* resets on sockets the relays are not reading */
+	ev_timer trim;			/* every second: shrink idle pool caches */
+	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
 	unsigned long long next_id;	/* connection ids, per worker */
 	bool draining;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,8 +20,18 @@
 #define ACCEPT_BATCH 64
 /* Out of descriptors: stop accepting for this long instead of spinning. */
 #define ACCEPT_PAUSE 0.1
-/* Empty pipes and chunks a worker keeps for reuse. */
+/* Empty pipes and chunks a worker keeps for reuse (pool_trim() shrinks the
+ * caches again when they are idle). */
 #define POOL_MAX_FREE 256
+#define POOL_TRIM_INTERVAL 1.0
+/* Descriptors the workers leave to the control thread: stdio, the admin and
+ * health listeners and their connections (32 per port), the main loop, the
+ * log thread; and per worker, what it holds besides sessions and pipes (its
+ * loop, four listeners, the reserve descriptor). */
+#define FD_RESERVE_CONTROL 80
+#define FD_RESERVE_PER_WORKER 8
+/* A worker's budget is never below this (a tiny limit still serves a few). */
+#define FD_BUDGET_MIN 8
 
 static struct worker *workers;
 static unsigned nworkers;
@@ -62,6 +74,50 @@ listeners_close(struct worker *w)
 }
 
 static void
+accept_pause(struct worker *w, struct listener *l, int err)
+{
+	log_warn("%s listener: accept: %s; pausing %.0f ms", listener_names[l->kind], strerror(err),
+	    ACCEPT_PAUSE * 1000);
+	ev_io_stop(w->loop, &l->io);
+	ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.);
+	ev_timer_start(w->loop, &l->pause);
+}
+
+/* A connection we cannot serve: it gets a reset at once (not a wait in the
+ * backlog until its own connect timeout), and is counted once. */
+static void
+accept_refuse(struct worker *w, struct listener *l, int fd, const char *why)
+{
+	sock_close_rst(fd);
+	stat_add(&w->stats.lst[l->kind][LM_DOWNSTREAM_CX_OVERFLOW], 1);
+	log_warn("%s listener: connection refused: %s", listener_names[l->kind], why);
+}
+
+/* accept(2) failed with EMFILE/ENFILE: give up the reserve descriptor for
+ * the time it takes to accept the pending connection and reset it. Returns
+ * true when one was refused (the caller goes on accepting), false when the
+ * accept still failed (the caller pauses). */
+static bool
+accept_with_reserve(struct worker *w, struct listener *l, int *err)
+{
+	int fd;
+
+	if (w->reserve_fd < 0)
+		return false;
+	close(w->reserve_fd);
+	fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	*err = errno;
+	if (fd >= 0)
+		accept_refuse(w, l, fd, "out of descriptors");
+	/* Another thread may have taken the slot meanwhile: then we run without
+	 * a reserve (and pause) until accept_resume_cb gets one back. */
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && (*err == EAGAIN || *err == EWOULDBLOCK))
+		return false;
+	return fd >= 0;
+}
+
+static void
 accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct listener *l = io->data;
@@ -70,28 +126,37 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			tunnel_accept(w, l->kind, fd);
+			/* A session takes two descriptors; beyond the worker's share
+			 * the admin and health ports would starve. */
+			if (!pool_fd_room(&w->pool, 2))
+				accept_refuse(w, l, fd, "descriptor budget used up");
+			else
+				tunnel_accept(w, l->kind, fd);
 			continue;
 		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		int err = errno;
+		if (err == EAGAIN || err == EWOULDBLOCK)
 			return;
 		/* accept(2): errors of the dequeued connection (the network or its
 		 * peer) come back here too; they concern that connection only. */
-		if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == ENETDOWN ||
-		    errno == ENOPROTOOPT || errno == EHOSTDOWN || errno == ENONET ||
-		    errno == EHOSTUNREACH || errno == EOPNOTSUPP || errno == ENETUNREACH || errno == EPERM)
+		if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+		    err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET ||
+		    err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH || err == EPERM)
 			continue;
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			/* The pending connection stays in the backlog; retry soon. */
-			stat_add(&w->stats.lst[l->kind][LM_DOWNSTREAM_CX_OVERFLOW], 1);
-			log_warn("%s listener: accept: %s; pausing %.0f ms", listener_names[l->kind],
-			    strerror(errno), ACCEPT_PAUSE * 1000);
-			ev_io_stop(loop, &l->io);
-			ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.);
-			ev_timer_start(loop, &l->pause);
+		if (err == EMFILE || err == ENFILE) {
+			if (accept_with_reserve(w, l, &err))
+				continue;
+			if (err == EAGAIN || err == EWOULDBLOCK)
+				return;
+			accept_pause(w, l, err);
 			return;
 		}
-		log_error("%s listener: accept: %s", listener_names[l->kind], strerror(errno));
+		if (err == ENOBUFS || err == ENOMEM) {
+			/* The pending connection stays in the backlog; retry soon. */
+			accept_pause(w, l, err);
+			return;
+		}
+		log_error("%s listener: accept: %s", listener_names[l->kind], strerror(err));
 		return;
 	}
 }
@@ -101,8 +166,18 @@ accept_resume_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 {
 	struct listener *l = tm->data;
 
+	if (l->w->reserve_fd < 0)
+		l->w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (l->fd >= 0)
 		ev_io_start(loop, &l->io);
+}
+
+static void
+trim_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+	struct worker *w = tm->data;
+
+	pool_trim(&w->pool);
 }
 
 static void
@@ -260,13 +335,18 @@ worker_destroy(struct worker *w)
 		wsnap_retire(w->snap);
 	w->snap = NULL;
 	hupwatch_stop(&w->hup, w->loop);
+	ev_timer_stop(w->loop, &w->trim);
 	pool_destroy(&w->pool);
+	if (w->reserve_fd >= 0)
+		close(w->reserve_fd);
+	w->reserve_fd = -1;
 	ev_loop_destroy(w->loop);
 	w->loop = NULL;
 }
 
 static int
-worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, size_t errlen)
+worker_init(struct worker *w, unsigned id, struct snapshot *snap, unsigned fd_budget, char *err,
+    size_t errlen)
 {
 	const struct config *cfg = &snap->cfg;
 	int rc;
@@ -278,12 +358,16 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 			w->lst[k][f] = (struct listener){ .kind = (enum listener_kind)k, .fd = -1, .w = w };
 	w->hup.fd = -1;
 	pool_init(&w->pool, POOL_MAX_FREE, w->stats.w);
+	w->pool.fd_budget = fd_budget;
+	w->stats.w[WM_FD_BUDGET] = fd_budget;
+	w->reserve_fd = -1;
 	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
 	if (!w->loop) {
 		snprintf(err, errlen, "worker %u: cannot create event loop", id);
 		return -ENOMEM;
 	}
 	worker_mbox_init(w);
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->snap = wsnap_new(snapshot_ref(snap));
 	if (!w->snap) {
 		snprintf(err, errlen, "worker %u: out of memory", id);
@@ -293,6 +377,9 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 		snprintf(err, errlen, "worker %u: epoll: %s", id, strerror(-rc));
 		return rc;
 	}
+	ev_timer_init(&w->trim, trim_cb, POOL_TRIM_INTERVAL, POOL_TRIM_INTERVAL);
+	w->trim.data = w;
+	ev_timer_start(w->loop, &w->trim);
 
 	static const int fams[LISTENER_FAMILIES] = { AF_INET, AF_INET6 };
 	for (int f = 0; f < LISTENER_FAMILIES; f++) {
@@ -305,9 +392,29 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, char *err, siz
 	return 0;
 }
 
+/* Each worker's share of the open-files limit, after what the control thread
+ * and the workers' own fixed descriptors need; 0 (no budget) when unlimited. */
+static unsigned
+worker_fd_budget(unsigned n)
+{
+	struct rlimit rl;
+	rlim_t reserve = FD_RESERVE_CONTROL + (rlim_t)FD_RESERVE_PER_WORKER * n, per;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	per = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / n : 0;
+	if (per < FD_BUDGET_MIN) {
+		log_warn("open-files limit %llu is too low for %u workers: each may hold %u descriptors",
+		    (unsigned long long)rl.rlim_cur, n, FD_BUDGET_MIN);
+		per = FD_BUDGET_MIN;
+	}
+	return per > 0x7fffffff ? 0x7fffffff : (unsigned)per;
+}
+
 int
 workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen)
 {
+	unsigned budget = worker_fd_budget(n);
 	int rc;
 
 	workers = calloc(n, sizeof(*workers));
@@ -317,7 +424,7 @@ workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen)
 	}
 	nworkers = n;
 	for (unsigned i = 0; i < n; i++) {
-		if ((rc = worker_init(&workers[i], i, snap, err, errlen)) < 0)
+		if ((rc = worker_init(&workers[i], i, snap, budget, err, errlen)) < 0)
 			goto bad;
 	}
 	for (unsigned i = 0; i < n; i++) {
@@ -331,6 +438,8 @@ workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen)
 			goto bad;
 		}
 	}
+	if (budget)
+		log_info("descriptor budget: %u per worker (about %u connections each)", budget, budget / 2);
 	return 0;
 bad:
 	for (unsigned i = 0; i < n; i++)

@@ -37,6 +37,30 @@ test_parse_ok(void **state)
 	assert_int_equal(r.path_len, 14);
 }
 
+/* Issue 7 §5: requests whose lines end in a bare LF (printf | nc, some
+ * probes) were never answered. RFC 9112 §2.2 lets a server accept them. */
+static void
+test_parse_bare_lf(void **state)
+{
+	struct admin_req r;
+
+	assert_int_equal(parse("GET /ready HTTP/1.1\n\n", &r), 0);
+	assert_int_equal(r.path_len, 6);
+	assert_memory_equal(r.path, "/ready", 6);
+	assert_int_equal(parse("GET /stats?format=json HTTP/1.0\nHost: a\nX: y\n\n", &r), 0);
+	assert_int_equal(r.query_len, 11);
+	/* Mixed endings. */
+	assert_int_equal(parse("HEAD /healthz/ready HTTP/1.1\r\nHost: a\n\r\n", &r), 0);
+	assert_int_equal(parse("GET / HTTP/1.1\r\n\n", &r), 0);
+	assert_int_equal(r.path_len, 1);
+	/* Not complete yet, or malformed, as with CRLF. */
+	assert_int_equal(parse("GET /ready HTTP/1.1\n", &r), -EAGAIN);
+	assert_int_equal(parse("GET /ready HTTP/1.1\nHost: a\n", &r), -EAGAIN);
+	assert_int_equal(parse("GET /ready\n\n", &r), -EINVAL);
+	assert_int_equal(parse("\n\n", &r), -EINVAL);
+	assert_int_equal(parse("GET /re\rady HTTP/1.1\n\n", &r), -EINVAL);
+}
+
 static void
 test_parse_incomplete(void **state)
 {
@@ -105,6 +129,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_ok),
+		cmocka_unit_test(test_parse_bare_lf),
 		cmocka_unit_test(test_parse_incomplete),
 		cmocka_unit_test(test_parse_bad),
 		cmocka_unit_test(test_parse_head_too_large),
