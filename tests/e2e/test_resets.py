@@ -253,6 +253,30 @@ def test_reset_after_half_close_is_passed_on(mesh_factory, closer):
         ia.close()
 
 
+def test_half_closed_client_reset_while_response_backpressured(mesh_factory):
+    """Guards issue 7 §5, the two probes together, as a user meets them: a client sends its
+    request and FIN, the app answers with more than the path holds, the client stops reading
+    and resets. The app, blocked sending, must learn at once (socket reset within 2 s, a
+    send fails) and both sidecars drop the connection and its buffers. (The old code passed
+    this one too: a side we are writing to sees the reset on its next write.)"""
+    m, ia, peer = connect(mesh_factory)
+    try:
+        assert ia.cmd("send 100") == "OK 100"
+        assert ia.cmd("shutdown") == "OK"
+        got = peer.cmd("download 0 5", timeout=10)
+        assert got.startswith("EOF n=100 "), got
+        filled = peer.cmd("fill 20", timeout=30)
+        assert kind(filled) == "FILLED", filled
+        assert ia.cmd("reset", timeout=5) == "OK"
+        seen = peer.cmd("wait-reset %.1f" % PROMPT, timeout=PROMPT + 5)
+        assert kind(seen) == "CLOSE", "the client's reset was not passed on within %.1fs: %r" % (PROMPT, seen)
+        sent = peer.cmd("send 1000", timeout=15)
+        assert kind(sent) in ("RESET", "EPIPE"), "a send to the reset client must fail, got %r" % sent
+        wait_released(m)
+    finally:
+        ia.close()
+
+
 # ----------------------------------------------------------------------- idle timeout
 
 def test_idle_timeout_closes_cleanly(mesh_factory):
@@ -279,3 +303,4 @@ def test_idle_timeout_closes_cleanly(mesh_factory):
                 - c0["listener.outbound.downstream_cx_reset"]) == 0
     finally:
         ia.close()
+
