@@ -458,10 +458,14 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	}
 	stat_add(rstat(r, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
-	clog_debug(r, "idle timeout");
-	/* Nothing is in flight on an idle connection: both get a clean end. */
-	conn_close(&r->ds, CONN_GRACEFUL);
-	conn_close(&r->us, CONN_GRACEFUL);
+	/* An idle connection has nothing in flight: both get a clean end. A
+	 * stalled one (a side stopped reading: back-pressure) is idle too, but
+	 * we hold its bytes, and more wait unread in the source socket; they
+	 * are dropped, so both sides get a reset, as for any cut stream. */
+	bool cut = r->d2u.inflight > 0 || r->u2d.inflight > 0;
+	clog_debug(r, "idle timeout%s", cut ? " with bytes in flight: reset" : "");
+	conn_close(&r->ds, cut ? CONN_ABORT : CONN_GRACEFUL);
+	conn_close(&r->us, cut ? CONN_ABORT : CONN_GRACEFUL);
 	relay_finish(r);
 }
 

@@ -304,3 +304,27 @@ def test_idle_timeout_closes_cleanly(mesh_factory):
     finally:
         ia.close()
 
+
+def test_idle_timeout_with_bytes_in_flight_resets(mesh_factory):
+    """Guards the idle timeout's premise ("nothing is in flight on an idle connection") and
+    issue 7 §5's rule that a truncated stream must not look complete: an upload stalled by
+    an app that stopped reading makes no progress, so the idle timeout (2 s here) ends it,
+    with bytes still held by the sidecars and unread in their sockets. Those bytes are
+    dropped, so the app must get a reset after what was delivered, not a clean EOF, and the
+    client a reset too."""
+    idle = {"proxy": {"idleTimeout": "2s"}}
+    m, ia, peer = connect(mesh_factory, client_config=idle, server_config=idle)
+    try:
+        filled = ia.cmd("fill 20", timeout=30)
+        assert kind(filled) == "FILLED", filled
+        sent = field(filled, "n")
+        seen = peer.cmd("wait-reset 6", timeout=12)
+        got = peer.cmd("download 0 20", timeout=25)
+        assert kind(got) == "RESET", "an idle timeout that drops bytes in flight must reset the " \
+            "app, got %r after %r (%d bytes sent by the client)" % (got, seen, sent)
+        assert field(got, "n") < sent
+        cli = ia.cmd("recv 5", timeout=10)
+        assert kind(cli) == "RESET", "the client's upload was cut: it must see a reset, got %r" % cli
+        wait_released(m)
+    finally:
+        ia.close()
