@@ -471,7 +471,13 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	}
 	stat_add(rstat(r, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
 	clog_debug(r, "idle timeout");
-	/* Nothing is in flight on an idle connection: both get a clean end. */
+	/* An idle connection usually has nothing in flight and both sides get a
+	 * clean end; bytes stuck behind a peer that stopped reading would be
+	 * lost, so then both are reset instead. */
+	if (r->d2u.inflight || r->u2d.inflight) {
+		relay_abort(r);
+		return;
+	}
 	conn_close(&r->ds, CONN_GRACEFUL);
 	conn_close(&r->us, CONN_GRACEFUL);
 	relay_finish(r);

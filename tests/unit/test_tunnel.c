@@ -696,6 +696,26 @@ test_fin_goes_with_last_bytes(void **state)
 	teardown_fixture(&f);
 }
 
+static void fill_until_back_pressured(struct fixture *f);
+
+/* An idle timeout with bytes stuck behind an app that stopped reading must
+ * not end with FINs (the stream would look complete): both sides are reset. */
+static void
+test_idle_timeout_with_bytes_stuck_resets(void **state)
+{
+	struct fixture f;
+	char buf[8];
+
+	setup_with(&f, NULL, 300);
+	fill_until_back_pressured(&f);
+	spin(&f, 600);
+	assert_null(f.w.tunnels);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
+	assert_int_equal(recv(f.client, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	teardown_fixture(&f);
+}
+
 /* Issue 7: connections still open at the end of the drain period (or at
  * worker stop) are reset on both sides: a 20 MB upload cut at 7.5 MB used to
  * end with clean FINs and was taken as complete by the upstream. */
@@ -904,6 +924,7 @@ main(void)
 		cmocka_unit_test(test_app_answers_then_resets_during_upload),
 		cmocka_unit_test(test_client_resets_then_app_writes),
 		cmocka_unit_test(test_fin_goes_with_last_bytes),
+		cmocka_unit_test(test_idle_timeout_with_bytes_stuck_resets),
 		cmocka_unit_test(test_close_all_resets_both),
 		cmocka_unit_test(test_reset_seen_while_back_pressured),
 		cmocka_unit_test(test_reset_after_half_close),
