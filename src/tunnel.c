@@ -260,6 +260,7 @@ static bool
 flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 {
 	bool from_ds = src == &t->ds;
+	bool probed = false;
 
 	for (int round = 0; round < PUMP_ROUNDS && !f->done; round++) {
 		bool more = false;
@@ -272,8 +273,18 @@ flow_pump(struct tunnel *t, struct flow *f, struct conn *src, struct conn *dst)
 				t->last_io = ev_now(t->w->loop);
 				if (from_ds)
 					stat_add(tstat(t, LM_DOWNSTREAM_CX_RX_BYTES_TOTAL), (uint64_t)n);
-				/* A short read means the socket is empty: do not ask again. */
-				more = (size_t)n == asked;
+				/* A short read means the socket is empty, but for a FIN
+				 * that may be queued behind the bytes: read once more
+				 * (after delivering them) so that the FIN goes on with the
+				 * last bytes instead of an event later. Otherwise an app
+				 * that closes as soon as it has its answer closes first and
+				 * keeps TIME_WAIT on (pod IP, port) -> destination, the
+				 * tuples our own outbound connect() draws from: once they
+				 * fill the port range (tcp_tw_reuse=2 reuses only loopback
+				 * ones), every connect() walks them (issue 7 §1). */
+				more = (size_t)n == asked || !probed;
+				if ((size_t)n < asked)
+					probed = true;
 			} else if (n == 0) {
 				f->eof = true;
 				src->fin = true;

@@ -512,6 +512,37 @@ test_client_resets_then_app_writes(void **state)
 	teardown_fixture(&f);
 }
 
+/* Issue 7 §1: bytes and a FIN that are queued together go on together, in
+ * the same event. Before, a short read ended the pump and the FIN waited for
+ * the next event: the client had the whole answer before our FIN, closed
+ * first and took TIME_WAIT on the tuple space of the sidecar's own outbound
+ * connect()s, which then crawled. One loop iteration, both directions. */
+static void
+test_fin_goes_with_last_bytes(void **state)
+{
+	struct fixture f;
+	char b[16];
+	ssize_t n;
+
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.app_fd, "answer", 6);
+	shutdown(f.app_fd, SHUT_WR);
+	poll(NULL, 0, 20);		/* both queued at the proxy (loopback) */
+	ev_run(f.w.loop, EVRUN_NOWAIT);
+	assert_int_equal(recv(f.client, b, sizeof(b), MSG_DONTWAIT), 6);
+	n = recv(f.client, b, sizeof(b), MSG_DONTWAIT);
+	assert_int_equal(n, 0);		/* EOF, not EAGAIN */
+	send_all(&f, f.client, "bye", 3);
+	shutdown(f.client, SHUT_WR);
+	poll(NULL, 0, 20);
+	ev_run(f.w.loop, EVRUN_NOWAIT);
+	assert_int_equal(recv(f.app_fd, b, sizeof(b), MSG_DONTWAIT), 3);
+	assert_int_equal(recv(f.app_fd, b, sizeof(b), MSG_DONTWAIT), 0);
+	spin(&f, 20);
+	assert_null(f.w.tunnels);
+	teardown_fixture(&f);
+}
+
 int
 main(void)
 {
@@ -527,6 +558,7 @@ main(void)
 		cmocka_unit_test(test_oom_fails_one_connection),
 		cmocka_unit_test(test_app_answers_then_resets_during_upload),
 		cmocka_unit_test(test_client_resets_then_app_writes),
+		cmocka_unit_test(test_fin_goes_with_last_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
