@@ -7,6 +7,7 @@ is orbench.py. Python 3 stdlib only; run with /usr/bin/python3 as root.
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -464,6 +465,8 @@ def wrk(ctx, url, conns, duration, headers=()):
     {"ops", "ops_per_s", "errors", "lat_us": {"n", "p50", "p90", "p99", "mean"}, "args"}.
     wrk's percentiles are of closed-loop requests: fine for a stall that hits a fraction
     of the connections (it shows as a tail), not for open-loop latency."""
+    if not shutil.which("wrk"):
+        raise BenchError("wrk is not installed (Debian package wrk; run.sh installs it)")
     argv = ["taskset", "-c", ctx.env.cpu_load, "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration,
             "--latency", "--timeout", "5s"]
     for h in headers:
