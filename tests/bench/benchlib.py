@@ -101,6 +101,15 @@ def tune_pod(pod, values=None):
     pod.run(["sysctl", "-q", "-w"] + ["%s=%s" % kv for kv in (values or POD_SYSCTLS).items()])
 
 
+def flush_time_wait(ctx):
+    """Drop every TIME_WAIT socket in both pods (ss -K, SOCK_DESTROY), so that a churn
+    phase starts from the same state for every contender: what an earlier scenario left
+    behind lasts 60 s and depends on how many connections that contender carried and on
+    which side it made close first."""
+    for p in (ctx.env.client, ctx.env.server):
+        p.run(["ss", "-K", "state", "time-wait"], check=False, timeout=30)
+
+
 @contextlib.contextmanager
 def kernel_defaults(ctx):
     """Run a scenario with the kernel's own TIME_WAIT settings in both pods (what a real

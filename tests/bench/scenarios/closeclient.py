@@ -7,7 +7,8 @@ churn with the server closing first); `connect` measures this shape open loop.
 Runs with the harness's POD_SYSCTLS (tcp_tw_reuse=1, ports 1024-65000): when the client
 closes first its own socket keeps TIME_WAIT on (pod IP, port) -> destination whatever the
 proxy does (with no proxy too), and with the kernel defaults that alone caps every
-contender at the port range / 60 s."""
+contender at the port range / 60 s. Each phase starts with no TIME_WAIT socket in either
+pod (benchlib.flush_time_wait), as `closeserver`."""
 import benchlib
 
 NAME = "closeclient"
@@ -27,6 +28,7 @@ def run(ctx):
     out = {"errors": 0, "ops_total": 0}
     for conns in (CONNS if not ctx.smoke else CONNS[:1]):
         k = "c%d_" % conns
+        benchlib.flush_time_wait(ctx)
         res, m = ctx.measured(lambda: ctx.load("connect", conns=conns, rate=0, duration=ctx.pick(5, 1)))
         lat = res["lat_us"]
         out[k + "ops"] = res["ops_per_s"]

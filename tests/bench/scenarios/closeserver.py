@@ -9,8 +9,9 @@ Runs with the kernel's default TIME_WAIT settings in both pods (tcp_tw_reuse=2, 
 32768-60999), as real pods have: the harness's POD_SYSCTLS (tw_reuse=1) recycle TIME_WAIT
 at once and hid exactly this bug, a proxy whose FIN reaches the app after the response so
 that the app closes first and its TIME_WAIT fills the ports of the sidecar's own
-connect()s. It runs before `connect` (ORDER), whose client-closes-first churn leaves tens
-of thousands of TIME_WAIT sockets in the client pod for a minute."""
+connect()s. Each phase starts with no TIME_WAIT socket in either pod
+(benchlib.flush_time_wait): earlier scenarios leave tens of thousands, as many as the
+contender carried, for a minute."""
 import benchlib
 
 NAME = "closeserver"
@@ -35,6 +36,7 @@ def run(ctx):
         url = "http://%s:%d/1k" % (host, port)
         for conns in (CONNS if not ctx.smoke else CONNS[:1]):
             k = "c%d_" % conns
+            benchlib.flush_time_wait(ctx)
             res, m = ctx.measured(lambda: benchlib.wrk(ctx, url, conns, ctx.pick(5, 1),
                                                        headers=("Connection: close",)))
             out[k + "ops"] = res["ops_per_s"]
