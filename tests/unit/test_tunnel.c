@@ -32,6 +32,7 @@
 #include "sock.h"
 #include "tunnel.h"
 #include "worker-t.h"
+#include "testlo.h"
 
 /* Allocation failure injection (linked with -Wl,--wrap=malloc,--wrap=calloc):
  * the next fail_count allocations of exactly fail_size bytes made by src/ fail. */
@@ -180,14 +181,6 @@ struct fixture {
 	struct tunnel *t;
 };
 
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void
 spin(struct fixture *f, int ms)
 {
@@ -196,27 +189,6 @@ spin(struct fixture *f, int ms)
 		ev_run(f->w.loop, EVRUN_NOWAIT);
 		poll(NULL, 0, 1);
 	} while (now() < end);
-}
-
-static int
-listen_lo(struct sockaddr_storage *sa)
-{
-	socklen_t len = sizeof(*sa);
-	sock_addr_parse("127.0.0.1", 0, sa);
-	int fd = sock_listen(sa, 64, false, false);
-	assert_true(fd >= 0);
-	getsockname(fd, (struct sockaddr *)sa, &len);
-	return fd;
-}
-
-static int
-accept_wait(int lfd)
-{
-	struct pollfd p = { .fd = lfd, .events = POLLIN };
-	assert_int_equal(poll(&p, 1, 2000), 1);
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
-	assert_true(fd >= 0);
-	return fd;
 }
 
 /* Build a worker, an app listener, and a client whose accepted socket is
@@ -230,10 +202,7 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	memset(f, 0, sizeof(*f));
 	config_defaults(&f->cfg);
 	f->cfg.idle_timeout_ms = idle_ms;
-	f->w.loop = ev_loop_new(EVFLAG_AUTO);
-	assert_int_equal(hupwatch_start(&f->w.hup, f->w.loop), 0);
-	pool_init(&f->w.pool, 4, f->w.stats.w);
-	f->w.snap = wsnap_new(snapshot_new(&f->cfg, 1));
+	test_worker_init(&f->w, &f->cfg, 4);
 	f->app_lfd = listen_lo(&f->app);
 	f->app_fd = -1;
 
@@ -264,10 +233,7 @@ teardown_fixture(struct fixture *f)
 	if (f->app_fd >= 0)
 		close(f->app_fd);
 	close(f->app_lfd);
-	hupwatch_stop(&f->w.hup, f->w.loop);
-	wsnap_retire(f->w.snap);
-	pool_destroy(&f->w.pool);
-	ev_loop_destroy(f->w.loop);
+	test_worker_fini(&f->w);
 }
 
 static uint64_t
