@@ -7,6 +7,7 @@ is orbench.py. Python 3 stdlib only; run with /usr/bin/python3 as root.
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -89,8 +90,39 @@ def intercept(pod):
         pod.run(["iptables-restore", "--noflush"], input=GOLDEN_RULES, timeout=30)
 
 
-def tune_pod(pod):
-    pod.run(["sysctl", "-q", "-w"] + ["%s=%s" % kv for kv in POD_SYSCTLS.items()])
+# What a new network namespace (a real pod) starts with for the same settings.
+KERNEL_DEFAULTS = {
+    "net.ipv4.ip_local_port_range": "32768 60999",
+    "net.ipv4.tcp_tw_reuse": "2",
+}
+
+
+def tune_pod(pod, values=None):
+    pod.run(["sysctl", "-q", "-w"] + ["%s=%s" % kv for kv in (values or POD_SYSCTLS).items()])
+
+
+def flush_time_wait(ctx):
+    """Drop every TIME_WAIT socket in both pods (ss -K, SOCK_DESTROY), so that a churn
+    phase starts from the same state for every contender: what an earlier scenario left
+    behind lasts 60 s and depends on how many connections that contender carried and on
+    which side it made close first."""
+    for p in (ctx.env.client, ctx.env.server):
+        p.run(["ss", "-K", "state", "time-wait"], check=False, timeout=30)
+
+
+@contextlib.contextmanager
+def kernel_defaults(ctx):
+    """Run a scenario with the kernel's own TIME_WAIT settings in both pods (what a real
+    pod has), then put POD_SYSCTLS back. POD_SYSCTLS hide a proxy that leaves TIME_WAIT
+    on the app's tuples (issue 7 §1): tcp_tw_reuse=1 recycles them at once."""
+    pods = (ctx.env.client, ctx.env.server)
+    for p in pods:
+        tune_pod(p, KERNEL_DEFAULTS)
+    try:
+        yield
+    finally:
+        for p in pods:
+            tune_pod(p)
 
 
 # ------------------------------------------------------------------ processes
@@ -373,3 +405,108 @@ def stop_procs(procs):
                 p.wait(timeout=5)
             except Exception:
                 p.kill()
+
+
+# ------------------------------------------------------------------ HTTP: nginx backend, wrk
+
+HTTP_PORT = 8081
+HTTP_BODY = 1024
+
+NGINX_BACKEND_CONF = """worker_processes 1;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    keepalive_requests 1000000;
+    server {{
+        listen {port} reuseport backlog=4096;
+        root {dir}/www;
+        location / {{ }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_backend(ctx, port=HTTP_PORT):
+    """A real HTTP server in the server pod (nginx, one worker, as nobody, on the load CPU)
+    serving /1k (1,024 bytes) on port; stopped on exit. nginx closes first when the request
+    says `Connection: close`, which is what most HTTP/1.1 servers do."""
+    env = ctx.env
+    d = os.path.join(env.workdir, "nginx-backend")
+    os.makedirs(os.path.join(d, "www"), exist_ok=True)
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    with open(os.path.join(d, "www", "1k"), "wb") as f:
+        f.write(b"x" * HTTP_BODY)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_BACKEND_CONF.format(dir=d, port=port))
+    subprocess.run(["chown", "-R", "nobody:nogroup", d], check=True)
+    p = env.server.popen(["taskset", "-c", env.cpu_load, "/usr/sbin/nginx", "-p", d, "-c", conf],
+                         user="nobody", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_tcp(env.server, port)
+        yield (env.server.ip4, port)
+    finally:
+        stop_procs([p])
+
+
+def _wrk_us(v):
+    """wrk's latency figure ("1.23ms", "850.00us", "2.00s") in microseconds."""
+    for unit, mul in (("us", 1), ("ms", 1000), ("s", 1000000)):
+        if v.endswith(unit) and v[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(v[:-len(unit)]) * mul
+    raise ValueError(v)
+
+
+def wrk(ctx, url, conns, duration, headers=()):
+    """wrk (closed loop, one thread) in the client pod as nobody on the load CPU. Returns
+    {"ops", "ops_per_s", "errors", "lat_us": {"n", "p50", "p90", "p99", "mean"}, "args"}.
+    wrk's percentiles are of closed-loop requests: fine for a stall that hits a fraction
+    of the connections (it shows as a tail), not for open-loop latency."""
+    if not shutil.which("wrk"):
+        raise BenchError("wrk is not installed (Debian package wrk; run.sh installs it)")
+    argv = ["taskset", "-c", ctx.env.cpu_load, "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration,
+            "--latency", "--timeout", "5s"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(url)
+    r = ctx.env.client.run(argv, user="nobody", check=False, timeout=duration + 30)
+    out = r.stdout
+    res = {"ops": 0, "ops_per_s": 0.0, "errors": 0, "lat_us": {"n": 0},
+           "args": {"tool": "wrk", "conns": conns, "duration": duration, "headers": list(headers),
+                    "url": url}}
+    lat = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0] in ("50%", "75%", "90%", "99%"):
+            lat["p" + f[0][:-1]] = _wrk_us(f[1])
+        elif len(f) >= 2 and f[0] == "Latency" and not lat.get("mean"):
+            lat["mean"] = _wrk_us(f[1])
+        elif "requests in" in line:
+            res["ops"] = int(f[0])
+        elif line.startswith("Requests/sec:"):
+            res["ops_per_s"] = float(f[1])
+        elif line.strip().startswith("Socket errors:"):
+            # "Socket errors: connect 0, read 0, write 0, timeout 0"
+            res["errors"] += sum(int(x.strip(",")) for x in f[3::2])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            res["errors"] += int(f[-1])
+    if r.returncode != 0 or not res["ops"]:
+        raise BenchError("wrk %s -> rc %d\nstdout: %s\nstderr: %s" % (
+            " ".join(argv), r.returncode, out[-1500:], r.stderr[-1000:]))
+    lat["n"] = res["ops"]
+    res["lat_us"] = lat
+    res["raw"] = out
+    ctx.raw.append(res)
+    return res

@@ -10,6 +10,7 @@ BENCH_FILES = \
 	tests/bench/contenders/haproxy.py tests/bench/contenders/nginx.py \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
+	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
 	tests/bench/scenarios/idle.py
 EXTRA_DIST += $(BENCH_FILES)
 

@@ -135,6 +135,10 @@ def run_contender(C, scenarios, opts, bins, outdir):
             rec["rss_idle_kib"] = ctx.rss()
             rec["pids"] = ctx.proxy_pids()
             for S in scenarios:
+                why = getattr(S, "SKIP", {}).get(C.NAME)
+                if why:
+                    log("%s: %s skipped (%s)" % (C.NAME, S.NAME, why))
+                    continue
                 log("%s: %s" % (C.NAME, S.NAME))
                 c0 = h.counters()
                 t0 = time.monotonic()

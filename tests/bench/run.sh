@@ -25,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. Packages (idempotent: only what is missing). The contenders, the profiler, the plotter.
-pkgs="haproxy nginx libnginx-mod-stream gnuplot-nox iptables iproute2 util-linux"
+pkgs="haproxy nginx libnginx-mod-stream gnuplot-nox iptables iproute2 util-linux wrk"
 [ "$smoke" = 1 ] || pkgs="$pkgs linux-perf"
 missing=
 for p in $pkgs; do

@@ -3,6 +3,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
+EXTRA_DIST += tests/unit/testlo.h
 UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 UNIT_LDADD = $(OUTRIGGER_LIBS) $(CMOCKA_LIBS)
 

@@ -28,38 +28,10 @@
 #include "sock.h"
 #include "tunnel.h"
 #include "worker.h"
+#include "testlo.h"
 
 #define NSWAPS 1000
 #define MAXCL 16
-
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int
-listen_lo(struct sockaddr_storage *sa)
-{
-	socklen_t len = sizeof(*sa);
-	sock_addr_parse("127.0.0.1", 0, sa);
-	int fd = sock_listen(sa, 64, false, false);
-	assert_true(fd >= 0);
-	getsockname(fd, (struct sockaddr *)sa, &len);
-	return fd;
-}
-
-static int
-accept_wait(int lfd)
-{
-	struct pollfd p = { .fd = lfd, .events = POLLIN };
-	assert_int_equal(poll(&p, 1, 2000), 1);
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
-	assert_true(fd >= 0);
-	return fd;
-}
 
 /* The "application": an echo server on its own thread (poll, one thread for
  * every connection), so the worker's loop is the only thing the test drives. */
@@ -139,12 +111,8 @@ static void
 fixture_setup(struct fixture *f, const struct config *cfg)
 {
 	memset(f, 0, sizeof(*f));
-	f->w.loop = ev_loop_new(EVFLAG_AUTO);
-	assert_int_equal(hupwatch_start(&f->w.hup, f->w.loop), 0);
-	pool_init(&f->w.pool, 16, f->w.stats.w);
+	test_worker_init(&f->w, cfg, 16);
 	worker_mbox_init(&f->w);
-	f->w.snap = wsnap_new(snapshot_new(cfg, 1));
-	assert_non_null(f->w.snap);
 	echo_start(&f->echo);
 	f->plfd = listen_lo(&f->proxy);
 }
@@ -154,10 +122,7 @@ fixture_teardown(struct fixture *f)
 {
 	tunnel_close_all(&f->w);
 	worker_mbox_fini(&f->w);
-	hupwatch_stop(&f->w.hup, f->w.loop);
-	wsnap_retire(f->w.snap);
-	pool_destroy(&f->w.pool);
-	ev_loop_destroy(f->w.loop);
+	test_worker_fini(&f->w);
 	close(f->plfd);
 	echo_stop(&f->echo);
 }
