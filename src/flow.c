@@ -458,8 +458,16 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	}
 	stat_add(rstat(r, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
-	clog_debug(r, "idle timeout");
-	/* Nothing is in flight on an idle connection: both get a clean end. */
+	/* A quiet connection (keep-alive) gets a clean end on both sides. One
+	 * that went quiet because a side stopped reading still holds bytes (in
+	 * our pipe or chunk, or unread in the source socket): a FIN after them
+	 * would make the truncated stream look complete, so both are reset. */
+	bool cut = r->d2u.inflight || r->u2d.inflight || r->d2u.full || r->u2d.full;
+	clog_debug(r, "idle timeout%s", cut ? " with bytes in flight: reset" : "");
+	if (cut) {
+		relay_abort(r);
+		return;
+	}
 	conn_close(&r->ds, CONN_GRACEFUL);
 	conn_close(&r->us, CONN_GRACEFUL);
 	relay_finish(r);

@@ -704,6 +704,33 @@ fill_until_back_pressured(struct fixture *f)
 	assert_true(f->t->relay.d2u.full);
 }
 
+/* Review of issue 7: the idle timeout on a connection that went quiet because
+ * the app stopped reading an upload closed the app's side with a FIN: the
+ * bytes in our pipe were dropped and the truncated upload looked complete.
+ * Both sides must be reset. */
+static void
+test_idle_timeout_with_bytes_in_flight_resets(void **state)
+{
+	struct fixture f;
+	static char sink[65536];
+	bool eof = false;
+
+	setup_with(&f, NULL, 300);
+	fill_until_back_pressured(&f);
+	shutdown(f.client, SHUT_WR);
+	double end = now() + 3;
+	while (f.w.tunnels && now() < end)
+		spin(&f, 10);
+	assert_null(f.w.tunnels);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
+	end = now() + 10;
+	while (!eof && now() < end)
+		recv_upto(&f, f.app_fd, sink, sizeof(sink), &eof);
+	assert_true(eof);
+	assert_int_equal(recv_err, ECONNRESET);
+	teardown_fixture(&f);
+}
+
 /* Issue 7: a client reset while its direction is back-pressured (the app does
  * not read) used to go unnoticed until the idle timeout (3,600 s by default),
  * holding a pipe, and then the app got a clean FIN. It must be seen at once
@@ -866,6 +893,7 @@ main(void)
 		cmocka_unit_test(test_connect_refused_resets_client),
 		cmocka_unit_test(test_upstream_reset),
 		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_idle_timeout_with_bytes_in_flight_resets),
 		cmocka_unit_test(test_pipe_exhaustion_falls_back_to_copy),
 		cmocka_unit_test(test_oom_fails_one_connection),
 		cmocka_unit_test(test_app_answers_then_resets_during_upload),
