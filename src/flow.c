@@ -259,6 +259,13 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 					stat_add(rstat(r, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
 			} else if (n != -EAGAIN) {
 				side_write_failed(r, dst, n < 0 ? (int)n : -EPIPE);
+			} else if (src->rdead) {
+				/* The source was reset and dst is not taking the
+				 * rest (back-pressure not flagged yet: no read saw
+				 * the pipe full): as in side_read_failed, reset dst
+				 * now rather than hold it until the idle timeout. */
+				side_reset(r, dst);
+				break;
 			}
 		}
 		if (!more || f->inflight)
@@ -425,8 +432,10 @@ relay_ready(struct conn *c, int what)
 		if (err)
 			side_read_failed(r, c, err);
 	}
-	/* Readable source: pump its flow. Writable destination: pump the flow into it. */
-	if ((what & CONN_RD) && conn_open(c) && conn_open(other)) {
+	/* Readable source: pump its flow. Writable destination: pump the flow into it.
+	 * After a hang-up, pump c's flow too: a reset source whose bytes still
+	 * wait for the other side must find out now whether that side takes them. */
+	if ((what & (CONN_RD | CONN_HUP)) && conn_open(c) && conn_open(other)) {
 		if (!flow_pump(r, ds ? &r->d2u : &r->u2d, c, other))
 			goto abort;
 	}
