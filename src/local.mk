@@ -8,6 +8,7 @@ liboutrigger_a_SOURCES = \
 	src/flow.c src/flow.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \

@@ -495,8 +495,9 @@ CLUSTER_SKIP = {
 # Numbers no schema has (yet): appended raw to a real encoding. Each wire
 # type once: varint 99, 64-bit 100, length-delimited 101 (which looks like a
 # nested message), 32-bit 102, and a huge number near the top of the range.
+NESTED = tag(1, 2) + varint(2) + b'hi'
 FUTURE = (tag(99, 0) + varint(1 << 63) + tag(100, 1) + bytes(range(8)) +
-          tag(101, 2) + varint(6) + tag(1, 2) + varint(2) + b'hi' + tag(102, 5) + b'\x01\x02\x03\x04' +
+          tag(101, 2) + varint(len(NESTED)) + NESTED + tag(102, 5) + b'\x01\x02\x03\x04' +
           tag(536870911, 0) + varint(1))
 
 CASES = [
@@ -630,8 +631,13 @@ def main():
             text = json.dumps(obj, indent=1, sort_keys=True) + '\n'
             m = msg_class(pool, typ)()
             json_format.Parse(text, m, descriptor_pool=pool)
-            data = m.SerializeToString(deterministic=True)
-            write(a.out, name, text, data + (extra or b''))
+            data = m.SerializeToString(deterministic=True) + (extra or b'')
+            # The real library must read back what it wrote, extra bytes and all.
+            back = msg_class(pool, typ)()
+            back.ParseFromString(data)
+            if extra and back.SerializeToString(deterministic=True) == m.SerializeToString(deterministic=True):
+                sys.exit(f'{name}: the appended fields were not kept as unknown')
+            write(a.out, name, text, data)
         for name, typ, obj, sets in ENUM_CASES:
             m = msg_class(pool, typ)()
             json_format.Parse(json.dumps(obj), m, descriptor_pool=pool)
