@@ -1108,6 +1108,35 @@ static void test_unknown_enum_values(void **state)
 	unload(cla);
 }
 
+/* The fields ztunnel reads leniently: their unknown values pass, while a
+ * strict field beside them is still refused. */
+static void test_lenient_enum_fields(void **state)
+{
+	Istio__Workload__Address *a = load(&istio__workload__address__descriptor, "workload-lenient-enums");
+	char path[128];
+	int v = 0;
+
+	assert_int_equal((int)a->workload->workload_type, 9);
+	assert_false(pb_enum_known(&istio__workload__workload_type__descriptor, 9));
+	assert_int_equal(pb_find_unknown_enum(&a->base, path, sizeof(path), &v), 0);
+	a->workload->status = 4;
+	assert_int_equal(pb_find_unknown_enum(&a->base, path, sizeof(path), &v), -EINVAL);
+	assert_string_equal(path, "workload.status");
+	assert_int_equal(v, 4);
+	unload(a);
+
+	a = load(&istio__workload__address__descriptor, "service-lenient-enums");
+	assert_int_equal((int)a->service->visibility, 5);
+	assert_int_equal(a->service->n_ports, 1);
+	assert_int_equal((int)a->service->ports[0]->app_protocol, 12);
+	assert_int_equal(pb_find_unknown_enum(&a->base, path, sizeof(path), &v), 0);
+	a->service->ip_families = 8;
+	assert_int_equal(pb_find_unknown_enum(&a->base, path, sizeof(path), &v), -EINVAL);
+	assert_string_equal(path, "service.ipFamilies");
+	assert_int_equal(v, 8);
+	unload(a);
+}
+
 /* Every complete golden has only known enum values: the walker does not
  * refuse what it should accept (map entries, oneofs, nested repeated). */
 static void test_known_enums_pass(void **state)
@@ -1189,6 +1218,7 @@ int main(void)
 		cmocka_unit_test(test_listener),
 		cmocka_unit_test(test_unknown_fields_skipped),
 		cmocka_unit_test(test_unknown_enum_values),
+		cmocka_unit_test(test_lenient_enum_fields),
 		cmocka_unit_test(test_known_enums_pass),
 		cmocka_unit_test(test_reencode_identical),
 	};
