@@ -36,3 +36,4 @@ tests_unit_test_metrics_LDADD = $(UNIT_LDADD)
 tests_unit_test_proto_SOURCES = tests/unit/test_proto.c
 tests_unit_test_proto_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_proto_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_proto_OBJECTS): $(PROTO_H)
