@@ -51,6 +51,7 @@ tar -C "$top" -cf - \
 	--exclude=autom4te.cache --exclude=config.status --exclude=config.log --exclude=Makefile \
 	--exclude=autoconfig.h --exclude=stamp-h1 --exclude=./outrigger --exclude=./outrigger-init \
 	--exclude='*.log' --exclude='*.trs' --exclude=./build-bench --exclude=./tests/bench/results \
+	--exclude='*.pb-c.c' --exclude='*.pb-c.h' --exclude=proto.stamp \
 	--exclude=__pycache__ . | tar -C "$work/src" -xf -
 if [ ! -x "$work/src/configure" ]; then
 	(cd "$work/src" && ./autogen.sh >/dev/null)
