@@ -16,7 +16,7 @@ liboutrigger_a_SOURCES = \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h
 
-OUTRIGGER_LIBS = liboutrigger.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \
+OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \
 	$(NGHTTP2_LIBS) $(PROTOBUFC_LIBS) $(LLHTTP_LIBS) -lm
 
 sbin_PROGRAMS += outrigger
@@ -31,3 +31,40 @@ libllhttp_a_CPPFLAGS = -I$(LLHTTP_SRCDIR) $(LLHTTP_CFLAGS)
 libllhttp_a_CFLAGS = -std=gnu11 -w $(SAN_CFLAGS) $(FUZZ_CFLAGS)
 OUTRIGGER_LIBS += libllhttp.a
 endif
+
+# src/proto/: our own .proto files (wire-compatible with Istio's and Envoy's,
+# see HACKING.md). protoc-c turns them into C in the build tree at build time
+# (src/proto/<path>.pb-c.c/.h under $(builddir)); they are compiled into
+# libproto.a, which every binary that links liboutrigger.a links too. The
+# google/protobuf well-known types are ours as well, so the generated C for
+# them exists (and is linked) exactly once, whatever protoc installation the
+# build machine has.
+PROTO_FILES = \
+	src/proto/google/protobuf/any.proto \
+	src/proto/google/protobuf/duration.proto \
+	src/proto/google/protobuf/empty.proto \
+	src/proto/google/protobuf/struct.proto \
+	src/proto/google/protobuf/timestamp.proto \
+	src/proto/google/protobuf/wrappers.proto
+PROTO_C = $(PROTO_FILES:.proto=.pb-c.c)
+PROTO_H = $(PROTO_FILES:.proto=.pb-c.h)
+
+# One protoc-c run generates every file (imports are resolved against
+# src/proto only); a stamp stands for the whole set so parallel make runs it
+# once (the automake manual's "multiple outputs" recipe).
+src/proto/proto.stamp: $(PROTO_FILES)
+	@rm -f $@.tmp
+	@$(MKDIR_P) src/proto
+	@touch $@.tmp
+	$(AM_V_GEN)$(PROTOC_C) --c_out=src/proto -I$(srcdir)/src/proto \
+		$(PROTO_FILES:%=$(srcdir)/%)
+	@mv -f $@.tmp $@
+$(PROTO_C) $(PROTO_H): src/proto/proto.stamp
+	@test -f $@ || rm -f src/proto/proto.stamp
+	@test -f $@ || $(MAKE) $(AM_MAKEFLAGS) src/proto/proto.stamp
+
+noinst_LIBRARIES += libproto.a
+nodist_libproto_a_SOURCES = $(PROTO_C) $(PROTO_H)
+BUILT_SOURCES = $(PROTO_C) $(PROTO_H)
+CLEANFILES += $(PROTO_C) $(PROTO_H) src/proto/proto.stamp
+EXTRA_DIST += $(PROTO_FILES)
