@@ -8,11 +8,19 @@
  * same types from protobuf. Every sub-decoder either succeeds or leaves its
  * destination as it was, so a message that fails half-way is always in a
  * state free_unpacked accepts. Well-known types are recognised by full name
- * (google.protobuf.Duration...), not by their generated symbols, so this file
- * depends on no generated code. */
+ * (google.protobuf.Duration...), not by their generated symbols: only
+ * jpb_register_wkts names those. FieldMask is not mapped (no mesh proto we
+ * hold uses it); an Any of one is refused as "no JSON mapping". */
 #include "autoconfig.h"
 
 #include "json_pb.h"
+
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/empty.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -234,6 +242,27 @@ jpb_register(const ProtobufCMessageDescriptor *d)
 	return 0;
 }
 
+int
+jpb_register_wkts(void)
+{
+	static const ProtobufCMessageDescriptor *const wkts[] = {
+		&google__protobuf__any__descriptor, &google__protobuf__duration__descriptor,
+		&google__protobuf__empty__descriptor, &google__protobuf__struct__descriptor,
+		&google__protobuf__value__descriptor, &google__protobuf__list_value__descriptor,
+		&google__protobuf__timestamp__descriptor, &google__protobuf__double_value__descriptor,
+		&google__protobuf__float_value__descriptor, &google__protobuf__int64_value__descriptor,
+		&google__protobuf__uint64_value__descriptor, &google__protobuf__int32_value__descriptor,
+		&google__protobuf__uint32_value__descriptor, &google__protobuf__bool_value__descriptor,
+		&google__protobuf__string_value__descriptor, &google__protobuf__bytes_value__descriptor,
+	};
+	int rc;
+
+	for (size_t i = 0; i < sizeof(wkts) / sizeof(wkts[0]); i++)
+		if ((rc = jpb_register(wkts[i])) < 0)
+			return rc;
+	return 0;
+}
+
 /* ---- names */
 
 void
@@ -298,7 +327,7 @@ is_wkt(const ProtobufCMessageDescriptor *d, const char *short_name)
 /* Types whose JSON form is not an object of their fields; inside an Any
  * they appear as {"@type": ..., "value": <that form>}. */
 static const char *const special_wkts[] = {
-	"Any", "Duration", "Timestamp", "FieldMask", "Struct", "Value", "ListValue",
+	"Any", "Duration", "Timestamp", "Struct", "Value", "ListValue",
 	"DoubleValue", "FloatValue", "Int64Value", "UInt64Value", "Int32Value",
 	"UInt32Value", "BoolValue", "StringValue", "BytesValue",
 };
@@ -581,7 +610,7 @@ get_double(struct dec *x, const cJSON *v, bool is_float, double *out)
 		return FAIL_GOT(x, v, "a number");
 	}
 	if (is_float && (d > FLT_MAX || d < -FLT_MAX))
-		return fail(x, "%.17g out of range for a float", d);
+		return fail(x, "%g out of range for a float", d);
 	*out = d;
 	return 0;
 }
@@ -619,13 +648,13 @@ get_bytes(struct dec *x, const cJSON *v, ProtobufCBinaryData *out)
 	len = strlen(s);
 	while (len > 0 && s[len - 1] == '=' && pad < 2)
 		len--, pad++;
-	if ((pad && (len + pad) % 4) || len % 4 == 1)
-		return fail(x, "not base64: bad length or padding");
-	n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
 	for (size_t i = 0; i < len; i++)
 		if (b64_val((unsigned char)s[i]) < 0)
 			return fail(x, "not base64: byte %zu is '%c'", i,
 			    s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?');
+	if ((pad && (len + pad) % 4) || len % 4 == 1)
+		return fail(x, "not base64: bad length or padding");
+	n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
 	if (!n) {
 		out->len = 0;
 		out->data = NULL;
@@ -1180,54 +1209,6 @@ bad:
 	return FAIL_GOT(x, v, "an RFC 3339 timestamp such as \"1972-01-01T10:00:20.021Z\"");
 }
 
-/* "a.fooBar,b" → paths ["a.foo_bar", "b"]. */
-static int
-dec_fieldmask(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d, ProtobufCMessage *m)
-{
-	const ProtobufCFieldDescriptor *f = wkt_field(x, d, 1, PROTOBUF_C_TYPE_STRING);
-	const char *s, *p;
-	char **arr;
-	size_t n = 0, cnt = 1;
-
-	if (!f)
-		return -EINVAL;
-	if (!cJSON_IsString(v))
-		return FAIL_GOT(x, v, "a field mask string such as \"a.fooBar,b\"");
-	s = v->valuestring;
-	if (!*s)
-		return 0;
-	for (p = s; *p; p++) {
-		cnt += *p == ',';
-		if (*p == '_' || (unsigned char)*p >= 0x80)
-			return fail(x, "field mask paths are lowerCamelCase ASCII");
-	}
-	if (!(arr = xalloc(x, cnt * sizeof(*arr))))
-		return oom(x);
-	for (p = s; n < cnt; n++) {
-		const char *e = strchr(p, ',');
-		size_t len = e ? (size_t)(e - p) : strlen(p), ups = 0, o = 0;
-		for (size_t i = 0; i < len; i++)
-			ups += p[i] >= 'A' && p[i] <= 'Z';
-		if (!(arr[n] = xalloc(x, len + ups + 1))) {
-			free_array(x, PROTOBUF_C_TYPE_STRING, arr, n);
-			return oom(x);
-		}
-		for (size_t i = 0; i < len; i++) {
-			if (p[i] >= 'A' && p[i] <= 'Z') {
-				arr[n][o++] = '_';
-				arr[n][o++] = (char)(p[i] - 'A' + 'a');
-			} else {
-				arr[n][o++] = p[i];
-			}
-		}
-		arr[n][o] = '\0';
-		p += len + 1;
-	}
-	*(size_t *)((char *)m + f->quantifier_offset) = n;
-	MEMBER(m, f, char **) = arr;
-	return 0;
-}
-
 /* google.protobuf.Value: any JSON value, in its oneof "kind". */
 static int
 dec_value_wkt(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d, ProtobufCMessage *m)
@@ -1391,8 +1372,6 @@ dec_message_skip(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor
 		rc = dec_duration(x, v, d, m);
 	else if (is_wkt(d, "Timestamp"))
 		rc = dec_timestamp(x, v, d, m);
-	else if (is_wkt(d, "FieldMask"))
-		rc = dec_fieldmask(x, v, d, m);
 	else if (is_wkt(d, "Value"))
 		rc = dec_value_wkt(x, v, d, m);
 	else if (is_wkt(d, "Struct")) {

@@ -68,6 +68,10 @@ int jpb_decode_any(const struct cJSON *j, const char *path, const struct jpb_opt
  * descriptor of that name), -ENOMEM. */
 int jpb_register(const ProtobufCMessageDescriptor *d);
 
+/* Registers the google.protobuf types of src/proto (Any, Duration, Empty,
+ * Struct, Value, ListValue, Timestamp, the wrappers). */
+int jpb_register_wkts(void);
+
 /* The registered descriptor of a full name ("istio.workload.Address"), or NULL. */
 const ProtobufCMessageDescriptor *jpb_lookup(const char *full_name);
 
