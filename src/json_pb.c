@@ -524,9 +524,12 @@ get_int(struct dec *x, const cJSON *v, bool is_signed, int64_t lo, int64_t hi, u
 		double d = v->valuedouble;
 		if (!isfinite(d) || d != floor(d))
 			return fail(x, "expected an integer, got %.17g", d);
-		if (fabs(d) >= 9007199254740992.0)
+		if (fabs(d) >= 9007199254740992.0) {
+			if (is_signed ? hi <= INT32_MAX : uhi <= UINT32_MAX)
+				return fail(x, "integer out of range");
 			return fail(x, "%.17g: integers from 2^53 up lose precision as JSON numbers; "
 			    "write them as strings", d);
+		}
 		neg = d < 0;
 		mag = (uint64_t)fabs(d);
 	} else if (cJSON_IsString(v)) {

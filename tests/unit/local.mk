@@ -49,7 +49,8 @@ $(JPBTEST_C): tests/unit/proto/jpbtest.proto $(PROTO_FILES)
 		-I$(srcdir)/tests/unit/proto $(srcdir)/tests/unit/proto/jpbtest.proto
 BUILT_SOURCES += $(JPBTEST_C) $(JPBTEST_H)
 CLEANFILES += $(JPBTEST_C) $(JPBTEST_H)
-EXTRA_DIST += tests/unit/proto/jpbtest.proto tests/unit/golden/jpb
+EXTRA_DIST += tests/unit/proto/jpbtest.proto tests/unit/golden/jpb tests/unit/jpb-golden-check.sh
+TESTS += tests/unit/jpb-golden-check.sh
 noinst_LIBRARIES += libjpbtest.a
 nodist_libjpbtest_a_SOURCES = $(JPBTEST_C) $(JPBTEST_H)
 libjpbtest_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
