@@ -1326,8 +1326,14 @@ dec_any(struct dec *x, const cJSON *v, ProtobufCMessage **inner)
 	name = strrchr(t->valuestring, '/');
 	name = name ? name + 1 : t->valuestring;
 	if (!(d = jpb_lookup(name))) {
-		char b[80];
-		rc = fail(x, "unknown type %s", jdesc(t, b, sizeof(b)));
+		char b[208];
+		size_t k;
+		for (k = 0; k < sizeof(b) - 1 && t->valuestring[k]; k++) {
+			unsigned char ch = (unsigned char)t->valuestring[k];
+			b[k] = ch >= 0x20 && ch < 0x7f && ch != '"' ? (char)ch : '?';
+		}
+		b[k] = '\0';
+		rc = fail(x, "unknown type \"%s%s\"", b, t->valuestring[k] ? "..." : "");
 		path_cut(x, at);
 		return rc;
 	}

@@ -10,6 +10,7 @@ liboutrigger_a_SOURCES = \
 	src/json_pb.c src/json_pb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
@@ -42,12 +43,35 @@ endif
 # them exists (and is linked) exactly once, whatever protoc installation the
 # build machine has.
 PROTO_FILES = \
+	src/proto/envoy/config/cluster/v3/circuit_breaker.proto \
+	src/proto/envoy/config/cluster/v3/cluster.proto \
+	src/proto/envoy/config/core/v3/address.proto \
+	src/proto/envoy/config/core/v3/base.proto \
+	src/proto/envoy/config/core/v3/config_source.proto \
+	src/proto/envoy/config/core/v3/extension.proto \
+	src/proto/envoy/config/core/v3/health_check.proto \
+	src/proto/envoy/config/endpoint/v3/endpoint.proto \
+	src/proto/envoy/config/endpoint/v3/endpoint_components.proto \
+	src/proto/envoy/config/listener/v3/listener.proto \
+	src/proto/envoy/config/listener/v3/listener_components.proto \
+	src/proto/envoy/config/route/v3/route.proto \
+	src/proto/envoy/config/route/v3/route_components.proto \
+	src/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto \
+	src/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto \
+	src/proto/envoy/type/matcher/v3/regex.proto \
+	src/proto/envoy/type/matcher/v3/string.proto \
+	src/proto/envoy/type/v3/percent.proto \
+	src/proto/envoy/type/v3/range.proto \
 	src/proto/google/protobuf/any.proto \
 	src/proto/google/protobuf/duration.proto \
 	src/proto/google/protobuf/empty.proto \
 	src/proto/google/protobuf/struct.proto \
 	src/proto/google/protobuf/timestamp.proto \
-	src/proto/google/protobuf/wrappers.proto
+	src/proto/google/protobuf/wrappers.proto \
+	src/proto/istio/security/authorization.proto \
+	src/proto/istio/security/v1beta1/peer_authentication.proto \
+	src/proto/istio/type/v1beta1/selector.proto \
+	src/proto/istio/workload/workload.proto
 PROTO_C = $(PROTO_FILES:.proto=.pb-c.c)
 PROTO_H = $(PROTO_FILES:.proto=.pb-c.h)
 

@@ -1,0 +1,108 @@
+/* pb: helpers over the protobuf-c generated code (see pb.h). */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pb.h"
+
+bool pb_enum_known(const ProtobufCEnumDescriptor *d, int value)
+{
+	return protobuf_c_enum_descriptor_get_value(d, value) != NULL;
+}
+
+/* Appends a field's proto3-JSON name (lowerCamelCase: each underscore
+ * dropped, the letter after it upper-cased, as protoc derives json_name) to
+ * path at *at. */
+static void path_add_name(char *path, size_t len, size_t *at, const char *name)
+{
+	bool up = false;
+
+	if (*at > 0 && *at + 1 < len)
+		path[(*at)++] = '.';
+	for (const char *s = name; *s != '\0' && *at + 1 < len; s++) {
+		if (*s == '_') {
+			up = true;
+			continue;
+		}
+		path[(*at)++] = up && *s >= 'a' && *s <= 'z' ? (char)(*s - 'a' + 'A') : *s;
+		up = false;
+	}
+	path[*at < len ? *at : len - 1] = '\0';
+}
+
+static void path_add_index(char *path, size_t len, size_t *at, size_t i)
+{
+	int n = snprintf(path + *at, len - *at, "[%zu]", i);
+
+	if (n > 0)
+		*at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
+}
+
+/* Whether field f of m holds a value to look at: a oneof member only when
+ * it is the chosen one; a message pointer only when set. */
+static bool field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+	const char *base = (const char *)m;
+
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
+	return true;
+}
+
+static int find(const ProtobufCMessage *m, char *path, size_t len, size_t at, int *value)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		size_t here = at;
+		size_t n = 1;
+		const void *elems = base + f->offset;
+		bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
+
+		if (f->type != PROTOBUF_C_TYPE_ENUM && f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (!field_present(m, f))
+			continue;
+		if (repeated) {
+			n = *(const size_t *)(base + f->quantifier_offset);
+			elems = *(void *const *)(base + f->offset);
+		}
+		for (size_t k = 0; k < n; k++) {
+			here = at;
+			path_add_name(path, len, &here, f->name);
+			if (repeated)
+				path_add_index(path, len, &here, k);
+			if (f->type == PROTOBUF_C_TYPE_ENUM) {
+				int v = ((const int *)elems)[k];
+
+				if (!pb_enum_known(f->descriptor, v)) {
+					*value = v;
+					return -EINVAL;
+				}
+			} else {
+				const ProtobufCMessage *sub = repeated
+					? ((ProtobufCMessage *const *)elems)[k]
+					: *(ProtobufCMessage *const *)elems;
+
+				if (sub != NULL && find(sub, path, len, here, value) < 0)
+					return -EINVAL;
+			}
+		}
+	}
+	if (at < len)
+		path[at] = '\0';
+	return 0;
+}
+
+int pb_find_unknown_enum(const ProtobufCMessage *m, char *path, size_t len, int *value)
+{
+	if (len == 0)
+		return -EINVAL;
+	path[0] = '\0';
+	return find(m, path, len, 0, value);
+}

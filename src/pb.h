@@ -1,0 +1,28 @@
+/* pb: helpers over the protobuf-c code generated from src/proto (what
+ * protobuf-c leaves to its user): enum values no schema of ours knows. */
+#ifndef OR_PB_H
+#define OR_PB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+/* Whether value is one of the enum's declared values. protobuf-c decodes
+ * proto3 enums as open (any int32 is kept), like every proto3 runtime; a
+ * value we do not know must not be misread as a default. */
+bool pb_enum_known(const ProtobufCEnumDescriptor *d, int value);
+
+/* Looks for the first enum field anywhere in m (nested messages, repeated
+ * fields, map entries, set oneof members) whose value pb_enum_known()
+ * refuses. Returns 0 when there is none; else -EINVAL, with the field's
+ * path written to path (lowerCamelCase JSON names, "[i]" for a repeated
+ * element or map entry, e.g. "workload.tunnelProtocol" or
+ * "endpoints[0].lbEndpoints[2].healthStatus", truncated to len) and its
+ * value to *value. ztunnel refuses a resource with such a value (its
+ * TryFrom conversions fail and the resource is NACKed): the snapshot
+ * builder refuses it the same way. An Any's value is bytes here; the caller
+ * checks the message it decodes from it. */
+int pb_find_unknown_enum(const ProtobufCMessage *m, char *path, size_t len, int *value);
+
+#endif
