@@ -34,6 +34,7 @@
 #include <string.h>
 
 #define JPB_DEFAULT_DEPTH 64
+#define JPB_DEFAULT_MAX_BYTES (64u << 20)
 /* Up to this many keys an object is checked for duplicates pairwise;
  * above it, by sorting a copy of its key pointers. */
 #define DUP_PAIRWISE 16
@@ -45,6 +46,8 @@ struct dec {
 	ProtobufCAllocator *a;
 	struct jpb_err *err;
 	unsigned depth, max_depth;
+	size_t allocated, max_bytes;	/* what the output holds, and its bound */
+	bool too_big;			/* an allocation was refused for the bound */
 	size_t plen;
 	char path[JPB_PATH_LEN];
 };
@@ -68,10 +71,18 @@ sys_free(void *data, void *p)
 
 static ProtobufCAllocator sys_allocator = { sys_alloc, sys_free, NULL };
 
+/* Output memory is bounded per decode: "{}" is 3 bytes of JSON but a whole
+ * struct (hundreds of bytes for some Envoy types) in a list. */
 static void *
 xalloc(struct dec *x, size_t size)
 {
-	return x->a->alloc(x->a->allocator_data, size ? size : 1);
+	size = size ? size : 1;
+	if (size > x->max_bytes - x->allocated) {
+		x->too_big = true;
+		return NULL;
+	}
+	x->allocated += size;
+	return x->a->alloc(x->a->allocator_data, size);
 }
 
 static void
@@ -160,6 +171,10 @@ fail(struct dec *x, const char *fmt, ...)
 static int
 oom(struct dec *x)
 {
+	if (x->too_big) {
+		fail(x, "the decoded message would take more than %zu bytes", x->max_bytes);
+		return -EFBIG;
+	}
 	fail(x, "out of memory");
 	return -ENOMEM;
 }
@@ -1428,6 +1443,7 @@ dec_init(struct dec *x, const char *path, const struct jpb_opts *opts, ProtobufC
 	x->a = alloc ? alloc : &sys_allocator;
 	x->err = err;
 	x->max_depth = x->o->max_depth ? x->o->max_depth : JPB_DEFAULT_DEPTH;
+	x->max_bytes = x->o->max_bytes ? x->o->max_bytes : JPB_DEFAULT_MAX_BYTES;
 	err->msg[0] = '\0';
 	err->unknown_enums = 0;
 	err->unknown_enum_path[0] = '\0';

@@ -27,6 +27,9 @@ struct jpb_opts {
 	bool ignore_unknown;
 	/* Nesting bound in messages, lists and Struct values; 0 means 64. */
 	unsigned max_depth;
+	/* Bound on the memory the decoded message takes (what the allocator
+	 * is asked for); 0 means 64 MiB. Over it the decode fails (-EFBIG). */
+	size_t max_bytes;
 	jpb_any_fn *on_any;
 	void *ctx;
 };
@@ -50,7 +53,8 @@ struct jpb_err {
  * frees it and protobuf_c_message_pack encodes it. path is the JSON path of j
  * for error messages ("resources[3]"; NULL or "" for the root, shown as "$").
  * opts may be NULL. Returns 0, or -EINVAL (bad input, err->msg says where and
- * why), -ENOMEM, or the on_any callback's error; *out is NULL on failure. */
+ * why), -ENOMEM, -EFBIG (over opts->max_bytes), or the on_any callback's
+ * error; *out is NULL on failure. */
 int jpb_decode(const struct cJSON *j, const ProtobufCMessageDescriptor *d, const char *path,
     const struct jpb_opts *opts, ProtobufCAllocator *alloc, ProtobufCMessage **out,
     struct jpb_err *err);

@@ -423,6 +423,30 @@ test_depth_bound(void **state)
 	free(deep);
 }
 
+static void
+test_size_bound(void **state)
+{
+	struct jpb_opts o = { .max_bytes = 4096 };
+	struct jpb_err err;
+	Jpbtest__Everything *m;
+	char text[4096];
+	size_t n = 0;
+
+	(void)state;
+	n += (size_t)sprintf(text, "{\"rInner\": [{}");
+	for (int i = 0; i < 300; i++)
+		n += (size_t)sprintf(text + n, ", {}");
+	n += (size_t)sprintf(text + n, "]}");
+	assert_int_equal(decode_text(text, n, NULL, &o, NULL, &m, &err), -EFBIG);
+	assert_null(m);
+	assert_memory_equal(err.msg, "rInner[", 7);
+	assert_non_null(strstr(err.msg, "]: the decoded message would take more than 4096 bytes"));
+	o.max_bytes = 0;	/* the default: 64 MiB */
+	assert_int_equal(decode_text(text, n, NULL, &o, NULL, &m, &err), 0);
+	assert_int_equal(m->n_r_inner, 301);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
 /* An allocator that fails the nth allocation and counts what is live. */
 struct failalloc {
 	long n, calls, live;
@@ -719,6 +743,7 @@ main(void)
 		cmocka_unit_test(test_decode_any_top_level),
 		cmocka_unit_test(test_depth_bound),
 		cmocka_unit_test(test_allocation_failures),
+		cmocka_unit_test(test_size_bound),
 		cmocka_unit_test(test_json_names_and_registry),
 		cmocka_unit_test(test_strict_parse),
 		cmocka_unit_test(test_mesh_resources_match_real_library),
