@@ -1060,10 +1060,10 @@ dec_fields(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d, P
 		f = find_field(d, item->string);
 		at = path_key(x, item->string);
 		if (!f) {
-			path_cut(x, at);
-			if (x->o->ignore_unknown)
+			if (x->o->ignore_unknown) {
+				path_cut(x, at);
 				continue;
-			path_key(x, item->string);
+			}
 			rc = fail(x, "unknown field (%s has no field of that name)", d->name);
 			goto out;
 		}
