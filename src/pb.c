@@ -7,10 +7,40 @@
 #include <string.h>
 
 #include "pb.h"
+#include "istio/workload/workload.pb-c.h"
 
 bool pb_enum_known(const ProtobufCEnumDescriptor *d, int value)
 {
 	return protobuf_c_enum_descriptor_get_value(d, value) != NULL;
+}
+
+/* Enum fields whose unknown values the upstream consumer accepts, so we do
+ * too (pb_find_unknown_enum() passes over them). ztunnel 62d826530e5c reads
+ * these without TryFrom: Workload.workload_type through prost's getter
+ * (an unknown value reads as DEPLOYMENT), Port.app_protocol as a bare
+ * number (no known protocol: no override), Service.visibility with
+ * unwrap_or_default (PUBLIC). It refuses every other Workload, Service and
+ * Authorization enum it reads (src/state/workload.rs, service.rs,
+ * rbac.rs). Envoy enums are all refused: Envoy's own validation
+ * (defined_only) refuses every one we declare except
+ * LbEndpoint.health_status, Listener.traffic_direction and
+ * Listener.drain_type, and for those we prefer refusing to guessing. The
+ * reader of a field listed here must map an unknown value as said above. */
+static const struct {
+	const ProtobufCMessageDescriptor *msg;
+	uint32_t field;
+} lenient[] = {
+	{ &istio__workload__workload__descriptor, 12 },	/* workload_type */
+	{ &istio__workload__port__descriptor, 3 },	/* app_protocol */
+	{ &istio__workload__service__descriptor, 14 },	/* visibility */
+};
+
+static bool is_lenient(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
+{
+	for (size_t i = 0; i < sizeof(lenient) / sizeof(lenient[0]); i++)
+		if (lenient[i].msg == d && lenient[i].field == f->id)
+			return true;
+	return false;
 }
 
 /* Appends a field's proto3-JSON name (lowerCamelCase: each underscore
@@ -80,7 +110,7 @@ static int find(const ProtobufCMessage *m, char *path, size_t len, size_t at, in
 			if (f->type == PROTOBUF_C_TYPE_ENUM) {
 				int v = ((const int *)elems)[k];
 
-				if (!pb_enum_known(f->descriptor, v)) {
+				if (!pb_enum_known(f->descriptor, v) && !is_lenient(d, f)) {
 					*value = v;
 					return -EINVAL;
 				}

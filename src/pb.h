@@ -19,10 +19,12 @@ bool pb_enum_known(const ProtobufCEnumDescriptor *d, int value);
  * path written to path (lowerCamelCase JSON names, "[i]" for a repeated
  * element or map entry, e.g. "workload.tunnelProtocol" or
  * "endpoints[0].lbEndpoints[2].healthStatus", truncated to len) and its
- * value to *value. ztunnel refuses a resource with such a value (its
- * TryFrom conversions fail and the resource is NACKed): the snapshot
- * builder refuses it the same way. An Any's value is bytes here; the caller
- * checks the message it decodes from it. */
+ * value to *value. ztunnel refuses a resource with such a value in most
+ * fields (its TryFrom conversions fail and the resource is NACKed): the
+ * snapshot builder refuses it the same way. The few fields ztunnel reads
+ * leniently are passed over (listed in pb.c with the value an unknown one
+ * stands for); every Envoy enum is strict. An Any's value is bytes here;
+ * the caller checks the message it decodes from it. */
 int pb_find_unknown_enum(const ProtobufCMessage *m, char *path, size_t len, int *value);
 
 #endif
