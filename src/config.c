@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "sock.h"
@@ -485,14 +488,38 @@ config_keep_fixed(struct config *next, const struct config *running, char *chang
 int
 config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
 {
-	FILE *fp = fopen(path, "rb");
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
-	int rc;
+	struct stat st;
+	FILE *fp;
+	int rc, fd;
 
-	if (!fp) {
-		seterr(err, errlen, NULL, "cannot open %s: %s", path, strerror(errno));
-		return -errno;
+	/* Not blocking, and only a regular file: a FIFO with no writer would
+	 * block open(2) (and read(2)) for ever, and a reload runs on the
+	 * control thread, which also serves the admin and health ports. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		rc = -errno;
+		seterr(err, errlen, NULL, "cannot open %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0)
+		rc = -errno;
+	else if (!S_ISREG(st.st_mode))
+		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	else
+		rc = 0;
+	if (rc < 0) {
+		seterr(err, errlen, NULL, "cannot read %s: %s", path,
+		    rc == -EINVAL ? "not a regular file" : strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	if (!(fp = fdopen(fd, "rb"))) {
+		rc = -errno;
+		close(fd);
+		seterr(err, errlen, NULL, "cannot open %s: %s", path, strerror(-rc));
+		return rc;
 	}
 	for (;;) {
 		if (len + 4096 > cap) {

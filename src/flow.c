@@ -271,6 +271,13 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 					stat_add(rstat(r, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
 			} else if (n != -EAGAIN) {
 				side_write_failed(r, dst, n < 0 ? (int)n : -EPIPE);
+			} else if (src->rdead) {
+				/* The source was reset and dst is not taking the
+				 * rest (back-pressure not flagged yet: no read saw
+				 * the pipe full): as in side_read_failed, reset dst
+				 * now rather than hold it until the idle timeout. */
+				side_reset(r, dst);
+				break;
 			}
 		}
 		if (!more || f->inflight)
@@ -437,8 +444,10 @@ relay_ready(struct conn *c, int what)
 		if (err)
 			side_read_failed(r, c, err);
 	}
-	/* Readable source: pump its flow. Writable destination: pump the flow into it. */
-	if ((what & CONN_RD) && conn_open(c) && conn_open(other)) {
+	/* Readable source: pump its flow. Writable destination: pump the flow into it.
+	 * After a hang-up, pump c's flow too: a reset source whose bytes still
+	 * wait for the other side must find out now whether that side takes them. */
+	if ((what & (CONN_RD | CONN_HUP)) && conn_open(c) && conn_open(other)) {
 		if (!flow_pump(r, ds ? &r->d2u : &r->u2d, c, other))
 			goto abort;
 	}
@@ -470,11 +479,13 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	}
 	stat_add(rstat(r, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
-	clog_debug(r, "idle timeout");
-	/* An idle connection usually has nothing in flight and both sides get a
-	 * clean end; bytes stuck behind a peer that stopped reading would be
-	 * lost, so then both are reset instead. */
-	if (r->d2u.inflight || r->u2d.inflight) {
+	/* A quiet connection (keep-alive) gets a clean end on both sides. One
+	 * that went quiet because a side stopped reading still holds bytes (in
+	 * our pipe or chunk, or unread in the source socket): a FIN after them
+	 * would make the truncated stream look complete, so both are reset. */
+	bool cut = r->d2u.inflight || r->u2d.inflight || r->d2u.full || r->u2d.full;
+	clog_debug(r, "idle timeout%s", cut ? " with bytes in flight: reset" : "");
+	if (cut) {
 		relay_abort(r);
 		return;
 	}

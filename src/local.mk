@@ -94,3 +94,7 @@ nodist_libproto_a_SOURCES = $(PROTO_C) $(PROTO_H)
 BUILT_SOURCES = $(PROTO_C) $(PROTO_H)
 CLEANFILES += $(PROTO_C) $(PROTO_H) src/proto/proto.stamp
 EXTRA_DIST += $(PROTO_FILES)
+# Sources that include generated headers must wait for them even when a
+# single target is asked for (`make outrigger`: BUILT_SOURCES only applies to
+# all, check and install) and before dependency tracking knows about them.
+$(liboutrigger_a_OBJECTS): $(PROTO_H)

@@ -20,6 +20,7 @@ tests_fuzz_fuzz_json_pb_SOURCES = tests/fuzz/fuzz_json_pb.c
 tests_fuzz_fuzz_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
 tests_fuzz_fuzz_json_pb_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
+$(tests_fuzz_fuzz_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
 fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz-corpus/$$t && \
@@ -32,6 +33,7 @@ check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/re
 tests_fuzz_replay_json_pb_SOURCES = tests/fuzz/fuzz_json_pb.c tests/fuzz/replay.c
 tests_fuzz_replay_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
 tests_fuzz_replay_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
+$(tests_fuzz_replay_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
 tests_fuzz_replay_config_SOURCES = tests/fuzz/fuzz_config.c tests/fuzz/replay.c
 tests_fuzz_replay_config_LDADD = $(OUTRIGGER_LIBS)
 tests_fuzz_replay_admin_SOURCES = tests/fuzz/fuzz_admin.c tests/fuzz/replay.c

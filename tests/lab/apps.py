@@ -11,11 +11,14 @@ Servers
   sink    --port P           read until EOF, then reply "<count> <sha256> <n> <reply_sha256>\\n"
                              followed by --reply-bytes N bytes of data (proves half-close)
   http    --port P           tiny HTTP/1.1 server: GET / -> "hello from <name>"
+  peer    --port P           one connection at a time, driven by line commands on stdin
+                             (probes of how a connection ends: resets, EOF, TCP state)
 Clients
   send         --host H --port P --bytes N   stream N bytes to a sink, SHUT_WR, check the reply
   echo-client  --host H --port P --count C --bytes B   C sequential echo round-trips
   conns        --host H --port P --count N --bytes B   N concurrent echo connections, one process
-  interactive  --host H --port P             line commands on stdin (see Interactive below)
+  interactive  --host H --port P             line commands on stdin (see app_interactive;
+                                             the probe commands of _probe_cmd too)
 """
 import argparse
 import errno
@@ -25,6 +28,7 @@ import random
 import select
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -522,14 +526,188 @@ def app_interactive(a):
                 out.flush()
                 return 0
             else:
-                resp = "ERROR unknown command"
-        except (OSError, ValueError) as e:
+                resp = _probe_cmd(s, cmd)
+                if resp is None:
+                    resp = "ERROR unknown command"
+        except (OSError, ValueError, IndexError) as e:
             resp = _classify(e) if isinstance(e, OSError) else "ERROR %s" % e
             if cmd and cmd[0] == "stream":
                 resp += " t=%.3f" % (time.monotonic() - t0)
         out.write(resp + "\n")
         out.flush()
     s.close()
+    return 0
+
+
+# ---------------------------------------------------------------- connection probes
+# Commands shared by `peer` (server side) and `interactive` (client side) to look at how a
+# connection ends: a reset (ECONNRESET, TCP state CLOSE) or a clean end of stream (EOF,
+# CLOSE_WAIT). Every command is bounded by its T (seconds).
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING"}
+
+
+def _tcp_state(s):
+    """The socket's TCP state (TCP_INFO), without consuming data or a pending error."""
+    try:
+        return TCP_STATES.get(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0], "?")
+    except OSError:
+        return "GONE"
+
+
+def _probe_cmd(s, cmd):
+    """Run one probe command on socket s; returns the answer line, or None if cmd is not one.
+      state             -> "STATE <tcp state>"
+      wait-reset T      -> poll the TCP state until CLOSE (a reset arrived; nothing read):
+                           "CLOSE t=<s>" / "TIMEOUT state=<tcp state>"
+      fill T            -> send without reading until nothing more is taken for 0.5 s (the
+                           path is back-pressured): "FILLED n=<bytes>" / "<RESET|EPIPE> n=.."
+      upload N RATE T   -> send N bytes, RATE bytes/s (0: as fast as taken):
+                           "DONE n=N t=" / "<RESET|EPIPE|TIMEOUT> n=<sent> t="
+      download RATE T   -> read to the end, RATE bytes/s (0: at once; once the TCP state is
+                           no longer ESTABLISHED the rest is read at once):
+                           "<EOF|RESET|TIMEOUT> n=<bytes> t="
+      send N            -> send N bytes: "OK N" / "<RESET|EPIPE|TIMEOUT>"
+      recv T            -> wait up to T s for data: "DATA n" / "EOF" / "<RESET|TIMEOUT>"
+      shutdown          -> SHUT_WR (our FIN): "OK"
+      reset             -> close with SO_LINGER 0 (the kernel sends a RST): "OK"
+    t is seconds since the command started."""
+    name = cmd[0]
+    t0 = time.monotonic()
+    el = lambda: "t=%.3f" % (time.monotonic() - t0)  # noqa: E731
+    if name == "state":
+        return "STATE " + _tcp_state(s)
+    if name == "wait-reset":
+        limit = t0 + float(cmd[1])
+        while time.monotonic() < limit:
+            if _tcp_state(s) == "CLOSE":
+                return "CLOSE " + el()
+            time.sleep(0.01)
+        return "TIMEOUT state=" + _tcp_state(s)
+    if name == "shutdown":
+        s.shutdown(socket.SHUT_WR)
+        return "OK"
+    if name == "recv":
+        s.settimeout(float(cmd[1]))
+        try:
+            d = s.recv(65536)
+        except OSError as e:
+            return _classify(e)
+        return "DATA %d" % len(d) if d else "EOF"
+    if name == "reset":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        return "OK"
+    if name == "send":
+        n = int(cmd[1])
+        try:
+            s.settimeout(10)
+            s.sendall(b"s" * n)
+            return "OK %d" % n
+        except OSError as e:
+            return _classify(e)
+    if name == "fill":
+        limit = t0 + float(cmd[1])
+        sent = 0
+        blob = b"f" * 65536
+        s.setblocking(False)
+        last = time.monotonic()
+        try:
+            while time.monotonic() < limit:
+                try:
+                    sent += s.send(blob)
+                    last = time.monotonic()
+                except BlockingIOError:
+                    if time.monotonic() - last >= 0.5:
+                        return "FILLED n=%d" % sent
+                    select.select([], [s], [], 0.05)
+            return "TIMEOUT n=%d" % sent
+        except OSError as e:
+            return "%s n=%d" % (_classify(e), sent)
+    if name == "upload":
+        total, rate, limit = int(cmd[1]), float(cmd[2]), t0 + float(cmd[3])
+        sent = 0
+        try:
+            for chunk in _stream(3, total, 65536):
+                if rate > 0:
+                    ahead = t0 + sent / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return "TIMEOUT n=%d %s" % (sent, el())
+                s.settimeout(left)
+                s.sendall(chunk)
+                sent += len(chunk)
+            return "DONE n=%d %s" % (sent, el())
+        except OSError as e:
+            return "%s n=%d %s" % (_classify(e), sent, el())
+    if name == "download":
+        rate, limit = float(cmd[1]), t0 + float(cmd[2])
+        got = 0
+        try:
+            while True:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return "TIMEOUT n=%d %s" % (got, el())
+                if rate > 0 and _tcp_state(s) == "ESTABLISHED":
+                    ahead = t0 + got / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.05))
+                        continue
+                s.settimeout(left)
+                d = s.recv(65536 if rate <= 0 else 16384)
+                if not d:
+                    return "EOF n=%d %s" % (got, el())
+                got += len(d)
+        except OSError as e:
+            return "%s n=%d %s" % (_classify(e), got, el())
+    return None
+
+
+def app_peer(a):
+    """Server for one connection at a time driven by line commands on stdin, as
+    `interactive` is on the client side: prints "ACCEPTED <peer addr>" (or "TIMEOUT") once
+    a connection arrives, then answers the probe commands (see _probe_cmd) and `close`
+    ("OK"; the next connection is then accepted). Exits on stdin EOF or after --max-seconds."""
+    ls = _listen(a.port)
+    end = time.monotonic() + a.max_seconds
+    _ready(a.port)
+    out = sys.stdout
+    while time.monotonic() < end:
+        ls.settimeout(max(0.1, min(a.accept_timeout, end - time.monotonic())))
+        try:
+            s, addr = ls.accept()
+        except socket.timeout:
+            out.write("TIMEOUT\n")
+            out.flush()
+            continue
+        out.write("ACCEPTED %s\n" % (addr[0],))
+        out.flush()
+        while time.monotonic() < end:
+            r, _, _ = select.select([sys.stdin], [], [], 1.0)
+            if not r:
+                continue
+            line = sys.stdin.readline()
+            if not line:
+                s.close()
+                return 0
+            cmd = line.split()
+            if not cmd:
+                continue
+            if cmd[0] == "close":
+                s.close()
+                out.write("OK\n")
+                out.flush()
+                break
+            try:
+                resp = _probe_cmd(s, cmd)
+            except (OSError, ValueError, IndexError) as e:
+                resp = _classify(e) if isinstance(e, OSError) else "ERROR %s" % e
+            out.write((resp if resp is not None else "ERROR unknown command") + "\n")
+            out.flush()
     return 0
 
 
@@ -559,6 +737,8 @@ def main(argv=None):
     sp.add_argument("--io-timeout", type=float, default=120)
     sp = server("http", app_http)
     sp.add_argument("--name", default=socket.gethostname())
+    sp = server("peer", app_peer)
+    sp.add_argument("--accept-timeout", type=float, default=30)
 
     sp = client("send", app_send)
     sp.add_argument("--bytes", type=int, required=True)

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -163,6 +165,31 @@ test_file_errors(void **state)
 	unlink(path);
 	assert_true(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "cannot open /nonexistent/outrigger.json"));
+
+	/* Review of issue 7: a FIFO (no writer) blocked the load for ever, and
+	 * with it a SIGHUP reload on the control thread (admin, health, drain).
+	 * Only regular files are read. Run in a child so a regression fails on
+	 * the alarm rather than hanging the suite. */
+	char fifo[] = "/tmp/or-test-fifo-XXXXXX";
+	assert_non_null(mkdtemp(fifo));
+	char fpath[64];
+	snprintf(fpath, sizeof(fpath), "%s/cfg.json", fifo);
+	assert_int_equal(mkfifo(fpath, 0600), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		alarm(5);
+		int r = config_load_file(fpath, &c, err, sizeof(err));
+		_exit(r < 0 && strstr(err, "not a regular file") ? 0 : 1);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	unlink(fpath);
+	rmdir(fifo);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(config_load_file("/tmp", &c, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "Is a directory"));
 }
 
 /* Issue 7 §5: duplicate keys were accepted silently (the last won). */
