@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install everything Outrigger needs to build, test, benchmark and demo:
 # build dependencies, the test peers (curl, nghttp2 tools, python3-h2, socat,
-# tinyproxy...), and the benchmark contenders (haproxy, nginx). Debian/Ubuntu
+# tinyproxy, Python's google.protobuf and protoc for the JSON decoder's
+# goldens...), and the benchmark contenders (haproxy, nginx). Debian/Ubuntu
 # (apt) and Fedora/RHEL (dnf). Idempotent; run as root.
 #   packaging/install-deps.sh            everything
 #   packaging/install-deps.sh --build    only what the build needs
@@ -13,13 +14,13 @@ DEB_BUILD="build-essential autoconf automake pkg-config libev-dev libssl-dev lib
   libnetfilter-queue-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev node-llhttp"
 DEB_TEST="iptables nftables iproute2 util-linux procps psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2-client nghttp2-proxy tinyproxy clang libclang-rt-dev
-  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf wrk"
+  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf wrk python3-protobuf protobuf-compiler"
 
 RPM_BUILD="gcc make autoconf automake pkgconf-pkg-config libev-devel openssl-devel libnghttp2-devel
   libnetfilter_queue-devel cjson-devel protobuf-c-devel protobuf-c-compiler libcmocka-devel llhttp-devel"
 RPM_TEST="iptables-nft nftables iproute util-linux procps-ng psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2 tinyproxy clang compiler-rt haproxy nginx nginx-mod-stream
-  gnuplot perf"
+  gnuplot perf python3-protobuf protobuf-compiler"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: run as root" >&2

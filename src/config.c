@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "sock.h"
 
 enum cf_type {
@@ -354,28 +355,6 @@ config_check(const struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* The offset of the first \u0000 escape inside a JSON string, or -1. cJSON
- * decodes it into a NUL that silently ends the key or value ("concurrency\u0000x"
- * would read as "concurrency"), so it is refused before parsing. */
-static long
-nul_escape_at(const char *text, size_t len)
-{
-	bool in_str = false;
-
-	for (size_t i = 0; i < len; i++) {
-		if (!in_str) {
-			in_str = text[i] == '"';
-		} else if (text[i] == '"') {
-			in_str = false;
-		} else if (text[i] == '\\' && i + 1 < len) {
-			if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
-				return (long)i;
-			i++;	/* the escaped character */
-		}
-	}
-	return -1;
-}
-
 /* True when an earlier member of the same object has the key of item. The
  * earlier members are all known keys (unknown ones are refused first), so this
  * is at most NFIELDS comparisons whatever the input. */
@@ -393,37 +372,11 @@ config_load_json(const char *text, size_t len, struct config *cfg, char *err, si
 {
 	struct config next;
 	cJSON *root, *sec, *item;
-	const char *end = NULL, *nul;
-	long esc;
 	int rc = -EINVAL;
 
-	/* cJSON stops at a NUL byte: whatever follows it would be ignored unread. */
-	if ((nul = memchr(text, '\0', len))) {
-		seterr(err, errlen, NULL, "$: NUL byte at byte %zu", (size_t)(nul - text));
+	/* NUL bytes, \u0000, invalid JSON and trailing data are refused there. */
+	if (!(root = json_parse_strict(text, len, err, errlen)))
 		return -EINVAL;
-	}
-	if ((esc = nul_escape_at(text, len)) >= 0) {
-		seterr(err, errlen, NULL, "$: \\u0000 (a NUL character) in a string at byte %ld", esc);
-		return -EINVAL;
-	}
-	root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-	if (!root) {
-		const char *at = cJSON_GetErrorPtr();
-		size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
-		unsigned line = 1;
-		for (size_t i = 0; i < off; i++)
-			line += text[i] == '\n';
-		seterr(err, errlen, NULL, "$: not valid JSON (near line %u, byte %zu)", line, off);
-		return -EINVAL;
-	}
-	/* Only whitespace may follow the top-level value (RFC 8259 §2). */
-	for (; end && end < text + len; end++) {
-		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-			seterr(err, errlen, NULL, "$: unexpected data after the top-level value (byte %zu)",
-			    (size_t)(end - text));
-			goto out;
-		}
-	}
 	if (!cJSON_IsObject(root)) {
 		seterr(err, errlen, NULL, "$: expected a JSON object at the top level");
 		goto out;

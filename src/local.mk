@@ -6,6 +6,8 @@ liboutrigger_a_SOURCES = \
 	src/config.c src/config.h \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
+	src/json.c src/json.h \
+	src/json_pb.c src/json_pb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/pb.c src/pb.h \

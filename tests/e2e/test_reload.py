@@ -154,13 +154,14 @@ STRICT_FILES = [
     ('{"proxy":{"concurrency":4,"concurrency":2}}', "proxy.concurrency: duplicate key"),
     ('{"proxy":{"concurrency\x00xyz":4}}', "$: NUL byte"),
     ('{"proxy":{"concurrency\\u0000xyz":4}}', "\\u0000"),
+    ('{"proxy":{"concurrency":04}}', "$: malformed number at byte 24"),
 ]
 
 
-@pytest.mark.parametrize("text,want", STRICT_FILES, ids=["trailing", "duplicate", "nul", "nul-escape"])
+@pytest.mark.parametrize("text,want", STRICT_FILES, ids=["trailing", "duplicate", "nul", "nul-escape", "leading-zero"])
 def test_strict_config_file_refused(outrigger_bin, text, want):
-    """Guards issue 7 §5: trailing data, duplicate keys and NUL bytes were accepted; each is
-    now refused with exit 2 by --check-config and by a normal start, naming the problem."""
+    """Guards issue 7 §5: trailing data, duplicate keys and NUL bytes were accepted (and
+    numbers such as 04 that cJSON's strtod takes, issue 8); each is now refused with exit 2 by --check-config and by a normal start, naming the problem."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "c.json")
         with open(path, "w") as f:

@@ -1,10 +1,10 @@
 # Fuzz targets, one per parser of untrusted input, each with a seed corpus.
 #   ./configure --enable-fuzzing CC=clang && make fuzz   (libFuzzer binaries)
 # In every other build, `make check` replays the seed corpora through them.
-FUZZ_TARGETS = config admin init
+FUZZ_TARGETS = config admin init json_pb
 
 if FUZZING
-noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init
+noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb
 tests_fuzz_fuzz_config_SOURCES = tests/fuzz/fuzz_config.c
 tests_fuzz_fuzz_config_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_config_LDADD = $(OUTRIGGER_LIBS)
@@ -15,14 +15,25 @@ tests_fuzz_fuzz_init_SOURCES = tests/fuzz/fuzz_init.c
 tests_fuzz_fuzz_init_CPPFLAGS = $(INIT_CPPFLAGS)
 tests_fuzz_fuzz_init_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_init_LDADD = libinit.a
-fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init
+# The JSON decoder's target decodes into the unit tests' jpbtest message.
+tests_fuzz_fuzz_json_pb_SOURCES = tests/fuzz/fuzz_json_pb.c
+tests_fuzz_fuzz_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
+tests_fuzz_fuzz_json_pb_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
+$(tests_fuzz_fuzz_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
+fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz-corpus/$$t && \
 	  tests/fuzz/fuzz_$$t -max_total_time=$${FUZZ_SECONDS:-60} -dict=$(srcdir)/tests/fuzz/$$t.dict \
 	    fuzz-corpus/$$t $(srcdir)/tests/fuzz/corpus/$$t || exit 1; \
 	done
 else
-check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/replay_init
+check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/replay_init \
+	tests/fuzz/replay_json_pb
+tests_fuzz_replay_json_pb_SOURCES = tests/fuzz/fuzz_json_pb.c tests/fuzz/replay.c
+tests_fuzz_replay_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
+tests_fuzz_replay_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
+$(tests_fuzz_replay_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
 tests_fuzz_replay_config_SOURCES = tests/fuzz/fuzz_config.c tests/fuzz/replay.c
 tests_fuzz_replay_config_LDADD = $(OUTRIGGER_LIBS)
 tests_fuzz_replay_admin_SOURCES = tests/fuzz/fuzz_admin.c tests/fuzz/replay.c
@@ -32,6 +43,6 @@ tests_fuzz_replay_init_CPPFLAGS = $(INIT_CPPFLAGS)
 tests_fuzz_replay_init_LDADD = libinit.a
 TESTS += tests/fuzz/replay-corpora.sh
 endif
-EXTRA_DIST += tests/fuzz/corpus tests/fuzz/config.dict tests/fuzz/admin.dict tests/fuzz/init.dict \
+EXTRA_DIST += tests/fuzz/corpus tests/fuzz/config.dict tests/fuzz/admin.dict tests/fuzz/init.dict tests/fuzz/json_pb.dict \
 	tests/fuzz/replay-corpora.sh
 .PHONY: fuzz

@@ -266,6 +266,26 @@ test_nul_refused(void **state)
 	assert_non_null(strstr(err, "proxy.adminAddress: expected a numeric"));
 }
 
+/* cJSON hands any run of number characters to strtod, so "04" loaded as 4
+ * and "2." as 2; RFC 8259 has neither (json_parse_strict refuses them). */
+static void
+test_lax_numbers_refused(void **state)
+{
+	struct config c, before;
+	char err[256];
+
+	(void)state;
+	config_defaults(&c);
+	before = c;
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":04}}", &c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "$: malformed number at byte 24");
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":2.}}", &c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "$: malformed number at byte 24");
+	assert_memory_equal(&c, &before, sizeof(c));
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":4}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 4);
+}
+
 /* Issue 7 §5: command-line overrides were formatted into JSON with %.40s, so
  * "--concurrency 0000...0004xyz" (over 40 characters) read as 4. config_set()
  * parses the whole string strictly. */
@@ -372,6 +392,7 @@ main(void)
 		cmocka_unit_test(test_duplicate_keys_refused),
 		cmocka_unit_test(test_trailing_data_refused),
 		cmocka_unit_test(test_nul_refused),
+		cmocka_unit_test(test_lax_numbers_refused),
 		cmocka_unit_test(test_config_set_strict),
 		cmocka_unit_test(test_keep_fixed),
 	};
