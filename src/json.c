@@ -50,16 +50,29 @@ number_len(const char *p, const char *end)
 
 /* Scans text outside cJSON for what it would accept silently: a \u0000
  * escape inside a string (its C strings end there: "concurrency\u0000x"
- * would read as "concurrency"), or a number outside RFC 8259's grammar.
- * Returns the offset of the first, or -1; *what says which. */
+ * would read as "concurrency"), or a number outside RFC 8259's grammar; and
+ * for nesting deeper than cJSON takes, which it would only report as "not
+ * valid JSON". Returns the offset of the first, or -1; *what says which. */
+#define OR_STR_(x) #x
+#define OR_STR(x) OR_STR_(x)
+
 static long
 lax_token_at(const char *text, size_t len, const char **what)
 {
 	bool in_str = false;
+	size_t depth = 0;
 
 	for (size_t i = 0; i < len; i++) {
 		if (!in_str) {
-			if (text[i] == '"') {
+			if (text[i] == '[' || text[i] == '{') {
+				if (++depth > CJSON_NESTING_LIMIT) {
+					*what = "nested deeper than " OR_STR(CJSON_NESTING_LIMIT) " levels";
+					return (long)i;
+				}
+			} else if (text[i] == ']' || text[i] == '}') {
+				if (depth)
+					depth--;
+			} else if (text[i] == '"') {
 				in_str = true;
 			} else if (text[i] == '-' || (text[i] >= '0' && text[i] <= '9')) {
 				size_t n = number_len(text + i, text + len);

@@ -550,6 +550,16 @@ test_strict_parse(void **state)
 	assert_string_equal(err, "$: not valid JSON (near line 2, byte 6)");
 	assert_non_null(j = json_parse_strict("{}\n ", 4, err, sizeof(err)));
 	cJSON_Delete(j);
+	/* Review of issue 7: too deep a nesting was reported as "not valid JSON". */
+	static char deep[2 * 1001 + 1];
+	memset(deep, '[', 1001);
+	memset(deep + 1001, ']', 1001);
+	assert_null(json_parse_strict(deep, 2002, err, sizeof(err)));
+	assert_string_equal(err, "$: nested deeper than 1000 levels at byte 1000");
+	memset(deep, '[', 1000);
+	memset(deep + 1000, ']', 1000);
+	assert_non_null(j = json_parse_strict(deep, 2000, err, sizeof(err)));
+	cJSON_Delete(j);
 	/* cJSON's strtod takes these; RFC 8259 does not. */
 	static const char *const lax[] = { "[01]", "[-01]", "[1.]", "[1.e5]", "[1e]", "[1e+]",
 		"[-]", "[00]", "[1.2.3]", "[0x10]", "[1-2]", "[2e5e5]" };
