@@ -1099,6 +1099,25 @@ wkt_field(struct dec *x, const ProtobufCMessageDescriptor *d, unsigned id, Proto
 
 #define MEMBER(m, f, T) (*(T *)((char *)(m) + (f)->offset))
 
+/* The fraction of a second after the '.' of a Duration or Timestamp: 1 to 9
+ * digits, as nanoseconds in *ns. Returns what follows, or NULL. */
+static const char *
+frac_nanos(const char *p, int64_t *ns)
+{
+	int digits = 0;
+
+	for (*ns = 0; *p >= '0' && *p <= '9'; p++) {
+		if (++digits > 9)
+			return NULL;
+		*ns = *ns * 10 + (*p - '0');
+	}
+	if (!digits)
+		return NULL;
+	for (int i = digits; i < 9; i++)
+		*ns *= 10;
+	return p;
+}
+
 /* "-1.5s": optional '-', seconds, optional '.' and 1 to 9 digits, 's'; in
  * ±315,576,000,000 s (10,000 years), nanos of the seconds' sign. */
 static int
@@ -1109,7 +1128,6 @@ dec_duration(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d,
 	const char *p;
 	bool neg;
 	int64_t sec = 0, ns = 0;
-	int digits = 0;
 
 	if (!fs || !fn)
 		return -EINVAL;
@@ -1125,17 +1143,8 @@ dec_duration(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d,
 		if (sec > 315576000000LL)
 			return fail(x, "duration out of range (at most 315576000000s)");
 	}
-	if (*p == '.') {
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			if (++digits > 9)
-				goto bad;
-			ns = ns * 10 + (*p - '0');
-		}
-		if (!digits)
-			goto bad;
-		for (int i = digits; i < 9; i++)
-			ns *= 10;
-	}
+	if (*p == '.' && !(p = frac_nanos(p + 1, &ns)))
+		goto bad;
 	if (p[0] != 's' || p[1])
 		goto bad;
 	MEMBER(m, fs, int64_t) = neg ? -sec : sec;
@@ -1180,7 +1189,6 @@ dec_timestamp(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d
 	const ProtobufCFieldDescriptor *fn = wkt_field(x, d, 2, PROTOBUF_C_TYPE_INT32);
 	unsigned y, mo, dd, h, mi, s, oh = 0, om = 0;
 	int64_t secs, ns = 0;
-	int digits = 0;
 	const char *p;
 
 	if (!fs || !fn)
@@ -1197,17 +1205,8 @@ dec_timestamp(struct dec *x, const cJSON *v, const ProtobufCMessageDescriptor *d
 	if (mo == 2 && dd == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
 		goto bad;
 	p += 19;
-	if (*p == '.') {
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			if (++digits > 9)
-				goto bad;
-			ns = ns * 10 + (*p - '0');
-		}
-		if (!digits)
-			goto bad;
-		for (int i = digits; i < 9; i++)
-			ns *= 10;
-	}
+	if (*p == '.' && !(p = frac_nanos(p + 1, &ns)))
+		goto bad;
 	secs = days_from_civil(y, mo, dd) * 86400 + h * 3600 + mi * 60 + s;
 	if (p[0] == 'Z' && !p[1]) {
 		/* UTC */
