@@ -1,0 +1,188 @@
+/* model: the mesh as the proxy sees it: workloads, services, policies,
+ * clusters and endpoints, built from decoded discovery resources (static
+ * JSON now, xDS next) into indexes the data path reads without locks. */
+#ifndef OR_MODEL_H
+#define OR_MODEL_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* The resource types, in the order /config_dump lists them. The type URL is
+ * "type.googleapis.com/" followed by the descriptor's full name. */
+#define MODEL_TYPES(X) \
+	X(ADDRESS, "istio.workload.Address") \
+	X(AUTHORIZATION, "istio.security.Authorization") \
+	X(PEER_AUTHENTICATION, "istio.security.v1beta1.PeerAuthentication") \
+	X(CLUSTER, "envoy.config.cluster.v3.Cluster") \
+	X(ENDPOINTS, "envoy.config.endpoint.v3.ClusterLoadAssignment") \
+	X(ROUTE, "envoy.config.route.v3.RouteConfiguration") \
+	X(LISTENER, "envoy.config.listener.v3.Listener")
+
+enum mres_type {
+#define X(e, name) MRES_##e,
+	MODEL_TYPES(X)
+#undef X
+	MRES__COUNT
+};
+
+extern const char *const mres_type_names[MRES__COUNT];	/* full message names */
+
+/* Registers the descriptors of every resource type (and what they embed)
+ * with json_pb, for Any. Call once at start-up. 0 or -errno. */
+int model_register_types(void);
+
+/* One decoded resource: immutable and reference-counted, so that successive
+ * snapshots share what did not change (xDS deltas replace one at a time). */
+struct mres {
+	unsigned long refs;		/* atomic */
+	enum mres_type type;
+	char *name;			/* xDS resource name (below) */
+	char *version;			/* "" for static resources */
+	ProtobufCMessage *msg;		/* owned; freed with protobuf_c_message_free_unpacked */
+};
+
+/* Wraps a decoded message (ownership passes, also on failure). The name is
+ * the one xDS uses: a Workload's uid, a Service's "namespace/hostname", an
+ * Authorization's "namespace/name", a Cluster's or Listener's or
+ * RouteConfiguration's name, a ClusterLoadAssignment's cluster_name; a
+ * PeerAuthentication, which has no name of its own, takes fallback_name.
+ * Returns NULL with why set ("workload.uid: required ...") when no name
+ * can be had or the type is not a resource type; -ENOMEM is "out of memory". */
+struct mres *mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name,
+    char *why, size_t whylen);
+struct mres *mres_ref(struct mres *r);
+void mres_unref(struct mres *r);
+
+/* Where a resource came from, for errors: "resources[3]" in a file. */
+struct model_input {
+	struct mres *res;		/* NULL: the resource did not even decode */
+	const char *path;
+};
+
+struct model_opts {
+	const char *network;		/* this proxy's network ("" default) */
+	/* A Workload naming a Service that is not there is refused (static
+	 * files: a typo); off for xDS, where the Service may come later. */
+	bool strict_refs;
+};
+
+/* One problem found while building: the resource it refused. */
+struct model_problem {
+	const char *path;		/* the model_input's path (not copied) */
+	enum mres_type type;
+	char name[128];			/* "" when it had none */
+	char msg[384];			/* "resources[3].workload.addresses[0]: 5 bytes; want 4 or 16" */
+	bool kept_previous;		/* prev had a resource of that type and name: it stays */
+};
+
+struct model_report {
+	struct model_problem *problems;	/* malloc'ed; model_report_free */
+	size_t nproblems;
+};
+void model_report_free(struct model_report *rep);
+
+struct model;
+
+/* Builds a model from n inputs. Every resource is validated; one that fails
+ * is refused and reported (with its path, the field and why) and the others
+ * apply, the rule an xDS NACK follows. When prev is given, a refused resource
+ * whose type and name prev holds keeps prev's version (so a bad edit never
+ * loses what was running). Duplicate names: the first one wins, the others are
+ * refused. Takes its own references to the resources it keeps. Returns NULL
+ * only on OOM. */
+struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
+    const struct model_opts *opts, struct model_report *rep);
+void model_free(struct model *m);
+
+/* An empty model (no resource): what the built-in defaults have. */
+struct model *model_empty(void);
+
+/* ---- What the data path asks (all O(1) hash lookups; no allocation). ---- */
+
+enum mtunnel { MTUN_NONE, MTUN_HBONE, MTUN_ISTIO_MTLS };	/* istio.workload.TunnelProtocol */
+
+struct mlocality {
+	const char *region, *zone, *subzone;	/* never NULL ("" when unset) */
+};
+
+/* A workload as the data path needs it. */
+struct mworkload {
+	const struct mres *res;		/* its Address resource */
+	const char *uid, *name, *ns;
+	const char *identity;		/* "spiffe://<trust domain>/ns/<ns>/sa/<sa>" */
+	const char *node, *cluster_id, *network;
+	enum mtunnel tunnel;
+	bool healthy;
+	bool proxy_protocol;		/* applicationTunnel.protocol = PROXY */
+	uint16_t app_tunnel_port;	/* applicationTunnel.port (0: the target port) */
+	struct mlocality locality;
+	uint32_t capacity;		/* 1 when unset */
+};
+
+/* One endpoint of a service port: a workload and the port to connect to. */
+struct mendpoint {
+	const struct mworkload *wl;
+	uint16_t port;			/* the target port, the workload's override applied */
+	struct sockaddr_storage addr;	/* the workload's address of the VIP's family, at port */
+};
+
+/* istio.workload.LoadBalancing, resolved. */
+enum mlb_mode { MLB_ROUND_ROBIN, MLB_STRICT, MLB_FAILOVER, MLB_PASSTHROUGH };
+
+struct mservice;
+
+/* One port of a service with its endpoints (only those the health policy
+ * admits), in a stable order. */
+struct msvc_port {
+	const struct mservice *svc;
+	uint32_t id;			/* dense 0..model_nports()-1: per-worker LB state index */
+	uint16_t port, target_port;
+	struct mendpoint *eps;
+	size_t neps;
+};
+
+struct mservice {
+	const struct mres *res;
+	const char *name, *ns, *hostname;
+	const char *key;		/* "namespace/hostname" */
+	const char *const *sans;	/* subject_alt_names */
+	size_t nsans;
+	enum mlb_mode lb_mode;
+	const int *lb_scopes;		/* istio.workload.LoadBalancing.Scope values, in order */
+	size_t nlb_scopes;
+	struct msvc_port *ports;
+	size_t nports;
+};
+
+/* The workload at address a (port ignored) on this proxy's network, or NULL. */
+const struct mworkload *model_workload_at(const struct model *m, const struct sockaddr_storage *a);
+
+/* The service port at VIP a (address and port), or NULL. */
+const struct msvc_port *model_service_at(const struct model *m, const struct sockaddr_storage *a);
+
+/* A service by its "namespace/hostname" key, or NULL. */
+const struct mservice *model_service(const struct model *m, const char *key);
+
+/* The Cluster and ClusterLoadAssignment resources of a cluster name, or NULL. */
+const struct mres *model_cluster(const struct model *m, const char *name);
+const struct mres *model_endpoints(const struct model *m, const char *cluster_name);
+
+/* How many service ports the model has (sizes per-worker LB state). */
+uint32_t model_nports(const struct model *m);
+
+/* ---- For /config_dump and /stats. ---- */
+
+/* Every resource of type t, in name order. */
+size_t model_count(const struct model *m, enum mres_type t);
+const struct mres *model_resource(const struct model *m, enum mres_type t, size_t i);
+
+struct model_sizes {
+	size_t workloads, workload_addresses, services, service_vips, endpoints, clusters;
+	size_t bytes;			/* memory the model's own indexes take */
+};
+void model_sizes(const struct model *m, struct model_sizes *sz);
+
+#endif
