@@ -627,7 +627,11 @@ get_double(struct dec *x, const cJSON *v, bool is_float, double *out)
 	} else {
 		return FAIL_GOT(x, v, "a number");
 	}
-	if (is_float && (d > FLT_MAX || d < -FLT_MAX))
+	/* Out of range is what would not round to a finite float: below half
+	 * an ulp past FLT_MAX rounds to FLT_MAX, so "3.4028235e38" (the
+	 * shortest form of FLT_MAX, what json_format and our encoder print) is
+	 * FLT_MAX. Python's parser refuses it; we read back what we write. */
+	if (is_float && fabs(d) >= 0x1.ffffffp+127)
 		return fail(x, "%g out of range for a float", d);
 	*out = d;
 	return 0;
@@ -1617,6 +1621,25 @@ shortest_float(float f)
 	return strtod(b, NULL);
 }
 
+/* A finite number. cJSON prints "%.15g" whenever that reads back within an
+ * epsilon, which is not exact (DBL_MAX would print as 1.79769313486232e308,
+ * past DBL_MAX): a number whose 15 digits do not give it back exactly is
+ * put in the tree as raw JSON text in its shortest exact form, which
+ * cJSON prints as it is (cJSON_IsRaw; jpb_decode takes only parsed trees). */
+static cJSON *
+enc_number(struct enc *e, double d)
+{
+	char b[32];
+
+	snprintf(b, sizeof(b), "%.15g", d);
+	if (strtod(b, NULL) == d)
+		return enc_ok(e, cJSON_CreateNumber(d));
+	snprintf(b, sizeof(b), "%.16g", d);
+	if (strtod(b, NULL) != d)
+		snprintf(b, sizeof(b), "%.17g", d);
+	return enc_ok(e, cJSON_CreateRaw(b));
+}
+
 static cJSON *
 enc_double(struct enc *e, double d)
 {
@@ -1624,7 +1647,7 @@ enc_double(struct enc *e, double d)
 		return enc_ok(e, cJSON_CreateString("NaN"));
 	if (isinf(d))
 		return enc_ok(e, cJSON_CreateString(d < 0 ? "-Infinity" : "Infinity"));
-	return enc_ok(e, cJSON_CreateNumber(d));
+	return enc_number(e, d);
 }
 
 static cJSON *
@@ -1672,7 +1695,7 @@ enc_value(struct enc *e, const ProtobufCFieldDescriptor *f, const void *p)
 		return enc_int64(e, false, *(const uint64_t *)p);
 	case PROTOBUF_C_TYPE_FLOAT: {
 		float v = *(const float *)p;
-		return isfinite(v) ? enc_ok(e, cJSON_CreateNumber(shortest_float(v))) : enc_double(e, v);
+		return isfinite(v) ? enc_number(e, shortest_float(v)) : enc_double(e, v);
 	}
 	case PROTOBUF_C_TYPE_DOUBLE:
 		return enc_double(e, *(const double *)p);
