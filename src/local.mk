@@ -10,6 +10,7 @@ liboutrigger_a_SOURCES = \
 	src/json_pb.c src/json_pb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/model.c src/model.h \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/server.c src/server.h \
