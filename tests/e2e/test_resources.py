@@ -44,6 +44,17 @@ def resources_file(path, resources, mesh=None):
         json.dump(cfg, f)
 
 
+def dump_addresses(dump):
+    """{workload uid: its addresses} from /config_dump's istio.workload.Address list."""
+    out = {}
+    for r in dump["resources"]["istio.workload.Address"]:
+        assert r["resource"]["@type"] == ADDR_T, r
+        wl = r["resource"].get("workload")
+        if wl is not None:
+            out[r["name"]] = wl.get("addresses", [])
+    return out
+
+
 def test_check_config_lists_refused_resources(outrigger_bin):
     """--check-config on a file with good resources says "valid" with the count by type
     (exit 0); on one with bad resources among good ones it prints each problem as
@@ -101,8 +112,8 @@ def test_start_and_sighup_keep_good_resources(mesh_factory):
     """A start with a refused resource logs it with its path and runs with the others
     (server.resources_address counts them, server.resources_refused the refusal); SIGHUP
     with a bad edit of a running workload keeps its running version (the count does not
-    drop), counts as an applied reload, and logs the refusal; an invalid "mesh" is a failed
-    reload that keeps everything."""
+    drop; /config_dump still shows its old address), counts as an applied reload, and logs
+    the refusal; an invalid "mesh" is a failed reload that keeps everything."""
     res = [workload("a", b64_ip4(10, 9, 0, 1)), workload("b", b64_ip4(10, 9, 0, 2)),
            workload("bad", BAD_LEN)]
     m = mesh_factory(client_config={"proxy": {"concurrency": 2}, "resources": res})
@@ -113,6 +124,7 @@ def test_start_and_sighup_keep_good_resources(mesh_factory):
     assert st["server.resources_cluster"] == 0
     log = m.csc.log()
     assert "resource refused: resources[2].workload.addresses[0]: " in log, log[-3000:]
+    assert set(dump_addresses(m.csc.config_dump())) == {"cluster1//Pod/default/a", "cluster1//Pod/default/b"}
     r, out = m.client.client(["echo-client", "--host", ECHO_VIP, "--port", 80, "--count", 2, "--timeout", 10])
     assert out is not None and out["ok"] == 2, out
 
@@ -132,7 +144,11 @@ def test_start_and_sighup_keep_good_resources(mesh_factory):
     assert "outrigger_server_resources_address 2\n" in prom
     assert "# TYPE outrigger_server_resources_refused counter" in prom
     assert "outrigger_server_model_builds 2\n" in prom
-    assert m.csc.config_dump()["config"]["mesh"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+    dump = m.csc.config_dump()
+    assert dump["config"]["mesh"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+    # /config_dump shows the running version of a (its old address), the new c, no b.
+    assert dump_addresses(dump) == {"cluster1//Pod/default/a": [b64_ip4(10, 9, 0, 1)],
+                                    "cluster1//Pod/default/c": [b64_ip4(10, 9, 0, 3)]}, dump["resources"]
 
     # The file itself invalid: nothing changes.
     resources_file(m.csc.config_path, [workload("d", b64_ip4(10, 9, 0, 4))],
@@ -144,13 +160,16 @@ def test_start_and_sighup_keep_good_resources(mesh_factory):
     assert st["server.model_builds"] == 2
     assert st["server.resources_address"] == 2
     assert "mesh.outboundTrafficPolicy.mode: expected" in m.csc.log()
+    assert set(dump_addresses(m.csc.config_dump())) == {"cluster1//Pod/default/a", "cluster1//Pod/default/c"}
 
     resources_file(m.csc.config_path, [workload("d", b64_ip4(10, 9, 0, 4))],
                    mesh={"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
     m.csc.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: m.csc.stats().get("server.config_generation") == 3, timeout=10, what="generation 3")
     assert m.csc.stats()["server.resources_address"] == 1
-    assert m.csc.config_dump()["config"]["mesh"]["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
+    dump = m.csc.config_dump()
+    assert dump["config"]["mesh"]["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
+    assert dump_addresses(dump) == {"cluster1//Pod/default/d": [b64_ip4(10, 9, 0, 4)]}
 
 
 NRELOADS = 200
@@ -194,6 +213,8 @@ def test_200_reloads_under_traffic_lose_no_byte(mesh_factory):
             wait_for(lambda: m.csc.stats().get("server.config_generation") == g, timeout=10, interval=0.02,
                      what="generation %d" % g)
             assert ia.cmd("echo 20000") == "OK 20000", "the open connection lost bytes at generation %d" % g
+            if g % 25 == 0:
+                assert m.csc.stats()["server.resources_address"] == n, "w0's running version was not kept"
         stop.set()
         th.join(timeout=60)
         assert not th.is_alive()
