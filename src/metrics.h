@@ -70,7 +70,16 @@ enum worker_metric {
 	X(CONFIG_GENERATION, config_generation, GAUGE, "Generation of the configuration in use (1 at start, +1 per applied reload)") \
 	X(CONFIG_RELOAD_SUCCESS, config_reload_success, COUNTER, "Configuration reloads applied (SIGHUP)") \
 	X(CONFIG_RELOAD_FAILURE, config_reload_failure, COUNTER, "Configuration reloads refused (unreadable or invalid file); the running configuration stays") \
-	X(CONFIG_RESTART_PENDING, config_restart_pending, GAUGE, "1 when the last applied reload changed keys that only a restart applies (ports, concurrency, interception mode, admin address)")
+	X(CONFIG_RESTART_PENDING, config_restart_pending, GAUGE, "1 when the last applied reload changed keys that only a restart applies (ports, concurrency, interception mode, admin address)") \
+	X(MODEL_BUILDS, model_builds, COUNTER, "Snapshots built from the configuration and the mesh resources and published (start-up, every applied reload)") \
+	X(RESOURCES_REFUSED, resources_refused, COUNTER, "Mesh resources refused (did not decode or validate), counted at every build that refused them; the others applied") \
+	X(RESOURCES_ADDRESS, resources_address, GAUGE, "istio.workload.Address resources (workloads and services) in the snapshot in use") \
+	X(RESOURCES_AUTHORIZATION, resources_authorization, GAUGE, "istio.security.Authorization resources in the snapshot in use") \
+	X(RESOURCES_PEER_AUTHENTICATION, resources_peer_authentication, GAUGE, "istio.security.v1beta1.PeerAuthentication resources in the snapshot in use") \
+	X(RESOURCES_CLUSTER, resources_cluster, GAUGE, "envoy.config.cluster.v3.Cluster resources in the snapshot in use") \
+	X(RESOURCES_ENDPOINTS, resources_endpoints, GAUGE, "envoy.config.endpoint.v3.ClusterLoadAssignment resources in the snapshot in use") \
+	X(RESOURCES_ROUTE, resources_route, GAUGE, "envoy.config.route.v3.RouteConfiguration resources in the snapshot in use") \
+	X(RESOURCES_LISTENER, resources_listener, GAUGE, "envoy.config.listener.v3.Listener resources in the snapshot in use")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

@@ -230,7 +230,7 @@ test_connection_keeps_its_snapshot(void **state)
 
 	next = cfg;
 	assert_int_equal(config_set(&next, "proxy.idleTimeout", "0.2s", err, sizeof(err)), 0);
-	worker_publish(&f.w, snapshot_new(&next, 2));
+	worker_publish(&f.w, snapshot_new(&next, NULL, 2));
 	wait_generation(&f, 2);
 	client_open(&f, &young);
 	assert_int_equal(young.gen, 2);
@@ -297,7 +297,7 @@ publisher_main(void *arg)
 	for (uint64_t g = 2; g <= NSWAPS + 1; g++) {
 		struct config c = p->cfg;
 		c.connect_timeout_ms = (uint32_t)(1000 + g);
-		struct snapshot *s = snapshot_new(&c, g);
+		struct snapshot *s = snapshot_new(&c, NULL, g);
 		if (!s)
 			break;
 		worker_publish(p->w, s);
@@ -443,7 +443,7 @@ test_server_reload(void **state)
 	assert_int_equal(server_load_config(&cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.idle_timeout_ms, 60000);
 	assert_int_equal(cfg.log_level, LL_WARN);
-	server_publish(snapshot_new(&cfg, 1));
+	server_publish(snapshot_new(&cfg, NULL, 1));
 	assert_int_equal(server.stats[SM_CONFIG_GENERATION], 1);
 
 	write_file(path, "{\"proxy\":{\"idleTimeout\":\"5s\",\"proxyListenPort\":16001,\"logLevel\":\"debug\"}}");
