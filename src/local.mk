@@ -11,6 +11,7 @@ liboutrigger_a_SOURCES = \
 	src/lb.c src/lb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/model.c src/model.h \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/resources.c src/resources.h \

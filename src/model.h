@@ -135,11 +135,16 @@ enum mlb_mode { MLB_ROUND_ROBIN, MLB_STRICT, MLB_FAILOVER, MLB_PASSTHROUGH };
 struct mservice;
 
 /* One port of a service with its endpoints (only those the health policy
- * admits), in a stable order. */
+ * admits and that serve the port), in workload uid order. A service with
+ * IPv4 and IPv6 VIPs has one msvc_port per port and family, so that every
+ * endpoint's address is of the family of the VIP it was reached by; a
+ * headless service (no VIP) has one per port, of family AF_UNSPEC (its
+ * endpoints take each workload's first address). */
 struct msvc_port {
 	const struct mservice *svc;
 	uint32_t id;			/* dense 0..model_nports()-1: per-worker LB state index */
-	uint16_t port, target_port;
+	uint16_t port, target_port;	/* target_port: the Service's (0: unset) */
+	sa_family_t family;		/* of the VIPs that lead here */
 	struct mendpoint *eps;
 	size_t neps;
 };
@@ -151,7 +156,10 @@ struct mservice {
 	const char *const *sans;	/* subject_alt_names */
 	size_t nsans;
 	enum mlb_mode lb_mode;
-	const int *lb_scopes;		/* istio.workload.LoadBalancing.Scope values, in order */
+	/* istio.workload.LoadBalancing.Scope values, in order; only for
+	 * MLB_STRICT and MLB_FAILOVER (ztunnel ignores routing_preference
+	 * when the mode is UNSPECIFIED: every endpoint alike). */
+	const int *lb_scopes;
 	size_t nlb_scopes;
 	struct msvc_port *ports;
 	size_t nports;
@@ -169,6 +177,9 @@ const struct mservice *model_service(const struct model *m, const char *key);
 /* The Cluster and ClusterLoadAssignment resources of a cluster name, or NULL. */
 const struct mres *model_cluster(const struct model *m, const char *name);
 const struct mres *model_endpoints(const struct model *m, const char *cluster_name);
+
+/* Any resource by type and name (the mres name above), or NULL. */
+const struct mres *model_find(const struct model *m, enum mres_type t, const char *name);
 
 /* How many service ports the model has (sizes per-worker LB state). */
 uint32_t model_nports(const struct model *m);
