@@ -12,6 +12,7 @@ import signal
 
 import pytest
 
+import lab
 import meshres
 from lab import wait_for
 
@@ -95,8 +96,9 @@ def test_registry_only(pod_lab, outrigger_bin, init_bin):
     code, body = _get(c, pods[0].ip4, PORT)
     assert code == 200 and _who(body) == "server-a", body
     r = c.run(["curl", "-sS", "-m", "5", "http://%s:%d/" % (other.ip4, PORT)], user="nobody", check=False)
-    assert r.returncode != 0
-    assert "reset" in r.stderr.lower(), r.stderr
+    # Accepted, then reset before a byte: curl calls it a failed connect (7) or a
+    # receive failure (56), depending on when the RST arrives.
+    assert r.returncode in (7, 56), r
     st = sc.stats()
     assert st["listener.outbound.downstream_cx_no_route"] == 1
     assert st["listener.outbound.upstream_cx_connect_fail"] == 0
@@ -155,7 +157,9 @@ def test_ipv6_vip_to_dual_stack_workloads(pod_lab, outrigger_bin, init_bin):
     endpoint's address of the VIP's family), both of them."""
     pods = _servers(pod_lab, ipv6=True)
     c = pod_lab.add_pod("client", ipv6=True)
-    c.start_sidecar(config=meshres.config(_resources(pods, vips=(VIP, VIP6))))
+    # As in Istio, IPv6 capture is asked for with --dual-stack.
+    c.start_sidecar(init_args=list(lab.DEFAULT_INIT_ARGS) + ["--dual-stack"],
+                    config=meshres.config(_resources(pods, vips=(VIP, VIP6))))
     seen = set()
     for _ in range(4):
         code, body = _get(c, VIP6)

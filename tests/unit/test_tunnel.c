@@ -210,11 +210,14 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 {
 	struct sockaddr_storage proxy;
 	int plfd, ds;
+	enum listener_kind kind = next_kind;
 
+	next_kind = LST_OUTBOUND;
 	memset(f, 0, sizeof(*f));
 	config_defaults(&f->cfg);
 	f->cfg.idle_timeout_ms = idle_ms;
 	f->cfg.outbound_policy = next_policy;
+	next_policy = OUTBOUND_ALLOW_ANY;	/* consumed, also when the test fails later */
 	test_worker_init(&f->w, &f->cfg, 4);
 	if (next_model) {
 		/* The mesh the routing tests give: a snapshot that holds it. */
@@ -231,7 +234,7 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	assert_true(f->client >= 0);
 	ds = accept_wait(plfd);
 	close(plfd);
-	f->t = tunnel_start(&f->w, next_kind, ds, dst ? dst : &f->app);
+	f->t = tunnel_start(&f->w, kind, ds, dst ? dst : &f->app);
 	if (!dst) {
 		assert_non_null(f->t);
 		f->app_fd = accept_wait(f->app_lfd);
@@ -1039,6 +1042,7 @@ test_refused_endpoint_retry_counted(void **state)
 	close(plfd);
 	struct tunnel *t2 = tunnel_start(&f.w, LST_OUTBOUND, ds, &dst);
 	assert_non_null(t2);
+	spin(&f, 20);	/* the refused connect, and the retry */
 	int a2 = accept_wait(f.app_lfd);
 	n++;
 	spin(&f, 20);
@@ -1117,7 +1121,6 @@ test_registry_only(void **state)
 	next_policy = OUTBOUND_REGISTRY_ONLY;
 	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
 	setup_with(&f, NULL, 0);	/* the app on 127.0.0.1: wl-a's address */
-	next_policy = OUTBOUND_ALLOW_ANY;
 	assert_non_null(f.t->peer);
 	assert_string_equal(f.t->peer->uid, "wl-a");
 	assert_null(f.t->svc);
@@ -1125,7 +1128,7 @@ test_registry_only(void **state)
 	teardown_fixture(&f);
 
 	/* ALLOW_ANY (the default) passes the unknown address through. */
-	next_model = mesh_model("[" WL("wl-b", "fwAAAg==", "8080") "]");
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-b", "fwAAAg==", "8080") "]");
 	setup_with(&f, NULL, 0);
 	assert_null(f.t->peer);
 	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_NO_ROUTE), 0);
@@ -1140,9 +1143,8 @@ test_inbound_local_workload(void **state)
 	struct fixture f;
 
 	next_kind = LST_INBOUND;
-	next_model = mesh_model("[" WL("wl-a", "fwAAAQ==", "8080") "]");
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
 	setup_with(&f, NULL, 0);
-	next_kind = LST_OUTBOUND;
 	assert_non_null(f.t->local);
 	assert_string_equal(f.t->local->uid, "wl-a");
 	assert_null(f.t->svc);
@@ -1166,6 +1168,8 @@ group_rec(void **state)
 int
 main(void)
 {
+	if (model_register_types() < 0)
+		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bytes_both_ways),
 		cmocka_unit_test(test_half_close),
