@@ -214,6 +214,38 @@ test_prev_kept(void **state)
 	cJSON_Delete(l2);
 }
 
+/* What mres_new refuses is joined to the element's path as the decoder's
+ * messages are; a PeerAuthentication, which has no name, is named by its
+ * place in the file. */
+static void
+test_names(void **state)
+{
+	struct res_report rep;
+	const char *const elems[] = {
+		"{" ADDR ",\"workload\":{\"name\":\"nouid\",\"addresses\":[\"CgAAAQ==\"]}}",
+		"{\"@type\":\"type.googleapis.com/google.protobuf.Duration\",\"value\":\"1s\"}",
+		"{" ADDR "}",
+		"{\"@type\":\"type.googleapis.com/istio.security.v1beta1.PeerAuthentication\","
+		    "\"mtls\":{\"mode\":\"STRICT\"}}",
+	};
+	cJSON *list = list_of(elems, 4);
+	struct model *m = resources_build(list, NULL, &rep);
+
+	assert_non_null(m);
+	for (size_t i = 0; i < rep.nlines; i++)
+		print_message("  %s\n", rep.lines[i]);
+	assert_int_equal(rep.refused, 3);
+	assert_int_equal(rep.nlines, 3);
+	assert_true(strncmp(rep.lines[0], "resources[0].workload.uid: required", 35) == 0);
+	assert_true(strncmp(rep.lines[1], "resources[1]: google.protobuf.Duration is not a resource type", 61) == 0);
+	assert_true(strncmp(rep.lines[2], "resources[2]", 12) == 0);
+	assert_int_equal(model_count(m, MRES_PEER_AUTHENTICATION), 1);
+	assert_string_equal(model_resource(m, MRES_PEER_AUTHENTICATION, 0)->name, "resources[3]");
+	res_report_free(&rep);
+	model_free(m);
+	cJSON_Delete(list);
+}
+
 int
 main(void)
 {
@@ -222,6 +254,7 @@ main(void)
 		cmocka_unit_test(test_good_file),
 		cmocka_unit_test(test_bad_among_good),
 		cmocka_unit_test(test_prev_kept),
+		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
