@@ -160,8 +160,9 @@ test_bad_among_good(void **state)
 	cJSON_Delete(list);
 }
 
-/* A bad edit of a running resource keeps the running version; a good edit of
- * another applies; one that is gone from the file is gone from the model. */
+/* A bad edit of a running resource keeps the running version, whether the
+ * builder or the decoder refuses it; a good edit of another applies; one that
+ * is gone from the file is gone from the model. */
 static void
 test_prev_kept(void **state)
 {
@@ -206,12 +207,44 @@ test_prev_kept(void **state)
 	assert_int_equal(model_count(m2, MRES_ADDRESS), 2);
 	res_report_free(&rep);
 
-	/* The old model can go while the new one shares its resource. */
+	/* Edits the decoder refuses keep the running version too: a with bytes
+	 * that are not base64, b with a misspelt key; z, new and undecodable,
+	 * has nothing to keep. */
+	char a3[512], z3[512];
+	wl(a3, sizeof(a3), "a", "$$$$");
+	wl(z3, sizeof(z3), "z", "%%%%");
+	const char *const v3[] = {
+		a3,
+		"{" ADDR ",\"workload\":{\"uid\":\"cluster1//Pod/default/b\",\"adresses\":[\"CgAAAg==\"]}}",
+		z3,
+	};
+	cJSON *l3 = list_of(v3, 3);
+	struct model *m3 = resources_build(l3, m2, &rep);
+	assert_non_null(m3);
+	for (size_t i = 0; i < rep.nlines; i++)
+		print_message("  %s\n", rep.lines[i]);
+	assert_int_equal(rep.refused, 3);
+	assert_int_equal(rep.kept, 2);
+	assert_true(strncmp(rep.lines[0], "resources[0].workload.addresses[0]: not base64", 46) == 0);
+	assert_non_null(strstr(rep.lines[0], "(the previous version stays)"));
+	assert_true(strncmp(rep.lines[1], "resources[1].workload.adresses: ", 32) == 0);
+	assert_non_null(strstr(rep.lines[1], "(the previous version stays)"));
+	assert_true(strncmp(rep.lines[2], "resources[2].workload.addresses[0]: not base64", 46) == 0);
+	assert_null(strstr(rep.lines[2], "previous version"));
+	assert_ptr_equal(find(m3, "cluster1//Pod/default/a"), a_old);
+	assert_ptr_equal(find(m3, "cluster1//Pod/default/b"), b_new);
+	assert_null(find(m3, "cluster1//Pod/default/z"));
+	assert_int_equal(model_count(m3, MRES_ADDRESS), 2);
+	res_report_free(&rep);
+
+	/* The old models can go while the new one shares their resources. */
 	model_free(m1);
-	assert_string_equal(find(m2, "cluster1//Pod/default/a")->name, "cluster1//Pod/default/a");
 	model_free(m2);
+	assert_string_equal(find(m3, "cluster1//Pod/default/a")->name, "cluster1//Pod/default/a");
+	model_free(m3);
 	cJSON_Delete(l1);
 	cJSON_Delete(l2);
+	cJSON_Delete(l3);
 }
 
 /* What mres_new refuses is joined to the element's path as the decoder's
