@@ -459,6 +459,8 @@ struct build {
 	 * own, prev's version, or NULL). */
 	struct mres **cand;
 	int *problem;			/* per input: its problem's index or -1 */
+	/* While deciding: VIP:ports and network/IPs claimed, services in. */
+	struct tset *vips, *ips, *svcs;
 };
 
 static const char *
@@ -1003,19 +1005,11 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 	return true;
 }
 
-static struct tset *g_vips;	/* only during model_build (single-threaded control path) */
-
 static bool
 svc_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	return svc_vips_free(b, i, r, report, g_vips);
+	return svc_vips_free(b, i, r, report, b->vips);
 }
-
-struct wlctx {
-	struct tset *ips;
-	struct tset *svcs;
-};
-static struct wlctx *g_wl;
 
 /* Workload: its services exist (strict_refs), its network/IPs are free. */
 static bool
@@ -1024,7 +1018,7 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 	const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)r->msg)->workload;
 	if (b->opts && b->opts->strict_refs)
 		for (size_t k = 0; k < w->n_services; k++)
-			if (!tset_get(g_wl->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
+			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
 				if (report)
 					problem(b, i, "workload.services[\"%.64s\"]: no such service",
 					    S(w->services[k]->key));
@@ -1035,7 +1029,7 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 		struct tent *e;
 
 		bin_to_key(&w->addresses[a], w->network, &k);
-		e = tset_get(g_wl->ips, 0, NULL, &k, i, true);
+		e = tset_get(b->ips, 0, NULL, &k, i, true);
 		if (e && e->input == SIZE_MAX)
 			e->input = i;	/* given back by a refused one */
 		if (e && e->input != i) {
@@ -1047,9 +1041,9 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 				    *k.network ? k.network : "", *k.network ? "/" : "", ip,
 				    b->cand[e->input] ? b->cand[e->input]->name : "?", in_path(&b->in[e->input]));
 			}
-			for (size_t x = 0; x < g_wl->ips->n; x++)
-				if (g_wl->ips->e[x].input == i)
-					g_wl->ips->e[x].input = SIZE_MAX;
+			for (size_t x = 0; x < b->ips->n; x++)
+				if (b->ips->e[x].input == i)
+					b->ips->e[x].input = SIZE_MAX;
 			return false;
 		}
 	}
@@ -1105,7 +1099,7 @@ decide(struct build *b)
 	/* Two services on one VIP:port: the first keeps it. */
 	if (tset_init(&vips, nvip) < 0)
 		goto out;
-	g_vips = &vips;
+	b->vips = &vips;
 	for (size_t i = 0; i < b->n; i++)
 		if (b->cand[i] && is_service(b->cand[i]) && !svc_check(b, i, b->cand[i], true))
 			refuse_or_prev(b, i, svc_check);
@@ -1115,14 +1109,14 @@ decide(struct build *b)
 		if (b->cand[i] && is_service(b->cand[i]))
 			tset_get(&svcs, MRES_ADDRESS, b->cand[i]->name, NULL, i, true);
 	/* Two workloads on one network/IP: the first keeps it. */
-	g_wl = &(struct wlctx){ &ips, &svcs };
+	b->ips = &ips;
+	b->svcs = &svcs;
 	for (size_t i = 0; i < b->n; i++)
 		if (b->cand[i] && is_workload(b->cand[i]) && !wl_check(b, i, b->cand[i], true))
 			refuse_or_prev(b, i, wl_check);
 	rc = b->oom ? -ENOMEM : 0;
 out:
-	g_vips = NULL;
-	g_wl = NULL;
+	b->vips = b->ips = b->svcs = NULL;
 	tset_free(&names);
 	tset_free(&vips);
 	tset_free(&ips);
