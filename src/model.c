@@ -152,12 +152,11 @@ name_of(enum mres_type t, const ProtobufCMessage *msg, const char *fallback, cha
 	if (!n || !*n)
 		n = fallback;
 	if (!n || !*n) {
-		static const char *const field[MRES__COUNT] = {
-			[MRES_AUTHORIZATION] = "name", [MRES_PEER_AUTHENTICATION] = "(no name field)",
-			[MRES_CLUSTER] = "name", [MRES_ENDPOINTS] = "clusterName",
-			[MRES_ROUTE] = "name", [MRES_LISTENER] = "name",
-		};
-		snprintf(why, whylen, "%s: required (the resource's name)", field[t] ? field[t] : "name");
+		if (t == MRES_PEER_AUTHENTICATION)
+			snprintf(why, whylen, "a PeerAuthentication has no name field: its name must be given");
+		else
+			snprintf(why, whylen, "%s: required (the resource's name)",
+			    t == MRES_ENDPOINTS ? "clusterName" : "name");
 		return NULL;
 	}
 	if (!(r = strdup(n)))
@@ -907,6 +906,7 @@ tset_init(struct tset *s, size_t n)
 		return -ENOMEM;
 	if (otab_init(&s->t, n) < 0) {
 		free(s->e);
+		s->e = NULL;
 		return -ENOMEM;
 	}
 	return 0;
@@ -1548,6 +1548,7 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep)
 {
 	struct build b = { .in = in, .n = n, .prev = prev, .opts = opts, .rep = rep };
+	size_t count[MRES__COUNT] = { 0 };
 	struct model *m = NULL;
 
 	if (rep) {
@@ -1560,16 +1561,17 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		b.problem[i] = -1;
 	if (decide(&b) < 0)
 		goto fail;
-	if (!(m = model_empty()) || !(m->network = (free(m->network), strdup(opts && opts->network ? opts->network : ""))))
+	if (!(m = calloc(1, sizeof(*m))))
+		goto fail;
+	m->bytes = sizeof(*m);
+	if (!(m->network = strdup(opts && opts->network ? opts->network : "")))
 		goto fail;
 	for (size_t i = 0; i < n; i++)
 		if (b.cand[i])
-			m->nres[b.cand[i]->type]++;
-	for (int t = 0; t < MRES__COUNT; t++) {
-		if (!(m->res[t] = mcalloc(m, m->nres[t], sizeof(*m->res[t]))))
+			count[b.cand[i]->type]++;
+	for (int t = 0; t < MRES__COUNT; t++)
+		if (!(m->res[t] = mcalloc(m, count[t], sizeof(*m->res[t]))))
 			goto fail;
-		m->nres[t] = 0;
-	}
 	for (size_t i = 0; i < n; i++)
 		if (b.cand[i])
 			m->res[b.cand[i]->type][m->nres[b.cand[i]->type]++] = mres_ref(b.cand[i]);

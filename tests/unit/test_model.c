@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,40 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+
+/* Allocation-failure injection (the binary links with --wrap=malloc,calloc,
+ * realloc): when fail_at > 0, the fail_at-th allocation from now fails. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+static long fail_at;
+
+static bool
+fail_now(void)
+{
+	return fail_at > 0 && --fail_at == 0;
+}
+
+void *
+__wrap_malloc(size_t size)
+{
+	return fail_now() ? NULL : __real_malloc(size);
+}
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *
+__wrap_realloc(void *p, size_t size)
+{
+	return fail_now() ? NULL : __real_realloc(p, size);
+}
 
 /* A set of inputs decoded from `{"resources": [...]}` (single quotes in the
  * test text stand for double quotes). */
@@ -592,6 +627,44 @@ test_empty_and_mres(void **state)
 	free(t);
 }
 
+/* Every allocation model_build makes may fail (the report's too: a model
+ * whose refusals cannot be told is not built): it returns NULL and frees
+ * what it took (ASan's leak check); a later build of the same inputs is
+ * whole. */
+static void
+test_allocation_failures(void **state)
+{
+	struct fix f;
+	long k;
+
+	(void)state;
+	load(&f, "{'resources':[" SVC_ECHO "," SVC("e", VIP4, 80, 80) ","
+	    WL("w1", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/echo.ns.svc.cluster.local':{}}") ","
+	    WL("w2", "'" IP_10_0_0_1 "'", "") ","
+	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'}]}", "v1");
+	for (k = 1; k < 10000; k++) {
+		struct model_report rep;
+		struct model *m;
+
+		fail_at = k;
+		m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &rep);
+		if (fail_at > 0) {	/* no allocation failed: done */
+			fail_at = 0;
+			assert_non_null(m);
+			assert_int_equal(rep.nproblems, 2);	/* VIP:port, IP */
+			assert_int_equal(model_count(m, MRES_ADDRESS), 2);	/* echo, w1 */
+			model_free(m);
+			model_report_free(&rep);
+			break;
+		}
+		assert_null(m);
+		model_report_free(&rep);
+	}
+	assert_true(k > 10);	/* it allocates, so failures were injected */
+	assert_true(k < 10000);
+	drop_inputs(&f);
+}
+
 int
 main(void)
 {
@@ -605,6 +678,7 @@ main(void)
 		cmocka_unit_test(test_kept_previous),
 		cmocka_unit_test(test_kept_previous_conflict),
 		cmocka_unit_test(test_empty_and_mres),
+		cmocka_unit_test(test_allocation_failures),
 	};
 
 	if (model_register_types() < 0)
