@@ -663,6 +663,31 @@ test_allocation_failures(void **state)
 	assert_true(k > 10);	/* it allocates, so failures were injected */
 	assert_true(k < 10000);
 	drop_inputs(&f);
+
+	/* mres_new: on failure the message is freed too (ownership passed). */
+	for (k = 1; k < 100; k++) {
+		char *t = dq("{" SVC_ECHO "}"), why[128];
+		cJSON *j = json_parse_strict(t + 1, strlen(t) - 2, why, sizeof(why));
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err je;
+		struct mres *r;
+
+		assert_int_equal(jpb_decode_any(j, "r", NULL, NULL, &msg, &je), 0);
+		fail_at = k;
+		r = mres_new(msg, "v9", NULL, why, sizeof(why));
+		cJSON_Delete(j);
+		free(t);
+		if (fail_at > 0) {
+			fail_at = 0;
+			assert_non_null(r);
+			assert_string_equal(r->name, "ns/echo.ns.svc.cluster.local");
+			mres_unref(r);
+			break;
+		}
+		assert_null(r);
+		assert_string_equal(why, "out of memory");
+	}
+	assert_true(k > 1 && k < 100);
 }
 
 int
