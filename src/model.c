@@ -20,6 +20,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
 #include "istio/security/authorization.pb-c.h"
 #include "istio/security/v1beta1/peer_authentication.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
@@ -724,12 +725,98 @@ check_cla(struct build *b, size_t i, const Envoy__Config__Endpoint__V3__ClusterL
 	return true;
 }
 
+/* Appends field f's JSON name (and [k] when repeated) to path at *at. */
+static void
+path_field(char *path, size_t len, size_t *at, const ProtobufCFieldDescriptor *f, bool repeated, size_t k)
+{
+	char name[128];
+	int n;
+
+	jpb_json_name(f->name, name, sizeof(name));
+	n = repeated ? snprintf(path + *at, len - *at, "%s%s[%zu]", *at ? "." : "", name, k) :
+	    snprintf(path + *at, len - *at, "%s%s", *at ? "." : "", name);
+	if (n > 0)
+		*at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
+}
+
+/* pb_find_unknown_enum() sees an Any's value as bytes: this finds the Anys
+ * in m, unpacks each whose type we know (the JSON decoder refused the
+ * others; from xDS they stay opaque, as nothing reads them) and looks in
+ * it, and in the Anys it holds. -EINVAL with path ("...typedConfig.x") and
+ * *value, or *undecodable set (the value does not unpack), else 0. */
+static int
+find_unknown_in_anys(const ProtobufCMessage *m, char *path, size_t len, size_t at, int *value,
+    bool *undecodable, int depth)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
+	if (depth > 32)
+		return 0;	/* the decoder's nesting bound is lower */
+	if (d == &google__protobuf__any__descriptor) {
+		const Google__Protobuf__Any *any = (const void *)m;
+		const char *slash = strrchr(S(any->type_url), '/');
+		const ProtobufCMessageDescriptor *inner = jpb_lookup(slash ? slash + 1 : S(any->type_url));
+		ProtobufCMessage *u;
+		size_t here = at;
+		int rc;
+
+		if (!inner)
+			return 0;
+		if (!(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
+			snprintf(path + at, len - at, "%svalue", at ? "." : "");
+			*undecodable = true;
+			return -EINVAL;
+		}
+		if (at + 1 < len)
+			path[here++] = '.';
+		rc = pb_find_unknown_enum(u, path + here, len - here, value);
+		if (rc == 0)
+			rc = find_unknown_in_anys(u, path, len, at, value, undecodable, depth + 1);
+		protobuf_c_message_free_unpacked(u, NULL);
+		if (rc == 0 && at < len)
+			path[at] = '\0';
+		return rc;
+	}
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
+		const void *elems = base + f->offset;
+		size_t n = 1;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		if (repeated) {
+			n = *(const size_t *)(base + f->quantifier_offset);
+			elems = *(void *const *)(base + f->offset);
+		}
+		for (size_t k = 0; k < n; k++) {
+			const ProtobufCMessage *sub = repeated ? ((ProtobufCMessage *const *)elems)[k] :
+			    *(ProtobufCMessage *const *)elems;
+			size_t here = at;
+
+			if (!sub)
+				continue;
+			path_field(path, len, &here, f, repeated, k);
+			if (find_unknown_in_anys(sub, path, len, here, value, undecodable, depth + 1) < 0)
+				return -EINVAL;
+			if (at < len)
+				path[at] = '\0';
+		}
+	}
+	return 0;
+}
+
 /* Whether input i's resource is valid by itself. */
 static bool
 check_one(struct build *b, size_t i)
 {
 	const struct mres *r = b->in[i].res;
 	char path[JPB_PATH_LEN];
+	bool undecodable = false;
 	int value;
 
 	if (type_of(r->msg) != (int)r->type) {
@@ -741,6 +828,14 @@ check_one(struct build *b, size_t i)
 	 * (TryFrom fails: NACK), rather than misreading it as a default. */
 	if (pb_find_unknown_enum(r->msg, path, sizeof(path), &value) < 0) {
 		problem(b, i, "%s: unknown enum value %d", path, value);
+		return false;
+	}
+	path[0] = '\0';
+	if (find_unknown_in_anys(r->msg, path, sizeof(path), 0, &value, &undecodable, 0) < 0) {
+		if (undecodable)
+			problem(b, i, "%s: not a valid encoding of its @type", path);
+		else
+			problem(b, i, "%s: unknown enum value %d", path, value);
 		return false;
 	}
 	switch (r->type) {

@@ -20,6 +20,7 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
 
 /* Allocation-failure injection (the binary links with --wrap=malloc,calloc,
  * realloc): when fail_at > 0, the fail_at-th allocation from now fails. */
@@ -382,7 +383,12 @@ test_clusters_and_other_types(void **state)
 	    "{'socketAddress':{'address':'10.0.0.1','portValue':8080}}}}]}]},"
 	    "{'@type':'type.googleapis.com/istio.security.Authorization','name':'allow','namespace':'ns'},"
 	    "{'@type':'type.googleapis.com/istio.security.v1beta1.PeerAuthentication'},"
-	    "{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l'},"
+	    "{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}},"
+	    "{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':'HTTP2'}}]}]},"
 	    "{'@type':'type.googleapis.com/envoy.config.route.v3.RouteConfiguration','name':'r'}]}", NULL, NULL);
 	assert_int_equal(f.rep.nproblems, 0);
 	assert_non_null(r = model_cluster(f.m, "outbound|80||e"));
@@ -455,6 +461,12 @@ test_bad_inputs(void **state)
 	expect_one("{'resources':[{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
 	    "'loadBalancing':{'mode':'STRICT','routingPreference':['UNSPECIFIED_SCOPE']}}}]}", 0,
 	    "resources[0].service.loadBalancing.routingPreference[0]: UNSPECIFIED_SCOPE is not a scope");
+	/* ... also inside an Any (pb_find_unknown_enum sees its bytes only). */
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':7}}]}]}]}", 0,
+	    "resources[0].filterChains[0].filters[0].typedConfig.codecType: unknown enum value 7");
 	/* Missing names (mres_new took the fallback; the builder still refuses). */
 	expect_one("{'resources':[{" ADDR ",'workload':{'name':'x'}}]}", 0,
 	    "resources[0].workload.uid: required (the workload's name)");
@@ -488,6 +500,36 @@ test_bad_inputs(void **state)
 	    "{'socketAddress':{'address':'::1','portValue':0}}}}]}]}]}", 0,
 	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.socketAddress.portValue: port 0; "
 	    "want 1 to 65535");
+}
+
+/* From xDS an Any holds bytes: ones that do not unpack as their type are
+ * refused, not skipped. */
+static void
+test_any_bytes_that_do_not_unpack(void **state)
+{
+	struct fix f;
+	Envoy__Config__Listener__V3__Listener *l;
+	Google__Protobuf__Any *any;
+	static uint8_t junk[] = { 0xff, 0xff, 0xff };
+
+	(void)state;
+	load(&f, "{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}}]}]}]}", "v1");
+	l = (void *)f.in[0].res->msg;
+	any = l->filter_chains[0]->filters[0]->typed_config;
+	free(any->value.data);
+	any->value.data = malloc(sizeof(junk));
+	assert_non_null(any->value.data);
+	memcpy(any->value.data, junk, sizeof(junk));
+	any->value.len = sizeof(junk);
+	f.m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &f.rep);
+	assert_non_null(f.m);
+	assert_int_equal(f.rep.nproblems, 1);
+	assert_string_equal(f.rep.problems[0].msg,
+	    "resources[0].filterChains[0].filters[0].typedConfig.value: not a valid encoding of its @type");
+	assert_int_equal(model_count(f.m, MRES_LISTENER), 0);
+	done(&f);
 }
 
 static void
@@ -699,6 +741,7 @@ main(void)
 		cmocka_unit_test(test_networks),
 		cmocka_unit_test(test_clusters_and_other_types),
 		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_any_bytes_that_do_not_unpack),
 		cmocka_unit_test(test_lax_refs),
 		cmocka_unit_test(test_kept_previous),
 		cmocka_unit_test(test_kept_previous_conflict),
