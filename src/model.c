@@ -1318,23 +1318,31 @@ build_workloads(struct model *m)
 	return 0;
 }
 
-/* The workload's address for a VIP of family fam (AF_UNSPEC: headless):
- * that family's first, else its first of any (ztunnel connects to the
- * address it has); false when it has none. */
+/* The workload's address for a VIP of family fam (AF_UNSPEC: headless), as
+ * ztunnel picks it (src/state.rs, pick_workload_destination_or_resolve):
+ * among the addresses the service's ip_families admits (IPV4_ONLY,
+ * IPV6_ONLY; AUTOMATIC and DUAL: any), the first of the VIP's family, else
+ * the first; false when none is admitted (ztunnel: no valid destination). */
 static bool
-ep_addr(const Istio__Workload__Workload *w, int fam, uint16_t port, struct sockaddr_storage *ss)
+ep_addr(const Istio__Workload__Workload *w, int fam, Istio__Workload__IPFamilies only, uint16_t port,
+    struct sockaddr_storage *ss)
 {
-	const ProtobufCBinaryData *pick = NULL;
+	const ProtobufCBinaryData *pick = NULL, *first = NULL;
 
 	for (size_t a = 0; a < w->n_addresses && !pick; a++) {
 		struct ipkey k;
 
 		bin_to_key(&w->addresses[a], "", &k);
+		if ((only == ISTIO__WORKLOAD__IPFAMILIES__IPV4_ONLY && k.family != AF_INET) ||
+		    (only == ISTIO__WORKLOAD__IPFAMILIES__IPV6_ONLY && k.family != AF_INET6))
+			continue;
+		if (!first)
+			first = &w->addresses[a];
 		if (fam == AF_UNSPEC || k.family == fam)
 			pick = &w->addresses[a];
 	}
-	if (!pick && w->n_addresses)
-		pick = &w->addresses[0];
+	if (!pick)
+		pick = first;
 	if (!pick)
 		return false;
 	memset(ss, 0, sizeof(*ss));
@@ -1529,7 +1537,7 @@ build_services(struct model *m)
 						struct sockaddr_storage ss;
 
 						if (!port || (!w->healthy && !allow_all) ||
-						    !ep_addr(wl_msg(w), fams[f], port, &ss))
+						    !ep_addr(wl_msg(w), fams[f], s->ip_families, port, &ss))
 							continue;
 						if (pass == 1) {
 							struct mendpoint *me = &m->eps[ei];

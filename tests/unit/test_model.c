@@ -341,6 +341,47 @@ test_health_policy_and_lb(void **state)
 	done(&f);
 }
 
+/* ztunnel's address choice: the VIP's family first, else the first address,
+ * among those the service's ipFamilies admits. */
+static void
+test_ip_families(void **state)
+{
+	struct fix f;
+	const struct msvc_port *p;
+	struct sockaddr_storage a = sa("fd00::1", 80);
+	char ip[64];
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','ipFamilies':'IPV6_ONLY',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f',"
+	    "'addresses':[{'address':'" VIP4 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("dual", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/e':{},'ns/f':{}}") ","
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{},'ns/f':{}}") "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);	/* v4only has no IPv6 address */
+	assert_string_equal(p->eps[0].wl->uid, "dual");
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "fd00:1::1");
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 2);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	done(&f);
+
+	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.2");
+	done(&f);
+}
+
 static void
 test_networks(void **state)
 {
@@ -738,6 +779,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_mesh),
 		cmocka_unit_test(test_health_policy_and_lb),
+		cmocka_unit_test(test_ip_families),
 		cmocka_unit_test(test_networks),
 		cmocka_unit_test(test_clusters_and_other_types),
 		cmocka_unit_test(test_bad_inputs),
