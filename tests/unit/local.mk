@@ -41,6 +41,8 @@ $(tests_unit_test_proto_OBJECTS): $(PROTO_H)
 tests_unit_test_model_SOURCES = tests/unit/test_model.c
 tests_unit_test_model_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_model_LDADD = $(UNIT_LDADD)
+# Allocation-failure injection for model_build (see __wrap_malloc in the test).
+tests_unit_test_model_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(tests_unit_test_model_OBJECTS): $(PROTO_H)
 tests_unit_test_resources_SOURCES = tests/unit/test_resources.c
 tests_unit_test_resources_CFLAGS = $(UNIT_CFLAGS)
