@@ -628,28 +628,29 @@ read_file(const char *path, char **out, size_t *outlen, char *err, size_t errlen
 	return 0;
 }
 
-cJSON *
-config_read_file(const char *path, char *err, size_t errlen)
+int
+config_read_file(const char *path, cJSON **root, char *err, size_t errlen)
 {
 	char *buf = NULL;
 	size_t len = 0;
-	cJSON *root;
+	int rc;
 
-	if (read_file(path, &buf, &len, err, errlen) < 0)
-		return NULL;
-	root = json_parse_strict(buf ? buf : "", len, err, errlen);
+	*root = NULL;
+	if ((rc = read_file(path, &buf, &len, err, errlen)) < 0)
+		return rc;
+	*root = json_parse_strict(buf ? buf : "", len, err, errlen);
 	free(buf);
-	return root;
+	return *root ? 0 : -EINVAL;
 }
 
 int
 config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
 {
-	cJSON *root = config_read_file(path, err, errlen);
+	cJSON *root;
 	int rc;
 
-	if (!root)
-		return -EINVAL;
+	if ((rc = config_read_file(path, &root, err, errlen)) < 0)
+		return rc;
 	rc = config_load_tree(root, cfg, NULL, err, errlen);
 	cJSON_Delete(root);
 	return rc;

@@ -65,10 +65,10 @@ int config_load_tree(const struct cJSON *root, struct config *cfg, const struct 
     char *err, size_t errlen);
 
 /* Read and parse a configuration file (regular files only, at most 16 MiB)
- * with json_parse_strict(). Returns the tree (cJSON_Delete it) or NULL with
- * err naming the file's problem ("cannot open F: ...", "$: not valid JSON
- * ..."). */
-struct cJSON *config_read_file(const char *path, char *err, size_t errlen);
+ * with json_parse_strict(). 0 with the tree in *root (cJSON_Delete it), or
+ * -errno (-EINVAL: not valid JSON) with err naming the problem ("cannot
+ * open F: ...", "$: not valid JSON ..."). */
+int config_read_file(const char *path, struct cJSON **root, char *err, size_t errlen);
 
 /* Set one key from its string form, e.g. ("proxy.concurrency", "4"): the same
  * parser and bounds as the file (numbers are whole decimal strings, nothing

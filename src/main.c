@@ -217,9 +217,9 @@ main(int argc, char **argv)
 		return check_config(cfg_path);
 	struct res_report rep = { 0 };
 	struct model *model = NULL;
-	if (server_load(&cfg, NULL, dump ? NULL : &model, &rep, err, sizeof(err)) < 0) {
+	if ((rc = server_load(&cfg, NULL, dump ? NULL : &model, &rep, err, sizeof(err))) < 0) {
 		fprintf(stderr, "outrigger: %s\n", err);
-		return EXIT_CONFIG;
+		return rc == -ENOMEM ? 1 : EXIT_CONFIG;
 	}
 	if (dump) {
 		cJSON *j = config_to_json(&cfg);

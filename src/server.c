@@ -33,10 +33,9 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 	config_defaults(cfg);
 	if (server.config_path) {
 		/* Parsed once: the settings and the resources come from one tree. */
-		if (!(root = config_read_file(server.config_path, why, sizeof(why))) ||
+		if ((rc = config_read_file(server.config_path, &root, why, sizeof(why))) < 0 ||
 		    (rc = config_load_tree(root, cfg, &list, why, sizeof(why))) < 0) {
 			snprintf(err, errlen, "%s: %s", server.config_path, why);
-			rc = -EINVAL;
 			goto out;
 		}
 	}

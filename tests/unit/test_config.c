@@ -163,7 +163,7 @@ test_file_errors(void **state)
 	assert_true(config_load_file(path, &c, err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "proxy.concurrency"));
 	unlink(path);
-	assert_true(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)) < 0);
+	assert_int_equal(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, "cannot open /nonexistent/outrigger.json"));
 
 	/* Review of issue 7: a FIFO (no writer) blocked the load for ever, and
