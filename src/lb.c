@@ -114,7 +114,7 @@ lb_class_below(const struct msvc_port *sp, const struct mworkload *src, int belo
 {
 	uint32_t cap0 = 0;
 
-	c->rank = -1;
+	*c = (struct lb_class){ .rank = -1 };
 	for (size_t i = 0; i < sp->neps; i++) {
 		int r = ep_rank(sp, i, src);
 		if (r < 0 || r >= below)

@@ -20,6 +20,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
 #include "istio/security/authorization.pb-c.h"
 #include "istio/security/v1beta1/peer_authentication.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
@@ -152,12 +153,11 @@ name_of(enum mres_type t, const ProtobufCMessage *msg, const char *fallback, cha
 	if (!n || !*n)
 		n = fallback;
 	if (!n || !*n) {
-		static const char *const field[MRES__COUNT] = {
-			[MRES_AUTHORIZATION] = "name", [MRES_PEER_AUTHENTICATION] = "(no name field)",
-			[MRES_CLUSTER] = "name", [MRES_ENDPOINTS] = "clusterName",
-			[MRES_ROUTE] = "name", [MRES_LISTENER] = "name",
-		};
-		snprintf(why, whylen, "%s: required (the resource's name)", field[t] ? field[t] : "name");
+		if (t == MRES_PEER_AUTHENTICATION)
+			snprintf(why, whylen, "a PeerAuthentication has no name field: its name must be given");
+		else
+			snprintf(why, whylen, "%s: required (the resource's name)",
+			    t == MRES_ENDPOINTS ? "clusterName" : "name");
 		return NULL;
 	}
 	if (!(r = strdup(n)))
@@ -167,6 +167,8 @@ oom:
 	snprintf(why, whylen, "out of memory");
 	return NULL;
 }
+
+static const char empty_version[] = "";
 
 struct mres *
 mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name, char *why,
@@ -191,7 +193,11 @@ mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name, 
 	r->type = (enum mres_type)t;
 	if (!(r->name = name_of(r->type, msg, fallback_name, why, whylen)))
 		goto fail;
-	if (!(r->version = strdup(version ? version : ""))) {
+	/* Static resources have no version: one shared "" (12,000 resources
+	 * would hold 12,000 copies). */
+	if (!version || !*version)
+		r->version = (char *)empty_version;
+	else if (!(r->version = strdup(version))) {
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
@@ -221,7 +227,8 @@ mres_unref(struct mres *r)
 		return;
 	protobuf_c_message_free_unpacked(r->msg, NULL);
 	free(r->name);
-	free(r->version);
+	if (r->version != empty_version)
+		free(r->version);
 	free(r);
 }
 
@@ -459,6 +466,8 @@ struct build {
 	 * own, prev's version, or NULL). */
 	struct mres **cand;
 	int *problem;			/* per input: its problem's index or -1 */
+	/* While deciding: VIP:ports and network/IPs claimed, services in. */
+	struct tset *vips, *ips, *svcs;
 };
 
 static const char *
@@ -716,12 +725,113 @@ check_cla(struct build *b, size_t i, const Envoy__Config__Endpoint__V3__ClusterL
 	return true;
 }
 
+/* The way down to an Any, kept as (field, index) pairs so that the path
+ * string is only made when something is found. */
+struct anywalk {
+	const ProtobufCFieldDescriptor *f[33];
+	size_t k[33];
+	bool rep[33];
+	int depth;
+	int value;
+	bool undecodable;
+	char inner[JPB_PATH_LEN];	/* pb_find_unknown_enum's path in the Any */
+};
+
+/* pb_find_unknown_enum() sees an Any's value as bytes: this finds the Anys
+ * in m, unpacks each whose type we know (the JSON decoder refused the
+ * others; from xDS they stay opaque, as nothing reads them) and looks in
+ * it, and in the Anys it holds. -EINVAL with w->value (or w->undecodable:
+ * the value does not unpack) and the way to it in w, else 0. */
+static int
+find_unknown_in_anys(const ProtobufCMessage *m, struct anywalk *w)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
+	if (d == &google__protobuf__any__descriptor) {
+		const Google__Protobuf__Any *any = (const void *)m;
+		const char *slash = strrchr(S(any->type_url), '/');
+		const ProtobufCMessageDescriptor *inner = jpb_lookup(slash ? slash + 1 : S(any->type_url));
+		ProtobufCMessage *u;
+		int rc;
+
+		if (!inner)
+			return 0;
+		if (!(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
+			snprintf(w->inner, sizeof(w->inner), "value");
+			w->undecodable = true;
+			return -EINVAL;
+		}
+		rc = pb_find_unknown_enum(u, w->inner, sizeof(w->inner), &w->value);
+		if (rc == 0)
+			rc = find_unknown_in_anys(u, w);
+		protobuf_c_message_free_unpacked(u, NULL);
+		return rc;
+	}
+	if (w->depth >= 32)
+		return 0;	/* the decoder's nesting bound is lower */
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
+		const void *elems = base + f->offset;
+		size_t n = 1;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		if (repeated) {
+			n = *(const size_t *)(base + f->quantifier_offset);
+			elems = *(void *const *)(base + f->offset);
+		}
+		for (size_t k = 0; k < n; k++) {
+			const ProtobufCMessage *sub = repeated ? ((ProtobufCMessage *const *)elems)[k] :
+			    *(ProtobufCMessage *const *)elems;
+
+			if (!sub)
+				continue;
+			w->f[w->depth] = f;
+			w->k[w->depth] = k;
+			w->rep[w->depth] = repeated;
+			w->depth++;
+			if (find_unknown_in_anys(sub, w) < 0)
+				return -EINVAL;
+			w->depth--;
+		}
+	}
+	return 0;
+}
+
+/* The path of what find_unknown_in_anys() found: "a.b[2].typedConfig.x". */
+static void
+anywalk_path(const struct anywalk *w, char *path, size_t len)
+{
+	size_t at = 0;
+
+	path[0] = '\0';
+	for (int i = 0; i < w->depth && at + 1 < len; i++) {
+		char name[128];
+		int n;
+
+		jpb_json_name(w->f[i]->name, name, sizeof(name));
+		n = w->rep[i] ? snprintf(path + at, len - at, "%s%s[%zu]", at ? "." : "", name, w->k[i]) :
+		    snprintf(path + at, len - at, "%s%s", at ? "." : "", name);
+		if (n > 0)
+			at = at + (size_t)n < len ? at + (size_t)n : len - 1;
+	}
+	/* Cut to len: a path long enough to find the field is enough. */
+	if (at + 1 < len && snprintf(path + at, len - at, "%s%s", at ? "." : "", w->inner) < 0)
+		path[at] = '\0';
+}
+
 /* Whether input i's resource is valid by itself. */
 static bool
 check_one(struct build *b, size_t i)
 {
 	const struct mres *r = b->in[i].res;
 	char path[JPB_PATH_LEN];
+	struct anywalk w;
 	int value;
 
 	if (type_of(r->msg) != (int)r->type) {
@@ -733,6 +843,16 @@ check_one(struct build *b, size_t i)
 	 * (TryFrom fails: NACK), rather than misreading it as a default. */
 	if (pb_find_unknown_enum(r->msg, path, sizeof(path), &value) < 0) {
 		problem(b, i, "%s: unknown enum value %d", path, value);
+		return false;
+	}
+	w.depth = 0;
+	w.undecodable = false;
+	if (find_unknown_in_anys(r->msg, &w) < 0) {
+		anywalk_path(&w, path, sizeof(path));
+		if (w.undecodable)
+			problem(b, i, "%s: not a valid encoding of its @type", path);
+		else
+			problem(b, i, "%s: unknown enum value %d", path, w.value);
 		return false;
 	}
 	switch (r->type) {
@@ -898,6 +1018,7 @@ tset_init(struct tset *s, size_t n)
 		return -ENOMEM;
 	if (otab_init(&s->t, n) < 0) {
 		free(s->e);
+		s->e = NULL;
 		return -ENOMEM;
 	}
 	return 0;
@@ -1003,19 +1124,11 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 	return true;
 }
 
-static struct tset *g_vips;	/* only during model_build (single-threaded control path) */
-
 static bool
 svc_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	return svc_vips_free(b, i, r, report, g_vips);
+	return svc_vips_free(b, i, r, report, b->vips);
 }
-
-struct wlctx {
-	struct tset *ips;
-	struct tset *svcs;
-};
-static struct wlctx *g_wl;
 
 /* Workload: its services exist (strict_refs), its network/IPs are free. */
 static bool
@@ -1024,7 +1137,7 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 	const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)r->msg)->workload;
 	if (b->opts && b->opts->strict_refs)
 		for (size_t k = 0; k < w->n_services; k++)
-			if (!tset_get(g_wl->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
+			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
 				if (report)
 					problem(b, i, "workload.services[\"%.64s\"]: no such service",
 					    S(w->services[k]->key));
@@ -1035,7 +1148,7 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 		struct tent *e;
 
 		bin_to_key(&w->addresses[a], w->network, &k);
-		e = tset_get(g_wl->ips, 0, NULL, &k, i, true);
+		e = tset_get(b->ips, 0, NULL, &k, i, true);
 		if (e && e->input == SIZE_MAX)
 			e->input = i;	/* given back by a refused one */
 		if (e && e->input != i) {
@@ -1047,9 +1160,9 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 				    *k.network ? k.network : "", *k.network ? "/" : "", ip,
 				    b->cand[e->input] ? b->cand[e->input]->name : "?", in_path(&b->in[e->input]));
 			}
-			for (size_t x = 0; x < g_wl->ips->n; x++)
-				if (g_wl->ips->e[x].input == i)
-					g_wl->ips->e[x].input = SIZE_MAX;
+			for (size_t x = 0; x < b->ips->n; x++)
+				if (b->ips->e[x].input == i)
+					b->ips->e[x].input = SIZE_MAX;
 			return false;
 		}
 	}
@@ -1105,7 +1218,7 @@ decide(struct build *b)
 	/* Two services on one VIP:port: the first keeps it. */
 	if (tset_init(&vips, nvip) < 0)
 		goto out;
-	g_vips = &vips;
+	b->vips = &vips;
 	for (size_t i = 0; i < b->n; i++)
 		if (b->cand[i] && is_service(b->cand[i]) && !svc_check(b, i, b->cand[i], true))
 			refuse_or_prev(b, i, svc_check);
@@ -1115,14 +1228,14 @@ decide(struct build *b)
 		if (b->cand[i] && is_service(b->cand[i]))
 			tset_get(&svcs, MRES_ADDRESS, b->cand[i]->name, NULL, i, true);
 	/* Two workloads on one network/IP: the first keeps it. */
-	g_wl = &(struct wlctx){ &ips, &svcs };
+	b->ips = &ips;
+	b->svcs = &svcs;
 	for (size_t i = 0; i < b->n; i++)
 		if (b->cand[i] && is_workload(b->cand[i]) && !wl_check(b, i, b->cand[i], true))
 			refuse_or_prev(b, i, wl_check);
 	rc = b->oom ? -ENOMEM : 0;
 out:
-	g_vips = NULL;
-	g_wl = NULL;
+	b->vips = b->ips = b->svcs = NULL;
 	tset_free(&names);
 	tset_free(&vips);
 	tset_free(&ips);
@@ -1222,23 +1335,31 @@ build_workloads(struct model *m)
 	return 0;
 }
 
-/* The workload's address for a VIP of family fam (AF_UNSPEC: headless):
- * that family's first, else its first of any (ztunnel connects to the
- * address it has); false when it has none. */
+/* The workload's address for a VIP of family fam (AF_UNSPEC: headless), as
+ * ztunnel picks it (src/state.rs, pick_workload_destination_or_resolve):
+ * among the addresses the service's ip_families admits (IPV4_ONLY,
+ * IPV6_ONLY; AUTOMATIC and DUAL: any), the first of the VIP's family, else
+ * the first; false when none is admitted (ztunnel: no valid destination). */
 static bool
-ep_addr(const Istio__Workload__Workload *w, int fam, uint16_t port, struct sockaddr_storage *ss)
+ep_addr(const Istio__Workload__Workload *w, int fam, Istio__Workload__IPFamilies only, uint16_t port,
+    struct sockaddr_storage *ss)
 {
-	const ProtobufCBinaryData *pick = NULL;
+	const ProtobufCBinaryData *pick = NULL, *first = NULL;
 
 	for (size_t a = 0; a < w->n_addresses && !pick; a++) {
 		struct ipkey k;
 
 		bin_to_key(&w->addresses[a], "", &k);
+		if ((only == ISTIO__WORKLOAD__IPFAMILIES__IPV4_ONLY && k.family != AF_INET) ||
+		    (only == ISTIO__WORKLOAD__IPFAMILIES__IPV6_ONLY && k.family != AF_INET6))
+			continue;
+		if (!first)
+			first = &w->addresses[a];
 		if (fam == AF_UNSPEC || k.family == fam)
 			pick = &w->addresses[a];
 	}
-	if (!pick && w->n_addresses)
-		pick = &w->addresses[0];
+	if (!pick)
+		pick = first;
 	if (!pick)
 		return false;
 	memset(ss, 0, sizeof(*ss));
@@ -1433,7 +1554,7 @@ build_services(struct model *m)
 						struct sockaddr_storage ss;
 
 						if (!port || (!w->healthy && !allow_all) ||
-						    !ep_addr(wl_msg(w), fams[f], port, &ss))
+						    !ep_addr(wl_msg(w), fams[f], s->ip_families, port, &ss))
 							continue;
 						if (pass == 1) {
 							struct mendpoint *me = &m->eps[ei];
@@ -1547,6 +1668,7 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep)
 {
 	struct build b = { .in = in, .n = n, .prev = prev, .opts = opts, .rep = rep };
+	size_t count[MRES__COUNT] = { 0 };
 	struct model *m = NULL;
 
 	if (rep) {
@@ -1559,16 +1681,17 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		b.problem[i] = -1;
 	if (decide(&b) < 0)
 		goto fail;
-	if (!(m = model_empty()) || !(m->network = (free(m->network), strdup(opts && opts->network ? opts->network : ""))))
+	if (!(m = calloc(1, sizeof(*m))))
+		goto fail;
+	m->bytes = sizeof(*m);
+	if (!(m->network = strdup(opts && opts->network ? opts->network : "")))
 		goto fail;
 	for (size_t i = 0; i < n; i++)
 		if (b.cand[i])
-			m->nres[b.cand[i]->type]++;
-	for (int t = 0; t < MRES__COUNT; t++) {
-		if (!(m->res[t] = mcalloc(m, m->nres[t], sizeof(*m->res[t]))))
+			count[b.cand[i]->type]++;
+	for (int t = 0; t < MRES__COUNT; t++)
+		if (!(m->res[t] = mcalloc(m, count[t], sizeof(*m->res[t]))))
 			goto fail;
-		m->nres[t] = 0;
-	}
 	for (size_t i = 0; i < n; i++)
 		if (b.cand[i])
 			m->res[b.cand[i]->type][m->nres[b.cand[i]->type]++] = mres_ref(b.cand[i]);

@@ -185,7 +185,7 @@ def chart(res, outdir):
     for i, ((fn, names, has), (t, yl)) in enumerate(zip(files, panels)):
         script.append('set title "%s"' % t)
         script.append('set ylabel "%s"' % yl)
-        if i == 1:
+        if i == 1 and has:
             script.append("set logscale y; set yrange [10:*]")
         else:
             script.append("unset logscale y; set yrange [0:*]")

@@ -98,7 +98,8 @@ if [ -n "$baseline" ]; then
 		make -j"$(nproc)" outrigger >"$work/prev-build.log" 2>&1) || {
 		tail -30 "$work/prev-build.log" "$work/prev-configure.log" >&2 2>/dev/null; exit 1; }
 	cp "$work/prev-build/outrigger" "$work/bin/outrigger-prev"
-	export ORBENCH_BASELINE_REF="$baseline ($rev)"
+	ref="$baseline"; [ "${rev#"$baseline"}" = "$rev" ] && [ "${baseline#"$rev"}" = "$baseline" ] && ref="$baseline, $rev"
+	export ORBENCH_BASELINE_REF="$ref"
 fi
 for prog in orbench-load orbench-server; do
 	cc -std=gnu11 -O2 -g -Wall -Wextra -o "$work/bin/$prog" "$here/$prog.c"

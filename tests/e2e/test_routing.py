@@ -20,6 +20,8 @@ VIP = "198.19.0.20"
 VIP6 = "fd00:198:19::20"
 SVC = meshres.key("echo")
 PORT = 8080
+# Round robin is per worker (no shared counter): tests that count exact turns use one.
+ONE_WORKER = ("--concurrency", "1")
 
 
 def _servers(L, n=2, ipv6=False, listen=(True, True)):
@@ -66,10 +68,11 @@ def test_vip_not_reachable_without_outrigger(pod_lab):
 
 def test_two_endpoints_behind_one_vip(pod_lab, outrigger_bin, init_bin):
     """(a) Both server pods behind the VIP receive connections: round robin takes them in
-    turn, so 20 connections split 10/10; the sidecar's counters saw them all."""
+    turn, so 20 connections split 10/10; the sidecar's counters saw them all. One worker:
+    each worker keeps its own turn, and the kernel spreads connections over workers."""
     pods = _servers(pod_lab)
     c = pod_lab.add_pod("client")
-    sc = c.start_sidecar(config=meshres.config(_resources(pods)))
+    sc = c.start_sidecar(config=meshres.config(_resources(pods)), proxy_args=ONE_WORKER)
     seen = {}
     for _ in range(20):
         code, body = _get(c, VIP)
@@ -96,9 +99,9 @@ def test_registry_only(pod_lab, outrigger_bin, init_bin):
     code, body = _get(c, pods[0].ip4, PORT)
     assert code == 200 and _who(body) == "server-a", body
     r = c.run(["curl", "-sS", "-m", "5", "http://%s:%d/" % (other.ip4, PORT)], user="nobody", check=False)
-    # Accepted, then reset before a byte: curl calls it a failed connect (7) or a
-    # receive failure (56), depending on when the RST arrives.
-    assert r.returncode in (7, 56), r
+    # Accepted, then reset before a byte: curl names it by when the RST arrives (7 failed
+    # connect, 55 or 56 send/receive failure); no answer either way.
+    assert r.returncode != 0 and not r.stdout, r
     st = sc.stats()
     assert st["listener.outbound.downstream_cx_no_route"] == 1
     assert st["listener.outbound.upstream_cx_connect_fail"] == 0
@@ -119,7 +122,7 @@ def test_connect_failure_moves_to_next_endpoint(pod_lab, outrigger_bin, init_bin
     and the retry counter counts the refused attempts."""
     pods = _servers(pod_lab, listen=(True, False))
     c = pod_lab.add_pod("client")
-    sc = c.start_sidecar(config=meshres.config(_resources(pods)))
+    sc = c.start_sidecar(config=meshres.config(_resources(pods)), proxy_args=ONE_WORKER)
     for _ in range(10):
         code, body = _get(c, VIP)
         assert code == 200, body

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,41 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+
+/* Allocation-failure injection (the binary links with --wrap=malloc,calloc,
+ * realloc): when fail_at > 0, the fail_at-th allocation from now fails. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+static long fail_at;
+
+static bool
+fail_now(void)
+{
+	return fail_at > 0 && --fail_at == 0;
+}
+
+void *
+__wrap_malloc(size_t size)
+{
+	return fail_now() ? NULL : __real_malloc(size);
+}
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *
+__wrap_realloc(void *p, size_t size)
+{
+	return fail_now() ? NULL : __real_realloc(p, size);
+}
 
 /* A set of inputs decoded from `{"resources": [...]}` (single quotes in the
  * test text stand for double quotes). */
@@ -305,6 +341,47 @@ test_health_policy_and_lb(void **state)
 	done(&f);
 }
 
+/* ztunnel's address choice: the VIP's family first, else the first address,
+ * among those the service's ipFamilies admits. */
+static void
+test_ip_families(void **state)
+{
+	struct fix f;
+	const struct msvc_port *p;
+	struct sockaddr_storage a = sa("fd00::1", 80);
+	char ip[64];
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','ipFamilies':'IPV6_ONLY',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f',"
+	    "'addresses':[{'address':'" VIP4 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("dual", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/e':{},'ns/f':{}}") ","
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{},'ns/f':{}}") "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);	/* v4only has no IPv6 address */
+	assert_string_equal(p->eps[0].wl->uid, "dual");
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "fd00:1::1");
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 2);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	done(&f);
+
+	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.2");
+	done(&f);
+}
+
 static void
 test_networks(void **state)
 {
@@ -347,7 +424,12 @@ test_clusters_and_other_types(void **state)
 	    "{'socketAddress':{'address':'10.0.0.1','portValue':8080}}}}]}]},"
 	    "{'@type':'type.googleapis.com/istio.security.Authorization','name':'allow','namespace':'ns'},"
 	    "{'@type':'type.googleapis.com/istio.security.v1beta1.PeerAuthentication'},"
-	    "{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l'},"
+	    "{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}},"
+	    "{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':'HTTP2'}}]}]},"
 	    "{'@type':'type.googleapis.com/envoy.config.route.v3.RouteConfiguration','name':'r'}]}", NULL, NULL);
 	assert_int_equal(f.rep.nproblems, 0);
 	assert_non_null(r = model_cluster(f.m, "outbound|80||e"));
@@ -420,6 +502,12 @@ test_bad_inputs(void **state)
 	expect_one("{'resources':[{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
 	    "'loadBalancing':{'mode':'STRICT','routingPreference':['UNSPECIFIED_SCOPE']}}}]}", 0,
 	    "resources[0].service.loadBalancing.routingPreference[0]: UNSPECIFIED_SCOPE is not a scope");
+	/* ... also inside an Any (pb_find_unknown_enum sees its bytes only). */
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':7}}]}]}]}", 0,
+	    "resources[0].filterChains[0].filters[0].typedConfig.codecType: unknown enum value 7");
 	/* Missing names (mres_new took the fallback; the builder still refuses). */
 	expect_one("{'resources':[{" ADDR ",'workload':{'name':'x'}}]}", 0,
 	    "resources[0].workload.uid: required (the workload's name)");
@@ -453,6 +541,36 @@ test_bad_inputs(void **state)
 	    "{'socketAddress':{'address':'::1','portValue':0}}}}]}]}]}", 0,
 	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.socketAddress.portValue: port 0; "
 	    "want 1 to 65535");
+}
+
+/* From xDS an Any holds bytes: ones that do not unpack as their type are
+ * refused, not skipped. */
+static void
+test_any_bytes_that_do_not_unpack(void **state)
+{
+	struct fix f;
+	Envoy__Config__Listener__V3__Listener *l;
+	Google__Protobuf__Any *any;
+	static uint8_t junk[] = { 0xff, 0xff, 0xff };
+
+	(void)state;
+	load(&f, "{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}}]}]}]}", "v1");
+	l = (void *)f.in[0].res->msg;
+	any = l->filter_chains[0]->filters[0]->typed_config;
+	free(any->value.data);
+	any->value.data = malloc(sizeof(junk));
+	assert_non_null(any->value.data);
+	memcpy(any->value.data, junk, sizeof(junk));
+	any->value.len = sizeof(junk);
+	f.m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &f.rep);
+	assert_non_null(f.m);
+	assert_int_equal(f.rep.nproblems, 1);
+	assert_string_equal(f.rep.problems[0].msg,
+	    "resources[0].filterChains[0].filters[0].typedConfig.value: not a valid encoding of its @type");
+	assert_int_equal(model_count(f.m, MRES_LISTENER), 0);
+	done(&f);
 }
 
 static void
@@ -592,19 +710,85 @@ test_empty_and_mres(void **state)
 	free(t);
 }
 
+/* Every allocation model_build makes may fail (the report's too: a model
+ * whose refusals cannot be told is not built): it returns NULL and frees
+ * what it took (ASan's leak check); a later build of the same inputs is
+ * whole. */
+static void
+test_allocation_failures(void **state)
+{
+	struct fix f;
+	long k;
+
+	(void)state;
+	load(&f, "{'resources':[" SVC_ECHO "," SVC("e", VIP4, 80, 80) ","
+	    WL("w1", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/echo.ns.svc.cluster.local':{}}") ","
+	    WL("w2", "'" IP_10_0_0_1 "'", "") ","
+	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'}]}", "v1");
+	for (k = 1; k < 10000; k++) {
+		struct model_report rep;
+		struct model *m;
+
+		fail_at = k;
+		m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &rep);
+		if (fail_at > 0) {	/* no allocation failed: done */
+			fail_at = 0;
+			assert_non_null(m);
+			assert_int_equal(rep.nproblems, 2);	/* VIP:port, IP */
+			assert_int_equal(model_count(m, MRES_ADDRESS), 2);	/* echo, w1 */
+			model_free(m);
+			model_report_free(&rep);
+			break;
+		}
+		assert_null(m);
+		model_report_free(&rep);
+	}
+	assert_true(k > 10);	/* it allocates, so failures were injected */
+	assert_true(k < 10000);
+	drop_inputs(&f);
+
+	/* mres_new: on failure the message is freed too (ownership passed). */
+	for (k = 1; k < 100; k++) {
+		char *t = dq("{" SVC_ECHO "}"), why[128];
+		cJSON *j = json_parse_strict(t + 1, strlen(t) - 2, why, sizeof(why));
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err je;
+		struct mres *r;
+
+		assert_int_equal(jpb_decode_any(j, "r", NULL, NULL, &msg, &je), 0);
+		fail_at = k;
+		r = mres_new(msg, "v9", NULL, why, sizeof(why));
+		cJSON_Delete(j);
+		free(t);
+		if (fail_at > 0) {
+			fail_at = 0;
+			assert_non_null(r);
+			assert_string_equal(r->name, "ns/echo.ns.svc.cluster.local");
+			mres_unref(r);
+			break;
+		}
+		assert_null(r);
+		assert_string_equal(why, "out of memory");
+	}
+	assert_true(k > 1 && k < 100);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_mesh),
 		cmocka_unit_test(test_health_policy_and_lb),
+		cmocka_unit_test(test_ip_families),
 		cmocka_unit_test(test_networks),
 		cmocka_unit_test(test_clusters_and_other_types),
 		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_any_bytes_that_do_not_unpack),
 		cmocka_unit_test(test_lax_refs),
 		cmocka_unit_test(test_kept_previous),
 		cmocka_unit_test(test_kept_previous_conflict),
 		cmocka_unit_test(test_empty_and_mres),
+		cmocka_unit_test(test_allocation_failures),
 	};
 
 	if (model_register_types() < 0)
