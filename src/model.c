@@ -362,6 +362,15 @@ bin_to_key(const ProtobufCBinaryData *b, const char *network, struct ipkey *k)
 	return true;
 }
 
+/* An address's family as the indexes see it (IPv4-mapped is IPv4). */
+static int
+addr_family(const ProtobufCBinaryData *b)
+{
+	struct ipkey k;
+
+	return bin_to_key(b, "", &k) ? k.family : AF_UNSPEC;
+}
+
 static bool
 sa_to_key(const struct sockaddr_storage *sa, const char *network, struct ipkey *k)
 {
@@ -1417,8 +1426,10 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				v4 |= s->addresses[a]->address.len == 4;
-				v6 |= s->addresses[a]->address.len == 16;
+				int fam = addr_family(&s->addresses[a]->address);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
 			}
 			m->nsvcs++;
 			nports += s->n_ports * (v4 && v6 ? 2 : 1);
@@ -1522,8 +1533,10 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				v4 |= s->addresses[a]->address.len == 4;
-				v6 |= s->addresses[a]->address.len == 16;
+				int fam = addr_family(&s->addresses[a]->address);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
 			}
 			if (v4)
 				fams[nf++] = AF_INET;
