@@ -1136,14 +1136,19 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 static bool
 svc_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	return svc_vips_free(b, i, r, report, b->vips);
+	/* prev's resource of that name may be a workload (one namespace). */
+	return is_service(r) && svc_vips_free(b, i, r, report, b->vips);
 }
 
 /* Workload: its services exist (strict_refs), its network/IPs are free. */
 static bool
 wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)r->msg)->workload;
+	const Istio__Workload__Workload *w;
+
+	if (!is_workload(r))
+		return false;	/* prev's of that name was a service */
+	w = ((const Istio__Workload__Address *)r->msg)->workload;
 	if (b->opts && b->opts->strict_refs)
 		for (size_t k = 0; k < w->n_services; k++)
 			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {

@@ -678,6 +678,30 @@ test_kept_previous_conflict(void **state)
 	done(&f2);
 }
 
+/* Workloads and services share the Address names: prev's resource of a
+ * refused one's name may be of the other kind, and must not be read as its
+ * kind (it was: a Workload read as a Service). */
+static void
+test_kept_previous_other_kind(void **state)
+{
+	struct fix f1, f2;
+
+	(void)state;
+	build(&f1, "{'resources':[" WL("ns/e", "'" IP_10_0_0_1 "'", "") "," SVC("w", VIP6, 80, 80) "]}", NULL, NULL);
+	assert_int_equal(f1.rep.nproblems, 0);
+	/* Service ns/e loses VIP4:80 to ns/d; workload "ns/w" loses 10.0.0.2 to w0. */
+	load(&f2, "{'resources':[" SVC("d", VIP4, 80, 80) "," SVC("e", VIP4, 80, 80) ","
+	    WL("w0", "'" IP_10_0_0_2 "'", "") "," WL("ns/w", "'" IP_10_0_0_2 "'", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "" }, &f2.rep);
+	assert_non_null(f2.m);
+	assert_int_equal(f2.rep.nproblems, 2);
+	assert_false(f2.rep.problems[0].kept_previous);
+	assert_false(f2.rep.problems[1].kept_previous);
+	assert_int_equal(model_count(f2.m, MRES_ADDRESS), 2);
+	done(&f1);
+	done(&f2);
+}
+
 static void
 test_empty_and_mres(void **state)
 {
@@ -803,6 +827,7 @@ main(void)
 		cmocka_unit_test(test_lax_refs),
 		cmocka_unit_test(test_kept_previous),
 		cmocka_unit_test(test_kept_previous_conflict),
+		cmocka_unit_test(test_kept_previous_other_kind),
 		cmocka_unit_test(test_empty_and_mres),
 		cmocka_unit_test(test_allocation_failures),
 	};
