@@ -362,13 +362,19 @@ bin_to_key(const ProtobufCBinaryData *b, const char *network, struct ipkey *k)
 	return true;
 }
 
-/* An address's family as the indexes see it (IPv4-mapped is IPv4). */
+/* A service VIP's family as the indexes see it (IPv4-mapped is IPv4), or
+ * AF_UNSPEC for a CIDR VIP (a length shorter than the address): ztunnel
+ * matches those by prefix, apart from the exact VIPs (by_cidr_vip), which
+ * the model does not do yet, so they are not indexed. */
 static int
-addr_family(const ProtobufCBinaryData *b)
+vip_family(const Istio__Workload__NetworkAddress *na)
 {
 	struct ipkey k;
 
-	return bin_to_key(b, "", &k) ? k.family : AF_UNSPEC;
+	if (na->length_opt_case == ISTIO__WORKLOAD__NETWORK_ADDRESS__LENGTH_OPT_LENGTH &&
+	    na->length != na->address.len * 8)
+		return AF_UNSPEC;
+	return bin_to_key(&na->address, "", &k) ? k.family : AF_UNSPEC;
 }
 
 static bool
@@ -1105,7 +1111,7 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 {
 	const Istio__Workload__Service *s = ((const Istio__Workload__Address *)r->msg)->service;
 	for (size_t a = 0; a < s->n_addresses; a++)
-		for (size_t p = 0; p < s->n_ports; p++) {
+		for (size_t p = 0; p < s->n_ports && vip_family(s->addresses[a]) != AF_UNSPEC; p++) {
 			struct ipkey k;
 			struct tent *e;
 
@@ -1431,7 +1437,7 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				int fam = addr_family(&s->addresses[a]->address);
+				int fam = vip_family(s->addresses[a]);
 
 				v4 |= fam == AF_INET;
 				v6 |= fam == AF_INET6;
@@ -1538,7 +1544,7 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				int fam = addr_family(&s->addresses[a]->address);
+				int fam = vip_family(s->addresses[a]);
 
 				v4 |= fam == AF_INET;
 				v6 |= fam == AF_INET6;
@@ -1607,6 +1613,8 @@ build_services(struct model *m)
 			struct ipkey k;
 			uint32_t at;
 
+			if (vip_family(s->addresses[a]) == AF_UNSPEC)
+				continue;
 			bin_to_key(&s->addresses[a]->address, s->addresses[a]->network, &k);
 			if (k.family != mp->family)
 				continue;

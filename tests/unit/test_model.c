@@ -386,6 +386,23 @@ test_ip_families(void **state)
 	assert_string_equal(model_workload_at(f.m, &a)->uid, "mapped");
 	done(&f);
 
+	/* A CIDR VIP (shorter length) is not an exact VIP (ztunnel keeps those
+	 * apart, matched by prefix): not indexed; /32 is exact. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','addresses':[{'address':'" VIP4
+	    "','length':24},{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f','addresses':[{'address':'" VIP4
+	    "','length':32}],'ports':[{'servicePort':80,'targetPort':80}]}}]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);	/* no VIP:port conflict with e's CIDR */
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "f");
+	assert_int_equal(model_service(f.m, "ns/e")->nports, 1);	/* IPv6 only */
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "e");
+	done(&f);
+
 	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
 	build(&f, "{'resources':["
 	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
