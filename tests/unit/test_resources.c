@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +281,43 @@ test_names(void **state)
 	cJSON_Delete(list);
 }
 
+/* The proxy's network comes from ISTIO_META_NETWORK (as Istio's injector
+ * sets it): a workload on network "net1" is found at its address only by a
+ * proxy on net1. */
+static void
+test_network_from_env(void **state)
+{
+	const char *const elems[] = {
+		"{" ADDR ",\"workload\":{\"uid\":\"cluster1//Pod/default/n\",\"name\":\"n\",\"namespace\":\"default\","
+		    "\"network\":\"net1\",\"addresses\":[\"CgAAAQ==\"]}}",
+	};
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct res_report rep;
+	cJSON *list = list_of(elems, 1);
+	struct model *m;
+
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(0x0a000001);
+	unsetenv("ISTIO_META_NETWORK");
+	assert_non_null(m = resources_build(list, NULL, &rep));
+	assert_int_equal(rep.refused, 0);
+	assert_null(model_workload_at(m, &ss));
+	res_report_free(&rep);
+	model_free(m);
+
+	setenv("ISTIO_META_NETWORK", "net1", 1);
+	assert_non_null(m = resources_build(list, NULL, &rep));
+	unsetenv("ISTIO_META_NETWORK");
+	assert_int_equal(rep.refused, 0);
+	const struct mworkload *w = model_workload_at(m, &ss);
+	assert_non_null(w);
+	assert_string_equal(w->uid, "cluster1//Pod/default/n");
+	res_report_free(&rep);
+	model_free(m);
+	cJSON_Delete(list);
+}
+
 int
 main(void)
 {
@@ -288,6 +327,7 @@ main(void)
 		cmocka_unit_test(test_bad_among_good),
 		cmocka_unit_test(test_prev_kept),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_network_from_env),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
