@@ -15,8 +15,10 @@
 
 #include "admin.h"
 #include "config.h"
+#include "json_pb.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "server.h"
 #include "sock.h"
 #include "worker.h"
@@ -246,6 +248,63 @@ admin_render_stats(struct strbuf *sb, const char *format)
 	stat_rows_free(&rs);
 }
 
+/* One resource as /config_dump lists it. */
+static cJSON *
+resource_to_json(const struct mres *r, unsigned *marks)
+{
+	cJSON *o = cJSON_CreateObject(), *res;
+	unsigned n = 0;
+
+	if (!o || !cJSON_AddStringToObject(o, "name", r->name) ||
+	    !cJSON_AddStringToObject(o, "version", r->version ? r->version : ""))
+		goto oom;
+	if (!(res = jpb_encode_any(r->msg, NULL, &n)))
+		goto oom;
+	cJSON_AddItemToObject(o, "resource", res);
+	*marks += n;
+	return o;
+oom:
+	cJSON_Delete(o);
+	return NULL;
+}
+
+int
+admin_model_to_json(const struct model *m, cJSON *root)
+{
+	cJSON *types = cJSON_AddObjectToObject(root, "resources"), *idx;
+	struct model_sizes sz;
+	unsigned marks = 0;
+
+	if (!types)
+		return -ENOMEM;
+	for (int t = 0; t < MRES__COUNT; t++) {
+		cJSON *list = cJSON_AddArrayToObject(types, mres_type_names[t]);
+		size_t n = model_count(m, (enum mres_type)t);
+		if (!list)
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			cJSON *o = resource_to_json(model_resource(m, (enum mres_type)t, i), &marks);
+			if (!o || !cJSON_AddItemToArray(list, o)) {
+				cJSON_Delete(o);
+				return -ENOMEM;
+			}
+		}
+	}
+	model_sizes(m, &sz);
+	if (!(idx = cJSON_AddObjectToObject(root, "indexes")) ||
+	    !cJSON_AddNumberToObject(idx, "workloads", (double)sz.workloads) ||
+	    !cJSON_AddNumberToObject(idx, "workloadAddresses", (double)sz.workload_addresses) ||
+	    !cJSON_AddNumberToObject(idx, "services", (double)sz.services) ||
+	    !cJSON_AddNumberToObject(idx, "serviceVips", (double)sz.service_vips) ||
+	    !cJSON_AddNumberToObject(idx, "endpoints", (double)sz.endpoints) ||
+	    !cJSON_AddNumberToObject(idx, "clusters", (double)sz.clusters) ||
+	    !cJSON_AddNumberToObject(idx, "bytes", (double)sz.bytes) ||
+	    /* Parts of resources with no JSON form ("@error" in them). */
+	    !cJSON_AddNumberToObject(root, "encodingErrors", marks))
+		return -ENOMEM;
+	return 0;
+}
+
 static void
 render_config_dump(struct strbuf *sb)
 {
@@ -259,8 +318,14 @@ render_config_dump(struct strbuf *sb)
 		sb->oom = true;
 		return;
 	}
+	/* "generation" and "config" first and unchanged: outside checks read them. */
 	cJSON_AddNumberToObject(root, "generation", (double)server.snap->generation);
 	cJSON_AddItemToObject(root, "config", cfg);
+	if (server.snap->model && admin_model_to_json(server.snap->model, root) < 0) {
+		cJSON_Delete(root);
+		sb->oom = true;
+		return;
+	}
 	txt = cJSON_Print(root);
 	if (txt) {
 		sb_printf(sb, "%s\n", txt);

@@ -28,6 +28,18 @@ int admin_parse_request(const char *buf, size_t len, struct admin_req *req);
 /* Render the counters: format "text" (name: value, sorted), "json" or "prometheus". */
 void admin_render_stats(struct strbuf *sb, const char *format);
 
+struct cJSON;
+struct model;
+
+/* The mesh model as /config_dump shows it, added to root: "resources", an
+ * object with one list per resource type (model.h's full names, in
+ * MODEL_TYPES order, empty lists included) of {"name", "version",
+ * "resource"} in name order, the resource in proto3 JSON with its "@type"
+ * (json_pb's encoder: a part with no JSON form is an "@error" marker);
+ * "indexes", the model's sizes; "encodingErrors", how many markers. 0 or
+ * -ENOMEM (root then holds part of it; the caller deletes root). */
+int admin_model_to_json(const struct model *m, struct cJSON *root);
+
 /* Open the admin and readiness listeners on loop. Returns 0 or -errno with err set. */
 int admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port,
     unsigned health_port, char *err, size_t errlen);

@@ -29,12 +29,13 @@ enum cf_type {
 	CF_MODE,	/* "REDIRECT" | "TPROXY" */
 	CF_ADDR,	/* numeric IPv4/IPv6 address, stored as char[64] */
 	CF_BOOL,	/* JSON true/false, stored as bool */
+	CF_POLICY,	/* "ALLOW_ANY" | "REGISTRY_ONLY", stored as enum outbound_policy */
 };
 
 static const char *const cf_type_names[] = {
 	[CF_INT] = "integer", [CF_PORT] = "port", [CF_DURATION] = "duration",
 	[CF_LOGLEVEL] = "log level", [CF_MODE] = "interception mode", [CF_ADDR] = "IP address",
-	[CF_BOOL] = "boolean",
+	[CF_BOOL] = "boolean", [CF_POLICY] = "traffic policy",
 };
 
 /* When a new value takes effect. */
@@ -43,7 +44,9 @@ enum cf_when {
 	CF_RESTART,	/* read once at start (listeners, threads): a reload keeps the running value */
 };
 
-/* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms). */
+/* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms). The
+ * key may be a dotted path below its section ("outboundTrafficPolicy.mode"):
+ * the file nests an object per component, the command line writes it whole. */
 struct cf_field {
 	const char *section;
 	const char *key;
@@ -83,7 +86,13 @@ static const struct cf_field schema[] = {
 	    "admin API address; keep it on loopback"),
 	F("proxy", "healthPort", CF_PORT, CF_RESTART, health_port, 1, 65535, "15021",
 	    "readiness port serving /healthz/ready on all addresses"),
+	F("mesh", "outboundTrafficPolicy.mode", CF_POLICY, CF_LIVE, outbound_policy, 0, 0, "ALLOW_ANY",
+	    "outbound to an address the mesh does not know: ALLOW_ANY passes it through, REGISTRY_ONLY resets it"),
 };
+
+/* The top-level key whose value is the static resources (src/resources.c
+ * decodes them; here only their shape is checked). */
+#define RESOURCES_KEY "resources"
 
 #define NFIELDS (sizeof(schema) / sizeof(schema[0]))
 
@@ -239,6 +248,16 @@ set_field(const struct cf_field *f, const char *s, const char *got, struct confi
 			return -EINVAL;
 		}
 		return 0;
+	case CF_POLICY:
+		if (s && strcmp(s, "ALLOW_ANY") == 0)
+			*(enum outbound_policy *)dst = OUTBOUND_ALLOW_ANY;
+		else if (s && strcmp(s, "REGISTRY_ONLY") == 0)
+			*(enum outbound_policy *)dst = OUTBOUND_REGISTRY_ONLY;
+		else {
+			seterr(err, errlen, f, "expected \"ALLOW_ANY\" or \"REGISTRY_ONLY\", got %s", got);
+			return -EINVAL;
+		}
+		return 0;
 	case CF_BOOL:
 		if (s && strcmp(s, "true") == 0) {
 			*(bool *)dst = true;
@@ -311,22 +330,33 @@ config_defaults(struct config *cfg)
 	}
 }
 
-static bool
-section_known(const char *name)
+/* The field whose full path ("section.key") is path, or NULL. */
+static const struct cf_field *
+field_at(const char *path)
 {
-	for (size_t i = 0; i < NFIELDS; i++)
-		if (strcmp(schema[i].section, name) == 0)
-			return true;
-	return false;
+	for (size_t i = 0; i < NFIELDS; i++) {
+		size_t sl = strlen(schema[i].section);
+		if (strncmp(path, schema[i].section, sl) == 0 && path[sl] == '.' &&
+		    strcmp(path + sl + 1, schema[i].key) == 0)
+			return &schema[i];
+	}
+	return NULL;
 }
 
-static const struct cf_field *
-field_find(const char *section, const char *key)
+/* True when some field lies below path (an object of the schema: "proxy",
+ * "mesh", "mesh.outboundTrafficPolicy"). */
+static bool
+path_is_object(const char *path)
 {
-	for (size_t i = 0; i < NFIELDS; i++)
-		if (strcmp(schema[i].section, section) == 0 && strcmp(schema[i].key, key) == 0)
-			return &schema[i];
-	return NULL;
+	size_t pl = strlen(path);
+	char full[128];
+
+	for (size_t i = 0; i < NFIELDS; i++) {
+		snprintf(full, sizeof(full), "%s.%s", schema[i].section, schema[i].key);
+		if (strncmp(full, path, pl) == 0 && full[pl] == '.')
+			return true;
+	}
+	return false;
 }
 
 /* Checks across keys: the four ports must differ (two listeners on one port
@@ -367,55 +397,101 @@ key_seen_before(const cJSON *first, const cJSON *item)
 	return false;
 }
 
+/* "resources": a list whose elements are objects (each an Any in JSON
+ * form). What each holds is src/resources.c's concern: a bad resource is
+ * refused on its own, a file that is not even shaped so is refused whole. */
+static int
+check_resources(const cJSON *list, char *err, size_t errlen)
+{
+	const cJSON *e;
+	size_t i = 0;
+
+	if (!cJSON_IsArray(list)) {
+		seterr(err, errlen, NULL, RESOURCES_KEY ": expected a list of resources");
+		return -EINVAL;
+	}
+	cJSON_ArrayForEach(e, list) {
+		if (!cJSON_IsObject(e)) {
+			seterr(err, errlen, NULL, RESOURCES_KEY "[%zu]: expected an object "
+			    "(a resource: {\"@type\": \"type.googleapis.com/...\", ...})", i);
+			return -EINVAL;
+		}
+		i++;
+	}
+	return 0;
+}
+
+/* Loads the members of obj, the object at prefix ("" for the top level) into
+ * next. Every key must be a field or an object of the schema (or, at the top,
+ * "resources"); the recursion is bounded by the schema's depth, since an
+ * unknown key is refused before its value is looked at. */
+static int
+load_object(const cJSON *obj, const char *prefix, struct config *next, char *err, size_t errlen)
+{
+	const cJSON *item;
+	char path[256];
+
+	cJSON_ArrayForEach(item, obj) {
+		bool top_res = !*prefix && strcmp(item->string, RESOURCES_KEY) == 0;
+		const struct cf_field *f;
+
+		snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", item->string);
+		f = field_at(path);
+		if (!f && !top_res && !path_is_object(path)) {
+			seterr(err, errlen, NULL, "%s: unknown key", path);
+			return -EINVAL;
+		}
+		/* RFC 8259 leaves duplicate names undefined; cJSON would keep both
+		 * and we would apply the last one without a word. */
+		if (key_seen_before(obj->child, item)) {
+			seterr(err, errlen, NULL, "%s: duplicate key", path);
+			return -EINVAL;
+		}
+		if (f) {
+			if (set_field_json(f, item, next, err, errlen) < 0)
+				return -EINVAL;
+		} else if (top_res) {
+			if (check_resources(item, err, errlen) < 0)
+				return -EINVAL;
+		} else if (!cJSON_IsObject(item)) {
+			seterr(err, errlen, NULL, "%s: expected an object", path);
+			return -EINVAL;
+		} else if (load_object(item, path, next, err, errlen) < 0) {
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int
+config_load_tree(const cJSON *root, struct config *cfg, const cJSON **resources, char *err,
+    size_t errlen)
+{
+	struct config next;
+
+	if (!cJSON_IsObject(root)) {
+		seterr(err, errlen, NULL, "$: expected a JSON object at the top level");
+		return -EINVAL;
+	}
+	next = *cfg;
+	if (load_object(root, "", &next, err, errlen) < 0 || config_check(&next, err, errlen) < 0)
+		return -EINVAL;
+	*cfg = next;
+	if (resources)
+		*resources = cJSON_GetObjectItemCaseSensitive(root, RESOURCES_KEY);
+	return 0;
+}
+
 int
 config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen)
 {
-	struct config next;
-	cJSON *root, *sec, *item;
-	int rc = -EINVAL;
+	cJSON *root;
+	int rc;
 
 	/* NUL bytes, \u0000, invalid JSON and trailing data are refused there. */
 	if (!(root = json_parse_strict(text, len, err, errlen)))
 		return -EINVAL;
-	if (!cJSON_IsObject(root)) {
-		seterr(err, errlen, NULL, "$: expected a JSON object at the top level");
-		goto out;
-	}
-	next = *cfg;
-	cJSON_ArrayForEach(sec, root) {
-		if (!section_known(sec->string)) {
-			seterr(err, errlen, NULL, "%s: unknown key", sec->string);
-			goto out;
-		}
-		/* RFC 8259 leaves duplicate names undefined; cJSON would keep both
-		 * and we would apply the last one without a word. */
-		if (key_seen_before(root->child, sec)) {
-			seterr(err, errlen, NULL, "%s: duplicate key", sec->string);
-			goto out;
-		}
-		if (!cJSON_IsObject(sec)) {
-			seterr(err, errlen, NULL, "%s: expected an object", sec->string);
-			goto out;
-		}
-		cJSON_ArrayForEach(item, sec) {
-			const struct cf_field *f = field_find(sec->string, item->string);
-			if (!f) {
-				seterr(err, errlen, NULL, "%s.%s: unknown key", sec->string, item->string);
-				goto out;
-			}
-			if (key_seen_before(sec->child, item)) {
-				seterr(err, errlen, NULL, "%s.%s: duplicate key", sec->string, item->string);
-				goto out;
-			}
-			if (set_field_json(f, item, &next, err, errlen) < 0)
-				goto out;
-		}
-	}
-	if (config_check(&next, err, errlen) < 0)
-		goto out;
-	*cfg = next;
-	rc = 0;
-out:
+	rc = config_load_tree(root, cfg, NULL, err, errlen);
 	cJSON_Delete(root);
 	return rc;
 }
@@ -423,17 +499,11 @@ out:
 int
 config_set(struct config *cfg, const char *path, const char *value, char *err, size_t errlen)
 {
-	const struct cf_field *f = NULL;
+	const struct cf_field *f;
 	struct config next = *cfg;
 	char got[80];
 
-	for (size_t i = 0; i < NFIELDS && !f; i++) {
-		size_t sl = strlen(schema[i].section);
-		if (strncmp(path, schema[i].section, sl) == 0 && path[sl] == '.' &&
-		    strcmp(path + sl + 1, schema[i].key) == 0)
-			f = &schema[i];
-	}
-	if (!f) {
+	if (!(f = field_at(path))) {
 		seterr(err, errlen, NULL, "%s: unknown key", path);
 		return -EINVAL;
 	}
@@ -455,6 +525,7 @@ field_size(const struct cf_field *f)
 	case CF_MODE: return sizeof(enum intercept_mode);
 	case CF_ADDR: return sizeof(((struct config *)0)->admin_address);
 	case CF_BOOL: return sizeof(bool);
+	case CF_POLICY: return sizeof(enum outbound_policy);
 	}
 	return 0;
 }
@@ -485,8 +556,9 @@ config_keep_fixed(struct config *next, const struct config *running, char *chang
 	return n;
 }
 
-int
-config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
+/* The file's bytes (regular files only, at most 16 MiB) in *out, *outlen. */
+static int
+read_file(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
 {
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
@@ -532,6 +604,7 @@ config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
 			cap = cap ? cap * 2 : 8192;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
+				seterr(err, errlen, NULL, "%s: out of memory", path);
 				free(buf);
 				fclose(fp);
 				return -ENOMEM;
@@ -550,8 +623,36 @@ config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
 		return -EIO;
 	}
 	fclose(fp);
-	rc = config_load_json(buf ? buf : "", len, cfg, err, errlen);
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+int
+config_read_file(const char *path, cJSON **root, char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	*root = NULL;
+	if ((rc = read_file(path, &buf, &len, err, errlen)) < 0)
+		return rc;
+	*root = json_parse_strict(buf ? buf : "", len, err, errlen);
 	free(buf);
+	return *root ? 0 : -EINVAL;
+}
+
+int
+config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+	cJSON *root;
+	int rc;
+
+	if ((rc = config_read_file(path, &root, err, errlen)) < 0)
+		return rc;
+	rc = config_load_tree(root, cfg, NULL, err, errlen);
+	cJSON_Delete(root);
 	return rc;
 }
 
@@ -577,6 +678,9 @@ field_to_json(const struct cf_field *f, const struct config *cfg)
 		return cJSON_CreateString(*(const enum intercept_mode *)src == INTERCEPT_TPROXY ? "TPROXY" : "REDIRECT");
 	case CF_ADDR: return cJSON_CreateString(src);
 	case CF_BOOL: return cJSON_CreateBool(*(const bool *)src);
+	case CF_POLICY:
+		return cJSON_CreateString(*(const enum outbound_policy *)src == OUTBOUND_REGISTRY_ONLY ?
+		    "REGISTRY_ONLY" : "ALLOW_ANY");
 	}
 	return NULL;
 }
@@ -590,13 +694,22 @@ config_to_json(const struct config *cfg)
 		return NULL;
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct cf_field *f = &schema[i];
-		cJSON *sec = cJSON_GetObjectItemCaseSensitive(root, f->section);
-		if (!sec && !(sec = cJSON_AddObjectToObject(root, f->section)))
-			goto oom;
+		char path[128], *comp, *dot;
+		cJSON *obj = root;
+
+		/* One object per component of "section.a.b", the last a value. */
+		snprintf(path, sizeof(path), "%s.%s", f->section, f->key);
+		for (comp = path; (dot = strchr(comp, '.')); comp = dot + 1) {
+			*dot = '\0';
+			cJSON *sub = cJSON_GetObjectItemCaseSensitive(obj, comp);
+			if (!sub && !(sub = cJSON_AddObjectToObject(obj, comp)))
+				goto oom;
+			obj = sub;
+		}
 		cJSON *v = field_to_json(f, cfg);
 		if (!v)
 			goto oom;
-		cJSON_AddItemToObject(sec, f->key, v);
+		cJSON_AddItemToObject(obj, comp, v);
 	}
 	return root;
 oom:
@@ -607,9 +720,15 @@ oom:
 void
 config_print_schema(void)
 {
+	char path[128];
+
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct cf_field *f = &schema[i];
-		printf("  %s.%-26s %-18s %-8s default %-10s %s\n", f->section, f->key,
-		    cf_type_names[f->type], f->when == CF_LIVE ? "live" : "restart", f->def, f->help);
+		snprintf(path, sizeof(path), "%s.%s", f->section, f->key);
+		printf("  %-34s %-18s %-8s default %-10s %s\n", path, cf_type_names[f->type],
+		    f->when == CF_LIVE ? "live" : "restart", f->def, f->help);
 	}
+	printf("  %-34s %-18s %-8s default %-10s %s\n", RESOURCES_KEY, "list of resources", "live", "[]",
+	    "static mesh resources, each {\"@type\": \"type.googleapis.com/<type>\", <fields>} "
+	    "(outrigger.json(5))");
 }

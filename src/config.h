@@ -17,6 +17,13 @@ enum intercept_mode {
 	INTERCEPT_TPROXY,	/* mangle TPROXY: local address is the destination, source kept */
 };
 
+/* What an outbound connection to an address the mesh does not know gets
+ * (MeshConfig.outboundTrafficPolicy.mode). */
+enum outbound_policy {
+	OUTBOUND_ALLOW_ANY,	/* passed through to its original destination (Istio's default) */
+	OUTBOUND_REGISTRY_ONLY,	/* refused: reset and counted */
+};
+
 /* The settings; every field has a row in the schema table in config.c, which
  * also says whether a reload applies it ("live": timeouts, log level, drain) or
  * it is read once at start ("restart": concurrency, interception mode, ports,
@@ -34,6 +41,7 @@ struct config {
 	uint16_t admin_port;		/* 15000: admin, on admin_address only */
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
 	char admin_address[64];
+	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
 };
 
 /* The embedded default: a sidecar on Istio's ports. */
@@ -43,8 +51,24 @@ void config_defaults(struct config *cfg);
  * 0 is returned; on error *cfg is untouched, err holds "<json.path>: <reason>"
  * and -EINVAL is returned (never half-applied). Refused besides bad values:
  * unknown and duplicate keys, anything but whitespace after the top-level
- * object, and NUL bytes (raw or \u0000), which would silently cut a key. */
+ * object, and NUL bytes (raw or \u0000), which would silently cut a key.
+ * The top-level keys are "proxy" (ProxyConfig), "mesh" (MeshConfig) and
+ * "resources"; of the last only the shape is checked here (a list of
+ * objects): the resources are decoded by src/resources.c. */
 int config_load_json(const char *text, size_t len, struct config *cfg, char *err, size_t errlen);
+
+/* config_load_json() on a tree already parsed by json_parse_strict() (the
+ * file is parsed once: the resources come from the same tree). *resources
+ * (when not NULL) is set to root's "resources" list, borrowed from root, or
+ * NULL when the file has none. */
+int config_load_tree(const struct cJSON *root, struct config *cfg, const struct cJSON **resources,
+    char *err, size_t errlen);
+
+/* Read and parse a configuration file (regular files only, at most 16 MiB)
+ * with json_parse_strict(). 0 with the tree in *root (cJSON_Delete it), or
+ * -errno (-EINVAL: not valid JSON) with err naming the problem ("cannot
+ * open F: ...", "$: not valid JSON ..."). */
+int config_read_file(const char *path, struct cJSON **root, char *err, size_t errlen);
 
 /* Set one key from its string form, e.g. ("proxy.concurrency", "4"): the same
  * parser and bounds as the file (numbers are whole decimal strings, nothing

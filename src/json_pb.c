@@ -627,7 +627,11 @@ get_double(struct dec *x, const cJSON *v, bool is_float, double *out)
 	} else {
 		return FAIL_GOT(x, v, "a number");
 	}
-	if (is_float && (d > FLT_MAX || d < -FLT_MAX))
+	/* Out of range is what would not round to a finite float: below half
+	 * an ulp past FLT_MAX rounds to FLT_MAX, so "3.4028235e38" (the
+	 * shortest form of FLT_MAX, what json_format and our encoder print) is
+	 * FLT_MAX. Python's parser refuses it; we read back what we write. */
+	if (is_float && fabs(d) >= 0x1.ffffffp+127)
 		return fail(x, "%g out of range for a float", d);
 	*out = d;
 	return 0;
@@ -1473,4 +1477,653 @@ jpb_decode_any(const cJSON *j, const char *path, const struct jpb_opts *opts,
 	*out = NULL;
 	dec_init(&x, path, opts, alloc, err);
 	return dec_any(&x, j, out);
+}
+
+/* ---- encoding: protobuf-c structs into proto3 JSON, as Python's
+ * google.protobuf.json_format.MessageToDict prints by default (JSON names,
+ * fields at their default left out, 64-bit integers as strings, enums by
+ * name). Where a part has no JSON form (an Any of a type not registered, or
+ * whose value does not decode; a Duration or Timestamp out of range; nesting
+ * past the bound) the encoder does not fail: it writes a marker object with
+ * "@error" there and counts it, so one odd resource never hides a whole
+ * /config_dump. A string that is not valid UTF-8 (protobuf-c does not check
+ * what it unpacks) has each bad byte replaced by U+FFFD, also counted. */
+
+struct enc {
+	unsigned depth, max_depth;
+	unsigned marks;
+	bool oom;
+};
+
+static cJSON *enc_message(struct enc *e, const ProtobufCMessage *m);
+
+/* Every cJSON constructor returns NULL on OOM: note it once, here. */
+static cJSON *
+enc_ok(struct enc *e, cJSON *j)
+{
+	if (!j)
+		e->oom = true;
+	return j;
+}
+
+static void
+enc_add(struct enc *e, cJSON *obj, const char *key, cJSON *v)
+{
+	if (!v || !obj) {
+		e->oom = true;
+		cJSON_Delete(v);
+		return;
+	}
+	if (!cJSON_AddItemToObject(obj, key, v)) {
+		e->oom = true;
+		cJSON_Delete(v);
+	}
+}
+
+/* {"@type": url, "@error": why} (no "@type" when url is NULL). */
+static cJSON *
+enc_mark(struct enc *e, const char *url, const char *why)
+{
+	cJSON *o = enc_ok(e, cJSON_CreateObject());
+
+	e->marks++;
+	if (o && url)
+		enc_add(e, o, "@type", cJSON_CreateString(url));
+	if (o)
+		enc_add(e, o, "@error", cJSON_CreateString(why));
+	return o;
+}
+
+/* A string as JSON: bytes that are not UTF-8 become U+FFFD. */
+static cJSON *
+enc_string(struct enc *e, const char *s)
+{
+	const unsigned char *p;
+	char *fixed, *o;
+	cJSON *j;
+
+	if (!s)
+		s = "";
+	if (utf8_ok((const unsigned char *)s))
+		return enc_ok(e, cJSON_CreateString(s));
+	e->marks++;
+	if (!(fixed = malloc(strlen(s) * 3 + 1))) {
+		e->oom = true;
+		return NULL;
+	}
+	for (p = (const unsigned char *)s, o = fixed; *p;) {
+		char one[5] = { 0 };
+		size_t n = *p < 0x80 ? 1 : *p >= 0xc2 && *p <= 0xdf ? 2 : *p >= 0xe0 && *p <= 0xef ? 3 :
+		    *p >= 0xf0 && *p <= 0xf4 ? 4 : 0;
+		bool good = n > 0;
+		for (size_t i = 1; good && i < n; i++)
+			good = (p[i] & 0xc0) == 0x80;
+		if (good) {
+			memcpy(one, p, n);
+			good = utf8_ok((const unsigned char *)one);
+		}
+		if (good) {
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+		} else {
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
+			p++;
+		}
+	}
+	*o = '\0';
+	j = enc_ok(e, cJSON_CreateString(fixed));
+	free(fixed);
+	return j;
+}
+
+/* Standard base64 with padding (what json_format writes). */
+static cJSON *
+enc_bytes(struct enc *e, const ProtobufCBinaryData *b)
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = b->len, o = 0;
+	char *s;
+	cJSON *j;
+
+	if (!(s = malloc((n + 2) / 3 * 4 + 1))) {
+		e->oom = true;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)b->data[i] << 16 | (i + 1 < n ? (uint32_t)b->data[i + 1] << 8 : 0) |
+		    (i + 2 < n ? b->data[i + 2] : 0);
+		s[o++] = abc[v >> 18 & 63];
+		s[o++] = abc[v >> 12 & 63];
+		s[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+		s[o++] = i + 2 < n ? abc[v & 63] : '=';
+	}
+	s[o] = '\0';
+	j = enc_ok(e, cJSON_CreateString(s));
+	free(s);
+	return j;
+}
+
+/* A float as its shortest decimal form that reads back as the same float
+ * (json_format's ToShortestFloat), so 0.1f prints 0.1, not 0.100000001. */
+static double
+shortest_float(float f)
+{
+	char b[32];
+
+	for (int prec = 6; prec < 9; prec++) {
+		snprintf(b, sizeof(b), "%.*g", prec, (double)f);
+		if (strtof(b, NULL) == f)
+			return strtod(b, NULL);
+	}
+	snprintf(b, sizeof(b), "%.9g", (double)f);
+	return strtod(b, NULL);
+}
+
+/* A finite number. cJSON prints "%.15g" whenever that reads back within an
+ * epsilon, which is not exact (DBL_MAX would print as 1.79769313486232e308,
+ * past DBL_MAX): a number whose 15 digits do not give it back exactly is
+ * put in the tree as raw JSON text in its shortest exact form, which
+ * cJSON prints as it is (cJSON_IsRaw; jpb_decode takes only parsed trees). */
+static cJSON *
+enc_number(struct enc *e, double d)
+{
+	char b[32];
+
+	snprintf(b, sizeof(b), "%.15g", d);
+	if (strtod(b, NULL) == d)
+		return enc_ok(e, cJSON_CreateNumber(d));
+	snprintf(b, sizeof(b), "%.16g", d);
+	if (strtod(b, NULL) != d)
+		snprintf(b, sizeof(b), "%.17g", d);
+	return enc_ok(e, cJSON_CreateRaw(b));
+}
+
+static cJSON *
+enc_double(struct enc *e, double d)
+{
+	if (isnan(d))
+		return enc_ok(e, cJSON_CreateString("NaN"));
+	if (isinf(d))
+		return enc_ok(e, cJSON_CreateString(d < 0 ? "-Infinity" : "Infinity"));
+	return enc_number(e, d);
+}
+
+static cJSON *
+enc_int64(struct enc *e, bool is_signed, uint64_t v)
+{
+	char b[24];
+
+	if (is_signed)
+		snprintf(b, sizeof(b), "%" PRId64, (int64_t)v);
+	else
+		snprintf(b, sizeof(b), "%" PRIu64, v);
+	return enc_ok(e, cJSON_CreateString(b));
+}
+
+/* A message field's value that is absent where one must be printed (a map
+ * entry without its value): the type's default, as Python prints it. */
+static cJSON *
+enc_default_message(struct enc *e, const ProtobufCMessageDescriptor *d)
+{
+	ProtobufCMessage *m = calloc(1, d->sizeof_message);
+	cJSON *j;
+
+	if (!m) {
+		e->oom = true;
+		return NULL;
+	}
+	protobuf_c_message_init(d, m);
+	j = enc_message(e, m);
+	free(m);
+	return j;
+}
+
+/* One value of field f's type at p (the member, or an array slot). */
+static cJSON *
+enc_value(struct enc *e, const ProtobufCFieldDescriptor *f, const void *p)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+		return enc_ok(e, cJSON_CreateNumber(*(const int32_t *)p));
+	case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+		return enc_ok(e, cJSON_CreateNumber(*(const uint32_t *)p));
+	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+		return enc_int64(e, true, (uint64_t)*(const int64_t *)p);
+	case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+		return enc_int64(e, false, *(const uint64_t *)p);
+	case PROTOBUF_C_TYPE_FLOAT: {
+		float v = *(const float *)p;
+		return isfinite(v) ? enc_number(e, shortest_float(v)) : enc_double(e, v);
+	}
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return enc_double(e, *(const double *)p);
+	case PROTOBUF_C_TYPE_BOOL:
+		return enc_ok(e, cJSON_CreateBool(*(const protobuf_c_boolean *)p));
+	case PROTOBUF_C_TYPE_ENUM: {
+		const ProtobufCEnumDescriptor *ed = f->descriptor;
+		const ProtobufCEnumValue *ev;
+		int v = *(const int *)p;
+		if (strcmp(ed->name, "google.protobuf.NullValue") == 0)
+			return enc_ok(e, cJSON_CreateNull());
+		/* proto3 enums are open: a number no value has stays a number. */
+		if ((ev = protobuf_c_enum_descriptor_get_value(ed, v)))
+			return enc_ok(e, cJSON_CreateString(ev->name));
+		return enc_ok(e, cJSON_CreateNumber(v));
+	}
+	case PROTOBUF_C_TYPE_STRING:
+		return enc_string(e, *(char *const *)p);
+	case PROTOBUF_C_TYPE_BYTES:
+		return enc_bytes(e, (const ProtobufCBinaryData *)p);
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+		return sub ? enc_message(e, sub) : enc_default_message(e, f->descriptor);
+	}
+	}
+	return enc_mark(e, NULL, "field of an unknown type");
+}
+
+/* Whether field f of m is printed: json_format lists the fields
+ * ListFields() returns, i.e. those present: a oneof member that is the set
+ * case (even at its default), a message that is set, a field with explicit
+ * presence whose has_ flag is set, a repeated field with elements, and
+ * otherwise a proto3 scalar that is not zero ("" and empty bytes are). */
+static bool
+enc_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+	const char *member = (const char *)m + f->offset;
+	const char *q = (const char *)m + f->quantifier_offset;
+
+	if (f->label == PROTOBUF_C_LABEL_REPEATED)
+		return *(const size_t *)q > 0;
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		return *(const uint32_t *)q == f->id;
+	if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+		return *(ProtobufCMessage *const *)member != NULL;
+	if (f->label == PROTOBUF_C_LABEL_REQUIRED)
+		return true;
+	if (f->type == PROTOBUF_C_TYPE_STRING) {
+		const char *s = *(char *const *)member;
+		if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
+			return s && s != f->default_value;
+		return s && *s;
+	}
+	if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
+		return *(const protobuf_c_boolean *)q;
+	if (f->type == PROTOBUF_C_TYPE_BYTES)
+		return ((const ProtobufCBinaryData *)member)->len > 0;
+	/* Zero by its bits: -0.0 is present, as in protobuf's own runtimes. */
+	for (size_t i = 0, n = elem_size(f->type); i < n; i++)
+		if (member[i])
+			return true;
+	return false;
+}
+
+/* A map key as its JSON key string (malloc'ed). */
+static char *
+enc_map_key(const ProtobufCFieldDescriptor *kf, const void *p)
+{
+	char b[24];
+
+	switch (kf->type) {
+	case PROTOBUF_C_TYPE_STRING:
+		return strdup(*(char *const *)p ? *(char *const *)p : "");
+	case PROTOBUF_C_TYPE_BOOL:
+		return strdup(*(const protobuf_c_boolean *)p ? "true" : "false");
+	case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+		snprintf(b, sizeof(b), "%" PRId32, *(const int32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+		snprintf(b, sizeof(b), "%" PRIu32, *(const uint32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+		snprintf(b, sizeof(b), "%" PRId64, *(const int64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+		snprintf(b, sizeof(b), "%" PRIu64, *(const uint64_t *)p);
+		break;
+	default:
+		snprintf(b, sizeof(b), "?");
+		break;
+	}
+	return strdup(b);
+}
+
+struct keyat {
+	const char *key;
+	size_t i;
+};
+
+static int
+keyat_cmp(const void *a, const void *b)
+{
+	const struct keyat *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	return c ? c : x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* A map field (repeated <Field>Entry) as a JSON object, in the entries'
+ * order. The wire may repeat a key; as protobuf's parsers do, the last one
+ * wins, so the object never has a key twice. */
+static cJSON *
+enc_map(struct enc *e, const ProtobufCFieldDescriptor *f, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *ed = f->descriptor;
+	const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
+	size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+	ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)((const char *)m + f->offset);
+	struct keyat *ks = calloc(n ? n : 1, sizeof(*ks));
+	bool *skip = calloc(n ? n : 1, sizeof(*skip));
+	cJSON *obj = enc_ok(e, cJSON_CreateObject());
+
+	if (!ks || !skip || !obj)
+		goto oom;
+	for (size_t i = 0; i < n; i++) {
+		if (!(ks[i].key = enc_map_key(kf, (const char *)arr[i] + kf->offset)))
+			goto oom;
+		ks[i].i = i;
+	}
+	if (n > 1) {
+		struct keyat *sorted = malloc(n * sizeof(*sorted));
+		if (!sorted)
+			goto oom;
+		memcpy(sorted, ks, n * sizeof(*sorted));
+		qsort(sorted, n, sizeof(*sorted), keyat_cmp);
+		for (size_t i = 0; i + 1 < n; i++)
+			if (strcmp(sorted[i].key, sorted[i + 1].key) == 0)
+				skip[sorted[i].i] = true;
+		free(sorted);
+	}
+	for (size_t i = 0; i < n && !e->oom; i++) {
+		cJSON *v;
+		if (skip[i])
+			continue;
+		v = enc_value(e, vf, (const char *)arr[i] + vf->offset);
+		if (kf->type == PROTOBUF_C_TYPE_STRING && !utf8_ok((const unsigned char *)ks[i].key)) {
+			cJSON *k = enc_string(e, ks[i].key);
+			enc_add(e, obj, k && cJSON_IsString(k) ? k->valuestring : "?", v);
+			cJSON_Delete(k);
+		} else {
+			enc_add(e, obj, ks[i].key, v);
+		}
+	}
+	goto out;
+oom:
+	e->oom = true;
+out:
+	for (size_t i = 0; ks && i < n; i++)
+		free((char *)ks[i].key);
+	free(ks);
+	free(skip);
+	return obj;
+}
+
+/* The present fields of m into obj, under their JSON names. */
+static void
+enc_fields(struct enc *e, const ProtobufCMessage *m, cJSON *obj)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+
+	for (unsigned i = 0; i < d->n_fields && !e->oom; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const char *member = (const char *)m + f->offset;
+		char name[128];
+		cJSON *v;
+
+		if (!enc_present(m, f))
+			continue;
+		jpb_json_name(f->name, name, sizeof(name));
+		if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+			v = enc_value(e, f, member);
+		} else if (is_map(d, f)) {
+			v = enc_map(e, f, m);
+		} else {
+			size_t n = *(const size_t *)((const char *)m + f->quantifier_offset), sz = elem_size(f->type);
+			const char *arr = *(const char *const *)member;
+			v = enc_ok(e, cJSON_CreateArray());
+			for (size_t k = 0; v && k < n && !e->oom; k++) {
+				cJSON *el = enc_value(e, f, arr + k * sz);
+				if (!el || !cJSON_AddItemToArray(v, el)) {
+					cJSON_Delete(el);
+					e->oom = true;
+				}
+			}
+		}
+		enc_add(e, obj, name, v);
+	}
+}
+
+static bool
+enc_wkt_fields(const ProtobufCMessage *m, unsigned id1, ProtobufCType t1, unsigned id2,
+    ProtobufCType t2, const ProtobufCFieldDescriptor **f1, const ProtobufCFieldDescriptor **f2)
+{
+	*f1 = protobuf_c_message_descriptor_get_field(m->descriptor, id1);
+	*f2 = id2 ? protobuf_c_message_descriptor_get_field(m->descriptor, id2) : NULL;
+	return *f1 && (*f1)->type == t1 && (!id2 || (*f2 && (*f2)->type == t2));
+}
+
+/* The fraction of a second as json_format prints it: none, or 3, 6 or 9
+ * digits, the fewest that keep the value ("1.500s", "0.000001s"). */
+static void
+fmt_frac(char *b, size_t len, int32_t nanos)
+{
+	if (nanos == 0)
+		snprintf(b, len, "%s", "");
+	else if (nanos % 1000000 == 0)
+		snprintf(b, len, ".%03d", nanos / 1000000);
+	else if (nanos % 1000 == 0)
+		snprintf(b, len, ".%06d", nanos / 1000);
+	else
+		snprintf(b, len, ".%09d", nanos);
+}
+
+static cJSON *
+enc_duration(struct enc *e, const ProtobufCMessage *m)
+{
+	const ProtobufCFieldDescriptor *fs, *fn;
+	int64_t s;
+	int32_t n;
+	char frac[16], b[48];
+
+	if (!enc_wkt_fields(m, 1, PROTOBUF_C_TYPE_INT64, 2, PROTOBUF_C_TYPE_INT32, &fs, &fn))
+		return enc_mark(e, NULL, "Duration: descriptor has not the expected fields");
+	s = MEMBER(m, fs, int64_t);
+	n = MEMBER(m, fn, int32_t);
+	if (s < -315576000000LL || s > 315576000000LL || n < -999999999 || n > 999999999 ||
+	    (s < 0 && n > 0) || (s > 0 && n < 0))
+		return enc_mark(e, NULL, "Duration out of range or with nanos of the wrong sign");
+	fmt_frac(frac, sizeof(frac), n < 0 ? -n : n);
+	/* The sign is written apart: "-0.5s" has seconds 0. */
+	snprintf(b, sizeof(b), "%s%" PRId64 "%ss", s < 0 || n < 0 ? "-" : "", s < 0 ? -s : s, frac);
+	return enc_ok(e, cJSON_CreateString(b));
+}
+
+/* The inverse of days_from_civil (days since 1970-01-01 to y-m-d). */
+static void
+civil_from_days(int64_t z, int64_t *y, unsigned *mo, unsigned *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*mo = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*mo <= 2);
+}
+
+/* RFC 3339 in UTC ("Z"), fractional digits as for Duration. */
+static cJSON *
+enc_timestamp(struct enc *e, const ProtobufCMessage *m)
+{
+	const ProtobufCFieldDescriptor *fs, *fn;
+	int64_t s, days, y;
+	int32_t n;
+	unsigned mo, d, sod;
+	char frac[16], b[64];
+
+	if (!enc_wkt_fields(m, 1, PROTOBUF_C_TYPE_INT64, 2, PROTOBUF_C_TYPE_INT32, &fs, &fn))
+		return enc_mark(e, NULL, "Timestamp: descriptor has not the expected fields");
+	s = MEMBER(m, fs, int64_t);
+	n = MEMBER(m, fn, int32_t);
+	if (s < -62135596800LL || s > 253402300799LL || n < 0 || n > 999999999)
+		return enc_mark(e, NULL, "Timestamp out of range (0001-01-01 to 9999-12-31)");
+	days = s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
+	sod = (unsigned)(s - days * 86400);
+	civil_from_days(days, &y, &mo, &d);
+	fmt_frac(frac, sizeof(frac), n);
+	snprintf(b, sizeof(b), "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u%sZ", y, mo, d, sod / 3600,
+	    sod / 60 % 60, sod % 60, frac);
+	return enc_ok(e, cJSON_CreateString(b));
+}
+
+/* google.protobuf.Value: its kind as a bare JSON value; unset is null. */
+static cJSON *
+enc_value_wkt(struct enc *e, const ProtobufCMessage *m)
+{
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(m->descriptor, 1);
+	uint32_t kase;
+
+	if (!f || !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+		return enc_mark(e, NULL, "Value: descriptor has not the expected fields");
+	kase = *(const uint32_t *)((const char *)m + f->quantifier_offset);
+	if (kase == 0 || kase == 1 || !(f = protobuf_c_message_descriptor_get_field(m->descriptor, kase)))
+		return enc_ok(e, cJSON_CreateNull());
+	return enc_value(e, f, (const char *)m + f->offset);
+}
+
+/* An Any: the message it holds, unpacked by its registered type, with
+ * "@type" first; a type with a JSON form of its own goes under "value". */
+static cJSON *
+enc_any(struct enc *e, const ProtobufCMessage *m)
+{
+	const ProtobufCFieldDescriptor *ft, *fv;
+	const ProtobufCMessageDescriptor *d;
+	const ProtobufCBinaryData *val;
+	const char *url, *name;
+	ProtobufCMessage *inner;
+	cJSON *obj;
+
+	if (!enc_wkt_fields(m, 1, PROTOBUF_C_TYPE_STRING, 2, PROTOBUF_C_TYPE_BYTES, &ft, &fv))
+		return enc_mark(e, NULL, "Any: descriptor has not the expected fields");
+	url = MEMBER(m, ft, const char *);
+	url = url ? url : "";
+	val = &MEMBER(m, fv, ProtobufCBinaryData);
+	if (!*url && !val->len)
+		return enc_ok(e, cJSON_CreateObject());	/* the empty Any */
+	name = strrchr(url, '/');
+	name = name ? name + 1 : url;
+	if (!(d = jpb_lookup(name)))
+		return enc_mark(e, url, "type not known");
+	if (!(inner = protobuf_c_message_unpack(d, NULL, val->len, val->data)))
+		return enc_mark(e, url, "value does not decode as that type");
+	if ((obj = enc_ok(e, cJSON_CreateObject()))) {
+		enc_add(e, obj, "@type", enc_string(e, url));
+		if (is_special(d))
+			enc_add(e, obj, "value", enc_message(e, inner));
+		else
+			enc_fields(e, inner, obj);
+	}
+	protobuf_c_message_free_unpacked(inner, NULL);
+	return obj;
+}
+
+static cJSON *
+enc_message(struct enc *e, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const ProtobufCFieldDescriptor *f, *unused;
+	cJSON *j;
+
+	if (e->depth >= e->max_depth)
+		return enc_mark(e, NULL, "nested too deep");
+	e->depth++;
+	if (!is_special(d) || is_wkt(d, "Struct") || is_wkt(d, "ListValue")) {
+		if (is_wkt(d, "Struct") && enc_wkt_fields(m, 1, PROTOBUF_C_TYPE_MESSAGE, 0, 0, &f, &unused) &&
+		    is_map(d, f)) {
+			j = enc_map(e, f, m);
+		} else if (is_wkt(d, "ListValue") &&
+		    enc_wkt_fields(m, 1, PROTOBUF_C_TYPE_MESSAGE, 0, 0, &f, &unused)) {
+			size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+			ProtobufCMessage *const *arr = MEMBER(m, f, ProtobufCMessage *const *);
+			j = enc_ok(e, cJSON_CreateArray());
+			for (size_t k = 0; j && k < n && !e->oom; k++) {
+				cJSON *el = enc_message(e, arr[k]);
+				if (!el || !cJSON_AddItemToArray(j, el)) {
+					cJSON_Delete(el);
+					e->oom = true;
+				}
+			}
+		} else if ((j = enc_ok(e, cJSON_CreateObject()))) {
+			enc_fields(e, m, j);
+		}
+	} else if (is_wkt(d, "Any")) {
+		j = enc_any(e, m);
+	} else if (is_wkt(d, "Duration")) {
+		j = enc_duration(e, m);
+	} else if (is_wkt(d, "Timestamp")) {
+		j = enc_timestamp(e, m);
+	} else if (is_wkt(d, "Value")) {
+		j = enc_value_wkt(e, m);
+	} else {
+		/* A wrapper: its value, even at the default. */
+		f = protobuf_c_message_descriptor_get_field(d, 1);
+		j = f ? enc_value(e, f, (const char *)m + f->offset) : enc_mark(e, NULL, "wrapper without field 1");
+	}
+	e->depth--;
+	return j;
+}
+
+static cJSON *
+enc_finish(struct enc *e, cJSON *j, unsigned *marks)
+{
+	if (marks)
+		*marks = e->marks;
+	if (e->oom) {
+		cJSON_Delete(j);
+		return NULL;
+	}
+	return j;
+}
+
+static void
+enc_init(struct enc *e, const struct jpb_enc_opts *opts)
+{
+	memset(e, 0, sizeof(*e));
+	e->max_depth = opts && opts->max_depth ? opts->max_depth : JPB_DEFAULT_DEPTH;
+}
+
+cJSON *
+jpb_encode(const ProtobufCMessage *m, const struct jpb_enc_opts *opts, unsigned *marks)
+{
+	struct enc e;
+
+	enc_init(&e, opts);
+	return enc_finish(&e, enc_message(&e, m), marks);
+}
+
+cJSON *
+jpb_encode_any(const ProtobufCMessage *m, const struct jpb_enc_opts *opts, unsigned *marks)
+{
+	struct enc e;
+	cJSON *obj, *v;
+	char url[288];
+
+	enc_init(&e, opts);
+	snprintf(url, sizeof(url), "type.googleapis.com/%s", m->descriptor->name);
+	if ((obj = enc_ok(&e, cJSON_CreateObject()))) {
+		enc_add(&e, obj, "@type", cJSON_CreateString(url));
+		if (is_special(m->descriptor)) {
+			e.depth++;
+			v = enc_message(&e, m);
+			enc_add(&e, obj, "value", v);
+		} else {
+			e.depth++;
+			enc_fields(&e, m, obj);
+		}
+	}
+	return enc_finish(&e, obj, marks);
 }

@@ -1,6 +1,8 @@
 /* json_pb: the proto3 JSON mapping, decoded into protobuf-c's generated
- * structs by walking their descriptors. It is the only JSON-to-message path
- * (static resources now; the xDS client unpacks protobuf into the same types). */
+ * structs by walking their descriptors, and encoded back from them. The
+ * decoder is the only JSON-to-message path (static resources now; the xDS
+ * client unpacks protobuf into the same types); the encoder is what
+ * /config_dump shows. */
 #ifndef OR_JSON_PB_H
 #define OR_JSON_PB_H
 
@@ -84,5 +86,40 @@ const ProtobufCMessageDescriptor *jpb_lookup(const char *full_name);
  * written to buf; protobuf-c 1.4 descriptors do not carry json_name, so our
  * .proto files must not set the json_name option. */
 void jpb_json_name(const char *field_name, char *buf, size_t len);
+
+struct jpb_enc_opts {
+	/* Nesting bound (messages, lists, Struct values); 0 means 64. What lies
+	 * deeper is replaced by an "@error" marker. */
+	unsigned max_depth;
+};
+
+/* Encodes m as proto3 JSON exactly as Python's json_format.MessageToDict
+ * does by default: JSON (lowerCamelCase) names; proto3 scalars at their
+ * default left out, but a oneof member, a set message (a wrapper at 0
+ * too) and a field with explicit presence kept; 64-bit integers as
+ * strings; bytes as padded standard base64; enums by name, a number no
+ * value has as that number; floats in their shortest form, NaN and
+ * infinities as "NaN", "Infinity", "-Infinity"; maps as objects with
+ * string keys (a key repeated on the wire: the last wins); Any as
+ * {"@type": url, fields...} or {"@type": url, "value": v} for a type with
+ * its own JSON form, unpacked by the type registered for the url
+ * (jpb_register); Duration "1.500s" (0, 3, 6 or 9 fractional digits);
+ * Timestamp RFC 3339 in UTC ("Z"); wrappers as their bare value;
+ * Struct, Value, ListValue as the JSON they hold; Empty as {}.
+ * A part that has no JSON form does not fail the whole: it becomes
+ * {"@error": why} ({"@type": url, "@error": "type not known"} for an Any
+ * of a type not registered, "value does not decode as that type" for one
+ * whose bytes do not unpack), as do a Duration or Timestamp out of range
+ * and what is nested past opts->max_depth; a string that is not UTF-8 has
+ * each bad byte replaced by U+FFFD. Each is counted in *marks (may be
+ * NULL). opts may be NULL. Returns the tree (the caller cJSON_Deletes it)
+ * or NULL when out of memory. */
+struct cJSON *jpb_encode(const ProtobufCMessage *m, const struct jpb_enc_opts *opts, unsigned *marks);
+
+/* m as a google.protobuf.Any in JSON form, the inverse of jpb_decode_any:
+ * {"@type": "type.googleapis.com/" full name, fields...} (or "value" for a
+ * type with its own JSON form), as static resources are written. */
+struct cJSON *jpb_encode_any(const ProtobufCMessage *m, const struct jpb_enc_opts *opts,
+    unsigned *marks);
 
 #endif

@@ -8,10 +8,13 @@ liboutrigger_a_SOURCES = \
 	src/flow.c src/flow.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
+	src/lb.c src/lb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/model.c src/model.h \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
+	src/resources.c src/resources.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
 	src/sock.c src/sock.h \

@@ -16,6 +16,8 @@
 #include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "model.h"
+#include "resources.h"
 #include "server.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -39,11 +41,13 @@ usage(FILE *fp)
 	    "  -c, --config FILE     JSON configuration (default: the built-in sidecar defaults)\n"
 	    "      --concurrency N   worker threads (overrides proxy.concurrency)\n"
 	    "      --log-level L     error, warn, info, debug, trace (overrides proxy.logLevel)\n"
-	    "      --check-config    check the configuration and exit (0 valid, 2 invalid)\n"
+	    "      --check-config    check the configuration and its resources and exit\n"
+	    "                        (0 valid; 2 invalid, every problem on stderr)\n"
 	    "      --dump-config     print the effective configuration as JSON and exit\n"
 	    "      --help-config     list every configuration key with its default\n"
 	    "\n"
-	    "  SIGHUP re-reads FILE (and reapplies the options above); SIGTERM drains.\n"
+	    "  SIGHUP re-reads FILE (and reapplies the options above): a refused resource\n"
+	    "  keeps its running version; SIGTERM drains.\n"
 	    "  -V, --version         print the version and exit\n");
 }
 
@@ -97,6 +101,42 @@ signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
 	drain_deadline = ev_now(loop) + cfg->drain_ms / 1000.0;
 	ev_timer_init(&drain_timer, drain_check_cb, 0.1, 0.1);
 	ev_timer_start(loop, &drain_timer);
+}
+
+/* --check-config: every problem of the file on stderr, then the verdict.
+ * Returns the exit code (0 valid, 2 invalid). */
+static int
+check_config(const char *path)
+{
+	const char *src = path ? path : "(built-in defaults)";
+	struct res_report rep;
+	struct model *model;
+	struct config cfg;
+	char err[512];
+	int rc;
+
+	if ((rc = server_load(&cfg, NULL, &model, &rep, err, sizeof(err))) < 0) {
+		fprintf(stderr, "outrigger: %s\n", err);
+		return rc == -ENOMEM ? 1 : EXIT_CONFIG;
+	}
+	for (size_t i = 0; i < rep.nlines; i++)
+		fprintf(stderr, "%s: %s\n", src, rep.lines[i]);
+	if (rep.refused) {
+		fprintf(stderr, "outrigger: configuration %s is invalid: %zu of %zu resources refused\n", src,
+		    rep.refused, rep.nresources);
+		rc = EXIT_CONFIG;
+	} else {
+		printf("outrigger: configuration %s is valid (%zu resources)\n", src, rep.nresources);
+		for (int t = 0; t < MRES__COUNT; t++) {
+			size_t n = model_count(model, (enum mres_type)t);
+			if (n)
+				printf("  %zu %s\n", n, mres_type_names[t]);
+		}
+		rc = 0;
+	}
+	res_report_free(&rep);
+	model_free(model);
+	return rc;
 }
 
 /* SIGHUP: reload. Refused files are logged and counted by server_reload(). */
@@ -168,13 +208,18 @@ main(int argc, char **argv)
 	server.config_path = cfg_path;
 	server.overrides = ovr;
 	server.noverrides = novr;
-	if (server_load_config(&cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "outrigger: %s\n", err);
-		return EXIT_CONFIG;
+	/* Any's types resolve through json_pb's registry, filled once here. */
+	if ((rc = model_register_types()) < 0) {
+		fprintf(stderr, "outrigger: registering the resource types: %s\n", strerror(-rc));
+		return 1;
 	}
-	if (check) {
-		printf("outrigger: configuration %s is valid\n", cfg_path ? cfg_path : "(built-in defaults)");
-		return 0;
+	if (check)
+		return check_config(cfg_path);
+	struct res_report rep = { 0 };
+	struct model *model = NULL;
+	if ((rc = server_load(&cfg, NULL, dump ? NULL : &model, &rep, err, sizeof(err))) < 0) {
+		fprintf(stderr, "outrigger: %s\n", err);
+		return rc == -ENOMEM ? 1 : EXIT_CONFIG;
 	}
 	if (dump) {
 		cJSON *j = config_to_json(&cfg);
@@ -199,7 +244,13 @@ main(int argc, char **argv)
 
 	server.started = time(NULL);
 	server.concurrency = (unsigned)cfg.concurrency;
-	struct snapshot *first = snapshot_new(&cfg, 1);
+	/* Refused resources are logged and counted; the rest apply and the
+	 * proxy starts (as an xDS NACK leaves the accepted ones in place). */
+	server_note_refusals(&rep, cfg_path ? cfg_path : "(built-in defaults)");
+	if (rep.refused)
+		log_warn("%zu of %zu resources refused; starting with the others", rep.refused, rep.nresources);
+	res_report_free(&rep);
+	struct snapshot *first = snapshot_new(&cfg, model, 1);
 	if (!first) {
 		log_error("out of memory");
 		return 1;

@@ -39,7 +39,11 @@ enum listener_kind {
 	X(DOWNSTREAM_CX_NO_ORIGINAL_DST, downstream_cx_no_original_dst, COUNTER, "Connections refused: no original destination (not redirected)") \
 	X(DOWNSTREAM_CX_OVERFLOW, downstream_cx_overflow, COUNTER, "Connections refused (accepted and reset at once) for lack of descriptors or memory, one per connection") \
 	X(UPSTREAM_CX_OVERFLOW, upstream_cx_overflow, COUNTER, "Accepted connections reset because no descriptor or memory was left for the upstream socket") \
-	X(DOWNSTREAM_CX_DRAINED, downstream_cx_drained, COUNTER, "Connections still open when the drain period ended")
+	X(DOWNSTREAM_CX_DRAINED, downstream_cx_drained, COUNTER, "Connections still open when the drain period ended") \
+	X(DOWNSTREAM_CX_NO_ROUTE, downstream_cx_no_route, COUNTER, "Outbound connections refused under REGISTRY_ONLY: the destination is no service or workload of the mesh (Envoy's BlackHoleCluster)") \
+	X(UPSTREAM_CX_NONE_HEALTHY, upstream_cx_none_healthy, COUNTER, "Connections to a service port refused because it has no healthy endpoint") \
+	X(UPSTREAM_CX_CONNECT_RETRY, upstream_cx_connect_retry, COUNTER, "Failed upstream connects retried on the service's next endpoint") \
+	X(UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED, upstream_cx_connect_attempts_exceeded, COUNTER, "Connections to a service reset after their last connect attempt failed")
 
 enum listener_metric {
 #define X(e, name, kind, help) LM_##e,
@@ -70,7 +74,16 @@ enum worker_metric {
 	X(CONFIG_GENERATION, config_generation, GAUGE, "Generation of the configuration in use (1 at start, +1 per applied reload)") \
 	X(CONFIG_RELOAD_SUCCESS, config_reload_success, COUNTER, "Configuration reloads applied (SIGHUP)") \
 	X(CONFIG_RELOAD_FAILURE, config_reload_failure, COUNTER, "Configuration reloads refused (unreadable or invalid file); the running configuration stays") \
-	X(CONFIG_RESTART_PENDING, config_restart_pending, GAUGE, "1 when the last applied reload changed keys that only a restart applies (ports, concurrency, interception mode, admin address)")
+	X(CONFIG_RESTART_PENDING, config_restart_pending, GAUGE, "1 when the last applied reload changed keys that only a restart applies (ports, concurrency, interception mode, admin address)") \
+	X(MODEL_BUILDS, model_builds, COUNTER, "Snapshots built from the configuration and the mesh resources and published (start-up, every applied reload)") \
+	X(RESOURCES_REFUSED, resources_refused, COUNTER, "Mesh resources refused (did not decode or validate), counted at every build that refused them; the others applied") \
+	X(RESOURCES_ADDRESS, resources_address, GAUGE, "istio.workload.Address resources (workloads and services) in the snapshot in use") \
+	X(RESOURCES_AUTHORIZATION, resources_authorization, GAUGE, "istio.security.Authorization resources in the snapshot in use") \
+	X(RESOURCES_PEER_AUTHENTICATION, resources_peer_authentication, GAUGE, "istio.security.v1beta1.PeerAuthentication resources in the snapshot in use") \
+	X(RESOURCES_CLUSTER, resources_cluster, GAUGE, "envoy.config.cluster.v3.Cluster resources in the snapshot in use") \
+	X(RESOURCES_ENDPOINTS, resources_endpoints, GAUGE, "envoy.config.endpoint.v3.ClusterLoadAssignment resources in the snapshot in use") \
+	X(RESOURCES_ROUTE, resources_route, GAUGE, "envoy.config.route.v3.RouteConfiguration resources in the snapshot in use") \
+	X(RESOURCES_LISTENER, resources_listener, GAUGE, "envoy.config.listener.v3.Listener resources in the snapshot in use")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

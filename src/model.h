@@ -50,7 +50,10 @@ struct mres {
  * RouteConfiguration's name, a ClusterLoadAssignment's cluster_name; a
  * PeerAuthentication, which has no name of its own, takes fallback_name.
  * Returns NULL with why set ("workload.uid: required ...") when no name
- * can be had or the type is not a resource type; -ENOMEM is "out of memory". */
+ * can be had or the type is not a resource type; -ENOMEM is "out of memory".
+ * A fallback_name also stands in for a missing name of the other types, so
+ * that the builder can refuse the resource by path ("workload.uid:
+ * required"). version NULL or "": the one shared "". */
 struct mres *mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name,
     char *why, size_t whylen);
 struct mres *mres_ref(struct mres *r);
@@ -58,7 +61,8 @@ void mres_unref(struct mres *r);
 
 /* Where a resource came from, for errors: "resources[3]" in a file. */
 struct model_input {
-	struct mres *res;		/* NULL: the resource did not even decode */
+	struct mres *res;		/* NULL: the resource did not even decode
+					 * (skipped; the caller reports it) */
 	const char *path;
 };
 
@@ -90,9 +94,14 @@ struct model;
  * is refused and reported (with its path, the field and why) and the others
  * apply, the rule an xDS NACK follows. When prev is given, a refused resource
  * whose type and name prev holds keeps prev's version (so a bad edit never
- * loses what was running). Duplicate names: the first one wins, the others are
- * refused. Takes its own references to the resources it keeps. Returns NULL
- * only on OOM. */
+ * loses what was running), unless that version conflicts too. Duplicate
+ * names: the first one wins, the others are refused (and prev's version does
+ * not come back). Checks, in order: names; each resource by itself (unknown
+ * enums, also inside Anys; address lengths; ports; names; services keys);
+ * services' network/VIP:port, first come; workloads' service references
+ * (strict_refs) and network/IP, first come (HACKING.md, "The mesh model").
+ * Takes its own references to the resources it keeps. Returns NULL only on
+ * OOM (also when the report cannot grow). */
 struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep);
 void model_free(struct model *m);
@@ -135,11 +144,16 @@ enum mlb_mode { MLB_ROUND_ROBIN, MLB_STRICT, MLB_FAILOVER, MLB_PASSTHROUGH };
 struct mservice;
 
 /* One port of a service with its endpoints (only those the health policy
- * admits), in a stable order. */
+ * admits and that serve the port), in workload uid order. A service with
+ * IPv4 and IPv6 VIPs has one msvc_port per port and family, so that every
+ * endpoint's address is of the family of the VIP it was reached by; a
+ * headless service (no VIP) has one per port, of family AF_UNSPEC (its
+ * endpoints take each workload's first address). */
 struct msvc_port {
 	const struct mservice *svc;
 	uint32_t id;			/* dense 0..model_nports()-1: per-worker LB state index */
-	uint16_t port, target_port;
+	uint16_t port, target_port;	/* target_port: the Service's (0: unset) */
+	sa_family_t family;		/* of the VIPs that lead here */
 	struct mendpoint *eps;
 	size_t neps;
 };
@@ -151,7 +165,10 @@ struct mservice {
 	const char *const *sans;	/* subject_alt_names */
 	size_t nsans;
 	enum mlb_mode lb_mode;
-	const int *lb_scopes;		/* istio.workload.LoadBalancing.Scope values, in order */
+	/* istio.workload.LoadBalancing.Scope values, in order; only for
+	 * MLB_STRICT and MLB_FAILOVER (ztunnel ignores routing_preference
+	 * when the mode is UNSPECIFIED: every endpoint alike). */
+	const int *lb_scopes;
 	size_t nlb_scopes;
 	struct msvc_port *ports;
 	size_t nports;
@@ -169,6 +186,9 @@ const struct mservice *model_service(const struct model *m, const char *key);
 /* The Cluster and ClusterLoadAssignment resources of a cluster name, or NULL. */
 const struct mres *model_cluster(const struct model *m, const char *name);
 const struct mres *model_endpoints(const struct model *m, const char *cluster_name);
+
+/* Any resource by type and name (the mres name above), or NULL. */
+const struct mres *model_find(const struct model *m, enum mres_type t, const char *name);
 
 /* How many service ports the model has (sizes per-worker LB state). */
 uint32_t model_nports(const struct model *m);

@@ -2,34 +2,82 @@
  * that publishes configuration (see server.h). */
 #include "autoconfig.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "log.h"
+#include "model.h"
+#include "resources.h"
 #include "server.h"
 #include "worker.h"
+
+/* The resource gauges follow MODEL_TYPES' order (SM_RESOURCES_ADDRESS + t). */
+_Static_assert(SM_RESOURCES_LISTENER - SM_RESOURCES_ADDRESS == MRES__COUNT - 1,
+    "one server.resources_* gauge per model type, in MODEL_TYPES order");
+_Static_assert(SM_RESOURCES_CLUSTER - SM_RESOURCES_ADDRESS == MRES_CLUSTER,
+    "server.resources_* gauges in MODEL_TYPES order");
 
 struct server server;
 
 int
-server_load_config(struct config *cfg, char *err, size_t errlen)
+server_load(struct config *cfg, const struct model *prev, struct model **model,
+    struct res_report *rep, char *err, size_t errlen)
 {
+	const cJSON *list = NULL;
+	cJSON *root = NULL;
 	char why[448];
 	int rc;
 
 	config_defaults(cfg);
-	if (server.config_path && (rc = config_load_file(server.config_path, cfg, why, sizeof(why))) < 0) {
-		snprintf(err, errlen, "%s: %s", server.config_path, why);
-		return rc;
+	if (server.config_path) {
+		/* Parsed once: the settings and the resources come from one tree. */
+		if ((rc = config_read_file(server.config_path, &root, why, sizeof(why))) < 0 ||
+		    (rc = config_load_tree(root, cfg, &list, why, sizeof(why))) < 0) {
+			snprintf(err, errlen, "%s: %s", server.config_path, why);
+			goto out;
+		}
 	}
 	for (size_t i = 0; i < server.noverrides; i++) {
 		const struct config_override *o = &server.overrides[i];
 		if ((rc = config_set(cfg, o->path, o->value, why, sizeof(why))) < 0) {
 			snprintf(err, errlen, "command line: %s", why);
-			return rc;
+			goto out;
 		}
 	}
-	return 0;
+	rc = 0;
+	if (model && !(*model = resources_build(list, prev, rep))) {
+		res_report_free(rep);
+		snprintf(err, errlen, "%s: out of memory building the mesh model",
+		    server.config_path ? server.config_path : "(built-in defaults)");
+		rc = -ENOMEM;
+	}
+out:
+	cJSON_Delete(root);
+	return rc;
+}
+
+int
+server_load_config(struct config *cfg, char *err, size_t errlen)
+{
+	return server_load(cfg, NULL, NULL, NULL, err, errlen);
+}
+
+void
+server_note_refusals(const struct res_report *rep, const char *src)
+{
+	/* One line per refused resource, past the per-call-site rate limit (a
+	 * file with 20 bad resources must show 20): the file bounds them, and
+	 * the log queue bounds their memory. */
+	bool show = (int)LL_WARN <= (int)__atomic_load_n(&log_threshold, __ATOMIC_RELAXED);
+
+	for (size_t i = 0; show && i < rep->nlines; i++)
+		log_msg(NULL, LL_WARN, __func__, "%s: resource refused: %s", src, rep->lines[i]);
+	if (show && rep->refused > rep->nlines)
+		log_msg(NULL, LL_WARN, __func__, "%s: %zu more resources refused (out of memory for their messages)",
+		    src, rep->refused - rep->nlines);
+	server.stats[SM_RESOURCES_REFUSED] += rep->refused;
 }
 
 void
@@ -39,6 +87,9 @@ server_publish(struct snapshot *s)
 
 	server.snap = s;
 	server.stats[SM_CONFIG_GENERATION] = s->generation;
+	server.stats[SM_MODEL_BUILDS]++;
+	for (int t = 0; t < MRES__COUNT; t++)
+		server.stats[SM_RESOURCES_ADDRESS + t] = model_count(s->model, (enum mres_type)t);
 	/* The log level is process-wide, not per connection. */
 	__atomic_store_n(&log_threshold, s->cfg.log_level, __ATOMIC_RELAXED);
 	workers_publish(s);
@@ -49,19 +100,22 @@ int
 server_reload(void)
 {
 	const char *src = server.config_path ? server.config_path : "(built-in defaults)";
+	struct res_report rep;
+	struct model *model;
 	struct snapshot *s;
 	struct config next;
 	char err[512], fixed[256];
 	int rc, nfixed;
 
-	if ((rc = server_load_config(&next, err, sizeof(err))) < 0) {
+	if ((rc = server_load(&next, server.snap->model, &model, &rep, err, sizeof(err))) < 0) {
 		server.stats[SM_CONFIG_RELOAD_FAILURE]++;
 		log_error("reload refused, keeping configuration generation %llu: %s",
 		    (unsigned long long)server.snap->generation, err);
 		return rc;
 	}
 	nfixed = config_keep_fixed(&next, &server.snap->cfg, fixed, sizeof(fixed));
-	if (!(s = snapshot_new(&next, server.snap->generation + 1))) {
+	if (!(s = snapshot_new(&next, model, server.snap->generation + 1))) {
+		res_report_free(&rep);
 		server.stats[SM_CONFIG_RELOAD_FAILURE]++;
 		log_error("reload refused, keeping configuration generation %llu: out of memory",
 		    (unsigned long long)server.snap->generation);
@@ -70,10 +124,17 @@ server_reload(void)
 	if (nfixed)
 		log_warn("reload: %s changed but needs a restart; keeping the running value%s", fixed,
 		    nfixed > 1 ? "s" : "");
+	server_note_refusals(&rep, src);
 	server.stats[SM_CONFIG_RESTART_PENDING] = nfixed > 0;
 	server.stats[SM_CONFIG_RELOAD_SUCCESS]++;
 	server_publish(s);
-	log_info("reload: %s applied as configuration generation %llu (new connections use it)", src,
-	    (unsigned long long)s->generation);
+	if (rep.refused)
+		log_warn("reload: %s applied as configuration generation %llu with %zu of %zu resources refused "
+		    "(%zu kept their previous version)", src, (unsigned long long)s->generation, rep.refused,
+		    rep.nresources, rep.kept);
+	else
+		log_info("reload: %s applied as configuration generation %llu (new connections use it)", src,
+		    (unsigned long long)s->generation);
+	res_report_free(&rep);
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "resources.h"
 #include "snapshot.h"
 
 /* A command-line setting, applied over the file at start and at every reload. */
@@ -40,16 +41,34 @@ extern struct server server;
  * *cfg is only valid on success. */
 int server_load_config(struct config *cfg, char *err, size_t errlen);
 
+/* server_load_config(), and the file's "resources" built into *model over
+ * prev (the running model at a reload, NULL at start) with what was refused
+ * in *rep (free it with res_report_free; it is filled only on success). The
+ * file is parsed once. Returns 0 when the file and the overrides are valid,
+ * whatever resources were refused (the rest apply); -errno when they are not
+ * (unreadable, invalid JSON, a bad "proxy" or "mesh" key, "resources" not a
+ * list of objects) or out of memory, with nothing built. */
+int server_load(struct config *cfg, const struct model *prev, struct model **model,
+    struct res_report *rep, char *err, size_t errlen);
+
+/* Logs every refusal of rep (one line each, "src: resources[3]...: why") and
+ * counts them in server.resources_refused. Control thread only. */
+void server_note_refusals(const struct res_report *rep, const char *src);
+
 /* The control path: make s (the caller's reference, handed over) the current
- * snapshot and send it to every worker. Connections open keep the snapshot
+ * snapshot and send it to every worker; counts the build and sets the
+ * resource gauges from its model. Connections open keep the snapshot
  * they started with; new ones get s. SIGHUP calls it now; xDS and certificate
  * rotation will call it too. Control thread only. */
 void server_publish(struct snapshot *s);
 
 /* SIGHUP: load the configuration again as at start, keep the "restart" keys
  * at their running values (logged as needing a restart), build the next
- * generation and publish it. An unreadable or invalid file is logged with its
- * JSON path and counted, and the running snapshot stays. 0 or -errno. */
+ * generation's model over the running one (a refused resource that was
+ * running keeps its running version; refusals are logged and counted, and
+ * the reload still counts as applied) and publish it. An unreadable or
+ * invalid file is logged with its JSON path and counted as a failure, and
+ * the running snapshot stays. 0 or -errno. */
 int server_reload(void);
 
 #endif

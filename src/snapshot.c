@@ -10,16 +10,22 @@
 static void
 snapshot_destroy(struct snapshot *s)
 {
+	model_free(s->model);
 	free(s);
 }
 
 struct snapshot *
-snapshot_new(const struct config *cfg, uint64_t generation)
+snapshot_new(const struct config *cfg, struct model *model, uint64_t generation)
 {
-	struct snapshot *s = calloc(1, sizeof(*s));
+	struct snapshot *s;
 
-	if (!s)
+	if (!model && !(model = model_empty()))
 		return NULL;
+	if (!(s = calloc(1, sizeof(*s)))) {
+		model_free(model);
+		return NULL;
+	}
+	s->model = model;
 	s->refs = 1;
 	s->generation = generation;
 	s->cfg = *cfg;
@@ -56,6 +62,7 @@ wsnap_new(struct snapshot *s)
 static void
 wsnap_free(struct wsnap *ws)
 {
+	lb_state_free(&ws->lb);
 	snapshot_unref(ws->s);
 	free(ws);
 }

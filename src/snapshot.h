@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "lb.h"
+#include "model.h"
 
 /* Immutable once built: workers read it without locks. Its "restart" keys
  * (config.h) are those of the first snapshot in every generation (the control
@@ -16,13 +18,16 @@ struct snapshot {
 	unsigned long refs;	/* atomic: shared by the control thread and workers */
 	uint64_t generation;	/* 1, 2, ... in publication order */
 	struct config cfg;
+	struct model *model;	/* the mesh (never NULL; model_empty() without resources); owned */
 };
 
-/* The builder: the one place that turns a loaded configuration (and, next,
- * xDS resources and certificates) into a snapshot. One reference is held by
- * the caller; NULL on OOM. Whatever the snapshot comes to own is released by
- * its destructor when the last reference goes (snapshot_unref()). */
-struct snapshot *snapshot_new(const struct config *cfg, uint64_t generation);
+/* The builder: the one place that turns a loaded configuration and a mesh
+ * model (built by model_build() from static or xDS resources; certificates
+ * next) into a snapshot. The snapshot takes model over (NULL: an empty
+ * model is made), also when it fails. One reference is held by the caller;
+ * NULL on OOM. Whatever the snapshot comes to own is released by its
+ * destructor when the last reference goes (snapshot_unref()). */
+struct snapshot *snapshot_new(const struct config *cfg, struct model *model, uint64_t generation);
 struct snapshot *snapshot_ref(struct snapshot *s);
 /* Drop a reference; the last one runs the destructor. NULL is a no-op. */
 void snapshot_unref(struct snapshot *s);
@@ -33,6 +38,7 @@ struct wsnap {
 	struct snapshot *s;
 	unsigned users;		/* connections of this worker using s */
 	int retired;		/* no longer the worker's current snapshot */
+	struct lb_state lb;	/* round-robin counters for s's model (lb.h) */
 };
 
 /* Wrap a reference the caller hands over; NULL on OOM (the reference is dropped). */

@@ -1,4 +1,5 @@
-# Benchmarks (tests/bench): not part of `make`, `make check` or `make distcheck`.
+# Benchmarks (tests/bench): not part of `make`, `make check` or `make distcheck`
+# (but for bench_model, which `make` builds, below).
 # `make bench` builds an optimised copy out of tree (run.sh) and runs every scenario
 # against every contender; `make bench-smoke` does the same in seconds (CI: proves the
 # harness works, asserts nothing about speed). Both need root.
@@ -12,8 +13,19 @@ BENCH_FILES = \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
-	tests/bench/scenarios/idle.py
+	tests/bench/scenarios/idle.py tests/bench/bench-model.sh
 EXTRA_DIST += $(BENCH_FILES)
+
+# The model's build benchmark (issue 8, "Performance"): built by `make` with
+# the tree's flags so it keeps compiling, never run by `make check`;
+# `make bench-model` builds it optimised by hand and runs it.
+noinst_PROGRAMS += tests/bench/bench_model
+tests_bench_bench_model_SOURCES = tests/bench/bench_model.c
+tests_bench_bench_model_LDADD = $(OUTRIGGER_LIBS)
+$(tests_bench_bench_model_OBJECTS): $(PROTO_H)
+
+bench-model:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-model.sh
 
 bench:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh
@@ -21,4 +33,4 @@ bench:
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-model

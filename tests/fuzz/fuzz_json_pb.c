@@ -5,8 +5,12 @@
  * of tests/unit/golden/pb). Whatever the input, it decodes or is refused with a message and no
  * output; a decoded message packs, unpacks with protobuf-c and packs again to
  * the same bytes; ignoring unknown keys never refuses what the strict decode
- * took, and gives the same message; and an Any at the top level decodes the
- * same way through jpb_decode_any. */
+ * took, and gives the same message; an Any at the top level decodes the
+ * same way through jpb_decode_any; and the encoder's JSON of a decoded
+ * message, printed, parsed and decoded again, packs to the same bytes with
+ * no "@error" marker in it. The same bytes taken as protobuf (what xDS will
+ * bring), where protobuf-c unpacks them, encode to text our strict parser
+ * takes (no duplicate key, valid UTF-8, no NaN), whatever they hold. */
 #include "autoconfig.h"
 
 #include <cjson/cJSON.h>
@@ -57,6 +61,37 @@ setup(void)
 			abort();
 }
 
+/* jpb_encode(m), through its text, decodes back to m's bytes. */
+static void
+encode_round_trip(const ProtobufCMessage *m, const uint8_t *bytes, size_t len)
+{
+	unsigned marks = 1;
+	cJSON *e = jpb_encode(m, NULL, &marks), *j;
+	ProtobufCMessage *back = NULL;
+	struct jpb_err err;
+	char perr[256], *text;
+	uint8_t *again;
+
+	if (!e || marks)
+		__builtin_trap();
+	if (!(text = cJSON_PrintUnformatted(e)))
+		__builtin_trap();
+	cJSON_Delete(e);
+	if (!(j = json_parse_strict(text, strlen(text), perr, sizeof(perr))))
+		__builtin_trap();
+	free(text);
+	if (jpb_decode(j, m->descriptor, NULL, NULL, NULL, &back, &err) < 0)
+		__builtin_trap();
+	if (protobuf_c_message_get_packed_size(back) != len || !(again = malloc(len + 1)))
+		__builtin_trap();
+	protobuf_c_message_pack(back, again);
+	if (memcmp(again, bytes, len) != 0)
+		__builtin_trap();
+	free(again);
+	protobuf_c_message_free_unpacked(back, NULL);
+	cJSON_Delete(j);
+}
+
 /* The packed bytes of a decode (malloc'd, *len set), or NULL if refused. */
 static uint8_t *
 decode_packed(const cJSON *j, const ProtobufCMessageDescriptor *d, const struct jpb_opts *o,
@@ -88,8 +123,30 @@ decode_packed(const cJSON *j, const ProtobufCMessageDescriptor *d, const struct 
 		__builtin_trap();
 	free(again);
 	protobuf_c_message_free_unpacked(u, NULL);
+	if (!o)
+		encode_round_trip(m, buf, *len);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return buf;
+}
+
+/* Arbitrary protobuf bytes as message d: the encoder's text is JSON. */
+static void
+encode_wire(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t size)
+{
+	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, size, data);
+	char perr[256], *text;
+	cJSON *e, *j;
+
+	if (!m)
+		return;
+	if (!(e = jpb_encode(m, NULL, NULL)) || !(text = cJSON_PrintUnformatted(e)))
+		__builtin_trap();
+	if (!(j = json_parse_strict(text, strlen(text), perr, sizeof(perr))))
+		__builtin_trap();
+	cJSON_Delete(j);
+	free(text);
+	cJSON_Delete(e);
+	protobuf_c_message_free_unpacked(m, NULL);
 }
 
 int
@@ -102,6 +159,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cJSON *j;
 
 	setup();
+	encode_wire(&jpbtest__everything__descriptor, data, size);
+	for (size_t i = 0; i < sizeof(mesh) / sizeof(mesh[0]); i++)
+		encode_wire(mesh[i], data, size);
 	if (!(j = json_parse_strict((const char *)data, size, err, sizeof(err))))
 		return 0;
 	for (size_t i = 0; i <= sizeof(mesh) / sizeof(mesh[0]); i++) {

@@ -1,10 +1,11 @@
 # Fuzz targets, one per parser of untrusted input, each with a seed corpus.
 #   ./configure --enable-fuzzing CC=clang && make fuzz   (libFuzzer binaries)
 # In every other build, `make check` replays the seed corpora through them.
-FUZZ_TARGETS = config admin init json_pb
+FUZZ_TARGETS = config admin init json_pb model
 
 if FUZZING
-noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb
+noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
+	tests/fuzz/fuzz_model
 tests_fuzz_fuzz_config_SOURCES = tests/fuzz/fuzz_config.c
 tests_fuzz_fuzz_config_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_config_LDADD = $(OUTRIGGER_LIBS)
@@ -21,7 +22,13 @@ tests_fuzz_fuzz_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/p
 tests_fuzz_fuzz_json_pb_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
 $(tests_fuzz_fuzz_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
-fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb
+# The snapshot builder's target: {"resources": [...]} through the decoder.
+tests_fuzz_fuzz_model_SOURCES = tests/fuzz/fuzz_model.c
+tests_fuzz_fuzz_model_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_model_LDADD = $(OUTRIGGER_LIBS)
+$(tests_fuzz_fuzz_model_OBJECTS): $(PROTO_H)
+fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
+	tests/fuzz/fuzz_model
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz-corpus/$$t && \
 	  tests/fuzz/fuzz_$$t -max_total_time=$${FUZZ_SECONDS:-60} -dict=$(srcdir)/tests/fuzz/$$t.dict \
@@ -29,7 +36,10 @@ fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fu
 	done
 else
 check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/replay_init \
-	tests/fuzz/replay_json_pb
+	tests/fuzz/replay_json_pb tests/fuzz/replay_model
+tests_fuzz_replay_model_SOURCES = tests/fuzz/fuzz_model.c tests/fuzz/replay.c
+tests_fuzz_replay_model_LDADD = $(OUTRIGGER_LIBS)
+$(tests_fuzz_replay_model_OBJECTS): $(PROTO_H)
 tests_fuzz_replay_json_pb_SOURCES = tests/fuzz/fuzz_json_pb.c tests/fuzz/replay.c
 tests_fuzz_replay_json_pb_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_builddir)/tests/unit/proto
 tests_fuzz_replay_json_pb_LDADD = libjpbtest.a $(OUTRIGGER_LIBS)
@@ -44,5 +54,5 @@ tests_fuzz_replay_init_LDADD = libinit.a
 TESTS += tests/fuzz/replay-corpora.sh
 endif
 EXTRA_DIST += tests/fuzz/corpus tests/fuzz/config.dict tests/fuzz/admin.dict tests/fuzz/init.dict tests/fuzz/json_pb.dict \
-	tests/fuzz/replay-corpora.sh
+	tests/fuzz/model.dict tests/fuzz/replay-corpora.sh
 .PHONY: fuzz

@@ -8,10 +8,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
+#include "json.h"
+#include "json_pb.h"
+#include "model.h"
+#include "resources.h"
 #include "server.h"
 
 static int
@@ -124,6 +130,116 @@ test_stats_formats(void **state)
 	sb_free(&sb);
 }
 
+
+/* /config_dump's resources (issue 8): every type listed in MODEL_TYPES
+ * order, each resource by name, version and proto3 JSON with its @type,
+ * which decodes back to the same resource; the index sizes. The model is
+ * built by the real loader from a static list. */
+static void
+test_config_dump_model(void **state)
+{
+	static const char text[] = "["
+	    "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"uid\":\"c1//Pod/default/b\",\"name\":\"b\",\"namespace\":\"default\",\"addresses\":[\"CgAAAg==\"],"
+	    "\"services\":{\"default/s.default.svc\":{\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}}}},"
+	    "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"uid\":\"c1//Pod/default/a\",\"name\":\"a\",\"namespace\":\"default\",\"addresses\":[\"CgAAAQ==\"],"
+	    "\"services\":{\"default/s.default.svc\":{\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}}}},"
+	    "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"s\",\"namespace\":\"default\",\"hostname\":\"s.default.svc\","
+	    "\"addresses\":[{\"address\":\"CmAAAQ==\"}],\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}},"
+	    "{\"@type\":\"type.googleapis.com/envoy.config.cluster.v3.Cluster\",\"name\":\"c\","
+	    "\"connectTimeout\":\"1.500s\",\"type\":\"STATIC\"}]";
+	char err[256], *printed;
+	cJSON *list = json_parse_strict(text, strlen(text), err, sizeof(err)), *root, *res, *a, *c, *idx;
+	struct res_report rep = { 0 };
+	struct model *m;
+
+	(void)state;
+	assert_non_null(list);
+	m = resources_build(list, NULL, &rep);
+	assert_non_null(m);
+	if (rep.refused)
+		fail_msg("refused: %s", rep.lines[0]);
+	assert_non_null(root = cJSON_CreateObject());
+	assert_int_equal(admin_model_to_json(m, root), 0);
+	assert_non_null(res = cJSON_GetObjectItemCaseSensitive(root, "resources"));
+	/* Every type, in MODEL_TYPES order, empty ones too. */
+	c = res->child;
+	for (int t = 0; t < MRES__COUNT; t++, c = c->next) {
+		assert_non_null(c);
+		assert_string_equal(c->string, mres_type_names[t]);
+		assert_true(cJSON_IsArray(c));
+	}
+	assert_null(c);
+	a = cJSON_GetObjectItemCaseSensitive(res, "istio.workload.Address");
+	assert_int_equal(cJSON_GetArraySize(a), 3);
+	/* In name order: the workloads by uid, the service by namespace/hostname. */
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 0), "name")->valuestring,
+	    "c1//Pod/default/a");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 1), "name")->valuestring,
+	    "c1//Pod/default/b");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 2), "name")->valuestring,
+	    "default/s.default.svc");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 2), "version")->valuestring, "");
+	assert_non_null(printed = cJSON_PrintUnformatted(
+	    cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, 0), "resource")));
+	/* Fields in number order (uid is 20 in istio.workload.Workload). */
+	assert_string_equal(printed, "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"name\":\"a\",\"namespace\":\"default\",\"addresses\":[\"CgAAAQ==\"],\"uid\":\"c1//Pod/default/a\","
+	    "\"services\":{\"default/s.default.svc\":{\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}}}}");
+	free(printed);
+	c = cJSON_GetObjectItemCaseSensitive(res, "envoy.config.cluster.v3.Cluster");
+	assert_int_equal(cJSON_GetArraySize(c), 1);
+	assert_non_null(printed = cJSON_PrintUnformatted(
+	    cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(c, 0), "resource")));
+	assert_string_equal(printed, "{\"@type\":\"type.googleapis.com/envoy.config.cluster.v3.Cluster\","
+	    "\"name\":\"c\",\"type\":\"STATIC\",\"connectTimeout\":\"1.500s\"}");
+	free(printed);
+	/* What the dump shows reads back as a static resource list. */
+	{
+		cJSON *again = cJSON_CreateArray();
+		struct res_report rep2 = { 0 };
+		struct model *m2;
+		cJSON *e;
+		cJSON_ArrayForEach(c, res)
+			cJSON_ArrayForEach(e, c)
+				cJSON_AddItemReferenceToArray(again,
+				    cJSON_GetObjectItemCaseSensitive(e, "resource"));
+		assert_non_null(m2 = resources_build(again, NULL, &rep2));
+		assert_int_equal(rep2.refused, 0);
+		assert_int_equal(model_count(m2, MRES_ADDRESS), 3);
+		assert_int_equal(model_count(m2, MRES_CLUSTER), 1);
+		res_report_free(&rep2);
+		model_free(m2);
+		cJSON_Delete(again);
+	}
+	assert_non_null(idx = cJSON_GetObjectItemCaseSensitive(root, "indexes"));
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(idx, "workloads")->valueint, 2);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(idx, "services")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(idx, "serviceVips")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(idx, "endpoints")->valueint, 2);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(idx, "clusters")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(root, "encodingErrors")->valueint, 0);
+	cJSON_Delete(root);
+	model_free(m);
+	res_report_free(&rep);
+	cJSON_Delete(list);
+
+	/* An empty model: every type, no resource. */
+	m = model_empty();
+	assert_non_null(root = cJSON_CreateObject());
+	assert_int_equal(admin_model_to_json(m, root), 0);
+	assert_non_null(printed = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "resources")));
+	assert_string_equal(printed, "{\"istio.workload.Address\":[],\"istio.security.Authorization\":[],"
+	    "\"istio.security.v1beta1.PeerAuthentication\":[],\"envoy.config.cluster.v3.Cluster\":[],"
+	    "\"envoy.config.endpoint.v3.ClusterLoadAssignment\":[],"
+	    "\"envoy.config.route.v3.RouteConfiguration\":[],\"envoy.config.listener.v3.Listener\":[]}");
+	free(printed);
+	cJSON_Delete(root);
+	model_free(m);
+}
+
 int
 main(void)
 {
@@ -134,6 +250,10 @@ main(void)
 		cmocka_unit_test(test_parse_bad),
 		cmocka_unit_test(test_parse_head_too_large),
 		cmocka_unit_test(test_stats_formats),
+		cmocka_unit_test(test_config_dump_model),
 	};
+
+	if (model_register_types() < 0)
+		return 1;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

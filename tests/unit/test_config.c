@@ -163,7 +163,7 @@ test_file_errors(void **state)
 	assert_true(config_load_file(path, &c, err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "proxy.concurrency"));
 	unlink(path);
-	assert_true(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)) < 0);
+	assert_int_equal(config_load_file("/nonexistent/outrigger.json", &c, err, sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, "cannot open /nonexistent/outrigger.json"));
 
 	/* Review of issue 7: a FIFO (no writer) blocked the load for ever, and
@@ -379,6 +379,135 @@ test_keep_fixed(void **state)
 	assert_int_equal(strlen(changed), 9);
 }
 
+/* Issue 8, "Static resources": "mesh" holds the MeshConfig keys we honour
+ * (outboundTrafficPolicy.mode), with the strictness of "proxy": bad values,
+ * unknown and duplicate keys at every level are refused with their path. */
+static void
+test_mesh(void **state)
+{
+	static const struct { const char *json, *want; } bad[] = {
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"DENY\"}}}",
+		  "mesh.outboundTrafficPolicy.mode: expected \"ALLOW_ANY\" or \"REGISTRY_ONLY\", got \"DENY\"" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":1}}}",
+		  "mesh.outboundTrafficPolicy.mode: expected \"ALLOW_ANY\" or \"REGISTRY_ONLY\", got 1" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"allow_any\"}}}",
+		  "mesh.outboundTrafficPolicy.mode: expected" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mod\":\"ALLOW_ANY\"}}}",
+		  "mesh.outboundTrafficPolicy.mod: unknown key" },
+		{ "{\"mesh\":{\"outboundPolicy\":{}}}", "mesh.outboundPolicy: unknown key" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":\"ALLOW_ANY\"}}", "mesh.outboundTrafficPolicy: expected an object" },
+		{ "{\"mesh\":[]}", "mesh: expected an object" },
+		{ "{\"mesh\":{\"concurrency\":2}}", "mesh.concurrency: unknown key" },
+		{ "{\"proxy\":{\"outboundTrafficPolicy\":{\"mode\":\"ALLOW_ANY\"}}}",
+		  "proxy.outboundTrafficPolicy: unknown key" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"ALLOW_ANY\",\"mode\":\"REGISTRY_ONLY\"}}}",
+		  "mesh.outboundTrafficPolicy.mode: duplicate key" },
+		{ "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"ALLOW_ANY\"},\"outboundTrafficPolicy\":{}}}",
+		  "mesh.outboundTrafficPolicy: duplicate key" },
+		{ "{\"mesh\":{},\"mesh\":{}}", "mesh: duplicate key" },
+		/* Not half-applied: the good key before the bad one is dropped too. */
+		{ "{\"proxy\":{\"concurrency\":7},\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"X\"}}}",
+		  "mesh.outboundTrafficPolicy.mode: expected" },
+	};
+	struct config c, before;
+	char err[256];
+
+	config_defaults(&c);
+	assert_int_equal(c.outbound_policy, OUTBOUND_ALLOW_ANY);
+	assert_int_equal(load("{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"}}}", &c, err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.outbound_policy, OUTBOUND_REGISTRY_ONLY);
+	assert_int_equal(load("{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"ALLOW_ANY\"}}}", &c, err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.outbound_policy, OUTBOUND_ALLOW_ANY);
+	/* Empty objects at each level keep the default. */
+	assert_int_equal(load("{\"mesh\":{\"outboundTrafficPolicy\":{}}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(load("{\"mesh\":{}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.outbound_policy, OUTBOUND_ALLOW_ANY);
+	before = c;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(load(bad[i].json, &c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i].want))
+			fail_msg("case %zu: %s\n  got:  %s\n  want: %s", i, bad[i].json, err, bad[i].want);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+
+	/* The command line's path, and the dump (which must load back). */
+	assert_int_equal(config_set(&c, "mesh.outboundTrafficPolicy.mode", "REGISTRY_ONLY", err, sizeof(err)), 0);
+	assert_int_equal(c.outbound_policy, OUTBOUND_REGISTRY_ONLY);
+	assert_int_equal(config_set(&c, "mesh.outboundTrafficPolicy.mode", "REGISTRY_ONLYx", err, sizeof(err)),
+	    -EINVAL);
+	assert_non_null(strstr(err, "mesh.outboundTrafficPolicy.mode: expected"));
+	assert_int_equal(config_set(&c, "mesh.outboundTrafficPolicy", "ALLOW_ANY", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "mesh.outboundTrafficPolicy: unknown key");
+	assert_int_equal(c.outbound_policy, OUTBOUND_REGISTRY_ONLY);
+	cJSON *j = config_to_json(&c);
+	char *txt = cJSON_PrintUnformatted(j);
+	assert_non_null(strstr(txt, "\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"}}"));
+	config_defaults(&before);
+	assert_int_equal(load(txt, &before, err, sizeof(err)), 0);
+	assert_memory_equal(&c, &before, sizeof(c));
+	free(txt);
+	cJSON_Delete(j);
+
+	/* A live key: a reload applies it. */
+	struct config run;
+	char changed[64];
+	config_defaults(&run);
+	assert_int_equal(config_keep_fixed(&c, &run, changed, sizeof(changed)), 0);
+	assert_int_equal(c.outbound_policy, OUTBOUND_REGISTRY_ONLY);
+}
+
+/* Issue 8: "resources" is a list of objects (each decoded by src/resources.c);
+ * a file not even shaped so is refused whole, with the path. */
+static void
+test_resources_shape(void **state)
+{
+	static const struct { const char *json, *want; } bad[] = {
+		{ "{\"resources\":{}}", "resources: expected a list of resources" },
+		{ "{\"resources\":null}", "resources: expected a list of resources" },
+		{ "{\"resources\":\"x\"}", "resources: expected a list of resources" },
+		{ "{\"resources\":[{},{},3]}", "resources[2]: expected an object" },
+		{ "{\"resources\":[[]]}", "resources[0]: expected an object" },
+		{ "{\"resources\":[null]}", "resources[0]: expected an object" },
+		{ "{\"resources\":[],\"resources\":[]}", "resources: duplicate key" },
+		{ "{\"resource\":[]}", "resource: unknown key" },
+		{ "{\"proxy\":{\"resources\":[]}}", "proxy.resources: unknown key" },
+	};
+	struct config c, before;
+	const cJSON *list = (const cJSON *)&c;	/* must be overwritten */
+	char err[256];
+
+	config_defaults(&c);
+	before = c;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(load(bad[i].json, &c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i].want))
+			fail_msg("case %zu: %s\n  got:  %s\n  want: %s", i, bad[i].json, err, bad[i].want);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+	/* Good shapes; what the objects hold is not looked at here. */
+	assert_int_equal(load("{\"resources\":[]}", &c, err, sizeof(err)), 0);
+	assert_int_equal(load("{\"proxy\":{\"concurrency\":3},\"resources\":[{\"@type\":\"x\"},{}]}", &c, err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.concurrency, 3);
+
+	/* config_load_tree hands the list over from the one parse. */
+	static const char txt[] = "{\"resources\":[{\"a\":1},{\"b\":2}],\"proxy\":{}}";
+	cJSON *root = cJSON_Parse(txt);
+	assert_int_equal(config_load_tree(root, &c, &list, err, sizeof(err)), 0);
+	assert_non_null(list);
+	assert_int_equal(cJSON_GetArraySize(list), 2);
+	assert_ptr_equal(list, cJSON_GetObjectItemCaseSensitive(root, "resources"));
+	cJSON_Delete(root);
+	root = cJSON_Parse("{\"proxy\":{}}");
+	assert_int_equal(config_load_tree(root, &c, &list, err, sizeof(err)), 0);
+	assert_null(list);
+	cJSON_Delete(root);
+}
+
 int
 main(void)
 {
@@ -395,6 +524,8 @@ main(void)
 		cmocka_unit_test(test_lax_numbers_refused),
 		cmocka_unit_test(test_config_set_strict),
 		cmocka_unit_test(test_keep_fixed),
+		cmocka_unit_test(test_mesh),
+		cmocka_unit_test(test_resources_shape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -23,6 +24,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "json.h"
+#include "model.h"
+#include "resources.h"
 #include "server.h"
 #include "snapshot.h"
 #include "sock.h"
@@ -230,7 +234,7 @@ test_connection_keeps_its_snapshot(void **state)
 
 	next = cfg;
 	assert_int_equal(config_set(&next, "proxy.idleTimeout", "0.2s", err, sizeof(err)), 0);
-	worker_publish(&f.w, snapshot_new(&next, 2));
+	worker_publish(&f.w, snapshot_new(&next, NULL, 2));
 	wait_generation(&f, 2);
 	client_open(&f, &young);
 	assert_int_equal(young.gen, 2);
@@ -277,11 +281,16 @@ test_connection_keeps_its_snapshot(void **state)
 	fixture_teardown(&f);
 }
 
+#define WL(name, addr) "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{" \
+	"\"uid\":\"cluster1//Pod/default/" name "\",\"name\":\"" name "\",\"namespace\":\"default\"," \
+	"\"serviceAccount\":\"sa\",\"addresses\":[\"" addr "\"]}}"
+
 struct publisher {
 	struct worker *w;
 	struct config cfg;
 	int done;		/* atomic */
 	uint64_t seen;		/* atomic: the worker's generation, as the test loop saw it */
+	uint64_t built;		/* models built with both workloads (read after the join) */
 };
 
 /* The control side: NSWAPS snapshots (generations 2..NSWAPS+1, each with
@@ -294,12 +303,38 @@ publisher_main(void *arg)
 {
 	struct publisher *p = arg;
 
+	struct snapshot *prev = NULL;
+
 	for (uint64_t g = 2; g <= NSWAPS + 1; g++) {
 		struct config c = p->cfg;
 		c.connect_timeout_ms = (uint32_t)(1000 + g);
-		struct snapshot *s = snapshot_new(&c, g);
+		/* Each generation has a model of its own, built over the one before
+		 * (as SIGHUP does): workload "a" moves, "b" stays. The retired ones
+		 * are freed by their last connection, on the worker's thread. */
+		char text[1024], err[256];
+		unsigned char ip[4] = { 10, 1, (unsigned char)(g >> 8), (unsigned char)g };
+		char b64[16];
+		static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		uint32_t v = (uint32_t)ip[0] << 16 | (uint32_t)ip[1] << 8 | ip[2];
+		snprintf(b64, sizeof(b64), "%c%c%c%c%c%c==", tab[v >> 18], tab[(v >> 12) & 63], tab[(v >> 6) & 63],
+		    tab[v & 63], tab[ip[3] >> 2], tab[(ip[3] & 3) << 4]);
+		snprintf(text, sizeof(text), "[" WL("a", "%s") "," WL("b", "CgAAAg==") "]", b64);
+		cJSON *list = json_parse_strict(text, strlen(text), err, sizeof(err));
+		struct res_report rep;
+		struct model *m = list ? resources_build(list, prev ? prev->model : NULL, &rep) : NULL;
+		cJSON_Delete(list);
+		if (!m)
+			break;
+		if (rep.refused)
+			fprintf(stderr, "generation %llu: %s\n", (unsigned long long)g, rep.lines[0]);
+		else if (model_count(m, MRES_ADDRESS) == 2)
+			p->built++;
+		res_report_free(&rep);
+		struct snapshot *s = snapshot_new(&c, m, g);
 		if (!s)
 			break;
+		snapshot_unref(prev);
+		prev = snapshot_ref(s);
 		worker_publish(p->w, s);
 		if (g % 4 == 0)
 			poll(NULL, 0, 2);
@@ -307,6 +342,7 @@ publisher_main(void *arg)
 		    __atomic_load_n(&p->seen, __ATOMIC_ACQUIRE) < g;)
 			poll(NULL, 0, 1);
 	}
+	snapshot_unref(prev);
 	__atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -330,6 +366,7 @@ test_1000_swaps_under_traffic(void **state)
 	fixture_setup(&f, &pub.cfg);
 	pub.w = &f.w;
 	pub.done = 0;
+	pub.built = 0;
 	pub.seen = 1;
 	for (; ncl < 4; ncl++)
 		client_open(&f, &cl[ncl]);
@@ -372,6 +409,7 @@ test_1000_swaps_under_traffic(void **state)
 		poll(NULL, 0, 0);
 	}
 	pthread_join(th, NULL);
+	assert_int_equal(pub.built, NSWAPS);	/* every swap carried a model of two workloads */
 	assert_true(nlater >= 1);
 	for (int j = 0; j < 4; j++)
 		assert_int_equal(cl[j].gen, 1);
@@ -443,7 +481,7 @@ test_server_reload(void **state)
 	assert_int_equal(server_load_config(&cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.idle_timeout_ms, 60000);
 	assert_int_equal(cfg.log_level, LL_WARN);
-	server_publish(snapshot_new(&cfg, 1));
+	server_publish(snapshot_new(&cfg, NULL, 1));
 	assert_int_equal(server.stats[SM_CONFIG_GENERATION], 1);
 
 	write_file(path, "{\"proxy\":{\"idleTimeout\":\"5s\",\"proxyListenPort\":16001,\"logLevel\":\"debug\"}}");
@@ -481,6 +519,103 @@ test_server_reload(void **state)
 	log_threshold = LL_INFO;
 }
 
+/* The Address resource of the running model named uid, or NULL. */
+static const struct mres *
+running_address(const char *uid)
+{
+	const struct model *m = server.snap->model;
+
+	for (size_t i = 0; i < model_count(m, MRES_ADDRESS); i++)
+		if (strcmp(model_resource(m, MRES_ADDRESS, i)->name, uid) == 0)
+			return model_resource(m, MRES_ADDRESS, i);
+	return NULL;
+}
+
+/* Issue 8, "Live swap" and "/stats counts": SIGHUP builds the file's
+ * resources over the running model. A bad edit keeps the running version of
+ * that resource while the rest apply (and the reload counts as applied); a
+ * file that is itself invalid (JSON, "mesh", the shape of "resources") is
+ * refused whole and the running snapshot stays. */
+static void
+test_server_reload_resources(void **state)
+{
+	char path[] = "/tmp/or-test-reload-res-XXXXXX";
+	struct res_report rep;
+	struct model *model;
+	struct config cfg;
+	char err[512];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	close(fd);
+	write_file(path, "{\"resources\":[" WL("a", "CgAAAQ==") "," WL("b", "CgAAAg==") "]}");
+	memset(&server, 0, sizeof(server));
+	server.config_path = path;
+	assert_int_equal(server_load(&cfg, NULL, &model, &rep, err, sizeof(err)), 0);
+	assert_int_equal(rep.refused, 0);
+	res_report_free(&rep);
+	server_publish(snapshot_new(&cfg, model, 1));
+	assert_int_equal(server.stats[SM_MODEL_BUILDS], 1);
+	assert_int_equal(server.stats[SM_RESOURCES_ADDRESS], 2);
+	assert_int_equal(server.stats[SM_RESOURCES_CLUSTER], 0);
+	const struct mres *a1 = running_address("cluster1//Pod/default/a");
+	assert_non_null(a1);
+
+	/* a gets a 5-byte address (refused: the running a stays), b is removed,
+	 * c is new, and the mesh policy changes. */
+	write_file(path, "{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"}},\"resources\":["
+	    WL("a", "CgAAAQE=") "," WL("c", "CgAAAw==") "]}");
+	assert_int_equal(server_reload(), 0);
+	assert_int_equal(server.snap->generation, 2);
+	assert_int_equal(server.snap->cfg.outbound_policy, OUTBOUND_REGISTRY_ONLY);
+	assert_ptr_equal(running_address("cluster1//Pod/default/a"), a1);
+	assert_null(running_address("cluster1//Pod/default/b"));
+	assert_non_null(running_address("cluster1//Pod/default/c"));
+	assert_int_equal(server.stats[SM_CONFIG_RELOAD_SUCCESS], 1);
+	assert_int_equal(server.stats[SM_CONFIG_RELOAD_FAILURE], 0);
+	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 1);
+	assert_int_equal(server.stats[SM_MODEL_BUILDS], 2);
+	assert_int_equal(server.stats[SM_RESOURCES_ADDRESS], 2);
+
+	/* Refused whole: nothing changes, not even the resources that were fine. */
+	struct snapshot *before = server.snap;
+	static const char *const bad[] = {
+		"{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"DENY\"}},\"resources\":[" WL("d", "CgAABA==") "]}",
+		"{\"resources\":{}}",
+		"{\"resources\":[" WL("d", "CgAABA==") ",7]}",
+		"{\"resources\":[" WL("d", "CgAABA==") "]",
+		"{\"proxy\":{\"concurrency\":0},\"resources\":[]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		write_file(path, bad[i]);
+		assert_int_equal(server_reload(), -EINVAL);
+	}
+	assert_ptr_equal(server.snap, before);
+	assert_null(running_address("cluster1//Pod/default/d"));
+	assert_int_equal(server.stats[SM_CONFIG_RELOAD_FAILURE], 5);
+	assert_int_equal(server.stats[SM_MODEL_BUILDS], 2);
+	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 1);
+
+	/* Fixed: a applies at its new address. */
+	write_file(path, "{\"resources\":[" WL("a", "CgAAEQ==") "," WL("c", "CgAAAw==") "]}");
+	assert_int_equal(server_reload(), 0);
+	const struct mres *a3 = running_address("cluster1//Pod/default/a");
+	assert_non_null(a3);
+	assert_ptr_not_equal(a3, a1);
+	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 1);
+	assert_int_equal(server.snap->cfg.outbound_policy, OUTBOUND_ALLOW_ANY);
+
+	/* No file: the empty model. */
+	server.config_path = NULL;
+	assert_int_equal(server_reload(), 0);
+	assert_int_equal(server.stats[SM_RESOURCES_ADDRESS], 0);
+	assert_int_equal(model_count(server.snap->model, MRES_ADDRESS), 0);
+	unlink(path);
+	snapshot_unref(server.snap);
+	memset(&server, 0, sizeof(server));
+	log_threshold = LL_INFO;
+}
+
 int
 main(void)
 {
@@ -488,6 +623,9 @@ main(void)
 		cmocka_unit_test(test_connection_keeps_its_snapshot),
 		cmocka_unit_test(test_1000_swaps_under_traffic),
 		cmocka_unit_test(test_server_reload),
+		cmocka_unit_test(test_server_reload_resources),
 	};
+	if (model_register_types() < 0)
+		return 1;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,7 +50,7 @@ test_worker_init(struct worker *w, const struct config *cfg, unsigned pool_max)
 	assert_non_null(w->loop);
 	assert_int_equal(hupwatch_start(&w->hup, w->loop), 0);
 	pool_init(&w->pool, pool_max, w->stats.w);
-	w->snap = wsnap_new(snapshot_new(cfg, 1));
+	w->snap = wsnap_new(snapshot_new(cfg, NULL, 1));
 	assert_non_null(w->snap);
 }
 

@@ -9,6 +9,8 @@ Outrigger's generated protobuf-c code and asserts every field; the JSON is
 the same resource for the JSON decoder's tests. A few cases append fields
 the upstream schema has and ours leaves out, or numbers no schema has yet,
 or enum values no schema has: they are marked in CASES and in README.md.
+NAME.out.json is what json_format.MessageToDict (its defaults) makes of the
+message read back from NAME.bin: the JSON encoder's golden.
 
 Inputs (nothing is fetched; see README.md for where they come from):
   --istio-pkg DIR   istio/istio's pkg/ directory (workloadapi/*.proto)
@@ -598,11 +600,17 @@ def set_path(msg, path, value):
         setattr(msg, last, value)
 
 
-def write(out, name, text, data):
+def write(out, name, text, data, pool, typ):
     with open(os.path.join(out, name + '.json'), 'w') as f:
         f.write(text)
     with open(os.path.join(out, name + '.bin'), 'wb') as f:
         f.write(data)
+    # The encoder's golden: the message as a reader of the bytes has it.
+    back = msg_class(pool, typ)()
+    back.ParseFromString(data)
+    with open(os.path.join(out, name + '.out.json'), 'w', encoding='utf-8') as f:
+        f.write(json.dumps(json_format.MessageToDict(back, descriptor_pool=pool), indent=1,
+                           sort_keys=True, ensure_ascii=False) + '\n')
     print(f'{name}: {len(data)} bytes')
 
 
@@ -645,14 +653,14 @@ def main():
             back.ParseFromString(data)
             if extra and back.SerializeToString(deterministic=True) == m.SerializeToString(deterministic=True):
                 sys.exit(f'{name}: the appended fields were not kept as unknown')
-            write(a.out, name, text, data)
+            write(a.out, name, text, data, pool, typ)
         for name, typ, obj, sets in ENUM_CASES:
             m = msg_class(pool, typ)()
             json_format.Parse(json.dumps(obj), m, descriptor_pool=pool)
             for path, value in sets:
                 set_path(m, path, value)
             text = json_format.MessageToJson(m, descriptor_pool=pool, sort_keys=True, indent=1) + '\n'
-            write(a.out, name, text, m.SerializeToString(deterministic=True))
+            write(a.out, name, text, m.SerializeToString(deterministic=True), pool, typ)
     finally:
         shutil.rmtree(tmp)
 

@@ -1,0 +1,1846 @@
+/* model: the one snapshot builder. Decoded discovery resources in, a
+ * validated, indexed, read-only model out (see model.h; HACKING.md "The mesh
+ * model" says what is indexed and why). */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_pb.h"
+#include "model.h"
+#include "pb.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "istio/security/authorization.pb-c.h"
+#include "istio/security/v1beta1/peer_authentication.pb-c.h"
+#include "istio/workload/workload.pb-c.h"
+
+const char *const mres_type_names[MRES__COUNT] = {
+#define X(e, name) name,
+	MODEL_TYPES(X)
+#undef X
+};
+
+static const ProtobufCMessageDescriptor *const type_desc[MRES__COUNT] = {
+	&istio__workload__address__descriptor,
+	&istio__security__authorization__descriptor,
+	&istio__security__v1beta1__peer_authentication__descriptor,
+	&envoy__config__cluster__v3__cluster__descriptor,
+	&envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+	&envoy__config__route__v3__route_configuration__descriptor,
+	&envoy__config__listener__v3__listener__descriptor,
+};
+
+int
+model_register_types(void)
+{
+	/* What an Any inside a resource may hold: the network filters a
+	 * Listener names (tcp_proxy, http_connection_manager). The rest of the
+	 * embedded messages are reached through their fields, not by @type. */
+	static const ProtobufCMessageDescriptor *const embedded[] = {
+		&envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
+		&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+	};
+	int rc;
+
+	if ((rc = jpb_register_wkts()) < 0)
+		return rc;
+	for (size_t i = 0; i < MRES__COUNT; i++)
+		if ((rc = jpb_register(type_desc[i])) < 0)
+			return rc;
+	for (size_t i = 0; i < sizeof(embedded) / sizeof(embedded[0]); i++)
+		if ((rc = jpb_register(embedded[i])) < 0)
+			return rc;
+	return 0;
+}
+
+static const char *
+S(const char *s)
+{
+	return s ? s : "";
+}
+
+/* ---- Resources ---- */
+
+static int
+type_of(const ProtobufCMessage *msg)
+{
+	for (int t = 0; t < MRES__COUNT; t++)
+		if (msg->descriptor == type_desc[t])
+			return t;
+	return -1;
+}
+
+/* The xDS name a resource goes by (malloc'd), or NULL with why. */
+static char *
+name_of(enum mres_type t, const ProtobufCMessage *msg, const char *fallback, char *why, size_t whylen)
+{
+	const char *n = NULL;
+	char *r;
+
+	switch (t) {
+	case MRES_ADDRESS: {
+		const Istio__Workload__Address *a = (const void *)msg;
+
+		if (a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD && a->workload) {
+			n = S(a->workload->uid);
+			if (!*n && !(fallback && *fallback)) {
+				snprintf(why, whylen, "workload.uid: required (the workload's name)");
+				return NULL;
+			}
+		} else if (a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE && a->service) {
+			const Istio__Workload__Service *s = a->service;
+
+			if (*S(s->namespace_) && *S(s->hostname)) {
+				size_t len = strlen(s->namespace_) + strlen(s->hostname) + 2;
+
+				if (!(r = malloc(len)))
+					goto oom;
+				snprintf(r, len, "%s/%s", s->namespace_, s->hostname);
+				return r;
+			}
+			if (!(fallback && *fallback)) {
+				snprintf(why, whylen, "service.%s: required (a service is named "
+				    "\"namespace/hostname\")", *S(s->namespace_) ? "hostname" : "namespace");
+				return NULL;
+			}
+		} else if (!(fallback && *fallback)) {
+			snprintf(why, whylen, "neither workload nor service is set");
+			return NULL;
+		}
+		break;
+	}
+	case MRES_AUTHORIZATION: {
+		const Istio__Security__Authorization *a = (const void *)msg;
+
+		if (*S(a->name)) {
+			size_t len = strlen(S(a->namespace_)) + strlen(a->name) + 2;
+
+			if (!(r = malloc(len)))
+				goto oom;
+			snprintf(r, len, "%s/%s", S(a->namespace_), a->name);
+			return r;
+		}
+		break;
+	}
+	case MRES_PEER_AUTHENTICATION:
+		break;
+	case MRES_CLUSTER:
+		n = ((const Envoy__Config__Cluster__V3__Cluster *)msg)->name;
+		break;
+	case MRES_ENDPOINTS:
+		n = ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msg)->cluster_name;
+		break;
+	case MRES_ROUTE:
+		n = ((const Envoy__Config__Route__V3__RouteConfiguration *)msg)->name;
+		break;
+	case MRES_LISTENER:
+		n = ((const Envoy__Config__Listener__V3__Listener *)msg)->name;
+		break;
+	default:
+		break;
+	}
+	if (!n || !*n)
+		n = fallback;
+	if (!n || !*n) {
+		if (t == MRES_PEER_AUTHENTICATION)
+			snprintf(why, whylen, "a PeerAuthentication has no name field: its name must be given");
+		else
+			snprintf(why, whylen, "%s: required (the resource's name)",
+			    t == MRES_ENDPOINTS ? "clusterName" : "name");
+		return NULL;
+	}
+	if (!(r = strdup(n)))
+		goto oom;
+	return r;
+oom:
+	snprintf(why, whylen, "out of memory");
+	return NULL;
+}
+
+static const char empty_version[] = "";
+
+struct mres *
+mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name, char *why,
+    size_t whylen)
+{
+	struct mres *r = NULL;
+	int t;
+
+	if (!msg) {
+		snprintf(why, whylen, "no message");
+		return NULL;
+	}
+	if ((t = type_of(msg)) < 0) {
+		snprintf(why, whylen, "%s is not a resource type", msg->descriptor->name);
+		goto fail;
+	}
+	if (!(r = calloc(1, sizeof(*r)))) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
+	r->refs = 1;
+	r->type = (enum mres_type)t;
+	if (!(r->name = name_of(r->type, msg, fallback_name, why, whylen)))
+		goto fail;
+	/* Static resources have no version: one shared "" (12,000 resources
+	 * would hold 12,000 copies). */
+	if (!version || !*version)
+		r->version = (char *)empty_version;
+	else if (!(r->version = strdup(version))) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
+	r->msg = msg;
+	return r;
+fail:
+	if (r) {
+		free(r->name);
+		free(r);
+	}
+	protobuf_c_message_free_unpacked(msg, NULL);
+	return NULL;
+}
+
+struct mres *
+mres_ref(struct mres *r)
+{
+	if (r)
+		__atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+void
+mres_unref(struct mres *r)
+{
+	if (!r || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	protobuf_c_message_free_unpacked(r->msg, NULL);
+	free(r->name);
+	if (r->version != empty_version)
+		free(r->version);
+	free(r);
+}
+
+/* ---- Open-addressing hash tables ----
+ * A table is only slots: each holds an index + 1 into an array the caller
+ * owns (0 is empty), so the key lives once, in the resource. Linear probing,
+ * load at most 1/2, built once and read-only after (no deletion). */
+
+struct otab {
+	uint32_t *slot;
+	uint32_t mask;
+};
+
+static uint64_t
+hash_bytes(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	/* FNV-1a: keys are short strings and addresses; good enough spread for
+	 * linear probing with the final mix below. */
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+#define HASH_SEED 0xcbf29ce484222325ULL
+
+static uint32_t
+hash_fin(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return (uint32_t)h;
+}
+
+static int
+otab_init(struct otab *t, size_t n)
+{
+	size_t size = 8;
+
+	while (size < 2 * n)
+		size <<= 1;
+	if (size > UINT32_MAX / 2)
+		return -ENOMEM;
+	if (!(t->slot = calloc(size, sizeof(*t->slot))))
+		return -ENOMEM;
+	t->mask = (uint32_t)(size - 1);
+	return 0;
+}
+
+static size_t
+otab_bytes(const struct otab *t)
+{
+	return t->slot ? ((size_t)t->mask + 1) * sizeof(*t->slot) : 0;
+}
+
+/* ---- The model ---- */
+
+/* One indexed address of a workload: the key is read back from the message. */
+struct wladdr {
+	uint32_t wl, ai;
+};
+
+/* One VIP:port of a service port. */
+struct vipref {
+	uint32_t port, ai;
+};
+
+/* An IP address with its network, as a key. */
+struct ipkey {
+	const char *network;
+	int family;		/* AF_INET, AF_INET6 */
+	unsigned char a[16];
+	uint16_t port;		/* VIP keys only */
+};
+
+struct model {
+	char *network;
+	struct mres **res[MRES__COUNT];	/* name order */
+	size_t nres[MRES__COUNT];
+	struct otab byname[MRES__COUNT];
+
+	struct mworkload *wls;		/* uid order */
+	size_t nwls;
+	struct wladdr *wladdrs;
+	size_t nwladdrs;
+	struct otab wlip;
+
+	struct mservice *svcs;		/* key order */
+	size_t nsvcs;
+	struct otab svckey;
+	struct msvc_port *ports;
+	size_t nports;
+	struct vipref *vips;
+	size_t nvips;
+	struct otab vip;
+	struct mendpoint *eps;
+	size_t neps;
+	char *strs;			/* identities */
+	size_t bytes;
+};
+
+static uint32_t
+ipkey_hash(const struct ipkey *k)
+{
+	uint64_t h = hash_bytes(HASH_SEED, k->network, strlen(k->network) + 1);
+
+	h = hash_bytes(h, k->a, k->family == AF_INET ? 4 : 16);
+	if (k->port)
+		h = hash_bytes(h, &k->port, sizeof(k->port));
+	return hash_fin(h);
+}
+
+static bool
+bin_to_key(const ProtobufCBinaryData *b, const char *network, struct ipkey *k)
+{
+	if (b->len != 4 && b->len != 16)
+		return false;
+	memset(k, 0, sizeof(*k));
+	k->network = S(network);
+	k->family = b->len == 4 ? AF_INET : AF_INET6;
+	memcpy(k->a, b->data, b->len);
+	/* ::ffff:a.b.c.d is the IPv4 address: one key for both spellings. */
+	if (k->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)k->a)) {
+		memmove(k->a, k->a + 12, 4);
+		memset(k->a + 4, 0, 12);
+		k->family = AF_INET;
+	}
+	return true;
+}
+
+/* A service VIP's family as the indexes see it (IPv4-mapped is IPv4), or
+ * AF_UNSPEC for a CIDR VIP (a length shorter than the address): ztunnel
+ * matches those by prefix, apart from the exact VIPs (by_cidr_vip), which
+ * the model does not do yet, so they are not indexed. */
+static int
+vip_family(const Istio__Workload__NetworkAddress *na)
+{
+	struct ipkey k;
+
+	if (na->length_opt_case == ISTIO__WORKLOAD__NETWORK_ADDRESS__LENGTH_OPT_LENGTH &&
+	    na->length != na->address.len * 8)
+		return AF_UNSPEC;
+	return bin_to_key(&na->address, "", &k) ? k.family : AF_UNSPEC;
+}
+
+static bool
+sa_to_key(const struct sockaddr_storage *sa, const char *network, struct ipkey *k)
+{
+	ProtobufCBinaryData b;
+	uint16_t port;
+
+	if (!sa)
+		return false;
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+
+		b.len = 4;
+		b.data = (uint8_t *)&s4->sin_addr;
+		port = ntohs(s4->sin_port);
+	} else if (sa->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+
+		b.len = 16;
+		b.data = (uint8_t *)&s6->sin6_addr;
+		port = ntohs(s6->sin6_port);
+	} else
+		return false;
+	if (!bin_to_key(&b, network, k))
+		return false;
+	k->port = port;
+	return true;
+}
+
+static bool
+ipkey_eq(const struct ipkey *a, const struct ipkey *b)
+{
+	return a->family == b->family && a->port == b->port &&
+	    memcmp(a->a, b->a, a->family == AF_INET ? 4 : 16) == 0 && strcmp(a->network, b->network) == 0;
+}
+
+static const Istio__Workload__Workload *
+wl_msg(const struct mworkload *w)
+{
+	return ((const Istio__Workload__Address *)w->res->msg)->workload;
+}
+
+static const Istio__Workload__Service *
+svc_msg(const struct mservice *s)
+{
+	return ((const Istio__Workload__Address *)s->res->msg)->service;
+}
+
+static void
+wladdr_key(const struct model *m, uint32_t i, struct ipkey *k)
+{
+	const struct mworkload *w = &m->wls[m->wladdrs[i].wl];
+	const Istio__Workload__Workload *wm = wl_msg(w);
+
+	bin_to_key(&wm->addresses[m->wladdrs[i].ai], wm->network, k);
+}
+
+static void
+vip_key(const struct model *m, uint32_t i, struct ipkey *k)
+{
+	const struct msvc_port *p = &m->ports[m->vips[i].port];
+	const Istio__Workload__NetworkAddress *na = svc_msg(p->svc)->addresses[m->vips[i].ai];
+
+	bin_to_key(&na->address, na->network, k);
+	k->port = p->port;
+}
+
+/* Finds key k in a table of wladdrs (vip = false) or vips: the entry's index
+ * or -1; with insert, the empty slot it would go to in *at. */
+static int64_t
+ip_find(const struct model *m, const struct otab *t, bool vip, const struct ipkey *k, uint32_t *at)
+{
+	uint32_t i = ipkey_hash(k) & t->mask;
+
+	for (;; i = (i + 1) & t->mask) {
+		struct ipkey e;
+		uint32_t s = t->slot[i];
+
+		if (!s) {
+			if (at)
+				*at = i;
+			return -1;
+		}
+		if (vip)
+			vip_key(m, s - 1, &e);
+		else
+			wladdr_key(m, s - 1, &e);
+		if (ipkey_eq(&e, k))
+			return s - 1;
+	}
+}
+
+/* ---- Problems ---- */
+
+struct build {
+	const struct model_input *in;
+	size_t n;
+	const struct model *prev;
+	const struct model_opts *opts;
+	struct model_report *rep;
+	bool oom;
+	/* Per input: the resource that stands for it in the model (the input's
+	 * own, prev's version, or NULL). */
+	struct mres **cand;
+	int *problem;			/* per input: its problem's index or -1 */
+	/* While deciding: VIP:ports and network/IPs claimed, services in. */
+	struct tset *vips, *ips, *svcs;
+};
+
+static const char *
+in_path(const struct model_input *in)
+{
+	return in->path && *in->path ? in->path : "$";
+}
+
+static void problem(struct build *b, size_t i, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Records that input i is refused: "<path>.<what>". One problem per input. */
+static void
+problem(struct build *b, size_t i, const char *fmt, ...)
+{
+	struct model_report *rep = b->rep;
+	struct model_problem *p;
+	va_list ap;
+	int n;
+
+	if (!rep || b->problem[i] >= 0)
+		return;
+	if (rep->nproblems % 16 == 0) {
+		void *np = realloc(rep->problems, (rep->nproblems + 16) * sizeof(*rep->problems));
+
+		if (!np) {
+			b->oom = true;
+			return;
+		}
+		rep->problems = np;
+	}
+	p = &rep->problems[rep->nproblems];
+	memset(p, 0, sizeof(*p));
+	p->path = b->in[i].path;
+	p->type = b->in[i].res->type;
+	snprintf(p->name, sizeof(p->name), "%s", b->in[i].res->name);
+	n = snprintf(p->msg, sizeof(p->msg), "%s.", in_path(&b->in[i]));
+	if (n < 0 || (size_t)n >= sizeof(p->msg))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(p->msg + n, sizeof(p->msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	b->problem[i] = (int)rep->nproblems++;
+}
+
+void
+model_report_free(struct model_report *rep)
+{
+	if (!rep)
+		return;
+	free(rep->problems);
+	rep->problems = NULL;
+	rep->nproblems = 0;
+}
+
+/* ---- Validation of one resource by itself ----
+ * Each returns false after problem(): p is the field path so far. */
+
+static bool
+check_bytes_ip(struct build *b, size_t i, const char *p, const ProtobufCBinaryData *a)
+{
+	if (a->len == 4 || a->len == 16)
+		return true;
+	problem(b, i, "%s: %zu bytes; want 4 (IPv4) or 16 (IPv6)", p, a->len);
+	return false;
+}
+
+static bool
+check_port(struct build *b, size_t i, const char *p, uint32_t port, bool zero_ok)
+{
+	if ((port != 0 || zero_ok) && port <= 65535)
+		return true;
+	problem(b, i, "%s: port %u; want 1 to 65535%s", p, port, zero_ok ? " (or 0: unset)" : "");
+	return false;
+}
+
+static bool
+check_netaddr(struct build *b, size_t i, const char *p, const Istio__Workload__NetworkAddress *na)
+{
+	char q[160];
+
+	snprintf(q, sizeof(q), "%s.address", p);
+	if (!check_bytes_ip(b, i, q, &na->address))
+		return false;
+	if (na->length_opt_case == ISTIO__WORKLOAD__NETWORK_ADDRESS__LENGTH_OPT_LENGTH &&
+	    na->length > na->address.len * 8) {
+		problem(b, i, "%s.length: %u; want at most %zu for this address", p, na->length,
+		    na->address.len * 8);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_gateway(struct build *b, size_t i, const char *p, const Istio__Workload__GatewayAddress *g)
+{
+	char q[160];
+
+	if (!g)
+		return true;
+	snprintf(q, sizeof(q), "%s.hboneMtlsPort", p);
+	if (!check_port(b, i, q, g->hbone_mtls_port, true))
+		return false;
+	if (g->destination_case == ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_ADDRESS && g->address) {
+		snprintf(q, sizeof(q), "%s.address", p);
+		return check_netaddr(b, i, q, g->address);
+	}
+	if (g->destination_case == ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_HOSTNAME && g->hostname &&
+	    !*S(g->hostname->hostname)) {
+		problem(b, i, "%s.hostname.hostname: required", p);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_ports(struct build *b, size_t i, const char *p, Istio__Workload__Port *const *ports, size_t n)
+{
+	char q[192];
+
+	for (size_t k = 0; k < n; k++) {
+		snprintf(q, sizeof(q), "%s[%zu].servicePort", p, k);
+		if (!check_port(b, i, q, ports[k]->service_port, false))
+			return false;
+		snprintf(q, sizeof(q), "%s[%zu].targetPort", p, k);
+		if (!check_port(b, i, q, ports[k]->target_port, true))
+			return false;
+		for (size_t j = 0; j < k; j++)
+			if (ports[j]->service_port == ports[k]->service_port) {
+				problem(b, i, "%s[%zu].servicePort: %u repeats %s[%zu]", p, k,
+				    ports[k]->service_port, p, j);
+				return false;
+			}
+	}
+	return true;
+}
+
+static bool
+check_workload(struct build *b, size_t i, const Istio__Workload__Workload *w)
+{
+	char q[160];
+
+	if (!*S(w->uid)) {
+		problem(b, i, "workload.uid: required (the workload's name)");
+		return false;
+	}
+	for (size_t k = 0; k < w->n_addresses; k++) {
+		snprintf(q, sizeof(q), "workload.addresses[%zu]", k);
+		if (!check_bytes_ip(b, i, q, &w->addresses[k]))
+			return false;
+	}
+	if (!check_gateway(b, i, "workload.waypoint", w->waypoint) ||
+	    !check_gateway(b, i, "workload.networkGateway", w->network_gateway))
+		return false;
+	if (w->application_tunnel &&
+	    !check_port(b, i, "workload.applicationTunnel.port", w->application_tunnel->port, true))
+		return false;
+	for (size_t k = 0; k < w->n_services; k++) {
+		const Istio__Workload__Workload__ServicesEntry *e = w->services[k];
+		const char *key = S(e->key), *slash = strchr(key, '/');
+
+		/* ztunnel splits the key at the first '/' and refuses the
+		 * workload without one (NamespacedHostnameParse). */
+		if (!slash || slash == key || !slash[1]) {
+			problem(b, i, "workload.services[\"%.64s\"]: want \"namespace/hostname\"", key);
+			return false;
+		}
+		if (e->value) {
+			snprintf(q, sizeof(q), "workload.services[\"%.64s\"].ports", key);
+			if (!check_ports(b, i, q, e->value->ports, e->value->n_ports))
+				return false;
+		}
+	}
+	return true;
+}
+
+static bool
+check_service(struct build *b, size_t i, const Istio__Workload__Service *s)
+{
+	char q[160];
+
+	if (!*S(s->namespace_) || !*S(s->hostname)) {
+		problem(b, i, "service.%s: required (a service is named \"namespace/hostname\")",
+		    *S(s->namespace_) ? "hostname" : "namespace");
+		return false;
+	}
+	for (size_t k = 0; k < s->n_addresses; k++) {
+		snprintf(q, sizeof(q), "service.addresses[%zu]", k);
+		if (!check_netaddr(b, i, q, s->addresses[k]))
+			return false;
+	}
+	if (!check_ports(b, i, "service.ports", s->ports, s->n_ports))
+		return false;
+	if (!check_gateway(b, i, "service.waypoint", s->waypoint))
+		return false;
+	for (size_t k = 0; k < s->n_weighted_waypoints; k++) {
+		snprintf(q, sizeof(q), "service.weightedWaypoints[%zu].destination", k);
+		if (!check_gateway(b, i, q, s->weighted_waypoints[k]->destination))
+			return false;
+	}
+	if (s->load_balancing)
+		for (size_t k = 0; k < s->load_balancing->n_routing_preference; k++)
+			/* ztunnel refuses an unset scope ("invalid target"). */
+			if (s->load_balancing->routing_preference[k] ==
+			    ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__UNSPECIFIED_SCOPE) {
+				problem(b, i, "service.loadBalancing.routingPreference[%zu]: "
+				    "UNSPECIFIED_SCOPE is not a scope", k);
+				return false;
+			}
+	return true;
+}
+
+static bool
+check_cla(struct build *b, size_t i, const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *c)
+{
+	for (size_t k = 0; k < c->n_endpoints; k++) {
+		const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = c->endpoints[k];
+
+		for (size_t j = 0; j < le->n_lb_endpoints; j++) {
+			const Envoy__Config__Endpoint__V3__LbEndpoint *lb = le->lb_endpoints[j];
+			const Envoy__Config__Core__V3__Address *a;
+			const Envoy__Config__Core__V3__SocketAddress *sa;
+			unsigned char buf[16];
+
+			if (lb->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+				continue;
+			if (!lb->endpoint || !(a = lb->endpoint->address)) {
+				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address: required", k, j);
+				return false;
+			}
+			if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
+			    !(sa = a->socket_address)) {
+				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address: "
+				    "want a socketAddress", k, j);
+				return false;
+			}
+			/* An EDS endpoint is an address, never a name to resolve. */
+			if (inet_pton(AF_INET, S(sa->address), buf) != 1 &&
+			    inet_pton(AF_INET6, S(sa->address), buf) != 1) {
+				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address.socketAddress."
+				    "address: \"%.64s\" is not an IP address", k, j, S(sa->address));
+				return false;
+			}
+			if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE) {
+				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address.socketAddress."
+				    "portValue: required", k, j);
+				return false;
+			}
+			if (sa->port_value == 0 || sa->port_value > 65535) {
+				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address.socketAddress."
+				    "portValue: port %u; want 1 to 65535", k, j, sa->port_value);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* The way down to an Any, kept as (field, index) pairs so that the path
+ * string is only made when something is found. */
+struct anywalk {
+	const ProtobufCFieldDescriptor *f[33];
+	size_t k[33];
+	bool rep[33];
+	int depth;
+	int value;
+	bool undecodable;
+	char inner[JPB_PATH_LEN];	/* pb_find_unknown_enum's path in the Any */
+};
+
+/* pb_find_unknown_enum() sees an Any's value as bytes: this finds the Anys
+ * in m, unpacks each whose type we know (the JSON decoder refused the
+ * others; from xDS they stay opaque, as nothing reads them) and looks in
+ * it, and in the Anys it holds. -EINVAL with w->value (or w->undecodable:
+ * the value does not unpack) and the way to it in w, else 0. */
+static int
+find_unknown_in_anys(const ProtobufCMessage *m, struct anywalk *w)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
+	if (d == &google__protobuf__any__descriptor) {
+		const Google__Protobuf__Any *any = (const void *)m;
+		const char *slash = strrchr(S(any->type_url), '/');
+		const ProtobufCMessageDescriptor *inner = jpb_lookup(slash ? slash + 1 : S(any->type_url));
+		ProtobufCMessage *u;
+		int rc;
+
+		if (!inner)
+			return 0;
+		if (!(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
+			snprintf(w->inner, sizeof(w->inner), "value");
+			w->undecodable = true;
+			return -EINVAL;
+		}
+		rc = pb_find_unknown_enum(u, w->inner, sizeof(w->inner), &w->value);
+		if (rc == 0)
+			rc = find_unknown_in_anys(u, w);
+		protobuf_c_message_free_unpacked(u, NULL);
+		return rc;
+	}
+	if (w->depth >= 32)
+		return 0;	/* the decoder's nesting bound is lower */
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
+		const void *elems = base + f->offset;
+		size_t n = 1;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		if (repeated) {
+			n = *(const size_t *)(base + f->quantifier_offset);
+			elems = *(void *const *)(base + f->offset);
+		}
+		for (size_t k = 0; k < n; k++) {
+			const ProtobufCMessage *sub = repeated ? ((ProtobufCMessage *const *)elems)[k] :
+			    *(ProtobufCMessage *const *)elems;
+
+			if (!sub)
+				continue;
+			w->f[w->depth] = f;
+			w->k[w->depth] = k;
+			w->rep[w->depth] = repeated;
+			w->depth++;
+			if (find_unknown_in_anys(sub, w) < 0)
+				return -EINVAL;
+			w->depth--;
+		}
+	}
+	return 0;
+}
+
+/* The path of what find_unknown_in_anys() found: "a.b[2].typedConfig.x". */
+static void
+anywalk_path(const struct anywalk *w, char *path, size_t len)
+{
+	size_t at = 0;
+
+	path[0] = '\0';
+	for (int i = 0; i < w->depth && at + 1 < len; i++) {
+		char name[128];
+		int n;
+
+		jpb_json_name(w->f[i]->name, name, sizeof(name));
+		n = w->rep[i] ? snprintf(path + at, len - at, "%s%s[%zu]", at ? "." : "", name, w->k[i]) :
+		    snprintf(path + at, len - at, "%s%s", at ? "." : "", name);
+		if (n > 0)
+			at = at + (size_t)n < len ? at + (size_t)n : len - 1;
+	}
+	/* Cut to len: a path long enough to find the field is enough. */
+	if (at + 1 < len && snprintf(path + at, len - at, "%s%s", at ? "." : "", w->inner) < 0)
+		path[at] = '\0';
+}
+
+/* Whether input i's resource is valid by itself. */
+static bool
+check_one(struct build *b, size_t i)
+{
+	const struct mres *r = b->in[i].res;
+	char path[JPB_PATH_LEN];
+	struct anywalk w;
+	int value;
+
+	if (type_of(r->msg) != (int)r->type) {
+		problem(b, i, "@type: %s is not a resource of type %s", r->msg->descriptor->name,
+		    mres_type_names[r->type]);
+		return false;
+	}
+	/* ztunnel refuses a resource with an enum value it does not know
+	 * (TryFrom fails: NACK), rather than misreading it as a default. */
+	if (pb_find_unknown_enum(r->msg, path, sizeof(path), &value) < 0) {
+		problem(b, i, "%s: unknown enum value %d", path, value);
+		return false;
+	}
+	w.depth = 0;
+	w.undecodable = false;
+	if (find_unknown_in_anys(r->msg, &w) < 0) {
+		anywalk_path(&w, path, sizeof(path));
+		if (w.undecodable)
+			problem(b, i, "%s: not a valid encoding of its @type", path);
+		else
+			problem(b, i, "%s: unknown enum value %d", path, w.value);
+		return false;
+	}
+	switch (r->type) {
+	case MRES_ADDRESS: {
+		const Istio__Workload__Address *a = (const void *)r->msg;
+
+		if (a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD && a->workload)
+			return check_workload(b, i, a->workload);
+		if (a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE && a->service)
+			return check_service(b, i, a->service);
+		problem(b, i, "workload, service: one is required");
+		return false;
+	}
+	case MRES_ENDPOINTS:
+		if (!*S(((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)r->msg)->cluster_name)) {
+			problem(b, i, "clusterName: required");
+			return false;
+		}
+		return check_cla(b, i, (const void *)r->msg);
+	case MRES_CLUSTER:
+		if (!*S(((const Envoy__Config__Cluster__V3__Cluster *)r->msg)->name)) {
+			problem(b, i, "name: required");
+			return false;
+		}
+		return true;
+	case MRES_AUTHORIZATION:
+		if (!*S(((const Istio__Security__Authorization *)r->msg)->name)) {
+			problem(b, i, "name: required");
+			return false;
+		}
+		return true;
+	case MRES_ROUTE:
+		if (!*S(((const Envoy__Config__Route__V3__RouteConfiguration *)r->msg)->name)) {
+			problem(b, i, "name: required");
+			return false;
+		}
+		return true;
+	case MRES_LISTENER:
+		if (!*S(((const Envoy__Config__Listener__V3__Listener *)r->msg)->name)) {
+			problem(b, i, "name: required");
+			return false;
+		}
+		return true;
+	default:
+		return true;
+	}
+}
+
+static bool
+is_workload(const struct mres *r)
+{
+	const Istio__Workload__Address *a = (const void *)r->msg;
+
+	return r->type == MRES_ADDRESS && a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD && a->workload;
+}
+
+static bool
+is_service(const struct mres *r)
+{
+	const Istio__Workload__Address *a = (const void *)r->msg;
+
+	return r->type == MRES_ADDRESS && a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE && a->service;
+}
+
+/* ---- Building ---- */
+
+static int
+cmp_mres_name(const void *a, const void *b)
+{
+	return strcmp((*(struct mres *const *)a)->name, (*(struct mres *const *)b)->name);
+}
+
+static void *
+mcalloc(struct model *m, size_t n, size_t size)
+{
+	void *p;
+
+	if (!(p = calloc(n ? n : 1, size)))
+		return NULL;
+	m->bytes += (n ? n : 1) * size;
+	return p;
+}
+
+static uint32_t
+str_hash(const char *s)
+{
+	return hash_fin(hash_bytes(HASH_SEED, s, strlen(s)));
+}
+
+/* Resource name tables hold indexes into m->res[t]. */
+static int64_t
+res_find(const struct model *m, enum mres_type t, const char *name, uint32_t *at)
+{
+	const struct otab *tab = &m->byname[t];
+	uint32_t i;
+
+	if (!tab->slot)
+		return -1;
+	for (i = str_hash(name) & tab->mask;; i = (i + 1) & tab->mask) {
+		uint32_t s = tab->slot[i];
+
+		if (!s) {
+			if (at)
+				*at = i;
+			return -1;
+		}
+		if (strcmp(m->res[t][s - 1]->name, name) == 0)
+			return s - 1;
+	}
+}
+
+static int64_t
+svc_find(const struct model *m, const char *key, uint32_t *at)
+{
+	const struct otab *tab = &m->svckey;
+	uint32_t i;
+
+	if (!tab->slot)
+		return -1;
+	for (i = str_hash(key) & tab->mask;; i = (i + 1) & tab->mask) {
+		uint32_t s = tab->slot[i];
+
+		if (!s) {
+			if (at)
+				*at = i;
+			return -1;
+		}
+		if (strcmp(m->svcs[s - 1].key, key) == 0)
+			return s - 1;
+	}
+}
+
+/* prev's resource of r's type and name, or NULL. */
+static struct mres *
+prev_of(const struct model *prev, const struct mres *r)
+{
+	int64_t k;
+
+	if (!prev)
+		return NULL;
+	k = res_find(prev, r->type, r->name, NULL);
+	return k < 0 ? NULL : prev->res[r->type][k];
+}
+
+/* A temporary set of (type, name) -> input index, or of IP keys -> input
+ * index, used only while deciding what is refused. */
+struct tset {
+	struct otab t;
+	size_t n;
+	struct tent {
+		const char *name;	/* NULL: an IP key */
+		int type;
+		struct ipkey k;
+		size_t input;
+	} *e;
+};
+
+static int
+tset_init(struct tset *s, size_t n)
+{
+	s->n = 0;
+	if (!(s->e = calloc(n ? n : 1, sizeof(*s->e))))
+		return -ENOMEM;
+	if (otab_init(&s->t, n) < 0) {
+		free(s->e);
+		s->e = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void
+tset_free(struct tset *s)
+{
+	free(s->e);
+	free(s->t.slot);
+	memset(s, 0, sizeof(*s));
+}
+
+/* The entry for (type, name) or key k, or NULL; with add, a new entry of
+ * input `input` is made when there is none (the caller sized the set). */
+static struct tent *
+tset_get(struct tset *s, int type, const char *name, const struct ipkey *k, size_t input, bool add)
+{
+	uint32_t i;
+
+	if (name)
+		i = hash_fin(hash_bytes(hash_bytes(HASH_SEED, &type, sizeof(type)), name, strlen(name)));
+	else
+		i = ipkey_hash(k);
+	for (i &= s->t.mask;; i = (i + 1) & s->t.mask) {
+		uint32_t v = s->t.slot[i];
+		struct tent *e;
+
+		if (!v) {
+			if (!add)
+				return NULL;
+			e = &s->e[s->n];
+			e->name = name;
+			e->type = type;
+			if (k)
+				e->k = *k;
+			e->input = input;
+			s->t.slot[i] = (uint32_t)++s->n;
+			return NULL;
+		}
+		e = &s->e[v - 1];
+		if (name ? (e->name && e->type == type && strcmp(e->name, name) == 0) :
+		    (!e->name && ipkey_eq(&e->k, k)))
+			return e;
+	}
+}
+
+static void
+set_kept(struct build *b, size_t i, bool kept)
+{
+	if (b->rep && b->problem[i] >= 0)
+		b->rep->problems[b->problem[i]].kept_previous = kept;
+}
+
+/* Input i is refused after its own resource passed the first checks:
+ * prev's version stands for it, if it passes the same check. */
+typedef bool check_fn(struct build *b, size_t i, const struct mres *r, bool report);
+
+static void
+refuse_or_prev(struct build *b, size_t i, check_fn *check)
+{
+	struct mres *own = b->in[i].res, *p = prev_of(b->prev, own);
+
+	b->cand[i] = NULL;
+	if (p && p != own && check(b, i, p, false)) {
+		b->cand[i] = p;
+		set_kept(b, i, true);
+	} else
+		set_kept(b, i, false);
+}
+
+/* Service: every VIP:port must be free. Claims them when it passes. */
+static bool
+svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, struct tset *vips)
+{
+	const Istio__Workload__Service *s = ((const Istio__Workload__Address *)r->msg)->service;
+	for (size_t a = 0; a < s->n_addresses; a++)
+		for (size_t p = 0; p < s->n_ports && vip_family(s->addresses[a]) != AF_UNSPEC; p++) {
+			struct ipkey k;
+			struct tent *e;
+
+			bin_to_key(&s->addresses[a]->address, s->addresses[a]->network, &k);
+			k.port = (uint16_t)s->ports[p]->service_port;
+			e = tset_get(vips, 0, NULL, &k, i, true);
+			if (e && e->input == SIZE_MAX)
+				e->input = i;	/* given back by a refused one */
+			if (e && e->input != i) {
+				if (report) {
+					char ip[INET6_ADDRSTRLEN];
+
+					inet_ntop(k.family, k.a, ip, sizeof(ip));
+					problem(b, i, "service.addresses[%zu]: %s%s%s:%u is %s's already (%s)", a,
+					    *k.network ? k.network : "", *k.network ? "/" : "", ip, k.port,
+					    b->cand[e->input] ? b->cand[e->input]->name : "?", in_path(&b->in[e->input]));
+				}
+				/* Give back what this one claimed: it is not in. */
+				for (size_t x = 0; x < vips->n; x++)
+					if (vips->e[x].input == i)
+						vips->e[x].input = SIZE_MAX;
+				return false;
+			}
+		}
+	return true;
+}
+
+static bool
+svc_check(struct build *b, size_t i, const struct mres *r, bool report)
+{
+	/* prev's resource of that name may be a workload (one namespace). */
+	return is_service(r) && svc_vips_free(b, i, r, report, b->vips);
+}
+
+/* Workload: its services exist (strict_refs), its network/IPs are free. */
+static bool
+wl_check(struct build *b, size_t i, const struct mres *r, bool report)
+{
+	const Istio__Workload__Workload *w;
+
+	if (!is_workload(r))
+		return false;	/* prev's of that name was a service */
+	w = ((const Istio__Workload__Address *)r->msg)->workload;
+	if (b->opts && b->opts->strict_refs)
+		for (size_t k = 0; k < w->n_services; k++)
+			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
+				if (report)
+					problem(b, i, "workload.services[\"%.64s\"]: no such service",
+					    S(w->services[k]->key));
+				return false;
+			}
+	for (size_t a = 0; a < w->n_addresses; a++) {
+		struct ipkey k;
+		struct tent *e;
+
+		bin_to_key(&w->addresses[a], w->network, &k);
+		e = tset_get(b->ips, 0, NULL, &k, i, true);
+		if (e && e->input == SIZE_MAX)
+			e->input = i;	/* given back by a refused one */
+		if (e && e->input != i) {
+			if (report) {
+				char ip[INET6_ADDRSTRLEN];
+
+				inet_ntop(k.family, k.a, ip, sizeof(ip));
+				problem(b, i, "workload.addresses[%zu]: %s%s%s is %s's already (%s)", a,
+				    *k.network ? k.network : "", *k.network ? "/" : "", ip,
+				    b->cand[e->input] ? b->cand[e->input]->name : "?", in_path(&b->in[e->input]));
+			}
+			for (size_t x = 0; x < b->ips->n; x++)
+				if (b->ips->e[x].input == i)
+					b->ips->e[x].input = SIZE_MAX;
+			return false;
+		}
+	}
+	return true;
+}
+
+static const char *name_field(const struct mres *r);
+
+/* Decides, for every input, the resource that stands for it (b->cand). */
+static int
+decide(struct build *b)
+{
+	struct tset names = { 0 }, vips = { 0 }, ips = { 0 }, svcs = { 0 };
+	size_t nvip = 0, nip = 0, nsvc = 0;
+	int rc = -ENOMEM;
+
+	if (tset_init(&names, b->n) < 0)
+		goto out;
+	for (size_t i = 0; i < b->n; i++) {
+		struct mres *r = b->in[i].res;
+		struct tent *e;
+
+		if (!r)
+			continue;
+		if ((e = tset_get(&names, r->type, r->name, NULL, i, true))) {
+			/* The first of a name wins (right or wrong); the name is
+			 * taken, so prev's version does not come back either. */
+			problem(b, i, "%s: \"%.64s\" is %s's name already", name_field(r), r->name,
+			    in_path(&b->in[e->input]));
+			continue;
+		}
+		if (check_one(b, i))
+			b->cand[i] = r;
+		else if ((b->cand[i] = prev_of(b->prev, r)))
+			set_kept(b, i, true);
+		if (b->oom)
+			goto out;
+	}
+	/* Sized for every candidate and for prev's version of each input,
+	 * which refuse_or_prev() may try in its place. */
+	for (size_t i = 0; i < 2 * b->n; i++) {
+		const struct mres *r = i < b->n ? b->cand[i] :
+		    b->in[i - b->n].res ? prev_of(b->prev, b->in[i - b->n].res) : NULL;
+
+		if (r && is_service(r)) {
+			const Istio__Workload__Service *s = ((const Istio__Workload__Address *)r->msg)->service;
+
+			nvip += s->n_addresses * s->n_ports;
+			nsvc++;
+		} else if (r && is_workload(r))
+			nip += ((const Istio__Workload__Address *)r->msg)->workload->n_addresses;
+	}
+	/* Two services on one VIP:port: the first keeps it. */
+	if (tset_init(&vips, nvip) < 0)
+		goto out;
+	b->vips = &vips;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->cand[i] && is_service(b->cand[i]) && !svc_check(b, i, b->cand[i], true))
+			refuse_or_prev(b, i, svc_check);
+	if (tset_init(&svcs, nsvc) < 0 || tset_init(&ips, nip) < 0)
+		goto out;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->cand[i] && is_service(b->cand[i]))
+			tset_get(&svcs, MRES_ADDRESS, b->cand[i]->name, NULL, i, true);
+	/* Two workloads on one network/IP: the first keeps it. */
+	b->ips = &ips;
+	b->svcs = &svcs;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->cand[i] && is_workload(b->cand[i]) && !wl_check(b, i, b->cand[i], true))
+			refuse_or_prev(b, i, wl_check);
+	rc = b->oom ? -ENOMEM : 0;
+out:
+	b->vips = b->ips = b->svcs = NULL;
+	tset_free(&names);
+	tset_free(&vips);
+	tset_free(&ips);
+	tset_free(&svcs);
+	return rc;
+}
+
+static void
+fill_locality(struct mlocality *l, const Istio__Workload__Locality *x)
+{
+	l->region = x ? S(x->region) : "";
+	l->zone = x ? S(x->zone) : "";
+	l->subzone = x ? S(x->subzone) : "";
+}
+
+static const char *
+trust_domain(const Istio__Workload__Workload *w)
+{
+	return *S(w->trust_domain) ? w->trust_domain : "cluster.local";
+}
+
+static const char *
+service_account(const Istio__Workload__Workload *w)
+{
+	return *S(w->service_account) ? w->service_account : "default";
+}
+
+static int
+build_workloads(struct model *m)
+{
+	const struct mres *const *res = (const struct mres *const *)m->res[MRES_ADDRESS];
+	size_t n = m->nres[MRES_ADDRESS], slen = 0, naddr = 0;
+	char *sp;
+
+	for (size_t i = 0; i < n; i++)
+		if (is_workload(res[i])) {
+			const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)res[i]->msg)->workload;
+
+			m->nwls++;
+			naddr += w->n_addresses;
+			/* "spiffe://" td "/ns/" ns "/sa/" sa NUL */
+			slen += 9 + strlen(trust_domain(w)) + 4 + strlen(S(w->namespace_)) + 4 +
+			    strlen(service_account(w)) + 1;
+		}
+	if (!(m->wls = mcalloc(m, m->nwls, sizeof(*m->wls))) || !(m->strs = mcalloc(m, slen, 1)) ||
+	    !(m->wladdrs = mcalloc(m, naddr, sizeof(*m->wladdrs))) || otab_init(&m->wlip, naddr) < 0)
+		return -ENOMEM;
+	m->bytes += otab_bytes(&m->wlip);
+	sp = m->strs;
+	/* Resources are in name order and a workload's name is its uid: wls
+	 * come out in uid order without a sort. */
+	for (size_t i = 0, j = 0; i < n; i++) {
+		const Istio__Workload__Workload *w;
+		struct mworkload *x;
+
+		if (!is_workload(res[i]))
+			continue;
+		w = ((const Istio__Workload__Address *)res[i]->msg)->workload;
+		x = &m->wls[j++];
+		x->res = res[i];
+		x->uid = S(w->uid);
+		x->name = S(w->name);
+		x->ns = S(w->namespace_);
+		x->identity = sp;
+		sp += sprintf(sp, "spiffe://%s/ns/%s/sa/%s", trust_domain(w), x->ns, service_account(w)) + 1;
+		x->node = S(w->node);
+		/* ztunnel: an empty cluster_id is "Kubernetes". */
+		x->cluster_id = *S(w->cluster_id) ? w->cluster_id : "Kubernetes";
+		x->network = S(w->network);
+		x->tunnel = w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__HBONE ? MTUN_HBONE :
+		    w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__LEGACY_ISTIO_MTLS ? MTUN_ISTIO_MTLS :
+		    MTUN_NONE;
+		x->healthy = w->status == ISTIO__WORKLOAD__WORKLOAD_STATUS__HEALTHY;
+		if (w->application_tunnel) {
+			x->proxy_protocol = w->application_tunnel->protocol ==
+			    ISTIO__WORKLOAD__APPLICATION_TUNNEL__PROTOCOL__PROXY;
+			x->app_tunnel_port = (uint16_t)w->application_tunnel->port;
+		}
+		fill_locality(&x->locality, w->locality);
+		x->capacity = w->capacity ? w->capacity->value : 1;
+	}
+	for (size_t j = 0; j < m->nwls; j++) {
+		const Istio__Workload__Workload *w = wl_msg(&m->wls[j]);
+
+		for (size_t a = 0; a < w->n_addresses; a++) {
+			struct ipkey k;
+			uint32_t at;
+
+			bin_to_key(&w->addresses[a], w->network, &k);
+			m->wladdrs[m->nwladdrs] = (struct wladdr){ (uint32_t)j, (uint32_t)a };
+			/* The same address listed twice in one workload: once. */
+			if (ip_find(m, &m->wlip, false, &k, &at) >= 0)
+				continue;
+			m->wlip.slot[at] = (uint32_t)++m->nwladdrs;
+		}
+	}
+	return 0;
+}
+
+/* The workload's address for a VIP of family fam (AF_UNSPEC: headless), as
+ * ztunnel picks it (src/state.rs, pick_workload_destination_or_resolve):
+ * among the addresses the service's ip_families admits (IPV4_ONLY,
+ * IPV6_ONLY; AUTOMATIC and DUAL: any), the first of the VIP's family, else
+ * the first; false when none is admitted (ztunnel: no valid destination). */
+static bool
+ep_addr(const Istio__Workload__Workload *w, int fam, Istio__Workload__IPFamilies only, uint16_t port,
+    struct sockaddr_storage *ss)
+{
+	const ProtobufCBinaryData *pick = NULL, *first = NULL;
+
+	for (size_t a = 0; a < w->n_addresses && !pick; a++) {
+		struct ipkey k;
+
+		bin_to_key(&w->addresses[a], "", &k);
+		if ((only == ISTIO__WORKLOAD__IPFAMILIES__IPV4_ONLY && k.family != AF_INET) ||
+		    (only == ISTIO__WORKLOAD__IPFAMILIES__IPV6_ONLY && k.family != AF_INET6))
+			continue;
+		if (!first)
+			first = &w->addresses[a];
+		if (fam == AF_UNSPEC || k.family == fam)
+			pick = &w->addresses[a];
+	}
+	if (!pick)
+		pick = first;
+	if (!pick)
+		return false;
+	memset(ss, 0, sizeof(*ss));
+	{
+		struct ipkey k;
+
+		bin_to_key(pick, "", &k);
+		if (k.family == AF_INET) {
+			struct sockaddr_in *s4 = (void *)ss;
+
+			s4->sin_family = AF_INET;
+			memcpy(&s4->sin_addr, k.a, 4);
+			s4->sin_port = htons(port);
+		} else {
+			struct sockaddr_in6 *s6 = (void *)ss;
+
+			s6->sin6_family = AF_INET6;
+			memcpy(&s6->sin6_addr, k.a, 16);
+			s6->sin6_port = htons(port);
+		}
+	}
+	return true;
+}
+
+/* The port a workload serves service port sp on (ztunnel's order: its own
+ * PortList entry, else the service's target port), or 0: not an endpoint
+ * of that port (ztunnel filters such an endpoint out). */
+static uint16_t
+ep_port(const Istio__Workload__PortList *pl, const Istio__Workload__Port *sp)
+{
+	if (pl)
+		for (size_t k = 0; k < pl->n_ports; k++)
+			if (pl->ports[k]->service_port == sp->service_port && pl->ports[k]->target_port)
+				return (uint16_t)pl->ports[k]->target_port;
+	return (uint16_t)sp->target_port;
+}
+
+struct member {
+	uint32_t wl;
+	const Istio__Workload__PortList *pl;
+};
+
+static int
+build_services(struct model *m)
+{
+	const struct mres *const *res = (const struct mres *const *)m->res[MRES_ADDRESS];
+	size_t n = m->nres[MRES_ADDRESS], nports = 0, nvips = 0, nmem = 0, neps = 0;
+	size_t *first = NULL, *fill = NULL;
+	struct member *mem = NULL;
+	int rc = -ENOMEM;
+
+	for (size_t i = 0; i < n; i++)
+		if (is_service(res[i])) {
+			const Istio__Workload__Service *s = ((const Istio__Workload__Address *)res[i]->msg)->service;
+			bool v4 = false, v6 = false;
+
+			for (size_t a = 0; a < s->n_addresses; a++) {
+				int fam = vip_family(s->addresses[a]);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
+			}
+			m->nsvcs++;
+			nports += s->n_ports * (v4 && v6 ? 2 : 1);
+			nvips += s->n_addresses * s->n_ports;
+		}
+	if (!(m->svcs = mcalloc(m, m->nsvcs, sizeof(*m->svcs))) ||
+	    !(m->ports = mcalloc(m, nports, sizeof(*m->ports))) ||
+	    !(m->vips = mcalloc(m, nvips, sizeof(*m->vips))) || otab_init(&m->svckey, m->nsvcs) < 0 ||
+	    otab_init(&m->vip, nvips) < 0)
+		goto out;
+	m->bytes += otab_bytes(&m->svckey) + otab_bytes(&m->vip);
+	for (size_t i = 0, j = 0; i < n; i++) {
+		const Istio__Workload__Service *s;
+		const Istio__Workload__LoadBalancing *lb;
+		struct mservice *x;
+
+		if (!is_service(res[i]))
+			continue;
+		s = ((const Istio__Workload__Address *)res[i]->msg)->service;
+		lb = s->load_balancing;
+		x = &m->svcs[j++];
+		x->res = res[i];
+		x->name = S(s->name);
+		x->ns = S(s->namespace_);
+		x->hostname = S(s->hostname);
+		x->key = res[i]->name;
+		x->sans = (const char *const *)s->subject_alt_names;
+		x->nsans = s->n_subject_alt_names;
+		x->lb_mode = MLB_ROUND_ROBIN;
+		if (lb) {
+			switch (lb->mode) {
+			case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__STRICT:
+				x->lb_mode = MLB_STRICT;
+				break;
+			case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__FAILOVER:
+				x->lb_mode = MLB_FAILOVER;
+				break;
+			case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__PASSTHROUGH:
+				x->lb_mode = MLB_PASSTHROUGH;
+				break;
+			default:
+				break;
+			}
+			/* ztunnel ranks by routing_preference only in a mode
+			 * other than UNSPECIFIED (its "Standard": every
+			 * endpoint alike), so round robin carries no scopes. */
+			if (x->lb_mode == MLB_STRICT || x->lb_mode == MLB_FAILOVER) {
+				x->lb_scopes = (const int *)lb->routing_preference;
+				x->nlb_scopes = lb->n_routing_preference;
+			}
+		}
+	}
+	/* Names are "namespace/hostname", the key: already in key order. */
+	for (size_t j = 0; j < m->nsvcs; j++) {
+		uint32_t at;
+
+		if (svc_find(m, m->svcs[j].key, &at) < 0)
+			m->svckey.slot[at] = (uint32_t)(j + 1);
+	}
+
+	/* Members: every workload's services map entry that names a service,
+	 * grouped by service (counting sort), in uid order within one. */
+	if (!(first = calloc(m->nsvcs + 1, sizeof(*first))) || !(fill = calloc(m->nsvcs + 1, sizeof(*fill))))
+		goto out;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t j = 0; j < m->nwls; j++) {
+			const Istio__Workload__Workload *w = wl_msg(&m->wls[j]);
+
+			for (size_t k = 0; k < w->n_services; k++) {
+				int64_t si = svc_find(m, S(w->services[k]->key), NULL);
+
+				if (si < 0)
+					continue;
+				if (pass == 0)
+					first[si + 1]++;
+				else
+					mem[first[si] + fill[si]++] = (struct member){ (uint32_t)j, w->services[k]->value };
+			}
+		}
+		if (pass == 0) {
+			for (size_t s = 0; s < m->nsvcs; s++)
+				first[s + 1] += first[s];
+			nmem = first[m->nsvcs];
+			if (!(mem = calloc(nmem ? nmem : 1, sizeof(*mem))))
+				goto out;
+		}
+	}
+
+	/* Ports: one per service port and VIP family (a dual-stack service has
+	 * a v4 and a v6 one, so an endpoint's address matches its VIP's
+	 * family); a headless service has one per port, of no family. */
+	for (int pass = 0; pass < 2; pass++) {
+		size_t pi = 0, ei = 0;
+
+		for (size_t j = 0; j < m->nsvcs; j++) {
+			struct mservice *x = &m->svcs[j];
+			const Istio__Workload__Service *s = svc_msg(x);
+			const Istio__Workload__LoadBalancing *lb = s->load_balancing;
+			bool allow_all = lb && lb->health_policy == ISTIO__WORKLOAD__LOAD_BALANCING__HEALTH_POLICY__ALLOW_ALL;
+			int fams[2], nf = 0;
+			bool v4 = false, v6 = false;
+
+			for (size_t a = 0; a < s->n_addresses; a++) {
+				int fam = vip_family(s->addresses[a]);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
+			}
+			if (v4)
+				fams[nf++] = AF_INET;
+			if (v6)
+				fams[nf++] = AF_INET6;
+			if (!nf)
+				fams[nf++] = AF_UNSPEC;
+			if (pass == 1) {
+				x->ports = &m->ports[pi];
+				x->nports = s->n_ports * (size_t)nf;
+			}
+			for (int f = 0; f < nf; f++)
+				for (size_t p = 0; p < s->n_ports; p++) {
+					const Istio__Workload__Port *sp = s->ports[p];
+					struct msvc_port *mp = &m->ports[pi];
+
+					if (pass == 1) {
+						mp->svc = x;
+						mp->id = (uint32_t)pi;
+						mp->port = (uint16_t)sp->service_port;
+						mp->target_port = (uint16_t)sp->target_port;
+						mp->family = (sa_family_t)fams[f];
+						mp->eps = &m->eps[ei];
+					}
+					for (size_t e = first[j]; e < first[j + 1]; e++) {
+						const struct mworkload *w = &m->wls[mem[e].wl];
+						uint16_t port = ep_port(mem[e].pl, sp);
+						struct sockaddr_storage ss;
+
+						if (!port || (!w->healthy && !allow_all) ||
+						    !ep_addr(wl_msg(w), fams[f], s->ip_families, port, &ss))
+							continue;
+						if (pass == 1) {
+							struct mendpoint *me = &m->eps[ei];
+
+							me->wl = w;
+							me->port = port;
+							me->addr = ss;
+							mp->neps++;
+						}
+						ei++;
+					}
+					pi++;
+				}
+		}
+		if (pass == 0) {
+			neps = ei;
+			m->nports = pi;
+			if (!(m->eps = mcalloc(m, neps, sizeof(*m->eps))))
+				goto out;
+		} else
+			m->neps = ei;
+	}
+
+	/* VIP:port -> service port of the VIP's family. decide() left no
+	 * VIP:port to two services; one service listing a VIP twice is
+	 * indexed once. */
+	for (size_t pi = 0; pi < m->nports; pi++) {
+		const struct msvc_port *mp = &m->ports[pi];
+		const Istio__Workload__Service *s = svc_msg(mp->svc);
+
+		for (size_t a = 0; a < s->n_addresses; a++) {
+			struct ipkey k;
+			uint32_t at;
+
+			if (vip_family(s->addresses[a]) == AF_UNSPEC)
+				continue;
+			bin_to_key(&s->addresses[a]->address, s->addresses[a]->network, &k);
+			if (k.family != mp->family)
+				continue;
+			k.port = mp->port;
+			m->vips[m->nvips] = (struct vipref){ (uint32_t)pi, (uint32_t)a };
+			if (ip_find(m, &m->vip, true, &k, &at) >= 0)
+				continue;
+			m->vip.slot[at] = (uint32_t)++m->nvips;
+		}
+	}
+	rc = 0;
+out:
+	free(first);
+	free(fill);
+	free(mem);
+	return rc;
+}
+
+void
+model_free(struct model *m)
+{
+	if (!m)
+		return;
+	for (int t = 0; t < MRES__COUNT; t++) {
+		for (size_t i = 0; i < m->nres[t]; i++)
+			mres_unref(m->res[t][i]);
+		free(m->res[t]);
+		free(m->byname[t].slot);
+	}
+	free(m->wls);
+	free(m->wladdrs);
+	free(m->wlip.slot);
+	free(m->svcs);
+	free(m->svckey.slot);
+	free(m->ports);
+	free(m->vips);
+	free(m->vip.slot);
+	free(m->eps);
+	free(m->strs);
+	free(m->network);
+	free(m);
+}
+
+struct model *
+model_empty(void)
+{
+	struct model *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	if (!(m->network = strdup(""))) {
+		free(m);
+		return NULL;
+	}
+	m->bytes = sizeof(*m);
+	return m;
+}
+
+/* The JSON path of the field a resource takes its name from. */
+static const char *
+name_field(const struct mres *r)
+{
+	switch (r->type) {
+	case MRES_ADDRESS:
+		return is_workload(r) ? "workload.uid" : is_service(r) ? "service.hostname" : "@type";
+	case MRES_ENDPOINTS:
+		return "clusterName";
+	case MRES_PEER_AUTHENTICATION:
+		return "@type";
+	default:
+		return "name";
+	}
+}
+
+struct model *
+model_build(const struct model_input *in, size_t n, const struct model *prev,
+    const struct model_opts *opts, struct model_report *rep)
+{
+	struct build b = { .in = in, .n = n, .prev = prev, .opts = opts, .rep = rep };
+	size_t count[MRES__COUNT] = { 0 };
+	struct model *m = NULL;
+
+	if (rep) {
+		rep->problems = NULL;
+		rep->nproblems = 0;
+	}
+	if (!(b.cand = calloc(n ? n : 1, sizeof(*b.cand))) || !(b.problem = malloc((n ? n : 1) * sizeof(*b.problem))))
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		b.problem[i] = -1;
+	if (decide(&b) < 0)
+		goto fail;
+	if (!(m = calloc(1, sizeof(*m))))
+		goto fail;
+	m->bytes = sizeof(*m);
+	if (!(m->network = strdup(opts && opts->network ? opts->network : "")))
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (b.cand[i])
+			count[b.cand[i]->type]++;
+	for (int t = 0; t < MRES__COUNT; t++)
+		if (!(m->res[t] = mcalloc(m, count[t], sizeof(*m->res[t]))))
+			goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (b.cand[i])
+			m->res[b.cand[i]->type][m->nres[b.cand[i]->type]++] = mres_ref(b.cand[i]);
+	for (int t = 0; t < MRES__COUNT; t++) {
+		qsort(m->res[t], m->nres[t], sizeof(*m->res[t]), cmp_mres_name);
+		if (otab_init(&m->byname[t], m->nres[t]) < 0)
+			goto fail;
+		m->bytes += otab_bytes(&m->byname[t]);
+		for (size_t i = 0; i < m->nres[t]; i++) {
+			uint32_t at;
+
+			if (res_find(m, (enum mres_type)t, m->res[t][i]->name, &at) < 0)
+				m->byname[t].slot[at] = (uint32_t)(i + 1);
+		}
+	}
+	if (build_workloads(m) < 0 || build_services(m) < 0)
+		goto fail;
+	free(b.cand);
+	free(b.problem);
+	return m;
+fail:
+	model_free(m);
+	free(b.cand);
+	free(b.problem);
+	return NULL;
+}
+
+/* ---- Lookups ---- */
+
+const struct mworkload *
+model_workload_at(const struct model *m, const struct sockaddr_storage *a)
+{
+	struct ipkey k;
+	int64_t i;
+
+	if (!m || !m->wlip.slot || !sa_to_key(a, m->network, &k))
+		return NULL;
+	k.port = 0;
+	i = ip_find(m, &m->wlip, false, &k, NULL);
+	return i < 0 ? NULL : &m->wls[m->wladdrs[i].wl];
+}
+
+const struct msvc_port *
+model_service_at(const struct model *m, const struct sockaddr_storage *a)
+{
+	struct ipkey k;
+	int64_t i;
+
+	if (!m || !m->vip.slot || !sa_to_key(a, m->network, &k) || !k.port)
+		return NULL;
+	i = ip_find(m, &m->vip, true, &k, NULL);
+	return i < 0 ? NULL : &m->ports[m->vips[i].port];
+}
+
+const struct mservice *
+model_service(const struct model *m, const char *key)
+{
+	int64_t i;
+
+	if (!m || !key)
+		return NULL;
+	i = svc_find(m, key, NULL);
+	return i < 0 ? NULL : &m->svcs[i];
+}
+
+static const struct mres *
+by_name(const struct model *m, enum mres_type t, const char *name)
+{
+	int64_t i;
+
+	if (!m || !name)
+		return NULL;
+	i = res_find(m, t, name, NULL);
+	return i < 0 ? NULL : m->res[t][i];
+}
+
+const struct mres *
+model_cluster(const struct model *m, const char *name)
+{
+	return by_name(m, MRES_CLUSTER, name);
+}
+
+const struct mres *
+model_endpoints(const struct model *m, const char *cluster_name)
+{
+	return by_name(m, MRES_ENDPOINTS, cluster_name);
+}
+
+const struct mres *
+model_find(const struct model *m, enum mres_type t, const char *name)
+{
+	return (unsigned)t < MRES__COUNT ? by_name(m, t, name) : NULL;
+}
+
+uint32_t
+model_nports(const struct model *m)
+{
+	return m ? (uint32_t)m->nports : 0;
+}
+
+size_t
+model_count(const struct model *m, enum mres_type t)
+{
+	return m && (unsigned)t < MRES__COUNT ? m->nres[t] : 0;
+}
+
+const struct mres *
+model_resource(const struct model *m, enum mres_type t, size_t i)
+{
+	return m && (unsigned)t < MRES__COUNT && i < m->nres[t] ? m->res[t][i] : NULL;
+}
+
+void
+model_sizes(const struct model *m, struct model_sizes *sz)
+{
+	memset(sz, 0, sizeof(*sz));
+	if (!m)
+		return;
+	sz->workloads = m->nwls;
+	sz->workload_addresses = m->nwladdrs;
+	sz->services = m->nsvcs;
+	sz->service_vips = m->nvips;
+	sz->endpoints = m->neps;
+	sz->clusters = m->nres[MRES_CLUSTER];
+	sz->bytes = m->bytes;
+}

@@ -1,0 +1,274 @@
+/* resources: the static resources of the -c file decoded (json_pb) and built
+ * into a mesh model (model_build), every refusal named by its JSON path. */
+#include "autoconfig.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_pb.h"
+#include "resources.h"
+
+#define PATH_LEN 32		/* "resources[18446744073709551615]" */
+#define LINE_LEN 640
+
+void
+res_report_free(struct res_report *rep)
+{
+	for (size_t i = 0; i < rep->nlines; i++)
+		free(rep->lines[i]);
+	free(rep->lines);
+	*rep = (struct res_report){ 0 };
+}
+
+/* A line of the report, before it is put in input order. */
+struct pending {
+	size_t idx;		/* the input it is about */
+	size_t seq;		/* order of finding, for a stable sort */
+	char *text;
+};
+
+struct pendings {
+	struct pending *p;
+	size_t n, cap;
+};
+
+static void
+report_line(struct res_report *rep, struct pendings *ps, size_t idx, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+report_line(struct res_report *rep, struct pendings *ps, size_t idx, const char *fmt, ...)
+{
+	va_list ap;
+	char *l;
+
+	rep->refused++;
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap ? ps->cap * 2 : 16;
+		struct pending *np = realloc(ps->p, cap * sizeof(*np));
+		if (!np)
+			return;	/* counted, not shown: the caller still sees refused */
+		ps->p = np;
+		ps->cap = cap;
+	}
+	if (!(l = malloc(LINE_LEN)))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(l, LINE_LEN, fmt, ap);
+	va_end(ap);
+	ps->p[ps->n] = (struct pending){ .idx = idx, .seq = ps->n, .text = l };
+	ps->n++;
+}
+
+static int
+pending_cmp(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+
+	if (x->idx != y->idx)
+		return x->idx < y->idx ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The lines found, in input order, become rep->lines (ps is emptied). */
+static void
+report_finish(struct res_report *rep, struct pendings *ps)
+{
+	if (ps->n)
+		qsort(ps->p, ps->n, sizeof(*ps->p), pending_cmp);
+	if (ps->n && !(rep->lines = malloc(ps->n * sizeof(*rep->lines)))) {
+		for (size_t i = 0; i < ps->n; i++)
+			free(ps->p[i].text);
+		ps->n = 0;
+	}
+	for (size_t i = 0; i < ps->n; i++)
+		rep->lines[i] = ps->p[i].text;
+	rep->nlines = rep->cap = ps->n;
+	free(ps->p);
+	*ps = (struct pendings){ 0 };
+}
+
+/* mres_new's reason is relative to the resource ("workload.uid: required"):
+ * joined to the path with '.' when it starts with a field path, else ": ". */
+static const char *
+join_sep(const char *why)
+{
+	const char *colon = strstr(why, ": ");
+	const char *space = strchr(why, ' ');
+
+	return colon && (!space || space > colon) ? "." : ": ";
+}
+
+static const char *
+jstr(const cJSON *o, const char *key, const char *alt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (!v && alt)
+		v = cJSON_GetObjectItemCaseSensitive(o, alt);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* For an element that did not decode: the resource of prev it stands for,
+ * found by the type and name its JSON gives (as mres_new would name it), or
+ * NULL. A bad edit that the decoder refuses (a typo in a key, bytes that are
+ * not base64) then keeps the running version, as a validation failure does
+ * in model_build. */
+static const struct mres *
+prev_for_raw(const cJSON *e, const struct model *prev, const char *path)
+{
+	const char *type = jstr(e, "@type", NULL), *slash, *name = NULL;
+	char buf[512];
+	int t;
+
+	if (!prev || !type)
+		return NULL;
+	slash = strrchr(type, '/');
+	type = slash ? slash + 1 : type;
+	for (t = 0; t < MRES__COUNT && strcmp(type, mres_type_names[t]) != 0; t++)
+		;
+	switch (t) {
+	case MRES_ADDRESS: {
+		const cJSON *w = cJSON_GetObjectItemCaseSensitive(e, "workload");
+		const cJSON *sv = cJSON_GetObjectItemCaseSensitive(e, "service");
+		const char *ns, *host;
+		if (cJSON_IsObject(w))
+			name = jstr(w, "uid", NULL);
+		else if (cJSON_IsObject(sv) && (ns = jstr(sv, "namespace", NULL)) &&
+		    (host = jstr(sv, "hostname", NULL)) &&
+		    (size_t)snprintf(buf, sizeof(buf), "%s/%s", ns, host) < sizeof(buf))
+			name = buf;
+		break;
+	}
+	case MRES_AUTHORIZATION: {
+		const char *ns = jstr(e, "namespace", NULL), *n = jstr(e, "name", NULL);
+		if (n && (size_t)snprintf(buf, sizeof(buf), "%s/%s", ns ? ns : "", n) < sizeof(buf))
+			name = buf;
+		break;
+	}
+	case MRES_PEER_AUTHENTICATION:
+		name = path;
+		break;
+	case MRES_ENDPOINTS:
+		name = jstr(e, "clusterName", "cluster_name");
+		break;
+	case MRES_CLUSTER:
+	case MRES_ROUTE:
+	case MRES_LISTENER:
+		name = jstr(e, "name", NULL);
+		break;
+	default:
+		return NULL;
+	}
+	return name && *name ? model_find(prev, (enum mres_type)t, name) : NULL;
+}
+
+struct model *
+resources_build(const cJSON *list, const struct model *prev, struct res_report *rep)
+{
+	struct model_opts opts = { .network = getenv("ISTIO_META_NETWORK"), .strict_refs = true };
+	struct model_report mrep = { 0 };
+	struct pendings ps = { 0 };
+	struct model_input *in = NULL;
+	char (*paths)[PATH_LEN] = NULL;
+	bool *undecoded = NULL;
+	struct model *m = NULL;
+	const cJSON *e;
+	size_t n = 0, i;
+
+	*rep = (struct res_report){ 0 };
+	if (!opts.network)
+		opts.network = "";
+	n = list ? (size_t)cJSON_GetArraySize(list) : 0;
+	if (n == 0)
+		return model_empty();
+	in = calloc(n, sizeof(*in));
+	paths = calloc(n, sizeof(*paths));
+	undecoded = calloc(n, sizeof(*undecoded));
+	if (!in || !paths || !undecoded)
+		goto out;
+	rep->nresources = n;
+
+	i = 0;
+	cJSON_ArrayForEach(e, list) {
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err jerr;
+		char why[384];
+		int rc;
+
+		snprintf(paths[i], PATH_LEN, "resources[%zu]", i);
+		in[i].path = paths[i];
+		jerr.msg[0] = '\0';
+		rc = jpb_decode_any(e, paths[i], NULL, NULL, &msg, &jerr);
+		if (rc == -ENOMEM)
+			goto out;
+		if (rc < 0) {
+			/* The report keeps the decoder's words. The builder gets
+			 * the running version of what the element names, if any
+			 * (a resource is shared by reference count), else the
+			 * element as undecoded (res NULL). */
+			const struct mres *old = prev_for_raw(e, prev, paths[i]);
+
+			undecoded[i] = true;
+			if (old) {
+				in[i].res = mres_ref((struct mres *)old);
+				rep->kept++;
+			}
+			report_line(rep, &ps, i, "%s%s", jerr.msg[0] ? jerr.msg : paths[i],
+			    old ? " (the previous version stays)" : "");
+		} else {
+			/* A PeerAuthentication has no name of its own: its place in
+			 * the file names it. No other type gets a fallback, so
+			 * that a missing name is refused. */
+			bool pa = strcmp(msg->descriptor->name, mres_type_names[MRES_PEER_AUTHENTICATION]) == 0;
+
+			why[0] = '\0';
+			in[i].res = mres_new(msg, "", pa ? paths[i] : NULL, why, sizeof(why));
+			if (!in[i].res) {
+				if (strcmp(why, "out of memory") == 0)
+					goto out;
+				undecoded[i] = true;
+				report_line(rep, &ps, i, "%s%s%s", paths[i], join_sep(why), why);
+			}
+		}
+		i++;
+	}
+
+	if (!(m = model_build(in, n, prev, &opts, &mrep)))
+		goto out;
+	for (size_t p = 0; p < mrep.nproblems; p++) {
+		const struct model_problem *pb = &mrep.problems[p];
+		size_t pl = pb->path ? strlen(pb->path) : 0;
+		/* The path is one of ours: its place in paths is the input. */
+		size_t k = pb->path >= paths[0] && pb->path < paths[n] ?
+		    (size_t)(pb->path - paths[0]) / PATH_LEN : n;
+
+		/* The decoder already said why an undecoded input was refused. */
+		if (k < n && undecoded[k])
+			continue;
+		if (pb->kept_previous)
+			rep->kept++;
+		if (pl && strncmp(pb->msg, pb->path, pl) == 0)
+			report_line(rep, &ps, k, "%s%s", pb->msg,
+			    pb->kept_previous ? " (the previous version stays)" : "");
+		else
+			report_line(rep, &ps, k, "%s: %s%s", pb->path ? pb->path : "resources", pb->msg,
+			    pb->kept_previous ? " (the previous version stays)" : "");
+	}
+out:
+	report_finish(rep, &ps);
+	model_report_free(&mrep);
+	/* model_build took its own references. */
+	for (i = 0; in && i < n; i++)
+		if (in[i].res)
+			mres_unref(in[i].res);
+	free(in);
+	free(paths);
+	free(undecoded);
+	return m;
+}

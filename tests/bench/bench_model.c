@@ -1,0 +1,243 @@
+/* bench_model: how long a snapshot of 10,000 workloads and 2,000 services
+ * takes to decode and to build, and how much memory it holds (issue 8,
+ * "Performance": under 100 ms and 20 MiB). Generates the resources as the
+ * static JSON file would hold them, decodes them with jpb_decode_any through
+ * a counting allocator, wraps them (mres_new) and runs model_build 5 times;
+ * prints the medians and the bytes. Not run by make check: speed is never
+ * asserted in tests. See tests/bench/README.md ("The model's build"). */
+#include "autoconfig.h"
+
+#include <cjson/cJSON.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json.h"
+#include "json_pb.h"
+#include "model.h"
+#include "strbuf.h"
+
+#define RUNS 5
+
+static size_t msg_bytes;	/* what the decoded messages hold (malloc_usable_size) */
+
+static void *
+count_alloc(void *ctx, size_t size)
+{
+	void *p = malloc(size);
+
+	(void)ctx;
+	if (p)
+		msg_bytes += malloc_usable_size(p);
+	return p;
+}
+
+static void
+count_free(void *ctx, void *p)
+{
+	(void)ctx;
+	if (p)
+		msg_bytes -= malloc_usable_size(p);
+	free(p);
+}
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* CPU time of this thread: on a shared machine, wall time also counts the
+ * time other processes had the core. */
+static double
+cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+b64(const unsigned char *in, size_t n, char *out)
+{
+	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+		    (i + 2 < n ? in[i + 2] : 0);
+
+		out[o++] = t[v >> 18 & 63];
+		out[o++] = t[v >> 12 & 63];
+		out[o++] = i + 1 < n ? t[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? t[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+/* The resources: service s in namespace ns-(s % 50), with a VIP and ports
+ * 80 and 443; workload w serves service w / 5, in its namespace. */
+static int
+generate(struct strbuf *sb, int nwl, int nsvc)
+{
+	unsigned seed = 1;
+	char ip[16];
+
+	sb_append(sb, "{\"resources\":[", 14);
+	for (int s = 0; s < nsvc; s++) {
+		unsigned char a[4] = { 10, 96, (unsigned char)(s >> 8), (unsigned char)s };
+
+		b64(a, 4, ip);
+		sb_printf(sb, "%s{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+		    "\"name\":\"svc-%d\",\"namespace\":\"ns-%d\",\"hostname\":\"svc-%d.ns-%d.svc.cluster.local\","
+		    "\"addresses\":[{\"network\":\"\",\"address\":\"%s\"}],"
+		    "\"ports\":[{\"servicePort\":80,\"targetPort\":8080},{\"servicePort\":443,\"targetPort\":8443}],"
+		    "\"subjectAltNames\":[\"spiffe://cluster.local/ns/ns-%d/sa/svc-%d\"]}}",
+		    s ? "," : "", s, s % 50, s, s % 50, ip, s % 50, s);
+	}
+	for (int w = 0; w < nwl; w++) {
+		int s = w / 5 % nsvc, ns = s % 50;
+		unsigned char a[4] = { 10, (unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w };
+		char sfx[6];
+
+		for (int i = 0; i < 5; i++) {
+			seed = seed * 1103515245 + 12345;
+			sfx[i] = "bcdfghjklmnpqrstvwxz2456789"[(seed >> 16) % 27];
+		}
+		sfx[5] = '\0';
+		b64(a, 4, ip);
+		sb_printf(sb, ",{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+		    "\"uid\":\"Kubernetes//Pod/ns-%d/name-%d-%s\",\"name\":\"name-%d-%s\",\"namespace\":\"ns-%d\","
+		    "\"addresses\":[\"%s\"],\"serviceAccount\":\"svc-%d\",\"node\":\"node-%d\","
+		    "\"tunnelProtocol\":\"HBONE\",\"workloadName\":\"name-%d\",\"workloadType\":\"POD\","
+		    "\"canonicalName\":\"svc-%d\",\"canonicalRevision\":\"v1\",\"clusterId\":\"Kubernetes\","
+		    "\"locality\":{\"region\":\"us-east1\",\"zone\":\"us-east1-b\"},"
+		    "\"services\":{\"ns-%d/svc-%d.ns-%d.svc.cluster.local\":{\"ports\":["
+		    "{\"servicePort\":80,\"targetPort\":8080},{\"servicePort\":443,\"targetPort\":8443}]}}}}",
+		    ns, w, sfx, w, sfx, ns, ip, s, w % 100, w / 5, s, ns, s, ns);
+	}
+	sb_append(sb, "]}", 2);
+	return sb->oom ? -1 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	int nwl = argc > 1 ? atoi(argv[1]) : 10000, nsvc = argc > 2 ? atoi(argv[2]) : 2000;
+	ProtobufCAllocator counting = { count_alloc, count_free, NULL };
+	double dec[RUNS], bld[RUNS], deccpu[RUNS], bldcpu[RUNS];
+	struct model_input *in;
+	struct model_report rep;
+	struct model_sizes sz;
+	struct model *m = NULL;
+	struct strbuf sb;
+	size_t n, heap_res, heap_model;
+	char err[512];
+	char (*paths)[32];
+	cJSON *root, *e;
+
+	if (nwl <= 0 || nsvc <= 0 || model_register_types() < 0)
+		return 2;
+	memset(&sb, 0, sizeof(sb));
+	if (generate(&sb, nwl, nsvc) < 0)
+		return 1;
+	n = (size_t)nwl + (size_t)nsvc;
+	in = calloc(n, sizeof(*in));
+	paths = calloc(n, sizeof(*paths));
+	if (!in || !paths)
+		return 1;
+
+	/* Decode: the strict parse and jpb_decode_any of each, RUNS times
+	 * (the last one's messages are kept). */
+	for (int r = 0; r < RUNS; r++) {
+		size_t i = 0;
+		struct mallinfo2 mi0 = mallinfo2();	/* walks the heap: not timed */
+		double t0 = now_ms(), c0 = cpu_ms();
+
+		msg_bytes = 0;	/* mres_unref frees with free(), not count_free */
+		if (!(root = json_parse_strict(sb.p, sb.len, err, sizeof(err)))) {
+			fprintf(stderr, "%s\n", err);
+			return 1;
+		}
+		cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "resources")) {
+			ProtobufCMessage *msg = NULL;
+			struct jpb_err je;
+
+			snprintf(paths[i], sizeof(paths[i]), "resources[%zu]", i);
+			if (jpb_decode_any(e, paths[i], NULL, &counting, &msg, &je) < 0) {
+				fprintf(stderr, "%s\n", je.msg);
+				return 1;
+			}
+			in[i].path = paths[i];
+			if (!(in[i].res = mres_new(msg, "", NULL, err, sizeof(err)))) {
+				fprintf(stderr, "%s: %s\n", paths[i], err);
+				return 1;
+			}
+			i++;
+		}
+		cJSON_Delete(root);
+		dec[r] = now_ms() - t0;
+		deccpu[r] = cpu_ms() - c0;
+		heap_res = mallinfo2().uordblks - mi0.uordblks;
+		if (r + 1 < RUNS)
+			for (size_t k = 0; k < n; k++)
+				mres_unref(in[k].res);
+	}
+	for (int r = 0; r < RUNS; r++) {
+		struct mallinfo2 mi0;
+		double t0, c0;
+
+		model_free(m);
+		mi0 = mallinfo2();
+		t0 = now_ms();
+		c0 = cpu_ms();
+		m = model_build(in, n, NULL, &(struct model_opts){ .network = "", .strict_refs = true }, &rep);
+		bld[r] = now_ms() - t0;
+		bldcpu[r] = cpu_ms() - c0;
+		heap_model = mallinfo2().uordblks - mi0.uordblks;
+		if (!m || rep.nproblems) {
+			fprintf(stderr, "build: %s\n", m ? rep.problems[0].msg : "out of memory");
+			return 1;
+		}
+		model_report_free(&rep);
+	}
+	model_sizes(m, &sz);
+	qsort(dec, RUNS, sizeof(dec[0]), cmp_double);
+	qsort(bld, RUNS, sizeof(bld[0]), cmp_double);
+	qsort(deccpu, RUNS, sizeof(deccpu[0]), cmp_double);
+	qsort(bldcpu, RUNS, sizeof(bldcpu[0]), cmp_double);
+	printf("resources: %d workloads, %d services (%zu bytes of JSON)\n", nwl, nsvc, sb.len);
+	printf("model: %zu workloads, %zu addresses, %zu services, %zu VIPs, %zu service ports, %zu endpoints\n",
+	    sz.workloads, sz.workload_addresses, sz.services, sz.service_vips, (size_t)model_nports(m),
+	    sz.endpoints);
+	printf("decode (parse + jpb_decode_any + mres_new), median of %d: %.1f ms (min %.1f, max %.1f); "
+	    "CPU %.1f ms\n", RUNS, dec[RUNS / 2], dec[0], dec[RUNS - 1], deccpu[RUNS / 2]);
+	printf("build (model_build), median of %d: %.1f ms (min %.1f, max %.1f); CPU %.1f ms\n", RUNS,
+	    bld[RUNS / 2], bld[0], bld[RUNS - 1], bldcpu[RUNS / 2]);
+	printf("memory: decoded messages %.2f MiB (allocator count); resources with their wrappers %.2f MiB "
+	    "(heap); model's indexes %.2f MiB (heap; model_sizes says %.2f MiB); total %.2f MiB\n",
+	    msg_bytes / 1048576.0, heap_res / 1048576.0, heap_model / 1048576.0, sz.bytes / 1048576.0,
+	    (heap_res + heap_model) / 1048576.0);
+	model_free(m);
+	for (size_t k = 0; k < n; k++)
+		mres_unref(in[k].res);
+	free(in);
+	free(paths);
+	sb_free(&sb);
+	return 0;
+}

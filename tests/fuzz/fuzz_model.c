@@ -1,0 +1,180 @@
+/* Fuzz target: the snapshot builder of src/model.c on whatever resources
+ * the JSON decoder produces. The input is {"resources": [...]}: each element
+ * is decoded with jpb_decode_any (as the static loader does), wrapped with
+ * mres_new and built into models, each with the one before as prev (the
+ * first half, the second half, all reversed with lax references and another
+ * network, all), and looked up.
+ * Whatever the input: no crash, every problem names an input's path, every
+ * indexed address and VIP is found again, every endpoint has a workload and a
+ * port, and counts add up. */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "json_pb.h"
+#include "model.h"
+#include "istio/workload/workload.pb-c.h"
+
+#define MAX_RES 64
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void
+check(const struct model *m, const struct model_input *in, size_t n, const struct model_report *rep,
+    const char *network)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < rep->nproblems; i++) {
+		const struct model_problem *p = &rep->problems[i];
+		bool found = false;
+
+		for (size_t k = 0; k < n; k++)
+			found |= p->path == in[k].path;
+		if (!found || !p->msg[0])
+			__builtin_trap();
+	}
+	for (int t = 0; t < MRES__COUNT; t++) {
+		size_t c = model_count(m, (enum mres_type)t);
+
+		total += c;
+		for (size_t i = 0; i < c; i++) {
+			const struct mres *r = model_resource(m, (enum mres_type)t, i);
+
+			if (!r || r->type != (enum mres_type)t || model_find(m, r->type, r->name) != r)
+				__builtin_trap();
+			if (i && strcmp(model_resource(m, (enum mres_type)t, i - 1)->name, r->name) >= 0)
+				__builtin_trap();
+		}
+	}
+	if (total > n)
+		__builtin_trap();
+	/* Every service port: its VIPs of its family lead back to a port with
+	 * its number; every endpoint is a workload with a port. */
+	for (size_t i = 0; i < model_count(m, MRES_ADDRESS); i++) {
+		const struct mres *r = model_resource(m, MRES_ADDRESS, i);
+		const Istio__Workload__Address *a = (const void *)r->msg;
+		const struct mservice *s;
+
+		if (a->type_case == ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD) {
+			const struct mworkload *w;
+
+			for (size_t k = 0; k < a->workload->n_addresses; k++) {
+				struct sockaddr_storage ss = { 0 };
+				const ProtobufCBinaryData *b = &a->workload->addresses[k];
+
+				if (b->len == 4) {
+					ss.ss_family = AF_INET;
+					memcpy(&((struct sockaddr_in *)&ss)->sin_addr, b->data, 4);
+				} else if (b->len == 16) {
+					ss.ss_family = AF_INET6;
+					memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, b->data, 16);
+				} else
+					__builtin_trap();	/* validation let it through */
+				w = model_workload_at(m, &ss);
+				/* Ours if on our network (the first of an IP wins, so
+				 * maybe another workload, never none). */
+				if (!w && strcmp(a->workload->network ? a->workload->network : "", network) == 0)
+					__builtin_trap();
+			}
+			continue;
+		}
+		if (!(s = model_service(m, r->name)) || s->res != r)
+			__builtin_trap();
+		for (size_t p = 0; p < s->nports; p++) {
+			const struct msvc_port *sp = &s->ports[p];
+
+			if (sp->svc != s || sp->id >= model_nports(m))
+				__builtin_trap();
+			for (size_t e = 0; e < sp->neps; e++)
+				if (!sp->eps[e].wl || !sp->eps[e].port ||
+				    (sp->eps[e].addr.ss_family != AF_INET && sp->eps[e].addr.ss_family != AF_INET6))
+					__builtin_trap();
+		}
+	}
+}
+
+static struct model *
+build_check(const struct model_input *in, size_t n, const struct model *prev, const struct model_opts *o)
+{
+	struct model_report rep;
+	struct model *m = model_build(in, n, prev, o, &rep);
+	struct sockaddr_storage ss = { .ss_family = AF_INET };
+
+	if (!m)
+		__builtin_trap();	/* only on OOM, and the fuzzer has memory */
+	check(m, in, n, &rep, o->network ? o->network : "");
+	/* Lookups that miss, or hit, must not crash. */
+	((struct sockaddr_in *)&ss)->sin_port = htons(80);
+	model_workload_at(m, &ss);
+	model_service_at(m, &ss);
+	model_service(m, "ns/h");
+	model_cluster(m, "c");
+	model_endpoints(m, "c");
+	model_report_free(&rep);
+	return m;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static int ready;
+	struct model_input in[MAX_RES], rev[MAX_RES];
+	char paths[MAX_RES][32], err[256], why[256];
+	struct model *m1, *m2;
+	const cJSON *list, *e;
+	size_t n = 0;
+	cJSON *j;
+
+	if (!ready) {
+		if (model_register_types() < 0)
+			abort();
+		ready = 1;
+	}
+	if (!(j = json_parse_strict((const char *)data, size, err, sizeof(err))))
+		return 0;
+	list = cJSON_GetObjectItemCaseSensitive(j, "resources");
+	if (!cJSON_IsArray(list))
+		list = NULL;
+	cJSON_ArrayForEach(e, list) {
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err je;
+		char fb[16];
+
+		if (n == MAX_RES)
+			break;
+		snprintf(paths[n], sizeof(paths[n]), "resources[%zu]", n);
+		in[n].path = paths[n];
+		in[n].res = NULL;
+		if (jpb_decode_any(e, paths[n], NULL, NULL, &msg, &je) == 0) {
+			/* Every other one without a fallback name, as the file loader. */
+			snprintf(fb, sizeof(fb), "pa-%zu", n);
+			in[n].res = mres_new(msg, "v1", n % 2 ? fb : NULL, why, sizeof(why));
+		}
+		n++;
+	}
+	/* The first half, then the second with the first as prev (names in
+	 * both: prev's version, maybe of another kind, stands in for a refused
+	 * one), then all of it reversed. */
+	m1 = build_check(in, n / 2, NULL, &(struct model_opts){ .network = "", .strict_refs = true });
+	m2 = build_check(in + n / 2, n - n / 2, m1, &(struct model_opts){ .network = "", .strict_refs = true });
+	model_free(m1);
+	for (size_t i = 0; i < n; i++)
+		rev[i] = in[n - 1 - i];
+	m1 = build_check(rev, n, m2, &(struct model_opts){ .network = "net1", .strict_refs = false });
+	model_free(m2);
+	model_free(build_check(in, n, m1, &(struct model_opts){ .strict_refs = true }));
+	model_free(m1);
+	for (size_t i = 0; i < n; i++)
+		mres_unref(in[i].res);
+	cJSON_Delete(j);
+	return 0;
+}

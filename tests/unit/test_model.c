@@ -1,0 +1,855 @@
+/* Unit tests for src/model.c: the snapshot builder (validation with paths,
+ * duplicates, prev's versions kept), the indexes and the lookups, from real
+ * JSON resources decoded by jpb_decode_any. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "json_pb.h"
+#include "model.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+
+/* Allocation-failure injection (the binary links with --wrap=malloc,calloc,
+ * realloc): when fail_at > 0, the fail_at-th allocation from now fails. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+static long fail_at;
+
+static bool
+fail_now(void)
+{
+	return fail_at > 0 && --fail_at == 0;
+}
+
+void *
+__wrap_malloc(size_t size)
+{
+	return fail_now() ? NULL : __real_malloc(size);
+}
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *
+__wrap_realloc(void *p, size_t size)
+{
+	return fail_now() ? NULL : __real_realloc(p, size);
+}
+
+/* A set of inputs decoded from `{"resources": [...]}` (single quotes in the
+ * test text stand for double quotes). */
+struct fix {
+	struct model_input in[64];
+	char path[64][32];
+	size_t n;
+	struct model_report rep;
+	struct model *m;
+};
+
+static char *
+dq(const char *s)
+{
+	char *d = strdup(s);
+
+	assert_non_null(d);
+	for (char *p = d; *p; p++)
+		if (*p == '\'')
+			*p = '"';
+	return d;
+}
+
+/* Decodes the resources of text into f->in (a resource that does not decode
+ * or has no name fails the test: these tests are about the builder). */
+static void
+load(struct fix *f, const char *text, const char *version)
+{
+	char *t = dq(text), err[256], why[256];
+	cJSON *root, *list, *e;
+
+	memset(f, 0, sizeof(*f));
+	root = json_parse_strict(t, strlen(t), err, sizeof(err));
+	if (!root)
+		fail_msg("bad test JSON: %s", err);
+	list = cJSON_GetObjectItemCaseSensitive(root, "resources");
+	assert_non_null(list);
+	cJSON_ArrayForEach(e, list) {
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err je;
+
+		assert_true(f->n < 64);
+		snprintf(f->path[f->n], sizeof(f->path[f->n]), "resources[%zu]", f->n);
+		if (jpb_decode_any(e, f->path[f->n], NULL, NULL, &msg, &je) < 0)
+			fail_msg("decode: %s", je.msg);
+		f->in[f->n].res = mres_new(msg, version, "fallback", why, sizeof(why));
+		if (!f->in[f->n].res)
+			fail_msg("mres_new: %s", why);
+		f->in[f->n].path = f->path[f->n];
+		f->n++;
+	}
+	cJSON_Delete(root);
+	free(t);
+}
+
+static struct model *
+build(struct fix *f, const char *text, const struct model *prev, const struct model_opts *o)
+{
+	static const struct model_opts dflt = { .network = "", .strict_refs = true };
+
+	load(f, text, "v1");
+	f->m = model_build(f->in, f->n, prev, o ? o : &dflt, &f->rep);
+	assert_non_null(f->m);
+	return f->m;
+}
+
+/* Drops the inputs and the report; the model stays (f->m). */
+static void
+drop_inputs(struct fix *f)
+{
+	for (size_t i = 0; i < f->n; i++)
+		mres_unref(f->in[i].res);
+	f->n = 0;
+	model_report_free(&f->rep);
+}
+
+static void
+done(struct fix *f)
+{
+	drop_inputs(f);
+	model_free(f->m);
+	f->m = NULL;
+}
+
+static struct sockaddr_storage
+sa(const char *ip, uint16_t port)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(ip, ':')) {
+		struct sockaddr_in6 *s6 = (void *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+		s6->sin6_port = htons(port);
+	} else {
+		struct sockaddr_in *s4 = (void *)&ss;
+
+		s4->sin_family = AF_INET;
+		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+		s4->sin_port = htons(port);
+	}
+	return ss;
+}
+
+static const char *
+ep_ip(const struct mendpoint *e, char *buf, size_t len)
+{
+	if (e->addr.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)&e->addr)->sin_addr, buf, (socklen_t)len);
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&e->addr)->sin6_addr, buf, (socklen_t)len);
+	return buf;
+}
+
+static uint16_t
+ep_sport(const struct mendpoint *e)
+{
+	return ntohs(e->addr.ss_family == AF_INET ? ((const struct sockaddr_in *)&e->addr)->sin_port :
+	    ((const struct sockaddr_in6 *)&e->addr)->sin6_port);
+}
+
+/* Base64 of the addresses used below. */
+#define IP_10_0_0_1 "CgAAAQ=="		/* 10.0.0.1 */
+#define IP_10_0_0_2 "CgAAAg=="		/* 10.0.0.2 */
+#define IP_10_0_0_3 "CgAAAw=="		/* 10.0.0.3 */
+#define VIP4 "CmAAAQ=="			/* 10.96.0.1 */
+#define VIP6 "/QAAAAAAAAAAAAAAAAAAAQ=="	/* fd00::1 */
+#define IP6_A "/QAAAQAAAAAAAAAAAAAAAQ=="	/* fd00:1::1 */
+#define ADDR "'@type':'type.googleapis.com/istio.workload.Address'"
+
+#define SVC_ECHO \
+	"{" ADDR ",'service':{'name':'echo','namespace':'ns','hostname':'echo.ns.svc.cluster.local'," \
+	"'addresses':[{'network':'','address':'" VIP4 "'},{'network':'','address':'" VIP6 "'}]," \
+	"'ports':[{'servicePort':80,'targetPort':8080},{'servicePort':443,'targetPort':0}]," \
+	"'subjectAltNames':['spiffe://cluster.local/ns/ns/sa/echo']}}"
+
+#define WL(uid, addrs, extra) \
+	"{" ADDR ",'workload':{'uid':'" uid "','name':'" uid "','namespace':'ns','addresses':[" addrs "]" extra "}}"
+
+static void
+test_valid_mesh(void **state)
+{
+	struct fix f;
+	const struct msvc_port *p;
+	const struct mworkload *w;
+	const struct mservice *s;
+	struct sockaddr_storage a;
+	struct model_sizes sz;
+	char ip[64];
+
+	(void)state;
+	build(&f, "{'resources':[" SVC_ECHO ","
+	    WL("b-pod", "'" IP_10_0_0_2 "','" IP6_A "'",
+	        ",'serviceAccount':'echo','trustDomain':'td.example','services':{'ns/echo.ns.svc.cluster.local':"
+	        "{'ports':[{'servicePort':80,'targetPort':9090},{'servicePort':443,'targetPort':8443}]}},"
+	        "'locality':{'region':'r1','zone':'z1'},'node':'n1','tunnelProtocol':'HBONE'") ","
+	    WL("a-pod", "'" IP_10_0_0_1 "'", ",'services':{'ns/echo.ns.svc.cluster.local':{}}") ","
+	    WL("c-sick", "'" IP_10_0_0_3 "'", ",'status':'UNHEALTHY','services':{'ns/echo.ns.svc.cluster.local':{}}")
+	    "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+
+	/* Identity with and without trust domain / service account. */
+	a = sa("10.0.0.2", 1);
+	assert_non_null(w = model_workload_at(f.m, &a));
+	assert_string_equal(w->uid, "b-pod");
+	assert_string_equal(w->identity, "spiffe://td.example/ns/ns/sa/echo");
+	assert_int_equal(w->tunnel, MTUN_HBONE);
+	assert_string_equal(w->locality.region, "r1");
+	assert_string_equal(w->locality.subzone, "");
+	assert_string_equal(w->cluster_id, "Kubernetes");
+	assert_int_equal(w->capacity, 1);
+	a = sa("fd00:1::1", 0);
+	assert_ptr_equal(model_workload_at(f.m, &a), w);
+	a = sa("10.0.0.1", 0);
+	assert_non_null(w = model_workload_at(f.m, &a));
+	assert_string_equal(w->identity, "spiffe://cluster.local/ns/ns/sa/default");
+	a = sa("10.0.0.3", 0);
+	assert_non_null(w = model_workload_at(f.m, &a));
+	assert_false(w->healthy);
+	/* Misses: another IP, a VIP is not a workload. */
+	a = sa("10.0.0.9", 0);
+	assert_null(model_workload_at(f.m, &a));
+	a = sa("10.96.0.1", 80);
+	assert_null(model_workload_at(f.m, &a));
+
+	/* v4 VIP: both healthy endpoints in uid order, with their ports. */
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->port, 80);
+	assert_int_equal(p->target_port, 8080);
+	assert_int_equal(p->family, AF_INET);
+	assert_int_equal(p->neps, 2);
+	assert_string_equal(p->eps[0].wl->uid, "a-pod");
+	assert_int_equal(p->eps[0].port, 8080);	/* the service's target port */
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	assert_int_equal(ep_sport(&p->eps[0]), 8080);
+	assert_string_equal(p->eps[1].wl->uid, "b-pod");
+	assert_int_equal(p->eps[1].port, 9090);	/* the workload's override */
+	assert_string_equal(ep_ip(&p->eps[1], ip, sizeof(ip)), "10.0.0.2");
+	s = p->svc;
+	assert_string_equal(s->key, "ns/echo.ns.svc.cluster.local");
+	assert_int_equal(s->lb_mode, MLB_ROUND_ROBIN);
+	assert_int_equal(s->nsans, 1);
+	assert_ptr_equal(model_service(f.m, "ns/echo.ns.svc.cluster.local"), s);
+	assert_null(model_service(f.m, "ns/nope"));
+
+	/* Port 443 has no target port on the service: only the workload that
+	 * overrides it serves it (ztunnel filters the others out). */
+	a = sa("10.96.0.1", 443);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(p->eps[0].wl->uid, "b-pod");
+	assert_int_equal(p->eps[0].port, 8443);
+	a = sa("10.96.0.1", 81);
+	assert_null(model_service_at(f.m, &a));
+
+	/* v6 VIP: the dual-stack workload's v6 address; the v4-only one keeps its v4. */
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->family, AF_INET6);
+	assert_int_equal(p->neps, 2);
+	assert_string_equal(ep_ip(&p->eps[1], ip, sizeof(ip)), "fd00:1::1");
+	assert_int_equal(ep_sport(&p->eps[1]), 9090);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+
+	/* 2 ports x 2 families, ids dense. */
+	assert_int_equal(model_nports(f.m), 4);
+	assert_int_equal(s->nports, 4);
+	for (size_t i = 0; i < s->nports; i++)
+		assert_true(s->ports[i].id < 4);
+	model_sizes(f.m, &sz);
+	assert_int_equal(sz.workloads, 3);
+	assert_int_equal(sz.workload_addresses, 4);
+	assert_int_equal(sz.services, 1);
+	assert_int_equal(sz.service_vips, 4);
+	assert_int_equal(sz.endpoints, 2 + 1 + 2 + 1);
+	assert_true(sz.bytes > 0);
+
+	/* Resources by type in name order. */
+	assert_int_equal(model_count(f.m, MRES_ADDRESS), 4);
+	assert_string_equal(model_resource(f.m, MRES_ADDRESS, 0)->name, "a-pod");
+	assert_string_equal(model_resource(f.m, MRES_ADDRESS, 3)->name, "ns/echo.ns.svc.cluster.local");
+	assert_null(model_resource(f.m, MRES_ADDRESS, 4));
+	assert_int_equal(model_count(f.m, MRES_CLUSTER), 0);
+	assert_string_equal(model_resource(f.m, MRES_ADDRESS, 0)->version, "v1");
+	done(&f);
+}
+
+static void
+test_health_policy_and_lb(void **state)
+{
+	struct fix f;
+	const struct msvc_port *p;
+	struct sockaddr_storage a = sa("10.96.0.1", 80);
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','addresses':[{'address':'" VIP4 "'}],"
+	    "'ports':[{'servicePort':80,'targetPort':80}],"
+	    "'loadBalancing':{'mode':'FAILOVER','routingPreference':['NETWORK','REGION','ZONE'],"
+	    "'healthPolicy':'ALLOW_ALL'}}},"
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'status':'UNHEALTHY','capacity':3,'services':{'ns/e':{}}") "]}",
+	    NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);	/* ALLOW_ALL keeps the unhealthy one */
+	assert_int_equal(p->eps[0].wl->capacity, 3);
+	assert_int_equal(p->svc->lb_mode, MLB_FAILOVER);
+	assert_int_equal(p->svc->nlb_scopes, 3);
+	assert_int_equal(p->svc->lb_scopes[0], 6);	/* NETWORK */
+	assert_int_equal(p->svc->lb_scopes[2], 2);	/* ZONE */
+	done(&f);
+
+	/* Routing preference without a mode: round robin, no scopes (ztunnel). */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','addresses':[{'address':'" VIP4 "'}],"
+	    "'ports':[{'servicePort':80,'targetPort':80}],'loadBalancing':{'routingPreference':['REGION']}}},"
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'status':'UNHEALTHY','services':{'ns/e':{}}") "]}", NULL, NULL);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 0);	/* ONLY_HEALTHY by default */
+	assert_int_equal(p->svc->lb_mode, MLB_ROUND_ROBIN);
+	assert_int_equal(p->svc->nlb_scopes, 0);
+	done(&f);
+}
+
+/* ztunnel's address choice: the VIP's family first, else the first address,
+ * among those the service's ipFamilies admits. */
+static void
+test_ip_families(void **state)
+{
+	struct fix f;
+	const struct msvc_port *p;
+	struct sockaddr_storage a = sa("fd00::1", 80);
+	char ip[64];
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','ipFamilies':'IPV6_ONLY',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f',"
+	    "'addresses':[{'address':'" VIP4 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("dual", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/e':{},'ns/f':{}}") ","
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{},'ns/f':{}}") "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);	/* v4only has no IPv6 address */
+	assert_string_equal(p->eps[0].wl->uid, "dual");
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "fd00:1::1");
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 2);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	done(&f);
+
+	/* An IPv4-mapped VIP and address are the IPv4 ones, in keys and lookups. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'AAAAAAAAAAAAAP//CmAAAQ=='}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("mapped", "'AAAAAAAAAAAAAP//CgAAAQ=='", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->family, AF_INET);
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	a = sa("::ffff:10.96.0.1", 80);
+	assert_ptr_equal(model_service_at(f.m, &a), p);
+	a = sa("10.0.0.1", 0);
+	assert_string_equal(model_workload_at(f.m, &a)->uid, "mapped");
+	done(&f);
+
+	/* A CIDR VIP (shorter length) is not an exact VIP (ztunnel keeps those
+	 * apart, matched by prefix): not indexed; /32 is exact. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','addresses':[{'address':'" VIP4
+	    "','length':24},{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f','addresses':[{'address':'" VIP4
+	    "','length':32}],'ports':[{'servicePort':80,'targetPort':80}]}}]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);	/* no VIP:port conflict with e's CIDR */
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "f");
+	assert_int_equal(model_service(f.m, "ns/e")->nports, 1);	/* IPv6 only */
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "e");
+	done(&f);
+
+	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("v4only", "'" IP_10_0_0_2 "'", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.2");
+	done(&f);
+}
+
+static void
+test_networks(void **state)
+{
+	struct fix f;
+	struct model_opts o = { .network = "net2", .strict_refs = true };
+	struct sockaddr_storage a;
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'network':'net1','address':'" VIP4 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'network':'net1'") ","
+	    /* The same IP on another network is another workload, no conflict. */
+	    WL("w2", "'" IP_10_0_0_1 "'", ",'network':'net2'") "]}", NULL, &o);
+	assert_int_equal(f.rep.nproblems, 0);
+	a = sa("10.0.0.1", 0);
+	assert_string_equal(model_workload_at(f.m, &a)->uid, "w2");
+	a = sa("10.96.0.1", 80);
+	assert_null(model_service_at(f.m, &a));	/* the VIP is net1's */
+	done(&f);
+
+	/* On the default network, net1's workload is not ours either. */
+	build(&f, "{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'network':'net1'") "]}", NULL, NULL);
+	a = sa("10.0.0.1", 0);
+	assert_null(model_workload_at(f.m, &a));
+	done(&f);
+}
+
+static void
+test_clusters_and_other_types(void **state)
+{
+	struct fix f;
+	const struct mres *r;
+
+	(void)state;
+	build(&f, "{'resources':["
+	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'outbound|80||e'},"
+	    "{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
+	    "'clusterName':'outbound|80||e','endpoints':[{'lbEndpoints':[{'endpoint':{'address':"
+	    "{'socketAddress':{'address':'10.0.0.1','portValue':8080}}}}]}]},"
+	    "{'@type':'type.googleapis.com/istio.security.Authorization','name':'allow','namespace':'ns'},"
+	    "{'@type':'type.googleapis.com/istio.security.v1beta1.PeerAuthentication'},"
+	    "{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}},"
+	    "{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':'HTTP2'}}]}]},"
+	    "{'@type':'type.googleapis.com/envoy.config.route.v3.RouteConfiguration','name':'r'}]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(r = model_cluster(f.m, "outbound|80||e"));
+	assert_int_equal(r->type, MRES_CLUSTER);
+	assert_non_null(r = model_endpoints(f.m, "outbound|80||e"));
+	assert_int_equal(r->type, MRES_ENDPOINTS);
+	assert_null(model_cluster(f.m, "nope"));
+	assert_null(model_endpoints(f.m, "nope"));
+	assert_non_null(model_find(f.m, MRES_AUTHORIZATION, "ns/allow"));
+	assert_non_null(model_find(f.m, MRES_PEER_AUTHENTICATION, "fallback"));
+	assert_int_equal(model_count(f.m, MRES_LISTENER), 1);
+	assert_int_equal(model_count(f.m, MRES_ROUTE), 1);
+	done(&f);
+}
+
+/* One bad resource among good ones: exactly one problem, with this text. */
+static void
+expect_one(const char *resources, size_t bad, const char *msg)
+{
+	struct fix f;
+
+	build(&f, resources, NULL, NULL);
+	if (f.rep.nproblems != 1)
+		fail_msg("%zu problems for %s (first: %s)", f.rep.nproblems, msg,
+		    f.rep.nproblems ? f.rep.problems[0].msg : "-");
+	assert_string_equal(f.rep.problems[0].msg, msg);
+	assert_ptr_equal(f.rep.problems[0].path, f.in[bad].path);
+	assert_false(f.rep.problems[0].kept_previous);
+	/* The refused one is left out; the others are in. */
+	assert_int_equal(model_count(f.m, f.in[bad].res->type) + 1,
+	    (size_t)({ size_t c = 0; for (size_t i = 0; i < f.n; i++) c += f.in[i].res->type == f.in[bad].res->type; c; }));
+	done(&f);
+}
+
+#define SVC(name, vip, port, tport) \
+	"{" ADDR ",'service':{'name':'" name "','namespace':'ns','hostname':'" name "',"	\
+	"'addresses':[{'address':'" vip "'}],'ports':[{'servicePort':" #port ",'targetPort':" #tport "}]}}"
+
+static void
+test_bad_inputs(void **state)
+{
+	(void)state;
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "','AQIDBAU='", "") "]}", 0,
+	    "resources[0].workload.addresses[1]: 5 bytes; want 4 (IPv4) or 16 (IPv6)");
+	expect_one("{'resources':[" SVC("e", VIP4, 80, 80) ","
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f','addresses':[{'address':'AQI='}]}}]}", 1,
+	    "resources[1].service.addresses[0].address: 2 bytes; want 4 (IPv4) or 16 (IPv6)");
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'",
+	    ",'waypoint':{'address':{'address':'AQIDBAUG'},'hboneMtlsPort':15008}") "]}", 0,
+	    "resources[0].workload.waypoint.address.address: 6 bytes; want 4 (IPv4) or 16 (IPv6)");
+	expect_one("{'resources':[" SVC("e", VIP4, 0, 80) "]}", 0,
+	    "resources[0].service.ports[0].servicePort: port 0; want 1 to 65535");
+	expect_one("{'resources':[" SVC("e", VIP4, 70000, 80) "]}", 0,
+	    "resources[0].service.ports[0].servicePort: port 70000; want 1 to 65535");
+	expect_one("{'resources':[" SVC("e", VIP4, 80, 65536) "]}", 0,
+	    "resources[0].service.ports[0].targetPort: port 65536; want 1 to 65535 (or 0: unset)");
+	expect_one("{'resources':[" SVC("e", VIP4, 80, 80) ","
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/e':{'ports':[{'servicePort':80,'targetPort':99999}]}}")
+	    "]}", 1, "resources[1].workload.services[\"ns/e\"].ports[0].targetPort: port 99999; "
+	    "want 1 to 65535 (or 0: unset)");
+	expect_one("{'resources':[{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'ports':[{'servicePort':80},{'servicePort':80}]}}]}", 0,
+	    "resources[0].service.ports[1].servicePort: 80 repeats service.ports[0]");
+	/* Unknown enum numbers: ztunnel refuses the resource. */
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'tunnelProtocol':7") "]}", 0,
+	    "resources[0].workload.tunnelProtocol: unknown enum value 7");
+	expect_one("{'resources':[{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'loadBalancing':{'mode':9}}}]}", 0,
+	    "resources[0].service.loadBalancing.mode: unknown enum value 9");
+	expect_one("{'resources':[{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'loadBalancing':{'mode':'STRICT','routingPreference':['UNSPECIFIED_SCOPE']}}}]}", 0,
+	    "resources[0].service.loadBalancing.routingPreference[0]: UNSPECIFIED_SCOPE is not a scope");
+	/* ... also inside an Any (pb_find_unknown_enum sees its bytes only). */
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'hcm','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',"
+	    "'statPrefix':'x','codecType':7}}]}]}]}", 0,
+	    "resources[0].filterChains[0].filters[0].typedConfig.codecType: unknown enum value 7");
+	/* Missing names (mres_new took the fallback; the builder still refuses). */
+	expect_one("{'resources':[{" ADDR ",'workload':{'name':'x'}}]}", 0,
+	    "resources[0].workload.uid: required (the workload's name)");
+	expect_one("{'resources':[{" ADDR ",'service':{'name':'x','namespace':'ns'}}]}", 0,
+	    "resources[0].service.hostname: required (a service is named \"namespace/hostname\")");
+	expect_one("{'resources':[{" ADDR "}]}", 0, "resources[0].workload, service: one is required");
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster'}]}", 0,
+	    "resources[0].name: required");
+	/* Duplicates: the first wins. */
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", "") "," WL("w1", "'" IP_10_0_0_2 "'", "") "]}", 1,
+	    "resources[1].workload.uid: \"w1\" is resources[0]'s name already");
+	/* Two on one IP / VIP:port: the later is refused and told whose it is. */
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", "") "," WL("w2", "'" IP_10_0_0_1 "'", "") "]}", 1,
+	    "resources[1].workload.addresses[0]: 10.0.0.1 is w1's already (resources[0])");
+	expect_one("{'resources':[" SVC("e", VIP4, 80, 80) "," SVC("f", VIP4, 80, 81) "]}", 1,
+	    "resources[1].service.addresses[0]: 10.96.0.1:80 is ns/e's already (resources[0])");
+	/* A service map naming a missing Service (strict_refs), or not "ns/host". */
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/nope':{}}") "]}", 0,
+	    "resources[0].workload.services[\"ns/nope\"]: no such service");
+	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'nope':{}}") "]}", 0,
+	    "resources[0].workload.services[\"nope\"]: want \"namespace/hostname\"");
+	/* EDS endpoints: IP literals and real ports only. */
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
+	    "'clusterName':'c','endpoints':[{'lbEndpoints':[{'endpoint':{'address':"
+	    "{'socketAddress':{'address':'10.0.0.1','portValue':80}}}},{'endpoint':{'address':"
+	    "{'socketAddress':{'address':'echo.example','portValue':80}}}}]}]}]}", 0,
+	    "resources[0].endpoints[0].lbEndpoints[1].endpoint.address.socketAddress.address: "
+	    "\"echo.example\" is not an IP address");
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
+	    "'clusterName':'c','endpoints':[{'lbEndpoints':[{'endpoint':{'address':"
+	    "{'socketAddress':{'address':'::1','portValue':0}}}}]}]}]}", 0,
+	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.socketAddress.portValue: port 0; "
+	    "want 1 to 65535");
+}
+
+/* From xDS an Any holds bytes: ones that do not unpack as their type are
+ * refused, not skipped. */
+static void
+test_any_bytes_that_do_not_unpack(void **state)
+{
+	struct fix f;
+	Envoy__Config__Listener__V3__Listener *l;
+	Google__Protobuf__Any *any;
+	static uint8_t junk[] = { 0xff, 0xff, 0xff };
+
+	(void)state;
+	load(&f, "{'resources':[{'@type':'type.googleapis.com/envoy.config.listener.v3.Listener','name':'l',"
+	    "'filterChains':[{'filters':[{'name':'tcp','typedConfig':{'@type':'type.googleapis.com/"
+	    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy','statPrefix':'x','cluster':'c'}}]}]}]}", "v1");
+	l = (void *)f.in[0].res->msg;
+	any = l->filter_chains[0]->filters[0]->typed_config;
+	free(any->value.data);
+	any->value.data = malloc(sizeof(junk));
+	assert_non_null(any->value.data);
+	memcpy(any->value.data, junk, sizeof(junk));
+	any->value.len = sizeof(junk);
+	f.m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &f.rep);
+	assert_non_null(f.m);
+	assert_int_equal(f.rep.nproblems, 1);
+	assert_string_equal(f.rep.problems[0].msg,
+	    "resources[0].filterChains[0].filters[0].typedConfig.value: not a valid encoding of its @type");
+	assert_int_equal(model_count(f.m, MRES_LISTENER), 0);
+	done(&f);
+}
+
+static void
+test_lax_refs(void **state)
+{
+	struct fix f;
+	struct model_opts o = { .network = "", .strict_refs = false };
+	struct sockaddr_storage a = sa("10.0.0.1", 0);
+
+	(void)state;
+	/* xDS: the Service may come later; the workload is in. */
+	build(&f, "{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/later':{}}") "]}", NULL, &o);
+	assert_int_equal(f.rep.nproblems, 0);
+	assert_non_null(model_workload_at(f.m, &a));
+	done(&f);
+}
+
+static void
+test_kept_previous(void **state)
+{
+	struct fix f1, f2;
+	const struct mworkload *w;
+	const struct msvc_port *p;
+	struct sockaddr_storage a;
+
+	(void)state;
+	build(&f1, "{'resources':[" SVC("e", VIP4, 80, 80) ","
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/e':{}}") "," WL("w2", "'" IP_10_0_0_2 "'", "") "]}",
+	    NULL, NULL);
+	drop_inputs(&f1);	/* the model holds its own references */
+	/* The edit breaks w1 and e, drops w2 and adds w3. */
+	load(&f2, "{'resources':[" SVC("e", VIP4, 0, 80) ","
+	    WL("w1", "'AQI='", ",'services':{'ns/e':{}}") "," WL("w3", "'" IP_10_0_0_3 "'", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "", .strict_refs = true }, &f2.rep);
+	assert_non_null(f2.m);
+	assert_int_equal(f2.rep.nproblems, 2);
+	assert_string_equal(f2.rep.problems[0].msg,
+	    "resources[0].service.ports[0].servicePort: port 0; want 1 to 65535");
+	assert_true(f2.rep.problems[0].kept_previous);
+	assert_string_equal(f2.rep.problems[0].name, "ns/e");
+	assert_int_equal(f2.rep.problems[0].type, MRES_ADDRESS);
+	assert_true(f2.rep.problems[1].kept_previous);
+	model_free(f1.m);	/* the new model does not need the old one */
+	a = sa("10.0.0.1", 0);
+	assert_non_null(w = model_workload_at(f2.m, &a));
+	assert_string_equal(w->res->version, "v1");
+	a = sa("10.0.0.2", 0);
+	assert_null(model_workload_at(f2.m, &a));	/* not in the new input */
+	a = sa("10.0.0.3", 0);
+	assert_non_null(w = model_workload_at(f2.m, &a));
+	assert_string_equal(w->res->version, "v2");
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f2.m, &a));
+	assert_string_equal(p->svc->res->version, "v1");
+	assert_int_equal(p->neps, 1);
+	done(&f2);
+}
+
+static void
+test_kept_previous_conflict(void **state)
+{
+	struct fix f1, f2;
+	struct sockaddr_storage a = sa("10.0.0.1", 0);
+
+	(void)state;
+	/* w1 had 10.0.0.1; the edit gives it a bad address, and a new w0 (earlier
+	 * in the input) takes 10.0.0.1: w1's old version cannot come back. */
+	build(&f1, "{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", "") "]}", NULL, NULL);
+	load(&f2, "{'resources':[" WL("w0", "'" IP_10_0_0_1 "'", "") "," WL("w1", "'AQI='", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "" }, &f2.rep);
+	assert_non_null(f2.m);
+	assert_int_equal(f2.rep.nproblems, 1);
+	assert_false(f2.rep.problems[0].kept_previous);
+	assert_string_equal(model_workload_at(f2.m, &a)->uid, "w0");
+	assert_int_equal(model_count(f2.m, MRES_ADDRESS), 1);
+	done(&f1);
+	done(&f2);
+
+	/* A conflict refused now, with prev's version free: it stays. */
+	build(&f1, "{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", "") "," WL("w2", "'" IP_10_0_0_2 "'", "") "]}",
+	    NULL, NULL);
+	load(&f2, "{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", "") "," WL("w2", "'" IP_10_0_0_1 "'", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "" }, &f2.rep);
+	assert_int_equal(f2.rep.nproblems, 1);
+	assert_true(f2.rep.problems[0].kept_previous);
+	a = sa("10.0.0.2", 0);
+	assert_string_equal(model_workload_at(f2.m, &a)->res->version, "v1");
+	done(&f1);
+	done(&f2);
+}
+
+/* Workloads and services share the Address names: prev's resource of a
+ * refused one's name may be of the other kind, and must not be read as its
+ * kind (it was: a Workload read as a Service). */
+static void
+test_kept_previous_other_kind(void **state)
+{
+	struct fix f1, f2;
+
+	(void)state;
+	build(&f1, "{'resources':[" WL("ns/e", "'" IP_10_0_0_1 "'", "") "," SVC("w", VIP6, 80, 80) "]}", NULL, NULL);
+	assert_int_equal(f1.rep.nproblems, 0);
+	/* Service ns/e loses VIP4:80 to ns/d; workload "ns/w" loses 10.0.0.2 to w0. */
+	load(&f2, "{'resources':[" SVC("d", VIP4, 80, 80) "," SVC("e", VIP4, 80, 80) ","
+	    WL("w0", "'" IP_10_0_0_2 "'", "") "," WL("ns/w", "'" IP_10_0_0_2 "'", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "" }, &f2.rep);
+	assert_non_null(f2.m);
+	assert_int_equal(f2.rep.nproblems, 2);
+	assert_false(f2.rep.problems[0].kept_previous);
+	assert_false(f2.rep.problems[1].kept_previous);
+	assert_int_equal(model_count(f2.m, MRES_ADDRESS), 2);
+	done(&f1);
+	done(&f2);
+}
+
+static void
+test_empty_and_mres(void **state)
+{
+	struct model *m = model_empty();
+	struct sockaddr_storage a = sa("10.0.0.1", 80);
+	struct model_sizes sz;
+	ProtobufCMessage *msg = NULL;
+	struct jpb_err je;
+	char why[128];
+	char *t = dq("{" ADDR ",'workload':{'name':'x'}}");
+	cJSON *j = json_parse_strict(t, strlen(t), why, sizeof(why));
+
+	(void)state;
+	assert_non_null(m);
+	assert_null(model_workload_at(m, &a));
+	assert_null(model_service_at(m, &a));
+	assert_null(model_service(m, "a/b"));
+	assert_null(model_cluster(m, "c"));
+	assert_int_equal(model_nports(m), 0);
+	assert_int_equal(model_count(m, MRES_ADDRESS), 0);
+	model_sizes(m, &sz);
+	assert_int_equal(sz.workloads, 0);
+	model_free(m);
+
+	/* No name and no fallback: refused with the field. */
+	assert_int_equal(jpb_decode_any(j, "resources[0]", NULL, NULL, &msg, &je), 0);
+	assert_null(mres_new(msg, "", NULL, why, sizeof(why)));
+	assert_string_equal(why, "workload.uid: required (the workload's name)");
+	cJSON_Delete(j);
+	free(t);
+	/* Reference counting: the last unref frees (ASan would see a leak). */
+	t = dq("{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'}");
+	j = json_parse_strict(t, strlen(t), why, sizeof(why));
+	assert_int_equal(jpb_decode_any(j, "r", NULL, NULL, &msg, &je), 0);
+	{
+		struct mres *r = mres_new(msg, NULL, NULL, why, sizeof(why));
+
+		assert_non_null(r);
+		assert_string_equal(r->version, "");
+		assert_ptr_equal(mres_ref(r), r);
+		assert_int_equal(r->refs, 2);
+		mres_unref(r);
+		mres_unref(r);
+	}
+	cJSON_Delete(j);
+	free(t);
+}
+
+/* Every allocation model_build makes may fail (the report's too: a model
+ * whose refusals cannot be told is not built): it returns NULL and frees
+ * what it took (ASan's leak check); a later build of the same inputs is
+ * whole. */
+static void
+test_allocation_failures(void **state)
+{
+	struct fix f;
+	long k;
+
+	(void)state;
+	load(&f, "{'resources':[" SVC_ECHO "," SVC("e", VIP4, 80, 80) ","
+	    WL("w1", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/echo.ns.svc.cluster.local':{}}") ","
+	    WL("w2", "'" IP_10_0_0_1 "'", "") ","
+	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'}]}", "v1");
+	for (k = 1; k < 10000; k++) {
+		struct model_report rep;
+		struct model *m;
+
+		fail_at = k;
+		m = model_build(f.in, f.n, NULL, &(struct model_opts){ .network = "" }, &rep);
+		if (fail_at > 0) {	/* no allocation failed: done */
+			fail_at = 0;
+			assert_non_null(m);
+			assert_int_equal(rep.nproblems, 2);	/* VIP:port, IP */
+			assert_int_equal(model_count(m, MRES_ADDRESS), 2);	/* echo, w1 */
+			model_free(m);
+			model_report_free(&rep);
+			break;
+		}
+		assert_null(m);
+		model_report_free(&rep);
+	}
+	assert_true(k > 10);	/* it allocates, so failures were injected */
+	assert_true(k < 10000);
+	drop_inputs(&f);
+
+	/* mres_new: on failure the message is freed too (ownership passed). */
+	for (k = 1; k < 100; k++) {
+		char *t = dq("{" SVC_ECHO "}"), why[128];
+		cJSON *j = json_parse_strict(t + 1, strlen(t) - 2, why, sizeof(why));
+		ProtobufCMessage *msg = NULL;
+		struct jpb_err je;
+		struct mres *r;
+
+		assert_int_equal(jpb_decode_any(j, "r", NULL, NULL, &msg, &je), 0);
+		fail_at = k;
+		r = mres_new(msg, "v9", NULL, why, sizeof(why));
+		cJSON_Delete(j);
+		free(t);
+		if (fail_at > 0) {
+			fail_at = 0;
+			assert_non_null(r);
+			assert_string_equal(r->name, "ns/echo.ns.svc.cluster.local");
+			mres_unref(r);
+			break;
+		}
+		assert_null(r);
+		assert_string_equal(why, "out of memory");
+	}
+	assert_true(k > 1 && k < 100);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid_mesh),
+		cmocka_unit_test(test_health_policy_and_lb),
+		cmocka_unit_test(test_ip_families),
+		cmocka_unit_test(test_networks),
+		cmocka_unit_test(test_clusters_and_other_types),
+		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_any_bytes_that_do_not_unpack),
+		cmocka_unit_test(test_lax_refs),
+		cmocka_unit_test(test_kept_previous),
+		cmocka_unit_test(test_kept_previous_conflict),
+		cmocka_unit_test(test_kept_previous_other_kind),
+		cmocka_unit_test(test_empty_and_mres),
+		cmocka_unit_test(test_allocation_failures),
+	};
+
+	if (model_register_types() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
