@@ -362,6 +362,15 @@ bin_to_key(const ProtobufCBinaryData *b, const char *network, struct ipkey *k)
 	return true;
 }
 
+/* An address's family as the indexes see it (IPv4-mapped is IPv4). */
+static int
+addr_family(const ProtobufCBinaryData *b)
+{
+	struct ipkey k;
+
+	return bin_to_key(b, "", &k) ? k.family : AF_UNSPEC;
+}
+
 static bool
 sa_to_key(const struct sockaddr_storage *sa, const char *network, struct ipkey *k)
 {
@@ -725,59 +734,51 @@ check_cla(struct build *b, size_t i, const Envoy__Config__Endpoint__V3__ClusterL
 	return true;
 }
 
-/* Appends field f's JSON name (and [k] when repeated) to path at *at. */
-static void
-path_field(char *path, size_t len, size_t *at, const ProtobufCFieldDescriptor *f, bool repeated, size_t k)
-{
-	char name[128];
-	int n;
-
-	jpb_json_name(f->name, name, sizeof(name));
-	n = repeated ? snprintf(path + *at, len - *at, "%s%s[%zu]", *at ? "." : "", name, k) :
-	    snprintf(path + *at, len - *at, "%s%s", *at ? "." : "", name);
-	if (n > 0)
-		*at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
-}
+/* The way down to an Any, kept as (field, index) pairs so that the path
+ * string is only made when something is found. */
+struct anywalk {
+	const ProtobufCFieldDescriptor *f[33];
+	size_t k[33];
+	bool rep[33];
+	int depth;
+	int value;
+	bool undecodable;
+	char inner[JPB_PATH_LEN];	/* pb_find_unknown_enum's path in the Any */
+};
 
 /* pb_find_unknown_enum() sees an Any's value as bytes: this finds the Anys
  * in m, unpacks each whose type we know (the JSON decoder refused the
  * others; from xDS they stay opaque, as nothing reads them) and looks in
- * it, and in the Anys it holds. -EINVAL with path ("...typedConfig.x") and
- * *value, or *undecodable set (the value does not unpack), else 0. */
+ * it, and in the Anys it holds. -EINVAL with w->value (or w->undecodable:
+ * the value does not unpack) and the way to it in w, else 0. */
 static int
-find_unknown_in_anys(const ProtobufCMessage *m, char *path, size_t len, size_t at, int *value,
-    bool *undecodable, int depth)
+find_unknown_in_anys(const ProtobufCMessage *m, struct anywalk *w)
 {
 	const ProtobufCMessageDescriptor *d = m->descriptor;
 	const char *base = (const char *)m;
 
-	if (depth > 32)
-		return 0;	/* the decoder's nesting bound is lower */
 	if (d == &google__protobuf__any__descriptor) {
 		const Google__Protobuf__Any *any = (const void *)m;
 		const char *slash = strrchr(S(any->type_url), '/');
 		const ProtobufCMessageDescriptor *inner = jpb_lookup(slash ? slash + 1 : S(any->type_url));
 		ProtobufCMessage *u;
-		size_t here = at;
 		int rc;
 
 		if (!inner)
 			return 0;
 		if (!(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
-			snprintf(path + at, len - at, "%svalue", at ? "." : "");
-			*undecodable = true;
+			snprintf(w->inner, sizeof(w->inner), "value");
+			w->undecodable = true;
 			return -EINVAL;
 		}
-		if (at + 1 < len)
-			path[here++] = '.';
-		rc = pb_find_unknown_enum(u, path + here, len - here, value);
+		rc = pb_find_unknown_enum(u, w->inner, sizeof(w->inner), &w->value);
 		if (rc == 0)
-			rc = find_unknown_in_anys(u, path, len, at, value, undecodable, depth + 1);
+			rc = find_unknown_in_anys(u, w);
 		protobuf_c_message_free_unpacked(u, NULL);
-		if (rc == 0 && at < len)
-			path[at] = '\0';
 		return rc;
 	}
+	if (w->depth >= 32)
+		return 0;	/* the decoder's nesting bound is lower */
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 		bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
@@ -796,18 +797,41 @@ find_unknown_in_anys(const ProtobufCMessage *m, char *path, size_t len, size_t a
 		for (size_t k = 0; k < n; k++) {
 			const ProtobufCMessage *sub = repeated ? ((ProtobufCMessage *const *)elems)[k] :
 			    *(ProtobufCMessage *const *)elems;
-			size_t here = at;
 
 			if (!sub)
 				continue;
-			path_field(path, len, &here, f, repeated, k);
-			if (find_unknown_in_anys(sub, path, len, here, value, undecodable, depth + 1) < 0)
+			w->f[w->depth] = f;
+			w->k[w->depth] = k;
+			w->rep[w->depth] = repeated;
+			w->depth++;
+			if (find_unknown_in_anys(sub, w) < 0)
 				return -EINVAL;
-			if (at < len)
-				path[at] = '\0';
+			w->depth--;
 		}
 	}
 	return 0;
+}
+
+/* The path of what find_unknown_in_anys() found: "a.b[2].typedConfig.x". */
+static void
+anywalk_path(const struct anywalk *w, char *path, size_t len)
+{
+	size_t at = 0;
+
+	path[0] = '\0';
+	for (int i = 0; i < w->depth && at + 1 < len; i++) {
+		char name[128];
+		int n;
+
+		jpb_json_name(w->f[i]->name, name, sizeof(name));
+		n = w->rep[i] ? snprintf(path + at, len - at, "%s%s[%zu]", at ? "." : "", name, w->k[i]) :
+		    snprintf(path + at, len - at, "%s%s", at ? "." : "", name);
+		if (n > 0)
+			at = at + (size_t)n < len ? at + (size_t)n : len - 1;
+	}
+	/* Cut to len: a path long enough to find the field is enough. */
+	if (at + 1 < len && snprintf(path + at, len - at, "%s%s", at ? "." : "", w->inner) < 0)
+		path[at] = '\0';
 }
 
 /* Whether input i's resource is valid by itself. */
@@ -816,7 +840,7 @@ check_one(struct build *b, size_t i)
 {
 	const struct mres *r = b->in[i].res;
 	char path[JPB_PATH_LEN];
-	bool undecodable = false;
+	struct anywalk w;
 	int value;
 
 	if (type_of(r->msg) != (int)r->type) {
@@ -830,12 +854,14 @@ check_one(struct build *b, size_t i)
 		problem(b, i, "%s: unknown enum value %d", path, value);
 		return false;
 	}
-	path[0] = '\0';
-	if (find_unknown_in_anys(r->msg, path, sizeof(path), 0, &value, &undecodable, 0) < 0) {
-		if (undecodable)
+	w.depth = 0;
+	w.undecodable = false;
+	if (find_unknown_in_anys(r->msg, &w) < 0) {
+		anywalk_path(&w, path, sizeof(path));
+		if (w.undecodable)
 			problem(b, i, "%s: not a valid encoding of its @type", path);
 		else
-			problem(b, i, "%s: unknown enum value %d", path, value);
+			problem(b, i, "%s: unknown enum value %d", path, w.value);
 		return false;
 	}
 	switch (r->type) {
@@ -1400,8 +1426,10 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				v4 |= s->addresses[a]->address.len == 4;
-				v6 |= s->addresses[a]->address.len == 16;
+				int fam = addr_family(&s->addresses[a]->address);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
 			}
 			m->nsvcs++;
 			nports += s->n_ports * (v4 && v6 ? 2 : 1);
@@ -1505,8 +1533,10 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				v4 |= s->addresses[a]->address.len == 4;
-				v6 |= s->addresses[a]->address.len == 16;
+				int fam = addr_family(&s->addresses[a]->address);
+
+				v4 |= fam == AF_INET;
+				v6 |= fam == AF_INET6;
 			}
 			if (v4)
 				fams[nf++] = AF_INET;

@@ -127,7 +127,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
 	struct model_input in[MAX_RES], rev[MAX_RES];
-	char paths[MAX_RES][24], err[256], why[256];
+	char paths[MAX_RES][32], err[256], why[256];
 	struct model *m1, *m2;
 	const cJSON *list, *e;
 	size_t n = 0;

@@ -370,6 +370,22 @@ test_ip_families(void **state)
 	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
 	done(&f);
 
+	/* An IPv4-mapped VIP and address are the IPv4 ones, in keys and lookups. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'AAAAAAAAAAAAAP//CmAAAQ=='}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("mapped", "'AAAAAAAAAAAAAP//CgAAAQ=='", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->family, AF_INET);
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	a = sa("::ffff:10.96.0.1", 80);
+	assert_ptr_equal(model_service_at(f.m, &a), p);
+	a = sa("10.0.0.1", 0);
+	assert_string_equal(model_workload_at(f.m, &a)->uid, "mapped");
+	done(&f);
+
 	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
 	build(&f, "{'resources':["
 	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
