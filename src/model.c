@@ -362,13 +362,19 @@ bin_to_key(const ProtobufCBinaryData *b, const char *network, struct ipkey *k)
 	return true;
 }
 
-/* An address's family as the indexes see it (IPv4-mapped is IPv4). */
+/* A service VIP's family as the indexes see it (IPv4-mapped is IPv4), or
+ * AF_UNSPEC for a CIDR VIP (a length shorter than the address): ztunnel
+ * matches those by prefix, apart from the exact VIPs (by_cidr_vip), which
+ * the model does not do yet, so they are not indexed. */
 static int
-addr_family(const ProtobufCBinaryData *b)
+vip_family(const Istio__Workload__NetworkAddress *na)
 {
 	struct ipkey k;
 
-	return bin_to_key(b, "", &k) ? k.family : AF_UNSPEC;
+	if (na->length_opt_case == ISTIO__WORKLOAD__NETWORK_ADDRESS__LENGTH_OPT_LENGTH &&
+	    na->length != na->address.len * 8)
+		return AF_UNSPEC;
+	return bin_to_key(&na->address, "", &k) ? k.family : AF_UNSPEC;
 }
 
 static bool
@@ -476,7 +482,7 @@ struct build {
 	struct mres **cand;
 	int *problem;			/* per input: its problem's index or -1 */
 	/* While deciding: VIP:ports and network/IPs claimed, services in. */
-	struct tset *vips, *ips, *svcs;
+	struct tset *vips, *ips, *svcs, *names;
 };
 
 static const char *
@@ -1105,7 +1111,7 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 {
 	const Istio__Workload__Service *s = ((const Istio__Workload__Address *)r->msg)->service;
 	for (size_t a = 0; a < s->n_addresses; a++)
-		for (size_t p = 0; p < s->n_ports; p++) {
+		for (size_t p = 0; p < s->n_ports && vip_family(s->addresses[a]) != AF_UNSPEC; p++) {
 			struct ipkey k;
 			struct tent *e;
 
@@ -1136,18 +1142,31 @@ svc_vips_free(struct build *b, size_t i, const struct mres *r, bool report, stru
 static bool
 svc_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	return svc_vips_free(b, i, r, report, b->vips);
+	/* prev's resource of that name may be a workload (one namespace). */
+	return is_service(r) && svc_vips_free(b, i, r, report, b->vips);
 }
 
 /* Workload: its services exist (strict_refs), its network/IPs are free. */
 static bool
 wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 {
-	const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)r->msg)->workload;
+	const Istio__Workload__Workload *w;
+
+	if (!is_workload(r))
+		return false;	/* prev's of that name was a service */
+	w = ((const Istio__Workload__Address *)r->msg)->workload;
 	if (b->opts && b->opts->strict_refs)
 		for (size_t k = 0; k < w->n_services; k++)
 			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
-				if (report)
+				const struct tent *e = tset_get(b->names, MRES_ADDRESS, S(w->services[k]->key),
+				    NULL, 0, false);
+
+				/* One typo, one error: say when the service is there
+				 * but was refused itself. */
+				if (report && e && is_service(b->in[e->input].res))
+					problem(b, i, "workload.services[\"%.64s\"]: that service was refused (%s)",
+					    S(w->services[k]->key), in_path(&b->in[e->input]));
+				else if (report)
 					problem(b, i, "workload.services[\"%.64s\"]: no such service",
 					    S(w->services[k]->key));
 				return false;
@@ -1190,6 +1209,7 @@ decide(struct build *b)
 
 	if (tset_init(&names, b->n) < 0)
 		goto out;
+	b->names = &names;
 	for (size_t i = 0; i < b->n; i++) {
 		struct mres *r = b->in[i].res;
 		struct tent *e;
@@ -1244,7 +1264,7 @@ decide(struct build *b)
 			refuse_or_prev(b, i, wl_check);
 	rc = b->oom ? -ENOMEM : 0;
 out:
-	b->vips = b->ips = b->svcs = NULL;
+	b->vips = b->ips = b->svcs = b->names = NULL;
 	tset_free(&names);
 	tset_free(&vips);
 	tset_free(&ips);
@@ -1426,7 +1446,7 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				int fam = addr_family(&s->addresses[a]->address);
+				int fam = vip_family(s->addresses[a]);
 
 				v4 |= fam == AF_INET;
 				v6 |= fam == AF_INET6;
@@ -1533,7 +1553,7 @@ build_services(struct model *m)
 			bool v4 = false, v6 = false;
 
 			for (size_t a = 0; a < s->n_addresses; a++) {
-				int fam = addr_family(&s->addresses[a]->address);
+				int fam = vip_family(s->addresses[a]);
 
 				v4 |= fam == AF_INET;
 				v6 |= fam == AF_INET6;
@@ -1602,6 +1622,8 @@ build_services(struct model *m)
 			struct ipkey k;
 			uint32_t at;
 
+			if (vip_family(s->addresses[a]) == AF_UNSPEC)
+				continue;
 			bin_to_key(&s->addresses[a]->address, s->addresses[a]->network, &k);
 			if (k.family != mp->family)
 				continue;
