@@ -8,6 +8,7 @@ liboutrigger_a_SOURCES = \
 	src/flow.c src/flow.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
+	src/lb.c src/lb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \

@@ -104,6 +104,70 @@ join_sep(const char *why)
 	return colon && (!space || space > colon) ? "." : ": ";
 }
 
+static const char *
+jstr(const cJSON *o, const char *key, const char *alt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (!v && alt)
+		v = cJSON_GetObjectItemCaseSensitive(o, alt);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* For an element that did not decode: the resource of prev it stands for,
+ * found by the type and name its JSON gives (as mres_new would name it), or
+ * NULL. A bad edit that the decoder refuses (a typo in a key, bytes that are
+ * not base64) then keeps the running version, as a validation failure does
+ * in model_build. */
+static const struct mres *
+prev_for_raw(const cJSON *e, const struct model *prev, const char *path)
+{
+	const char *type = jstr(e, "@type", NULL), *slash, *name = NULL;
+	char buf[512];
+	int t;
+
+	if (!prev || !type)
+		return NULL;
+	slash = strrchr(type, '/');
+	type = slash ? slash + 1 : type;
+	for (t = 0; t < MRES__COUNT && strcmp(type, mres_type_names[t]) != 0; t++)
+		;
+	switch (t) {
+	case MRES_ADDRESS: {
+		const cJSON *w = cJSON_GetObjectItemCaseSensitive(e, "workload");
+		const cJSON *sv = cJSON_GetObjectItemCaseSensitive(e, "service");
+		const char *ns, *host;
+		if (cJSON_IsObject(w))
+			name = jstr(w, "uid", NULL);
+		else if (cJSON_IsObject(sv) && (ns = jstr(sv, "namespace", NULL)) &&
+		    (host = jstr(sv, "hostname", NULL)) &&
+		    (size_t)snprintf(buf, sizeof(buf), "%s/%s", ns, host) < sizeof(buf))
+			name = buf;
+		break;
+	}
+	case MRES_AUTHORIZATION: {
+		const char *ns = jstr(e, "namespace", NULL), *n = jstr(e, "name", NULL);
+		if (n && (size_t)snprintf(buf, sizeof(buf), "%s/%s", ns ? ns : "", n) < sizeof(buf))
+			name = buf;
+		break;
+	}
+	case MRES_PEER_AUTHENTICATION:
+		name = path;
+		break;
+	case MRES_ENDPOINTS:
+		name = jstr(e, "clusterName", "cluster_name");
+		break;
+	case MRES_CLUSTER:
+	case MRES_ROUTE:
+	case MRES_LISTENER:
+		name = jstr(e, "name", NULL);
+		break;
+	default:
+		return NULL;
+	}
+	return name && *name ? model_find(prev, (enum mres_type)t, name) : NULL;
+}
+
 struct model *
 resources_build(const cJSON *list, const struct model *prev, struct res_report *rep)
 {
@@ -144,15 +208,27 @@ resources_build(const cJSON *list, const struct model *prev, struct res_report *
 		if (rc == -ENOMEM)
 			goto out;
 		if (rc < 0) {
-			/* Passed on as undecoded (res NULL): the builder sees every
-			 * input, and the report keeps the decoder's words. */
+			/* The report keeps the decoder's words. The builder gets
+			 * the running version of what the element names, if any
+			 * (a resource is shared by reference count), else the
+			 * element as undecoded (res NULL). */
+			const struct mres *old = prev_for_raw(e, prev, paths[i]);
+
 			undecoded[i] = true;
-			report_line(rep, &ps, i, "%s", jerr.msg[0] ? jerr.msg : paths[i]);
+			if (old) {
+				in[i].res = mres_ref((struct mres *)old);
+				rep->kept++;
+			}
+			report_line(rep, &ps, i, "%s%s", jerr.msg[0] ? jerr.msg : paths[i],
+			    old ? " (the previous version stays)" : "");
 		} else {
 			/* A PeerAuthentication has no name of its own: its place in
-			 * the file names it. */
+			 * the file names it. No other type gets a fallback, so
+			 * that a missing name is refused. */
+			bool pa = strcmp(msg->descriptor->name, mres_type_names[MRES_PEER_AUTHENTICATION]) == 0;
+
 			why[0] = '\0';
-			in[i].res = mres_new(msg, "", paths[i], why, sizeof(why));
+			in[i].res = mres_new(msg, "", pa ? paths[i] : NULL, why, sizeof(why));
 			if (!in[i].res) {
 				if (strcmp(why, "out of memory") == 0)
 					goto out;

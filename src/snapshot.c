@@ -62,6 +62,7 @@ wsnap_new(struct snapshot *s)
 static void
 wsnap_free(struct wsnap *ws)
 {
+	lb_state_free(&ws->lb);
 	snapshot_unref(ws->s);
 	free(ws);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "lb.h"
 #include "model.h"
 
 /* Immutable once built: workers read it without locks. Its "restart" keys
@@ -37,6 +38,7 @@ struct wsnap {
 	struct snapshot *s;
 	unsigned users;		/* connections of this worker using s */
 	int retired;		/* no longer the worker's current snapshot */
+	struct lb_state lb;	/* round-robin counters for s's model (lb.h) */
 };
 
 /* Wrap a reference the caller hands over; NULL on OOM (the reference is dropped). */

@@ -26,6 +26,7 @@ static const char passthrough_v6[] = "::6";
 
 static void tunnel_ready(struct conn *c, int what);
 static void tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents);
+static bool stage_connect(struct tunnel *t);
 
 const char *
 tunnel_state_str(enum tunnel_state s)
@@ -81,7 +82,45 @@ tunnel_fail(struct tunnel *t)
 	relay_abort(&t->relay);
 }
 
-static void
+/* The source workload for a locality-aware choice: the local workload at the
+ * connection's source address (ztunnel's source workload), or NULL. Only the
+ * STRICT and FAILOVER modes need it, so only they pay the getpeername(). */
+static const struct mworkload *
+tunnel_source(struct tunnel *t, const struct msvc_port *sp)
+{
+	struct sockaddr_storage src;
+	socklen_t len = sizeof(src);
+
+	if (sp->svc->lb_mode != MLB_STRICT && sp->svc->lb_mode != MLB_FAILOVER)
+		return NULL;
+	if (getpeername(t->relay.ds.fd, (struct sockaddr *)&src, &len) < 0)
+		return NULL;
+	return model_workload_at(t->snap->s->model, &src);
+}
+
+/* The endpoint for the tunnel's current attempt at its service port: sets
+ * dst, ep and peer. false when there is none left. */
+static bool
+tunnel_pick(struct tunnel *t)
+{
+	char a[SOCK_ADDR_STRLEN];
+	const struct mendpoint *ep = lb_choose(&t->snap->lb, t->snap->s->model, t->svc,
+	    tunnel_source(t, t->svc), &t->pick);
+
+	if (!ep)
+		return false;
+	t->ep = ep;
+	t->peer = ep->wl;
+	t->dst = ep->addr;
+	clog_debug(t, "service %s port %u: endpoint %s (%s), attempt %u of %u", t->svc->svc->key,
+	    t->svc->port, sock_addr_str(&t->dst, a, sizeof(a)), ep->wl->uid,
+	    t->pick.attempt + 1u, (unsigned)t->pick.max);
+	return true;
+}
+
+/* A connect failed (counted here). Through a service, the next endpoint is
+ * tried; returns whether t is still open (false: reset and gone). */
+static bool
 tunnel_fail_connect(struct tunnel *t, int err, bool timeout)
 {
 	char a[SOCK_ADDR_STRLEN];
@@ -89,7 +128,20 @@ tunnel_fail_connect(struct tunnel *t, int err, bool timeout)
 	stat_add(tstat(t, timeout ? LM_UPSTREAM_CX_CONNECT_TIMEOUT : LM_UPSTREAM_CX_CONNECT_FAIL), 1);
 	clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
 	    timeout ? "connect timeout" : strerror(-err));
+	if (t->svc) {
+		/* Through a service: the next endpoint (lb.c says which, and
+		 * bounds the attempts). The failed socket goes first; the
+		 * client has seen nothing yet. */
+		t->pick.attempt++;
+		if (tunnel_pick(t)) {
+			stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_RETRY), 1);
+			conn_close(&t->relay.us, CONN_ABORT);
+			return stage_connect(t);
+		}
+		stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
+	}
 	tunnel_fail(t);
+	return false;
 }
 
 static void
@@ -158,10 +210,9 @@ stage_connect(struct tunnel *t)
 			clog_warn(t, "%s upstream %s: %s", listener_names[t->lst],
 			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
 			tunnel_fail(t);
-		} else {
-			tunnel_fail_connect(t, rc, false);
+			return false;
 		}
-		return false;
+		return tunnel_fail_connect(t, rc, false);
 	}
 	conn_init(&t->relay.us, t->w->loop, rc, t->us_ops, tunnel_ready, t, t->w->hup.fd);
 	t->relay.us.connecting = true;
@@ -269,6 +320,55 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	return t;
 }
 
+/* Routing, the second half of classified: where the mesh says the
+ * connection goes (ztunnel's find_upstream, for a sidecar). Outbound: a
+ * service VIP:port goes to an endpoint lb.c chooses (PASSTHROUGH: to the
+ * original destination, as ztunnel); a known workload's address goes there
+ * as it is; anything else passes through (ALLOW_ANY) or is refused
+ * (REGISTRY_ONLY). Inbound: the local workload addressed, for the policy
+ * layers. Returns false when t was refused (and closed). */
+static bool
+stage_route(struct tunnel *t)
+{
+	const struct model *m = t->snap->s->model;
+	char a[SOCK_ADDR_STRLEN];
+
+	if (t->lst == LST_INBOUND) {
+		t->local = model_workload_at(m, &t->dst);
+		if (t->local)
+			clog_debug(t, "inbound: local workload %s port %u", t->local->uid, sock_addr_port(&t->dst));
+		return true;
+	}
+	t->svc = model_service_at(m, &t->dst);
+	if (t->svc && t->svc->svc->lb_mode == MLB_PASSTHROUGH) {
+		clog_debug(t, "service %s port %u: passthrough", t->svc->svc->key, t->svc->port);
+		t->svc = NULL;
+		return true;
+	}
+	if (t->svc) {
+		if (tunnel_pick(t))
+			return true;
+		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
+		clog_warn(t, "outbound %s: service %s has no healthy endpoint: refused",
+		    sock_addr_str(&t->dst, a, sizeof(a)), t->svc->svc->key);
+		tunnel_fail(t);
+		return false;
+	}
+	t->peer = model_workload_at(m, &t->dst);
+	if (t->peer) {
+		clog_debug(t, "outbound %s: workload %s", sock_addr_str(&t->dst, a, sizeof(a)), t->peer->uid);
+		return true;
+	}
+	if (t->snap->s->cfg.outbound_policy == OUTBOUND_REGISTRY_ONLY) {
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_NO_ROUTE), 1);
+		clog_warn(t, "outbound %s: not in the mesh (REGISTRY_ONLY): refused",
+		    sock_addr_str(&t->dst, a, sizeof(a)));
+		tunnel_fail(t);
+		return false;
+	}
+	return true;
+}
+
 /* Classified: where the connection was going, and whether we may take it
  * there. Returns false when t was refused (and closed). */
 static bool
@@ -296,7 +396,7 @@ stage_classify(struct tunnel *t)
 		return false;
 	}
 	t->state = TUN_CLASSIFIED;
-	return true;
+	return stage_route(t);
 }
 
 void
@@ -317,6 +417,8 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 		return NULL;
 	t->dst = *dst;
 	t->state = TUN_CLASSIFIED;
+	if (!stage_route(t))
+		return NULL;
 	return stage_handshake(t) ? t : NULL;
 }
 

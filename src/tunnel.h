@@ -11,6 +11,7 @@
 
 #include "conn-t.h"
 #include "flow.h"
+#include "lb.h"
 #include "metrics.h"
 
 struct worker;
@@ -37,6 +38,18 @@ struct tunnel {
 	struct wsnap *snap;		/* the configuration this connection started with */
 	struct sockaddr_storage dst;	/* where the upstream connect goes */
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
+	/* The mesh's answer, from the snapshot's model (valid while the tunnel
+	 * holds snap): for outbound, the service port the destination was (NULL:
+	 * not a VIP), the endpoint chosen and the workload connected to (its
+	 * identity, tunnel protocol and application tunnel, for the transports
+	 * to come); for inbound, the local workload addressed. */
+	const struct msvc_port *svc;
+	const struct mendpoint *ep;
+	union {
+		const struct mworkload *peer;	/* outbound */
+		const struct mworkload *local;	/* inbound */
+	};
+	struct lb_pick pick;		/* the endpoint attempts (svc only) */
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

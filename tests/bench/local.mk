@@ -9,6 +9,7 @@ BENCH_FILES = \
 	tests/bench/orbench-load.c tests/bench/orbench-server.c \
 	tests/bench/contenders/direct.py tests/bench/contenders/outrigger.py \
 	tests/bench/contenders/haproxy.py tests/bench/contenders/nginx.py \
+	tests/bench/contenders/outrigger_prev.py \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \

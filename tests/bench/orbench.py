@@ -254,10 +254,15 @@ def main():
 
     bins = {n: os.path.join(opts.bins, n) for n in ("outrigger", "orbench-load", "orbench-server")}
     bins["load"], bins["server"] = bins.pop("orbench-load"), bins.pop("orbench-server")
+    # Optional: the baseline build for the "outrigger-prev" contender (run.sh --baseline).
+    if os.access(os.path.join(opts.bins, "outrigger-prev"), os.X_OK):
+        bins["outrigger-prev"] = os.path.join(opts.bins, "outrigger-prev")
     for n in ("load", "server"):
         if not os.access(bins[n], os.X_OK):
             raise SystemExit("missing %s" % bins[n])
     contenders = load_modules("contenders", opts.contenders)
+    if "outrigger-prev" not in bins:
+        contenders = [C for C in contenders if C.NAME != "outrigger-prev"]
     scenarios = load_modules("scenarios", opts.scenarios)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-smoke" if opts.smoke else "") + opts.tag

@@ -15,7 +15,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 work=${ORBENCH_WORK:-/tmp/orbench}
 smoke=0
-for a in "$@"; do [ "$a" = "--smoke" ] && smoke=1; done
+baseline=${ORBENCH_BASELINE:-}
+args=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--smoke) smoke=1; args+=("$1") ;;
+	--baseline) baseline=${2:?--baseline needs a git ref}; shift ;;
+	--baseline=*) baseline=${1#--baseline=} ;;
+	*) args+=("$1") ;;
+	esac
+	shift
+done
+set -- "${args[@]+"${args[@]}"}"
 
 say() { printf '[orbench] %s\n' "$*"; }
 
@@ -72,6 +83,23 @@ else
 	rm -f "$work/bin/outrigger-init"
 	unset OUTRIGGER_INIT_BIN
 	say "outrigger-init not built: capture rules from the istio-iptables golden set instead"
+fi
+# The baseline ("outrigger-prev"): the same build of an earlier commit, for a change's
+# before/after in one run. Built from `git archive REF`, in its own source and build trees.
+rm -f "$work/bin/outrigger-prev"
+if [ -n "$baseline" ]; then
+	rev=$(git -C "$top" rev-parse --short "$baseline^{commit}") || { echo "run.sh: --baseline $baseline: not a commit" >&2; exit 2; }
+	say "building the baseline outrigger from $baseline ($rev)"
+	rm -rf "$work/prev-src" "$work/prev-build"
+	mkdir -p "$work/prev-src" "$work/prev-build"
+	git -C "$top" archive "$rev" | tar -C "$work/prev-src" -xf -
+	(cd "$work/prev-src" && ./autogen.sh >/dev/null 2>&1 &&
+		cd "$work/prev-build" && "$work/prev-src/configure" CFLAGS='-O2 -g' >"$work/prev-configure.log" 2>&1 &&
+		make -j"$(nproc)" outrigger >"$work/prev-build.log" 2>&1) || {
+		tail -30 "$work/prev-build.log" "$work/prev-configure.log" >&2 2>/dev/null; exit 1; }
+	cp "$work/prev-build/outrigger" "$work/bin/outrigger-prev"
+	ref="$baseline"; [ "${rev#"$baseline"}" = "$rev" ] && [ "${baseline#"$rev"}" = "$baseline" ] && ref="$baseline, $rev"
+	export ORBENCH_BASELINE_REF="$ref"
 fi
 for prog in orbench-load orbench-server; do
 	cc -std=gnu11 -O2 -g -Wall -Wextra -o "$work/bin/$prog" "$here/$prog.c"

@@ -177,7 +177,8 @@ NRELOADS = 200
 
 def test_200_reloads_under_traffic_lose_no_byte(mesh_factory):
     """Issue 8 "Live swap": 200 SIGHUPs, each with other resources (workloads added,
-    moved and removed, every 25th with a bad edit that keeps the running version), while
+    moved and removed, every 25th with a bad edit of w0, refused by the builder or by the
+    decoder, that keeps its running version), while
     an open connection echoes a checked pattern after every reload and new connections
     stream 4 MB each to a sink that checks count and SHA-256. No byte is lost or changed,
     every reload applies, and the counts match the last file. Bounded: 200 reloads, at most
@@ -206,7 +207,9 @@ def test_200_reloads_under_traffic_lose_no_byte(mesh_factory):
             n = 1 + g % 4
             res = [workload("w%d" % i, b64_ip4(10, 8, g % 250, i + 1)) for i in range(n)]
             if g % 25 == 0:
-                res[0] = workload("w0", BAD_LEN)   # w0 is in every file: its running version stays
+                # w0 is in every file: its running version stays, whether the builder
+                # (5 bytes) or the decoder (not base64) refuses the edit.
+                res[0] = workload("w0", BAD_LEN if g % 50 else "$$$$")
                 refused += 1
             resources_file(m.csc.config_path, res)
             m.csc.proc.send_signal(signal.SIGHUP)

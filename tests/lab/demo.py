@@ -4,11 +4,14 @@ sidecar, and proof from both sidecars' /stats that they carried the client's cal
 
     sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs]
 
-Builds: pod "server" running a tiny HTTP server as user nobody on :8080, behind service
-VIP 198.19.0.10:80 (kube-proxy style DNAT in the lab's node namespace); pod "client" whose
-app (user nobody) calls http://198.19.0.10/ N times. Exits 0 only if every call answered
-and the client's outbound listener and the server's inbound listener each counted exactly
-N connections. The lab (namespaces, processes) is always torn down.
+Builds: pod "server" running a tiny HTTP server as user nobody on :8080; pod "client" whose
+app (user nobody) calls http://198.19.0.10/ N times. 198.19.0.10:80 is the VIP of Service
+default/hello, which the lab does NOT NAT (its VIPs are unreachable routes in the node): the
+client's sidecar is given the mesh as static resources (-c FILE: the Service, and the
+server's Workload listing it with target port 8080) and resolves the VIP to the server pod
+itself. Exits 0 only if every call answered, the client's outbound listener and the
+server's inbound listener each counted exactly N connections, and the client's log names
+the endpoint chosen. The lab (namespaces, processes) is always torn down.
 """
 import argparse
 import os
@@ -17,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lab  # noqa: E402
+import meshres  # noqa: E402
 
 VIP, PORT, TARGET = "198.19.0.10", 80, 8080
 SHOWN = ("downstream_cx_total", "downstream_cx_active", "downstream_cx_rx_bytes_total",
@@ -59,11 +63,19 @@ def main():
         say("   pod client  %-12s netns %s" % (client.ip4, client.netns))
         say("   pod server  %-12s netns %s" % (server.ip4, server.netns))
         server.app(["http", "--port", TARGET, "--name", "server"])
-        L.add_service(VIP, PORT, server, TARGET)
-        say("   service     %s:%d -> server %s:%d (DNAT in the node)" % (VIP, PORT, server.ip4, TARGET))
+        key = meshres.key("hello")
+        resources = [
+            meshres.service("hello", [VIP], [(PORT, TARGET)]),
+            meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4],
+                             {key: [(PORT, TARGET)]}),
+        ]
+        say("   service     %s %s:%d -> target port %d (no NAT in the node: the VIP routes nowhere)"
+            % (key, VIP, PORT, TARGET))
+        say("   workload    server %s, in %s" % (server.ip4, key))
 
-        say("== sidecars: outrigger-init (root) + outrigger (uid 1337) in each pod")
-        csc = client.start_sidecar()
+        say("== sidecars: outrigger-init (root) + outrigger (uid 1337) in each pod;")
+        say("   the client's gets the Service and the Workload as resources (-c FILE)")
+        csc = client.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}))
         ssc = server.start_sidecar()
         say("   client sidecar ready (pid %d), server sidecar ready (pid %d)" % (csc.proc.pid, ssc.proc.pid))
         c0, s0 = csc.stats(), ssc.stats()
@@ -97,6 +109,9 @@ def main():
             ("server sidecar carried %d inbound connections (want %d)" % (ds, a.calls), ds == a.calls),
             ("the server app saw the inbound passthrough source 127.0.0.6",
              answered > 0 and "peer 127.0.0.6" in body),
+            ("the client sidecar resolved %s to the server pod (its log: \"service %s port %d: "
+             "endpoint %s:%d\")" % (VIP, key, PORT, server.ip4, TARGET),
+             "service %s port %d: endpoint %s:%d" % (key, PORT, server.ip4, TARGET) in csc.log()),
         ]
         for what, good in checks:
             say("   [%s] %s" % ("ok" if good else "FAIL", what))

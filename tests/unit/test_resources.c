@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,8 +162,9 @@ test_bad_among_good(void **state)
 	cJSON_Delete(list);
 }
 
-/* A bad edit of a running resource keeps the running version; a good edit of
- * another applies; one that is gone from the file is gone from the model. */
+/* A bad edit of a running resource keeps the running version, whether the
+ * builder or the decoder refuses it; a good edit of another applies; one that
+ * is gone from the file is gone from the model. */
 static void
 test_prev_kept(void **state)
 {
@@ -206,12 +209,113 @@ test_prev_kept(void **state)
 	assert_int_equal(model_count(m2, MRES_ADDRESS), 2);
 	res_report_free(&rep);
 
-	/* The old model can go while the new one shares its resource. */
+	/* Edits the decoder refuses keep the running version too: a with bytes
+	 * that are not base64, b with a misspelt key; z, new and undecodable,
+	 * has nothing to keep. */
+	char a3[512], z3[512];
+	wl(a3, sizeof(a3), "a", "$$$$");
+	wl(z3, sizeof(z3), "z", "%%%%");
+	const char *const v3[] = {
+		a3,
+		"{" ADDR ",\"workload\":{\"uid\":\"cluster1//Pod/default/b\",\"adresses\":[\"CgAAAg==\"]}}",
+		z3,
+	};
+	cJSON *l3 = list_of(v3, 3);
+	struct model *m3 = resources_build(l3, m2, &rep);
+	assert_non_null(m3);
+	for (size_t i = 0; i < rep.nlines; i++)
+		print_message("  %s\n", rep.lines[i]);
+	assert_int_equal(rep.refused, 3);
+	assert_int_equal(rep.kept, 2);
+	assert_true(strncmp(rep.lines[0], "resources[0].workload.addresses[0]: not base64", 46) == 0);
+	assert_non_null(strstr(rep.lines[0], "(the previous version stays)"));
+	assert_true(strncmp(rep.lines[1], "resources[1].workload.adresses: ", 32) == 0);
+	assert_non_null(strstr(rep.lines[1], "(the previous version stays)"));
+	assert_true(strncmp(rep.lines[2], "resources[2].workload.addresses[0]: not base64", 46) == 0);
+	assert_null(strstr(rep.lines[2], "previous version"));
+	assert_ptr_equal(find(m3, "cluster1//Pod/default/a"), a_old);
+	assert_ptr_equal(find(m3, "cluster1//Pod/default/b"), b_new);
+	assert_null(find(m3, "cluster1//Pod/default/z"));
+	assert_int_equal(model_count(m3, MRES_ADDRESS), 2);
+	res_report_free(&rep);
+
+	/* The old models can go while the new one shares their resources. */
 	model_free(m1);
-	assert_string_equal(find(m2, "cluster1//Pod/default/a")->name, "cluster1//Pod/default/a");
 	model_free(m2);
+	assert_string_equal(find(m3, "cluster1//Pod/default/a")->name, "cluster1//Pod/default/a");
+	model_free(m3);
 	cJSON_Delete(l1);
 	cJSON_Delete(l2);
+	cJSON_Delete(l3);
+}
+
+/* What mres_new refuses is joined to the element's path as the decoder's
+ * messages are; a PeerAuthentication, which has no name, is named by its
+ * place in the file. */
+static void
+test_names(void **state)
+{
+	struct res_report rep;
+	const char *const elems[] = {
+		"{" ADDR ",\"workload\":{\"name\":\"nouid\",\"addresses\":[\"CgAAAQ==\"]}}",
+		"{\"@type\":\"type.googleapis.com/google.protobuf.Duration\",\"value\":\"1s\"}",
+		"{" ADDR "}",
+		"{\"@type\":\"type.googleapis.com/istio.security.v1beta1.PeerAuthentication\","
+		    "\"mtls\":{\"mode\":\"STRICT\"}}",
+	};
+	cJSON *list = list_of(elems, 4);
+	struct model *m = resources_build(list, NULL, &rep);
+
+	assert_non_null(m);
+	for (size_t i = 0; i < rep.nlines; i++)
+		print_message("  %s\n", rep.lines[i]);
+	assert_int_equal(rep.refused, 3);
+	assert_int_equal(rep.nlines, 3);
+	assert_true(strncmp(rep.lines[0], "resources[0].workload.uid: required", 35) == 0);
+	assert_true(strncmp(rep.lines[1], "resources[1]: google.protobuf.Duration is not a resource type", 61) == 0);
+	assert_true(strncmp(rep.lines[2], "resources[2]", 12) == 0);
+	assert_int_equal(model_count(m, MRES_PEER_AUTHENTICATION), 1);
+	assert_string_equal(model_resource(m, MRES_PEER_AUTHENTICATION, 0)->name, "resources[3]");
+	res_report_free(&rep);
+	model_free(m);
+	cJSON_Delete(list);
+}
+
+/* The proxy's network comes from ISTIO_META_NETWORK (as Istio's injector
+ * sets it): a workload on network "net1" is found at its address only by a
+ * proxy on net1. */
+static void
+test_network_from_env(void **state)
+{
+	const char *const elems[] = {
+		"{" ADDR ",\"workload\":{\"uid\":\"cluster1//Pod/default/n\",\"name\":\"n\",\"namespace\":\"default\","
+		    "\"network\":\"net1\",\"addresses\":[\"CgAAAQ==\"]}}",
+	};
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct res_report rep;
+	cJSON *list = list_of(elems, 1);
+	struct model *m;
+
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(0x0a000001);
+	unsetenv("ISTIO_META_NETWORK");
+	assert_non_null(m = resources_build(list, NULL, &rep));
+	assert_int_equal(rep.refused, 0);
+	assert_null(model_workload_at(m, &ss));
+	res_report_free(&rep);
+	model_free(m);
+
+	setenv("ISTIO_META_NETWORK", "net1", 1);
+	assert_non_null(m = resources_build(list, NULL, &rep));
+	unsetenv("ISTIO_META_NETWORK");
+	assert_int_equal(rep.refused, 0);
+	const struct mworkload *w = model_workload_at(m, &ss);
+	assert_non_null(w);
+	assert_string_equal(w->uid, "cluster1//Pod/default/n");
+	res_report_free(&rep);
+	model_free(m);
+	cJSON_Delete(list);
 }
 
 int
@@ -222,6 +326,8 @@ main(void)
 		cmocka_unit_test(test_good_file),
 		cmocka_unit_test(test_bad_among_good),
 		cmocka_unit_test(test_prev_kept),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_network_from_env),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -27,8 +28,13 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
+#include <cjson/cJSON.h>
+
 #include "config.h"
 #include "conn.h"
+#include "json.h"
+#include "resources.h"
+#include "snapshot.h"
 #include "sock.h"
 #include "tunnel.h"
 #include "worker-t.h"
@@ -191,6 +197,12 @@ spin(struct fixture *f, int ms)
 	} while (now() < end);
 }
 
+/* For the next setup_with(): the worker's snapshot gets this model (taken
+ * over) and outbound policy. */
+static struct model *next_model;
+static enum outbound_policy next_policy;
+static enum listener_kind next_kind = LST_OUTBOUND;
+
 /* Build a worker, an app listener, and a client whose accepted socket is
  * handed to a tunnel towards the app (or towards dst when given). */
 static void
@@ -198,11 +210,22 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 {
 	struct sockaddr_storage proxy;
 	int plfd, ds;
+	enum listener_kind kind = next_kind;
 
+	next_kind = LST_OUTBOUND;
 	memset(f, 0, sizeof(*f));
 	config_defaults(&f->cfg);
 	f->cfg.idle_timeout_ms = idle_ms;
+	f->cfg.outbound_policy = next_policy;
+	next_policy = OUTBOUND_ALLOW_ANY;	/* consumed, also when the test fails later */
 	test_worker_init(&f->w, &f->cfg, 4);
+	if (next_model) {
+		/* The mesh the routing tests give: a snapshot that holds it. */
+		wsnap_retire(f->w.snap);
+		f->w.snap = wsnap_new(snapshot_new(&f->cfg, next_model, 1));
+		assert_non_null(f->w.snap);
+		next_model = NULL;
+	}
 	f->app_lfd = listen_lo(&f->app);
 	f->app_fd = -1;
 
@@ -211,7 +234,7 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	assert_true(f->client >= 0);
 	ds = accept_wait(plfd);
 	close(plfd);
-	f->t = tunnel_start(&f->w, LST_OUTBOUND, ds, dst ? dst : &f->app);
+	f->t = tunnel_start(&f->w, kind, ds, dst ? dst : &f->app);
 	if (!dst) {
 		assert_non_null(f->t);
 		f->app_fd = accept_wait(f->app_lfd);
@@ -915,6 +938,219 @@ test_record_layouts(void **state)
 	rec_seed = 1;
 }
 
+
+/* --- routing (issue 8, L4 service routing) ---------------------------------- */
+
+/* A model from a "resources" list in JSON (printf format); every resource
+ * must apply. */
+static struct model *
+mesh_model(const char *fmt, ...)
+{
+	char text[4096], err[256];
+	struct res_report rep = { 0 };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	cJSON *list = json_parse_strict(text, strlen(text), err, sizeof(err));
+	if (!list)
+		fail_msg("%s: %s", text, err);
+	struct model *m = resources_build(list, NULL, &rep);
+	assert_non_null(m);
+	if (rep.nlines)
+		fail_msg("resource refused: %s", rep.lines[0]);
+	res_report_free(&rep);
+	cJSON_Delete(list);
+	return m;
+}
+
+#define WL(uid, addr_b64, port) \
+	"{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{\"uid\":\"" uid "\"," \
+	"\"name\":\"" uid "\",\"namespace\":\"default\",\"addresses\":[\"" addr_b64 "\"]," \
+	"\"services\":{\"default/echo.default.svc.cluster.local\":{\"ports\":[{\"servicePort\":80," \
+	"\"targetPort\":" port "}]}}}}"
+#define SVC_ECHO(port) \
+	"{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{\"name\":\"echo\"," \
+	"\"namespace\":\"default\",\"hostname\":\"echo.default.svc.cluster.local\"," \
+	"\"addresses\":[{\"network\":\"\",\"address\":\"Cv8AAQ==\"}]," \
+	"\"ports\":[{\"servicePort\":80,\"targetPort\":" port "}]}}"
+
+static struct sockaddr_storage
+vip(void)
+{
+	struct sockaddr_storage a;
+	assert_int_equal(sock_addr_parse("10.255.0.1", 80, &a), 0);
+	return a;
+}
+
+/* A tunnel to the VIP 10.255.0.1:80 (routed nowhere) reaches the service's
+ * endpoint, the app on 127.0.0.1, and keeps the endpoint's workload. */
+static void
+test_vip_reaches_endpoint(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip(), app;
+	char buf[8];
+	bool eof;
+	int lfd = listen_lo(&app), port = sock_addr_port(&app);
+
+	next_model = mesh_model("[" SVC_ECHO("%d") "," WL("wl-a", "fwAAAQ==", "%d") "]", port, port);
+	setup_with(&f, &dst, 0);
+	close(f.app_lfd);
+	f.app_lfd = lfd;
+	assert_non_null(f.t);
+	f.app_fd = accept_wait(f.app_lfd);
+	spin(&f, 20);
+	assert_int_equal(f.t->state, TUN_FORWARDING);
+	assert_non_null(f.t->svc);
+	assert_string_equal(f.t->svc->svc->key, "default/echo.default.svc.cluster.local");
+	assert_non_null(f.t->peer);
+	assert_string_equal(f.t->peer->uid, "wl-a");
+	assert_ptr_equal(f.t->ep->wl, f.t->peer);
+	assert_int_equal(sock_addr_port(&f.t->dst), port);
+	send_all(&f, f.client, "ping", 4);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 4, &eof), 4);
+	assert_memory_equal(buf, "ping", 4);
+	teardown_fixture(&f);
+}
+
+/* Two endpoints, one refusing (127.0.0.2, where nothing listens): round
+ * robin starts one of two connections there, and it moves on to the live one;
+ * both reach the app, one failure and one retry counted. */
+static void
+test_refused_endpoint_retry_counted(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip(), app;
+	int lfd = listen_lo(&app), port = sock_addr_port(&app);
+	int n = 0;
+
+	next_model = mesh_model("[" SVC_ECHO("%d") "," WL("wl-a", "fwAAAQ==", "%d") ","
+	    WL("wl-b", "fwAAAg==", "%d") "]", port, port, port);
+	setup_with(&f, &dst, 0);
+	close(f.app_lfd);
+	f.app_lfd = lfd;
+	assert_non_null(f.t);
+	f.app_fd = accept_wait(f.app_lfd);
+	n++;
+	/* The second connection through the same worker. */
+	struct sockaddr_storage proxy;
+	int plfd = listen_lo(&proxy);
+	int c2 = sock_connect(&proxy, NULL, false, 0);
+	int ds = accept_wait(plfd);
+	close(plfd);
+	struct tunnel *t2 = tunnel_start(&f.w, LST_OUTBOUND, ds, &dst);
+	assert_non_null(t2);
+	spin(&f, 20);	/* the refused connect, and the retry */
+	int a2 = accept_wait(f.app_lfd);
+	n++;
+	spin(&f, 20);
+	assert_int_equal(t2->state, TUN_FORWARDING);
+	assert_int_equal(f.t->state, TUN_FORWARDING);
+	assert_string_equal(t2->peer->uid, "wl-a");
+	assert_string_equal(f.t->peer->uid, "wl-a");
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 1);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_RETRY), 1);
+	assert_int_equal(n, 2);
+	close(c2);
+	close(a2);
+	teardown_fixture(&f);
+}
+
+/* Every endpoint refuses: both are tried, then the client is reset. */
+static void
+test_all_endpoints_refuse(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip(), dead;
+	char b;
+	int lfd = listen_lo(&dead), port = sock_addr_port(&dead);
+
+	close(lfd);
+	next_model = mesh_model("[" SVC_ECHO("%d") "," WL("wl-a", "fwAAAQ==", "%d") ","
+	    WL("wl-b", "fwAAAg==", "%d") "]", port, port, port);
+	setup_with(&f, &dst, 0);
+	spin(&f, 50);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 2);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_RETRY), 1);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
+	assert_null(f.w.tunnels);
+	teardown_fixture(&f);
+}
+
+/* A service without endpoints: reset at once, counted, no connect. */
+static void
+test_vip_without_endpoint(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip();
+	char b;
+
+	next_model = mesh_model("[" SVC_ECHO("8080") "]");
+	setup_with(&f, &dst, 0);
+	assert_null(f.t);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 0);
+	teardown_fixture(&f);
+}
+
+/* REGISTRY_ONLY: an address the mesh does not know is reset and counted; a
+ * known workload's address goes through as it is (its workload kept). */
+static void
+test_registry_only(void **state)
+{
+	struct fixture f;
+	char b;
+	struct sockaddr_storage other;
+
+	next_policy = OUTBOUND_REGISTRY_ONLY;
+	assert_int_equal(sock_addr_parse("127.0.0.3", 9, &other), 0);
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	setup_with(&f, &other, 0);
+	assert_null(f.t);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_NO_ROUTE), 1);
+	teardown_fixture(&f);
+
+	next_policy = OUTBOUND_REGISTRY_ONLY;
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	setup_with(&f, NULL, 0);	/* the app on 127.0.0.1: wl-a's address */
+	assert_non_null(f.t->peer);
+	assert_string_equal(f.t->peer->uid, "wl-a");
+	assert_null(f.t->svc);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_NO_ROUTE), 0);
+	teardown_fixture(&f);
+
+	/* ALLOW_ANY (the default) passes the unknown address through. */
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-b", "fwAAAg==", "8080") "]");
+	setup_with(&f, NULL, 0);
+	assert_null(f.t->peer);
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_NO_ROUTE), 0);
+	teardown_fixture(&f);
+}
+
+/* Inbound: the destination is looked up as a local workload, kept on the
+ * tunnel for the policy layers; nothing else changes. */
+static void
+test_inbound_local_workload(void **state)
+{
+	struct fixture f;
+
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	setup_with(&f, NULL, 0);
+	assert_non_null(f.t->local);
+	assert_string_equal(f.t->local->uid, "wl-a");
+	assert_null(f.t->svc);
+	teardown_fixture(&f);
+}
+
 static int
 group_raw(void **state)
 {
@@ -932,6 +1168,8 @@ group_rec(void **state)
 int
 main(void)
 {
+	if (model_register_types() < 0)
+		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bytes_both_ways),
 		cmocka_unit_test(test_half_close),
@@ -952,6 +1190,12 @@ main(void)
 		cmocka_unit_test(test_reset_after_half_close),
 		cmocka_unit_test(test_tunnel_alloc_failure),
 		cmocka_unit_test(test_record_layouts),
+		cmocka_unit_test(test_vip_reaches_endpoint),
+		cmocka_unit_test(test_refused_endpoint_retry_counted),
+		cmocka_unit_test(test_all_endpoints_refuse),
+		cmocka_unit_test(test_vip_without_endpoint),
+		cmocka_unit_test(test_registry_only),
+		cmocka_unit_test(test_inbound_local_workload),
 	};
 	int failed = cmocka_run_group_tests_name("raw", tests, group_raw, NULL);
 	failed += cmocka_run_group_tests_name("rec", tests, group_rec, NULL);

@@ -1,19 +1,32 @@
 """Contender "outrigger": our sidecar in both pods, started through the pod lab
 (tests/lab: start_sidecar) from the optimised bench build, after Istio's capture rules.
-It forwards each connection to its original destination (SO_ORIGINAL_DST); inbound it
-connects from 127.0.0.6 like Envoy."""
+Both sidecars get the mesh as static resources (mesh_resources below), so every
+connection goes through the model's lookups, as in a mesh: outbound, the destination
+(the server pod's IP, as for every contender) is no service VIP but a known Workload, so
+it goes there directly; inbound, the destination is looked up as the local workload.
+Inbound it connects from 127.0.0.6 like Envoy."""
+import ipaddress
 import os
 import signal
 import subprocess
 import time
 
 import benchlib
+import meshres
+
+# Resources besides the two pods, so that the lookups run on tables of a realistic size
+# (a namespace of a mid-sized mesh), not on a model of two entries.
+FILLER_WORKLOADS = 500
+FILLER_SERVICES = 100
 
 NAME = "outrigger"
 LABEL = "Outrigger"
 ORDER = 20
-NOTE = ("Both sidecars forward to the original destination (SO_ORIGINAL_DST); inbound from "
-        "127.0.0.6, as Envoy. L4 tunnel with splice(2).")
+NOTE = ("Both sidecars hold the mesh as static resources (the two pods' Workloads, a Service "
+        "of the server, %d other workloads and %d services): outbound, the original "
+        "destination (SO_ORIGINAL_DST) is looked up and is a known workload, so it goes there; "
+        "inbound, the local workload is looked up; then from 127.0.0.6, as Envoy. L4 tunnel "
+        "with splice(2)." % (FILLER_WORKLOADS, FILLER_SERVICES))
 
 
 def available(env):
@@ -59,13 +72,34 @@ class Handle:
                 pass
 
 
+def mesh_resources(env):
+    """The -c FILE of both sidecars: Service "bench" (VIP 198.19.0.30, ports 8080 and 8081
+    as the harness's apps), the server pod's Workload in it, the client pod's Workload, and
+    the fillers (addresses in 10.0.0.0/8, which nothing in the lab uses)."""
+    key = meshres.key("bench")
+    ports = [(benchlib.APP_PORT, benchlib.APP_PORT), (benchlib.HTTP_PORT, benchlib.HTTP_PORT)]
+    res = [meshres.service("bench", ["198.19.0.30"], ports),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [env.server.ip4], {key: ports}),
+           meshres.workload("Kubernetes//Pod/default/client", "client", [env.client.ip4])]
+    base = int(ipaddress.ip_address("10.0.0.0"))
+    for i in range(FILLER_SERVICES):
+        res.append(meshres.service("svc%d" % i, [str(ipaddress.ip_address(base + (200 << 16) + i))],
+                                   [(80, 8080)]))
+    for i in range(FILLER_WORKLOADS):
+        res.append(meshres.workload("Kubernetes//Pod/default/wl%d" % i, "wl%d" % i,
+                                    [str(ipaddress.ip_address(base + 1 + i))],
+                                    {meshres.key("svc%d" % (i % FILLER_SERVICES)): [(80, 8080)]}))
+    return meshres.config(res)
+
+
 def start(env):
     os.environ["OUTRIGGER_BIN"] = env.bins["outrigger"]
     sidecars = {}
+    cfg = mesh_resources(env)
     for side, pod in (("client", env.client), ("server", env.server)):
         benchlib.intercept(pod)
         sidecars[side] = pod.start_sidecar(
-            run_init=False,
+            run_init=False, config=cfg,
             proxy_args=("--concurrency", str(env.workers), "--log-level", "warn"))
     h = Handle(env, sidecars)
     benchlib.pin([p for v in h.pids().values() for p in v], env.cpu_proxy)
