@@ -2051,7 +2051,9 @@ enc_message(struct enc *e, const ProtobufCMessage *m)
 			ProtobufCMessage *const *arr = MEMBER(m, f, ProtobufCMessage *const *);
 			j = enc_ok(e, cJSON_CreateArray());
 			for (size_t k = 0; j && k < n && !e->oom; k++) {
-				cJSON *el = enc_message(e, arr[k]);
+				/* protobuf-c never unpacks a NULL element; a hand-built
+				 * message might hold one: the unset Value is null. */
+				cJSON *el = arr[k] ? enc_message(e, arr[k]) : enc_ok(e, cJSON_CreateNull());
 				if (!el || !cJSON_AddItemToArray(j, el)) {
 					cJSON_Delete(el);
 					e->oom = true;

@@ -482,7 +482,7 @@ struct build {
 	struct mres **cand;
 	int *problem;			/* per input: its problem's index or -1 */
 	/* While deciding: VIP:ports and network/IPs claimed, services in. */
-	struct tset *vips, *ips, *svcs;
+	struct tset *vips, *ips, *svcs, *names;
 };
 
 static const char *
@@ -1158,7 +1158,15 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 	if (b->opts && b->opts->strict_refs)
 		for (size_t k = 0; k < w->n_services; k++)
 			if (!tset_get(b->svcs, MRES_ADDRESS, S(w->services[k]->key), NULL, 0, false)) {
-				if (report)
+				const struct tent *e = tset_get(b->names, MRES_ADDRESS, S(w->services[k]->key),
+				    NULL, 0, false);
+
+				/* One typo, one error: say when the service is there
+				 * but was refused itself. */
+				if (report && e && is_service(b->in[e->input].res))
+					problem(b, i, "workload.services[\"%.64s\"]: that service was refused (%s)",
+					    S(w->services[k]->key), in_path(&b->in[e->input]));
+				else if (report)
 					problem(b, i, "workload.services[\"%.64s\"]: no such service",
 					    S(w->services[k]->key));
 				return false;
@@ -1201,6 +1209,7 @@ decide(struct build *b)
 
 	if (tset_init(&names, b->n) < 0)
 		goto out;
+	b->names = &names;
 	for (size_t i = 0; i < b->n; i++) {
 		struct mres *r = b->in[i].res;
 		struct tent *e;
@@ -1255,7 +1264,7 @@ decide(struct build *b)
 			refuse_or_prev(b, i, wl_check);
 	rc = b->oom ? -ENOMEM : 0;
 out:
-	b->vips = b->ips = b->svcs = NULL;
+	b->vips = b->ips = b->svcs = b->names = NULL;
 	tset_free(&names);
 	tset_free(&vips);
 	tset_free(&ips);

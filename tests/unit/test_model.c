@@ -560,6 +560,16 @@ test_bad_inputs(void **state)
 	/* A service map naming a missing Service (strict_refs), or not "ns/host". */
 	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/nope':{}}") "]}", 0,
 	    "resources[0].workload.services[\"ns/nope\"]: no such service");
+	{
+		struct fix f;
+
+		build(&f, "{'resources':[" SVC("e", VIP4, 0, 80) ","
+		    WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+		assert_int_equal(f.rep.nproblems, 2);
+		assert_string_equal(f.rep.problems[1].msg,
+		    "resources[1].workload.services[\"ns/e\"]: that service was refused (resources[0])");
+		done(&f);
+	}
 	expect_one("{'resources':[" WL("w1", "'" IP_10_0_0_1 "'", ",'services':{'nope':{}}") "]}", 0,
 	    "resources[0].workload.services[\"nope\"]: want \"namespace/hostname\"");
 	/* EDS endpoints: IP literals and real ports only. */
