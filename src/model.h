@@ -50,7 +50,10 @@ struct mres {
  * RouteConfiguration's name, a ClusterLoadAssignment's cluster_name; a
  * PeerAuthentication, which has no name of its own, takes fallback_name.
  * Returns NULL with why set ("workload.uid: required ...") when no name
- * can be had or the type is not a resource type; -ENOMEM is "out of memory". */
+ * can be had or the type is not a resource type; -ENOMEM is "out of memory".
+ * A fallback_name also stands in for a missing name of the other types, so
+ * that the builder can refuse the resource by path ("workload.uid:
+ * required"). version NULL or "": the one shared "". */
 struct mres *mres_new(ProtobufCMessage *msg, const char *version, const char *fallback_name,
     char *why, size_t whylen);
 struct mres *mres_ref(struct mres *r);
@@ -58,7 +61,8 @@ void mres_unref(struct mres *r);
 
 /* Where a resource came from, for errors: "resources[3]" in a file. */
 struct model_input {
-	struct mres *res;		/* NULL: the resource did not even decode */
+	struct mres *res;		/* NULL: the resource did not even decode
+					 * (skipped; the caller reports it) */
 	const char *path;
 };
 
@@ -90,9 +94,14 @@ struct model;
  * is refused and reported (with its path, the field and why) and the others
  * apply, the rule an xDS NACK follows. When prev is given, a refused resource
  * whose type and name prev holds keeps prev's version (so a bad edit never
- * loses what was running). Duplicate names: the first one wins, the others are
- * refused. Takes its own references to the resources it keeps. Returns NULL
- * only on OOM. */
+ * loses what was running), unless that version conflicts too. Duplicate
+ * names: the first one wins, the others are refused (and prev's version does
+ * not come back). Checks, in order: names; each resource by itself (unknown
+ * enums, also inside Anys; address lengths; ports; names; services keys);
+ * services' network/VIP:port, first come; workloads' service references
+ * (strict_refs) and network/IP, first come (HACKING.md, "The mesh model").
+ * Takes its own references to the resources it keeps. Returns NULL only on
+ * OOM (also when the report cannot grow). */
 struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep);
 void model_free(struct model *m);

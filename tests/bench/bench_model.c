@@ -148,7 +148,7 @@ main(int argc, char **argv)
 	struct strbuf sb;
 	size_t n, heap_res, heap_model;
 	char err[512];
-	char (*paths)[24];
+	char (*paths)[32];
 	cJSON *root, *e;
 
 	if (nwl <= 0 || nsvc <= 0 || model_register_types() < 0)

@@ -1,8 +1,9 @@
 /* Fuzz target: the snapshot builder of src/model.c on whatever resources
  * the JSON decoder produces. The input is {"resources": [...]}: each element
  * is decoded with jpb_decode_any (as the static loader does), wrapped with
- * mres_new and built into a model, then built again with that model as prev
- * (the inputs reversed, references lax, another network), and looked up.
+ * mres_new and built into models, each with the one before as prev (the
+ * first half, the second half, all reversed with lax references and another
+ * network, all), and looked up.
  * Whatever the input: no crash, every problem names an input's path, every
  * indexed address and VIP is found again, every endpoint has a workload and a
  * port, and counts add up. */
@@ -127,7 +128,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
 	struct model_input in[MAX_RES], rev[MAX_RES];
-	char paths[MAX_RES][24], err[256], why[256];
+	char paths[MAX_RES][32], err[256], why[256];
 	struct model *m1, *m2;
 	const cJSON *list, *e;
 	size_t n = 0;
@@ -160,13 +161,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		n++;
 	}
-	m1 = build_check(in, n, NULL, &(struct model_opts){ .network = "", .strict_refs = true });
+	/* The first half, then the second with the first as prev (names in
+	 * both: prev's version, maybe of another kind, stands in for a refused
+	 * one), then all of it reversed. */
+	m1 = build_check(in, n / 2, NULL, &(struct model_opts){ .network = "", .strict_refs = true });
+	m2 = build_check(in + n / 2, n - n / 2, m1, &(struct model_opts){ .network = "", .strict_refs = true });
+	model_free(m1);
 	for (size_t i = 0; i < n; i++)
 		rev[i] = in[n - 1 - i];
-	m2 = build_check(rev, n, m1, &(struct model_opts){ .network = "net1", .strict_refs = false });
-	model_free(m1);
-	model_free(build_check(in, n, m2, &(struct model_opts){ .strict_refs = true }));
+	m1 = build_check(rev, n, m2, &(struct model_opts){ .network = "net1", .strict_refs = false });
 	model_free(m2);
+	model_free(build_check(in, n, m1, &(struct model_opts){ .strict_refs = true }));
+	model_free(m1);
 	for (size_t i = 0; i < n; i++)
 		mres_unref(in[i].res);
 	cJSON_Delete(j);

@@ -370,6 +370,39 @@ test_ip_families(void **state)
 	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
 	done(&f);
 
+	/* An IPv4-mapped VIP and address are the IPv4 ones, in keys and lookups. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+	    "'addresses':[{'address':'AAAAAAAAAAAAAP//CmAAAQ=='}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    WL("mapped", "'AAAAAAAAAAAAAP//CgAAAQ=='", ",'services':{'ns/e':{}}") "]}", NULL, NULL);
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_int_equal(p->family, AF_INET);
+	assert_int_equal(p->neps, 1);
+	assert_string_equal(ep_ip(&p->eps[0], ip, sizeof(ip)), "10.0.0.1");
+	a = sa("::ffff:10.96.0.1", 80);
+	assert_ptr_equal(model_service_at(f.m, &a), p);
+	a = sa("10.0.0.1", 0);
+	assert_string_equal(model_workload_at(f.m, &a)->uid, "mapped");
+	done(&f);
+
+	/* A CIDR VIP (shorter length) is not an exact VIP (ztunnel keeps those
+	 * apart, matched by prefix): not indexed; /32 is exact. */
+	build(&f, "{'resources':["
+	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e','addresses':[{'address':'" VIP4
+	    "','length':24},{'address':'" VIP6 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+	    "{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f','addresses':[{'address':'" VIP4
+	    "','length':32}],'ports':[{'servicePort':80,'targetPort':80}]}}]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);	/* no VIP:port conflict with e's CIDR */
+	a = sa("10.96.0.1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "f");
+	assert_int_equal(model_service(f.m, "ns/e")->nports, 1);	/* IPv6 only */
+	a = sa("fd00::1", 80);
+	assert_non_null(p = model_service_at(f.m, &a));
+	assert_string_equal(p->svc->name, "e");
+	done(&f);
+
 	/* AUTOMATIC: a v6 VIP, a v4-only workload: its v4 address. */
 	build(&f, "{'resources':["
 	    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
@@ -662,6 +695,30 @@ test_kept_previous_conflict(void **state)
 	done(&f2);
 }
 
+/* Workloads and services share the Address names: prev's resource of a
+ * refused one's name may be of the other kind, and must not be read as its
+ * kind (it was: a Workload read as a Service). */
+static void
+test_kept_previous_other_kind(void **state)
+{
+	struct fix f1, f2;
+
+	(void)state;
+	build(&f1, "{'resources':[" WL("ns/e", "'" IP_10_0_0_1 "'", "") "," SVC("w", VIP6, 80, 80) "]}", NULL, NULL);
+	assert_int_equal(f1.rep.nproblems, 0);
+	/* Service ns/e loses VIP4:80 to ns/d; workload "ns/w" loses 10.0.0.2 to w0. */
+	load(&f2, "{'resources':[" SVC("d", VIP4, 80, 80) "," SVC("e", VIP4, 80, 80) ","
+	    WL("w0", "'" IP_10_0_0_2 "'", "") "," WL("ns/w", "'" IP_10_0_0_2 "'", "") "]}", "v2");
+	f2.m = model_build(f2.in, f2.n, f1.m, &(struct model_opts){ .network = "" }, &f2.rep);
+	assert_non_null(f2.m);
+	assert_int_equal(f2.rep.nproblems, 2);
+	assert_false(f2.rep.problems[0].kept_previous);
+	assert_false(f2.rep.problems[1].kept_previous);
+	assert_int_equal(model_count(f2.m, MRES_ADDRESS), 2);
+	done(&f1);
+	done(&f2);
+}
+
 static void
 test_empty_and_mres(void **state)
 {
@@ -787,6 +844,7 @@ main(void)
 		cmocka_unit_test(test_lax_refs),
 		cmocka_unit_test(test_kept_previous),
 		cmocka_unit_test(test_kept_previous_conflict),
+		cmocka_unit_test(test_kept_previous_other_kind),
 		cmocka_unit_test(test_empty_and_mres),
 		cmocka_unit_test(test_allocation_failures),
 	};
