@@ -41,7 +41,7 @@ enum listener_kind {
 	X(UPSTREAM_CX_OVERFLOW, upstream_cx_overflow, COUNTER, "Accepted connections reset because no descriptor or memory was left for the upstream socket") \
 	X(DOWNSTREAM_CX_DRAINED, downstream_cx_drained, COUNTER, "Connections still open when the drain period ended") \
 	X(DOWNSTREAM_CX_NO_ROUTE, downstream_cx_no_route, COUNTER, "Outbound connections refused under REGISTRY_ONLY: the destination is no service or workload of the mesh (Envoy's BlackHoleCluster)") \
-	X(UPSTREAM_CX_NONE_HEALTHY, upstream_cx_none_healthy, COUNTER, "Connections to a service port refused because it has no healthy endpoint") \
+	X(UPSTREAM_CX_NONE_HEALTHY, upstream_cx_none_healthy, COUNTER, "Connections to a service VIP refused: the port has no healthy endpoint, or the service has no such port") \
 	X(UPSTREAM_CX_CONNECT_RETRY, upstream_cx_connect_retry, COUNTER, "Failed upstream connects retried on the service's next endpoint") \
 	X(UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED, upstream_cx_connect_attempts_exceeded, COUNTER, "Connections to a service reset after their last connect attempt failed")
 

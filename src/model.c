@@ -294,10 +294,13 @@ struct wladdr {
 	uint32_t wl, ai;
 };
 
-/* One VIP:port of a service port. */
+/* One VIP:port of a service port, or (port VIP_ANY) the VIP itself, which
+ * tells a VIP called at a port its service does not have from an address
+ * outside the mesh: ztunnel refuses the first and passes the second. */
 struct vipref {
-	uint32_t port, ai;
+	uint32_t svc, port, ai;
 };
+#define VIP_ANY UINT32_MAX
 
 /* An IP address with its network, as a key. */
 struct ipkey {
@@ -436,11 +439,11 @@ wladdr_key(const struct model *m, uint32_t i, struct ipkey *k)
 static void
 vip_key(const struct model *m, uint32_t i, struct ipkey *k)
 {
-	const struct msvc_port *p = &m->ports[m->vips[i].port];
-	const Istio__Workload__NetworkAddress *na = svc_msg(p->svc)->addresses[m->vips[i].ai];
+	const struct vipref *v = &m->vips[i];
+	const Istio__Workload__NetworkAddress *na = svc_msg(&m->svcs[v->svc])->addresses[v->ai];
 
 	bin_to_key(&na->address, na->network, k);
-	k->port = p->port;
+	k->port = v->port == VIP_ANY ? 0 : m->ports[v->port].port;
 }
 
 /* Finds key k in a table of wladdrs (vip = false) or vips: the entry's index
@@ -1453,7 +1456,7 @@ build_services(struct model *m)
 			}
 			m->nsvcs++;
 			nports += s->n_ports * (v4 && v6 ? 2 : 1);
-			nvips += s->n_addresses * s->n_ports;
+			nvips += s->n_addresses * (s->n_ports + 1);	/* + the VIP itself */
 		}
 	if (!(m->svcs = mcalloc(m, m->nsvcs, sizeof(*m->svcs))) ||
 	    !(m->ports = mcalloc(m, nports, sizeof(*m->ports))) ||
@@ -1628,7 +1631,25 @@ build_services(struct model *m)
 			if (k.family != mp->family)
 				continue;
 			k.port = mp->port;
-			m->vips[m->nvips] = (struct vipref){ (uint32_t)pi, (uint32_t)a };
+			m->vips[m->nvips] = (struct vipref){ (uint32_t)(mp->svc - m->svcs), (uint32_t)pi, (uint32_t)a };
+			if (ip_find(m, &m->vip, true, &k, &at) >= 0)
+				continue;
+			m->vip.slot[at] = (uint32_t)++m->nvips;
+		}
+	}
+	/* Each VIP by itself (port 0 in the key; no service port is 0): the
+	 * first service listing it owns it. */
+	for (size_t si = 0; si < m->nsvcs; si++) {
+		const Istio__Workload__Service *s = svc_msg(&m->svcs[si]);
+
+		for (size_t a = 0; a < s->n_addresses; a++) {
+			struct ipkey k;
+			uint32_t at;
+
+			if (vip_family(s->addresses[a]) == AF_UNSPEC)
+				continue;
+			bin_to_key(&s->addresses[a]->address, s->addresses[a]->network, &k);
+			m->vips[m->nvips] = (struct vipref){ (uint32_t)si, VIP_ANY, (uint32_t)a };
 			if (ip_find(m, &m->vip, true, &k, &at) >= 0)
 				continue;
 			m->vip.slot[at] = (uint32_t)++m->nvips;
@@ -1782,6 +1803,19 @@ model_service_at(const struct model *m, const struct sockaddr_storage *a)
 }
 
 const struct mservice *
+model_service_vip(const struct model *m, const struct sockaddr_storage *a)
+{
+	struct ipkey k;
+	int64_t i;
+
+	if (!m || !m->vip.slot || !sa_to_key(a, m->network, &k))
+		return NULL;
+	k.port = 0;
+	i = ip_find(m, &m->vip, true, &k, NULL);
+	return i < 0 ? NULL : &m->svcs[m->vips[i].svc];
+}
+
+const struct mservice *
 model_service(const struct model *m, const char *key)
 {
 	int64_t i;
@@ -1848,7 +1882,9 @@ model_sizes(const struct model *m, struct model_sizes *sz)
 	sz->workloads = m->nwls;
 	sz->workload_addresses = m->nwladdrs;
 	sz->services = m->nsvcs;
-	sz->service_vips = m->nvips;
+	sz->service_vips = 0;
+	for (size_t i = 0; i < m->nvips; i++)
+		sz->service_vips += m->vips[i].port != VIP_ANY;	/* VIP:port entries */
 	sz->endpoints = m->neps;
 	sz->clusters = m->nres[MRES_CLUSTER];
 	sz->bytes = m->bytes;

@@ -180,6 +180,11 @@ const struct mworkload *model_workload_at(const struct model *m, const struct so
 /* The service port at VIP a (address and port), or NULL. */
 const struct msvc_port *model_service_at(const struct model *m, const struct sockaddr_storage *a);
 
+/* The service owning VIP a whatever the port (a's port ignored), or NULL:
+ * a VIP called at a port its service lacks is the service's, not an address
+ * outside the mesh (ztunnel refuses it unless the service is PASSTHROUGH). */
+const struct mservice *model_service_vip(const struct model *m, const struct sockaddr_storage *a);
+
 /* A service by its "namespace/hostname" key, or NULL. */
 const struct mservice *model_service(const struct model *m, const char *key);
 

@@ -354,6 +354,18 @@ stage_route(struct tunnel *t)
 		tunnel_fail(t);
 		return false;
 	}
+	const struct mservice *vs = model_service_vip(m, &t->dst);
+	if (vs && vs->lb_mode == MLB_PASSTHROUGH) {
+		clog_debug(t, "service %s port %u: passthrough", vs->key, sock_addr_port(&t->dst));
+		return true;
+	}
+	if (vs) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
+		clog_warn(t, "outbound %s: service %s has no port %u: refused",
+		    sock_addr_str(&t->dst, a, sizeof(a)), vs->key, sock_addr_port(&t->dst));
+		tunnel_fail(t);
+		return false;
+	}
 	t->peer = model_workload_at(m, &t->dst);
 	if (t->peer) {
 		clog_debug(t, "outbound %s: workload %s", sock_addr_str(&t->dst, a, sizeof(a)), t->peer->uid);

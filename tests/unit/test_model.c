@@ -271,6 +271,14 @@ test_valid_mesh(void **state)
 	assert_int_equal(p->eps[0].port, 8443);
 	a = sa("10.96.0.1", 81);
 	assert_null(model_service_at(f.m, &a));
+	/* ... but the VIP is still the service's, at any port, in both families. */
+	assert_ptr_equal(model_service_vip(f.m, &a), s);
+	a = sa("fd00::1", 12345);
+	assert_ptr_equal(model_service_vip(f.m, &a), s);
+	a = sa("10.96.0.2", 80);
+	assert_null(model_service_vip(f.m, &a));
+	a = sa("10.0.0.1", 80);	/* a workload's address is no VIP */
+	assert_null(model_service_vip(f.m, &a));
 
 	/* v6 VIP: the dual-stack workload's v6 address; the v4-only one keeps its v4. */
 	a = sa("fd00::1", 80);

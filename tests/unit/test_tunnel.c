@@ -1099,6 +1099,28 @@ test_vip_without_endpoint(void **state)
 	teardown_fixture(&f);
 }
 
+/* A VIP called at a port its service does not have is the service's, not an
+ * address outside the mesh: reset and counted even under ALLOW_ANY, as
+ * ztunnel refuses it (no healthy upstream), never passed through to a VIP
+ * that leads nowhere. */
+static void
+test_vip_unknown_port(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst;
+	char b;
+
+	assert_int_equal(sock_addr_parse("10.255.0.1", 81, &dst), 0);
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	setup_with(&f, &dst, 0);
+	assert_null(f.t);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 0);
+	teardown_fixture(&f);
+}
+
 /* REGISTRY_ONLY: an address the mesh does not know is reset and counted; a
  * known workload's address goes through as it is (its workload kept). */
 static void
@@ -1194,6 +1216,7 @@ main(void)
 		cmocka_unit_test(test_refused_endpoint_retry_counted),
 		cmocka_unit_test(test_all_endpoints_refuse),
 		cmocka_unit_test(test_vip_without_endpoint),
+		cmocka_unit_test(test_vip_unknown_port),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
 	};
