@@ -93,7 +93,7 @@ ep_rank(const struct msvc_port *sp, size_t i, const struct mworkload *src)
 	const struct mendpoint *ep = &sp->eps[i];
 	const struct mservice *svc = sp->svc;
 
-	if (!ep->wl || ep->wl->capacity == 0 || ep->addr.ss_family == AF_UNSPEC)
+	if (!ep->wl || ep->wl->capacity == 0 || ep->addr.sa.sa_family == AF_UNSPEC)
 		return -1;
 	if (!svc || (svc->lb_mode != MLB_STRICT && svc->lb_mode != MLB_FAILOVER))
 		return 0;

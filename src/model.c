@@ -1597,7 +1597,7 @@ build_services(struct model *m)
 
 							me->wl = w;
 							me->port = port;
-							me->addr = ss;
+							memcpy(&me->addr, &ss, sizeof(me->addr));
 							mp->neps++;
 						}
 						ei++;

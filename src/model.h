@@ -4,6 +4,7 @@
 #ifndef OR_MODEL_H
 #define OR_MODEL_H
 
+#include <netinet/in.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -132,10 +133,18 @@ struct mworkload {
 };
 
 /* One endpoint of a service port: a workload and the port to connect to. */
+/* An IPv4 or IPv6 socket address in 28 bytes: the model holds one per
+ * endpoint, and a sockaddr_storage (128) was half of its indexes' memory. */
+union msockaddr {
+	struct sockaddr sa;
+	struct sockaddr_in in4;
+	struct sockaddr_in6 in6;
+};
+
 struct mendpoint {
 	const struct mworkload *wl;
 	uint16_t port;			/* the target port, the workload's override applied */
-	struct sockaddr_storage addr;	/* the workload's address of the VIP's family, at port */
+	union msockaddr addr;		/* the workload's address of the VIP's family, at port */
 };
 
 /* istio.workload.LoadBalancing, resolved. */

@@ -111,7 +111,8 @@ tunnel_pick(struct tunnel *t)
 		return false;
 	t->ep = ep;
 	t->peer = ep->wl;
-	t->dst = ep->addr;
+	memset(&t->dst, 0, sizeof(t->dst));
+	memcpy(&t->dst, &ep->addr, sizeof(ep->addr));
 	clog_debug(t, "service %s port %u: endpoint %s (%s), attempt %u of %u", t->svc->svc->key,
 	    t->svc->port, sock_addr_str(&t->dst, a, sizeof(a)), ep->wl->uid,
 	    t->pick.attempt + 1u, (unsigned)t->pick.max);

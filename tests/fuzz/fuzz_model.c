@@ -96,7 +96,7 @@ check(const struct model *m, const struct model_input *in, size_t n, const struc
 				__builtin_trap();
 			for (size_t e = 0; e < sp->neps; e++)
 				if (!sp->eps[e].wl || !sp->eps[e].port ||
-				    (sp->eps[e].addr.ss_family != AF_INET && sp->eps[e].addr.ss_family != AF_INET6))
+				    (sp->eps[e].addr.sa.sa_family != AF_INET && sp->eps[e].addr.sa.sa_family != AF_INET6))
 					__builtin_trap();
 		}
 	}

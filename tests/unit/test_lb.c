@@ -38,7 +38,7 @@ fx_init(struct fx *f, size_t n)
 	f->sp.eps = f->ep;
 	f->sp.neps = n;
 	for (size_t i = 0; i < n; i++) {
-		struct sockaddr_in *a = (struct sockaddr_in *)&f->ep[i].addr;
+		struct sockaddr_in *a = &f->ep[i].addr.in4;
 		f->wl[i].uid = "w";
 		f->wl[i].healthy = true;
 		f->wl[i].capacity = 1;
@@ -147,7 +147,7 @@ test_candidates(void **state)
 	assert_int_equal(pick0(&f, NULL), -1);
 	fx_init(&f, 3);
 	f.wl[1].capacity = 0;
-	f.ep[2].addr.ss_family = AF_UNSPEC;
+	f.ep[2].addr.sa.sa_family = AF_UNSPEC;
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(pick0(&f, NULL), 0);
 	assert_int_equal(attempts(&f, NULL, got, NEP), 1);

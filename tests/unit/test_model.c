@@ -164,18 +164,17 @@ sa(const char *ip, uint16_t port)
 static const char *
 ep_ip(const struct mendpoint *e, char *buf, size_t len)
 {
-	if (e->addr.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)&e->addr)->sin_addr, buf, (socklen_t)len);
+	if (e->addr.sa.sa_family == AF_INET)
+		inet_ntop(AF_INET, &e->addr.in4.sin_addr, buf, (socklen_t)len);
 	else
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&e->addr)->sin6_addr, buf, (socklen_t)len);
+		inet_ntop(AF_INET6, &e->addr.in6.sin6_addr, buf, (socklen_t)len);
 	return buf;
 }
 
 static uint16_t
 ep_sport(const struct mendpoint *e)
 {
-	return ntohs(e->addr.ss_family == AF_INET ? ((const struct sockaddr_in *)&e->addr)->sin_port :
-	    ((const struct sockaddr_in6 *)&e->addr)->sin6_port);
+	return ntohs(e->addr.sa.sa_family == AF_INET ? e->addr.in4.sin_port : e->addr.in6.sin6_port);
 }
 
 /* Base64 of the addresses used below. */
