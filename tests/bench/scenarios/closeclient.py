@@ -14,6 +14,9 @@ import benchlib
 NAME = "closeclient"
 TITLE = "New connection per 1 KiB request, client closes first"
 ORDER = 45
+# Churn: a fresh lab of its own, so that its TIME_WAIT sockets and conntrack entries tax
+# no other scenario (orbench.lab_groups).
+OWN_LAB = True
 CONNS = (16, 64)
 ROWS = []
 for _c in CONNS:

@@ -17,6 +17,9 @@ import benchlib
 NAME = "closeserver"
 TITLE = "New connection per HTTP request, server closes first (nginx, Connection: close)"
 ORDER = 35
+# Churn: a fresh lab of its own, so that its TIME_WAIT sockets and conntrack entries tax
+# no other scenario (orbench.lab_groups).
+OWN_LAB = True
 CONNS = (16, 64)
 # Contenders that cannot carry it, and why (orbench.py skips them for this scenario).
 SKIP = {"nginx": "fixed upstreams: its stream sidecars send every port to 8080 (orbench-server), "
