@@ -255,6 +255,11 @@ main(int argc, char **argv)
 	    "(heap); model's indexes %.2f MiB (heap; model_sizes says %.2f MiB); total %.2f MiB\n",
 	    msg_bytes / 1048576.0, heap_res / 1048576.0, heap_model / 1048576.0, sz.bytes / 1048576.0,
 	    (heap_res + heap_model) / 1048576.0);
+	/* The same figures for the make bench report (tests/bench/report.py). */
+	printf("json: {\"workloads\": %d, \"services\": %d, \"endpoints\": %zu, \"decode_ms\": %.1f, "
+	    "\"build_ms\": %.1f, \"build_first_ms\": %.1f, \"resources_mib\": %.2f, \"model_mib\": %.2f, "
+	    "\"total_mib\": %.2f}\n", nwl, nsvc, sz.endpoints, dec[RUNS / 2], bld[RUNS / 2], first,
+	    heap_res / 1048576.0, heap_model / 1048576.0, (heap_res + heap_model) / 1048576.0);
 	model_free(m);
 	for (size_t k = 0; k < n; k++)
 		mres_unref(in[k].res);

@@ -277,6 +277,7 @@ def main():
     ap.add_argument("--cpu-load", default="0", help="CPU list for the load client and the backend")
     ap.add_argument("--cpu-proxy", default="1", help="CPU list for the sidecars")
     ap.add_argument("--profile", default="", help="comma list of contenders to profile with perf")
+    ap.add_argument("--model-bench", help="output of tests/bench/bench-model.sh, for the report")
     ap.add_argument("--workdir", default="/tmp/orbench/run")
     ap.add_argument("--tag", default="")
     ap.add_argument("--repeat", type=int, default=1,
@@ -336,6 +337,11 @@ def main():
                                           "msg": "contender failed: %s" % str(e)[:800]}]}
         rounds.append(rr)
     results["contenders"] = merge_rounds(rounds)
+    if opts.model_bench:
+        with open(opts.model_bench) as f:
+            text = f.read()
+        js = [l[len("json: "):] for l in text.splitlines() if l.startswith("json: ")]
+        results["model_build"] = {"text": text, "figures": json.loads(js[-1]) if js else None}
     results["meta"]["rounds"] = len(rounds)
     results["meta"]["wall_s"] = time.monotonic() - t0
 

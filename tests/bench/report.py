@@ -317,6 +317,28 @@ def write(res, outdir):
                        [(t, v, "met" if ok else "**missed**") for t, v, ok in tg]))
         L.append("")
 
+    mb = res.get("model_build")
+    if mb:
+        L.append("## Building the mesh model (`make bench-model`, tests/bench/bench_model.c)")
+        L.append("")
+        fg = mb.get("figures") or {}
+        if fg:
+            L.append(table(["figure", "measured", "target", "verdict"], [
+                ("%d workloads, %d services: build (median of 5)" % (fg["workloads"], fg["services"]),
+                 "%.1f ms" % fg["build_ms"], "< 100 ms",
+                 "met" if fg["build_ms"] < 100 else "**missed**"),
+                ("the first build", "%.1f ms" % fg["build_first_ms"], "< 100 ms",
+                 "met" if fg["build_first_ms"] < 100 else "**missed**"),
+                ("memory held (decoded resources + the model's indexes)",
+                 "%.2f MiB (%.2f + %.2f)" % (fg["total_mib"], fg["resources_mib"], fg["model_mib"]),
+                 "< 20 MiB", "met" if fg["total_mib"] < 20 else "**missed**"),
+                ("decoding the JSON (for reference)", "%.1f ms" % fg["decode_ms"], "—", "—")]))
+            L.append("")
+        L.append("```")
+        L.extend(l for l in mb.get("text", "").splitlines() if not l.startswith("json: "))
+        L.append("```")
+        L.append("")
+
     for scen, sd in res["scenarios"].items():
         L.append("## %s (`%s`)" % (sd["title"], scen))
         L.append("")

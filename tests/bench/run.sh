@@ -106,6 +106,18 @@ for prog in orbench-load orbench-server; do
 done
 chmod 755 "$work" "$work/bin" "$work/bin/"*
 
+# The model's build benchmark (10,000 workloads, 2,000 services; a smoke run a tenth of
+# that): its figures go into the report beside the data-path scenarios.
+model_args=()
+if [ "$smoke" = 1 ]; then nm="1000 200"; else nm="10000 2000"; fi
+say "model build benchmark ($nm)"
+if BENCH_MODEL_WORK="$work/bench-model" sh "$here/bench-model.sh" $nm >"$work/model-bench.txt" 2>&1; then
+	model_args=(--model-bench "$work/model-bench.txt")
+else
+	tail -20 "$work/model-bench.txt" >&2
+	exit 1
+fi
+
 # 3. Run.
 profile=${ORBENCH_PROFILE-outrigger,haproxy}
 [ "$smoke" = 1 ] && profile=
@@ -115,4 +127,4 @@ say "running ($( [ "$smoke" = 1 ] && echo smoke || echo full ))"
 results=()
 [ "$smoke" = 1 ] && results=(--results "$work/results")
 exec /usr/bin/python3 "$here/orbench.py" --bins "$work/bin" --workdir "$work/run" \
-	--profile "$profile" "${results[@]}" "$@"
+	--profile "$profile" "${results[@]}" "${model_args[@]}" "$@"
