@@ -1790,28 +1790,34 @@ model_workload_at(const struct model *m, const struct sockaddr_storage *a)
 	return i < 0 ? NULL : &m->wls[m->wladdrs[i].wl];
 }
 
+/* The vips entry of VIP a at a's port, or (any) of the VIP itself; -1 if none. */
+static int64_t
+vip_at(const struct model *m, const struct sockaddr_storage *a, bool any)
+{
+	struct ipkey k;
+
+	if (!m || !m->vip.slot || !sa_to_key(a, m->network, &k))
+		return -1;
+	if (any)
+		k.port = 0;
+	else if (!k.port)
+		return -1;
+	return ip_find(m, &m->vip, true, &k, NULL);
+}
+
 const struct msvc_port *
 model_service_at(const struct model *m, const struct sockaddr_storage *a)
 {
-	struct ipkey k;
-	int64_t i;
+	int64_t i = vip_at(m, a, false);
 
-	if (!m || !m->vip.slot || !sa_to_key(a, m->network, &k) || !k.port)
-		return NULL;
-	i = ip_find(m, &m->vip, true, &k, NULL);
 	return i < 0 ? NULL : &m->ports[m->vips[i].port];
 }
 
 const struct mservice *
 model_service_vip(const struct model *m, const struct sockaddr_storage *a)
 {
-	struct ipkey k;
-	int64_t i;
+	int64_t i = vip_at(m, a, true);
 
-	if (!m || !m->vip.slot || !sa_to_key(a, m->network, &k))
-		return NULL;
-	k.port = 0;
-	i = ip_find(m, &m->vip, true, &k, NULL);
 	return i < 0 ? NULL : &m->svcs[m->vips[i].svc];
 }
 
