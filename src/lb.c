@@ -16,7 +16,15 @@ lb_state_free(struct lb_state *st)
 	st->n = 0;
 }
 
-/* The next round-robin ticket of port sp. */
+void
+lb_state_follow(struct lb_state *st, const struct lb_state *prev)
+{
+	st->base = prev->base + prev->taken;
+}
+
+/* The next round-robin ticket of port sp. The new model's port ids are its
+ * own, so a port's count cannot carry over; the worker's running total
+ * (base) can, which keeps a service's rotation going across reloads. */
 static uint32_t
 lb_ticket(struct lb_state *st, const struct model *m, const struct msvc_port *sp)
 {
@@ -25,9 +33,10 @@ lb_ticket(struct lb_state *st, const struct model *m, const struct msvc_port *sp
 		if (n && (st->rr = calloc(n, sizeof(*st->rr))))
 			st->n = n;
 	}
+	st->taken++;
 	if (sp->id < st->n)
-		return st->rr[sp->id]++;
-	return st->fallback++;
+		return st->base + st->rr[sp->id]++;
+	return st->base + st->fallback++;
 }
 
 static bool

@@ -35,9 +35,16 @@ struct lb_state {
 	uint32_t *rr;
 	uint32_t n;
 	uint32_t fallback;
+	uint32_t base;		/* added to every ticket: where the states before left off */
+	uint32_t taken;		/* tickets taken from this state */
 };
 
 void lb_state_free(struct lb_state *st);
+
+/* Makes st, the state of a worker's new snapshot, carry on where prev (its
+ * state for the snapshot before) left off, so that a reload does not send
+ * every service's next connection back to its first endpoint. */
+void lb_state_follow(struct lb_state *st, const struct lb_state *prev);
 
 /* One connection's choice, kept on the tunnel for its retries. */
 struct lb_pick {

@@ -1589,7 +1589,12 @@ build_services(struct model *m)
 						uint16_t port = ep_port(mem[e].pl, sp);
 						struct sockaddr_storage ss;
 
-						if (!port || (!w->healthy && !allow_all) ||
+						/* Another network's address means nothing
+						 * here (it may be a local pod's): ztunnel
+						 * reaches such a member only through its
+						 * network gateway (HBONE), so until then it
+						 * is no endpoint. */
+						if (!port || (!w->healthy && !allow_all) || strcmp(w->network, m->network) != 0 ||
 						    !ep_addr(wl_msg(w), fams[f], s->ip_families, port, &ss))
 							continue;
 						if (pass == 1) {

@@ -190,8 +190,10 @@ worker_adopt(struct worker *w, struct snapshot *s)
 		    (unsigned long long)w->snap->s->generation);
 		return;
 	}
-	if (w->snap)
+	if (w->snap) {
+		lb_state_follow(&ws->lb, &w->snap->lb);	/* round robin carries on */
 		wsnap_retire(w->snap);
+	}
 	w->snap = ws;
 	log_debug("configuration generation %llu", (unsigned long long)s->generation);
 }

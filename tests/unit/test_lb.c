@@ -110,6 +110,29 @@ test_round_robin_order(void **state)
 	lb_state_free(&f.st);
 }
 
+/* A new snapshot's state carries on the rotation of the one before
+ * (lb_state_follow): a reload does not send the next connection back to the
+ * first endpoint. Review of issue 8: each reload (and every xDS push to
+ * come) restarted every service's round robin at endpoint 0, so with
+ * frequent pushes the first endpoints took most of the connections. */
+static void
+test_round_robin_across_snapshots(void **state)
+{
+	struct fx f;
+	struct lb_state next = { 0 };
+
+	fx_init(&f, 3);
+	assert_int_equal(pick0(&f, NULL), 0);
+	for (int gen = 1; gen <= 4; gen++) {
+		lb_state_follow(&next, &f.st);
+		lb_state_free(&f.st);
+		f.st = next;
+		next = (struct lb_state){ 0 };
+		assert_int_equal(pick0(&f, NULL), gen % 3);
+	}
+	lb_state_free(&f.st);
+}
+
 /* Per-port counters: two ports of one model do not share a sequence. */
 static void
 test_round_robin_per_port(void **state)
@@ -293,6 +316,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_scope_values),
 		cmocka_unit_test(test_round_robin_order),
+		cmocka_unit_test(test_round_robin_across_snapshots),
 		cmocka_unit_test(test_round_robin_per_port),
 		cmocka_unit_test(test_candidates),
 		cmocka_unit_test(test_failover_order),

@@ -448,6 +448,28 @@ test_networks(void **state)
 	a = sa("10.0.0.1", 0);
 	assert_null(model_workload_at(f.m, &a));
 	done(&f);
+
+	/* A service's member on another network is no endpoint: its address
+	 * means nothing here (it may even be a local pod's, as w2's is: the
+	 * connection would reach the wrong workload under w1's identity), and
+	 * ztunnel only reaches it through its network gateway, which needs
+	 * HBONE. Review of issue 8: a remote-network endpoint was dialled
+	 * directly. */
+	{
+		const struct msvc_port *sp;
+
+		build(&f, "{'resources':["
+		    "{" ADDR ",'service':{'name':'e','namespace':'ns','hostname':'e',"
+		    "'addresses':[{'network':'','address':'" VIP4 "'}],'ports':[{'servicePort':80,'targetPort':80}]}},"
+		    WL("w1", "'" IP_10_0_0_1 "'", ",'network':'net1','services':{'ns/e':{'ports':[]}}") ","
+		    WL("w2", "'" IP_10_0_0_1 "'", ",'services':{'ns/e':{'ports':[]}}") "]}", NULL, NULL);
+		assert_int_equal(f.rep.nproblems, 0);
+		a = sa("10.96.0.1", 80);
+		assert_non_null(sp = model_service_at(f.m, &a));
+		assert_int_equal(sp->neps, 1);
+		assert_string_equal(sp->eps[0].wl->uid, "w2");
+		done(&f);
+	}
 }
 
 static void
