@@ -69,7 +69,7 @@ static const struct cf_field schema[] = {
 	F("proxy", "interceptionMode", CF_MODE, CF_RESTART, mode, 0, 0, "REDIRECT",
 	    "how inbound traffic is captured: REDIRECT or TPROXY (as set for outrigger-init -m)"),
 	F("proxy", "connectTimeout", CF_DURATION, CF_LIVE, connect_timeout_ms, 1, 3600000, "10s",
-	    "upstream TCP connect timeout"),
+	    "upstream TCP connect timeout, every attempt to a service's endpoints together"),
 	F("proxy", "idleTimeout", CF_DURATION, CF_LIVE, idle_timeout_ms, 0, 2592000000LL, "3600s",
 	    "close a connection after this long with no bytes in either direction; 0s = never"),
 	F("proxy", "terminationDrainDuration", CF_DURATION, CF_LIVE, drain_ms, 0, 3600000, "5s",

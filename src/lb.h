@@ -20,11 +20,11 @@ enum lb_scope {
 	LB_SCOPE_NETWORK = 6,
 };
 
-/* How many endpoints one connection tries before it is reset: each failed
- * attempt costs the client up to a connect timeout (10 s by default), so a
- * service with many dead endpoints must not hold a client for minutes;
- * Envoy's default retry policy for TCP is one attempt, ztunnel makes one, and
- * five covers a rolling restart that took down a few endpoints at once. */
+/* How many endpoints one connection tries before it is reset. The attempts
+ * share one connect timeout (tunnel.c, attempt_ms), so more attempts means
+ * less time for each. Envoy's default retry policy for TCP is one attempt,
+ * ztunnel makes one; five covers a rolling restart that took down a few
+ * endpoints at once. */
 #define LB_MAX_ATTEMPTS 5
 
 /* One worker's round-robin counters for one model: rr[msvc_port.id]. Lives

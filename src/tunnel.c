@@ -129,18 +129,20 @@ tunnel_fail_connect(struct tunnel *t, int err, bool timeout)
 	stat_add(tstat(t, timeout ? LM_UPSTREAM_CX_CONNECT_TIMEOUT : LM_UPSTREAM_CX_CONNECT_FAIL), 1);
 	clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
 	    timeout ? "connect timeout" : strerror(-err));
-	if (t->svc) {
-		/* Through a service: the next endpoint (lb.c says which, and
-		 * bounds the attempts). The failed socket goes first; the
-		 * client has seen nothing yet. */
+	if (t->svc && t->connect_by - ev_now(t->w->loop) > 0.001) {
+		/* Through a service, with time left: the next endpoint (lb.c
+		 * says which, and bounds the attempts). The failed socket goes
+		 * first; the client has seen nothing yet. */
 		t->pick.attempt++;
 		if (tunnel_pick(t)) {
 			stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_RETRY), 1);
 			conn_close(&t->relay.us, CONN_ABORT);
 			return stage_connect(t);
 		}
-		stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
 	}
+	/* No endpoint left to try, or no time: the budget is spent either way. */
+	if (t->svc)
+		stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
 	tunnel_fail(t);
 	return false;
 }
@@ -159,9 +161,9 @@ stage_forward(struct tunnel *t)
 {
 	const struct config *cfg = &t->snap->s->cfg;
 
-	/* The connect time, from what is left of its deadline. */
+	/* The connect time, every attempt together, from what is left of its budget. */
 	hist_observe_s(&t->w->stats.lh[t->lst][LH_UPSTREAM_CX_CONNECT_MS],
-	    cfg->connect_timeout_ms / 1000.0 - ev_timer_remaining(t->w->loop, &t->timer));
+	    cfg->connect_timeout_ms / 1000.0 - (t->connect_by - ev_now(t->w->loop)));
 	t->state = TUN_FORWARDING;
 	ev_timer_stop(t->w->loop, &t->timer);
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
@@ -187,6 +189,28 @@ upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct socka
 		return 1;
 	}
 	return sock_addr_parse(t->dst.ss_family == AF_INET6 ? passthrough_v6 : passthrough_v4, 0, src) == 0 ? 1 : -EINVAL;
+}
+
+/* The deadline of this connect attempt. proxy.connectTimeout bounds the
+ * whole connect, every attempt together, so a client never waits longer for
+ * a service whose endpoints do not answer than for one address (5 attempts of
+ * a full timeout each would be 50 s by default): what is left is shared
+ * evenly among the attempts still allowed, so a silent endpoint (a SYN
+ * lost, a node gone) still leaves time for the next. */
+static uint32_t
+attempt_ms(struct tunnel *t, const struct config *cfg)
+{
+	ev_tstamp now = ev_now(t->w->loop), left;
+	unsigned tries = 1;
+
+	if (!t->svc || t->pick.attempt == 0)
+		t->connect_by = now + cfg->connect_timeout_ms / 1000.0;
+	if (t->svc && t->pick.max > t->pick.attempt)
+		tries = t->pick.max - t->pick.attempt;
+	left = t->connect_by - now;
+	if (left < 0.001)
+		left = 0.001;
+	return (uint32_t)(left * 1000.0 / tries) + 1;
 }
 
 /* Connecting: open the upstream socket; its transport's handshake (for raw
@@ -218,7 +242,7 @@ stage_connect(struct tunnel *t)
 	conn_init(&t->relay.us, t->w->loop, rc, t->us_ops, tunnel_ready, t, t->w->hup.fd);
 	t->relay.us.connecting = true;
 	clog_debug(t, "%s to %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)));
-	stage_deadline(t, cfg->connect_timeout_ms);
+	stage_deadline(t, attempt_ms(t, cfg));
 	conn_arm(&t->relay.us, CONN_HS);
 	return true;
 }

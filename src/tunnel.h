@@ -50,6 +50,7 @@ struct tunnel {
 		const struct mworkload *local;	/* inbound */
 	};
 	struct lb_pick pick;		/* the endpoint attempts (svc only) */
+	ev_tstamp connect_by;		/* the connect budget's end, over every attempt */
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

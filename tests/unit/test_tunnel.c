@@ -202,6 +202,7 @@ spin(struct fixture *f, int ms)
 static struct model *next_model;
 static enum outbound_policy next_policy;
 static enum listener_kind next_kind = LST_OUTBOUND;
+static uint32_t next_connect_ms;	/* 0: the default */
 
 /* Build a worker, an app listener, and a client whose accepted socket is
  * handed to a tunnel towards the app (or towards dst when given). */
@@ -218,6 +219,9 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	f->cfg.idle_timeout_ms = idle_ms;
 	f->cfg.outbound_policy = next_policy;
 	next_policy = OUTBOUND_ALLOW_ANY;	/* consumed, also when the test fails later */
+	if (next_connect_ms)
+		f->cfg.connect_timeout_ms = next_connect_ms;
+	next_connect_ms = 0;
 	test_worker_init(&f->w, &f->cfg, 4);
 	if (next_model) {
 		/* The mesh the routing tests give: a snapshot that holds it. */
@@ -1081,6 +1085,68 @@ test_all_endpoints_refuse(void **state)
 	teardown_fixture(&f);
 }
 
+/* A listener on ip that answers no SYN: its accept queue (backlog 0) is
+ * held full by one connection never accepted, so the kernel drops the rest
+ * (a node gone, a firewall dropping: the connect just waits). */
+static int
+silent_listener(const char *ip, int *port, int *filler)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	struct pollfd p;
+
+	assert_int_equal(sock_addr_parse(ip, 0, &sa), 0);
+	int fd = sock_listen(&sa, 0, false, false);
+	assert_true(fd >= 0);
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	*port = sock_addr_port(&sa);
+	*filler = sock_connect(&sa, NULL, false, 0);
+	assert_true(*filler >= 0);
+	p = (struct pollfd){ .fd = *filler, .events = POLLOUT };
+	assert_int_equal(poll(&p, 1, 2000), 1);	/* queued, not accepted */
+	return fd;
+}
+
+/* proxy.connectTimeout bounds the whole connect, every attempt together:
+ * four endpoints that never answer reset the client after about one timeout
+ * (400 ms), each tried with its share, not after four full timeouts (1.6 s,
+ * 40 s at the default). The bound checked is 1 s: a deadline, not a speed. */
+static void
+test_silent_endpoints_share_the_timeout(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip();
+	int lfd[4], fill[4], port[4];
+	char b;
+	double t0;
+
+	for (int i = 0; i < 4; i++) {
+		char ip[16];
+		snprintf(ip, sizeof(ip), "127.0.0.%d", i + 1);
+		lfd[i] = silent_listener(ip, &port[i], &fill[i]);
+	}
+	next_connect_ms = 400;
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "%d") ","
+	    WL("wl-b", "fwAAAg==", "%d") "," WL("wl-c", "fwAAAw==", "%d") ","
+	    WL("wl-d", "fwAABA==", "%d") "]", port[0], port[1], port[2], port[3]);
+	t0 = now();
+	setup_with(&f, &dst, 0);
+	assert_non_null(f.t);
+	while (f.w.tunnels && now() - t0 < 1.0)
+		spin(&f, 10);
+	assert_null(f.w.tunnels);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_TIMEOUT), 4);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_RETRY), 3);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
+	teardown_fixture(&f);
+	for (int i = 0; i < 4; i++) {
+		close(fill[i]);
+		close(lfd[i]);
+	}
+}
+
 /* A service without endpoints: reset at once, counted, no connect. */
 static void
 test_vip_without_endpoint(void **state)
@@ -1217,6 +1283,7 @@ main(void)
 		cmocka_unit_test(test_all_endpoints_refuse),
 		cmocka_unit_test(test_vip_without_endpoint),
 		cmocka_unit_test(test_vip_unknown_port),
+		cmocka_unit_test(test_silent_endpoints_share_the_timeout),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
 	};
