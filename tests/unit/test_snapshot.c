@@ -582,7 +582,6 @@ test_server_reload_resources(void **state)
 	static const char *const bad[] = {
 		"{\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"DENY\"}},\"resources\":[" WL("d", "CgAABA==") "]}",
 		"{\"resources\":{}}",
-		"{\"resources\":[" WL("d", "CgAABA==") ",7]}",
 		"{\"resources\":[" WL("d", "CgAABA==") "]",
 		"{\"proxy\":{\"concurrency\":0},\"resources\":[]}",
 	};
@@ -592,7 +591,7 @@ test_server_reload_resources(void **state)
 	}
 	assert_ptr_equal(server.snap, before);
 	assert_null(running_address("cluster1//Pod/default/d"));
-	assert_int_equal(server.stats[SM_CONFIG_RELOAD_FAILURE], 5);
+	assert_int_equal(server.stats[SM_CONFIG_RELOAD_FAILURE], 4);
 	assert_int_equal(server.stats[SM_MODEL_BUILDS], 2);
 	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 1);
 
@@ -604,6 +603,16 @@ test_server_reload_resources(void **state)
 	assert_ptr_not_equal(a3, a1);
 	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 1);
 	assert_int_equal(server.snap->cfg.outbound_policy, OUTBOUND_ALLOW_ANY);
+
+	/* An element that is no object at all is one bad resource like any
+	 * other: refused alone, d applies beside it (a review found it refused
+	 * the whole file). */
+	write_file(path, "{\"resources\":[" WL("a", "CgAAEQ==") "," WL("c", "CgAAAw==") ",7,"
+	    WL("d", "CgAABA==") "]}");
+	assert_int_equal(server_reload(), 0);
+	assert_non_null(running_address("cluster1//Pod/default/d"));
+	assert_non_null(running_address("cluster1//Pod/default/a"));
+	assert_int_equal(server.stats[SM_RESOURCES_REFUSED], 2);
 
 	/* No file: the empty model. */
 	server.config_path = NULL;
