@@ -154,10 +154,12 @@ struct mservice;
 
 /* One port of a service with its endpoints (only those the health policy
  * admits and that serve the port), in workload uid order. A service with
- * IPv4 and IPv6 VIPs has one msvc_port per port and family, so that every
- * endpoint's address is of the family of the VIP it was reached by; a
- * headless service (no VIP) has one per port, of family AF_UNSPEC (its
- * endpoints take each workload's first address). */
+ * IPv4 and IPv6 VIPs has one msvc_port per port and family, so that an
+ * endpoint's address is of the family of the VIP it was reached by when the
+ * workload has one (else, as ztunnel's find_or_first, its first address the
+ * service's ipFamilies allow); a headless service (no VIP) has one per
+ * port, of family AF_UNSPEC (its endpoints take each workload's first
+ * address). */
 struct msvc_port {
 	const struct mservice *svc;
 	uint32_t id;			/* dense 0..model_nports()-1: per-worker LB state index */
