@@ -661,6 +661,14 @@ check_workload(struct build *b, size_t i, const Istio__Workload__Workload *w)
 	return true;
 }
 
+/* Bounds on one service: the VIP index holds an entry per VIP and port, the
+ * endpoints one per member, port and family, so a few hundred bytes of JSON
+ * could otherwise ask for hundreds of megabytes (a review built 352 MB from
+ * 179 KB). Kubernetes gives a Service two VIPs (one per family) and a
+ * handful of ports; an EndpointSlice carries at most 100 ports. */
+#define SVC_MAX_ADDRESSES 64
+#define SVC_MAX_PORTS 1000
+
 static bool
 check_service(struct build *b, size_t i, const Istio__Workload__Service *s)
 {
@@ -669,6 +677,12 @@ check_service(struct build *b, size_t i, const Istio__Workload__Service *s)
 	if (!*S(s->namespace_) || !*S(s->hostname)) {
 		problem(b, i, "service.%s: required (a service is named \"namespace/hostname\")",
 		    *S(s->namespace_) ? "hostname" : "namespace");
+		return false;
+	}
+	if (s->n_addresses > SVC_MAX_ADDRESSES || s->n_ports > SVC_MAX_PORTS) {
+		problem(b, i, "service.%s: %zu; at most %d", s->n_ports > SVC_MAX_PORTS ? "ports" : "addresses",
+		    s->n_ports > SVC_MAX_PORTS ? s->n_ports : s->n_addresses,
+		    s->n_ports > SVC_MAX_PORTS ? SVC_MAX_PORTS : SVC_MAX_ADDRESSES);
 		return false;
 	}
 	for (size_t k = 0; k < s->n_addresses; k++) {

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -55,6 +56,11 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 	}
 out:
 	cJSON_Delete(root);
+	/* The file's parse tree was the largest thing on the heap, and freed
+	 * chunks below the top stay in the process (a 600-resource file kept
+	 * 2 MiB of RSS, half the idle target): give them back to the kernel. */
+	if (root)
+		malloc_trim(0);
 	return rc;
 }
 

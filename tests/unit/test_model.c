@@ -20,6 +20,7 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+#include "strbuf.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 
 /* Allocation-failure injection (the binary links with --wrap=malloc,calloc,
@@ -613,6 +614,26 @@ test_bad_inputs(void **state)
 	    "{'socketAddress':{'address':'::1','portValue':0}}}}]}]}]}", 0,
 	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.socketAddress.portValue: port 0; "
 	    "want 1 to 65535");
+
+	/* One service may not ask for unbounded indexes (a review built 352 MB
+	 * from 179 KB of VIPs x ports): more than 1,000 ports or 64 addresses
+	 * are refused with the count. */
+	struct strbuf sb = { 0 };
+	sb_printf(&sb, "{'resources':[" SVC("e", VIP4, 80, 80) ",{" ADDR ",'service':{'name':'f',"
+	    "'namespace':'ns','hostname':'f','ports':[");
+	for (int k = 1; k <= 1001; k++)
+		sb_printf(&sb, "%s{'servicePort':%d}", k > 1 ? "," : "", k);
+	sb_printf(&sb, "]}}]}");
+	expect_one(sb.p, 1, "resources[1].service.ports: 1001; at most 1000");
+	sb.len = 0;
+	sb_printf(&sb, "{'resources':[{" ADDR ",'service':{'name':'f','namespace':'ns','hostname':'f',"
+	    "'addresses':[");
+	for (int k = 0; k < 65; k++)
+		sb_printf(&sb, "%s{'address':'CgAA%c%c=='}", k ? "," : "",
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[k / 4], "AQgw"[k % 4]);	/* 10.0.0.x, x distinct */
+	sb_printf(&sb, "]}}," SVC("e", VIP4, 80, 80) "]}");
+	expect_one(sb.p, 0, "resources[0].service.addresses: 65; at most 64");
+	sb_free(&sb);
 }
 
 /* From xDS an Any holds bytes: ones that do not unpack as their type are
