@@ -858,6 +858,16 @@ anywalk_path(const struct anywalk *w, char *path, size_t len)
 }
 
 /* Whether input i's resource is valid by itself. */
+/* A resource's own name field, which its type requires. */
+static bool
+named(struct build *b, size_t i, const char *name, const char *field)
+{
+	if (*S(name))
+		return true;
+	problem(b, i, "%s: required", field);
+	return false;
+}
+
 static bool
 check_one(struct build *b, size_t i)
 {
@@ -899,35 +909,16 @@ check_one(struct build *b, size_t i)
 		return false;
 	}
 	case MRES_ENDPOINTS:
-		if (!*S(((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)r->msg)->cluster_name)) {
-			problem(b, i, "clusterName: required");
-			return false;
-		}
-		return check_cla(b, i, (const void *)r->msg);
+		return named(b, i, ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)r->msg)->cluster_name,
+		    "clusterName") && check_cla(b, i, (const void *)r->msg);
 	case MRES_CLUSTER:
-		if (!*S(((const Envoy__Config__Cluster__V3__Cluster *)r->msg)->name)) {
-			problem(b, i, "name: required");
-			return false;
-		}
-		return true;
+		return named(b, i, ((const Envoy__Config__Cluster__V3__Cluster *)r->msg)->name, "name");
 	case MRES_AUTHORIZATION:
-		if (!*S(((const Istio__Security__Authorization *)r->msg)->name)) {
-			problem(b, i, "name: required");
-			return false;
-		}
-		return true;
+		return named(b, i, ((const Istio__Security__Authorization *)r->msg)->name, "name");
 	case MRES_ROUTE:
-		if (!*S(((const Envoy__Config__Route__V3__RouteConfiguration *)r->msg)->name)) {
-			problem(b, i, "name: required");
-			return false;
-		}
-		return true;
+		return named(b, i, ((const Envoy__Config__Route__V3__RouteConfiguration *)r->msg)->name, "name");
 	case MRES_LISTENER:
-		if (!*S(((const Envoy__Config__Listener__V3__Listener *)r->msg)->name)) {
-			problem(b, i, "name: required");
-			return false;
-		}
-		return true;
+		return named(b, i, ((const Envoy__Config__Listener__V3__Listener *)r->msg)->name, "name");
 	default:
 		return true;
 	}
