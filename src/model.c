@@ -965,32 +965,12 @@ str_hash(const char *s)
 	return hash_fin(hash_bytes(HASH_SEED, s, strlen(s)));
 }
 
-/* Resource name tables hold indexes into m->res[t]. */
+/* Finds key in a table of strings: name(ctx, i) is entry i's. The entry's
+ * index or -1; with at, the empty slot it would go to. */
 static int64_t
-res_find(const struct model *m, enum mres_type t, const char *name, uint32_t *at)
+str_find(const struct otab *tab, const char *key, const char *(*name)(const void *ctx, uint32_t i),
+    const void *ctx, uint32_t *at)
 {
-	const struct otab *tab = &m->byname[t];
-	uint32_t i;
-
-	if (!tab->slot)
-		return -1;
-	for (i = str_hash(name) & tab->mask;; i = (i + 1) & tab->mask) {
-		uint32_t s = tab->slot[i];
-
-		if (!s) {
-			if (at)
-				*at = i;
-			return -1;
-		}
-		if (strcmp(m->res[t][s - 1]->name, name) == 0)
-			return s - 1;
-	}
-}
-
-static int64_t
-svc_find(const struct model *m, const char *key, uint32_t *at)
-{
-	const struct otab *tab = &m->svckey;
 	uint32_t i;
 
 	if (!tab->slot)
@@ -1003,9 +983,34 @@ svc_find(const struct model *m, const char *key, uint32_t *at)
 				*at = i;
 			return -1;
 		}
-		if (strcmp(m->svcs[s - 1].key, key) == 0)
+		if (strcmp(name(ctx, s - 1), key) == 0)
 			return s - 1;
 	}
+}
+
+static const char *
+res_name(const void *ctx, uint32_t i)
+{
+	return ((struct mres *const *)ctx)[i]->name;
+}
+
+static const char *
+svc_key(const void *ctx, uint32_t i)
+{
+	return ((const struct mservice *)ctx)[i].key;
+}
+
+/* Resource name tables hold indexes into m->res[t]. */
+static int64_t
+res_find(const struct model *m, enum mres_type t, const char *name, uint32_t *at)
+{
+	return str_find(&m->byname[t], name, res_name, m->res[t], at);
+}
+
+static int64_t
+svc_find(const struct model *m, const char *key, uint32_t *at)
+{
+	return str_find(&m->svckey, key, svc_key, m->svcs, at);
 }
 
 /* prev's resource of r's type and name, or NULL. */

@@ -364,30 +364,23 @@ stage_route(struct tunnel *t)
 			clog_debug(t, "inbound: local workload %s port %u", t->local->uid, sock_addr_port(&t->dst));
 		return true;
 	}
-	t->svc = model_service_at(m, &t->dst);
-	if (t->svc && t->svc->svc->lb_mode == MLB_PASSTHROUGH) {
-		clog_debug(t, "service %s port %u: passthrough", t->svc->svc->key, t->svc->port);
-		t->svc = NULL;
-		return true;
-	}
-	if (t->svc) {
-		if (tunnel_pick(t))
+	/* A VIP first, whatever the port: most destinations are none, and they
+	 * then cost this one lookup before the workload's. */
+	const struct mservice *vs = model_service_vip(m, &t->dst);
+	if (vs) {
+		t->svc = model_service_at(m, &t->dst);
+		if (t->svc)
+			vs = t->svc->svc;	/* the owner of this VIP and port */
+		if (vs->lb_mode == MLB_PASSTHROUGH) {
+			clog_debug(t, "service %s port %u: passthrough", vs->key, sock_addr_port(&t->dst));
+			t->svc = NULL;
+			return true;
+		}
+		if (t->svc && tunnel_pick(t))
 			return true;
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
-		clog_warn(t, "outbound %s: service %s has no healthy endpoint: refused",
-		    sock_addr_str(&t->dst, a, sizeof(a)), t->svc->svc->key);
-		tunnel_fail(t);
-		return false;
-	}
-	const struct mservice *vs = model_service_vip(m, &t->dst);
-	if (vs && vs->lb_mode == MLB_PASSTHROUGH) {
-		clog_debug(t, "service %s port %u: passthrough", vs->key, sock_addr_port(&t->dst));
-		return true;
-	}
-	if (vs) {
-		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
-		clog_warn(t, "outbound %s: service %s has no port %u: refused",
-		    sock_addr_str(&t->dst, a, sizeof(a)), vs->key, sock_addr_port(&t->dst));
+		clog_warn(t, "outbound %s: service %s %s: refused", sock_addr_str(&t->dst, a, sizeof(a)),
+		    vs->key, t->svc ? "has no healthy endpoint" : "has no such port");
 		tunnel_fail(t);
 		return false;
 	}
