@@ -42,6 +42,17 @@ struct config {
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
 	char admin_address[64];
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
+
+	/* "identity": where this proxy's certificate comes from (certsrc.h),
+	 * each also from the environment pilot-agent reads ("" = unset). */
+	char cert_dir[256];		/* --cert-dir, OUTRIGGER_CERT_DIR; else /etc/certs if its files exist */
+	char sds_socket[256];		/* Envoy SDS over a Unix socket (pilot-agent's, SPIRE's) */
+	char ca_addr[256];		/* CA_ADDR: the Istio CA, "istiod.istio-system.svc:15012" */
+	char ca_root[256];		/* the CA's root certificate file (CA_ROOT_CA) */
+	char token_file[256];		/* bearer token for the CA (pilot-agent's JWT path) */
+	char cluster_id[64];		/* clusterid header (CLUSTER_ID) */
+	char trust_domain[256];		/* TRUST_DOMAIN; "cluster.local" */
+	uint32_t cert_ttl_s;		/* SECRET_TTL: the validity asked of the CA; 24 h */
 };
 
 /* The embedded default: a sidecar on Istio's ports. */

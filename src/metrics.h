@@ -83,7 +83,10 @@ enum worker_metric {
 	X(RESOURCES_CLUSTER, resources_cluster, GAUGE, "envoy.config.cluster.v3.Cluster resources in the snapshot in use") \
 	X(RESOURCES_ENDPOINTS, resources_endpoints, GAUGE, "envoy.config.endpoint.v3.ClusterLoadAssignment resources in the snapshot in use") \
 	X(RESOURCES_ROUTE, resources_route, GAUGE, "envoy.config.route.v3.RouteConfiguration resources in the snapshot in use") \
-	X(RESOURCES_LISTENER, resources_listener, GAUGE, "envoy.config.listener.v3.Listener resources in the snapshot in use")
+	X(RESOURCES_LISTENER, resources_listener, GAUGE, "envoy.config.listener.v3.Listener resources in the snapshot in use") \
+	X(CERT_UPDATES, cert_updates, COUNTER, "Certificates accepted from the certificate source and published (first one and every rotation)") \
+	X(CERT_REFUSED, cert_refused, COUNTER, "Certificates refused (bad PEM, key mismatch, expired, not yet valid, no SPIFFE ID, untrusted); the running one serves on") \
+	X(CERT_EXPIRY_TIMESTAMP, cert_expiry_timestamp, GAUGE, "notAfter of the certificate in use, seconds since the epoch (0: none)")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

@@ -311,6 +311,7 @@ struct ipkey {
 };
 
 struct model {
+	unsigned long refs;		/* atomic: snapshots share one model (model_ref) */
 	char *network;
 	struct mres **res[MRES__COUNT];	/* name order */
 	size_t nres[MRES__COUNT];
@@ -1678,10 +1679,17 @@ out:
 	return rc;
 }
 
+struct model *
+model_ref(struct model *m)
+{
+	__atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+	return m;
+}
+
 void
 model_free(struct model *m)
 {
-	if (!m)
+	if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	for (int t = 0; t < MRES__COUNT; t++) {
 		for (size_t i = 0; i < m->nres[t]; i++)
@@ -1710,6 +1718,7 @@ model_empty(void)
 
 	if (!m)
 		return NULL;
+	m->refs = 1;
 	if (!(m->network = strdup(""))) {
 		free(m);
 		return NULL;
@@ -1754,6 +1763,7 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		goto fail;
 	if (!(m = calloc(1, sizeof(*m))))
 		goto fail;
+	m->refs = 1;
 	m->bytes = sizeof(*m);
 	if (!(m->network = strdup(opts && opts->network ? opts->network : "")))
 		goto fail;

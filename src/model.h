@@ -105,6 +105,9 @@ struct model;
  * OOM (also when the report cannot grow). */
 struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep);
+/* Models are reference-counted: a snapshot that changes only certificates
+ * shares its predecessor's. model_free() drops one reference (NULL: no-op). */
+struct model *model_ref(struct model *m);
 void model_free(struct model *m);
 
 /* An empty model (no resource): what the built-in defaults have. */

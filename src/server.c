@@ -8,11 +8,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "identity.h"
 #include "log.h"
 #include "model.h"
 #include "resources.h"
 #include "server.h"
 #include "worker.h"
+#include "xtls.h"
 
 /* The resource gauges follow MODEL_TYPES' order (SM_RESOURCES_ADDRESS + t). */
 _Static_assert(SM_RESOURCES_LISTENER - SM_RESOURCES_ADDRESS == MRES__COUNT - 1,
@@ -120,7 +122,9 @@ server_reload(void)
 		return rc;
 	}
 	nfixed = config_keep_fixed(&next, &server.snap->cfg, fixed, sizeof(fixed));
-	if (!(s = snapshot_new(&next, model, server.snap->generation + 1))) {
+	if ((s = snapshot_new(&next, model, server.snap->generation + 1)) && server.snap->certs)
+		s->certs = certbundle_ref(server.snap->certs);
+	if (!s) {
 		res_report_free(&rep);
 		server.stats[SM_CONFIG_RELOAD_FAILURE]++;
 		log_error("reload refused, keeping configuration generation %llu: out of memory",
@@ -142,5 +146,34 @@ server_reload(void)
 		log_info("reload: %s applied as configuration generation %llu (new connections use it)", src,
 		    (unsigned long long)s->generation);
 	res_report_free(&rep);
+	return 0;
+}
+
+int
+server_set_certs(struct certbundle *b)
+{
+	struct snapshot *s;
+	char err[256];
+	int rc;
+
+	if ((rc = xtls_prepare(b, err, sizeof(err))) < 0) {
+		server.stats[SM_CERT_REFUSED]++;
+		log_error("certificate from %s refused: %s; the running one serves on", b->source, err);
+		certbundle_unref(b);
+		return rc;
+	}
+	if (!(s = snapshot_new(&server.snap->cfg, model_ref(server.snap->model), server.snap->generation + 1))) {
+		server.stats[SM_CERT_REFUSED]++;
+		log_error("certificate from %s: out of memory; the running one serves on", b->source);
+		certbundle_unref(b);
+		return -ENOMEM;
+	}
+	s->certs = b;
+	server.stats[SM_CERT_UPDATES]++;
+	server.stats[SM_CERT_EXPIRY_TIMESTAMP] = (uint64_t)b->not_after;
+	log_info("certificate %s from %s (serial %s, valid until %ld) serves new connections "
+	    "(configuration generation %llu)", b->identity, b->source, b->serial, (long)b->not_after,
+	    (unsigned long long)s->generation);
+	server_publish(s);
 	return 0;
 }

@@ -62,6 +62,14 @@ void server_note_refusals(const struct res_report *rep, const char *src);
  * rotation will call it too. Control thread only. */
 void server_publish(struct snapshot *s);
 
+/* A certificate source (certsrc.h) has a new, checked bundle b (a
+ * reference handed over): build its TLS contexts (xtls_prepare) and publish
+ * a snapshot that serves with it, the same configuration and model as the
+ * running one. Connections open keep theirs. On failure the running bundle
+ * stays, the failure is logged (naming b's source) and counted. Control
+ * thread only. 0 or -errno. */
+int server_set_certs(struct certbundle *b);
+
 /* SIGHUP: load the configuration again as at start, keep the "restart" keys
  * at their running values (logged as needing a restart), build the next
  * generation's model over the running one (a refused resource that was

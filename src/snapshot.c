@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "identity.h"
 #include "snapshot.h"
 
 /* The destructor: frees everything the builder made. Only snapshot_unref()
@@ -11,6 +12,7 @@ static void
 snapshot_destroy(struct snapshot *s)
 {
 	model_free(s->model);
+	certbundle_unref(s->certs);
 	free(s);
 }
 

@@ -18,7 +18,11 @@ struct snapshot {
 	unsigned long refs;	/* atomic: shared by the control thread and workers */
 	uint64_t generation;	/* 1, 2, ... in publication order */
 	struct config cfg;
-	struct model *model;	/* the mesh (never NULL; model_empty() without resources); owned */
+	struct model *model;	/* the mesh (never NULL; model_empty() without resources); a reference */
+	/* This proxy's certificate and its TLS contexts (identity.h); NULL
+	 * while no source has delivered one (mTLS then refused, plaintext as
+	 * before). A reference, set by the builder's caller before publishing. */
+	struct certbundle *certs;
 };
 
 /* The builder: the one place that turns a loaded configuration and a mesh

@@ -1,0 +1,35 @@
+/* certsrc: where this proxy's certificate comes from, chosen once at start
+ * in pilot-agent's order: files (--cert-dir, OUTRIGGER_CERT_DIR, then
+ * /etc/certs when its three files exist), else Envoy SDS over a Unix socket
+ * (identity.sdsSocket), else the Istio CA (CA_ADDR), else none (plaintext
+ * only; mTLS is refused and counted). Every source runs on the control
+ * thread's loop and hands each new, checked bundle to server_set_certs();
+ * a refused one is logged and counted, and the running bundle serves on. */
+#ifndef OR_CERTSRC_H
+#define OR_CERTSRC_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "config.h"
+
+/* Starts the source cfg names (see above). Files are loaded before this
+ * returns, so the first snapshot already serves with them; the CA and SDS
+ * deliver later (readiness waits for them). 0, or -errno with err when the
+ * source is misconfigured (a --cert-dir that does not exist, ...). */
+int certsrc_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
+void certsrc_stop(void);
+
+/* What the running source is, for /config_dump and the start-up line:
+ * "files /etc/certs", "sds unix:/...", "istio-ca host:15012", "none". */
+const char *certsrc_name(void);
+
+/* The three sources; certsrc_start() picks one. Each returns 0 or -errno. */
+int certsrc_files_start(struct ev_loop *loop, const char *dir, char *err, size_t errlen);
+void certsrc_files_stop(void);
+int certsrc_sds_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
+void certsrc_sds_stop(void);
+int certsrc_ca_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
+void certsrc_ca_stop(void);
+
+#endif
