@@ -48,10 +48,11 @@ struct relay {
 	struct ev_loop *loop;
 	struct pool *pool;
 	uint64_t *stats;		/* the listener's LM_* counters */
-	ev_timer timer;			/* idle timeout, then linger ticks */
+	ev_timer timer;			/* idle timeout (and the hang-up watch's delay), then linger ticks */
 	ev_tstamp idle;			/* seconds, 0 = none */
 	ev_tstamp last_io;
 	ev_tstamp linger_until;
+	bool hup_due;			/* a side waits to be put in the hang-up watch */
 	relay_done_fn *done;
 };
 
