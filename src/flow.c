@@ -22,10 +22,10 @@
 #define LINGER_TIME 2.0
 #define LINGER_TICK 0.02
 /* A side left unwatched (its end of stream read, or its reading paused) is
- * put in the hang-up watch only after this long: most such sides are closed
+ * put in the hang-up watch only after this long (seconds; flow.h): most such sides are closed
  * sooner (the other side answers the FIN), and each registration is an
  * epoll_ctl(2) that the churn shapes would pay once per connection. */
-#define HUP_DELAY 0.05
+ev_tstamp flow_hup_delay = 0.05;
 /* A spliced read smaller than this ends bulk mode (see flow_fill). */
 #define SPLICE_MIN 8192
 
@@ -347,9 +347,9 @@ side_arm(struct relay *r, struct conn *c, const struct flow *out, const struct f
 		r->hup_due = true;
 		/* The idle timer is lazy (re-armed on expiry for what is
 		 * left): bringing it forward costs no syscall. */
-		if (!ev_is_active(&r->timer) || ev_timer_remaining(r->loop, &r->timer) > HUP_DELAY) {
+		if (!ev_is_active(&r->timer) || ev_timer_remaining(r->loop, &r->timer) > flow_hup_delay) {
 			ev_timer_stop(r->loop, &r->timer);
-			ev_timer_set(&r->timer, HUP_DELAY, 0.);
+			ev_timer_set(&r->timer, flow_hup_delay, 0.);
 			ev_timer_start(r->loop, &r->timer);
 		}
 	}

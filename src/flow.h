@@ -6,6 +6,7 @@
 #ifndef OR_FLOW_H
 #define OR_FLOW_H
 
+#include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -57,6 +58,10 @@ struct relay {
 };
 
 const char *relay_state_str(enum relay_state s);
+
+/* How long a side may be neither read nor written before it goes into the
+ * hang-up watch (seconds; 0.05). Tests change it. */
+extern ev_tstamp flow_hup_delay;
 
 /* Prepare r (zeroed by the caller) on loop; nothing runs until relay_start. */
 void relay_init(struct relay *r, struct ev_loop *loop, struct pool *pool, uint64_t *stats,
