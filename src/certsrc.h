@@ -49,6 +49,8 @@ const char *certsrc_name(void);
  * (server.cert_refused), once per version of the files. */
 int certsrc_files_start(struct ev_loop *loop, const char *dir, char *err, size_t errlen);
 void certsrc_files_stop(void);
+/* The check interval and the settling time (1 s, 3 s), for the tests. */
+void certsrc_files_tune(double poll_s, double settle_s);
 int certsrc_sds_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
 void certsrc_sds_stop(void);
 int certsrc_ca_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);

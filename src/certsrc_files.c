@@ -19,11 +19,10 @@
 #include "log.h"
 #include "server.h"
 
-#define POLL_S 1.0
-/* A refusal is reported once the files have not changed for this long: a
+/* A refusal is reported once the files have not changed for settle_s: a
  * writer that replaces key.pem and then cert-chain.pem leaves a moment in
  * which they do not match, and that is no error. */
-#define SETTLE_S 3.0
+static double poll_s = 1.0, settle_s = 3.0;
 #define FILE_MAX (1u << 20)
 
 enum { F_CHAIN, F_KEY, F_ROOTS, NFILES };
@@ -240,7 +239,7 @@ tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		fs.seen_at = ev_now(fs.loop);
 		return;
 	}
-	if (ev_now(fs.loop) - fs.seen_at < SETTLE_S) {
+	if (ev_now(fs.loop) - fs.seen_at < settle_s) {
 		log_debug("certificate files in %s not loaded yet (%s); retrying while they settle", fs.dir, err);
 		return;
 	}
@@ -271,10 +270,17 @@ certsrc_files_start(struct ev_loop *loop, const char *dir, char *err, size_t err
 		refuse(&s, why);
 	fs.seen = s;
 	fs.seen_at = ev_now(loop);
-	ev_timer_init(&fs.timer, tick_cb, POLL_S, POLL_S);
+	ev_timer_init(&fs.timer, tick_cb, poll_s, poll_s);
 	ev_timer_start(loop, &fs.timer);
 	fs.started = true;
 	return 0;
+}
+
+void
+certsrc_files_tune(double poll, double settle)
+{
+	poll_s = poll;
+	settle_s = settle;
 }
 
 void
