@@ -272,3 +272,11 @@ def test_dev_ca_files_pass_openssl_and_the_proxy(pod_lab, outrigger_bin):
     c = sc.certs()["certificates"][0]
     assert c["identity"] == "spiffe://example.org/ns/shop/sa/cart"
     assert int(c["cert_chain"][0]["serial_number"], 16) == serial_of(out)
+    # Its trust domain is not the configured one (cluster.local): served, with a warning;
+    # with TRUST_DOMAIN set to it, no warning.
+    warn = "is of trust domain example.org, not identity.trustDomain cluster.local"
+    assert warn in sc.log()
+    assert sc.stop() == 0
+    sc = start(pod, proxy_args=["--cert-dir", out], env={"TRUST_DOMAIN": "example.org"})
+    assert sc.certs()["certificates"][0]["identity"] == "spiffe://example.org/ns/shop/sa/cart"
+    assert "is of trust domain" not in sc.log()
