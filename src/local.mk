@@ -6,6 +6,7 @@ liboutrigger_a_SOURCES = \
 	src/config.c src/config.h \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
+	src/devca.c src/devca.h \
 	src/grpc.c src/grpc.h \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
