@@ -33,6 +33,7 @@ written to D/port once the server listens (--listen HOST:0 picks one).
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -172,6 +173,8 @@ class TestCA:
                 "n_extensions": len(csr.extensions),
                 "key": "%s %s" % (type(csr.public_key()).__name__, getattr(csr.public_key().curve, "name", "")),
                 "hash": csr.signature_hash_algorithm.name,
+                "key_sha256": hashlib.sha256(csr.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest(),
             }
         except Exception as e:  # noqa: BLE001
             entry["error"] = "bad CSR: %s" % e
