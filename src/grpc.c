@@ -32,6 +32,8 @@ struct grpc_stats grpc_stats;
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (4 << 20)
 #define CONNECT_TIMEOUT_S 5.0
+#define KEEPALIVE_S 30.0
+#define KEEPALIVE_TIMEOUT_S 10.0
 
 enum chan_state {
 	CH_IDLE,	/* no connection; the next call connects */
@@ -63,6 +65,7 @@ struct grpc_chan {
 	char *address, *verify_name, *authority;
 	SSL_CTX *tls;
 	double connect_timeout_s;
+	double keepalive_s;	/* 0: off */
 	size_t max_message;
 
 	enum chan_state state;
@@ -70,6 +73,9 @@ struct grpc_chan {
 	nghttp2_session *sess;
 	ev_timer connect_timer;
 	ev_timer kick;		/* pump at the next loop turn (chan_kick) */
+	ev_timer keepalive;	/* see grpc_target.keepalive_s */
+	ev_tstamp last_rx;	/* when bytes last arrived */
+	bool ping_out;		/* a keepalive PING awaits any answer */
 	/* Bytes nghttp2 produced that the transport did not take yet (a TLS
 	 * send that returned -EAGAIN is retried with the same bytes). */
 	const uint8_t *wpend;
@@ -465,6 +471,8 @@ static void
 chan_teardown(struct grpc_chan *ch)
 {
 	ev_timer_stop(ch->loop, &ch->connect_timer);
+	ev_timer_stop(ch->loop, &ch->keepalive);
+	ch->ping_out = false;
 	if (ch->sess) {
 		nghttp2_session_del(ch->sess);
 		ch->sess = NULL;
@@ -564,6 +572,8 @@ chan_read(struct grpc_chan *ch)
 			snprintf(why, sizeof(why), "%s", n == 0 ? "the server closed the connection" : strerror((int)-n));
 			goto fail;
 		}
+		ch->last_rx = ev_now(ch->loop);
+		ch->ping_out = false;
 		ssize_t r = nghttp2_session_mem_recv(ch->sess, buf, (size_t)n);
 		if (ch->zombie)
 			break;
@@ -642,10 +652,44 @@ conn_ready(struct conn *c, int what)
 		} else {
 			ev_timer_stop(ch->loop, &ch->connect_timer);
 			ch->state = CH_READY;
+			ch->last_rx = ev_now(ch->loop);
+			if (ch->keepalive_s > 0) {
+				ev_timer_set(&ch->keepalive, ch->keepalive_s, 0);
+				ev_timer_start(ch->loop, &ch->keepalive);
+			}
 			log_debug("grpc %s: connected (%s)", ch->address, c->ops->name);
 		}
 	} else if (what & CONN_RD) {
 		chan_read(ch);
+	}
+	chan_leave(ch);
+}
+
+/* The keepalive: a PING after keepalive_s without a byte in while calls
+ * are open; the connection fails if nothing at all answers it in time. */
+static void
+keepalive_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct grpc_chan *ch = w->data;
+	double idle = ev_now(loop) - ch->last_rx;
+	double wait = ch->keepalive_s < KEEPALIVE_TIMEOUT_S ? ch->keepalive_s : KEEPALIVE_TIMEOUT_S;
+	char why[128];
+
+	(void)revents;
+	if (ch->state != CH_READY)
+		return;
+	ch->busy++;
+	if (ch->ping_out) {
+		snprintf(why, sizeof(why), "no answer to a keepalive PING within %.1f s", wait);
+		chan_fail(ch, GRPC_UNAVAILABLE, why);
+	} else if (idle >= ch->keepalive_s && ch->calls) {
+		nghttp2_submit_ping(ch->sess, NGHTTP2_FLAG_NONE, NULL);
+		ch->ping_out = true;
+		ev_timer_set(w, wait, 0);
+		ev_timer_start(loop, w);
+	} else {
+		ev_timer_set(w, idle >= ch->keepalive_s ? ch->keepalive_s : ch->keepalive_s - idle, 0);
+		ev_timer_start(loop, w);
 	}
 	chan_leave(ch);
 }
@@ -775,6 +819,9 @@ grpc_chan_new(struct ev_loop *loop, const struct grpc_target *t)
 	ch->connect_timer.data = ch;
 	ev_timer_init(&ch->kick, kick_cb, 0, 0);
 	ch->kick.data = ch;
+	ch->keepalive_s = t->keepalive_s < 0 ? 0 : t->keepalive_s > 0 ? t->keepalive_s : KEEPALIVE_S;
+	ev_timer_init(&ch->keepalive, keepalive_cb, 0, 0);
+	ch->keepalive.data = ch;
 	return ch;
 }
 

@@ -35,6 +35,10 @@ struct grpc_target {
 	const char *authority;	/* :authority; NULL: address ("localhost" for unix:) */
 	/* Zero means the default for each (a zeroed target is valid). */
 	double connect_timeout_s;	/* TCP connect plus TLS handshake; 0: 5 s (ztunnel's) */
+	/* While calls are open and nothing arrives for this long, a PING goes
+	 * out; no answer within min(10 s, this) fails the connection (a peer
+	 * that vanished without a FIN or RST). 0: 30 s (ztunnel's); < 0: off. */
+	double keepalive_s;
 	size_t max_message;	/* longest response message; 0: GRPC_MAX_MESSAGE */
 };
 

@@ -37,6 +37,7 @@ enum mode {
 	M_CLOSE,	/* closes the socket on the first request */
 	M_NOSTATUS,	/* 200 gRPC, one message, END_STREAM without trailers */
 	M_COMPRESSED,	/* a message with the compressed flag set */
+	M_SILENT,	/* goes silent on the first request: reads and writes nothing more */
 };
 
 #define STREAM_N 200
@@ -64,6 +65,7 @@ struct server {
 	int requests;
 	struct sstream *streams[64];
 	bool write_blocked;
+	bool silent;
 };
 
 static void srv_pump(struct server *s);
@@ -165,6 +167,10 @@ respond(struct server *s, struct sstream *st)
 		return;
 	}
 	case M_HANG:
+		return;
+	case M_SILENT:
+		ev_io_stop(s->loop, &s->io);
+		s->silent = true;
 		return;
 	case M_GOAWAY:
 		nghttp2_submit_goaway(s->sess, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
@@ -297,7 +303,7 @@ srv_io(struct ev_loop *loop, ev_io *w, int revents)
 static void
 srv_pump(struct server *s)
 {
-	if (s->fd < 0)
+	if (s->fd < 0 || s->silent)
 		return;
 	for (;;) {
 		if (!s->wlen) {
@@ -649,6 +655,37 @@ test_deadline_resets_stream(void **state)
 	teardown_f(&f);
 }
 
+/* A peer that vanishes without a FIN or RST (its host gone): the keepalive
+ * PING goes unanswered and the call fails UNAVAILABLE; a live peer answers
+ * the PINGs, so a quiet call lives on to its deadline. */
+static void
+test_keepalive(void **state)
+{
+	struct fixture f;
+	struct result r;
+	(void)state;
+
+	memset(&f, 0, sizeof(f));
+	f.loop = ev_loop_new(EVFLAG_AUTO);
+	srv_start(&f.srv, f.loop, M_SILENT, false, f.addr, sizeof(f.addr));
+	struct grpc_target t = { .address = f.addr, .keepalive_s = 0.1 };
+	f.ch = grpc_chan_new(f.loop, &t);
+	unary(&f, &r, "x", 0);
+	run_until(f.loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "keepalive"));
+	teardown_f(&f);
+
+	memset(&f, 0, sizeof(f));
+	f.loop = ev_loop_new(EVFLAG_AUTO);
+	srv_start(&f.srv, f.loop, M_HANG, false, f.addr, sizeof(f.addr));
+	f.ch = grpc_chan_new(f.loop, &t);
+	unary(&f, &r, "x", 1.0);
+	run_until(f.loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_DEADLINE_EXCEEDED);
+	teardown_f(&f);
+}
+
 static void
 test_oversized_message(void **state)
 {
@@ -929,6 +966,7 @@ main(void)
 		cmocka_unit_test(test_http_status_mapping),
 		cmocka_unit_test(test_deadline_resets_stream),
 		cmocka_unit_test(test_oversized_message),
+		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_no_trailers_and_compressed),
 		cmocka_unit_test(test_goaway_and_close_are_unavailable),
 		cmocka_unit_test(test_refused_connect),
