@@ -128,10 +128,9 @@ def test_first_certificate_csr_and_headers(ca_lab):
     assert csr["hash"] == "sha256", csr
     log = sc.log()
     assert "certificate %s from istio-ca 127.0.0.1:%d" % (SPIFFE, ca.port) in log, log[-3000:]
-    # /certs (identity branch) shows the CA's certificate when it is there.
-    code, body, _ = sc._get("http://127.0.0.1:15000/certs")
-    if code == 200:
-        assert SPIFFE in body, body[:2000]
+    # /certs names the CA as the source and shows the certificate's SPIFFE ID.
+    certs = json.dumps(sc.certs())
+    assert SPIFFE in certs and "istio-ca 127.0.0.1:%d" % ca.port in certs, certs[:2000]
 
 
 def test_rotation_under_traffic(ca_lab):

@@ -66,6 +66,7 @@ struct server {
 	struct sstream *streams[64];
 	bool write_blocked;
 	bool silent;
+	int accepts;
 };
 
 static void srv_pump(struct server *s);
@@ -337,6 +338,7 @@ srv_accept(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	assert_true(s->fd < 0);
 	s->fd = fd;
+	s->accepts++;
 	if (s->sess)	/* the client reconnects after M_CLOSE */
 		nghttp2_session_del(s->sess);
 	nghttp2_session_callbacks_new(&cb);
@@ -541,6 +543,35 @@ test_unary_echo_tcp_and_headers(void **state)
 	assert_string_equal(r.first, "again|");
 	assert_null(strstr(f.srv.hdrs, "grpc-timeout"));
 	assert_int_equal(f.srv.requests, 2);
+	teardown_f(&f);
+}
+
+/* Calls started together share the one connection, each on its stream. */
+static void
+test_concurrent_calls_one_connection(void **state)
+{
+	struct fixture f;
+	struct result r[3];
+	const char *msgs[3] = { "first", "second", "third" };
+	(void)state;
+
+	setup_mode(&f, M_ECHO, false);
+	for (int i = 0; i < 3; i++) {
+		memset(&r[i], 0, sizeof(r[i]));
+		struct grpc_call *c = grpc_call_start(f.ch, "/test.Svc/Do", NULL, 0, 5, &handler, &r[i]);
+		assert_non_null(c);
+		assert_int_equal(grpc_call_send(c, (const uint8_t *)msgs[i], strlen(msgs[i]), true), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		run_until(f.loop, &r[i].done, 5);
+	for (int i = 0; i < 3; i++) {
+		char want[16];
+		snprintf(want, sizeof(want), "%s|", msgs[i]);
+		assert_int_equal(r[i].status, GRPC_OK);
+		assert_string_equal(r[i].first, want);
+	}
+	assert_int_equal(f.srv.accepts, 1);
+	assert_int_equal(f.srv.requests, 3);
 	teardown_f(&f);
 }
 
@@ -792,6 +823,15 @@ test_connect_timeout(void **state)
 	run_until(loop, &r.done, 5);
 	assert_int_equal(r.status, GRPC_UNAVAILABLE);
 	assert_non_null(strstr(r.message, "timed out"));
+	/* A deadline shorter than the connect: the call ends at it, and the
+	 * connect timeout that follows finds no call to fail. */
+	memset(&r, 0, sizeof(r));
+	assert_non_null(grpc_call_start(ch, "/x/y", NULL, 0, 0.1, &handler, &r));
+	run_until(loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_DEADLINE_EXCEEDED);
+	ev_tstamp end = ev_time() + 0.5;
+	while (ev_time() < end)
+		ev_run(loop, EVRUN_ONCE);
 	grpc_chan_free(ch);
 	for (int i = 0; i < 4; i++)
 		close(fill[i]);
@@ -959,6 +999,7 @@ main(void)
 		cmocka_unit_test(test_status_parsing),
 		cmocka_unit_test(test_addr_parse),
 		cmocka_unit_test(test_unary_echo_tcp_and_headers),
+		cmocka_unit_test(test_concurrent_calls_one_connection),
 		cmocka_unit_test(test_unix_socket_streaming),
 		cmocka_unit_test(test_split_and_coalesced_messages),
 		cmocka_unit_test(test_long_stream_flow_control),
