@@ -76,6 +76,7 @@ struct grpc_chan {
 	ev_timer keepalive;	/* see grpc_target.keepalive_s */
 	ev_tstamp last_rx;	/* when bytes last arrived */
 	bool ping_out;		/* a keepalive PING awaits any answer */
+	char connect_err[128];	/* why the last synchronous connect failed */
 	/* Bytes nghttp2 produced that the transport did not take yet (a TLS
 	 * send that returned -EAGAIN is retried with the same bytes). */
 	const uint8_t *wpend;
@@ -282,7 +283,8 @@ grpc_call_start(struct grpc_chan *ch, const char *path, const struct grpc_md *md
 		}
 	} else {
 		call->fail_status = GRPC_UNAVAILABLE;
-		snprintf(call->fail_msg, sizeof(call->fail_msg), "cannot connect to %s", ch->address);
+		snprintf(call->fail_msg, sizeof(call->fail_msg), "cannot connect to %s: %s", ch->address,
+		    ch->connect_err);
 	}
 	free(nv);
 	if (call->fail_status >= 0) {
@@ -719,16 +721,22 @@ chan_connect(struct grpc_chan *ch)
 	bool is_unix;
 	int fd, rc;
 
-	if ((rc = grpc_addr_parse(ch->address, host, sizeof(host), &port, &is_unix)) < 0)
+	if ((rc = grpc_addr_parse(ch->address, host, sizeof(host), &port, &is_unix)) < 0) {
+		snprintf(ch->connect_err, sizeof(ch->connect_err), "not host:port, [v6]:port or unix:/path");
 		return rc;
+	}
 	grpc_stats.connects++;
 	if (is_unix) {
 		struct sockaddr_un sun = { .sun_family = AF_UNIX };
-		if (strlen(host) >= sizeof(sun.sun_path))
-			return -ENAMETOOLONG;
+		if (strlen(host) >= sizeof(sun.sun_path)) {
+			rc = -ENAMETOOLONG;
+			goto failed;
+		}
 		strcpy(sun.sun_path, host);
-		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
-			return -errno;
+		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
+			rc = -errno;
+			goto failed;
+		}
 		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno != EINPROGRESS) {
 			rc = -errno;
 			close(fd);
@@ -742,9 +750,10 @@ chan_connect(struct grpc_chan *ch)
 
 		snprintf(portstr, sizeof(portstr), "%u", port);
 		if ((rc = getaddrinfo(host, portstr, &hints, &ai)) != 0) {
-			log_warn("grpc %s: cannot resolve %s: %s", ch->address, host, gai_strerror(rc));
-			rc = -EHOSTUNREACH;
-			goto failed;
+			snprintf(ch->connect_err, sizeof(ch->connect_err), "cannot resolve %s: %s", host,
+			    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+			grpc_stats.connect_failures++;
+			return -EHOSTUNREACH;
 		}
 		memset(&ss, 0, sizeof(ss));
 		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
@@ -777,6 +786,7 @@ chan_connect(struct grpc_chan *ch)
 	conn_arm(&ch->conn, CONN_HS);
 	return 0;
 failed:
+	snprintf(ch->connect_err, sizeof(ch->connect_err), "%s", strerror(-rc));
 	grpc_stats.connect_failures++;
 	return rc;
 }

@@ -793,6 +793,16 @@ test_refused_connect(void **state)
 	run_until(f.loop, &r.done, 5);
 	assert_int_equal(r.status, GRPC_UNAVAILABLE);
 	grpc_chan_free(f.ch);
+	/* A Unix socket that is not there: refused at once, and said why. */
+	struct grpc_target t = { .address = "unix:/nonexistent/test_grpc.sock" };
+	f.ch = grpc_chan_new(f.loop, &t);
+	unary(&f, &r, "x", 5);
+	assert_false(r.done);
+	run_until(f.loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "No such file"));
+	grpc_chan_free(f.ch);
+	grpc_chan_free(f.ch);
 	ev_loop_destroy(f.loop);
 }
 
