@@ -57,7 +57,7 @@ struct grpc_call {
 	struct grpc_resp resp;
 	struct grpc_deframer df;
 	int fail_status;	/* a local failure (size, bad frame), -1 none */
-	char fail_msg[128];
+	char fail_msg[256];
 };
 
 struct grpc_chan {
@@ -76,7 +76,7 @@ struct grpc_chan {
 	ev_timer keepalive;	/* see grpc_target.keepalive_s */
 	ev_tstamp last_rx;	/* when bytes last arrived */
 	bool ping_out;		/* a keepalive PING awaits any answer */
-	char connect_err[128];	/* why the last synchronous connect failed */
+	char connect_err[160];	/* why the last synchronous connect failed */
 	/* Bytes nghttp2 produced that the transport did not take yet (a TLS
 	 * send that returned -EAGAIN is retried with the same bytes). */
 	const uint8_t *wpend;
@@ -283,7 +283,7 @@ grpc_call_start(struct grpc_chan *ch, const char *path, const struct grpc_md *md
 		}
 	} else {
 		call->fail_status = GRPC_UNAVAILABLE;
-		snprintf(call->fail_msg, sizeof(call->fail_msg), "cannot connect to %s: %s", ch->address,
+		snprintf(call->fail_msg, sizeof(call->fail_msg), "cannot connect to %.90s: %.140s", ch->address,
 		    ch->connect_err);
 	}
 	free(nv);
@@ -750,7 +750,7 @@ chan_connect(struct grpc_chan *ch)
 
 		snprintf(portstr, sizeof(portstr), "%u", port);
 		if ((rc = getaddrinfo(host, portstr, &hints, &ai)) != 0) {
-			snprintf(ch->connect_err, sizeof(ch->connect_err), "cannot resolve %s: %s", host,
+			snprintf(ch->connect_err, sizeof(ch->connect_err), "cannot resolve %.64s: %.60s", host,
 			    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
 			grpc_stats.connect_failures++;
 			return -EHOSTUNREACH;

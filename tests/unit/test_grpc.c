@@ -802,7 +802,6 @@ test_refused_connect(void **state)
 	assert_int_equal(r.status, GRPC_UNAVAILABLE);
 	assert_non_null(strstr(r.message, "No such file"));
 	grpc_chan_free(f.ch);
-	grpc_chan_free(f.ch);
 	ev_loop_destroy(f.loop);
 }
 
