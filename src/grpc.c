@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ struct grpc_stats grpc_stats;
 #define CONNECT_TIMEOUT_S 5.0
 #define KEEPALIVE_S 30.0
 #define KEEPALIVE_TIMEOUT_S 10.0
+#define GRPC_MAX_ADDRS 8
 
 enum chan_state {
 	CH_IDLE,	/* no connection; the next call connects */
@@ -77,6 +79,8 @@ struct grpc_chan {
 	ev_tstamp last_rx;	/* when bytes last arrived */
 	bool ping_out;		/* a keepalive PING awaits any answer */
 	char connect_err[160];	/* why the last synchronous connect failed */
+	struct sockaddr_storage addrs[GRPC_MAX_ADDRS];	/* resolved, in order */
+	int naddrs, next_addr;
 	/* Bytes nghttp2 produced that the transport did not take yet (a TLS
 	 * send that returned -EAGAIN is retried with the same bytes). */
 	const uint8_t *wpend;
@@ -90,6 +94,7 @@ struct grpc_chan {
 static void chan_fail(struct grpc_chan *ch, int status, const char *why);
 static void chan_pump(struct grpc_chan *ch);
 static void chan_free_now(struct grpc_chan *ch);
+static int chan_open_next(struct grpc_chan *ch);
 
 /* Every entry from the loop (socket, timers) holds ch->busy while it runs
  * callbacks and ends here: a channel freed by a callback is freed now, else
@@ -643,6 +648,14 @@ conn_ready(struct conn *c, int what)
 	if (ch->state == CH_CONNECTING) {
 		if ((rc = c->ops->handshake(c)) == -EAGAIN) {
 			conn_arm(c, CONN_HS);
+		} else if (rc < 0 && c->connecting && ch->next_addr < ch->naddrs) {
+			/* This address refused or is unreachable: the next one. */
+			log_debug("grpc %s: connect: %s; trying the next address", ch->address, strerror(-rc));
+			conn_close(c, CONN_ABORT);
+			if ((rc = chan_open_next(ch)) < 0) {
+				snprintf(why, sizeof(why), "connect: %s", strerror(-rc));
+				chan_fail(ch, GRPC_UNAVAILABLE, why);
+			}
 		} else if (rc < 0) {
 			char detail[128] = "";
 			/* A TLS failure says why (untrusted, wrong name, ...). */
@@ -709,43 +722,87 @@ connect_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	chan_leave(ch);
 }
 
+/* Opens a socket to the next address not tried yet (a connect that fails at
+ * once moves on to the one after) and starts the transport on it. 0, or the
+ * last error when none is left. The session is not touched: nothing has been
+ * sent before CH_READY, so it can go out on whichever socket connects. */
+static int
+chan_open_next(struct grpc_chan *ch)
+{
+	int fd, rc = -EHOSTUNREACH;
+
+	while (ch->next_addr < ch->naddrs) {
+		const struct sockaddr_storage *sa = &ch->addrs[ch->next_addr++];
+		if (sa->ss_family == AF_UNIX) {
+			if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+				return -errno;
+			if (connect(fd, (const struct sockaddr *)sa, sizeof(struct sockaddr_un)) < 0 &&
+			    errno != EINPROGRESS) {
+				rc = -errno;
+				close(fd);
+				continue;
+			}
+		} else if ((fd = rc = sock_connect(sa, NULL, false, 0)) < 0) {
+			if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
+				return rc;
+			continue;
+		}
+		conn_init(&ch->conn, ch->loop, fd, &raw_ops, conn_ready, ch, -1);
+		ch->conn.connecting = true;
+		if (ch->tls) {
+			static const unsigned char alpn[] = "\x02h2";
+			struct in6_addr probe;
+			const char *vn = ch->verify_name;
+			/* SNI is a DNS name (RFC 6066): none for an IP address or a
+			 * SPIFFE ID. */
+			bool dns = vn && strncmp(vn, "spiffe://", 9) && inet_pton(AF_INET, vn, &probe) != 1 &&
+			    inet_pton(AF_INET6, vn, &probe) != 1;
+			struct xtls_client_opts o = {
+				.sni = dns ? vn : NULL, .alpn = alpn, .alpn_len = 3, .verify_name = vn,
+			};
+			if ((rc = xtls_start_client(&ch->conn, ch->tls, &o)) < 0) {
+				conn_close(&ch->conn, CONN_ABORT);
+				return rc;
+			}
+		}
+		conn_arm(&ch->conn, CONN_HS);
+		return 0;
+	}
+	return rc;
+}
+
 /* Resolves and connects. The name is resolved with a blocking getaddrinfo
  * on the control thread: control-plane names (istiod.istio-system.svc) are
  * answered by the cluster DNS at once, and the control thread only serves
- * the admin port meanwhile. */
+ * the admin port meanwhile. Every address is tried in getaddrinfo's order
+ * (RFC 6724) until one connects, within one connect timeout. */
 static int
 chan_connect(struct grpc_chan *ch)
 {
 	char host[256];
 	uint16_t port;
 	bool is_unix;
-	int fd, rc;
+	int rc;
 
 	if ((rc = grpc_addr_parse(ch->address, host, sizeof(host), &port, &is_unix)) < 0) {
 		snprintf(ch->connect_err, sizeof(ch->connect_err), "not host:port, [v6]:port or unix:/path");
 		return rc;
 	}
 	grpc_stats.connects++;
+	ch->naddrs = ch->next_addr = 0;
 	if (is_unix) {
-		struct sockaddr_un sun = { .sun_family = AF_UNIX };
-		if (strlen(host) >= sizeof(sun.sun_path)) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&ch->addrs[0];
+		memset(sun, 0, sizeof(*sun));
+		sun->sun_family = AF_UNIX;
+		if (strlen(host) >= sizeof(sun->sun_path)) {
 			rc = -ENAMETOOLONG;
 			goto failed;
 		}
-		strcpy(sun.sun_path, host);
-		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
-			rc = -errno;
-			goto failed;
-		}
-		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno != EINPROGRESS) {
-			rc = -errno;
-			close(fd);
-			goto failed;
-		}
+		strcpy(sun->sun_path, host);
+		ch->naddrs = 1;
 	} else {
 		struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
 		struct addrinfo *ai = NULL;
-		struct sockaddr_storage ss;
 		char portstr[8];
 
 		snprintf(portstr, sizeof(portstr), "%u", port);
@@ -755,35 +812,25 @@ chan_connect(struct grpc_chan *ch)
 			grpc_stats.connect_failures++;
 			return -EHOSTUNREACH;
 		}
-		memset(&ss, 0, sizeof(ss));
-		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		for (struct addrinfo *a = ai; a && ch->naddrs < GRPC_MAX_ADDRS; a = a->ai_next) {
+			if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+			    a->ai_addrlen > sizeof(ch->addrs[0]))
+				continue;
+			memset(&ch->addrs[ch->naddrs], 0, sizeof(ch->addrs[0]));
+			memcpy(&ch->addrs[ch->naddrs++], a->ai_addr, a->ai_addrlen);
+		}
 		freeaddrinfo(ai);
-		if ((fd = sock_connect(&ss, NULL, false, 0)) < 0) {
-			rc = fd;
-			goto failed;
-		}
 	}
-	conn_init(&ch->conn, ch->loop, fd, &raw_ops, conn_ready, ch, -1);
-	ch->conn.connecting = true;
-	if (ch->tls) {
-		static const unsigned char alpn[] = "\x02h2";
-		struct xtls_client_opts o = {
-			.sni = ch->verify_name && strncmp(ch->verify_name, "spiffe://", 9) ? ch->verify_name : NULL,
-			.alpn = alpn, .alpn_len = 3, .verify_name = ch->verify_name,
-		};
-		if ((rc = xtls_start_client(&ch->conn, ch->tls, &o)) < 0) {
-			conn_close(&ch->conn, CONN_ABORT);
-			goto failed;
-		}
-	}
-	if ((rc = chan_start_h2(ch)) < 0) {
-		conn_close(&ch->conn, CONN_ABORT);
+	if ((rc = chan_start_h2(ch)) < 0)
+		goto failed;
+	if ((rc = chan_open_next(ch)) < 0) {
+		nghttp2_session_del(ch->sess);
+		ch->sess = NULL;
 		goto failed;
 	}
 	ch->state = CH_CONNECTING;
 	ev_timer_set(&ch->connect_timer, ch->connect_timeout_s, 0);
 	ev_timer_start(ch->loop, &ch->connect_timer);
-	conn_arm(&ch->conn, CONN_HS);
 	return 0;
 failed:
 	snprintf(ch->connect_err, sizeof(ch->connect_err), "%s", strerror(-rc));

@@ -38,6 +38,8 @@ tests_unit_test_metrics_LDADD = $(UNIT_LDADD)
 tests_unit_test_grpc_SOURCES = tests/unit/test_grpc.c
 tests_unit_test_grpc_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_grpc_LDADD = $(UNIT_LDADD)
+# Name resolution is wrapped: a name with a refusing first address.
+tests_unit_test_grpc_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=getaddrinfo
 tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
 tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_identity_LDADD = $(UNIT_LDADD)

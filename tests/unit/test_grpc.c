@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc.h"
+#include "log.h"
 #include "sock.h"
 
 /* --- the test server ---------------------------------------------------------- */
@@ -413,6 +415,38 @@ srv_stop(struct server *s)
 	unix_path[0] = 0;
 }
 
+/* --- name resolution, wrapped (-Wl,--wrap=getaddrinfo) ----------------------------- */
+
+/* "two.test" resolves to 127.0.0.1:dead_port (nothing listens) and then to
+ * 127.0.0.1:<the port asked>, so the client must move on to the second. The
+ * list is glibc's own nodes chained, so freeaddrinfo frees it. */
+static uint16_t dead_port;
+int __real_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+    struct addrinfo **res);
+int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+    struct addrinfo **res);
+
+int
+__wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+{
+	struct addrinfo *first, *second;
+	char dead[8];
+	int rc;
+
+	if (!node || strcmp(node, "two.test") != 0)
+		return __real_getaddrinfo(node, service, hints, res);
+	snprintf(dead, sizeof(dead), "%u", dead_port);
+	if ((rc = __real_getaddrinfo("127.0.0.1", dead, hints, &first)) != 0)
+		return rc;
+	if ((rc = __real_getaddrinfo("127.0.0.1", service, hints, &second)) != 0) {
+		freeaddrinfo(first);
+		return rc;
+	}
+	first->ai_next = second;
+	*res = first;
+	return 0;
+}
+
 /* --- the client side ------------------------------------------------------------ */
 
 struct result {
@@ -572,6 +606,38 @@ test_concurrent_calls_one_connection(void **state)
 	}
 	assert_int_equal(f.srv.accepts, 1);
 	assert_int_equal(f.srv.requests, 3);
+	teardown_f(&f);
+}
+
+/* A name with two addresses, the first refusing: the call goes through the
+ * second, within the one connect. */
+static void
+test_next_address_after_refusal(void **state)
+{
+	struct fixture f;
+	struct result r;
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	char addr[64];
+	(void)state;
+
+	sock_addr_parse("127.0.0.1", 0, &sa);
+	int fd = sock_listen(&sa, 1, false, false);
+	getsockname(fd, (struct sockaddr *)&sa, &sl);
+	dead_port = sock_addr_port(&sa);
+	log_threshold = LL_DEBUG;	/* the log shows which path moved on */
+	close(fd);	/* nothing listens there now */
+	setup_mode(&f, M_ECHO, false);
+	grpc_chan_free(f.ch);
+	snprintf(addr, sizeof(addr), "two.test:%s", strrchr(f.addr, ':') + 1);
+	struct grpc_target t = { .address = addr };
+	f.ch = grpc_chan_new(f.loop, &t);
+	unary(&f, &r, "second", 5);
+	run_until(f.loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_OK);
+	assert_string_equal(r.first, "second|");
+	assert_non_null(strstr(f.srv.hdrs, ":authority: two.test:"));
+	log_threshold = LL_INFO;
 	teardown_f(&f);
 }
 
@@ -1009,6 +1075,7 @@ main(void)
 		cmocka_unit_test(test_addr_parse),
 		cmocka_unit_test(test_unary_echo_tcp_and_headers),
 		cmocka_unit_test(test_concurrent_calls_one_connection),
+		cmocka_unit_test(test_next_address_after_refusal),
 		cmocka_unit_test(test_unix_socket_streaming),
 		cmocka_unit_test(test_split_and_coalesced_messages),
 		cmocka_unit_test(test_long_stream_flow_control),
