@@ -361,6 +361,7 @@ srv_accept(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static char unix_path[108];
+static const char *tcp_host = "127.0.0.1";	/* "::1" for the IPv6 test */
 
 static void
 srv_start(struct server *s, struct ev_loop *loop, enum mode mode, bool unix_sock, char *addr, size_t len)
@@ -382,7 +383,7 @@ srv_start(struct server *s, struct ev_loop *loop, enum mode mode, bool unix_sock
 		struct sockaddr_storage sa;
 		socklen_t sl = sizeof(sa);
 		char buf[SOCK_ADDR_STRLEN];
-		sock_addr_parse("127.0.0.1", 0, &sa);
+		assert_int_equal(sock_addr_parse(tcp_host, 0, &sa), 0);
 		s->lfd = sock_listen(&sa, 8, false, false);
 		assert_true(s->lfd >= 0);
 		getsockname(s->lfd, (struct sockaddr *)&sa, &sl);
@@ -638,6 +639,25 @@ test_next_address_after_refusal(void **state)
 	assert_string_equal(r.first, "second|");
 	assert_non_null(strstr(f.srv.hdrs, ":authority: two.test:"));
 	log_threshold = LL_INFO;
+	teardown_f(&f);
+}
+
+/* "[::1]:port": the brackets are the address's, not the name's. */
+static void
+test_ipv6_literal(void **state)
+{
+	struct fixture f;
+	struct result r;
+	(void)state;
+
+	tcp_host = "::1";
+	setup_mode(&f, M_ECHO, false);
+	tcp_host = "127.0.0.1";
+	assert_true(f.addr[0] == '[');
+	unary(&f, &r, "six", 5);
+	run_until(f.loop, &r.done, 5);
+	assert_int_equal(r.status, GRPC_OK);
+	assert_string_equal(r.first, "six|");
 	teardown_f(&f);
 }
 
@@ -1076,6 +1096,7 @@ main(void)
 		cmocka_unit_test(test_unary_echo_tcp_and_headers),
 		cmocka_unit_test(test_concurrent_calls_one_connection),
 		cmocka_unit_test(test_next_address_after_refusal),
+		cmocka_unit_test(test_ipv6_literal),
 		cmocka_unit_test(test_unix_socket_streaming),
 		cmocka_unit_test(test_split_and_coalesced_messages),
 		cmocka_unit_test(test_long_stream_flow_control),
