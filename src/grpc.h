@@ -1,5 +1,5 @@
 /* grpc: a gRPC client over one HTTP/2 connection (nghttp2) on the control
- * thread's loop: length-prefixed messages, metadata, deadlines, status and
+ * thread's loop (not thread-safe: one loop owns a channel): length-prefixed messages, metadata, deadlines, status and
  * trailers; unary and streaming calls alike. The transport under it is a
  * conn: raw TCP (http://), TLS (xtls, https://) or a Unix socket. Used by
  * the Istio CA client, the SDS client and the xDS client. */
@@ -71,8 +71,11 @@ void grpc_chan_free(struct grpc_chan *ch);
  * NULL on OOM (nothing is called back). */
 struct grpc_call *grpc_call_start(struct grpc_chan *ch, const char *path, const struct grpc_md *md,
     size_t nmd, double deadline_s, const struct grpc_handler *h, void *ud);
-/* Queues one request message; last: the client's half-close follows it
- * (unary calls send one message with last). 0 or -errno. */
+/* Queues one request message (copied); last: the client's half-close
+ * follows it (unary calls send one message with last). Sent as the
+ * server's flow-control window allows; the queue has no bound of its own:
+ * our callers send small requests and ACKs. 0, or -EPIPE after last or the
+ * call's end, -EMSGSIZE, -ENOMEM. */
 int grpc_call_send(struct grpc_call *call, const uint8_t *msg, size_t len, bool last);
 /* Ends the call (RST_STREAM CANCEL); done is not called. */
 void grpc_call_cancel(struct grpc_call *call);

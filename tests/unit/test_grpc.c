@@ -40,6 +40,7 @@ enum mode {
 	M_NOSTATUS,	/* 200 gRPC, one message, END_STREAM without trailers */
 	M_COMPRESSED,	/* a message with the compressed flag set */
 	M_SILENT,	/* goes silent on the first request: reads and writes nothing more */
+	M_SINK,		/* counts the request's messages and bytes, answers "n/bytes" at its end */
 };
 
 #define STREAM_N 200
@@ -53,6 +54,7 @@ struct sstream {
 	struct grpc_deframer df;
 	struct server *srv;
 	int produced;	/* M_STREAM: messages queued */
+	size_t got_msgs, got_bytes;	/* M_SINK */
 };
 
 struct server {
@@ -141,6 +143,11 @@ srv_msg(void *ud, const uint8_t *m, size_t n)
 	struct sstream *st = ud;
 	if (st->srv->mode == M_ECHO)
 		out_msg(st, m, n, 0);
+	st->got_msgs++;
+	st->got_bytes += n;
+	for (size_t i = 0; i < n; i++)
+		if (m[i] != (uint8_t)(st->got_msgs & 0xff))
+			st->got_bytes = 0;	/* a corrupted message shows in the answer */
 	return 0;
 }
 
@@ -200,6 +207,12 @@ respond(struct server *s, struct sstream *st)
 	case M_COMPRESSED:
 		out_msg(st, (const uint8_t *)"zz", 2, 1);
 		break;
+	case M_SINK: {
+		char buf[64];
+		int l = snprintf(buf, sizeof(buf), "%zu/%zu", st->got_msgs, st->got_bytes);
+		out_msg(st, (const uint8_t *)buf, (size_t)l, 0);
+		break;
+	}
 	default:
 		break;
 	}
@@ -723,6 +736,35 @@ test_long_stream_flow_control(void **state)
 	teardown_f(&f);
 }
 
+/* 20 MB from the client on one stream: past the server's 64 KiB windows and
+ * the socket buffer, so our sends meet -EAGAIN and DEFERRED and resume. */
+static void
+test_long_upload(void **state)
+{
+	struct fixture f;
+	struct result r;
+	uint8_t *m = malloc(STREAM_SZ);
+	(void)state;
+
+	setup_mode(&f, M_SINK, false);
+	memset(&r, 0, sizeof(r));
+	struct grpc_call *c = grpc_call_start(f.ch, "/x/up", NULL, 0, 30, &handler, &r);
+	for (int i = 1; i <= STREAM_N; i++) {
+		memset(m, i & 0xff, STREAM_SZ);
+		assert_int_equal(grpc_call_send(c, m, STREAM_SZ, i == STREAM_N), 0);
+		if (i % 20 == 0)	/* the owner sends as it goes, the loop runs between */
+			for (int k = 0; k < 5; k++)
+				ev_run(f.loop, EVRUN_NOWAIT);
+	}
+	run_until(f.loop, &r.done, 30);
+	assert_int_equal(r.status, GRPC_OK);
+	char want[64];
+	snprintf(want, sizeof(want), "%d/%d|", STREAM_N, STREAM_N * STREAM_SZ);
+	assert_string_equal(r.first, want);
+	free(m);
+	teardown_f(&f);
+}
+
 static void
 test_trailers_only(void **state)
 {
@@ -1100,6 +1142,7 @@ main(void)
 		cmocka_unit_test(test_unix_socket_streaming),
 		cmocka_unit_test(test_split_and_coalesced_messages),
 		cmocka_unit_test(test_long_stream_flow_control),
+		cmocka_unit_test(test_long_upload),
 		cmocka_unit_test(test_trailers_only),
 		cmocka_unit_test(test_http_status_mapping),
 		cmocka_unit_test(test_deadline_resets_stream),
