@@ -64,20 +64,27 @@ PROTO_FILES = \
 	src/proto/envoy/config/route/v3/route_components.proto \
 	src/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto \
 	src/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto \
+	src/proto/envoy/extensions/transport_sockets/tls/v3/common.proto \
+	src/proto/envoy/extensions/transport_sockets/tls/v3/secret.proto \
+	src/proto/envoy/service/discovery/v3/discovery.proto \
+	src/proto/envoy/service/secret/v3/sds.proto \
 	src/proto/envoy/type/matcher/v3/regex.proto \
 	src/proto/envoy/type/matcher/v3/string.proto \
 	src/proto/envoy/type/v3/percent.proto \
 	src/proto/envoy/type/v3/range.proto \
+	src/proto/envoy/type/v3/semantic_version.proto \
 	src/proto/google/protobuf/any.proto \
 	src/proto/google/protobuf/duration.proto \
 	src/proto/google/protobuf/empty.proto \
 	src/proto/google/protobuf/struct.proto \
 	src/proto/google/protobuf/timestamp.proto \
 	src/proto/google/protobuf/wrappers.proto \
+	src/proto/google/rpc/status.proto \
 	src/proto/istio/security/authorization.proto \
 	src/proto/istio/security/v1beta1/peer_authentication.proto \
 	src/proto/istio/type/v1beta1/selector.proto \
-	src/proto/istio/workload/workload.proto
+	src/proto/istio/workload/workload.proto \
+	src/proto/xds/core/v3/context_params.proto
 PROTO_C = $(PROTO_FILES:.proto=.pb-c.c)
 PROTO_H = $(PROTO_FILES:.proto=.pb-c.h)
 
