@@ -16,6 +16,7 @@ liboutrigger_a_SOURCES = \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/resources.c src/resources.h \
+	src/sds.c src/sds.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
 	src/sock.c src/sock.h \
