@@ -6,7 +6,13 @@
 # (apt) and Fedora/RHEL (dnf). Idempotent; run as root.
 #   packaging/install-deps.sh            everything
 #   packaging/install-deps.sh --build    only what the build needs
+# The real Envoy API protos the test SDS server (tests/lab/sds_server.py) and
+# the protobuf goldens compile come from the npm package @grpc/grpc-js-xds
+# (its deps/: envoy-api, xds, googleapis, protoc-gen-validate), installed
+# into $OUTRIGGER_TEST_CACHE/npm (default /var/cache/outrigger-test/npm).
 set -eu
+
+GRPC_JS_XDS=1.14.1
 
 scope=${1:-all}
 
@@ -14,13 +20,14 @@ DEB_BUILD="build-essential autoconf automake pkg-config libev-dev libssl-dev lib
   libnetfilter-queue-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev node-llhttp"
 DEB_TEST="iptables nftables iproute2 util-linux procps psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2-client nghttp2-proxy tinyproxy clang libclang-rt-dev
-  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf wrk python3-protobuf protobuf-compiler"
+  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf wrk python3-protobuf protobuf-compiler
+  python3-grpcio"
 
 RPM_BUILD="gcc make autoconf automake pkgconf-pkg-config libev-devel openssl-devel libnghttp2-devel
   libnetfilter_queue-devel cjson-devel protobuf-c-devel protobuf-c-compiler libcmocka-devel llhttp-devel"
 RPM_TEST="iptables-nft nftables iproute util-linux procps-ng psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2 tinyproxy clang compiler-rt haproxy nginx nginx-mod-stream
-  gnuplot perf python3-protobuf protobuf-compiler"
+  gnuplot perf python3-protobuf protobuf-compiler python3-grpcio"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: run as root" >&2
@@ -64,4 +71,15 @@ else
 	echo "install-deps.sh: neither apt-get nor dnf found; install by hand:" >&2
 	echo "  Debian names: $DEB_BUILD $DEB_TEST" >&2
 	exit 1
+fi
+
+if [ "$scope" != --build ]; then
+	npmdir=${OUTRIGGER_TEST_CACHE:-/var/cache/outrigger-test}/npm
+	pkgjson=$npmdir/node_modules/@grpc/grpc-js-xds/package.json
+	if ! grep -q "\"version\": \"$GRPC_JS_XDS\"" "$pkgjson" 2>/dev/null; then
+		echo "install-deps.sh: npm install @grpc/grpc-js-xds@$GRPC_JS_XDS into $npmdir"
+		mkdir -p "$npmdir"
+		npm install --prefix "$npmdir" --no-audit --no-fund --ignore-scripts \
+			"@grpc/grpc-js-xds@$GRPC_JS_XDS"
+	fi
 fi
