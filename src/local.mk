@@ -7,6 +7,7 @@ liboutrigger_a_SOURCES = \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
+	src/grpc.c src/grpc.h \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
@@ -25,7 +26,7 @@ liboutrigger_a_SOURCES = \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
 	src/xtls.c src/xtls.h \
-	src/certsrc.h src/grpc.h src/sniff.h
+	src/certsrc.h src/sniff.h
 
 OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \
 	$(NGHTTP2_LIBS) $(PROTOBUFC_LIBS) $(LLHTTP_LIBS) -lm
