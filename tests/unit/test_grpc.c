@@ -331,6 +331,8 @@ srv_accept(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	assert_true(s->fd < 0);
 	s->fd = fd;
+	if (s->sess)	/* the client reconnects after M_CLOSE */
+		nghttp2_session_del(s->sess);
 	nghttp2_session_callbacks_new(&cb);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, srv_begin);
 	nghttp2_session_callbacks_set_on_header_callback(cb, srv_header);
