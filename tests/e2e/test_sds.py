@@ -7,6 +7,7 @@ The certificate in use is read from the proxy's stats (server.cert_updates,
 server.cert_expiry_timestamp) and its log line, whose serial is compared with what
 `openssl x509 -serial` says of the file served.
 """
+import json
 import os
 import subprocess
 import time
@@ -77,6 +78,19 @@ def wait_stat(sc, name, value, timeout=10):
              what="%s == %s (now %s)" % (name, value, sc.stats().get(name)))
 
 
+def certs_serial(sc):
+    """The serial of the leaf new connections serve with, from /certs (Envoy's shape)."""
+    code, body, _ = sc._get("http://127.0.0.1:15000/certs")
+    assert code == 200, body
+    d = json.loads(body)
+    assert d["source"].startswith("sds unix:"), d
+    if not d["certificates"]:
+        return None
+    c = d["certificates"][0]
+    assert c["identity"] == ID
+    return c["cert_chain"][0]["serial_number"].lower()
+
+
 def served_line(sc, cert_dir):
     want = "serial %s" % serial(cert_dir)
     for line in sc.log().splitlines():
@@ -97,6 +111,7 @@ def test_sds_certificate_then_rotation(pod_lab, outrigger_bin, init_bin, sds, fo
     pod, sc = start(pod_lab, sds)
     wait_stat(sc, "server.cert_updates", 1)
     assert served_line(sc, a), sc.log()[-3000:]
+    assert certs_serial(sc) == serial(a).lower()
     first = srv.requests[0]
     assert first.node.id == "sidecar~%s~client-1.demo~demo.svc.cluster.local" % pod.ip
     assert list(first.resource_names) == ["default", "ROOTCA"]
@@ -112,6 +127,7 @@ def test_sds_certificate_then_rotation(pod_lab, outrigger_bin, init_bin, sds, fo
     srv.rotate(b, roots=False)
     wait_stat(sc, "server.cert_updates", 2)
     assert served_line(sc, b), sc.log()[-3000:]
+    assert certs_serial(sc) == serial(b).lower()
     wait_for(lambda: ("2", "n2") in srv.acks(), timeout=5, what="ACK of version 2")
     assert not srv.nacks()
 
@@ -166,6 +182,7 @@ def test_sds_bad_secrets_are_nacked_and_the_running_one_serves(pod_lab, outrigge
         s = sc.stats()
         assert s["server.cert_updates"] == 1, what
         assert s["server.cert_expiry_timestamp"] == expiry, what
+        assert certs_serial(sc) == serial(a).lower(), what
     log = sc.log()
     assert log.count("refused") >= len(cases), log[-4000:]
     assert "the running certificate serves on" in log
@@ -192,15 +209,35 @@ def test_sds_agent_vanishes_and_comes_back(pod_lab, outrigger_bin, init_bin, sds
              what="reconnect attempts while the agent is away")
     assert sc.health() == 200
     assert sc.stats()["server.cert_updates"] == 1
+    assert certs_serial(sc) == serial(a).lower()
     assert sc.log().count("stream ended") == 1, sc.log()[-3000:]
 
     b = sds.leaf("b")
     srv2 = sds.server(b)
     wait_stat(sc, "server.cert_updates", 2, timeout=30)
     assert served_line(sc, b)
+    assert certs_serial(sc) == serial(b).lower()
     first = srv2.requests[0]
     assert first.version_info == "1", "the reconnect's first request names the version applied"
     assert first.node.id.startswith("sidecar~")
     assert sc.stats()["server.sds_connected"] == 1
     assert "connected again" in sc.log()
     assert sc.log().count("stream ended") == 1
+
+
+def test_sds_agent_not_there_yet_at_start(pod_lab, outrigger_bin, init_bin, sds):
+    """pilot-agent starts its SDS server after the proxy may: with no socket yet the proxy
+    starts (plaintext only, no certificate), logs the outage once and retries with backoff;
+    when the socket appears the certificate arrives without a restart."""
+    a = sds.leaf("a")
+    _, sc = start(pod_lab, sds)
+    wait_for(lambda: sc.stats()["server.sds_connect_fail"] >= 2, timeout=15, interval=0.2,
+             what="retries while there is no agent")
+    assert sc.stats()["server.cert_updates"] == 0
+    assert certs_serial(sc) is None
+    assert sc.log().count("stream ended") == 1, sc.log()[-3000:]
+    assert "no certificate yet" in sc.log()
+    sds.server(a)
+    wait_stat(sc, "server.cert_updates", 1, timeout=30)
+    assert certs_serial(sc) == serial(a).lower()
+    assert sc.stats()["server.sds_connected"] == 1
