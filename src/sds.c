@@ -513,8 +513,10 @@ apply(struct sds_response *r, char *err, size_t errlen)
 		    same(key, keylen, sds.key, sds.keylen) && same(roots, rootslen, sds.roots, sds.rootslen))
 			goto keep;	/* nothing changed: no new snapshot */
 		if ((rc = certbundle_from_pem(chain, chainlen, key, keylen, roots, rootslen, sds.source,
-		    time(NULL), &b, err, errlen)) < 0)
+		    time(NULL), &b, err, errlen)) < 0) {
+			server.stats[SM_CERT_REFUSED]++;	/* as the files source counts it */
 			return rc == -ENOMEM ? rc : -EINVAL;
+		}
 		if ((rc = server_set_certs(b)) < 0) {	/* it took b's reference */
 			snprintf(err, errlen, "the TLS contexts could not be built (%s)", strerror(-rc));
 			return -EINVAL;

@@ -169,6 +169,7 @@ def test_sds_bad_secrets_are_nacked_and_the_running_one_serves(pod_lab, outrigge
         ("key mismatch", lambda: srv.push_secrets([mismatched_secret]), "key does not match"),
         ("untrusted", lambda: srv.push_secrets([sds_server.cert_secret(untrusted)]), "does not chain"),
     ]
+    checked = 0          # refusals by certbundle_from_pem: also in server.cert_refused
     for i, (what, push, why) in enumerate(cases, 1):
         push()
         wait_for(lambda: len(srv.nacks()) == i, timeout=5, what="NACK of %s" % what)
@@ -183,6 +184,8 @@ def test_sds_bad_secrets_are_nacked_and_the_running_one_serves(pod_lab, outrigge
         assert s["server.cert_updates"] == 1, what
         assert s["server.cert_expiry_timestamp"] == expiry, what
         assert certs_serial(sc) == serial(a).lower(), what
+        checked += what in ("expired", "key mismatch", "untrusted")
+        assert s["server.cert_refused"] == checked, what
     log = sc.log()
     assert log.count("refused") >= len(cases), log[-4000:]
     assert "the running certificate serves on" in log
