@@ -214,8 +214,16 @@ parse_int(const char *s, long long *out)
 static int
 check_hostport(const char *s)
 {
-	const char *colon = strrchr(s, ':'), *close = strchr(s, ']');
+	const char *colon, *close;
 	long long port;
+
+	/* The Istio CA client takes http:// (tests only: plaintext) and https://. */
+	if (!strncmp(s, "http://", 7))
+		s += 7;
+	else if (!strncmp(s, "https://", 8))
+		s += 8;
+	colon = strrchr(s, ':');
+	close = strchr(s, ']');
 
 	if (!colon || colon == s || parse_int(colon + 1, &port) < 0 || port < 1 || port > 65535)
 		return -EINVAL;

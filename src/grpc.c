@@ -632,7 +632,12 @@ conn_ready(struct conn *c, int what)
 		if ((rc = c->ops->handshake(c)) == -EAGAIN) {
 			conn_arm(c, CONN_HS);
 		} else if (rc < 0) {
-			snprintf(why, sizeof(why), "connect: %s", strerror(-rc));
+			char detail[128] = "";
+			/* A TLS failure says why (untrusted, wrong name, ...). */
+			if (c->ops == &xtls_ops)
+				(void)xtls_failure(c, detail, sizeof(detail));
+			snprintf(why, sizeof(why), "%s: %s", c->ops == &xtls_ops ? "TLS handshake" : "connect",
+			    detail[0] ? detail : strerror(-rc));
 			chan_fail(ch, GRPC_UNAVAILABLE, why);
 		} else {
 			ev_timer_stop(ch->loop, &ch->connect_timer);

@@ -4,8 +4,8 @@ noinst_LIBRARIES += liboutrigger.a
 liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
+	src/ca.c \
 	src/certsrc.c src/certsrc_files.c \
-	src/certsrc_stubs.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
@@ -86,6 +86,7 @@ PROTO_FILES = \
 	src/proto/google/protobuf/wrappers.proto \
 	src/proto/google/rpc/status.proto \
 	src/proto/istio/security/authorization.proto \
+	src/proto/istio/security/v1alpha1/ca.proto \
 	src/proto/istio/security/v1beta1/peer_authentication.proto \
 	src/proto/istio/type/v1beta1/selector.proto \
 	src/proto/istio/workload/workload.proto \
