@@ -18,6 +18,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include "certsrc.h"
 #include "grpc.h"
@@ -586,12 +587,14 @@ static void
 schedule_retry(void)
 {
 	double d = BACKOFF_BASE_S * pow(2.0, sds.failures < 16 ? sds.failures : 16);
+	uint32_t r = UINT32_MAX;
 
 	if (d > BACKOFF_MAX_S)
 		d = BACKOFF_MAX_S;
 	/* Jitter: between half and all of it, so a node full of proxies does
 	 * not come back to a restarted agent in step. */
-	d *= 0.5 + 0.5 * ((double)random() / RAND_MAX);
+	(void)RAND_bytes((unsigned char *)&r, sizeof(r));	/* on failure: the whole delay */
+	d *= 0.5 + 0.5 * ((double)r / UINT32_MAX);
 	sds.failures++;
 	ev_timer_set(&sds.retry, d, 0.0);
 	ev_timer_start(sds.loop, &sds.retry);
@@ -662,7 +665,6 @@ certsrc_sds_start(struct ev_loop *loop, const struct config *cfg, char *err, siz
 		return -ENOMEM;
 	}
 	ev_timer_init(&sds.retry, on_retry, 0.0, 0.0);
-	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 	sds.running = true;
 	log_info("SDS %s: asking for \"%s\" and \"%s\" as %s", sds.address, SDS_CERT_NAME, SDS_ROOTS_NAME,
 	    sds.node.id);
