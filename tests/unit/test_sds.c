@@ -489,6 +489,71 @@ test_request(void **state)
 	free(msg);
 }
 
+/* Responses encoded by the real protobuf library from the real Envoy protos
+ * (tests/fuzz/make-sds-corpus.py wrote them; certificates from openssl). */
+static uint8_t *
+read_corpus(const char *name, size_t *len)
+{
+	const char *srcdir = getenv("srcdir");
+	char path[512];
+	uint8_t *buf = malloc(1 << 16);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/sds/%s", srcdir ? srcdir : ".", name);
+	assert_non_null(f = fopen(path, "rb"));
+	*len = fread(buf, 1, 1 << 16, f);
+	fclose(f);
+	return buf;
+}
+
+static void
+test_real_encodings(void **state)
+{
+	struct sds_response r;
+	char err[512] = "";
+	uint8_t *msg;
+	size_t len;
+
+	(void)state;
+	msg = read_corpus("both-inline-bytes", &len);
+	assert_int_equal(sds_response_decode(msg, len, &r, err, sizeof(err)), 0);
+	assert_string_equal(r.version, "1");
+	assert_string_equal(r.nonce, "n1");
+	assert_true(r.has_cert && r.has_roots);
+	assert_non_null(strstr(r.chain, "-----BEGIN CERTIFICATE-----"));
+	assert_non_null(strstr(r.key, "PRIVATE KEY-----"));
+	assert_non_null(strstr(r.roots, "-----BEGIN CERTIFICATE-----"));
+	sds_response_free(&r);
+	free(msg);
+
+	msg = read_corpus("spire-names", &len);
+	assert_int_equal(sds_response_decode(msg, len, &r, err, sizeof(err)), 0);
+	assert_true(r.has_cert && r.has_roots);
+	/* Two bundles (spiffe://cluster.local, spiffe://other.org), one after the other. */
+	assert_non_null(strstr(strstr(r.roots, "-----END CERTIFICATE-----"), "-----BEGIN CERTIFICATE-----"));
+	sds_response_free(&r);
+	free(msg);
+
+	msg = read_corpus("cert-only", &len);
+	assert_int_equal(sds_response_decode(msg, len, &r, err, sizeof(err)), 0);
+	assert_true(r.has_cert && !r.has_roots);
+	sds_response_free(&r);
+	free(msg);
+
+	msg = read_corpus("garbage-pem", &len);
+	assert_int_equal(sds_response_decode(msg, len, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "holds no PEM certificate"));
+	assert_string_equal(r.nonce, "n1");
+	sds_response_free(&r);
+	free(msg);
+
+	msg = read_corpus("wrong-kind-filename", &len);
+	assert_int_equal(sds_response_decode(msg, len, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "secret \"ROOTCA\" is not a validation_context"));
+	sds_response_free(&r);
+	free(msg);
+}
+
 int
 main(void)
 {
@@ -499,6 +564,7 @@ main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_wire_refusals),
 		cmocka_unit_test(test_request),
+		cmocka_unit_test(test_real_encodings),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
