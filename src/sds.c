@@ -27,8 +27,8 @@
 #include "sds.h"
 #include "server.h"
 
-#include "proto/envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
-#include "proto/envoy/service/discovery/v3/discovery.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 
 typedef Envoy__Service__Discovery__V3__DiscoveryResponse DiscoveryResponse;
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest DiscoveryRequest;
@@ -523,7 +523,7 @@ apply(struct sds_response *r, char *err, size_t errlen)
 			return -EINVAL;
 		}
 		sds.applied = true;
-	} else {
+	} else if (r->has_cert || r->has_roots) {
 		log_info("SDS %s: %s received; waiting for %s", sds.address,
 		    chain ? "certificate" : "trusted CAs", chain ? SDS_ROOTS_NAME : SDS_CERT_NAME);
 	}

@@ -26,8 +26,8 @@
 #include "grpc.h"
 #include "sds.h"
 
-#include "proto/envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
-#include "proto/envoy/service/discovery/v3/discovery.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 
 typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 typedef Envoy__Config__Core__V3__DataSource DataSource;
