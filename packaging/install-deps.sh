@@ -6,7 +6,13 @@
 # (apt) and Fedora/RHEL (dnf). Idempotent; run as root.
 #   packaging/install-deps.sh            everything
 #   packaging/install-deps.sh --build    only what the build needs
+# The real Envoy API protos the test SDS server (tests/lab/sds_server.py) and
+# the protobuf goldens compile come from the npm package @grpc/grpc-js-xds
+# (its deps/: envoy-api, xds, googleapis, protoc-gen-validate), installed
+# into $OUTRIGGER_TEST_CACHE/npm (default /var/cache/outrigger-test/npm).
 set -eu
+
+GRPC_JS_XDS=1.14.1
 
 scope=${1:-all}
 
@@ -65,4 +71,15 @@ else
 	echo "install-deps.sh: neither apt-get nor dnf found; install by hand:" >&2
 	echo "  Debian names: $DEB_BUILD $DEB_TEST" >&2
 	exit 1
+fi
+
+if [ "$scope" != --build ]; then
+	npmdir=${OUTRIGGER_TEST_CACHE:-/var/cache/outrigger-test}/npm
+	pkgjson=$npmdir/node_modules/@grpc/grpc-js-xds/package.json
+	if ! grep -q "\"version\": \"$GRPC_JS_XDS\"" "$pkgjson" 2>/dev/null; then
+		echo "install-deps.sh: npm install @grpc/grpc-js-xds@$GRPC_JS_XDS into $npmdir"
+		mkdir -p "$npmdir"
+		npm install --prefix "$npmdir" --no-audit --no-fund --ignore-scripts \
+			"@grpc/grpc-js-xds@$GRPC_JS_XDS"
+	fi
 fi

@@ -6,7 +6,6 @@ liboutrigger_a_SOURCES = \
 	src/config.c src/config.h \
 	src/ca.c \
 	src/certsrc.c src/certsrc_files.c \
-	src/certsrc_sds_stub.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
@@ -21,6 +20,7 @@ liboutrigger_a_SOURCES = \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/resources.c src/resources.h \
+	src/sds.c src/sds.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
 	src/sock.c src/sock.h \
@@ -69,21 +69,28 @@ PROTO_FILES = \
 	src/proto/envoy/config/route/v3/route_components.proto \
 	src/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto \
 	src/proto/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto \
+	src/proto/envoy/extensions/transport_sockets/tls/v3/common.proto \
+	src/proto/envoy/extensions/transport_sockets/tls/v3/secret.proto \
+	src/proto/envoy/service/discovery/v3/discovery.proto \
+	src/proto/envoy/service/secret/v3/sds.proto \
 	src/proto/envoy/type/matcher/v3/regex.proto \
 	src/proto/envoy/type/matcher/v3/string.proto \
 	src/proto/envoy/type/v3/percent.proto \
 	src/proto/envoy/type/v3/range.proto \
+	src/proto/envoy/type/v3/semantic_version.proto \
 	src/proto/google/protobuf/any.proto \
 	src/proto/google/protobuf/duration.proto \
 	src/proto/google/protobuf/empty.proto \
 	src/proto/google/protobuf/struct.proto \
 	src/proto/google/protobuf/timestamp.proto \
 	src/proto/google/protobuf/wrappers.proto \
+	src/proto/google/rpc/status.proto \
 	src/proto/istio/security/authorization.proto \
 	src/proto/istio/security/v1alpha1/ca.proto \
 	src/proto/istio/security/v1beta1/peer_authentication.proto \
 	src/proto/istio/type/v1beta1/selector.proto \
-	src/proto/istio/workload/workload.proto
+	src/proto/istio/workload/workload.proto \
+	src/proto/xds/core/v3/context_params.proto
 PROTO_C = $(PROTO_FILES:.proto=.pb-c.c)
 PROTO_H = $(PROTO_FILES:.proto=.pb-c.h)
 

@@ -87,6 +87,10 @@ enum worker_metric {
 	X(CERT_UPDATES, cert_updates, COUNTER, "Certificates accepted from the certificate source and published (first one and every rotation)") \
 	X(CERT_REFUSED, cert_refused, COUNTER, "Certificates refused (bad PEM, key mismatch, expired, not yet valid, no SPIFFE ID, untrusted); the running one serves on") \
 	X(CERT_EXPIRY_TIMESTAMP, cert_expiry_timestamp, GAUGE, "notAfter of the certificate in use, seconds since the epoch (0: none)") \
+	X(SDS_UPDATES, sds_updates, COUNTER, "SDS responses accepted and ACKed (a changed certificate is also counted in cert_updates)") \
+	X(SDS_REJECTED, sds_rejected, COUNTER, "SDS responses NACKed (malformed secret, bad PEM, expired, key mismatch, untrusted); the running certificate serves on") \
+	X(SDS_CONNECT_FAIL, sds_connect_fail, COUNTER, "SDS streams that ended before any response (the agent's socket missing, refused, or the stream failed); retried with backoff") \
+	X(SDS_CONNECTED, sds_connected, GAUGE, "1 while an SDS stream is up and has answered") \
 	X(CA_REQUESTS, ca_requests, COUNTER, "CreateCertificate calls made to the Istio CA (first certificate, rotations, retries)") \
 	X(CA_FAILURES, ca_failures, COUNTER, "Istio CA calls that gave no usable certificate (unreachable, refused, deadline, garbage, refused chain); retried with backoff")
 

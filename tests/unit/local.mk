@@ -2,7 +2,7 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_grpc tests/unit/test_certsrc tests/unit/test_devca
+	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_certsrc tests/unit/test_devca
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h
@@ -43,6 +43,10 @@ tests_unit_test_grpc_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=getaddrinfo
 tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
 tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_identity_LDADD = $(UNIT_LDADD)
+tests_unit_test_sds_SOURCES = tests/unit/test_sds.c
+tests_unit_test_sds_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_sds_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_sds_OBJECTS): $(PROTO_H)
 tests_unit_test_certsrc_SOURCES = tests/unit/test_certsrc.c
 tests_unit_test_certsrc_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_certsrc_LDADD = $(UNIT_LDADD)
