@@ -504,7 +504,9 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	struct strbuf body = { 0 };
 	bool head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
 	bool get = r->method_len == 3 && memcmp(r->method, "GET", 3) == 0;
-	bool ready = server.live && !server.draining;
+	/* A certificate source that has delivered nothing yet: not ready. */
+	bool no_cert = certsrc_active() && !(server.snap && server.snap->certs);
+	bool ready = server.live && !server.draining && !no_cert;
 
 	if (!get && !head) {
 		sb_printf(&body, "only GET and HEAD\n");
@@ -513,7 +515,8 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	}
 	if (c->port == PORT_HEALTH) {
 		if (path_is(r, "/healthz/ready")) {
-			sb_printf(&body, ready ? "" : server.draining ? "draining\n" : "not ready\n");
+			sb_printf(&body, "%s", ready ? "" : server.draining ? "draining\n" :
+			    no_cert && server.live ? "waiting for the workload certificate\n" : "not ready\n");
 			respond(c, ready ? 200 : 503, "text/plain", &body, head);
 		} else {
 			sb_printf(&body, "not found\n");

@@ -122,6 +122,12 @@ certsrc_stop(void)
 	running = CERTSRC_NONE;
 }
 
+bool
+certsrc_active(void)
+{
+	return running != CERTSRC_NONE;
+}
+
 const char *
 certsrc_name(void)
 {

@@ -9,6 +9,7 @@
 #define OR_CERTSRC_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -34,6 +35,12 @@ enum certsrc_kind certsrc_pick(const struct config *cfg, const char *etc_certs, 
  * source is misconfigured (a --cert-dir that does not exist, ...). */
 int certsrc_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
 void certsrc_stop(void);
+
+/* Whether a source runs (files, SDS or the CA). While it has delivered no
+ * certificate the proxy is not ready (/healthz/ready answers 503), as
+ * pilot-agent's readiness waits for Envoy's SDS secrets: a pod must not get
+ * mesh traffic it cannot serve. */
+bool certsrc_active(void);
 
 /* What the running source is, for /config_dump and the start-up line:
  * "files /etc/certs", "sds unix:/...", "istio-ca host:15012", "none". */

@@ -90,10 +90,10 @@ def ca_lab(pod_lab, outrigger_bin, init_bin, monkeypatch):
     os.chmod(tok, 0o644)
     ctx.token_file = tok
 
-    def start(ca, ttl="86400s", address=None, env=None):
+    def start(ca, ttl="86400s", address=None, env=None, ready=True):
         cfg = {"identity": {"caAddress": address or "127.0.0.1:%d" % ca.port, "caRootCert": ca.root,
                             "tokenFile": tok, "clusterId": "Kubernetes", "certTTL": ttl}}
-        return client.start_sidecar(config=cfg, env=env)
+        return client.start_sidecar(config=cfg, env=env, ready=ready)
     ctx.start = start
     yield ctx
     for ca in cas:
@@ -229,19 +229,22 @@ def test_bad_token_and_unreachable_ca(ca_lab):
     ca = ca_lab.make_ca()
     with open(ca_lab.token_file, "w") as f:
         f.write("not-the-token\n")
-    sc = ca_lab.start(ca)
+    sc = ca_lab.start(ca, ready=False)
     wait_stat(sc, "server.ca_failures", lambda v: v >= 1, 20, "a refused token")
     assert "UNAUTHENTICATED" in sc.log()
     assert sc.stats()["server.cert_updates"] == 0
+    # No certificate yet: not ready (pilot-agent's readiness waits for the secrets).
+    assert sc.health() == 503
     with open(ca_lab.token_file, "w") as f:
         f.write(TOKEN + "\n")
     wait_stat(sc, "server.cert_updates", lambda v: v >= 1, 20, "the certificate with the rotated token")
     assert any(r.get("refused") for r in ca.requests())
+    assert sc.health() == 200
     sc.stop()
-    sc2 = ca_lab.start(ca, address="127.0.0.1:1")
+    sc2 = ca_lab.start(ca, address="127.0.0.1:1", ready=False)
     wait_stat(sc2, "server.ca_failures", lambda v: v >= 2, 20, "connect failures")
     assert "UNAVAILABLE" in sc2.log()
-    assert sc2.health() == 200
+    assert sc2.alive() and sc2.health() == 503
 
 
 def test_server_name_checked(ca_lab):
@@ -253,7 +256,7 @@ def test_server_name_checked(ca_lab):
     wait_stat(sc, "server.cert_updates", lambda v: v >= 1, 20, "a certificate with ISTIOD_SAN")
     assert "server name istiod.istio-system.svc" in sc.log()
     sc.stop()
-    sc = ca_lab.start(ca, env={"ISTIOD_SAN": "istiod.other-ns.svc"})
+    sc = ca_lab.start(ca, env={"ISTIOD_SAN": "istiod.other-ns.svc"}, ready=False)
     wait_stat(sc, "server.ca_failures", lambda v: v >= 2, 20, "refused server names")
     assert sc.stats()["server.cert_updates"] == 0
     assert "UNAVAILABLE: TLS handshake" in sc.log(), sc.log()[-2000:]

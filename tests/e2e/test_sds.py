@@ -233,10 +233,11 @@ def test_sds_agent_not_there_yet_at_start(pod_lab, outrigger_bin, init_bin, sds)
     starts (plaintext only, no certificate), logs the outage once and retries with backoff;
     when the socket appears the certificate arrives without a restart."""
     a = sds.leaf("a")
-    _, sc = start(pod_lab, sds)
+    _, sc = start(pod_lab, sds, ready=False)
     wait_for(lambda: sc.stats()["server.sds_connect_fail"] >= 2, timeout=15, interval=0.2,
              what="retries while there is no agent")
     assert sc.stats()["server.cert_updates"] == 0
+    assert sc.health() == 503, "not ready before the first certificate"
     assert certs_serial(sc) is None
     assert sc.log().count("stream ended") == 1, sc.log()[-3000:]
     assert "no certificate yet" in sc.log()
@@ -244,3 +245,4 @@ def test_sds_agent_not_there_yet_at_start(pod_lab, outrigger_bin, init_bin, sds)
     wait_stat(sc, "server.cert_updates", 1, timeout=30)
     assert certs_serial(sc) == serial(a).lower()
     assert sc.stats()["server.sds_connected"] == 1
+    assert sc.health() == 200

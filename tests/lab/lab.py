@@ -455,10 +455,11 @@ class Pod:
 
     # -- the sidecar
     def start_sidecar(self, init_args=None, proxy_args=(), config=None, env=None, ready_timeout=10,
-                      run_init=True, user=PROXY_UID):
+                      run_init=True, user=PROXY_UID, ready=True):
         """Run outrigger-init (root) then outrigger (as `user`: uid/gid 1337 by default; for
         TPROXY, (0, 1337) as Istio's injector runs it: root for transparent sockets, group 1337
-        so that the capture rules let its traffic through) in this pod; wait for readiness."""
+        so that the capture rules let its traffic through) in this pod; wait for readiness
+        (ready=False: only for the admin port, e.g. a sidecar whose certificate cannot come)."""
         ib, pb = init_bin(), proxy_bin()
         for b in (ib, pb) if run_init else (pb,):
             if not os.access(b, os.X_OK):
@@ -495,7 +496,7 @@ class Pod:
             if proc.poll() is not None:
                 raise LabError("[%s] outrigger exited with %d before ready; log:\n%s" % (
                     self.name, proc.returncode, sc.log()[-4000:]))
-            if sc.health() == 200:
+            if sc.health() == 200 if ready else sc._get("http://127.0.0.1:15000/ready", timeout=2)[0]:
                 return sc
             if time.monotonic() > deadline:
                 raise LabError("[%s] outrigger not ready after %ss; log:\n%s" % (
