@@ -13,6 +13,7 @@ liboutrigger_a_SOURCES = \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \
+	src/model_eds.c src/model_eds.h \
 	src/pb.c src/pb.h \
 	src/pool.c src/pool.h \
 	src/resources.c src/resources.h \
