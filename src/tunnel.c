@@ -72,7 +72,6 @@ tunnel_done(struct relay *r)
 	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	free(t->peer_id);
-	free(t->tls_sans);
 	if (t->snap)
 		wsnap_done(t->snap);
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_DESTROY), 1);
@@ -259,8 +258,8 @@ upstream_tls_start(struct tunnel *t)
 	const struct mservice *svc = t->svc ? t->svc->svc : NULL;
 	const struct certbundle *b = t->snap->s->certs;
 	char sni[320], key[SOCK_ADDR_STRLEN + SPIFFE_ID_MAX + 2];
-	const char *cluster = NULL;
-	size_t n = 0;
+	const char *cluster = NULL, *few[8], **sans = few;
+	size_t n = 0, max = 1 + (svc ? svc->nsans : 0);
 	int rc;
 
 	(void)model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
@@ -268,27 +267,29 @@ upstream_tls_start(struct tunnel *t)
 		svc = NULL;	/* a hostname of 300 bytes cannot be a DNS name anyway */
 	if (!svc)
 		snprintf(sni, sizeof(sni), "%s", cluster ? cluster : "");
-	free(t->tls_sans);
-	if (!(t->tls_sans = calloc(1 + (svc ? svc->nsans : 0), sizeof(*t->tls_sans))))
+	/* xtls_start_client copies what it keeps (SNI, SANs, key). */
+	if (max > sizeof(few) / sizeof(few[0]) && !(sans = calloc(max, sizeof(*sans))))
 		return -ENOMEM;
 	if (t->peer)
-		t->tls_sans[n++] = t->peer->identity;
+		sans[n++] = t->peer->identity;
 	for (size_t i = 0; svc && i < svc->nsans; i++)
-		t->tls_sans[n++] = svc->sans[i];
+		sans[n++] = svc->sans[i];
 	sock_addr_str(&t->dst, key, sizeof(key));
 	snprintf(key + strlen(key), sizeof(key) - strlen(key), " %s", t->peer ? t->peer->identity : "");
 	struct xtls_client_opts o = {
 		.sni = *sni ? sni : NULL,
 		.alpn = alpn, .alpn_len = sizeof(alpn),
-		.sans = t->tls_sans, .nsans = n,
+		.sans = sans, .nsans = n,
 		.sessions = t->w->tls_sessions,
 		.session_key = key,
 	};
-	if ((rc = xtls_start_client(&t->relay.us, b->client_ctx, &o)) < 0)
-		return rc;
-	clog_debug(t, "outbound: Istio mTLS, sni %s, %zu SAN(s) expected%s%s", *sni ? sni : "(none)", n,
-	    n ? ", first " : "", n ? t->tls_sans[0] : "");
-	return 0;
+	rc = xtls_start_client(&t->relay.us, b->client_ctx, &o);
+	if (rc == 0)
+		clog_debug(t, "outbound: Istio mTLS, sni %s, %zu SAN(s) expected%s%s", *sni ? sni : "(none)", n,
+		    n ? ", first " : "", n ? sans[0] : "");
+	if (sans != few)
+		free(sans);
+	return rc;
 }
 
 /* The upstream handshake failed (TLS: counted with its reason and logged
@@ -352,8 +353,6 @@ upstream_progress(struct tunnel *t)
 	if (c->ops == &xtls_ops) {
 		const char *id = xtls_peer_id(c);
 
-		free(t->tls_sans);
-		t->tls_sans = NULL;
 		free(t->peer_id);
 		t->peer_id = *id ? strdup(id) : NULL;
 		stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE), 1);

@@ -57,10 +57,8 @@ struct tunnel {
 	 * Outbound sets it from the upstream handshake, inbound from the
 	 * downstream one. us_mtls: the upstream is an Istio-mTLS peer
 	 * (model_peer_mtls), so its TCP connect is followed by a TLS client
-	 * handshake in the same connecting stage; tls_sans: the SANs that
-	 * handshake expects, malloc'ed for its duration only. */
+	 * handshake in the same connecting stage. */
 	char *peer_id;
-	const char **tls_sans;
 	bool us_mtls;
 	struct tunnel *prev, *next;	/* worker's list */
 };
