@@ -6,6 +6,7 @@ liboutrigger_a_SOURCES = \
 	src/config.c src/config.h \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
+	src/devca.c src/devca.h \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
@@ -13,6 +14,7 @@ liboutrigger_a_SOURCES = \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \
+	src/model_eds.c src/model_eds.h \
 	src/pb.c src/pb.h \
 	src/peerauth.c src/peerauth.h \
 	src/pool.c src/pool.h \

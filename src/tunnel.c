@@ -16,6 +16,7 @@
 #include "sock.h"
 #include "tunnel.h"
 #include "worker-t.h"
+#include "xtls.h"
 
 /* Istio's inbound passthrough source: the capture rules RETURN traffic from
  * it on lo, so our connection to the app is not captured again. */
@@ -63,9 +64,14 @@ tunnel_done(struct relay *r)
 		w->tunnels = t->next;
 	if (t->next)
 		t->next->prev = t->prev;
-	clog_debug(t, "closed (was %s%s%s)", tunnel_state_str(t->state),
+	/* At debug, as every per-connection line: the default log must stay
+	 * quiet at the data path's rate (an access log is the place for one
+	 * line per connection at info). */
+	clog_debug(t, "closed (was %s%s%s)%s%s", tunnel_state_str(t->state),
 	    t->state == TUN_FORWARDING ? ", " : "",
-	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "");
+	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
+	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
+	free(t->peer_id);
 	if (t->snap)
 		wsnap_done(t->snap);
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_DESTROY), 1);
@@ -213,9 +219,155 @@ attempt_ms(struct tunnel *t, const struct config *cfg)
 	return (uint32_t)(left * 1000.0 / tries) + 1;
 }
 
+/* The upstream transport (stage_connect, per attempt: each endpoint is
+ * asked): an Istio-mTLS peer (model_peer_mtls: its workload's tunnel
+ * protocol is LEGACY_ISTIO_MTLS, or its EDS endpoint is tlsMode "istio")
+ * gets a TLS client handshake after the TCP connect, anything else raw TCP
+ * as before. Without a certificate a connection to such a peer is refused
+ * and counted rather than sent in plaintext to a peer that may be STRICT.
+ * Returns false when t was refused (and closed). */
+static bool
+upstream_transport(struct tunnel *t)
+{
+	const char *cluster;
+	char a[SOCK_ADDR_STRLEN];
+
+	t->us_mtls = t->lst == LST_OUTBOUND && model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
+	if (!t->us_mtls || t->snap->s->certs)
+		return true;
+	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
+	clog_warn(t, "outbound %s: an Istio mTLS peer, and this proxy has no certificate yet: refused",
+	    sock_addr_str(&t->dst, a, sizeof(a)));
+	tunnel_fail(t);
+	return false;
+}
+
+/* The upstream's TCP connect completed and it is an Istio-mTLS peer: the
+ * TLS client on the same socket (reference xds-hbone.md §4.1). SNI: the
+ * cluster name, as Envoy sends it: a service port's default cluster
+ * (outbound|port||host) when the connection came through a VIP, else the
+ * EDS cluster that lists the address, else none. ALPN: "istio" only (never
+ * istio-peer-exchange, xtls.h). SANs: the peer workload's identity and the
+ * service's subject_alt_names (none known: any SPIFFE ID of our trust
+ * domain). Sessions: the worker's cache, keyed by address and identity.
+ * 0 or -errno (counted as a connect failure by the caller). */
+static int
+upstream_tls_start(struct tunnel *t)
+{
+	static const unsigned char alpn[] = { 5, 'i', 's', 't', 'i', 'o' };
+	const struct mservice *svc = t->svc ? t->svc->svc : NULL;
+	const struct certbundle *b = t->snap->s->certs;
+	char sni[320], key[SOCK_ADDR_STRLEN + SPIFFE_ID_MAX + 2];
+	const char *cluster = NULL, *few[8], **sans = few;
+	size_t n = 0, max = 1 + (svc ? svc->nsans : 0);
+	int rc;
+
+	(void)model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
+	if (svc && model_cluster_name(sni, sizeof(sni), svc, t->svc->port) >= (int)sizeof(sni))
+		svc = NULL;	/* a hostname of 300 bytes cannot be a DNS name anyway */
+	if (!svc)
+		snprintf(sni, sizeof(sni), "%s", cluster ? cluster : "");
+	/* xtls_start_client copies what it keeps (SNI, SANs, key). */
+	if (max > sizeof(few) / sizeof(few[0]) && !(sans = calloc(max, sizeof(*sans))))
+		return -ENOMEM;
+	if (t->peer)
+		sans[n++] = t->peer->identity;
+	for (size_t i = 0; svc && i < svc->nsans; i++)
+		sans[n++] = svc->sans[i];
+	sock_addr_str(&t->dst, key, sizeof(key));
+	snprintf(key + strlen(key), sizeof(key) - strlen(key), " %s", t->peer ? t->peer->identity : "");
+	struct xtls_client_opts o = {
+		.sni = *sni ? sni : NULL,
+		.alpn = alpn, .alpn_len = sizeof(alpn),
+		.sans = sans, .nsans = n,
+		.sessions = t->w->tls_sessions,
+		.session_key = key,
+	};
+	rc = xtls_start_client(&t->relay.us, b->client_ctx, &o);
+	if (rc == 0)
+		clog_debug(t, "outbound: Istio mTLS, sni %s, %zu SAN(s) expected%s%s", *sni ? sni : "(none)", n,
+		    n ? ", first " : "", n ? sans[0] : "");
+	if (sans != few)
+		free(sans);
+	return rc;
+}
+
+/* The upstream handshake failed (TLS: counted with its reason and logged
+ * with the transport's detail); then as any connect failure. */
+static bool
+upstream_hs_fail(struct tunnel *t, int err)
+{
+	static const enum listener_metric reason[] = {
+		[XTLS_FAIL_PROTOCOL] = LM_UPSTREAM_CX_TLS_FAIL_PROTOCOL,
+		[XTLS_FAIL_NO_CERT] = LM_UPSTREAM_CX_TLS_FAIL_NO_CERT,
+		[XTLS_FAIL_UNTRUSTED] = LM_UPSTREAM_CX_TLS_FAIL_UNTRUSTED,
+		[XTLS_FAIL_EXPIRED] = LM_UPSTREAM_CX_TLS_FAIL_EXPIRED,
+		[XTLS_FAIL_IDENTITY] = LM_UPSTREAM_CX_TLS_FAIL_IDENTITY,
+		[XTLS_FAIL_IO] = LM_UPSTREAM_CX_TLS_FAIL_IO,
+	};
+	char a[SOCK_ADDR_STRLEN], detail[256];
+	enum xtls_fail f;
+
+	if (t->relay.us.ops != &xtls_ops)
+		return tunnel_fail_connect(t, err, false);
+	f = xtls_failure(&t->relay.us, detail, sizeof(detail));
+	if (f == XTLS_FAIL_NONE)
+		f = XTLS_FAIL_IO;
+	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
+		stat_add(tstat(t, reason[f]), 1);
+	clog_warn(t, "outbound %s: mTLS handshake failed (%s): %s", sock_addr_str(&t->dst, a, sizeof(a)),
+	    xtls_fail_names[f], *detail ? detail : strerror(-err));
+	return tunnel_fail_connect(t, err, false);
+}
+
+/* The upstream's handshakes, from the connecting stage: the TCP connect,
+ * then for an Istio-mTLS peer the TLS client's, both under the attempt's
+ * deadline. Forwards when done. */
+static void
+upstream_progress(struct tunnel *t)
+{
+	struct conn *c = &t->relay.us;
+	char a[SOCK_ADDR_STRLEN];
+	int rc;
+
+	for (;;) {
+		rc = c->ops->handshake(c);
+		if (rc == -EAGAIN) {
+			conn_arm(c, CONN_HS);	/* TLS may now wait to read, not to write */
+			return;
+		}
+		if (rc < 0) {
+			upstream_hs_fail(t, rc);
+			return;
+		}
+		if (!t->us_mtls || c->ops == &xtls_ops)
+			break;
+		if ((rc = upstream_tls_start(t)) < 0) {
+			clog_warn(t, "outbound %s: cannot start TLS: %s", sock_addr_str(&t->dst, a, sizeof(a)),
+			    strerror(-rc));
+			tunnel_fail_connect(t, rc, false);
+			return;
+		}
+	}
+	if (c->ops == &xtls_ops) {
+		const char *id = xtls_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE), 1);
+		if (xtls_resumed(c))
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_RESUMED), 1);
+		clog_debug(t, "outbound %s: mTLS peer %s (%s, alpn %s%s)", sock_addr_str(&t->dst, a, sizeof(a)),
+		    *id ? id : "(none)", xtls_version(c), *xtls_alpn(c) ? xtls_alpn(c) : "none",
+		    xtls_resumed(c) ? ", resumed" : "");
+	}
+	stage_forward(t);
+}
+
 /* Connecting: open the upstream socket; its transport's handshake (for raw
- * TCP, the connect itself) completes in tunnel_ready. Returns false when t
- * was closed. */
+ * TCP, the connect itself; then TLS for an Istio-mTLS peer) completes in
+ * tunnel_ready. Returns false when t was closed. */
 static bool
 stage_connect(struct tunnel *t)
 {
@@ -226,6 +378,8 @@ stage_connect(struct tunnel *t)
 	int rc;
 
 	t->state = TUN_CONNECTING;
+	if (!upstream_transport(t))
+		return false;
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
@@ -274,21 +428,13 @@ static void
 tunnel_ready(struct conn *c, int what)
 {
 	struct tunnel *t = c->owner;
-	int rc;
 
 	switch (t->state) {
 	case TUN_HANDSHAKING:
 		stage_handshake(t);
 		return;
 	case TUN_CONNECTING:
-		rc = c->ops->handshake(c);
-		if (rc == -EAGAIN)
-			return;
-		if (rc < 0) {
-			tunnel_fail_connect(t, rc, false);
-			return;
-		}
-		stage_forward(t);
+		upstream_progress(t);
 		return;
 	default:
 		clog_error(t, "readiness in state %s", tunnel_state_str(t->state));
@@ -302,6 +448,15 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct tunnel *t = tm->data;
 
 	if (t->state == TUN_CONNECTING) {
+		if (t->relay.us.ops == &xtls_ops) {
+			char a[SOCK_ADDR_STRLEN];
+
+			/* The TCP connect was done: the TLS handshake took the time. */
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_FAIL_IO), 1);
+			clog_warn(t, "outbound %s: mTLS handshake failed (io): timed out",
+			    sock_addr_str(&t->dst, a, sizeof(a)));
+		}
 		tunnel_fail_connect(t, -ETIMEDOUT, true);
 		return;
 	}

@@ -51,6 +51,15 @@ struct tunnel {
 	};
 	struct lb_pick pick;		/* the endpoint attempts (svc only) */
 	ev_tstamp connect_by;		/* the connect budget's end, over every attempt */
+	/* Identity and mTLS. peer_id: the peer's verified SPIFFE ID, for the
+	 * close log line and (later) authorization and access logs; malloc'ed,
+	 * only for a TLS peer (NULL: plaintext), freed in tunnel_done.
+	 * Outbound sets it from the upstream handshake, inbound from the
+	 * downstream one. us_mtls: the upstream is an Istio-mTLS peer
+	 * (model_peer_mtls), so its TCP connect is followed by a TLS client
+	 * handshake in the same connecting stage. */
+	char *peer_id;
+	bool us_mtls;
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

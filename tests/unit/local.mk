@@ -1,7 +1,7 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
-UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel \
+UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
-	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb \
+	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
 	tests/unit/test_sniff tests/unit/test_peerauth
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
@@ -23,6 +23,9 @@ tests_unit_test_tunnel_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_tunnel_LDADD = $(UNIT_LDADD)
 # Allocation-failure injection for src/ (see __wrap_malloc in the test).
 tests_unit_test_tunnel_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc
+tests_unit_test_tunnel_mtls_SOURCES = tests/unit/test_tunnel_mtls.c
+tests_unit_test_tunnel_mtls_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_tunnel_mtls_LDADD = $(UNIT_LDADD) -lpthread
 tests_unit_test_snapshot_SOURCES = tests/unit/test_snapshot.c
 tests_unit_test_snapshot_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_snapshot_LDADD = $(UNIT_LDADD)
@@ -44,6 +47,9 @@ tests_unit_test_peerauth_SOURCES = tests/unit/test_peerauth.c
 tests_unit_test_peerauth_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_peerauth_LDADD = $(UNIT_LDADD)
 $(tests_unit_test_peerauth_OBJECTS): $(PROTO_H)
+tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
+tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_identity_LDADD = $(UNIT_LDADD)
 tests_unit_test_lb_SOURCES = tests/unit/test_lb.c
 tests_unit_test_lb_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_lb_LDADD = $(UNIT_LDADD)

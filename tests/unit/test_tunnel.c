@@ -1239,6 +1239,55 @@ test_inbound_local_workload(void **state)
 	teardown_fixture(&f);
 }
 
+/* --- outbound Istio mTLS --------------------------------------------------- */
+
+/* An Istio-mTLS peer (its Workload LEGACY_ISTIO_MTLS, or its EDS endpoint
+ * tlsMode "istio") while this proxy has no certificate: refused and
+ * counted, and nothing reaches the peer (no plaintext to a STRICT peer);
+ * the same address marked otherwise is plaintext as before. */
+static void
+test_mtls_peer_without_certificate_refused(void **state)
+{
+	static const char *const marks[] = {
+		"[{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{\"uid\":\"wl-m\","
+		"\"name\":\"m\",\"namespace\":\"default\",\"addresses\":[\"fwAAAQ==\"],"
+		"\"tunnelProtocol\":\"LEGACY_ISTIO_MTLS\"}}]",
+		"[{\"@type\":\"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\","
+		"\"clusterName\":\"outbound|80||m.default.svc.cluster.local\",\"endpoints\":[{\"lbEndpoints\":"
+		"[{\"endpoint\":{\"address\":{\"socketAddress\":{\"address\":\"127.0.0.1\",\"portValue\":%d}}},"
+		"\"metadata\":{\"filterMetadata\":{\"envoy.transport_socket_match\":{\"tlsMode\":\"%s\"}}}}]}]}]",
+	};
+
+	for (int k = 0; k < 3; k++) {
+		struct fixture f;
+		struct sockaddr_storage app;
+		int lfd = listen_lo(&app), port = sock_addr_port(&app);
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		char b;
+
+		next_model = k == 0 ? mesh_model(marks[0]) : mesh_model(marks[1], port, k == 1 ? "istio" : "disabled");
+		setup_with(&f, &app, 0);
+		if (k == 2) {	/* tlsMode disabled: plaintext, as before */
+			assert_non_null(f.t);
+			f.app_fd = accept_wait(lfd);
+			spin(&f, 20);
+			assert_int_equal(f.t->state, TUN_FORWARDING);
+			assert_false(f.t->us_mtls);
+			assert_null(f.t->peer_id);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 0);
+		} else {
+			assert_null(f.t);
+			assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+			assert_int_equal(errno, ECONNRESET);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 0);
+			assert_int_equal(poll(&p, 1, 100), 0);	/* no connect reached the peer */
+		}
+		close(lfd);
+		teardown_fixture(&f);
+	}
+}
+
 static int
 group_raw(void **state)
 {
@@ -1286,6 +1335,7 @@ main(void)
 		cmocka_unit_test(test_silent_endpoints_share_the_timeout),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
+		cmocka_unit_test(test_mtls_peer_without_certificate_refused),
 	};
 	int failed = cmocka_run_group_tests_name("raw", tests, group_raw, NULL);
 	failed += cmocka_run_group_tests_name("rec", tests, group_rec, NULL);
