@@ -326,3 +326,21 @@ def test_strict_hello_in_pieces(mesh, how):
     assert "hello from server" in r.stdout, (r.stdout, r.stderr)
     assert m.stat("downstream_cx_mtls") == 1
     assert m.stat("downstream_cx_plaintext_refused") == 0
+
+
+def test_peer_exchange_alpn_never_selected(mesh):
+    """An Envoy sidecar's TCP offer (istio-peer-exchange, istio) is terminated, but
+    istio-peer-exchange is not selected, so neither side speaks the metadata-exchange
+    preamble: the app's bytes arrive unchanged (s_client reports no ALPN)."""
+    m = mesh
+    m.start([pa("STRICT")])
+    d = m.client_dir
+    r = m.client.run(["timeout", "10", "openssl", "s_client", "-connect", "%s:8080" % m.server.ip4,
+                      "-alpn", "istio-peer-exchange,istio", "-ign_eof",
+                      "-cert", os.path.join(d, "cert-chain.pem"), "-key", os.path.join(d, "key.pem"),
+                      "-CAfile", os.path.join(d, "root-cert.pem")],
+                     check=False, timeout=15, input=HTTP_REQ)
+    assert "No ALPN negotiated" in r.stdout, r.stdout[-2000:]
+    assert "Verify return code: 0 (ok)" in r.stdout
+    assert "HTTP/1.1 200 OK" in r.stdout and "hello from server" in r.stdout
+    assert m.stat("downstream_cx_mtls") == 1
