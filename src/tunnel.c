@@ -425,8 +425,9 @@ downstream_hs_fail(struct tunnel *t, int err, bool timeout)
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
 	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
 		stat_add(tstat(t, reason[f]), 1);
-	/* At debug: anyone who reaches 15006 can make these. */
-	clog_debug(t, "inbound: mTLS handshake failed (%s): %s", xtls_fail_names[f],
+	/* Anyone who reaches 15006 can make these: the per-site rate limit
+	 * bounds the lines, the counters count them all. */
+	clog_warn(t, "inbound port %u: mTLS handshake failed (%s): %s", sock_addr_port(&t->dst), xtls_fail_names[f],
 	    timeout ? "timed out" : *detail ? detail : strerror(-err));
 	tunnel_fail(t);
 }
@@ -500,7 +501,7 @@ static void
 sniff_refuse(struct tunnel *t, enum listener_metric m, const char *why)
 {
 	stat_add(tstat(t, m), 1);
-	clog_debug(t, "inbound port %u (%s): %s: refused", sock_addr_port(&t->dst),
+	clog_warn(t, "inbound port %u (%s): %s: refused", sock_addr_port(&t->dst),
 	    pa_mode_str((enum pa_mode)t->pa_mode), why);
 	tunnel_fail(t);
 }
