@@ -4,6 +4,8 @@ noinst_LIBRARIES += liboutrigger.a
 liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
+	src/certsrc.c src/certsrc_files.c \
+	src/certsrc_stubs.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
