@@ -12,9 +12,12 @@
 
 #include "conn.h"
 #include "log.h"
+#include "peerauth.h"
 #include "snapshot.h"
+#include "sniff.h"
 #include "sock.h"
 #include "tunnel.h"
+#include "identity.h"
 #include "worker-t.h"
 #include "xtls.h"
 
@@ -401,26 +404,227 @@ stage_connect(struct tunnel *t)
 	return true;
 }
 
-/* Handshaking: the downstream transport's handshake (none for raw TCP). */
-static bool
-stage_handshake(struct tunnel *t)
+/* The inbound mTLS handshake failed: counted with its reason (xtls_fail),
+ * logged with the transport's detail; the client is reset. */
+static void
+downstream_hs_fail(struct tunnel *t, int err, bool timeout)
 {
-	int rc;
+	static const enum listener_metric reason[] = {
+		[XTLS_FAIL_PROTOCOL] = LM_DOWNSTREAM_CX_TLS_FAIL_PROTOCOL,
+		[XTLS_FAIL_NO_CERT] = LM_DOWNSTREAM_CX_TLS_FAIL_NO_CERT,
+		[XTLS_FAIL_UNTRUSTED] = LM_DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED,
+		[XTLS_FAIL_EXPIRED] = LM_DOWNSTREAM_CX_TLS_FAIL_EXPIRED,
+		[XTLS_FAIL_IDENTITY] = LM_DOWNSTREAM_CX_TLS_FAIL_IDENTITY,
+		[XTLS_FAIL_IO] = LM_DOWNSTREAM_CX_TLS_FAIL_IO,
+	};
+	char detail[256] = "";
+	enum xtls_fail f = timeout ? XTLS_FAIL_IO : xtls_failure(&t->relay.ds, detail, sizeof(detail));
 
-	t->state = TUN_HANDSHAKING;
-	rc = t->relay.ds.ops->handshake(&t->relay.ds);
+	if (f == XTLS_FAIL_NONE)
+		f = XTLS_FAIL_IO;
+	stat_add(tstat(t, LM_DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
+		stat_add(tstat(t, reason[f]), 1);
+	/* At debug: anyone who reaches 15006 can make these. */
+	clog_debug(t, "inbound: mTLS handshake failed (%s): %s", xtls_fail_names[f],
+	    timeout ? "timed out" : *detail ? detail : strerror(-err));
+	tunnel_fail(t);
+}
+
+/* The downstream handshake's progress (none for raw TCP; the TLS server
+ * for inbound mTLS). Returns false when t was closed. */
+static bool
+handshake_progress(struct tunnel *t)
+{
+	struct conn *c = &t->relay.ds;
+	int rc = c->ops->handshake(c);
+
 	if (rc == -EAGAIN) {
-		stage_deadline(t, t->snap->s->cfg.connect_timeout_ms);
-		conn_arm(&t->relay.ds, CONN_HS);
+		conn_arm(c, CONN_HS);	/* TLS may wait to write as well as to read */
 		return true;
 	}
 	if (rc < 0) {
+		if (c->ops == &xtls_ops) {
+			downstream_hs_fail(t, rc, false);
+			return false;
+		}
 		clog_debug(t, "downstream handshake: %s", strerror(-rc));
 		tunnel_fail(t);
 		return false;
 	}
-	conn_arm(&t->relay.ds, 0);
+	if (c->ops == &xtls_ops) {
+		const char *id = xtls_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_MTLS), 1);
+		clog_debug(t, "inbound: mTLS peer %s (%s, alpn %s%s)", *id ? id : "(none)", xtls_version(c),
+		    *xtls_alpn(c) ? xtls_alpn(c) : "none", xtls_resumed(c) ? ", resumed" : "");
+	}
+	conn_arm(c, 0);
 	return stage_connect(t);
+}
+
+/* Handshaking: the downstream transport's handshake, under one deadline
+ * (proxy.connectTimeout) however many events it takes. */
+static bool
+stage_handshake(struct tunnel *t)
+{
+	t->state = TUN_HANDSHAKING;
+	if (t->relay.ds.ops != &raw_ops)
+		stage_deadline(t, t->snap->s->cfg.connect_timeout_ms);
+	return handshake_progress(t);
+}
+
+/* --- sniffing (inbound) ---------------------------------------------------
+ * What the client's first bytes are decides, with the port's
+ * PeerAuthentication mode, what the connection gets (Istio's inbound filter
+ * chains, reference xds-hbone.md §4.2). The bytes are only peeked at
+ * (MSG_PEEK): whoever takes the connection next (the TLS server, or the
+ * relay for plaintext and passthrough) reads them from the socket itself,
+ * so no transport needs a way to be handed bytes already read. */
+
+/* Put the socket's receive low-water mark back (raised to wait for a whole
+ * ClientHello without waking at every segment). */
+static void
+sniff_lowat(struct tunnel *t, int bytes)
+{
+	if (bytes == 1 && !t->lowat)
+		return;
+	if (setsockopt(t->relay.ds.fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof(bytes)) == 0)
+		t->lowat = bytes > 1;
+}
+
+/* Refuse t (reset), counted in m. */
+static void
+sniff_refuse(struct tunnel *t, enum listener_metric m, const char *why)
+{
+	stat_add(tstat(t, m), 1);
+	clog_debug(t, "inbound port %u (%s): %s: refused", sock_addr_port(&t->dst),
+	    pa_mode_str((enum pa_mode)t->pa_mode), why);
+	tunnel_fail(t);
+}
+
+/* The verdict, by mode. STRICT: TLS is terminated (a client without a
+ * mesh certificate fails the handshake), anything else refused.
+ * PERMISSIVE: TLS offering an Istio ALPN is terminated, other TLS passes as
+ * bytes (app-level TLS from outside the mesh), plaintext passes. No
+ * certificate yet: Envoy would have no such filter chain until SDS
+ * delivers, so mTLS attempts are refused (and counted), plaintext passes.
+ * Returns false when t was closed. */
+static bool
+sniff_decide(struct tunnel *t, enum sniff_verdict v, const struct sniff_hello *h)
+{
+	const struct certbundle *b = t->snap->s->certs;
+	bool tls = v == SNIFF_TLS;
+	int rc;
+
+	sniff_lowat(t, 1);
+	ev_timer_stop(t->w->loop, &t->timer);
+	conn_arm(&t->relay.ds, 0);
+	if (tls)
+		clog_debug(t, "inbound: TLS, sni %s, istio alpn %s%s", *h->sni ? h->sni : "(none)",
+		    h->istio ? "yes" : "no", h->partial ? " (hello larger than we look at)" : "");
+	if (t->pa_mode == PA_STRICT && !tls) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_PLAINTEXT_REFUSED, "plaintext");
+		return false;
+	}
+	if (t->pa_mode == PA_PERMISSIVE && !(tls && h->istio)) {
+		stat_add(tstat(t, tls ? LM_DOWNSTREAM_CX_TLS_PASSTHROUGH : LM_DOWNSTREAM_CX_PLAINTEXT), 1);
+		return stage_handshake(t);
+	}
+	/* Terminate mTLS. */
+	if (!b) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_MTLS_NO_CERT, "mTLS, and this proxy has no certificate yet");
+		return false;
+	}
+	if ((rc = xtls_start_server(&t->relay.ds, b->server_ctx)) < 0) {
+		clog_warn(t, "inbound: cannot start TLS: %s", strerror(-rc));
+		tunnel_fail(t);
+		return false;
+	}
+	return stage_handshake(t);
+}
+
+/* Peek at what the client sent. final: no more is coming (its FIN, or the
+ * detection timeout): decide with what is there (not TLS yet: plaintext).
+ * Returns false when t was closed. */
+static bool
+sniff_look(struct tunnel *t, bool final)
+{
+	uint8_t buf[SNIFF_MAX];
+	struct sniff_hello h;
+	enum sniff_verdict v;
+	ssize_t n = recv(t->relay.ds.fd, buf, sizeof(buf), MSG_PEEK);
+
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		clog_debug(t, "inbound: %s before its first bytes", strerror(errno));
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		tunnel_fail(t);
+		return false;
+	}
+	if (n < 0)
+		n = 0;
+	else if (n == 0)
+		final = true;	/* end of stream and nothing sent */
+	else if ((size_t)n == t->sniffed)
+		final = true;	/* readable, yet no new byte: the FIN came */
+	v = sniff_tls(buf, (size_t)n, &h);
+	if (v == SNIFF_MORE && !final) {
+		t->sniffed = (uint16_t)n;
+		/* Wake when the whole hello (or the next part of it) is here,
+		 * not at every segment: poll honours SO_RCVLOWAT for TCP. */
+		if (n > 0)
+			sniff_lowat(t, (int)h.need);
+		conn_arm(&t->relay.ds, CONN_RD);
+		return true;
+	}
+	return sniff_decide(t, v == SNIFF_MORE ? SNIFF_PLAIN : v, &h);
+}
+
+/* Sniffing: inbound only (the outbound path has no syscall more for it). */
+static bool
+stage_sniff(struct tunnel *t)
+{
+	const struct config *cfg = &t->snap->s->cfg;
+	uint32_t ms = cfg->protocol_detection_ms ? cfg->protocol_detection_ms : cfg->idle_timeout_ms;
+
+	t->state = TUN_SNIFFING;
+	t->pa_mode = (uint8_t)peerauth_mode(t->snap->s->peerauth, sock_addr_port(&t->dst));
+	if (t->pa_mode == PA_DISABLE) {
+		/* Only raw_buffer chains (Istio): nothing to tell apart. */
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_MTLS_DISABLED), 1);
+		return stage_handshake(t);
+	}
+	if (t->pa_mode == PA_STRICT && !t->snap->s->certs) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_MTLS_NO_CERT, "STRICT, and this proxy has no certificate yet");
+		return false;
+	}
+	if (ms)
+		stage_deadline(t, ms);
+	return sniff_look(t, false);
+}
+
+/* After classified: inbound connections are sniffed, outbound go on. */
+static bool
+stage_next(struct tunnel *t)
+{
+	return t->lst == LST_INBOUND ? stage_sniff(t) : stage_handshake(t);
+}
+
+/* The sniffing deadline: with mesh.protocolDetectionTimeout set, a client
+ * that has not shown TLS is plaintext (a server-first protocol); without,
+ * it was proxy.idleTimeout, and the connection is reset. */
+static void
+sniff_timeout(struct tunnel *t)
+{
+	stat_add(tstat(t, LM_DOWNSTREAM_CX_SNIFF_TIMEOUT), 1);
+	if (t->snap->s->cfg.protocol_detection_ms) {
+		sniff_look(t, true);
+		return;
+	}
+	clog_debug(t, "inbound: no first bytes within the idle timeout");
+	tunnel_fail(t);
 }
 
 /* A conn of a stage before forwarding is ready for what it was armed for. */
@@ -430,8 +634,11 @@ tunnel_ready(struct conn *c, int what)
 	struct tunnel *t = c->owner;
 
 	switch (t->state) {
+	case TUN_SNIFFING:
+		sniff_look(t, false);
+		return;
 	case TUN_HANDSHAKING:
-		stage_handshake(t);
+		handshake_progress(t);
 		return;
 	case TUN_CONNECTING:
 		upstream_progress(t);
@@ -458,6 +665,14 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 			    sock_addr_str(&t->dst, a, sizeof(a)));
 		}
 		tunnel_fail_connect(t, -ETIMEDOUT, true);
+		return;
+	}
+	if (t->state == TUN_SNIFFING) {
+		sniff_timeout(t);
+		return;
+	}
+	if (t->state == TUN_HANDSHAKING && t->relay.ds.ops == &xtls_ops) {
+		downstream_hs_fail(t, -ETIMEDOUT, true);
 		return;
 	}
 	clog_debug(t, "%s: timed out", tunnel_state_str(t->state));
@@ -590,7 +805,7 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 	struct tunnel *t = tunnel_new(w, kind, fd);
 
 	if (t && stage_classify(t))
-		stage_handshake(t);
+		stage_next(t);
 }
 
 struct tunnel *
@@ -604,7 +819,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	t->state = TUN_CLASSIFIED;
 	if (!stage_route(t))
 		return NULL;
-	return stage_handshake(t) ? t : NULL;
+	return stage_next(t) ? t : NULL;
 }
 
 void

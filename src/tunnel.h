@@ -60,6 +60,14 @@ struct tunnel {
 	 * handshake in the same connecting stage. */
 	char *peer_id;
 	bool us_mtls;
+	/* Inbound only (the sniffing stage, src/tunnel.c stage_sniff): the
+	 * port's PeerAuthentication mode (enum pa_mode), the bytes the last
+	 * peek saw (a readiness with no more bytes is the client's FIN), and
+	 * whether SO_RCVLOWAT was raised to wait for a whole ClientHello (put
+	 * back to 1 before anything else reads the socket). */
+	uint8_t pa_mode;
+	bool lowat;
+	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

@@ -2,7 +2,7 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_certsrc
+	tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h
@@ -38,6 +38,15 @@ tests_unit_test_pool_LDADD = $(UNIT_LDADD)
 tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
 tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_metrics_LDADD = $(UNIT_LDADD)
+tests_unit_test_sniff_SOURCES = tests/unit/test_sniff.c
+tests_unit_test_sniff_CPPFLAGS = $(AM_CPPFLAGS) -DSNIFF_GOLDEN_DIR='"$(abs_top_srcdir)/tests/unit/golden/sniff"'
+tests_unit_test_sniff_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_sniff_LDADD = $(UNIT_LDADD)
+EXTRA_DIST += tests/unit/golden/sniff
+tests_unit_test_peerauth_SOURCES = tests/unit/test_peerauth.c
+tests_unit_test_peerauth_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_peerauth_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_peerauth_OBJECTS): $(PROTO_H)
 tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
 tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_identity_LDADD = $(UNIT_LDADD)
