@@ -204,3 +204,60 @@ def test_no_certificate_refused(pod_lab, pki, outrigger_bin, init_bin):
     assert ss.proc.poll() is None                     # s_server is still waiting for its one connection
     ss.proc.kill()
     assert "ClientHello" not in ss.text()
+
+
+def _closed_peers(log):
+    return re.findall(r"closed \(.*\) peer (spiffe://\S+)", log)
+
+
+def test_sidecar_to_sidecar(pod_lab, pki, outrigger_bin, init_bin):
+    """(c) The client pod's outbound sidecar speaks Istio mTLS to the server pod's inbound
+    sidecar, which terminates it (PERMISSIVE: TLS with ALPN istio) and hands the app the
+    plaintext: each sidecar's close lines name the SPIFFE ID it verified for the other.
+    (d) Between the two sidecars the sessions resume (one worker each: the cache is per
+    worker): every connection after the first is resumed."""
+    client, server = _pods(pod_lab)
+    server.app(["http", "--port", 8080, "--name", "server"])
+    res = [meshres.service("hello", [VIP], [(PORT, 8080)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4], {SVC: [(PORT, 8080)]},
+                            serviceAccount="server", tunnelProtocol="LEGACY_ISTIO_MTLS")]
+    csc = _sidecar(client, res, pki["client"], args=("--concurrency", "1"))
+    ssc = _sidecar(server, [], pki["server"], args=("--concurrency", "1"))
+    n = 4
+    for i in range(n):
+        code, body = client.curl("http://%s/" % VIP, user="nobody")
+        assert code == 200, body
+        assert body.startswith("hello from server") and "peer 127.0.0.6" in body, body
+    wait_for(lambda: csc.stats().get("listener.outbound.downstream_cx_active") == 0 and
+             ssc.stats().get("listener.inbound.downstream_cx_active") == 0, what="connections closed")
+    cst, sst = csc.stats(), ssc.stats()
+    assert cst[MTLS] == n
+    assert cst["listener.outbound.upstream_cx_tls_resumed"] == n - 1
+    assert sst["listener.inbound.downstream_cx_mtls"] == n
+    assert sst["listener.inbound.downstream_cx_plaintext"] == 0
+    assert _closed_peers(csc.log()) == [ID_SERVER] * n
+    assert _closed_peers(ssc.log()) == [ID_CLIENT] * n
+
+
+def test_sidecar_to_strict_sidecar_without_certificate(pod_lab, pki, outrigger_bin, init_bin):
+    """A client sidecar with no certificate never falls back to plaintext towards the
+    STRICT server sidecar (refused and counted in the client); one with its certificate
+    gets through."""
+    client, server = _pods(pod_lab)
+    server.app(["http", "--port", 8080, "--name", "server"])
+    res = [meshres.service("hello", [VIP], [(PORT, 8080)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4], {SVC: [(PORT, 8080)]},
+                            serviceAccount="server", tunnelProtocol="LEGACY_ISTIO_MTLS")]
+    strict = {"@type": "type.googleapis.com/istio.security.v1beta1.PeerAuthentication",
+              "mtls": {"mode": "STRICT"}}
+    ssc = _sidecar(server, [strict], pki["server"])
+    csc = _sidecar(client, res, None)
+    code, _ = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 0
+    wait_for(lambda: csc.stats().get("listener.outbound.upstream_cx_tls_no_local_cert") == 1, what="refusal")
+    assert ssc.stats().get("listener.inbound.downstream_cx_total", 0) == 0
+    csc.stop()
+    csc = _sidecar(client, res, pki["client"])
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200 and body.startswith("hello from server"), body
+    wait_for(lambda: ssc.stats().get("listener.inbound.downstream_cx_mtls") == 1, what="mTLS counted")

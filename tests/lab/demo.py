@@ -36,7 +36,7 @@ SHOWN = ("downstream_cx_total", "downstream_cx_active", "downstream_cx_rx_bytes_
          "downstream_cx_tx_bytes_total", "upstream_cx_connect_fail")
 SHOWN_MTLS = {"outbound": ("upstream_cx_tls_handshake", "upstream_cx_tls_resumed",
                            "upstream_cx_tls_handshake_fail"),
-              "inbound": ("downstream_cx_tls_handshake", "downstream_cx_tls_handshake_fail")}
+              "inbound": ("downstream_cx_mtls", "downstream_cx_tls_handshake_fail")}
 TD = "cluster.local"
 IDS = {"client": "spiffe://%s/ns/default/sa/client" % TD, "server": "spiffe://%s/ns/default/sa/server" % TD}
 
