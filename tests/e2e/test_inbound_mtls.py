@@ -249,3 +249,80 @@ def test_protocol_detection_timeout_server_first(mesh):
     assert c.cmd("echo 10").startswith("OK")
     assert m.stat("downstream_cx_plaintext") == 1
     c.close()
+
+
+# A real TLS client (Python's ssl: OpenSSL) whose ClientHello we deliver in pieces: in two
+# TCP segments 300 ms apart, or re-framed into two TLS records (legal fragmentation, RFC 8446
+# §5.1) also sent apart. The sniffing stage must wait for the whole hello (SO_RCVLOWAT), not
+# decide on the first segment.
+SPLIT_CLIENT = r'''
+import socket, ssl, sys, time
+host, port, certdir, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.load_verify_locations(certdir + "/root-cert.pem")
+ctx.load_cert_chain(certdir + "/cert-chain.pem", certdir + "/key.pem")
+ctx.set_alpn_protocols(["istio"])
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname="x")
+s = socket.create_connection((host, port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+try:
+    obj.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = out.read()
+if how == "records":
+    body = hello[5:]
+    wire = b"".join(b"\x16\x03\x01" + len(c).to_bytes(2, "big") + c for c in (body[:50], body[50:]))
+else:
+    wire = hello
+if how == "whole":
+    s.sendall(wire)
+else:
+    s.sendall(wire[:30]); time.sleep(0.3); s.sendall(wire[30:])
+while True:
+    try:
+        obj.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        s.sendall(out.read())
+        d = s.recv(65536)
+        if not d:
+            print("EOF during handshake"); sys.exit(1)
+        inc.write(d)
+s.sendall(out.read())
+obj.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+s.sendall(out.read())
+got, done = b"", False
+while not done:
+    d = s.recv(65536)
+    if not d:
+        break
+    inc.write(d)
+    try:
+        while True:
+            x = obj.read(65536)
+            if not x:   # close_notify: the end, as for any TLS client
+                done = True
+                break
+            got += x
+    except ssl.SSLWantReadError:
+        pass
+    except ssl.SSLZeroReturnError:
+        done = True
+print(got.decode(errors="replace"))
+'''
+
+
+@pytest.mark.parametrize("how", ["whole", "segments", "records"])
+def test_strict_hello_in_pieces(mesh, how):
+    """A ClientHello that arrives in two TCP segments, or in two TLS records, 300 ms apart,
+    is recognised whole (not taken as plaintext and refused) and terminated."""
+    m = mesh
+    m.start([pa("STRICT")])
+    r = m.client.run([lab.PYTHON, "-c", SPLIT_CLIENT, m.server.ip4, "8080", m.client_dir, how],
+                     check=False, timeout=40)
+    assert "hello from server" in r.stdout, (r.stdout, r.stderr)
+    assert m.stat("downstream_cx_mtls") == 1
+    assert m.stat("downstream_cx_plaintext_refused") == 0
