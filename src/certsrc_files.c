@@ -191,6 +191,13 @@ install(struct certbundle *b, const struct sig *s)
 		fs.have_refused = true;
 		return;
 	}
+	/* Not a refusal: with files the certificate is the operator's word
+	 * (pilot-agent does not check it either); but peers that expect
+	 * identity.trustDomain will refuse it, so say so. */
+	if (server.snap && strcmp(b->id.td, server.snap->cfg.trust_domain) != 0)
+		log_warn("certificate %s from %s is of trust domain %s, not identity.trustDomain %s "
+		    "(TRUST_DOMAIN): peers of %s will refuse it", b->identity, b->source, b->id.td,
+		    server.snap->cfg.trust_domain, server.snap->cfg.trust_domain);
 	certbundle_unref(fs.cur);
 	fs.cur = b;
 	fs.loaded = *s;

@@ -363,8 +363,14 @@ devca_main(int argc, char **argv)
 		ca_usage(stderr);
 		return EXIT_USAGE;
 	}
-	optind = 2;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	/* The command is the "program name" of its own option list; optind 0
+	 * makes glibc's getopt start afresh (main() has not parsed yet, but
+	 * the tests call this again and again). */
+	argc--;
+	argv++;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
 		case 't': td = optarg; break;
@@ -372,7 +378,11 @@ devca_main(int argc, char **argv)
 		case 'o': out = optarg; break;
 		case 'n': days_s = optarg; break;
 		case 'h': ca_usage(stdout); return 0;
-		default: ca_usage(stderr); return EXIT_USAGE;
+		default:
+			fprintf(stderr, "outrigger ca %s: %s '%s'\n", cmd, c == ':' ? "missing value for" :
+			    "unknown option", argv[optind - 1]);
+			ca_usage(stderr);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {

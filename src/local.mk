@@ -5,7 +5,8 @@ liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
 	src/certsrc.c src/certsrc_files.c \
-	src/certsrc_stubs.c \
+	src/certsrc_sds_stub.c \
+	src/certsrc_ca_stub.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \

@@ -288,19 +288,19 @@ main(int argc, char **argv)
 	ev_signal_start(loop, &sig_usr1);
 	ev_signal_start(loop, &sig_usr2);
 	ev_signal_start(loop, &sig_alrm);
-	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
-		log_error("%s", err);
-		return 1;
-	}
-
-	/* The certificate before the workers: with files, the first snapshot
-	 * they get already serves with it. */
+	/* The certificate before the ports and the workers: with files, the
+	 * first snapshot they get already serves with it, and a --cert-dir
+	 * that is not there stops the start before anything is bound. */
 	if ((rc = certsrc_start(loop, &cfg, err, sizeof(err))) < 0) {
 		log_error("%s", err);
-		admin_stop();
 		snapshot_unref(server.snap);
 		log_stop();
 		return EXIT_CONFIG;
+	}
+	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		certsrc_stop();
+		return 1;
 	}
 
 	/* Workers never take process signals: they are all the control thread's. */

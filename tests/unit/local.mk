@@ -2,7 +2,7 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc
+	tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h
@@ -53,6 +53,9 @@ tests_unit_test_identity_LDADD = $(UNIT_LDADD)
 tests_unit_test_certsrc_SOURCES = tests/unit/test_certsrc.c
 tests_unit_test_certsrc_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_certsrc_LDADD = $(UNIT_LDADD)
+tests_unit_test_devca_SOURCES = tests/unit/test_devca.c
+tests_unit_test_devca_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_devca_LDADD = $(UNIT_LDADD)
 tests_unit_test_lb_SOURCES = tests/unit/test_lb.c
 tests_unit_test_lb_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_lb_LDADD = $(UNIT_LDADD)

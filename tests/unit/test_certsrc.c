@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,22 +68,30 @@ struct leaf {
 	char serial[64];
 };
 
+static void mint_until(struct leaf *l, const char *sa, time_t not_before, time_t not_after);
+
 static void
 mint(struct leaf *l, const char *sa, long days)
 {
+	time_t now = time(NULL);
+
+	if (days < 0)
+		mint_until(l, sa, now - 7200, now - 3600);
+	else
+		mint_until(l, sa, now - 3600, now + days * 86400);
+}
+
+static void
+mint_until(struct leaf *l, const char *sa, time_t not_before, time_t not_after)
+{
 	char id[128];
 	const char *uris[1] = { id };
-	time_t now = time(NULL);
-	struct devca_cert spec = { .uris = uris, .nuris = 1, .not_before = now - 3600,
-		.not_after = now + days * 86400 };
+	struct devca_cert spec = { .uris = uris, .nuris = 1, .not_before = not_before,
+		.not_after = not_after };
 	EVP_PKEY *k = devca_key();
 	X509 *x;
 
 	snprintf(id, sizeof(id), "spiffe://cluster.local/ns/default/sa/%s", sa);
-	if (days < 0) {
-		spec.not_before = now - 7200;
-		spec.not_after = now - 3600;
-	}
 	assert_non_null(x = devca_cert(&spec, k, root, rkey));
 	l->chain = pem_of(x, NULL);
 	l->key = pem_of(NULL, k);
@@ -335,6 +344,53 @@ test_files_appear_later(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* A certificate about to expire: a warning when it is loaded, an error once
+ * it has expired (files do not renew themselves), each once. The log goes to
+ * fd 2, redirected to a file here. */
+static void
+test_expiry_logs(void **state)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	char dir[128], err[256], logpath[128], *roots = pem_of(root, NULL), text[8192];
+	struct config cfg;
+	struct leaf a;
+	time_t now = time(NULL);
+	int saved, fd;
+	ssize_t n;
+
+	mint_until(&a, "short", now - 60, now + 2);
+	snprintf(dir, sizeof(dir), "%s/short", tmp);
+	mkdir(dir, 0755);
+	write_file(dir, "root-cert.pem", roots);
+	write_file(dir, "key.pem", a.key);
+	write_file(dir, "cert-chain.pem", a.chain);
+	snprintf(logpath, sizeof(logpath), "%s/log.txt", tmp);
+	assert_true((fd = open(logpath, O_CREAT | O_TRUNC | O_RDWR, 0600)) >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	certsrc_files_tune(0.05, 2.0);
+	config_defaults(&cfg);
+	snprintf(cfg.cert_dir, sizeof(cfg.cert_dir), "%s", dir);
+	assert_int_equal(certsrc_start(loop, &cfg, err, sizeof(err)), 0);
+	run_until(loop, never, NULL, 4.0);
+	certsrc_stop();
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	close(fd);
+	assert_true(n > 0);
+	text[n] = '\0';
+	char *warn = strstr(text, "expires in"), *expired = strstr(text, "has EXPIRED");
+	if (!warn || !expired)
+		fail_msg("log lacks the warning or the error:\n%s", text);
+	assert_true(warn < expired);
+	assert_null(strstr(warn + 1, "expires in"));
+	assert_null(strstr(expired + 1, "has EXPIRED"));
+	leaf_free(&a);
+	free(roots);
+	ev_loop_destroy(loop);
+}
+
 int
 main(void)
 {
@@ -343,6 +399,7 @@ main(void)
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_files_source),
 		cmocka_unit_test(test_files_appear_later),
+		cmocka_unit_test(test_expiry_logs),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
