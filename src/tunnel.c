@@ -128,16 +128,18 @@ tunnel_pick(struct tunnel *t)
 	return true;
 }
 
-/* A connect failed (counted here). Through a service, the next endpoint is
- * tried; returns whether t is still open (false: reset and gone). */
+/* A connect failed (counted here; logged unless the caller said why already:
+ * a TLS handshake's reason). Through a service, the next endpoint is tried;
+ * returns whether t is still open (false: reset and gone). */
 static bool
-tunnel_fail_connect(struct tunnel *t, int err, bool timeout)
+tunnel_fail_connect(struct tunnel *t, int err, bool timeout, bool logged)
 {
 	char a[SOCK_ADDR_STRLEN];
 
 	stat_add(tstat(t, timeout ? LM_UPSTREAM_CX_CONNECT_TIMEOUT : LM_UPSTREAM_CX_CONNECT_FAIL), 1);
-	clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
-	    timeout ? "connect timeout" : strerror(-err));
+	if (!logged)
+		clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
+		    timeout ? "connect timeout" : strerror(-err));
 	if (t->svc && t->connect_by - ev_now(t->w->loop) > 0.001) {
 		/* Through a service, with time left: the next endpoint (lb.c
 		 * says which, and bounds the attempts). The failed socket goes
@@ -312,7 +314,7 @@ upstream_hs_fail(struct tunnel *t, int err)
 	enum xtls_fail f;
 
 	if (t->relay.us.ops != &xtls_ops)
-		return tunnel_fail_connect(t, err, false);
+		return tunnel_fail_connect(t, err, false, false);
 	f = xtls_failure(&t->relay.us, detail, sizeof(detail));
 	if (f == XTLS_FAIL_NONE)
 		f = XTLS_FAIL_IO;
@@ -321,7 +323,7 @@ upstream_hs_fail(struct tunnel *t, int err)
 		stat_add(tstat(t, reason[f]), 1);
 	clog_warn(t, "outbound %s: mTLS handshake failed (%s): %s", sock_addr_str(&t->dst, a, sizeof(a)),
 	    xtls_fail_names[f], *detail ? detail : strerror(-err));
-	return tunnel_fail_connect(t, err, false);
+	return tunnel_fail_connect(t, err, false, true);
 }
 
 /* The upstream's handshakes, from the connecting stage: the TCP connect,
@@ -349,7 +351,7 @@ upstream_progress(struct tunnel *t)
 		if ((rc = upstream_tls_start(t)) < 0) {
 			clog_warn(t, "outbound %s: cannot start TLS: %s", sock_addr_str(&t->dst, a, sizeof(a)),
 			    strerror(-rc));
-			tunnel_fail_connect(t, rc, false);
+			tunnel_fail_connect(t, rc, false, true);
 			return;
 		}
 	}
@@ -394,7 +396,7 @@ stage_connect(struct tunnel *t)
 			tunnel_fail(t);
 			return false;
 		}
-		return tunnel_fail_connect(t, rc, false);
+		return tunnel_fail_connect(t, rc, false, false);
 	}
 	conn_init(&t->relay.us, t->w->loop, rc, t->us_ops, tunnel_ready, t, t->w->hup.fd);
 	t->relay.us.connecting = true;
@@ -656,7 +658,9 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct tunnel *t = tm->data;
 
 	if (t->state == TUN_CONNECTING) {
-		if (t->relay.us.ops == &xtls_ops) {
+		bool tls = t->relay.us.ops == &xtls_ops;
+
+		if (tls) {
 			char a[SOCK_ADDR_STRLEN];
 
 			/* The TCP connect was done: the TLS handshake took the time. */
@@ -665,7 +669,7 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 			clog_warn(t, "outbound %s: mTLS handshake failed (io): timed out",
 			    sock_addr_str(&t->dst, a, sizeof(a)));
 		}
-		tunnel_fail_connect(t, -ETIMEDOUT, true);
+		tunnel_fail_connect(t, -ETIMEDOUT, true, tls);
 		return;
 	}
 	if (t->state == TUN_SNIFFING) {

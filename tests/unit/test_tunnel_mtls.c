@@ -452,6 +452,37 @@ test_mtls_wrong_peer_refused(void **state)
 	tlsd_stop(&d2);
 }
 
+/* A peer that takes the TCP connection but never answers the ClientHello:
+ * the handshake outlives the connect budget, counted as a TLS failure (io)
+ * and as a connect timeout, and the client is reset. */
+static void
+test_mtls_handshake_timeout(void **state)
+{
+	struct sockaddr_storage app, dst = vip();
+	int lfd = listen_lo(&app);	/* never accepts: the kernel completes the TCP handshake */
+	struct fix f;
+	char b;
+	double end;
+
+	(void)state;
+	fix_init(&f, mesh_model("[" SVC_ECHO("") "," WL_MTLS("wl-s", "fwAAAQ==", "server") "]",
+	    sock_addr_port(&app), sock_addr_port(&app)), true);
+	f.w.snap->s->cfg.connect_timeout_ms = 300;
+	open_tunnel(&f, &dst);
+	assert_non_null(f.t);
+	end = now() + 3;
+	while (lst(&f, LM_DOWNSTREAM_CX_DESTROY) == 0 && now() < end)
+		spin(&f, 0.01);
+	assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(lst(&f, LM_UPSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+	assert_int_equal(lst(&f, LM_UPSTREAM_CX_TLS_FAIL_IO), 1);
+	assert_int_equal(lst(&f, LM_UPSTREAM_CX_CONNECT_TIMEOUT), 1);
+	assert_int_equal(lst(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 0);
+	fix_fini(&f);
+	close(lfd);
+}
+
 /* ---- certificates ---- */
 
 static X509 *
@@ -542,6 +573,7 @@ main(void)
 		cmocka_unit_test(test_mtls_to_workload_and_resumption),
 		cmocka_unit_test(test_mtls_to_eds_endpoint),
 		cmocka_unit_test(test_mtls_wrong_peer_refused),
+		cmocka_unit_test(test_mtls_handshake_timeout),
 	};
 
 	/* As main.c: OpenSSL writes to its socket with write(2), no MSG_NOSIGNAL. */
