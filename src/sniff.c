@@ -233,11 +233,13 @@ sniff_tls(const uint8_t *buf, size_t len, struct sniff_hello *h)
 				return finish(msg, hslen, h);
 		}
 		if (take < reclen) {
-			/* This record is cut: wait for the hello's end, or the record's. */
-			size_t rest = reclen - take;
-			if (got >= 4 && 4 + hslen - got < rest)
-				rest = 4 + hslen - got;
-			return more(h, len + rest);
+			/* This record is cut: wait for the next thing to decide
+			 * on (the handshake header, then the hello's end), or the
+			 * record's end if that comes first. Never further: a
+			 * record longer than we look at must not make a hello
+			 * whose header is bad count as TLS. */
+			size_t rest = reclen - take, want = got < 4 ? 4 - got : 4 + hslen - got;
+			return more(h, len + (want < rest ? want : rest));
 		}
 		off += 5 + reclen;
 	}

@@ -413,6 +413,31 @@ test_larger_than_we_look_at(void **state)
 	}
 }
 
+/* Found by fuzz_sniff: a hello whose header is split over two records, the
+ * second one longer than we look at, and whose length is too small to be
+ * one. Every cut said "TLS, larger than we look at" (it waited for the whole
+ * long record) where the whole input says "not TLS": a cut must only ask for
+ * the next thing it decides on. */
+static void
+test_cut_never_contradicts_whole(void **state)
+{
+	static const uint8_t in[] = {
+		0x16, 3, 0, 0, 3, 1, 0, 0,		/* a record with 3 bytes of the header */
+		0x16, 3, 0, 0x3f, 0xfd, 1, 1, 0, 0,	/* 16,381 more: hello length 1 */
+		0, 0, 0, 0, 0x90, 0x2f, 0x23, 1, 0,
+	};
+	struct sniff_hello h;
+
+	assert_int_equal(sniff_tls(in, sizeof(in), &h), SNIFF_PLAIN);
+	for (size_t k = 0; k < sizeof(in); k++) {
+		enum sniff_verdict v = sniff_tls(in, k, &h);
+		if (v == SNIFF_TLS)
+			fail_msg("cut at %zu: TLS, the whole is not", k);
+		if (v == SNIFF_MORE && (h.need <= k || h.need > sizeof(in)))
+			fail_msg("cut at %zu: need %zu", k, h.need);
+	}
+}
+
 int
 main(void)
 {
@@ -424,6 +449,7 @@ main(void)
 		cmocka_unit_test(test_broken_extensions),
 		cmocka_unit_test(test_long_alpn_offer),
 		cmocka_unit_test(test_larger_than_we_look_at),
+		cmocka_unit_test(test_cut_never_contradicts_whole),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
