@@ -406,6 +406,34 @@ peerauth_mode(const struct peerauth *pa, uint16_t port)
 	return pa->mode;
 }
 
+cJSON *
+peerauth_to_json(const struct peerauth *pa, const struct pa_self *self)
+{
+	cJSON *o = cJSON_CreateObject(), *ports, *pol, *labels;
+	char key[8];
+	bool ok = o != NULL;
+
+	ok = ok && cJSON_AddStringToObject(o, "mode", pa_mode_str(pa->mode));
+	ok = ok && (ports = cJSON_AddObjectToObject(o, "ports"));
+	for (size_t i = 0; ok && i < pa->nports; i++) {
+		snprintf(key, sizeof(key), "%u", pa->ports[i].port);
+		ok = cJSON_AddStringToObject(ports, key, pa_mode_str((enum pa_mode)pa->ports[i].mode)) != NULL;
+	}
+	ok = ok && (pol = cJSON_AddObjectToObject(o, "policies")) &&
+	    cJSON_AddStringToObject(pol, "mesh", pa->mesh) &&
+	    cJSON_AddStringToObject(pol, "namespace", pa->ns) &&
+	    cJSON_AddStringToObject(pol, "workload", pa->workload) &&
+	    cJSON_AddStringToObject(o, "namespace", self->ns ? self->ns : "") &&
+	    (labels = cJSON_AddObjectToObject(o, "labels"));
+	for (size_t i = 0; ok && i < self->nlabels; i++)
+		ok = cJSON_AddStringToObject(labels, self->labels[i].key, self->labels[i].value) != NULL;
+	if (!ok) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
 int
 peerauth_check(const PA *p, char *why, size_t len)
 {

@@ -74,6 +74,12 @@ void peerauth_free(struct peerauth *pa);
  * destination's port, the target port). */
 enum pa_mode peerauth_mode(const struct peerauth *pa, uint16_t port);
 
+/* pa as JSON for /config_dump: {"mode", "ports": {"8080": "STRICT"},
+ * "policies": {"mesh", "namespace", "workload"}, "namespace", "labels"}
+ * (the last two from self). NULL on OOM. */
+struct cJSON;
+struct cJSON *peerauth_to_json(const struct peerauth *pa, const struct pa_self *self);
+
 /* The namespace a PeerAuthentication resource is in, from its model name
  * ("namespace/name"; a name without '/' is mesh-wide: PA_ROOT_NAMESPACE). */
 void peerauth_res_ns(const struct mres *r, char *ns, size_t len);

@@ -192,6 +192,10 @@ def test_port_level_strict(mesh):
     m.start([pa(None, namespace=NS, name="server-ports", selector={"matchLabels": {"app": "server"}},
                 portLevelMtls={"8080": {"mode": "STRICT"}})], labels={"app": "server", "version": "v1"})
     assert "inbound mTLS: PERMISSIVE, port 8080 STRICT" in m.sc.log()
+    assert m.sc.config_dump()["inboundMtls"] == {
+        "mode": "PERMISSIVE", "ports": {"8080": "STRICT"},
+        "policies": {"mesh": "", "namespace": "", "workload": "shop/server-ports"},
+        "namespace": NS, "labels": {"app": "server", "version": "v1"}}
     code, _ = m.plain(8080)
     assert code == 0
     code, body = m.plain(8081)

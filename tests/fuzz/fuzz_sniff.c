@@ -26,9 +26,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < h.alpn_len; i += 1 + h.alpn[i])
 		if (h.alpn[i] == 0 || i + 1 + h.alpn[i] > h.alpn_len)
 			__builtin_trap();
-	/* Any shorter input either decides the same way already or asks for more. */
-	cut = size / 2;
-	if (v != SNIFF_MORE && size <= SNIFF_MAX) {
+	/* A shorter input either decides the same way already or asks for more. */
+	for (int i = 0; i < 3 && v != SNIFF_MORE && size <= SNIFF_MAX; i++) {
+		cut = i == 0 ? size / 2 : i == 1 ? size / 3 : size - 1;
 		enum sniff_verdict vp = sniff_tls(data, cut, &hp);
 		if (vp != SNIFF_MORE && vp != v)
 			__builtin_trap();

@@ -191,6 +191,15 @@ test_port_level(void **state)
 	assert_int_equal(peerauth_mode(pa, 8081), PA_DISABLE);
 	assert_int_equal(pa->nports, 3);
 	assert_true(pa->ports[0].port < pa->ports[1].port && pa->ports[1].port < pa->ports[2].port);
+	/* As /config_dump shows it. */
+	struct pa_self self = { .ns = "default" };
+	cJSON *j = peerauth_to_json(pa, &self);
+	char *txt = cJSON_PrintUnformatted(j);
+	assert_string_equal(txt, "{\"mode\":\"DISABLE\",\"ports\":{\"80\":\"PERMISSIVE\",\"8080\":\"STRICT\","
+	    "\"9090\":\"DISABLE\"},\"policies\":{\"mesh\":\"\",\"namespace\":\"default/ns\",\"workload\":"
+	    "\"default/app\"},\"namespace\":\"default\",\"labels\":{}}");
+	free(txt);
+	cJSON_Delete(j);
 	peerauth_free(pa);
 	/* Not selected: no port modes. */
 	pa = resolve(r, N(r), "default", "app=b");
