@@ -22,6 +22,7 @@
 #include "identity.h"
 #include "json_pb.h"
 #include "log.h"
+#include "peerauth.h"
 #include "metrics.h"
 #include "model.h"
 #include "server.h"
@@ -327,6 +328,8 @@ render_config_dump(struct strbuf *sb)
 	cJSON_AddNumberToObject(root, "generation", (double)server.snap->generation);
 	cJSON_AddItemToObject(root, "config", cfg);
 	cJSON_AddStringToObject(root, "certificateSource", certsrc_name());
+	/* The inbound mTLS modes this snapshot resolved (peerauth.h). */
+	cJSON_AddItemToObject(root, "inboundMtls", peerauth_to_json(server.snap->peerauth, pa_self_current()));
 	if (server.snap->model && admin_model_to_json(server.snap->model, root) < 0) {
 		cJSON_Delete(root);
 		sb->oom = true;

@@ -102,6 +102,9 @@ static const struct cf_field schema[] = {
 	    "readiness port serving /healthz/ready on all addresses"),
 	F("mesh", "outboundTrafficPolicy.mode", CF_POLICY, CF_LIVE, outbound_policy, 0, 0, "ALLOW_ANY",
 	    "outbound to an address the mesh does not know: ALLOW_ANY passes it through, REGISTRY_ONLY resets it"),
+	F("mesh", "protocolDetectionTimeout", CF_DURATION, CF_LIVE, protocol_detection_ms, 0, 3600000, "0s",
+	    "inbound: how long to wait for a client's first bytes to tell TLS from plaintext; then plaintext "
+	    "(server-first protocols). 0s: no limit but proxy.idleTimeout (Istio's default)"),
 	/* "identity": where the certificate comes from (certsrc.h), read once
 	 * at start. The environment variables are pilot-agent's (and
 	 * OUTRIGGER_CERT_DIR), so an injected pod's env works unchanged. */

@@ -42,6 +42,7 @@ struct config {
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
 	char admin_address[64];
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
+	uint32_t protocol_detection_ms;	/* inbound sniffing deadline; 0: idle_timeout_ms */
 
 	/* "identity": where this proxy's certificate comes from (certsrc.h),
 	 * each also from the environment pilot-agent reads ("" = unset). */

@@ -17,18 +17,21 @@ liboutrigger_a_SOURCES = \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \
+	src/model_eds.c src/model_eds.h \
 	src/pb.c src/pb.h \
+	src/peerauth.c src/peerauth.h \
 	src/pool.c src/pool.h \
 	src/resources.c src/resources.h \
 	src/sds.c src/sds.h \
 	src/server.c src/server.h \
 	src/snapshot.c src/snapshot.h \
+	src/sniff.c src/sniff.h \
 	src/sock.c src/sock.h \
 	src/strbuf.c src/strbuf.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
 	src/xtls.c src/xtls.h \
-	src/certsrc.h src/sniff.h
+	src/certsrc.h
 
 OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \
 	$(NGHTTP2_LIBS) $(PROTOBUFC_LIBS) $(LLHTTP_LIBS) -lm

@@ -43,7 +43,33 @@ enum listener_kind {
 	X(DOWNSTREAM_CX_NO_ROUTE, downstream_cx_no_route, COUNTER, "Outbound connections refused under REGISTRY_ONLY: the destination is no service or workload of the mesh (Envoy's BlackHoleCluster)") \
 	X(UPSTREAM_CX_NONE_HEALTHY, upstream_cx_none_healthy, COUNTER, "Connections to a service VIP refused: the port has no healthy endpoint, or the service has no such port") \
 	X(UPSTREAM_CX_CONNECT_RETRY, upstream_cx_connect_retry, COUNTER, "Failed upstream connects retried on the service's next endpoint") \
-	X(UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED, upstream_cx_connect_attempts_exceeded, COUNTER, "Connections to a service reset after their last connect attempt failed")
+	X(UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED, upstream_cx_connect_attempts_exceeded, COUNTER, "Connections to a service reset after their last connect attempt failed") \
+	/* Outbound Istio mTLS (tunnel.c stage_connect): the upstream handshakes. */ \
+	X(UPSTREAM_CX_TLS_HANDSHAKE, upstream_cx_tls_handshake, COUNTER, "Upstream Istio mTLS handshakes completed (the peer's SPIFFE ID verified)") \
+	X(UPSTREAM_CX_TLS_RESUMED, upstream_cx_tls_resumed, COUNTER, "Upstream Istio mTLS handshakes that resumed a session (no certificate exchange)") \
+	X(UPSTREAM_CX_TLS_HANDSHAKE_FAIL, upstream_cx_tls_handshake_fail, COUNTER, "Upstream Istio mTLS handshakes that failed (also counted as a connect failure; the reason below)") \
+	X(UPSTREAM_CX_TLS_FAIL_PROTOCOL, upstream_cx_tls_fail_protocol, COUNTER, "Upstream mTLS failures: not TLS, a bad record, or no shared version, cipher or group") \
+	X(UPSTREAM_CX_TLS_FAIL_NO_CERT, upstream_cx_tls_fail_no_cert, COUNTER, "Upstream mTLS failures: the peer sent no certificate") \
+	X(UPSTREAM_CX_TLS_FAIL_UNTRUSTED, upstream_cx_tls_fail_untrusted, COUNTER, "Upstream mTLS failures: the peer's chain does not lead to the mesh roots") \
+	X(UPSTREAM_CX_TLS_FAIL_EXPIRED, upstream_cx_tls_fail_expired, COUNTER, "Upstream mTLS failures: the peer's certificate is expired or not yet valid") \
+	X(UPSTREAM_CX_TLS_FAIL_IDENTITY, upstream_cx_tls_fail_identity, COUNTER, "Upstream mTLS failures: the peer's SPIFFE ID is missing, of another trust domain, or not the one expected") \
+	X(UPSTREAM_CX_TLS_FAIL_IO, upstream_cx_tls_fail_io, COUNTER, "Upstream mTLS failures: the connection failed, closed or timed out during the handshake") \
+	X(UPSTREAM_CX_TLS_NO_LOCAL_CERT, upstream_cx_tls_no_local_cert, COUNTER, "Connections to an Istio-mTLS peer refused because this proxy has no certificate yet (never sent in plaintext)") \
+	/* Inbound: the sniffing stage and PeerAuthentication (tunnel.c stage_sniff). */ \
+	X(DOWNSTREAM_CX_MTLS, downstream_cx_mtls, COUNTER, "Inbound mTLS handshakes completed (the peer's SPIFFE ID verified); the app gets the plaintext") \
+	X(DOWNSTREAM_CX_PLAINTEXT, downstream_cx_plaintext, COUNTER, "Inbound plaintext connections passed to the app (PERMISSIVE)") \
+	X(DOWNSTREAM_CX_TLS_PASSTHROUGH, downstream_cx_tls_passthrough, COUNTER, "Inbound TLS without an Istio ALPN passed to the app as bytes (PERMISSIVE: app-level TLS from a client outside the mesh)") \
+	X(DOWNSTREAM_CX_MTLS_DISABLED, downstream_cx_mtls_disabled, COUNTER, "Inbound connections passed as bytes, unlooked at, because the port's mode is DISABLE") \
+	X(DOWNSTREAM_CX_PLAINTEXT_REFUSED, downstream_cx_plaintext_refused, COUNTER, "Inbound plaintext connections reset: the port's mode is STRICT") \
+	X(DOWNSTREAM_CX_MTLS_NO_CERT, downstream_cx_mtls_no_cert, COUNTER, "Inbound connections reset because this proxy has no certificate yet: an mTLS attempt (PERMISSIVE) or any connection (STRICT)") \
+	X(DOWNSTREAM_CX_SNIFF_TIMEOUT, downstream_cx_sniff_timeout, COUNTER, "Inbound connections whose first bytes did not tell TLS from plaintext within mesh.protocolDetectionTimeout (then plaintext; STRICT: reset), or within proxy.idleTimeout when it is 0s (reset)") \
+	X(DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL, downstream_cx_tls_handshake_fail, COUNTER, "Inbound mTLS handshakes that failed (the reason below); the client is reset") \
+	X(DOWNSTREAM_CX_TLS_FAIL_PROTOCOL, downstream_cx_tls_fail_protocol, COUNTER, "Inbound mTLS failures: a bad record, or no shared version, cipher or group") \
+	X(DOWNSTREAM_CX_TLS_FAIL_NO_CERT, downstream_cx_tls_fail_no_cert, COUNTER, "Inbound mTLS failures: the client sent no certificate") \
+	X(DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED, downstream_cx_tls_fail_untrusted, COUNTER, "Inbound mTLS failures: the client's chain does not lead to the mesh roots") \
+	X(DOWNSTREAM_CX_TLS_FAIL_EXPIRED, downstream_cx_tls_fail_expired, COUNTER, "Inbound mTLS failures: the client's certificate is expired or not yet valid") \
+	X(DOWNSTREAM_CX_TLS_FAIL_IDENTITY, downstream_cx_tls_fail_identity, COUNTER, "Inbound mTLS failures: the client's SPIFFE ID is missing or of another trust domain") \
+	X(DOWNSTREAM_CX_TLS_FAIL_IO, downstream_cx_tls_fail_io, COUNTER, "Inbound mTLS failures: the connection failed, closed or timed out during the handshake")
 
 enum listener_metric {
 #define X(e, name, kind, help) LM_##e,

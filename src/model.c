@@ -13,6 +13,7 @@
 
 #include "json_pb.h"
 #include "model.h"
+#include "model_eds.h"
 #include "pb.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
@@ -334,6 +335,7 @@ struct model {
 	struct mendpoint *eps;
 	size_t neps;
 	char *strs;			/* identities */
+	struct meds *eds;		/* EDS endpoint addresses (model_eds.c); NULL: none */
 	size_t bytes;
 };
 
@@ -1707,6 +1709,7 @@ model_free(struct model *m)
 	free(m->vip.slot);
 	free(m->eps);
 	free(m->strs);
+	meds_free(m->eds);
 	free(m->network);
 	free(m);
 }
@@ -1788,7 +1791,8 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 				m->byname[t].slot[at] = (uint32_t)(i + 1);
 		}
 	}
-	if (build_workloads(m) < 0 || build_services(m) < 0)
+	if (build_workloads(m) < 0 || build_services(m) < 0 ||
+	    meds_build(m->res[MRES_ENDPOINTS], m->nres[MRES_ENDPOINTS], &m->eds, &m->bytes) < 0)
 		goto fail;
 	free(b.cand);
 	free(b.problem);
@@ -1886,6 +1890,29 @@ model_find(const struct model *m, enum mres_type t, const char *name)
 	return (unsigned)t < MRES__COUNT ? by_name(m, t, name) : NULL;
 }
 
+bool
+model_eds_at(const struct model *m, const struct sockaddr_storage *a, struct meds_hit *hit)
+{
+	return m && meds_find(m->eds, a, hit);
+}
+
+bool
+model_peer_mtls(const struct model *m, const struct sockaddr_storage *dst, const struct mworkload *peer,
+    const char **cluster)
+{
+	struct meds_hit h;
+	bool eds = model_eds_at(m, dst, &h);
+
+	*cluster = eds ? h.cluster : NULL;
+	return (peer && peer->tunnel == MTUN_ISTIO_MTLS) || (eds && h.istio);
+}
+
+int
+model_cluster_name(char *out, size_t len, const struct mservice *s, uint16_t port)
+{
+	return snprintf(out, len, "outbound|%u||%s", (unsigned)port, s->hostname);
+}
+
 uint32_t
 model_nports(const struct model *m)
 {
@@ -1918,5 +1945,6 @@ model_sizes(const struct model *m, struct model_sizes *sz)
 		sz->service_vips += m->vips[i].port != VIP_ANY;	/* VIP:port entries */
 	sz->endpoints = m->neps;
 	sz->clusters = m->nres[MRES_CLUSTER];
+	sz->eds_endpoints = meds_count(m->eds);
 	sz->bytes = m->bytes;
 }

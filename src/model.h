@@ -209,6 +209,33 @@ const struct mres *model_endpoints(const struct model *m, const char *cluster_na
 /* Any resource by type and name (the mres name above), or NULL. */
 const struct mres *model_find(const struct model *m, enum mres_type t, const char *name);
 
+/* ---- Istio mTLS peers (model_eds.c) ---- */
+
+/* An EDS endpoint address (ip:port), as the model indexes them. */
+struct meds_hit {
+	const char *cluster;	/* its ClusterLoadAssignment's cluster_name: Envoy's SNI to it */
+	bool istio;		/* metadata envoy.transport_socket_match.tlsMode == "istio" (the
+				 * endpoint's, else its locality's) */
+};
+
+/* The EDS endpoint at a (address and port), or false. An address listed by
+ * several clusters (a service and its subsets) answers once: Istio mTLS if
+ * any says so, then the default subset's cluster ("outbound|p||host"),
+ * then the first by name. */
+bool model_eds_at(const struct model *m, const struct sockaddr_storage *a, struct meds_hit *hit);
+
+/* Whether the upstream connection to dst must speak Istio mTLS (reference
+ * xds-hbone.md §4.1, §3.6): peer (the workload at dst, or NULL) has tunnel
+ * protocol LEGACY_ISTIO_MTLS, or dst is an EDS endpoint marked tlsMode
+ * "istio". *cluster: dst's EDS cluster, or NULL. One lookup. */
+bool model_peer_mtls(const struct model *m, const struct sockaddr_storage *dst, const struct mworkload *peer,
+    const char **cluster);
+
+/* Istio's name for a service port's default cluster, the SNI an Envoy
+ * sidecar sends: "outbound|<port>||<hostname>" (BuildSubsetKey). The
+ * length it needs, as snprintf; out is cut (NUL-terminated) when short. */
+int model_cluster_name(char *out, size_t len, const struct mservice *s, uint16_t port);
+
 /* How many service ports the model has (sizes per-worker LB state). */
 uint32_t model_nports(const struct model *m);
 
@@ -220,6 +247,7 @@ const struct mres *model_resource(const struct model *m, enum mres_type t, size_
 
 struct model_sizes {
 	size_t workloads, workload_addresses, services, service_vips, endpoints, clusters;
+	size_t eds_endpoints;		/* distinct EDS endpoint addresses indexed */
 	size_t bytes;			/* memory the model's own indexes take */
 };
 void model_sizes(const struct model *m, struct model_sizes *sz);

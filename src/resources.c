@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "istio/security/v1beta1/peer_authentication.pb-c.h"
 #include "json_pb.h"
+#include "peerauth.h"
 #include "resources.h"
 
 #define PATH_LEN 32		/* "resources[18446744073709551615]" */
@@ -114,6 +116,72 @@ jstr(const cJSON *o, const char *key, const char *alt)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+static bool
+is_pa(const cJSON *e)
+{
+	const char *type = jstr(e, "@type", NULL), *slash;
+
+	if (!type)
+		return false;
+	slash = strrchr(type, '/');
+	return strcmp(slash ? slash + 1 : type, mres_type_names[MRES_PEER_AUTHENTICATION]) == 0;
+}
+
+/* Kubernetes object names: a namespace is an RFC 1123 label, a name an
+ * RFC 1123 subdomain (lower case letters, digits, '-', and '.' in a name). */
+static bool
+k8s_name_ok(const char *s, bool dots, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')) ||
+	    !((s[n - 1] >= 'a' && s[n - 1] <= 'z') || (s[n - 1] >= '0' && s[n - 1] <= '9')))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
+		    (dots && s[i] == '.')))
+			return false;
+	return true;
+}
+
+/* A static PeerAuthentication has no name or namespace in its message: the
+ * file gives them as "name" and "namespace" next to "@type" (keys its
+ * message does not have). Its model name is then "namespace/name" (no
+ * namespace: the root namespace, mesh-wide; no name: its place); with
+ * neither, its place ("resources[3]"), mesh-wide. 1 when e has either key
+ * (then *stripped is e without them, to decode), 0 when not, -EINVAL with
+ * why set. */
+static int
+pa_meta(const cJSON *e, const char *path, char *name, size_t len, cJSON **stripped, char *why,
+    size_t whylen)
+{
+	const cJSON *jn = cJSON_GetObjectItemCaseSensitive(e, "name");
+	const cJSON *jns = cJSON_GetObjectItemCaseSensitive(e, "namespace");
+
+	*stripped = NULL;
+	snprintf(name, len, "%s", path);
+	if (!jn && !jns)
+		return 0;
+	if ((jn && !cJSON_IsString(jn)) || (jns && !cJSON_IsString(jns))) {
+		snprintf(why, whylen, "%s.%s: a string is wanted", path, jn && !cJSON_IsString(jn) ? "name" : "namespace");
+		return -EINVAL;
+	}
+	if (jns && !k8s_name_ok(jns->valuestring, false, 63)) {
+		snprintf(why, whylen, "%s.namespace: not a Kubernetes namespace name (RFC 1123 label)", path);
+		return -EINVAL;
+	}
+	if (jn && !k8s_name_ok(jn->valuestring, true, 253)) {
+		snprintf(why, whylen, "%s.name: not a Kubernetes object name (RFC 1123 subdomain)", path);
+		return -EINVAL;
+	}
+	snprintf(name, len, "%s/%s", jns ? jns->valuestring : PA_ROOT_NAMESPACE, jn ? jn->valuestring : path);
+	if (!(*stripped = cJSON_Duplicate(e, 1)))
+		return -ENOMEM;
+	cJSON_DeleteItemFromObjectCaseSensitive(*stripped, "name");
+	cJSON_DeleteItemFromObjectCaseSensitive(*stripped, "namespace");
+	return 1;
+}
+
 /* For an element that did not decode: the resource of prev it stands for,
  * found by the type and name its JSON gives (as mres_new would name it), or
  * NULL. A bad edit that the decoder refuses (a typo in a key, bytes that are
@@ -151,9 +219,15 @@ prev_for_raw(const cJSON *e, const struct model *prev, const char *path)
 			name = buf;
 		break;
 	}
-	case MRES_PEER_AUTHENTICATION:
-		name = path;
+	case MRES_PEER_AUTHENTICATION: {
+		cJSON *stripped;
+		char why[8];
+		if (pa_meta(e, path, buf, sizeof(buf), &stripped, why, sizeof(why)) < 0)
+			return NULL;
+		cJSON_Delete(stripped);
+		name = buf;
 		break;
+	}
 	case MRES_ENDPOINTS:
 		name = jstr(e, "clusterName", "cluster_name");
 		break;
@@ -198,15 +272,31 @@ resources_build(const cJSON *list, const struct model *prev, struct res_report *
 	cJSON_ArrayForEach(e, list) {
 		ProtobufCMessage *msg = NULL;
 		struct jpb_err jerr;
-		char why[384];
-		int rc;
+		char why[384], paname[PATH_LEN + 320];
+		cJSON *stripped = NULL;
+		bool pa = is_pa(e);
+		int rc = 0;
 
 		snprintf(paths[i], PATH_LEN, "resources[%zu]", i);
 		in[i].path = paths[i];
 		jerr.msg[0] = '\0';
-		rc = jpb_decode_any(e, paths[i], NULL, NULL, &msg, &jerr);
+		if (pa)
+			rc = pa_meta(e, paths[i], paname, sizeof(paname), &stripped, jerr.msg, sizeof(jerr.msg));
 		if (rc == -ENOMEM)
 			goto out;
+		if (rc >= 0)
+			rc = jpb_decode_any(stripped ? stripped : e, paths[i], NULL, NULL, &msg, &jerr);
+		cJSON_Delete(stripped);
+		if (rc == -ENOMEM)
+			goto out;
+		/* Istio's own checks of a PeerAuthentication, refused as a bad
+		 * edit is (the running version stays). */
+		if (rc >= 0 && pa && peerauth_check((const void *)msg, why, sizeof(why)) < 0) {
+			snprintf(jerr.msg, sizeof(jerr.msg), "%s.%s", paths[i], why);
+			protobuf_c_message_free_unpacked(msg, NULL);
+			msg = NULL;
+			rc = -EINVAL;
+		}
 		if (rc < 0) {
 			/* The report keeps the decoder's words. The builder gets
 			 * the running version of what the element names, if any
@@ -222,13 +312,11 @@ resources_build(const cJSON *list, const struct model *prev, struct res_report *
 			report_line(rep, &ps, i, "%s%s", jerr.msg[0] ? jerr.msg : paths[i],
 			    old ? " (the previous version stays)" : "");
 		} else {
-			/* A PeerAuthentication has no name of its own: its place in
-			 * the file names it. No other type gets a fallback, so
-			 * that a missing name is refused. */
-			bool pa = strcmp(msg->descriptor->name, mres_type_names[MRES_PEER_AUTHENTICATION]) == 0;
-
+			/* A PeerAuthentication has no name of its own: the file's
+			 * "namespace"/"name", else its place, name it. No other
+			 * type gets a fallback, so that a missing name is refused. */
 			why[0] = '\0';
-			in[i].res = mres_new(msg, "", pa ? paths[i] : NULL, why, sizeof(why));
+			in[i].res = mres_new(msg, "", pa ? paname : NULL, why, sizeof(why));
 			if (!in[i].res) {
 				if (strcmp(why, "out of memory") == 0)
 					goto out;

@@ -7,10 +7,12 @@
 #include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "identity.h"
 #include "log.h"
 #include "model.h"
+#include "peerauth.h"
 #include "resources.h"
 #include "server.h"
 #include "worker.h"
@@ -23,6 +25,24 @@ _Static_assert(SM_RESOURCES_CLUSTER - SM_RESOURCES_ADDRESS == MRES_CLUSTER,
     "server.resources_* gauges in MODEL_TYPES order");
 
 struct server server;
+
+/* Who this proxy's workload is, for PeerAuthentication (namespace and
+ * labels, as pilot-agent reads them): read again at every load, since the
+ * downward-API labels file follows the pod's labels. */
+static int
+load_self(void)
+{
+	struct pa_self self = { 0 };
+	char warn[320];
+	int rc;
+
+	if ((rc = pa_self_load(&self, NULL, warn, sizeof(warn))) < 0)
+		return rc;
+	if (warn[0])
+		log_warn("%s", warn);
+	pa_self_install(&self);
+	return 0;
+}
 
 int
 server_load(struct config *cfg, const struct model *prev, struct model **model,
@@ -54,7 +74,9 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 		}
 	}
 	rc = 0;
-	if (model && !(*model = resources_build(list, prev, rep))) {
+	if (model && (rc = load_self()) < 0)
+		snprintf(err, errlen, "out of memory reading the pod's labels");
+	else if (model && !(*model = resources_build(list, prev, rep))) {
 		res_report_free(rep);
 		snprintf(err, errlen, "%s: out of memory building the mesh model",
 		    server.config_path ? server.config_path : "(built-in defaults)");
@@ -92,12 +114,32 @@ server_note_refusals(const struct res_report *rep, const char *src)
 	server.stats[SM_RESOURCES_REFUSED] += rep->refused;
 }
 
+/* The inbound mTLS modes, when they change: what STRICT/PERMISSIVE applies
+ * and which policies said so. */
+static void
+log_peerauth(const struct peerauth *pa)
+{
+	char ports[256] = "";
+	size_t o = 0;
+
+	for (size_t i = 0; i < pa->nports && o < sizeof(ports) - 32; i++)
+		o += (size_t)snprintf(ports + o, sizeof(ports) - o, ", port %u %s", pa->ports[i].port,
+		    pa_mode_str((enum pa_mode)pa->ports[i].mode));
+	log_info("inbound mTLS: %s%s (PeerAuthentication mesh %s, namespace %s, workload %s)",
+	    pa_mode_str(pa->mode), ports, pa->mesh[0] ? pa->mesh : "-", pa->ns[0] ? pa->ns : "-",
+	    pa->workload[0] ? pa->workload : "-");
+}
+
 void
 server_publish(struct snapshot *s)
 {
 	struct snapshot *old = server.snap;
 
 	server.snap = s;
+	if (!old || old->peerauth->mode != s->peerauth->mode || old->peerauth->nports != s->peerauth->nports ||
+	    (s->peerauth->nports && memcmp(old->peerauth->ports, s->peerauth->ports,
+	    s->peerauth->nports * sizeof(*s->peerauth->ports)) != 0))
+		log_peerauth(s->peerauth);
 	server.stats[SM_CONFIG_GENERATION] = s->generation;
 	server.stats[SM_MODEL_BUILDS]++;
 	for (int t = 0; t < MRES__COUNT; t++)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "identity.h"
+#include "peerauth.h"
 #include "snapshot.h"
 
 /* The destructor: frees everything the builder made. Only snapshot_unref()
@@ -12,6 +13,7 @@ static void
 snapshot_destroy(struct snapshot *s)
 {
 	model_free(s->model);
+	peerauth_free(s->peerauth);
 	certbundle_unref(s->certs);
 	free(s);
 }
@@ -28,6 +30,11 @@ snapshot_new(const struct config *cfg, struct model *model, uint64_t generation)
 		return NULL;
 	}
 	s->model = model;
+	if (!(s->peerauth = peerauth_resolve(model, pa_self_current()))) {
+		model_free(model);
+		free(s);
+		return NULL;
+	}
 	s->refs = 1;
 	s->generation = generation;
 	s->cfg = *cfg;

@@ -23,6 +23,10 @@ struct snapshot {
 	 * while no source has delivered one (mTLS then refused, plaintext as
 	 * before). A reference, set by the builder's caller before publishing. */
 	struct certbundle *certs;
+	/* The inbound mTLS modes of this proxy's workload, resolved by the
+	 * builder from model's PeerAuthentications and pa_self_current()
+	 * (peerauth.h); never NULL. */
+	struct peerauth *peerauth;
 };
 
 /* The builder: the one place that turns a loaded configuration and a mesh

@@ -12,10 +12,14 @@
 
 #include "conn.h"
 #include "log.h"
+#include "peerauth.h"
 #include "snapshot.h"
+#include "sniff.h"
 #include "sock.h"
 #include "tunnel.h"
+#include "identity.h"
 #include "worker-t.h"
+#include "xtls.h"
 
 /* Istio's inbound passthrough source: the capture rules RETURN traffic from
  * it on lo, so our connection to the app is not captured again. */
@@ -63,9 +67,14 @@ tunnel_done(struct relay *r)
 		w->tunnels = t->next;
 	if (t->next)
 		t->next->prev = t->prev;
-	clog_debug(t, "closed (was %s%s%s)", tunnel_state_str(t->state),
+	/* At debug, as every per-connection line: the default log must stay
+	 * quiet at the data path's rate (an access log is the place for one
+	 * line per connection at info). */
+	clog_debug(t, "closed (was %s%s%s)%s%s", tunnel_state_str(t->state),
 	    t->state == TUN_FORWARDING ? ", " : "",
-	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "");
+	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
+	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
+	free(t->peer_id);
 	if (t->snap)
 		wsnap_done(t->snap);
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_DESTROY), 1);
@@ -119,16 +128,18 @@ tunnel_pick(struct tunnel *t)
 	return true;
 }
 
-/* A connect failed (counted here). Through a service, the next endpoint is
- * tried; returns whether t is still open (false: reset and gone). */
+/* A connect failed (counted here; logged unless the caller said why already:
+ * a TLS handshake's reason). Through a service, the next endpoint is tried;
+ * returns whether t is still open (false: reset and gone). */
 static bool
-tunnel_fail_connect(struct tunnel *t, int err, bool timeout)
+tunnel_fail_connect(struct tunnel *t, int err, bool timeout, bool logged)
 {
 	char a[SOCK_ADDR_STRLEN];
 
 	stat_add(tstat(t, timeout ? LM_UPSTREAM_CX_CONNECT_TIMEOUT : LM_UPSTREAM_CX_CONNECT_FAIL), 1);
-	clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
-	    timeout ? "connect timeout" : strerror(-err));
+	if (!logged)
+		clog_warn(t, "%s upstream %s: %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)),
+		    timeout ? "connect timeout" : strerror(-err));
 	if (t->svc && t->connect_by - ev_now(t->w->loop) > 0.001) {
 		/* Through a service, with time left: the next endpoint (lb.c
 		 * says which, and bounds the attempts). The failed socket goes
@@ -213,9 +224,155 @@ attempt_ms(struct tunnel *t, const struct config *cfg)
 	return (uint32_t)(left * 1000.0 / tries) + 1;
 }
 
+/* The upstream transport (stage_connect, per attempt: each endpoint is
+ * asked): an Istio-mTLS peer (model_peer_mtls: its workload's tunnel
+ * protocol is LEGACY_ISTIO_MTLS, or its EDS endpoint is tlsMode "istio")
+ * gets a TLS client handshake after the TCP connect, anything else raw TCP
+ * as before. Without a certificate a connection to such a peer is refused
+ * and counted rather than sent in plaintext to a peer that may be STRICT.
+ * Returns false when t was refused (and closed). */
+static bool
+upstream_transport(struct tunnel *t)
+{
+	const char *cluster;
+	char a[SOCK_ADDR_STRLEN];
+
+	t->us_mtls = t->lst == LST_OUTBOUND && model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
+	if (!t->us_mtls || t->snap->s->certs)
+		return true;
+	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
+	clog_warn(t, "outbound %s: an Istio mTLS peer, and this proxy has no certificate yet: refused",
+	    sock_addr_str(&t->dst, a, sizeof(a)));
+	tunnel_fail(t);
+	return false;
+}
+
+/* The upstream's TCP connect completed and it is an Istio-mTLS peer: the
+ * TLS client on the same socket (reference xds-hbone.md §4.1). SNI: the
+ * cluster name, as Envoy sends it: a service port's default cluster
+ * (outbound|port||host) when the connection came through a VIP, else the
+ * EDS cluster that lists the address, else none. ALPN: "istio" only (never
+ * istio-peer-exchange, xtls.h). SANs: the peer workload's identity and the
+ * service's subject_alt_names (none known: any SPIFFE ID of our trust
+ * domain). Sessions: the worker's cache, keyed by address and identity.
+ * 0 or -errno (counted as a connect failure by the caller). */
+static int
+upstream_tls_start(struct tunnel *t)
+{
+	static const unsigned char alpn[] = { 5, 'i', 's', 't', 'i', 'o' };
+	const struct mservice *svc = t->svc ? t->svc->svc : NULL;
+	const struct certbundle *b = t->snap->s->certs;
+	char sni[320], key[SOCK_ADDR_STRLEN + SPIFFE_ID_MAX + 2];
+	const char *cluster = NULL, *few[8], **sans = few;
+	size_t n = 0, max = 1 + (svc ? svc->nsans : 0);
+	int rc;
+
+	(void)model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
+	if (svc && model_cluster_name(sni, sizeof(sni), svc, t->svc->port) >= (int)sizeof(sni))
+		svc = NULL;	/* a hostname of 300 bytes cannot be a DNS name anyway */
+	if (!svc)
+		snprintf(sni, sizeof(sni), "%s", cluster ? cluster : "");
+	/* xtls_start_client copies what it keeps (SNI, SANs, key). */
+	if (max > sizeof(few) / sizeof(few[0]) && !(sans = calloc(max, sizeof(*sans))))
+		return -ENOMEM;
+	if (t->peer)
+		sans[n++] = t->peer->identity;
+	for (size_t i = 0; svc && i < svc->nsans; i++)
+		sans[n++] = svc->sans[i];
+	sock_addr_str(&t->dst, key, sizeof(key));
+	snprintf(key + strlen(key), sizeof(key) - strlen(key), " %s", t->peer ? t->peer->identity : "");
+	struct xtls_client_opts o = {
+		.sni = *sni ? sni : NULL,
+		.alpn = alpn, .alpn_len = sizeof(alpn),
+		.sans = sans, .nsans = n,
+		.sessions = t->w->tls_sessions,
+		.session_key = key,
+	};
+	rc = xtls_start_client(&t->relay.us, b->client_ctx, &o);
+	if (rc == 0)
+		clog_debug(t, "outbound: Istio mTLS, sni %s, %zu SAN(s) expected%s%s", *sni ? sni : "(none)", n,
+		    n ? ", first " : "", n ? sans[0] : "");
+	if (sans != few)
+		free(sans);
+	return rc;
+}
+
+/* The upstream handshake failed (TLS: counted with its reason and logged
+ * with the transport's detail); then as any connect failure. */
+static bool
+upstream_hs_fail(struct tunnel *t, int err)
+{
+	static const enum listener_metric reason[] = {
+		[XTLS_FAIL_PROTOCOL] = LM_UPSTREAM_CX_TLS_FAIL_PROTOCOL,
+		[XTLS_FAIL_NO_CERT] = LM_UPSTREAM_CX_TLS_FAIL_NO_CERT,
+		[XTLS_FAIL_UNTRUSTED] = LM_UPSTREAM_CX_TLS_FAIL_UNTRUSTED,
+		[XTLS_FAIL_EXPIRED] = LM_UPSTREAM_CX_TLS_FAIL_EXPIRED,
+		[XTLS_FAIL_IDENTITY] = LM_UPSTREAM_CX_TLS_FAIL_IDENTITY,
+		[XTLS_FAIL_IO] = LM_UPSTREAM_CX_TLS_FAIL_IO,
+	};
+	char a[SOCK_ADDR_STRLEN], detail[256];
+	enum xtls_fail f;
+
+	if (t->relay.us.ops != &xtls_ops)
+		return tunnel_fail_connect(t, err, false, false);
+	f = xtls_failure(&t->relay.us, detail, sizeof(detail));
+	if (f == XTLS_FAIL_NONE)
+		f = XTLS_FAIL_IO;
+	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
+		stat_add(tstat(t, reason[f]), 1);
+	clog_warn(t, "outbound %s: mTLS handshake failed (%s): %s", sock_addr_str(&t->dst, a, sizeof(a)),
+	    xtls_fail_names[f], *detail ? detail : strerror(-err));
+	return tunnel_fail_connect(t, err, false, true);
+}
+
+/* The upstream's handshakes, from the connecting stage: the TCP connect,
+ * then for an Istio-mTLS peer the TLS client's, both under the attempt's
+ * deadline. Forwards when done. */
+static void
+upstream_progress(struct tunnel *t)
+{
+	struct conn *c = &t->relay.us;
+	char a[SOCK_ADDR_STRLEN];
+	int rc;
+
+	for (;;) {
+		rc = c->ops->handshake(c);
+		if (rc == -EAGAIN) {
+			conn_arm(c, CONN_HS);	/* TLS may now wait to read, not to write */
+			return;
+		}
+		if (rc < 0) {
+			upstream_hs_fail(t, rc);
+			return;
+		}
+		if (!t->us_mtls || c->ops == &xtls_ops)
+			break;
+		if ((rc = upstream_tls_start(t)) < 0) {
+			clog_warn(t, "outbound %s: cannot start TLS: %s", sock_addr_str(&t->dst, a, sizeof(a)),
+			    strerror(-rc));
+			tunnel_fail_connect(t, rc, false, true);
+			return;
+		}
+	}
+	if (c->ops == &xtls_ops) {
+		const char *id = xtls_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE), 1);
+		if (xtls_resumed(c))
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_RESUMED), 1);
+		clog_debug(t, "outbound %s: mTLS peer %s (%s, alpn %s%s)", sock_addr_str(&t->dst, a, sizeof(a)),
+		    *id ? id : "(none)", xtls_version(c), *xtls_alpn(c) ? xtls_alpn(c) : "none",
+		    xtls_resumed(c) ? ", resumed" : "");
+	}
+	stage_forward(t);
+}
+
 /* Connecting: open the upstream socket; its transport's handshake (for raw
- * TCP, the connect itself) completes in tunnel_ready. Returns false when t
- * was closed. */
+ * TCP, the connect itself; then TLS for an Istio-mTLS peer) completes in
+ * tunnel_ready. Returns false when t was closed. */
 static bool
 stage_connect(struct tunnel *t)
 {
@@ -226,6 +383,8 @@ stage_connect(struct tunnel *t)
 	int rc;
 
 	t->state = TUN_CONNECTING;
+	if (!upstream_transport(t))
+		return false;
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
@@ -237,7 +396,7 @@ stage_connect(struct tunnel *t)
 			tunnel_fail(t);
 			return false;
 		}
-		return tunnel_fail_connect(t, rc, false);
+		return tunnel_fail_connect(t, rc, false, false);
 	}
 	conn_init(&t->relay.us, t->w->loop, rc, t->us_ops, tunnel_ready, t, t->w->hup.fd);
 	t->relay.us.connecting = true;
@@ -247,26 +406,228 @@ stage_connect(struct tunnel *t)
 	return true;
 }
 
-/* Handshaking: the downstream transport's handshake (none for raw TCP). */
-static bool
-stage_handshake(struct tunnel *t)
+/* The inbound mTLS handshake failed: counted with its reason (xtls_fail),
+ * logged with the transport's detail; the client is reset. */
+static void
+downstream_hs_fail(struct tunnel *t, int err, bool timeout)
 {
-	int rc;
+	static const enum listener_metric reason[] = {
+		[XTLS_FAIL_PROTOCOL] = LM_DOWNSTREAM_CX_TLS_FAIL_PROTOCOL,
+		[XTLS_FAIL_NO_CERT] = LM_DOWNSTREAM_CX_TLS_FAIL_NO_CERT,
+		[XTLS_FAIL_UNTRUSTED] = LM_DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED,
+		[XTLS_FAIL_EXPIRED] = LM_DOWNSTREAM_CX_TLS_FAIL_EXPIRED,
+		[XTLS_FAIL_IDENTITY] = LM_DOWNSTREAM_CX_TLS_FAIL_IDENTITY,
+		[XTLS_FAIL_IO] = LM_DOWNSTREAM_CX_TLS_FAIL_IO,
+	};
+	char detail[256] = "";
+	enum xtls_fail f = timeout ? XTLS_FAIL_IO : xtls_failure(&t->relay.ds, detail, sizeof(detail));
 
-	t->state = TUN_HANDSHAKING;
-	rc = t->relay.ds.ops->handshake(&t->relay.ds);
+	if (f == XTLS_FAIL_NONE)
+		f = XTLS_FAIL_IO;
+	stat_add(tstat(t, LM_DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
+		stat_add(tstat(t, reason[f]), 1);
+	/* Anyone who reaches 15006 can make these: the per-site rate limit
+	 * bounds the lines, the counters count them all. */
+	clog_warn(t, "inbound port %u: mTLS handshake failed (%s): %s", sock_addr_port(&t->dst), xtls_fail_names[f],
+	    timeout ? "timed out" : *detail ? detail : strerror(-err));
+	tunnel_fail(t);
+}
+
+/* The downstream handshake's progress (none for raw TCP; the TLS server
+ * for inbound mTLS). Returns false when t was closed. */
+static bool
+handshake_progress(struct tunnel *t)
+{
+	struct conn *c = &t->relay.ds;
+	int rc = c->ops->handshake(c);
+
 	if (rc == -EAGAIN) {
-		stage_deadline(t, t->snap->s->cfg.connect_timeout_ms);
-		conn_arm(&t->relay.ds, CONN_HS);
+		conn_arm(c, CONN_HS);	/* TLS may wait to write as well as to read */
 		return true;
 	}
 	if (rc < 0) {
+		if (c->ops == &xtls_ops) {
+			downstream_hs_fail(t, rc, false);
+			return false;
+		}
 		clog_debug(t, "downstream handshake: %s", strerror(-rc));
 		tunnel_fail(t);
 		return false;
 	}
-	conn_arm(&t->relay.ds, 0);
+	if (c->ops == &xtls_ops) {
+		const char *id = xtls_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_MTLS), 1);
+		clog_debug(t, "inbound: mTLS peer %s (%s, alpn %s%s)", *id ? id : "(none)", xtls_version(c),
+		    *xtls_alpn(c) ? xtls_alpn(c) : "none", xtls_resumed(c) ? ", resumed" : "");
+	}
+	conn_arm(c, 0);
 	return stage_connect(t);
+}
+
+/* Handshaking: the downstream transport's handshake, under one deadline
+ * (proxy.connectTimeout) however many events it takes. */
+static bool
+stage_handshake(struct tunnel *t)
+{
+	t->state = TUN_HANDSHAKING;
+	if (t->relay.ds.ops != &raw_ops)
+		stage_deadline(t, t->snap->s->cfg.connect_timeout_ms);
+	return handshake_progress(t);
+}
+
+/* --- sniffing (inbound) ---------------------------------------------------
+ * What the client's first bytes are decides, with the port's
+ * PeerAuthentication mode, what the connection gets (Istio's inbound filter
+ * chains, reference xds-hbone.md §4.2). The bytes are only peeked at
+ * (MSG_PEEK): whoever takes the connection next (the TLS server, or the
+ * relay for plaintext and passthrough) reads them from the socket itself,
+ * so no transport needs a way to be handed bytes already read. */
+
+/* Put the socket's receive low-water mark back (raised to wait for a whole
+ * ClientHello without waking at every segment). */
+static void
+sniff_lowat(struct tunnel *t, int bytes)
+{
+	if (bytes == 1 && !t->lowat)
+		return;
+	if (setsockopt(t->relay.ds.fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof(bytes)) == 0)
+		t->lowat = bytes > 1;
+}
+
+/* Refuse t (reset), counted in m. */
+static void
+sniff_refuse(struct tunnel *t, enum listener_metric m, const char *why)
+{
+	stat_add(tstat(t, m), 1);
+	clog_warn(t, "inbound port %u (%s): %s: refused", sock_addr_port(&t->dst),
+	    pa_mode_str((enum pa_mode)t->pa_mode), why);
+	tunnel_fail(t);
+}
+
+/* The verdict, by mode. STRICT: TLS is terminated (a client without a
+ * mesh certificate fails the handshake), anything else refused.
+ * PERMISSIVE: TLS offering an Istio ALPN is terminated, other TLS passes as
+ * bytes (app-level TLS from outside the mesh), plaintext passes. No
+ * certificate yet: Envoy would have no such filter chain until SDS
+ * delivers, so mTLS attempts are refused (and counted), plaintext passes.
+ * Returns false when t was closed. */
+static bool
+sniff_decide(struct tunnel *t, enum sniff_verdict v, const struct sniff_hello *h)
+{
+	const struct certbundle *b = t->snap->s->certs;
+	bool tls = v == SNIFF_TLS;
+	int rc;
+
+	sniff_lowat(t, 1);
+	ev_timer_stop(t->w->loop, &t->timer);
+	conn_arm(&t->relay.ds, 0);
+	if (tls)
+		clog_debug(t, "inbound: TLS, sni %s, istio alpn %s%s", *h->sni ? h->sni : "(none)",
+		    h->istio ? "yes" : "no", h->partial ? " (hello larger than we look at)" : "");
+	if (t->pa_mode == PA_STRICT && !tls) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_PLAINTEXT_REFUSED, "plaintext");
+		return false;
+	}
+	if (t->pa_mode == PA_PERMISSIVE && !(tls && h->istio)) {
+		stat_add(tstat(t, tls ? LM_DOWNSTREAM_CX_TLS_PASSTHROUGH : LM_DOWNSTREAM_CX_PLAINTEXT), 1);
+		return stage_handshake(t);
+	}
+	/* Terminate mTLS. */
+	if (!b) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_MTLS_NO_CERT, "mTLS, and this proxy has no certificate yet");
+		return false;
+	}
+	if ((rc = xtls_start_server(&t->relay.ds, b->server_ctx)) < 0) {
+		clog_warn(t, "inbound: cannot start TLS: %s", strerror(-rc));
+		tunnel_fail(t);
+		return false;
+	}
+	return stage_handshake(t);
+}
+
+/* Peek at what the client sent. final: no more is coming (its FIN, or the
+ * detection timeout): decide with what is there (not TLS yet: plaintext).
+ * Returns false when t was closed. */
+static bool
+sniff_look(struct tunnel *t, bool final)
+{
+	uint8_t buf[SNIFF_MAX];
+	struct sniff_hello h;
+	enum sniff_verdict v;
+	ssize_t n = recv(t->relay.ds.fd, buf, sizeof(buf), MSG_PEEK);
+
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		clog_debug(t, "inbound: %s before its first bytes", strerror(errno));
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		tunnel_fail(t);
+		return false;
+	}
+	if (n < 0)
+		n = 0;
+	else if (n == 0)
+		final = true;	/* end of stream and nothing sent */
+	else if ((size_t)n == t->sniffed)
+		final = true;	/* readable, yet no new byte: the FIN came */
+	v = sniff_tls(buf, (size_t)n, &h);
+	if (v == SNIFF_MORE && !final) {
+		t->sniffed = (uint16_t)n;
+		/* Wake when the whole hello (or the next part of it) is here,
+		 * not at every segment: poll honours SO_RCVLOWAT for TCP. */
+		if (n > 0)
+			sniff_lowat(t, (int)h.need);
+		conn_arm(&t->relay.ds, CONN_RD);
+		return true;
+	}
+	return sniff_decide(t, v == SNIFF_MORE ? SNIFF_PLAIN : v, &h);
+}
+
+/* Sniffing: inbound only (the outbound path has no syscall more for it). */
+static bool
+stage_sniff(struct tunnel *t)
+{
+	const struct config *cfg = &t->snap->s->cfg;
+	uint32_t ms = cfg->protocol_detection_ms ? cfg->protocol_detection_ms : cfg->idle_timeout_ms;
+
+	t->state = TUN_SNIFFING;
+	t->pa_mode = (uint8_t)peerauth_mode(t->snap->s->peerauth, sock_addr_port(&t->dst));
+	if (t->pa_mode == PA_DISABLE) {
+		/* Only raw_buffer chains (Istio): nothing to tell apart. */
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_MTLS_DISABLED), 1);
+		return stage_handshake(t);
+	}
+	if (t->pa_mode == PA_STRICT && !t->snap->s->certs) {
+		sniff_refuse(t, LM_DOWNSTREAM_CX_MTLS_NO_CERT, "STRICT, and this proxy has no certificate yet");
+		return false;
+	}
+	if (ms)
+		stage_deadline(t, ms);
+	return sniff_look(t, false);
+}
+
+/* After classified: inbound connections are sniffed, outbound go on. */
+static bool
+stage_next(struct tunnel *t)
+{
+	return t->lst == LST_INBOUND ? stage_sniff(t) : stage_handshake(t);
+}
+
+/* The sniffing deadline: with mesh.protocolDetectionTimeout set, a client
+ * that has not shown TLS is plaintext (a server-first protocol); without,
+ * it was proxy.idleTimeout, and the connection is reset. */
+static void
+sniff_timeout(struct tunnel *t)
+{
+	stat_add(tstat(t, LM_DOWNSTREAM_CX_SNIFF_TIMEOUT), 1);
+	if (t->snap->s->cfg.protocol_detection_ms) {
+		sniff_look(t, true);
+		return;
+	}
+	clog_debug(t, "inbound: no first bytes within the idle timeout");
+	tunnel_fail(t);
 }
 
 /* A conn of a stage before forwarding is ready for what it was armed for. */
@@ -274,21 +635,16 @@ static void
 tunnel_ready(struct conn *c, int what)
 {
 	struct tunnel *t = c->owner;
-	int rc;
 
 	switch (t->state) {
+	case TUN_SNIFFING:
+		sniff_look(t, false);
+		return;
 	case TUN_HANDSHAKING:
-		stage_handshake(t);
+		handshake_progress(t);
 		return;
 	case TUN_CONNECTING:
-		rc = c->ops->handshake(c);
-		if (rc == -EAGAIN)
-			return;
-		if (rc < 0) {
-			tunnel_fail_connect(t, rc, false);
-			return;
-		}
-		stage_forward(t);
+		upstream_progress(t);
 		return;
 	default:
 		clog_error(t, "readiness in state %s", tunnel_state_str(t->state));
@@ -302,7 +658,26 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct tunnel *t = tm->data;
 
 	if (t->state == TUN_CONNECTING) {
-		tunnel_fail_connect(t, -ETIMEDOUT, true);
+		bool tls = t->relay.us.ops == &xtls_ops;
+
+		if (tls) {
+			char a[SOCK_ADDR_STRLEN];
+
+			/* The TCP connect was done: the TLS handshake took the time. */
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
+			stat_add(tstat(t, LM_UPSTREAM_CX_TLS_FAIL_IO), 1);
+			clog_warn(t, "outbound %s: mTLS handshake failed (io): timed out",
+			    sock_addr_str(&t->dst, a, sizeof(a)));
+		}
+		tunnel_fail_connect(t, -ETIMEDOUT, true, tls);
+		return;
+	}
+	if (t->state == TUN_SNIFFING) {
+		sniff_timeout(t);
+		return;
+	}
+	if (t->state == TUN_HANDSHAKING && t->relay.ds.ops == &xtls_ops) {
+		downstream_hs_fail(t, -ETIMEDOUT, true);
 		return;
 	}
 	clog_debug(t, "%s: timed out", tunnel_state_str(t->state));
@@ -435,7 +810,7 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 	struct tunnel *t = tunnel_new(w, kind, fd);
 
 	if (t && stage_classify(t))
-		stage_handshake(t);
+		stage_next(t);
 }
 
 struct tunnel *
@@ -449,7 +824,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	t->state = TUN_CLASSIFIED;
 	if (!stage_route(t))
 		return NULL;
-	return stage_handshake(t) ? t : NULL;
+	return stage_next(t) ? t : NULL;
 }
 
 void

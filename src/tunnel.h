@@ -51,6 +51,23 @@ struct tunnel {
 	};
 	struct lb_pick pick;		/* the endpoint attempts (svc only) */
 	ev_tstamp connect_by;		/* the connect budget's end, over every attempt */
+	/* Identity and mTLS. peer_id: the peer's verified SPIFFE ID, for the
+	 * close log line and (later) authorization and access logs; malloc'ed,
+	 * only for a TLS peer (NULL: plaintext), freed in tunnel_done.
+	 * Outbound sets it from the upstream handshake, inbound from the
+	 * downstream one. us_mtls: the upstream is an Istio-mTLS peer
+	 * (model_peer_mtls), so its TCP connect is followed by a TLS client
+	 * handshake in the same connecting stage. */
+	char *peer_id;
+	bool us_mtls;
+	/* Inbound only (the sniffing stage, src/tunnel.c stage_sniff): the
+	 * port's PeerAuthentication mode (enum pa_mode), the bytes the last
+	 * peek saw (a readiness with no more bytes is the client's FIN), and
+	 * whether SO_RCVLOWAT was raised to wait for a whole ClientHello (put
+	 * back to 1 before anything else reads the socket). */
+	uint8_t pa_mode;
+	bool lowat;
+	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

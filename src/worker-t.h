@@ -15,6 +15,7 @@
 
 struct worker;
 struct tunnel;
+struct xtls_sessions;
 
 /* One listening socket of one worker (each worker has its own SO_REUSEPORT
  * socket per listener and address family). */
@@ -45,6 +46,10 @@ struct worker {
 	struct wsnap *snap;		/* current configuration */
 	struct pool pool;
 	struct hupwatch hup;		/* resets on sockets the relays are not reading */
+	/* Upstream TLS sessions for resumption between sidecars (xtls.h),
+	 * this worker's own, so no lock; NULL when it could not be made
+	 * (every handshake is then a full one). */
+	struct xtls_sessions *tls_sessions;
 	ev_timer trim;			/* every second: shrink idle pool caches */
 	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */

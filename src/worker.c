@@ -15,6 +15,7 @@
 #include "sock.h"
 #include "tunnel.h"
 #include "worker.h"
+#include "xtls.h"
 
 /* Accepts per wake-up and listener: bounded so accepting cannot starve I/O. */
 #define ACCEPT_BATCH 64
@@ -24,6 +25,8 @@
  * caches again when they are idle). */
 #define POOL_MAX_FREE 256
 #define POOL_TRIM_INTERVAL 1.0
+/* Upstream TLS sessions kept per worker (one per peer address and identity). */
+#define WORKER_TLS_SESSIONS 1024
 /* Descriptors the workers leave to the control thread: stdio, the admin and
  * health listeners and their connections (32 per port), the main loop, the
  * log thread; and per worker, what it holds besides sessions and pipes (its
@@ -339,6 +342,8 @@ worker_destroy(struct worker *w)
 	hupwatch_stop(&w->hup, w->loop);
 	ev_timer_stop(w->loop, &w->trim);
 	pool_destroy(&w->pool);
+	xtls_sessions_free(w->tls_sessions);
+	w->tls_sessions = NULL;
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	w->reserve_fd = -1;
@@ -369,6 +374,9 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, unsigned fd_bu
 		return -ENOMEM;
 	}
 	worker_mbox_init(w);
+	/* Bounded: one session per upstream peer (address and identity) it
+	 * talks to; beyond that the least recently used goes. */
+	w->tls_sessions = xtls_sessions_new(WORKER_TLS_SESSIONS);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->snap = wsnap_new(snapshot_ref(snap));
 	if (!w->snap) {

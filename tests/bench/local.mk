@@ -10,6 +10,8 @@ BENCH_FILES = \
 	tests/bench/contenders/direct.py tests/bench/contenders/outrigger.py \
 	tests/bench/contenders/haproxy.py tests/bench/contenders/nginx.py \
 	tests/bench/contenders/outrigger_prev.py \
+	tests/bench/contenders/outrigger_mtls.py tests/bench/contenders/haproxy_mtls.py \
+	tests/bench/mtlspki.py tests/bench/scenarios/mtls.py \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \

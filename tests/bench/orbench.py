@@ -169,6 +169,9 @@ def run_contender(C, scenarios, opts, bins, outdir):
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
     os.chmod(workdir, 0o755)
+    only = getattr(C, "SCENARIOS", None)    # a contender made for some scenarios only
+    if only:
+        scenarios = [S for S in scenarios if S.NAME in only]
     groups = lab_groups(scenarios) or [[]]
     for gi, group in enumerate(groups):
         if not run_lab(C, group, opts, bins, outdir, workdir, rec, first=gi == 0,

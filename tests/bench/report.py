@@ -74,7 +74,7 @@ def sget(res, c, scen, key):
 def targets(res):
     """Rows (target, measured, verdict) for Outrigger against DESIGN.md §8 (L4 parts)."""
     rows = []
-    o = res["contenders"].get("outrigger")
+    o = res["contenders"].get("outrigger") or res["contenders"].get("outrigger-mtls")
     if not o or not o.get("scenarios"):
         return rows
     idle = o.get("rss_idle_kib") or {}
@@ -120,6 +120,20 @@ def targets(res):
         if a is not None:
             rows.append(("≤ 0.02 vCPU per 1000 rps = 20 CPU-ms per 1k req (%s sidecar; the "
                          "target is for HTTP+mTLS, shown for L4)" % side, "%.1f ms" % a, a <= 20))
+    # Issue 9: the mTLS pairs (scenario mtls): CPU per 1k requests and handshakes/s per core
+    # at least HAProxy's, memory per idle mTLS connection under 16 KiB per side.
+    for key, better, what in (("ka_sat_cpu_ms_1k", "low", "CPU-ms per 1k keep-alive requests"),
+                              ("cx_sat_cpu_ms_1k", "low", "CPU-ms per 1k new-connection requests"),
+                              ("hs_per_core_client", "high", "handshakes/s per core, client sidecar"),
+                              ("hs_per_core_server", "high", "handshakes/s per core, server sidecar")):
+        a, h = sget(res, "outrigger-mtls", "mtls", key), sget(res, "haproxy-mtls", "mtls", key)
+        if a is not None and h:
+            rows.append(("mTLS pair: %s at least HAProxy's" % what, "%.1f vs HAProxy %.1f (%.2f×)" % (a, h, a / h),
+                         a <= h if better == "low" else a >= h))
+    v = sget(res, "outrigger-mtls", "mtls", "idle_bytes_per_conn")
+    if v is not None:
+        rows.append(("mTLS: < 16 KiB per idle connection per side (larger sidecar)", "%.1f KiB" % (v / 1024),
+                     v < 16384))
     return rows
 
 

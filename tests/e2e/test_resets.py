@@ -51,8 +51,13 @@ class Peer:
 
 def connect(mesh_factory, **kw):
     """The mesh, the peer app behind PEER_VIP, and one connection to it through both
-    sidecars, accepted by the app. Returns (mesh, client end, server end)."""
-    m = mesh_factory(**kw)
+    sidecars, accepted by the app. Returns (mesh, client end, server end). The app must
+    accept before the client sends a byte, which the server sidecar's inbound only does for
+    a client that sends nothing once mesh.protocolDetectionTimeout has passed (it waits for
+    the first bytes to tell TLS from plaintext, issue 9): a short one is set."""
+    server = dict(kw.pop("server_config", None) or {})
+    server.setdefault("mesh", {}).setdefault("protocolDetectionTimeout", "0.05s")
+    m = mesh_factory(server_config=server, **kw)
     proc = m.server.app(["peer", "--port", PEER_PORT, "--max-seconds", 300], stdin=subprocess.PIPE)
     m.lab.add_service(PEER_VIP, 80, m.server, PEER_PORT)
     peer = Peer(proc)

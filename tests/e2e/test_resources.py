@@ -100,7 +100,8 @@ def test_dump_and_help_config_show_mesh(outrigger_bin):
         resources_file(path, [], mesh={"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
         r = _in_fresh_netns([outrigger_bin, "--dump-config", "-c", path])
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["mesh"] == {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+        assert json.loads(r.stdout)["mesh"] == {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+                                                "protocolDetectionTimeout": "0s"}
         r = _in_fresh_netns([outrigger_bin, "--dump-config"])
         assert json.loads(r.stdout)["mesh"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
         r = _in_fresh_netns([outrigger_bin, "--help-config"])

@@ -6,7 +6,8 @@
  * network, all), and looked up.
  * Whatever the input: no crash, every problem names an input's path, every
  * indexed address and VIP is found again, every endpoint has a workload and a
- * port, and counts add up. */
+ * port, every EDS endpoint address is found in the EDS index under a cluster
+ * that lists it (and counts no more than there are), and counts add up. */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -21,6 +22,7 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
 
 #define MAX_RES 64
@@ -56,6 +58,39 @@ check(const struct model *m, const struct model_input *in, size_t n, const struc
 		}
 	}
 	if (total > n)
+		__builtin_trap();
+	/* Every EDS endpoint address: found, under a cluster that exists. */
+	size_t neds = 0;
+	for (size_t i = 0; i < model_count(m, MRES_ENDPOINTS); i++) {
+		const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *c =
+		    (const void *)model_resource(m, MRES_ENDPOINTS, i)->msg;
+
+		for (size_t k = 0; k < c->n_endpoints; k++)
+			for (size_t j = 0; j < c->endpoints[k]->n_lb_endpoints; j++) {
+				const Envoy__Config__Endpoint__V3__LbEndpoint *lb = c->endpoints[k]->lb_endpoints[j];
+				const Envoy__Config__Core__V3__SocketAddress *sa;
+				struct sockaddr_storage ss = { 0 };
+				struct meds_hit h;
+
+				if (lb->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+					continue;
+				sa = lb->endpoint->address->socket_address;
+				if (inet_pton(AF_INET, sa->address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+					ss.ss_family = AF_INET;
+					((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)sa->port_value);
+				} else if (inet_pton(AF_INET6, sa->address, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+					ss.ss_family = AF_INET6;
+					((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)sa->port_value);
+				} else
+					__builtin_trap();	/* validation let it through */
+				neds++;
+				if (!model_eds_at(m, &ss, &h) || !h.cluster || !model_endpoints(m, h.cluster))
+					__builtin_trap();
+			}
+	}
+	struct model_sizes sz;
+	model_sizes(m, &sz);
+	if (sz.eds_endpoints > neds)
 		__builtin_trap();
 	/* Every service port: its VIPs of its family lead back to a port with
 	 * its number; every endpoint is a workload with a port. */

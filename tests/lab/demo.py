@@ -1,20 +1,29 @@
 #!/usr/bin/python3
 """Outrigger demo: two pods on the pod lab, each with outrigger-init + outrigger as its
-sidecar, and proof from both sidecars' /stats that they carried the client's calls.
+sidecar, talking Istio mTLS between the sidecars, and proof from both sidecars' /stats and
+logs that they carried the client's calls and who each saw at the other end.
 
-    sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs]
+    sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs] [--plaintext]
 
 Builds: pod "server" running a tiny HTTP server as user nobody on :8080; pod "client" whose
 app (user nobody) calls http://198.19.0.10/ N times. 198.19.0.10:80 is the VIP of Service
 default/hello, which the lab does NOT NAT (its VIPs are unreachable routes in the node): the
 client's sidecar is given the mesh as static resources (-c FILE: the Service, and the
 server's Workload listing it with target port 8080) and resolves the VIP to the server pod
-itself. Exits 0 only if every call answered, the client's outbound listener and the
-server's inbound listener each counted exactly N connections, and the client's log names
-the endpoint chosen. The lab (namespaces, processes) is always torn down.
+itself. Certificates: `outrigger ca init` mints a mesh root, `outrigger ca issue` a SPIFFE
+certificate for each pod (spiffe://cluster.local/ns/default/sa/client and .../sa/server),
+loaded with --cert-dir; the Workload is marked LEGACY_ISTIO_MTLS (what an Envoy sidecar
+speaks), so the client's sidecar speaks Istio mTLS to the server's, which terminates it
+(PERMISSIVE). Exits 0 only if every call answered, the client's outbound listener and the
+server's inbound listener each counted exactly N connections (mTLS: N handshakes each way),
+the client's log names the endpoint chosen, and each sidecar's close lines name the other's
+SPIFFE ID. --plaintext: no certificates, plain TCP between the sidecars (the old demo). The
+lab (namespaces, processes) is always torn down.
 """
 import argparse
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -25,15 +34,20 @@ import meshres  # noqa: E402
 VIP, PORT, TARGET = "198.19.0.10", 80, 8080
 SHOWN = ("downstream_cx_total", "downstream_cx_active", "downstream_cx_rx_bytes_total",
          "downstream_cx_tx_bytes_total", "upstream_cx_connect_fail")
+SHOWN_MTLS = {"outbound": ("upstream_cx_tls_handshake", "upstream_cx_tls_resumed",
+                           "upstream_cx_tls_handshake_fail"),
+              "inbound": ("downstream_cx_mtls", "downstream_cx_tls_handshake_fail")}
+TD = "cluster.local"
+IDS = {"client": "spiffe://%s/ns/default/sa/client" % TD, "server": "spiffe://%s/ns/default/sa/server" % TD}
 
 
 def say(msg=""):
     print(msg, flush=True)
 
 
-def show(title, before, after, listener):
+def show(title, before, after, listener, mtls=False):
     say("  %s" % title)
-    for name in SHOWN:
+    for name in SHOWN + (SHOWN_MTLS[listener] if mtls else ()):
         k = "listener.%s.%s" % (listener, name)
         a, b = after.get(k), before.get(k)
         if a is None:
@@ -42,11 +56,39 @@ def show(title, before, after, listener):
         say("    %-48s %6d   (%+d)" % (k + ":", a, a - (b or 0)))
 
 
+def mint(L):
+    """A mesh root and one certificate per pod, with `outrigger ca` (the development CA),
+    readable by the sidecars' uid (1337) as Istio mounts them for the proxy."""
+    d = os.path.join(L.dir, "ca")
+    out = {}
+    cmds = [[lab.proxy_bin(), "ca", "init", "--dir", d, "--trust-domain", TD]]
+    for pod in ("client", "server"):
+        out[pod] = os.path.join(L.dir, "certs-" + pod)
+        cmds.append([lab.proxy_bin(), "ca", "issue", "--dir", d, "--spiffe", IDS[pod], "--out", out[pod]])
+    for argv in cmds:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise lab.LabError("%s -> %d: %s" % (" ".join(argv), r.returncode, r.stderr))
+        say("   $ outrigger %s" % " ".join(argv[1:]))
+    for pod, path in out.items():
+        os.chmod(path, 0o755)
+        for f in os.listdir(path):
+            os.chown(os.path.join(path, f), lab.PROXY_UID, lab.PROXY_UID)
+    return out
+
+
+def peers_seen(log):
+    """The SPIFFE IDs a sidecar's close lines name ("closed (...) peer spiffe://...")."""
+    return re.findall(r"closed \(.*\) peer (spiffe://\S+)", log)
+
+
 def main():
     ap = argparse.ArgumentParser(description="Outrigger two-pod demo on the pod lab")
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--keep-logs", action="store_true", help="keep the lab directory (logs) after teardown")
+    ap.add_argument("--plaintext", action="store_true", help="no certificates: plain TCP between the sidecars")
     a = ap.parse_args()
+    mtls = not a.plaintext
     if os.geteuid() != 0:
         say("demo: needs root (it creates network namespaces); run it with sudo")
         return 77
@@ -64,19 +106,31 @@ def main():
         say("   pod server  %-12s netns %s" % (server.ip4, server.netns))
         server.app(["http", "--port", TARGET, "--name", "server"])
         key = meshres.key("hello")
+        marks = {"serviceAccount": "server", "tunnelProtocol": "LEGACY_ISTIO_MTLS"} if mtls else {}
         resources = [
             meshres.service("hello", [VIP], [(PORT, TARGET)]),
             meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4],
-                             {key: [(PORT, TARGET)]}),
+                             {key: [(PORT, TARGET)]}, **marks),
         ]
         say("   service     %s %s:%d -> target port %d (no NAT in the node: the VIP routes nowhere)"
             % (key, VIP, PORT, TARGET))
-        say("   workload    server %s, in %s" % (server.ip4, key))
+        say("   workload    server %s, in %s%s" % (server.ip4, key,
+                                                 ", service account server, Istio mTLS" if mtls else ""))
+        certs = {}
+        if mtls:
+            say("== certificates from the development CA (outrigger ca)")
+            certs = mint(L)
+
+        def args(pod):
+            return ["--cert-dir", certs[pod]] if mtls else []
 
         say("== sidecars: outrigger-init (root) + outrigger (uid 1337) in each pod;")
-        say("   the client's gets the Service and the Workload as resources (-c FILE)")
-        csc = client.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}))
-        ssc = server.start_sidecar()
+        say("   the client's gets the Service and the Workload as resources (-c FILE)%s"
+            % ("; each loads its certificate (--cert-dir)" if mtls else ""))
+        debug = meshres.config([], proxy={"logLevel": "debug"})
+        csc = client.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}),
+                                   proxy_args=args("client"))
+        ssc = server.start_sidecar(config=debug if mtls else None, proxy_args=args("server"))
         say("   client sidecar ready (pid %d), server sidecar ready (pid %d)" % (csc.proc.pid, ssc.proc.pid))
         c0, s0 = csc.stats(), ssc.stats()
 
@@ -100,8 +154,14 @@ def main():
             time.sleep(0.1)
 
         say("== proof, from each sidecar's admin /stats (127.0.0.1:15000 inside its pod)")
-        show("client pod, outbound capture (:15001):", c0, c1, "outbound")
-        show("server pod, inbound capture (:15006):", s0, s1, "inbound")
+        show("client pod, outbound capture (:15001):", c0, c1, "outbound", mtls)
+        show("server pod, inbound capture (:15006):", s0, s1, "inbound", mtls)
+        clog, slog = csc.log(), ssc.log()
+        seen_c, seen_s = peers_seen(clog), peers_seen(slog)
+        if mtls:
+            say("== who each sidecar saw at the other end (its close log lines, verified SPIFFE IDs)")
+            say("   client sidecar -> its upstream: %s" % (", ".join(sorted(set(seen_c))) or "(none)"))
+            say("   server sidecar <- its downstream: %s" % (", ".join(sorted(set(seen_s))) or "(none)"))
         say()
         checks = [
             ("every call answered (%d/%d)" % (answered, a.calls), answered == a.calls),
@@ -111,8 +171,17 @@ def main():
              answered > 0 and "peer 127.0.0.6" in body),
             ("the client sidecar resolved %s to the server pod (its log: \"service %s port %d: "
              "endpoint %s:%d\")" % (VIP, key, PORT, server.ip4, TARGET),
-             "service %s port %d: endpoint %s:%d" % (key, PORT, server.ip4, TARGET) in csc.log()),
+             "service %s port %d: endpoint %s:%d" % (key, PORT, server.ip4, TARGET) in clog),
         ]
+        if mtls:
+            hs = c1.get("listener.outbound.upstream_cx_tls_handshake", 0) - c0.get("listener.outbound.upstream_cx_tls_handshake", 0)
+            checks += [
+                ("the client sidecar made %d Istio mTLS handshakes (want %d)" % (hs, a.calls), hs == a.calls),
+                ("the client sidecar saw the server's identity %s on every call" % IDS["server"],
+                 seen_c == [IDS["server"]] * a.calls),
+                ("the server sidecar saw the client's identity %s on every call" % IDS["client"],
+                 seen_s == [IDS["client"]] * a.calls),
+            ]
         for what, good in checks:
             say("   [%s] %s" % ("ok" if good else "FAIL", what))
             ok = ok and good
@@ -123,7 +192,8 @@ def main():
         if a.keep_logs:
             say("   logs kept in %s" % L.dir)
         say("== tearing the lab down")
-    say("demo: %s" % ("PASS: both sidecars carried the connections" if ok else "FAIL"))
+    say("demo: %s" % ("PASS: both sidecars carried the connections%s" % (" over Istio mTLS" if mtls else "")
+                      if ok else "FAIL"))
     return 0 if ok else 1
 
 

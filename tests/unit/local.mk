@@ -1,8 +1,8 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
-UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel \
+UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_certsrc tests/unit/test_devca
+	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h
@@ -23,6 +23,9 @@ tests_unit_test_tunnel_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_tunnel_LDADD = $(UNIT_LDADD)
 # Allocation-failure injection for src/ (see __wrap_malloc in the test).
 tests_unit_test_tunnel_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc
+tests_unit_test_tunnel_mtls_SOURCES = tests/unit/test_tunnel_mtls.c
+tests_unit_test_tunnel_mtls_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_tunnel_mtls_LDADD = $(UNIT_LDADD) -lpthread
 tests_unit_test_snapshot_SOURCES = tests/unit/test_snapshot.c
 tests_unit_test_snapshot_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_snapshot_LDADD = $(UNIT_LDADD)
@@ -40,6 +43,15 @@ tests_unit_test_grpc_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_grpc_LDADD = $(UNIT_LDADD)
 # Name resolution is wrapped: a name with a refusing first address.
 tests_unit_test_grpc_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=getaddrinfo
+tests_unit_test_sniff_SOURCES = tests/unit/test_sniff.c
+tests_unit_test_sniff_CPPFLAGS = $(AM_CPPFLAGS) -DSNIFF_GOLDEN_DIR='"$(abs_top_srcdir)/tests/unit/golden/sniff"'
+tests_unit_test_sniff_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_sniff_LDADD = $(UNIT_LDADD)
+EXTRA_DIST += tests/unit/golden/sniff
+tests_unit_test_peerauth_SOURCES = tests/unit/test_peerauth.c
+tests_unit_test_peerauth_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_peerauth_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_peerauth_OBJECTS): $(PROTO_H)
 tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
 tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_identity_LDADD = $(UNIT_LDADD)

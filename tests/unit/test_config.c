@@ -594,7 +594,8 @@ test_mesh(void **state)
 	assert_int_equal(c.outbound_policy, OUTBOUND_REGISTRY_ONLY);
 	cJSON *j = config_to_json(&c);
 	char *txt = cJSON_PrintUnformatted(j);
-	assert_non_null(strstr(txt, "\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"}}"));
+	assert_non_null(strstr(txt, "\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"},"
+	    "\"protocolDetectionTimeout\":\"0s\"}"));
 	config_defaults(&before);
 	assert_int_equal(load(txt, &before, err, sizeof(err)), 0);
 	assert_memory_equal(&c, &before, sizeof(c));

@@ -508,6 +508,124 @@ test_clusters_and_other_types(void **state)
 	done(&f);
 }
 
+#define CLA(name, eps) \
+	"{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment'," \
+	"'clusterName':'" name "','endpoints':[" eps "]}"
+#define LBEP(ip, port, md) \
+	"{'endpoint':{'address':{'socketAddress':{'address':'" ip "','portValue':" #port "}}}" md "}"
+#define TLSMODE(v) ",'metadata':{'filterMetadata':{'istio':{'workload':'x'}," \
+	"'envoy.transport_socket_match':{'tlsMode':" v "}}}"
+
+/* Which endpoints are Istio-mTLS peers (model_peer_mtls, model_eds_at):
+ * a Workload with tunnelProtocol LEGACY_ISTIO_MTLS, or an EDS endpoint whose
+ * metadata (or its locality's) says tlsMode "istio"; the cluster name that
+ * lists an address (the SNI), one answer for an address in several. */
+static void
+test_mtls_peers(void **state)
+{
+	struct sockaddr_storage a;
+	struct meds_hit h;
+	struct model_sizes sz;
+	const char *cl;
+	char name[64];
+	struct fix f;
+
+	(void)state;
+	build(&f, "{'resources':[" SVC_ECHO ","
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'tunnelProtocol':'LEGACY_ISTIO_MTLS'") ","
+	    WL("w2", "'" IP_10_0_0_2 "'", "") ","
+	    WL("w3", "'" IP_10_0_0_3 "'", ",'tunnelProtocol':'HBONE'") ","
+	    CLA("outbound|80||echo.ns.svc.cluster.local",
+		"{'lbEndpoints':[" LBEP("10.0.0.2", 8080, TLSMODE("'istio'")) ","
+		LBEP("10.0.0.3", 8080, TLSMODE("'disabled'")) "," LBEP("10.0.0.4", 8080, "") ","
+		LBEP("fd00:1::1", 8080, TLSMODE("'istio'")) "," LBEP("10.0.0.9", 8080, TLSMODE("true")) "]},"
+		"{'metadata':{'filterMetadata':{'envoy.transport_socket_match':{'tlsMode':'istio'}}},"
+		"'lbEndpoints':[" LBEP("10.0.0.5", 9090, "") "," LBEP("10.0.0.6", 9090, TLSMODE("'disabled'")) "]}") ","
+	    /* A subset cluster listing 10.0.0.2 and 10.0.0.4 again: the default
+	     * subset's name answers for them; 10.0.0.7 only here. */
+	    CLA("outbound|80|v1|echo.ns.svc.cluster.local",
+		"{'lbEndpoints':[" LBEP("10.0.0.2", 8080, TLSMODE("'istio'")) ","
+		LBEP("10.0.0.4", 8080, "") "," LBEP("10.0.0.7", 8080, TLSMODE("'istio'")) "]}") ","
+	    /* An older cluster that did not mark 10.0.0.4 is outvoted by one that does. */
+	    CLA("a-first", "{'lbEndpoints':[" LBEP("10.0.0.8", 1, "") "]}") ","
+	    CLA("z-last", "{'lbEndpoints':[" LBEP("10.0.0.8", 1, TLSMODE("'istio'")) "]}") "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+
+	/* WDS: the workload's tunnel protocol, whatever the port; no EDS cluster. */
+	a = sa("10.0.0.1", 8080);
+	assert_true(model_peer_mtls(f.m, &a, model_workload_at(f.m, &a), &cl));
+	assert_null(cl);
+	assert_false(model_eds_at(f.m, &a, &h));
+	/* ... and without the workload (an address the data path did not match) it is not. */
+	assert_false(model_peer_mtls(f.m, &a, NULL, &cl));
+	/* HBONE is not legacy Istio mTLS; an EDS tlsMode other than "istio" is plaintext. */
+	a = sa("10.0.0.3", 8080);
+	assert_false(model_peer_mtls(f.m, &a, model_workload_at(f.m, &a), &cl));
+	assert_string_equal(cl, "outbound|80||echo.ns.svc.cluster.local");
+
+	/* EDS: tlsMode istio, by address and port. */
+	a = sa("10.0.0.2", 8080);
+	assert_true(model_peer_mtls(f.m, &a, model_workload_at(f.m, &a), &cl));
+	assert_string_equal(cl, "outbound|80||echo.ns.svc.cluster.local");
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	a = sa("10.0.0.2", 8081);
+	assert_false(model_eds_at(f.m, &a, &h));
+	assert_false(model_peer_mtls(f.m, &a, NULL, &cl));
+	assert_null(cl);
+	a = sa("10.0.0.4", 8080);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_false(h.istio);
+	assert_string_equal(h.cluster, "outbound|80||echo.ns.svc.cluster.local");
+	a = sa("10.0.0.9", 8080);	/* a bool true is not the string "istio" */
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_false(h.istio);
+	a = sa("fd00:1::1", 8080);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	a = sa("::ffff:10.0.0.2", 8080);	/* IPv4-mapped is the IPv4 address */
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	/* The locality's metadata, unless the endpoint's own says otherwise. */
+	a = sa("10.0.0.5", 9090);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	a = sa("10.0.0.6", 9090);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_false(h.istio);
+	/* In a subset only. */
+	a = sa("10.0.0.7", 8080);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	assert_string_equal(h.cluster, "outbound|80|v1|echo.ns.svc.cluster.local");
+	/* Two clusters disagree: mTLS wins, with its cluster. */
+	a = sa("10.0.0.8", 1);
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.istio);
+	assert_string_equal(h.cluster, "z-last");
+
+	model_sizes(f.m, &sz);
+	assert_int_equal(sz.eds_endpoints, 9);
+
+	/* Envoy's default cluster name for a service port: the SNI when the
+	 * model has no EDS for it. */
+	assert_int_equal(model_cluster_name(name, sizeof(name), model_service(f.m, "ns/echo.ns.svc.cluster.local"), 80),
+	    (int)strlen("outbound|80||echo.ns.svc.cluster.local"));
+	assert_string_equal(name, "outbound|80||echo.ns.svc.cluster.local");
+	assert_true(model_cluster_name(name, 8, model_service(f.m, "ns/echo.ns.svc.cluster.local"), 80) >= 8);
+	done(&f);
+
+	/* No EDS at all: nothing indexed, every lookup a miss. */
+	build(&f, "{'resources':[" SVC_ECHO "]}", NULL, NULL);
+	a = sa("10.0.0.2", 8080);
+	assert_false(model_eds_at(f.m, &a, &h));
+	assert_false(model_peer_mtls(f.m, &a, NULL, &cl));
+	model_sizes(f.m, &sz);
+	assert_int_equal(sz.eds_endpoints, 0);
+	done(&f);
+	assert_false(model_eds_at(NULL, &a, &h));
+}
+
 /* One bad resource among good ones: exactly one problem, with this text. */
 static void
 expect_one(const char *resources, size_t bad, const char *msg)
@@ -841,7 +959,8 @@ test_allocation_failures(void **state)
 	load(&f, "{'resources':[" SVC_ECHO "," SVC("e", VIP4, 80, 80) ","
 	    WL("w1", "'" IP_10_0_0_1 "','" IP6_A "'", ",'services':{'ns/echo.ns.svc.cluster.local':{}}") ","
 	    WL("w2", "'" IP_10_0_0_1 "'", "") ","
-	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'}]}", "v1");
+	    "{'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster','name':'c'},"
+	    CLA("c", "{'lbEndpoints':[" LBEP("10.0.0.1", 80, TLSMODE("'istio'")) "]}") "]}", "v1");
 	for (k = 1; k < 10000; k++) {
 		struct model_report rep;
 		struct model *m;
@@ -899,6 +1018,7 @@ main(void)
 		cmocka_unit_test(test_ip_families),
 		cmocka_unit_test(test_networks),
 		cmocka_unit_test(test_clusters_and_other_types),
+		cmocka_unit_test(test_mtls_peers),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_any_bytes_that_do_not_unpack),
 		cmocka_unit_test(test_lax_refs),

@@ -212,6 +212,8 @@ spin_until_no_tunnel(struct fixture *f, int ms)
 static struct model *next_model;
 static enum outbound_policy next_policy;
 static enum listener_kind next_kind = LST_OUTBOUND;
+/* Bytes the client sends before the tunnel starts (inbound: what it sniffs). */
+static const char *next_send;
 static uint32_t next_connect_ms;	/* 0: the default */
 
 /* Build a worker, an app listener, and a client whose accepted socket is
@@ -248,6 +250,11 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	assert_true(f->client >= 0);
 	ds = accept_wait(plfd);
 	close(plfd);
+	if (next_send) {
+		assert_int_equal(send(f->client, next_send, strlen(next_send), 0), (ssize_t)strlen(next_send));
+		next_send = NULL;
+		usleep(20000);	/* on the accepted socket before the first peek */
+	}
 	f->t = tunnel_start(&f->w, kind, ds, dst ? dst : &f->app);
 	if (!dst) {
 		assert_non_null(f->t);
@@ -1278,12 +1285,118 @@ test_inbound_local_workload(void **state)
 	struct fixture f;
 
 	next_kind = LST_INBOUND;
+	next_send = "GET / HTTP/1.1\r\n";	/* PERMISSIVE: sniffed as plaintext */
 	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
 	setup_with(&f, NULL, 0);
 	assert_non_null(f.t->local);
 	assert_string_equal(f.t->local->uid, "wl-a");
 	assert_null(f.t->svc);
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_PLAINTEXT], 1);
 	teardown_fixture(&f);
+}
+
+#define PA_JSON(mode) "{\"@type\":\"type.googleapis.com/istio.security.v1beta1.PeerAuthentication\"," \
+	"\"mtls\":{\"mode\":\"" mode "\"}}"
+
+/* Inbound sniffing (issue 9): the outbound path never peeks, so a client
+ * that sends nothing is connected at once; inbound PERMISSIVE waits for the
+ * first bytes; DISABLE does not look; STRICT without a certificate and
+ * STRICT plaintext are refused and counted. */
+static void
+test_inbound_sniffing(void **state)
+{
+	struct fixture f;
+
+	/* Outbound, nothing sent: forwarding (setup_with asserts it). */
+	setup_with(&f, NULL, 0);
+	teardown_fixture(&f);
+
+	/* DISABLE: nothing sent, forwarding all the same. */
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[" PA_JSON("DISABLE") "]");
+	setup_with(&f, NULL, 0);
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_MTLS_DISABLED], 1);
+	teardown_fixture(&f);
+
+	/* STRICT, no certificate: refused before any byte. */
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[" PA_JSON("STRICT") "]");
+	setup_with(&f, &f.app, 0);
+	assert_null(f.t);
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_MTLS_NO_CERT], 1);
+	teardown_fixture(&f);
+
+	/* PERMISSIVE, no certificate: an mTLS ClientHello (ALPN istio) is
+	 * refused, counted, and nothing reaches the app; the verdict waits
+	 * for the whole hello, with SO_RCVLOWAT raised. */
+	unsigned char hello[64] = { 0x16, 3, 1, 0, 59, 1, 0, 0, 55, 3, 3 };
+	memset(hello + 11, 0xab, 32);
+	memcpy(hello + 43, "\x00\x00\x02\x13\x01\x01\x00\x00\x0c\x00\x10\x00\x08\x00\x06\x05istio", 21);
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[]");
+	setup_with(&f, &f.app, 0);
+	assert_non_null(f.t);
+	assert_int_equal(send(f.client, hello, 11, 0), 11);
+	spin(&f, 20);
+	assert_int_equal(f.t->state, TUN_SNIFFING);
+	assert_true(f.t->lowat);
+	assert_int_equal(f.t->sniffed, 11);
+	assert_int_equal(send(f.client, hello + 11, sizeof(hello) - 11, 0), (ssize_t)sizeof(hello) - 11);
+	spin(&f, 50);
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_MTLS_NO_CERT], 1);
+	assert_null(f.w.tunnels);
+	struct pollfd p = { .fd = f.app_lfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 0), 0);
+	teardown_fixture(&f);
+}
+
+/* --- outbound Istio mTLS --------------------------------------------------- */
+
+/* An Istio-mTLS peer (its Workload LEGACY_ISTIO_MTLS, or its EDS endpoint
+ * tlsMode "istio") while this proxy has no certificate: refused and
+ * counted, and nothing reaches the peer (no plaintext to a STRICT peer);
+ * the same address marked otherwise is plaintext as before. */
+static void
+test_mtls_peer_without_certificate_refused(void **state)
+{
+	static const char *const marks[] = {
+		"[{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{\"uid\":\"wl-m\","
+		"\"name\":\"m\",\"namespace\":\"default\",\"addresses\":[\"fwAAAQ==\"],"
+		"\"tunnelProtocol\":\"LEGACY_ISTIO_MTLS\"}}]",
+		"[{\"@type\":\"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\","
+		"\"clusterName\":\"outbound|80||m.default.svc.cluster.local\",\"endpoints\":[{\"lbEndpoints\":"
+		"[{\"endpoint\":{\"address\":{\"socketAddress\":{\"address\":\"127.0.0.1\",\"portValue\":%d}}},"
+		"\"metadata\":{\"filterMetadata\":{\"envoy.transport_socket_match\":{\"tlsMode\":\"%s\"}}}}]}]}]",
+	};
+
+	for (int k = 0; k < 3; k++) {
+		struct fixture f;
+		struct sockaddr_storage app;
+		int lfd = listen_lo(&app), port = sock_addr_port(&app);
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		char b;
+
+		next_model = k == 0 ? mesh_model(marks[0]) : mesh_model(marks[1], port, k == 1 ? "istio" : "disabled");
+		setup_with(&f, &app, 0);
+		if (k == 2) {	/* tlsMode disabled: plaintext, as before */
+			assert_non_null(f.t);
+			f.app_fd = accept_wait(lfd);
+			spin(&f, 20);
+			assert_int_equal(f.t->state, TUN_FORWARDING);
+			assert_false(f.t->us_mtls);
+			assert_null(f.t->peer_id);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 0);
+		} else {
+			assert_null(f.t);
+			assert_int_equal(recv(f.client, &b, 1, MSG_DONTWAIT), -1);
+			assert_int_equal(errno, ECONNRESET);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
+			assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 0);
+			assert_int_equal(poll(&p, 1, 100), 0);	/* no connect reached the peer */
+		}
+		close(lfd);
+		teardown_fixture(&f);
+	}
 }
 
 static int
@@ -1334,6 +1447,8 @@ main(void)
 		cmocka_unit_test(test_silent_endpoints_share_the_timeout),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
+		cmocka_unit_test(test_inbound_sniffing),
+		cmocka_unit_test(test_mtls_peer_without_certificate_refused),
 	};
 	int failed = cmocka_run_group_tests_name("raw", tests, group_raw, NULL);
 	failed += cmocka_run_group_tests_name("rec", tests, group_rec, NULL);

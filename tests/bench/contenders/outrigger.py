@@ -52,12 +52,14 @@ class Handle:
                 out["%s.%s" % (side, k)] = v
         return out
 
+    extra_traffic = ()
+
     def traffic_keys(self):
         # The client's sidecar sees the traffic outbound, the server's inbound.
         return ["client.listener.outbound.downstream_cx_total",
                 "client.listener.outbound.downstream_cx_rx_bytes_total",
                 "server.listener.inbound.downstream_cx_total",
-                "server.listener.inbound.downstream_cx_rx_bytes_total"]
+                "server.listener.inbound.downstream_cx_rx_bytes_total"] + list(self.extra_traffic)
 
     def stop(self):
         # A second SIGTERM ends the drain at once (the first starts the 5 s drain period).
@@ -72,14 +74,16 @@ class Handle:
                 pass
 
 
-def mesh_resources(env):
+def mesh_resources(env, server_extra=None):
     """The -c FILE of both sidecars: Service "bench" (VIP 198.19.0.30, ports 8080 and 8081
-    as the harness's apps), the server pod's Workload in it, the client pod's Workload, and
-    the fillers (addresses in 10.0.0.0/8, which nothing in the lab uses)."""
+    as the harness's apps), the server pod's Workload in it (with server_extra's fields:
+    outrigger-mtls marks it), the client pod's Workload, and the fillers (addresses in
+    10.0.0.0/8, which nothing in the lab uses)."""
     key = meshres.key("bench")
     ports = [(benchlib.APP_PORT, benchlib.APP_PORT), (benchlib.HTTP_PORT, benchlib.HTTP_PORT)]
     res = [meshres.service("bench", ["198.19.0.30"], ports),
-           meshres.workload("Kubernetes//Pod/default/server", "server", [env.server.ip4], {key: ports}),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [env.server.ip4], {key: ports},
+                            **(server_extra or {})),
            meshres.workload("Kubernetes//Pod/default/client", "client", [env.client.ip4])]
     base = int(ipaddress.ip_address("10.0.0.0"))
     for i in range(FILLER_SERVICES):
@@ -92,15 +96,17 @@ def mesh_resources(env):
     return meshres.config(res)
 
 
-def start(env):
+def start(env, cfg=None, extra_args=None):
+    """Both sidecars on cfg (default: mesh_resources), each with extra_args[side]."""
     os.environ["OUTRIGGER_BIN"] = env.bins["outrigger"]
     sidecars = {}
-    cfg = mesh_resources(env)
+    cfg = cfg or mesh_resources(env)
     for side, pod in (("client", env.client), ("server", env.server)):
         benchlib.intercept(pod)
         sidecars[side] = pod.start_sidecar(
             run_init=False, config=cfg,
-            proxy_args=("--concurrency", str(env.workers), "--log-level", "warn"))
+            proxy_args=["--concurrency", str(env.workers), "--log-level", "warn"] +
+            list((extra_args or {}).get(side, ())))
     h = Handle(env, sidecars)
     benchlib.pin([p for v in h.pids().values() for p in v], env.cpu_proxy)
     return h
