@@ -1088,3 +1088,10 @@ xtls_failure(const struct conn *c, char *detail, size_t len)
 		snprintf(detail, len, "%s", x && x->failed && x->detail ? x->detail : "");
 	return x && x->failed ? x->fail : XTLS_FAIL_NONE;
 }
+
+SSL *
+xtls_ssl(const struct conn *c)
+{
+	struct xtls *x = tls_of(c);
+	return x ? x->ssl : NULL;
+}

@@ -86,4 +86,8 @@ const char *xtls_version(const struct conn *c);
 bool xtls_resumed(const struct conn *c);
 enum xtls_fail xtls_failure(const struct conn *c, char *detail, size_t len);
 
+/* The conn's SSL (cipher, certificates, for logs and tests), or NULL when c
+ * is no TLS conn. Owned by the conn. */
+SSL *xtls_ssl(const struct conn *c);
+
 #endif
