@@ -783,6 +783,20 @@ ssl_failure(struct xtls *x, int e, const char *when)
 	return xtls_failed(x, f, -EPROTO);
 }
 
+/* An idle conn holds no record buffer (the issue's target: < 16 KiB per
+ * idle conn). SSL_MODE_RELEASE_BUFFERS frees a buffer once a record is
+ * consumed, but not the read buffer after the handshake's last message or a
+ * post-handshake one (the TLS 1.3 ticket): that is 16.7 KiB on one side of
+ * every conn. SSL_free_buffers() refuses when bytes are still held (and
+ * since 3.0.14 when a record is processed but unread); pending is checked
+ * first anyway. */
+static void
+release_buffers(struct xtls *x)
+{
+	if (!x->wr_blocked && !x->shut_pending && SSL_pending(x->ssl) == 0)
+		(void)SSL_free_buffers(x->ssl);
+}
+
 /* The handshake completed: what the conn reports from now on. A resumed
  * session sent no certificate, so its peer certificate (kept in the
  * session) is checked again as a fresh one would be. */
@@ -813,6 +827,7 @@ handshake_done(struct xtls *x)
 	}
 	drop_expectations(x);
 	x->hs_done = true;
+	release_buffers(x);
 	return 0;
 }
 
@@ -887,6 +902,7 @@ xtls_recv(struct conn *c, void *buf, size_t len)
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		x->rd_ev = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+		release_buffers(x);
 		return -EAGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		/* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a FIN without it. */
