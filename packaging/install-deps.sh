@@ -14,13 +14,14 @@ DEB_BUILD="build-essential autoconf automake pkg-config libev-dev libssl-dev lib
   libnetfilter-queue-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev node-llhttp"
 DEB_TEST="iptables nftables iproute2 util-linux procps psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2-client nghttp2-proxy tinyproxy clang libclang-rt-dev
-  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf wrk python3-protobuf protobuf-compiler"
+  haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf strace wrk python3-protobuf protobuf-compiler
+  python3-grpcio python3-cryptography"
 
 RPM_BUILD="gcc make autoconf automake pkgconf-pkg-config libev-devel openssl-devel libnghttp2-devel
   libnetfilter_queue-devel cjson-devel protobuf-c-devel protobuf-c-compiler libcmocka-devel llhttp-devel"
 RPM_TEST="iptables-nft nftables iproute util-linux procps-ng psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2 tinyproxy clang compiler-rt haproxy nginx nginx-mod-stream
-  gnuplot perf python3-protobuf protobuf-compiler"
+  gnuplot perf strace python3-protobuf protobuf-compiler python3-grpcio python3-cryptography"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: run as root" >&2

@@ -3,6 +3,9 @@
 #include "autoconfig.h"
 
 #include <cjson/cJSON.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -14,7 +17,9 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "certsrc.h"
 #include "config.h"
+#include "identity.h"
 #include "json_pb.h"
 #include "log.h"
 #include "metrics.h"
@@ -321,11 +326,122 @@ render_config_dump(struct strbuf *sb)
 	/* "generation" and "config" first and unchanged: outside checks read them. */
 	cJSON_AddNumberToObject(root, "generation", (double)server.snap->generation);
 	cJSON_AddItemToObject(root, "config", cfg);
+	cJSON_AddStringToObject(root, "certificateSource", certsrc_name());
 	if (server.snap->model && admin_model_to_json(server.snap->model, root) < 0) {
 		cJSON_Delete(root);
 		sb->oom = true;
 		return;
 	}
+	txt = cJSON_Print(root);
+	if (txt) {
+		sb_printf(sb, "%s\n", txt);
+		free(txt);
+	} else {
+		sb->oom = true;
+	}
+	cJSON_Delete(root);
+}
+
+/* One certificate as Envoy's /certs shows it (admin.v3.CertificateDetails,
+ * its proto field names): path, serial_number, subject_alt_names,
+ * days_until_expiration (a uint64: a string in proto3 JSON), valid_from,
+ * expiration_time. */
+static cJSON *
+cert_details(X509 *x, const char *path, time_t now)
+{
+	cJSON *o = cJSON_CreateObject(), *sans;
+	GENERAL_NAMES *names;
+	BIGNUM *bn;
+	char *hex, buf[64];
+	struct tm tm;
+	time_t nb = 0, na = 0;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "path", path);
+	bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	hex = bn ? BN_bn2hex(bn) : NULL;
+	for (char *p = hex; p && *p; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	cJSON_AddStringToObject(o, "serial_number", hex ? hex : "");
+	OPENSSL_free(hex);
+	BN_free(bn);
+	sans = cJSON_AddArrayToObject(o, "subject_alt_names");
+	names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; sans && names && i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+		const char *kind = g->type == GEN_URI ? "uri" : g->type == GEN_DNS ? "dns" : NULL;
+		if (!kind)
+			continue;
+		const ASN1_STRING *v = g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+		cJSON *e = cJSON_CreateObject();
+		char *str = strndup((const char *)ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+		if (e && str)
+			cJSON_AddStringToObject(e, kind, str);
+		free(str);
+		cJSON_AddItemToArray(sans, e);
+	}
+	GENERAL_NAMES_free(names);
+	ERR_clear_error();
+	if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm))
+		nb = timegm(&tm);
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm))
+		na = timegm(&tm);
+	snprintf(buf, sizeof(buf), "%lld", na > now ? (long long)((na - now) / 86400) : 0LL);
+	cJSON_AddStringToObject(o, "days_until_expiration", buf);
+	gmtime_r(&nb, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	cJSON_AddStringToObject(o, "valid_from", buf);
+	gmtime_r(&na, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	cJSON_AddStringToObject(o, "expiration_time", buf);
+	return o;
+}
+
+/* /certs: the bundle new connections serve with, in Envoy's shape
+ * ({"certificates": [{"ca_cert": [...], "cert_chain": [...]}]}), plus what
+ * Envoy has no field for: the source, our SPIFFE ID and the generation. */
+static void
+render_certs(struct strbuf *sb)
+{
+	const struct certbundle *b = server.snap ? server.snap->certs : NULL;
+	cJSON *root = cJSON_CreateObject(), *list;
+	const char *src = certsrc_name();
+	char chain_path[400], roots_path[400];
+	time_t now = time(NULL);
+	char *txt;
+
+	if (!root) {
+		sb->oom = true;
+		return;
+	}
+	cJSON_AddStringToObject(root, "source", src);
+	list = cJSON_AddArrayToObject(root, "certificates");
+	if (b && list) {
+		cJSON *one = cJSON_CreateObject(), *ca, *chain;
+		/* Envoy's "path": the file for the files source, else the source. */
+		if (strncmp(b->source, "files ", 6) == 0) {
+			snprintf(chain_path, sizeof(chain_path), "%s/%s", b->source + 6, CERTSRC_CHAIN_FILE);
+			snprintf(roots_path, sizeof(roots_path), "%s/%s", b->source + 6, CERTSRC_ROOTS_FILE);
+		} else {
+			snprintf(chain_path, sizeof(chain_path), "%s", b->source);
+			snprintf(roots_path, sizeof(roots_path), "%s", b->source);
+		}
+		cJSON_AddItemToArray(list, one);
+		cJSON_AddStringToObject(one, "identity", b->identity);
+		cJSON_AddStringToObject(one, "source", b->source);
+		ca = cJSON_AddArrayToObject(one, "ca_cert");
+		for (int i = 0; ca && i < sk_X509_num(b->roots); i++)
+			cJSON_AddItemToArray(ca, cert_details(sk_X509_value(b->roots, i), roots_path, now));
+		chain = cJSON_AddArrayToObject(one, "cert_chain");
+		if (chain)
+			cJSON_AddItemToArray(chain, cert_details(b->leaf, chain_path, now));
+		for (int i = 0; chain && i < sk_X509_num(b->chain); i++)
+			cJSON_AddItemToArray(chain, cert_details(sk_X509_value(b->chain, i), chain_path, now));
+	}
+	if (server.snap)
+		cJSON_AddNumberToObject(root, "generation", (double)server.snap->generation);
 	txt = cJSON_Print(root);
 	if (txt) {
 		sb_printf(sb, "%s\n", txt);
@@ -419,9 +535,12 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	} else if (path_is(r, "/config_dump")) {
 		render_config_dump(&body);
 		respond(c, 200, "application/json", &body, head);
+	} else if (path_is(r, "/certs")) {
+		render_certs(&body);
+		respond(c, 200, "application/json", &body, head);
 	} else if (path_is(r, "/")) {
 		sb_printf(&body, "outrigger admin\n  /ready\n  /stats[?format=json|prometheus]\n"
-		    "  /stats/prometheus\n  /config_dump\n");
+		    "  /stats/prometheus\n  /config_dump\n  /certs\n");
 		respond(c, 200, "text/plain", &body, head);
 	} else {
 		sb_printf(&body, "not found\n");

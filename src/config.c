@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "identity.h"
 #include "json.h"
 #include "sock.h"
 
@@ -30,12 +31,17 @@ enum cf_type {
 	CF_ADDR,	/* numeric IPv4/IPv6 address, stored as char[64] */
 	CF_BOOL,	/* JSON true/false, stored as bool */
 	CF_POLICY,	/* "ALLOW_ANY" | "REGISTRY_ONLY", stored as enum outbound_policy */
+	CF_STR,		/* a string (a path, a name), no control characters, stored as char[max] */
+	CF_HOSTPORT,	/* "host:port" (or "[v6]:port"), or "" for none, stored as char[max] */
+	CF_TRUSTDOMAIN,	/* a SPIFFE trust domain, stored as char[max] */
+	CF_DURATION_S,	/* a duration as CF_DURATION, stored as uint32_t whole seconds (rounded up) */
 };
 
 static const char *const cf_type_names[] = {
 	[CF_INT] = "integer", [CF_PORT] = "port", [CF_DURATION] = "duration",
 	[CF_LOGLEVEL] = "log level", [CF_MODE] = "interception mode", [CF_ADDR] = "IP address",
-	[CF_BOOL] = "boolean", [CF_POLICY] = "traffic policy",
+	[CF_BOOL] = "boolean", [CF_POLICY] = "traffic policy", [CF_STR] = "string",
+	[CF_HOSTPORT] = "host:port", [CF_TRUSTDOMAIN] = "trust domain", [CF_DURATION_S] = "duration",
 };
 
 /* When a new value takes effect. */
@@ -44,7 +50,10 @@ enum cf_when {
 	CF_RESTART,	/* read once at start (listeners, threads): a reload keeps the running value */
 };
 
-/* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms). The
+/* One key of the schema. min/max bound CF_INT and CF_DURATION (in ms,
+ * CF_DURATION_S too); max is the buffer size of the string types. env names
+ * the environment variable that sets it over the file (config_apply_env),
+ * as pilot-agent reads it, or NULL. The
  * key may be a dotted path below its section ("outboundTrafficPolicy.mode"):
  * the file nests an object per component, the command line writes it whole. */
 struct cf_field {
@@ -56,10 +65,15 @@ struct cf_field {
 	long long min, max;
 	const char *def;	/* parsed by the same code as the file: one source of truth */
 	const char *help;
+	const char *env;
 };
 
 #define F(sec, key, type, when, member, min, max, def, help) \
-	{ sec, key, type, when, offsetof(struct config, member), min, max, def, help }
+	{ sec, key, type, when, offsetof(struct config, member), min, max, def, help, NULL }
+/* A string key, optionally also set from the environment variable env. */
+#define FS(sec, key, type, member, def, env, help) \
+	{ sec, key, type, CF_RESTART, offsetof(struct config, member), 0, \
+	  sizeof(((struct config *)0)->member), def, help, env }
 
 static const struct cf_field schema[] = {
 	F("proxy", "concurrency", CF_INT, CF_RESTART, concurrency, 1, 256, "2",
@@ -88,6 +102,27 @@ static const struct cf_field schema[] = {
 	    "readiness port serving /healthz/ready on all addresses"),
 	F("mesh", "outboundTrafficPolicy.mode", CF_POLICY, CF_LIVE, outbound_policy, 0, 0, "ALLOW_ANY",
 	    "outbound to an address the mesh does not know: ALLOW_ANY passes it through, REGISTRY_ONLY resets it"),
+	/* "identity": where the certificate comes from (certsrc.h), read once
+	 * at start. The environment variables are pilot-agent's (and
+	 * OUTRIGGER_CERT_DIR), so an injected pod's env works unchanged. */
+	FS("identity", "certDir", CF_STR, cert_dir, "", "OUTRIGGER_CERT_DIR",
+	    "directory with cert-chain.pem, key.pem, root-cert.pem (Istio's file-mounted layout), "
+	    "reloaded when they change; \"\": /etc/certs when its three files exist (--cert-dir overrides)"),
+	FS("identity", "sdsSocket", CF_STR, sds_socket, "", NULL,
+	    "Envoy SDS over this Unix socket (pilot-agent's or the SPIRE agent's), when no certificate files"),
+	FS("identity", "caAddress", CF_HOSTPORT, ca_addr, "", "CA_ADDR",
+	    "the Istio CA (istiod.istio-system.svc:15012), when neither files nor SDS"),
+	FS("identity", "caRootCert", CF_STR, ca_root, "./var/run/secrets/istio/root-cert.pem", "CA_ROOT_CA",
+	    "the root certificate that the CA's TLS certificate must chain to"),
+	FS("identity", "tokenFile", CF_STR, token_file, "./var/run/secrets/tokens/istio-token", NULL,
+	    "the bearer token sent to the CA (pilot-agent's third-party JWT path)"),
+	FS("identity", "clusterId", CF_STR, cluster_id, "", "ISTIO_META_CLUSTER_ID CLUSTER_ID",
+	    "the clusterid header sent to the CA"),
+	FS("identity", "trustDomain", CF_TRUSTDOMAIN, trust_domain, "cluster.local", "TRUST_DOMAIN",
+	    "the SPIFFE trust domain of this proxy's identity"),
+	{ "identity", "certTTL", CF_DURATION_S, CF_RESTART, offsetof(struct config, cert_ttl_s), 1000,
+	  315360000000LL, "86400s", "the certificate lifetime asked of the CA (SECRET_TTL, as \"24h\" there)",
+	  "SECRET_TTL" },
 };
 
 /* The top-level key whose value is the static resources (src/resources.c
@@ -175,6 +210,42 @@ parse_int(const char *s, long long *out)
 	return 0;
 }
 
+/* "host:port", "[v6]:port": a non-empty host without spaces or '/', a port 1..65535. */
+static int
+check_hostport(const char *s)
+{
+	const char *colon, *close;
+	long long port;
+
+	/* The Istio CA client takes http:// (tests only: plaintext) and https://. */
+	if (!strncmp(s, "http://", 7))
+		s += 7;
+	else if (!strncmp(s, "https://", 8))
+		s += 8;
+	colon = strrchr(s, ':');
+	close = strchr(s, ']');
+
+	if (!colon || colon == s || parse_int(colon + 1, &port) < 0 || port < 1 || port > 65535)
+		return -EINVAL;
+	if (s[0] == '[' && (!close || close + 1 != colon || close == s + 1))
+		return -EINVAL;
+	if (s[0] != '[' && memchr(s, ':', (size_t)(colon - s)))
+		return -EINVAL;	/* a bare IPv6 address: its port would be ambiguous */
+	for (const char *p = s; p < colon; p++)
+		if (*p == ' ' || *p == '/' || *p == '@')
+			return -EINVAL;
+	return 0;
+}
+
+/* A SPIFFE trust domain: what spiffe_parse() takes (identity.h). */
+static int
+check_trust_domain(const char *s)
+{
+	char probe[SPIFFE_ID_MAX];
+
+	return spiffe_format(probe, sizeof(probe), s, "ns", "sa");
+}
+
 static void
 quote_json(const cJSON *v, char *buf, size_t len)
 {
@@ -215,7 +286,8 @@ set_field(const struct cf_field *f, const char *s, const char *got, struct confi
 			*(int *)dst = (int)n;
 		return 0;
 	}
-	case CF_DURATION: {
+	case CF_DURATION:
+	case CF_DURATION_S: {
 		int rc = s ? parse_duration_ms(s, &n) : -EINVAL;
 		if (rc == -EINVAL) {
 			seterr(err, errlen, f, "expected a duration such as \"5s\" or \"0.250s\", got %s", got);
@@ -226,7 +298,37 @@ set_field(const struct cf_field *f, const char *s, const char *got, struct confi
 			    f->min / 1000, f->min % 1000, f->max / 1000, f->max % 1000);
 			return -EINVAL;
 		}
-		*(uint32_t *)dst = (uint32_t)n;
+		*(uint32_t *)dst = (uint32_t)(f->type == CF_DURATION_S ? (n + 999) / 1000 : n);
+		return 0;
+	}
+	case CF_STR:
+	case CF_HOSTPORT:
+	case CF_TRUSTDOMAIN: {
+		size_t l = s ? strlen(s) : 0;
+		if (!s) {
+			seterr(err, errlen, f, "expected a string, got %s", got);
+			return -EINVAL;
+		}
+		if (l >= (size_t)f->max) {
+			seterr(err, errlen, f, "longer than %lld characters", f->max - 1);
+			return -EINVAL;
+		}
+		for (const char *p = s; *p; p++) {
+			if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+				seterr(err, errlen, f, "control character in %s", got);
+				return -EINVAL;
+			}
+		}
+		if (f->type == CF_HOSTPORT && l && check_hostport(s) < 0) {
+			seterr(err, errlen, f, "expected \"host:port\" (port 1-65535), got %s", got);
+			return -EINVAL;
+		}
+		if (f->type == CF_TRUSTDOMAIN && check_trust_domain(s) < 0) {
+			seterr(err, errlen, f, "expected a trust domain (lower-case letters, digits, '.', '-', '_'), "
+			    "got %s", got);
+			return -EINVAL;
+		}
+		memcpy(dst, s, l + 1);
 		return 0;
 	}
 	case CF_LOGLEVEL: {
@@ -504,6 +606,91 @@ config_set(struct config *cfg, const char *path, const char *value, char *err, s
 	return 0;
 }
 
+/* A Go duration as pilot-agent's SECRET_TTL takes it ("24h", "1h30m",
+ * "90s", "1.5h", "500ms") into ms, rounded up. */
+static int
+parse_go_duration_ms(const char *s, long long *ms)
+{
+	static const struct { const char *unit; double ms; } units[] = {
+		{ "ns", 1e-6 }, { "us", 1e-3 }, { "ms", 1 }, { "s", 1e3 }, { "m", 6e4 }, { "h", 3.6e6 },
+	};
+	double total = 0;
+	const char *p = s;
+
+	if (!*p)
+		return -EINVAL;
+	while (*p) {
+		char *end;
+		double v;
+		size_t best = 0, bl = 0;
+
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		v = strtod(p, &end);
+		p = end;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			size_t ul = strlen(units[i].unit);
+			if (strncmp(p, units[i].unit, ul) == 0 && ul > bl) {
+				best = i;
+				bl = ul;
+			}
+		}
+		if (!bl)
+			return -EINVAL;
+		total += v * units[best].ms;
+		p += bl;
+		if (total > 315576000000e3)
+			return -ERANGE;
+	}
+	*ms = (long long)ceil(total);
+	return 0;
+}
+
+int
+config_apply_env(struct config *cfg, char *err, size_t errlen)
+{
+	struct config next = *cfg;
+	char names[128], why[320], conv[48];
+
+	for (size_t i = 0; i < NFIELDS; i++) {
+		const struct cf_field *f = &schema[i];
+		const char *v = NULL, *name = NULL;
+		char *save = NULL;
+
+		if (!f->env)
+			continue;
+		/* The first of the listed variables that is set and not empty. */
+		snprintf(names, sizeof(names), "%s", f->env);
+		for (char *n = strtok_r(names, " ", &save); n && !v; n = strtok_r(NULL, " ", &save)) {
+			const char *e = getenv(n);
+			if (e && *e) {
+				v = e;
+				name = n;
+			}
+		}
+		if (!v)
+			continue;
+		/* Go's duration syntax there ("24h"); ours ("86400s") works too. */
+		if (f->type == CF_DURATION_S || f->type == CF_DURATION) {
+			long long ms;
+			if (parse_duration_ms(v, &ms) < 0 && parse_go_duration_ms(v, &ms) == 0) {
+				snprintf(conv, sizeof(conv), "%lld.%03llds", ms / 1000, ms % 1000);
+				v = conv;
+			}
+		}
+		char got[80];
+		quote_str(v, got, sizeof(got));
+		if (set_field(f, v, got, &next, why, sizeof(why)) < 0) {
+			seterr(err, errlen, NULL, "environment variable %s: %s", name, why);
+			return -EINVAL;
+		}
+	}
+	if (config_check(&next, err, errlen) < 0)
+		return -EINVAL;
+	*cfg = next;
+	return 0;
+}
+
 static size_t
 field_size(const struct cf_field *f)
 {
@@ -516,8 +703,18 @@ field_size(const struct cf_field *f)
 	case CF_ADDR: return sizeof(((struct config *)0)->admin_address);
 	case CF_BOOL: return sizeof(bool);
 	case CF_POLICY: return sizeof(enum outbound_policy);
+	case CF_DURATION_S: return sizeof(uint32_t);
+	case CF_STR:
+	case CF_HOSTPORT:
+	case CF_TRUSTDOMAIN: return (size_t)f->max;
 	}
 	return 0;
+}
+
+static bool
+is_string(const struct cf_field *f)
+{
+	return f->type == CF_ADDR || f->type == CF_STR || f->type == CF_HOSTPORT || f->type == CF_TRUSTDOMAIN;
 }
 
 int
@@ -532,7 +729,7 @@ config_keep_fixed(struct config *next, const struct config *running, char *chang
 		const struct cf_field *f = &schema[i];
 		char *dst = (char *)next + f->off;
 		const char *src = (const char *)running + f->off;
-		bool same = f->type == CF_ADDR ? strcmp(dst, src) == 0 : memcmp(dst, src, field_size(f)) == 0;
+		bool same = is_string(f) ? strcmp(dst, src) == 0 : memcmp(dst, src, field_size(f)) == 0;
 
 		if (f->when != CF_RESTART || same)
 			continue;
@@ -655,6 +852,13 @@ field_to_json(const struct cf_field *f, const struct config *cfg)
 	switch (f->type) {
 	case CF_INT: return cJSON_CreateNumber(*(const int *)src);
 	case CF_PORT: return cJSON_CreateNumber(*(const uint16_t *)src);
+	case CF_DURATION_S:
+		snprintf(buf, sizeof(buf), "%" PRIu32 "s", *(const uint32_t *)src);
+		return cJSON_CreateString(buf);
+	case CF_STR:
+	case CF_HOSTPORT:
+	case CF_TRUSTDOMAIN:
+		return cJSON_CreateString(src);
 	case CF_DURATION: {
 		uint32_t ms = *(const uint32_t *)src;
 		if (ms % 1000)
@@ -715,8 +919,15 @@ config_print_schema(void)
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct cf_field *f = &schema[i];
 		snprintf(path, sizeof(path), "%s.%s", f->section, f->key);
-		printf("  %-34s %-18s %-8s default %-10s %s\n", path, cf_type_names[f->type],
-		    f->when == CF_LIVE ? "live" : "restart", f->def, f->help);
+		printf("  %-34s %-18s %-8s default %-10s %s", path, cf_type_names[f->type],
+		    f->when == CF_LIVE ? "live" : "restart", *f->def ? f->def : "\"\"", f->help);
+		if (f->env) {
+			printf(" (environment: ");
+			for (const char *e = f->env; *e; e++)
+				printf(*e == ' ' ? ", else " : "%c", *e);
+			printf(")");
+		}
+		printf("\n");
 	}
 	printf("  %-34s %-18s %-8s default %-10s %s\n", RESOURCES_KEY, "list of resources", "live", "[]",
 	    "static mesh resources, each {\"@type\": \"type.googleapis.com/<type>\", <fields>} "

@@ -87,6 +87,15 @@ int config_read_file(const char *path, struct cJSON **root, char *err, size_t er
  * config_load_json() and *cfg untouched. The command line's entry. */
 int config_set(struct config *cfg, const char *path, const char *value, char *err, size_t errlen);
 
+/* The environment variables of the identity keys (pilot-agent's names:
+ * CA_ADDR, CA_ROOT_CA, ISTIO_META_CLUSTER_ID or CLUSTER_ID, TRUST_DOMAIN,
+ * SECRET_TTL as a Go duration such as "24h"; and OUTRIGGER_CERT_DIR) over
+ * cfg. Applied after the file and before the command line, so an injected
+ * pod's environment wins over a shared file. 0, or -EINVAL with err
+ * ("environment variable CA_ADDR: identity.caAddress: ...") and *cfg
+ * untouched. */
+int config_apply_env(struct config *cfg, char *err, size_t errlen);
+
 /* For a reload: put back into next the running value of every "restart" key
  * that differs, and list their paths in changed ("proxy.concurrency, ...",
  * truncated to len). Returns how many there were. */

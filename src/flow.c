@@ -21,6 +21,11 @@
  * anyway, and how often its send queue is looked at (see relay_end). */
 #define LINGER_TIME 2.0
 #define LINGER_TICK 0.02
+/* A side left unwatched (its end of stream read, or its reading paused) is
+ * put in the hang-up watch only after this long (seconds; flow.h): most such sides are closed
+ * sooner (the other side answers the FIN), and each registration is an
+ * epoll_ctl(2) that the churn shapes would pay once per connection. */
+ev_tstamp flow_hup_delay = 0.05;
 /* A spliced read smaller than this ends bulk mode (see flow_fill). */
 #define SPLICE_MIN 8192
 
@@ -319,18 +324,35 @@ flow_wants_read(const struct flow *f)
 	return !f->eof && !f->full && !f->done;
 }
 
-/* Arm side c for what its two flows need. A side we neither read nor write
- * (its reading paused by back-pressure, or its end of stream already read)
- * is watched for a reset, which must not wait for the idle timeout. */
+/* Whether side c is neither read nor written now (its reading paused by
+ * back-pressure, or its end of stream already read) and so needs the
+ * hang-up watch for a reset, which must not wait for the idle timeout. */
+static bool
+side_unwatched(const struct conn *c)
+{
+	return conn_open(c) && !c->wants && !c->rdead && !c->hup_watched;
+}
+
+/* Arm side c for what its two flows need. An unwatched side goes into the
+ * hang-up watch HUP_DELAY later (relay_timer_cb), if it is still open and
+ * unwatched then. */
 static void
-side_arm(struct conn *c, const struct flow *out, const struct flow *in)
+side_arm(struct relay *r, struct conn *c, const struct flow *out, const struct flow *in)
 {
 	int wants = (flow_wants_read(out) && !c->rdead ? CONN_RD : 0) |
 	    (in->inflight && !c->wdead ? CONN_WR : 0);
 
 	conn_arm(c, wants);
-	if (!wants && !c->rdead)
-		conn_watch_hup(c);
+	if (side_unwatched(c) && !r->hup_due) {
+		r->hup_due = true;
+		/* The idle timer is lazy (re-armed on expiry for what is
+		 * left): bringing it forward costs no syscall. */
+		if (!ev_is_active(&r->timer) || ev_timer_remaining(r->loop, &r->timer) > flow_hup_delay) {
+			ev_timer_stop(r->loop, &r->timer);
+			ev_timer_set(&r->timer, flow_hup_delay, 0.);
+			ev_timer_start(r->loop, &r->timer);
+		}
+	}
 }
 
 static void relay_end(struct relay *r);
@@ -348,8 +370,8 @@ relay_rearm(struct relay *r)
 		relay_end(r);
 		return;
 	}
-	side_arm(&r->ds, &r->d2u, &r->u2d);
-	side_arm(&r->us, &r->u2d, &r->d2u);
+	side_arm(r, &r->ds, &r->d2u, &r->u2d);
+	side_arm(r, &r->us, &r->u2d, &r->d2u);
 }
 
 /* Close one side for good, if closing now loses nothing: its peer has all
@@ -483,6 +505,14 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	if (r->state == RELAY_LINGER) {
 		relay_linger(r, NULL, true);
 		return;
+	}
+	if (r->hup_due) {
+		r->hup_due = false;
+		for (struct conn *c = &r->ds; c; c = c == &r->ds ? &r->us : NULL)
+			if (side_unwatched(c))
+				conn_watch_hup(c);
+		if (r->idle <= 0)
+			return;
 	}
 	/* Idle: the timer is not reset on every byte (libev's lazy idle timer);
 	 * on expiry, look at the last activity and re-arm for what remains. */

@@ -6,6 +6,7 @@
 #ifndef OR_FLOW_H
 #define OR_FLOW_H
 
+#include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,14 +49,19 @@ struct relay {
 	struct ev_loop *loop;
 	struct pool *pool;
 	uint64_t *stats;		/* the listener's LM_* counters */
-	ev_timer timer;			/* idle timeout, then linger ticks */
+	ev_timer timer;			/* idle timeout (and the hang-up watch's delay), then linger ticks */
 	ev_tstamp idle;			/* seconds, 0 = none */
 	ev_tstamp last_io;
 	ev_tstamp linger_until;
+	bool hup_due;			/* a side waits to be put in the hang-up watch */
 	relay_done_fn *done;
 };
 
 const char *relay_state_str(enum relay_state s);
+
+/* How long a side may be neither read nor written before it goes into the
+ * hang-up watch (seconds; 0.05). Tests change it. */
+extern ev_tstamp flow_hup_delay;
 
 /* Prepare r (zeroed by the caller) on loop; nothing runs until relay_start. */
 void relay_init(struct relay *r, struct ev_loop *loop, struct pool *pool, uint64_t *stats,

@@ -73,9 +73,11 @@ struct certbundle *certbundle_ref(struct certbundle *b);
 /* Drops a reference; the last frees the certificates and the contexts. NULL: no-op. */
 void certbundle_unref(struct certbundle *b);
 
-/* When a bundle should be replaced: Istio's half life, not_before +
- * (not_after - not_before) * ratio (0.5, pilot-agent's
- * SECRET_GRACE_PERIOD_RATIO) with up to +-jitter of the lifetime (0.01). */
+/* When a bundle should be replaced: when less than ratio of its lifetime is
+ * left, as pilot-agent's SECRET_GRACE_PERIOD_RATIO (0.5: half life), i.e.
+ * not_after - (not_after - not_before) * ratio, the ratio moved at random by
+ * up to +-jitter (SECRET_GRACE_PERIOD_RATIO_JITTER, 0.01); clamped to the
+ * lifetime. */
 time_t certbundle_refresh_at(const struct certbundle *b, double ratio, double jitter);
 
 /* The SPIFFE URI SAN of a certificate into out (SPIFFE_ID_MAX), parsed into

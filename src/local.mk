@@ -4,8 +4,13 @@ noinst_LIBRARIES += liboutrigger.a
 liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
+	src/ca.c \
+	src/certsrc.c src/certsrc_files.c \
+	src/certsrc_sds_stub.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
+	src/devca.c src/devca.h \
+	src/grpc.c src/grpc.h \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
@@ -23,7 +28,7 @@ liboutrigger_a_SOURCES = \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
 	src/xtls.c src/xtls.h \
-	src/certsrc.h src/grpc.h src/sniff.h
+	src/certsrc.h src/sniff.h
 
 OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \
 	$(NGHTTP2_LIBS) $(PROTOBUFC_LIBS) $(LLHTTP_LIBS) -lm
@@ -75,6 +80,7 @@ PROTO_FILES = \
 	src/proto/google/protobuf/timestamp.proto \
 	src/proto/google/protobuf/wrappers.proto \
 	src/proto/istio/security/authorization.proto \
+	src/proto/istio/security/v1alpha1/ca.proto \
 	src/proto/istio/security/v1beta1/peer_authentication.proto \
 	src/proto/istio/type/v1beta1/selector.proto \
 	src/proto/istio/workload/workload.proto

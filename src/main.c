@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "certsrc.h"
 #include "config.h"
+#include "devca.h"
 #include "log.h"
 #include "model.h"
 #include "resources.h"
@@ -33,14 +35,17 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: outrigger [-c FILE] [--concurrency N] [--log-level LEVEL]\n"
+	    "usage: outrigger [-c FILE] [--concurrency N] [--log-level LEVEL] [--cert-dir DIR]\n"
 	    "       outrigger --check-config [-c FILE]\n"
 	    "       outrigger --dump-config [-c FILE]\n"
 	    "       outrigger --help-config | --version | --help\n"
+	    "       outrigger ca init|issue ...   (a development CA: outrigger ca --help)\n"
 	    "\n"
 	    "  -c, --config FILE     JSON configuration (default: the built-in sidecar defaults)\n"
 	    "      --concurrency N   worker threads (overrides proxy.concurrency)\n"
 	    "      --log-level L     error, warn, info, debug, trace (overrides proxy.logLevel)\n"
+	    "      --cert-dir DIR    certificate files cert-chain.pem, key.pem, root-cert.pem\n"
+	    "                        (overrides OUTRIGGER_CERT_DIR and identity.certDir)\n"
 	    "      --check-config    check the configuration and its resources and exit\n"
 	    "                        (0 valid; 2 invalid, every problem on stderr)\n"
 	    "      --dump-config     print the effective configuration as JSON and exit\n"
@@ -165,6 +170,7 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "concurrency", required_argument, NULL, 'n' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "cert-dir", required_argument, NULL, 'd' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "dump-config", no_argument, NULL, 'D' },
 		{ "help-config", no_argument, NULL, 'H' },
@@ -172,17 +178,21 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *cfg_path = NULL, *opt_level = NULL, *opt_conc = NULL;
+	const char *cfg_path = NULL, *opt_level = NULL, *opt_conc = NULL, *opt_certs = NULL;
 	bool check = false, dump = false;
 	struct config cfg;
 	char err[512];
 	int c, rc;
 
+	/* "outrigger ca ...": a tool of its own, with its own options. */
+	if (argc >= 2 && strcmp(argv[1], "ca") == 0)
+		return devca_main(argc - 1, argv + 1);
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': cfg_path = optarg; break;
 		case 'n': opt_conc = optarg; break;
 		case 'l': opt_level = optarg; break;
+		case 'd': opt_certs = optarg; break;
 		case 'C': check = true; break;
 		case 'D': dump = true; break;
 		case 'H': config_print_schema(); return 0;
@@ -199,12 +209,14 @@ main(int argc, char **argv)
 
 	/* Command-line overrides go through the same schema entry as the file
 	 * (config_set), at start and at every reload. */
-	struct config_override ovr[2];
+	struct config_override ovr[3];
 	size_t novr = 0;
 	if (opt_conc)
 		ovr[novr++] = (struct config_override){ "proxy.concurrency", opt_conc };
 	if (opt_level)
 		ovr[novr++] = (struct config_override){ "proxy.logLevel", opt_level };
+	if (opt_certs)
+		ovr[novr++] = (struct config_override){ "identity.certDir", opt_certs };
 	server.config_path = cfg_path;
 	server.overrides = ovr;
 	server.noverrides = novr;
@@ -276,8 +288,18 @@ main(int argc, char **argv)
 	ev_signal_start(loop, &sig_usr1);
 	ev_signal_start(loop, &sig_usr2);
 	ev_signal_start(loop, &sig_alrm);
+	/* The certificate before the ports and the workers: with files, the
+	 * first snapshot they get already serves with it, and a --cert-dir
+	 * that is not there stops the start before anything is bound. */
+	if ((rc = certsrc_start(loop, &cfg, err, sizeof(err))) < 0) {
+		log_error("%s", err);
+		snapshot_unref(server.snap);
+		log_stop();
+		return EXIT_CONFIG;
+	}
 	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
 		log_error("%s", err);
+		certsrc_stop();
 		return 1;
 	}
 
@@ -289,6 +311,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
 		log_error("%s", err);
+		certsrc_stop();
 		admin_stop();
 		snapshot_unref(server.snap);
 		return 1;
@@ -304,6 +327,7 @@ main(int argc, char **argv)
 
 	server.live = false;
 	workers_stop();
+	certsrc_stop();
 	admin_stop();
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);

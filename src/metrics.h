@@ -86,7 +86,9 @@ enum worker_metric {
 	X(RESOURCES_LISTENER, resources_listener, GAUGE, "envoy.config.listener.v3.Listener resources in the snapshot in use") \
 	X(CERT_UPDATES, cert_updates, COUNTER, "Certificates accepted from the certificate source and published (first one and every rotation)") \
 	X(CERT_REFUSED, cert_refused, COUNTER, "Certificates refused (bad PEM, key mismatch, expired, not yet valid, no SPIFFE ID, untrusted); the running one serves on") \
-	X(CERT_EXPIRY_TIMESTAMP, cert_expiry_timestamp, GAUGE, "notAfter of the certificate in use, seconds since the epoch (0: none)")
+	X(CERT_EXPIRY_TIMESTAMP, cert_expiry_timestamp, GAUGE, "notAfter of the certificate in use, seconds since the epoch (0: none)") \
+	X(CA_REQUESTS, ca_requests, COUNTER, "CreateCertificate calls made to the Istio CA (first certificate, rotations, retries)") \
+	X(CA_FAILURES, ca_failures, COUNTER, "Istio CA calls that gave no usable certificate (unreachable, refused, deadline, garbage, refused chain); retried with backoff")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

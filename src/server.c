@@ -42,6 +42,10 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 			goto out;
 		}
 	}
+	if ((rc = config_apply_env(cfg, why, sizeof(why))) < 0) {
+		snprintf(err, errlen, "%s", why);
+		goto out;
+	}
 	for (size_t i = 0; i < server.noverrides; i++) {
 		const struct config_override *o = &server.overrides[i];
 		if ((rc = config_set(cfg, o->path, o->value, why, sizeof(why))) < 0) {

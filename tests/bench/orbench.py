@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,39 @@ def profile(ctx, outdir, label, fn, seconds):
         text = f.read()
     os.unlink(data)
     return {"file": os.path.basename(txt), "text": text, "load": res}
+
+
+def syscalls(ctx, outdir, label, fn):
+    """strace -c -f on the proxy processes while fn() runs: system calls per operation
+    (a count, not a time: it does not depend on the machine's noise, so it can judge a
+    churn change when timings cannot). strace slows the proxy down; the load's own
+    figures from this run are not reported."""
+    pids = [p for v in ctx.proxy_pids().values() for p in v]
+    if not pids or not shutil.which("strace"):
+        return None
+    out = os.path.join(outdir, "syscalls-%s-%s.txt" % (ctx.name, label))
+    argv = ["strace", "-c", "-f", "-o", out]
+    for p in pids:
+        argv += ["-p", str(p)]
+    tr = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        res = fn()
+    finally:
+        tr.send_signal(signal.SIGINT)
+        tr.wait(timeout=30)
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            w = line.split()
+            if len(w) >= 5 and w[-1] != "total" and w[3].isdigit():
+                calls[w[-1]] = int(w[3])
+    ops = max(res.get("ops", 0), 1)
+    per = {k: round(v / ops, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+    with open(out, "a") as f:
+        f.write("\n# %d operations (%s): %.2f system calls per operation, all sidecars\n# %s\n"
+                % (ops, label, sum(calls.values()) / ops, json.dumps(per)))
+    return {"file": os.path.basename(out), "per_op": round(sum(calls.values()) / ops, 2), "calls": per}
 
 
 def lab_groups(scenarios):
@@ -204,6 +238,15 @@ def run_lab(C, group, opts, bins, outdir, workdir, rec, first, last):
                     pr = profile(ctx, outdir, label, fn, 5)
                     if pr:
                         rec["profiles"][label] = {"file": pr["file"]}
+            if last and opts.syscalls and C.NAME in opts.syscalls.split(","):
+                for label, conns in (("connect16", 16), ("connect64", 64)):
+                    log("%s: counting system calls, %s" % (C.NAME, label))
+                    sc = syscalls(ctx, outdir, label, lambda: ctx.load("connect", conns=conns, rate=0,
+                                                                       duration=4))
+                    if sc:
+                        rec.setdefault("syscalls", {})[label] = sc
+                        log("%s: %s: %.2f system calls per connection (both sidecars)"
+                            % (C.NAME, label, sc["per_op"]))
         finally:
             h.stop()
     return True
@@ -277,6 +320,8 @@ def main():
     ap.add_argument("--cpu-load", default="0", help="CPU list for the load client and the backend")
     ap.add_argument("--cpu-proxy", default="1", help="CPU list for the sidecars")
     ap.add_argument("--profile", default="", help="comma list of contenders to profile with perf")
+    ap.add_argument("--syscalls", default="", help="comma list of contenders whose system calls "
+                    "per connection strace -c counts (churn, client closes first)")
     ap.add_argument("--model-bench", help="output of tests/bench/bench-model.sh, for the report")
     ap.add_argument("--workdir", default="/tmp/orbench/run")
     ap.add_argument("--tag", default="")
@@ -321,10 +366,12 @@ def main():
     t0 = time.monotonic()
     rounds = []
     profile = opts.profile
+    syscalls_for = opts.syscalls
     for r in range(max(1, opts.repeat)):
         # Interleaved rounds: a disturbance on the machine hits every contender alike.
         # Profiles only in the last round (they add load and time).
         opts.profile = profile if r == opts.repeat - 1 else ""
+        opts.syscalls = syscalls_for if r == opts.repeat - 1 else ""
         rr = {}
         for C in contenders:
             log("contender %s (round %d of %d)" % (C.NAME, r + 1, opts.repeat))

@@ -355,6 +355,21 @@ def write(res, outdir):
         L.append(table(["figure"] + [res["contenders"][c]["label"] for c in cs], rows))
         L.append("")
 
+    sysc = [(c, k, v) for c in cs for k, v in sorted(res["contenders"][c].get("syscalls", {}).items())]
+    if sysc:
+        L.append("## System calls per connection")
+        L.append("")
+        L.append("strace -c -f on both sidecars during a closed-loop churn run (new connection per 1 KiB "
+                 "request, client closes first; strace slows the proxies, so only the counts are "
+                 "reported): " + ", ".join("[%s %s](%s)" % (c, k, v["file"]) for c, k, v in sysc) + ".")
+        L.append("")
+        rows = []
+        for c, k, v in sysc:
+            top = ", ".join("%s %.2f" % (n, x) for n, x in list(v["calls"].items())[:8])
+            rows.append([res["contenders"][c]["label"], k, "%.2f" % v["per_op"], top])
+        L.append(table(["contender", "run", "calls per connection", "most frequent (per connection)"], rows))
+        L.append("")
+
     profs = [(c, k, v["file"]) for c in cs for k, v in res["contenders"][c].get("profiles", {}).items()]
     if profs:
         L.append("## Profiles")

@@ -120,11 +120,12 @@ fi
 
 # 3. Run.
 profile=${ORBENCH_PROFILE-outrigger,haproxy}
-[ "$smoke" = 1 ] && profile=
+syscalls=${ORBENCH_SYSCALLS-outrigger,outrigger-prev,haproxy}
+[ "$smoke" = 1 ] && profile= && syscalls=
 export PYTHONDONTWRITEBYTECODE=1
 say "running ($( [ "$smoke" = 1 ] && echo smoke || echo full ))"
 # A smoke run's results are scratch (CI): keep them out of the source tree.
 results=()
 [ "$smoke" = 1 ] && results=(--results "$work/results")
 exec /usr/bin/python3 "$here/orbench.py" --bins "$work/bin" --workdir "$work/run" \
-	--profile "$profile" "${results[@]}" "${model_args[@]}" "$@"
+	--profile "$profile" --syscalls "$syscalls" "${results[@]}" "${model_args[@]}" "$@"

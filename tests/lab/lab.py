@@ -540,6 +540,13 @@ class Sidecar:
             raise LabError("[%s] /config_dump -> %d %s %s" % (self.pod.name, code, body[:200], err))
         return json.loads(body)
 
+    def certs(self):
+        """GET :15000/certs (the certificate in use, Envoy's /certs shape) as JSON."""
+        code, body, err = self._get("http://127.0.0.1:15000/certs")
+        if code != 200:
+            raise LabError("[%s] /certs -> %d %s %s" % (self.pod.name, code, body[:200], err))
+        return json.loads(body)
+
     def log(self):
         try:
             with open(self.log_path, "r", errors="replace") as f:

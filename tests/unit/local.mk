@@ -1,8 +1,8 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
-	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb \
-	tests/unit/test_xtls
+	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
+	tests/unit/test_grpc tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h tests/unit/xtls-certs.py
@@ -35,6 +35,20 @@ tests_unit_test_pool_LDADD = $(UNIT_LDADD)
 tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
 tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_metrics_LDADD = $(UNIT_LDADD)
+tests_unit_test_grpc_SOURCES = tests/unit/test_grpc.c
+tests_unit_test_grpc_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_grpc_LDADD = $(UNIT_LDADD)
+# Name resolution is wrapped: a name with a refusing first address.
+tests_unit_test_grpc_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=getaddrinfo
+tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
+tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_identity_LDADD = $(UNIT_LDADD)
+tests_unit_test_certsrc_SOURCES = tests/unit/test_certsrc.c
+tests_unit_test_certsrc_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_certsrc_LDADD = $(UNIT_LDADD)
+tests_unit_test_devca_SOURCES = tests/unit/test_devca.c
+tests_unit_test_devca_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_devca_LDADD = $(UNIT_LDADD)
 tests_unit_test_lb_SOURCES = tests/unit/test_lb.c
 tests_unit_test_lb_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_lb_LDADD = $(UNIT_LDADD)

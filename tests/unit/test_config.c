@@ -344,6 +344,156 @@ test_config_set_strict(void **state)
 /* A reload keeps every "restart" key at its running value and names it;
  * "live" keys take the new value. */
 static void
+clear_identity_env(void)
+{
+	static const char *const vars[] = { "OUTRIGGER_CERT_DIR", "CA_ADDR", "CA_ROOT_CA", "ISTIO_META_CLUSTER_ID",
+		"CLUSTER_ID", "TRUST_DOMAIN", "SECRET_TTL" };
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+}
+
+/* The "identity" keys: pilot-agent's defaults, types, bounds, a restart key each. */
+static void
+test_identity_keys(void **state)
+{
+	struct config c, run;
+	char err[256], changed[512];
+
+	config_defaults(&c);
+	assert_string_equal(c.cert_dir, "");
+	assert_string_equal(c.sds_socket, "");
+	assert_string_equal(c.ca_addr, "");
+	assert_string_equal(c.ca_root, "./var/run/secrets/istio/root-cert.pem");
+	assert_string_equal(c.token_file, "./var/run/secrets/tokens/istio-token");
+	assert_string_equal(c.cluster_id, "");
+	assert_string_equal(c.trust_domain, "cluster.local");
+	assert_int_equal(c.cert_ttl_s, 86400);
+	run = c;
+	assert_int_equal(load("{\"identity\":{\"certDir\":\"/etc/mycerts\",\"sdsSocket\":\"/var/run/sds.sock\","
+	    "\"caAddress\":\"istiod.istio-system.svc:15012\",\"caRootCert\":\"/r.pem\",\"tokenFile\":\"/t\","
+	    "\"clusterId\":\"Kubernetes\",\"trustDomain\":\"example.org\",\"certTTL\":\"3600.5s\"}}", &c, err,
+	    sizeof(err)), 0);
+	assert_string_equal(c.cert_dir, "/etc/mycerts");
+	assert_string_equal(c.sds_socket, "/var/run/sds.sock");
+	assert_string_equal(c.ca_addr, "istiod.istio-system.svc:15012");
+	assert_string_equal(c.cluster_id, "Kubernetes");
+	assert_string_equal(c.trust_domain, "example.org");
+	assert_int_equal(c.cert_ttl_s, 3601);	/* rounded up to whole seconds */
+	assert_int_equal(config_keep_fixed(&c, &run, changed, sizeof(changed)), 8);
+	assert_string_equal(c.cert_dir, "");
+	assert_string_equal(c.trust_domain, "cluster.local");
+	/* Bad values, each naming its key; nothing applied. */
+	static const struct { const char *json, *why; } bad[] = {
+		{ "{\"identity\":{\"certDir\":7}}", "identity.certDir: expected a string" },
+		{ "{\"identity\":{\"caAddress\":\"istiod\"}}", "identity.caAddress: expected \"host:port\"" },
+		{ "{\"identity\":{\"caAddress\":\"istiod:0\"}}", "identity.caAddress: expected \"host:port\"" },
+		{ "{\"identity\":{\"caAddress\":\"::1:15012\"}}", "identity.caAddress: expected \"host:port\"" },
+		{ "{\"identity\":{\"trustDomain\":\"Example.org\"}}", "identity.trustDomain: expected a trust domain" },
+		{ "{\"identity\":{\"trustDomain\":\"\"}}", "identity.trustDomain: expected a trust domain" },
+		{ "{\"identity\":{\"certTTL\":\"0s\"}}", "identity.certTTL: duration" },
+		{ "{\"identity\":{\"certTTL\":\"24h\"}}", "identity.certTTL: expected a duration" },
+		{ "{\"identity\":{\"clusterId\":\"a\\nb\"}}", "identity.clusterId: control character" },
+		{ "{\"identity\":{\"tokenFile\":\"/x\",\"tokenFile\":\"/y\"}}", "duplicate key" },
+		{ "{\"identity\":{\"certdir\":\"/x\"}}", "identity.certdir: unknown key" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config before = c;
+		err[0] = '\0';
+		assert_int_equal(load(bad[i].json, &c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i].why))
+			fail_msg("%s: error \"%s\" lacks \"%s\"", bad[i].json, err, bad[i].why);
+		assert_memory_equal(&before, &c, sizeof(c));
+	}
+	char longpath[400];
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[sizeof(longpath) - 1] = '\0';
+	assert_int_equal(config_set(&c, "identity.certDir", longpath, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "longer than 255"));
+	assert_int_equal(config_set(&c, "identity.caAddress", "[::1]:15012", err, sizeof(err)), 0);
+	assert_int_equal(config_set(&c, "identity.caAddress", "", err, sizeof(err)), 0);
+	/* --dump-config writes them back in the file schema. */
+	cJSON *j = config_to_json(&run);
+	cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "identity");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(id, "certTTL")->valuestring, "86400s");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(id, "trustDomain")->valuestring, "cluster.local");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(id, "certDir")->valuestring, "");
+	char *txt = cJSON_PrintUnformatted(j);
+	struct config back;
+	config_defaults(&back);
+	assert_int_equal(load(txt, &back, err, sizeof(err)), 0);
+	assert_memory_equal(&back, &run, sizeof(run));
+	free(txt);
+	cJSON_Delete(j);
+}
+
+/* pilot-agent's environment variables over the file; bad ones refused by name. */
+static void
+test_identity_env(void **state)
+{
+	struct config c, before;
+	char err[256];
+
+	clear_identity_env();
+	config_defaults(&c);
+	before = c;
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_memory_equal(&before, &c, sizeof(c));
+	setenv("OUTRIGGER_CERT_DIR", "/certs", 1);
+	setenv("CA_ADDR", "istiod.istio-system.svc:15012", 1);
+	setenv("CA_ROOT_CA", "/root.pem", 1);
+	setenv("CLUSTER_ID", "second", 1);
+	setenv("TRUST_DOMAIN", "example.org", 1);
+	setenv("SECRET_TTL", "1h30m", 1);
+	assert_int_equal(load("{\"identity\":{\"certDir\":\"/file\",\"trustDomain\":\"file.org\"}}", &c, err,
+	    sizeof(err)), 0);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.cert_dir, "/certs");
+	assert_string_equal(c.ca_addr, "istiod.istio-system.svc:15012");
+	assert_string_equal(c.ca_root, "/root.pem");
+	assert_string_equal(c.cluster_id, "second");
+	assert_string_equal(c.trust_domain, "example.org");
+	assert_int_equal(c.cert_ttl_s, 5400);
+	/* ISTIO_META_CLUSTER_ID (pilot-agent's) wins over CLUSTER_ID. */
+	setenv("ISTIO_META_CLUSTER_ID", "first", 1);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.cluster_id, "first");
+	static const struct { const char *ttl; uint32_t s; } ttls[] = {
+		{ "24h", 86400 }, { "90s", 90 }, { "1.5h", 5400 }, { "1500ms", 2 }, { "3600s", 3600 },
+		{ "2h0m0s", 7200 },
+	};
+	for (size_t i = 0; i < sizeof(ttls) / sizeof(ttls[0]); i++) {
+		setenv("SECRET_TTL", ttls[i].ttl, 1);
+		assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+		assert_int_equal(c.cert_ttl_s, ttls[i].s);
+	}
+	static const struct { const char *var, *val, *why; } bad[] = {
+		{ "SECRET_TTL", "1 day", "environment variable SECRET_TTL: identity.certTTL" },
+		{ "SECRET_TTL", "24x", "environment variable SECRET_TTL" },
+		{ "SECRET_TTL", "h", "environment variable SECRET_TTL" },
+		{ "CA_ADDR", "istiod", "environment variable CA_ADDR: identity.caAddress" },
+		{ "TRUST_DOMAIN", "A B", "environment variable TRUST_DOMAIN: identity.trustDomain" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("SECRET_TTL", "24h", 1);
+		setenv("CA_ADDR", "istiod:15012", 1);
+		setenv("TRUST_DOMAIN", "example.org", 1);
+		setenv(bad[i].var, bad[i].val, 1);
+		before = c;
+		assert_int_equal(config_apply_env(&c, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i].why))
+			fail_msg("%s=%s: error \"%s\" lacks \"%s\"", bad[i].var, bad[i].val, err, bad[i].why);
+		assert_memory_equal(&before, &c, sizeof(c));
+	}
+	/* Empty counts as unset. */
+	clear_identity_env();
+	setenv("CA_ADDR", "", 1);
+	config_defaults(&c);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.ca_addr, "");
+	clear_identity_env();
+}
+
+static void
 test_keep_fixed(void **state)
 {
 	struct config run, next;
@@ -524,6 +674,8 @@ main(void)
 		cmocka_unit_test(test_lax_numbers_refused),
 		cmocka_unit_test(test_config_set_strict),
 		cmocka_unit_test(test_keep_fixed),
+		cmocka_unit_test(test_identity_keys),
+		cmocka_unit_test(test_identity_env),
 		cmocka_unit_test(test_mesh),
 		cmocka_unit_test(test_resources_shape),
 	};

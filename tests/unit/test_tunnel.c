@@ -197,6 +197,16 @@ spin(struct fixture *f, int ms)
 	} while (now() < end);
 }
 
+/* Spin until the worker has no tunnel left, at most ms (the caller asserts). */
+static void
+spin_until_no_tunnel(struct fixture *f, int ms)
+{
+	double end = now() + ms / 1000.0;
+
+	while (f->w.tunnels && now() < end)
+		spin(f, 5);
+}
+
 /* For the next setup_with(): the worker's snapshot gets this model (taken
  * over) and outbound policy. */
 static struct model *next_model;
@@ -774,7 +784,9 @@ test_reset_seen_while_back_pressured(void **state)
 	fill_until_back_pressured(&f);
 	sock_close_rst(f.client);
 	f.client = -1;
-	spin(&f, 50);
+	/* "At once": within the hang-up watch's delay (flow.c HUP_DELAY, 50 ms),
+	 * not the idle timeout; 1 s bounds the wait on a loaded machine. */
+	spin_until_no_tunnel(&f, 1000);
 	assert_null(f.w.tunnels);
 	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_RESET), 1);
 	assert_int_equal(f.w.stats.w[WM_PIPES_IN_USE] + f.w.stats.w[WM_CHUNKS_IN_USE], 0);
@@ -852,7 +864,7 @@ test_reset_after_half_close(void **state)
 	assert_int_equal(recv_err, 0);	/* the FIN */
 	sock_close_rst(f.client);
 	f.client = -1;
-	spin(&f, 50);
+	spin_until_no_tunnel(&f, 1000);	/* see test_reset_seen_while_back_pressured */
 	if (f.w.tunnels)
 		fail_msg("tunnel left: state %s, ds open %d, us open %d rst %d fin %d unsent %zu",
 		    relay_state_str(f.t->relay.state), conn_open(&f.t->relay.ds), conn_open(&f.t->relay.us),
@@ -862,6 +874,41 @@ test_reset_after_half_close(void **state)
 	/* The app had our FIN, so it sees the reset when it answers. */
 	assert_int_equal(send(f.app_fd, "late", 4, MSG_NOSIGNAL | MSG_DONTWAIT), -1);
 	assert_true(errno == EPIPE || errno == ECONNRESET);
+	teardown_fixture(&f);
+}
+
+/* Issue 7 (churn: one epoll_ctl(2) per connection): a side whose end of
+ * stream was read goes into the hang-up watch only when it stays open past
+ * the delay; the usual end (the app answers the FIN at once) never
+ * registers it. */
+static void
+test_hup_watch_deferred(void **state)
+{
+	struct fixture f;
+	char buf[8];
+	bool eof;
+
+	ev_tstamp delay = flow_hup_delay;
+
+	flow_hup_delay = 30;	/* longer than this test: "not yet" cannot race */
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.client, "req", 3);
+	shutdown(f.client, SHUT_WR);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 3, &eof), 3);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 1, &eof), 0);
+	assert_true(eof);
+	/* The client's FIN is read and passed on: its side is quiet, not yet watched. */
+	assert_non_null(f.w.tunnels);
+	assert_false(f.t->relay.ds.hup_watched);
+	assert_true(f.t->relay.hup_due);
+	/* The app answers and closes: the connection ends, nothing was registered. */
+	send_all(&f, f.app_fd, "ok", 2);
+	shutdown(f.app_fd, SHUT_WR);
+	assert_int_equal(recv_upto(&f, f.client, buf, 3, &eof), 2);
+	assert_true(eof);
+	spin_until_no_tunnel(&f, 1000);
+	assert_null(f.w.tunnels);
+	flow_hup_delay = delay;
 	teardown_fixture(&f);
 }
 
@@ -1276,6 +1323,7 @@ main(void)
 		cmocka_unit_test(test_reset_seen_while_back_pressured),
 		cmocka_unit_test(test_reset_seen_while_bytes_wait),
 		cmocka_unit_test(test_reset_after_half_close),
+		cmocka_unit_test(test_hup_watch_deferred),
 		cmocka_unit_test(test_tunnel_alloc_failure),
 		cmocka_unit_test(test_record_layouts),
 		cmocka_unit_test(test_vip_reaches_endpoint),
