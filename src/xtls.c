@@ -148,48 +148,19 @@ set_detail(struct xtls *x, const char *fmt, ...)
 
 /* --- SPIFFE identity of a certificate --------------------------------------- */
 
-/* The one SPIFFE URI SAN of x into out, and its trust domain into td. 0,
- * -ENOENT (none), -EINVAL (several URI SANs, or not spiffe://td/...).
- * identity.c's x509_spiffe_id() is the full parser (ns/sa form); this is the
- * part the transport needs, kept here while identity.c is a placeholder. */
+/* The one SPIFFE URI SAN of cert into out, and its trust domain into td:
+ * identity.c's check (x509_spiffe_id: exactly one URI SAN, an Istio
+ * workload ID), the one the bundles' own leaves pass. 0, -ENOENT (none),
+ * -EINVAL (several, or no workload SPIFFE ID). */
 static int
 cert_spiffe(X509 *cert, char *out, size_t len, char *td, size_t tdlen)
 {
-	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	int rc = -ENOENT, nuri = 0;
+	struct spiffe sp;
+	int rc = x509_spiffe_id(cert, out, len, &sp);
 
-	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		if (g->type != GEN_URI)
-			continue;
-		const unsigned char *s = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
-		int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
-		if (++nuri > 1) {
-			rc = -EINVAL;
-			break;
-		}
-		const char *p = (const char *)s;
-		if (n <= 9 || (size_t)n >= len || memchr(s, 0, (size_t)n) || strncmp(p, "spiffe://", 9) != 0) {
-			rc = -EINVAL;
-			break;
-		}
-		const char *slash = memchr(p + 9, '/', (size_t)n - 9);
-		size_t tdl = slash ? (size_t)(slash - (p + 9)) : (size_t)n - 9;
-		if (tdl == 0 || tdl >= tdlen || !slash) {
-			rc = -EINVAL;
-			break;
-		}
-		memcpy(out, p, (size_t)n);
-		out[n] = 0;
-		memcpy(td, p + 9, tdl);
-		td[tdl] = 0;
-		for (size_t k = 0; k < tdl; k++)
-			if (td[k] >= 'A' && td[k] <= 'Z')
-				td[k] = (char)(td[k] - 'A' + 'a');
-		rc = 0;
-	}
-	GENERAL_NAMES_free(gens);
-	return rc;
+	if (rc == 0)
+		snprintf(td, tdlen, "%s", sp.td);
+	return rc == -ENOSPC ? -EINVAL : rc;
 }
 
 /* Does cert carry the URI SAN uri (exactly)? */
