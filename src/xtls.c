@@ -584,6 +584,93 @@ bad:
 	return NULL;
 }
 
+/* --- the socket under the SSL ------------------------------------------------------ */
+
+/* OpenSSL's socket BIO writes with write(2): a peer gone away raises
+ * SIGPIPE in any program that has not ignored it (a test, a tool linking
+ * the library). Ours sends with MSG_NOSIGNAL, as raw_ops does, and
+ * otherwise behaves as the socket BIO (retry flags on EAGAIN, errno kept
+ * for SSL_ERROR_SYSCALL). */
+static BIO_METHOD *sock_meth;
+static pthread_once_t sock_meth_once = PTHREAD_ONCE_INIT;
+
+static int
+sbio_fd(BIO *b)
+{
+	return (int)(intptr_t)BIO_get_data(b);
+}
+
+static bool
+sbio_retry(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == EINPROGRESS;
+}
+
+static int
+sbio_write(BIO *b, const char *buf, int len)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = send(sbio_fd(b), buf, (size_t)len, MSG_NOSIGNAL);
+	if (n < 0 && sbio_retry(errno))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static int
+sbio_read(BIO *b, char *buf, int len)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = recv(sbio_fd(b), buf, (size_t)len, 0);
+	if (n < 0 && sbio_retry(errno))
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static long
+sbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b; (void)num; (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int
+sbio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void
+sock_meth_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+	    "outrigger socket");
+
+	if (m && BIO_meth_set_write(m, sbio_write) && BIO_meth_set_read(m, sbio_read) &&
+	    BIO_meth_set_ctrl(m, sbio_ctrl) && BIO_meth_set_create(m, sbio_create))
+		sock_meth = m;
+	else
+		BIO_meth_free(m);
+}
+
+/* The SSL reads and writes fd through our BIO. */
+static bool
+ssl_set_sock(SSL *ssl, int fd)
+{
+	BIO *b;
+
+	pthread_once(&sock_meth_once, sock_meth_init);
+	if (!sock_meth || !(b = BIO_new(sock_meth)))
+		return false;
+	BIO_set_data(b, (void *)(intptr_t)fd);
+	SSL_set_bio(ssl, b, b);	/* one reference, both ways */
+	return true;
+}
+
 /* --- starting a conn -------------------------------------------------------------- */
 
 static struct xtls *
@@ -599,7 +686,7 @@ xtls_new(SSL_CTX *ctx, int fd, bool client)
 	x->hs_ev = client ? EV_WRITE : EV_READ;
 	x->rd_ev = EV_READ;
 	x->wr_ev = EV_WRITE;
-	if (!(x->ssl = SSL_new(ctx)) || !SSL_set_fd(x->ssl, fd) || !SSL_set_app_data(x->ssl, x)) {
+	if (!(x->ssl = SSL_new(ctx)) || !ssl_set_sock(x->ssl, fd) || !SSL_set_app_data(x->ssl, x)) {
 		xtls_free(x);
 		ERR_clear_error();
 		return NULL;
@@ -703,7 +790,9 @@ xtls_failed(struct xtls *x, enum xtls_fail f, int err)
 		x->failed = true;
 		x->fail = f;
 		x->err = err;
-		if (x->client && x->sessions && x->session_key)
+		/* A refused peer's session is not offered again (a conn that
+		 * failed later, a reset mid-stream, says nothing against it). */
+		if (x->client && !x->hs_done && x->sessions && x->session_key)
 			sessions_drop(x->sessions, x->session_key);
 	}
 	return x->err;
