@@ -148,48 +148,19 @@ set_detail(struct xtls *x, const char *fmt, ...)
 
 /* --- SPIFFE identity of a certificate --------------------------------------- */
 
-/* The one SPIFFE URI SAN of x into out, and its trust domain into td. 0,
- * -ENOENT (none), -EINVAL (several URI SANs, or not spiffe://td/...).
- * identity.c's x509_spiffe_id() is the full parser (ns/sa form); this is the
- * part the transport needs, kept here while identity.c is a placeholder. */
+/* The one SPIFFE URI SAN of cert into out, and its trust domain into td:
+ * identity.c's check (x509_spiffe_id: exactly one URI SAN, an Istio
+ * workload ID), the one the bundles' own leaves pass. 0, -ENOENT (none),
+ * -EINVAL (several, or no workload SPIFFE ID). */
 static int
 cert_spiffe(X509 *cert, char *out, size_t len, char *td, size_t tdlen)
 {
-	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	int rc = -ENOENT, nuri = 0;
+	struct spiffe sp;
+	int rc = x509_spiffe_id(cert, out, len, &sp);
 
-	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		if (g->type != GEN_URI)
-			continue;
-		const unsigned char *s = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
-		int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
-		if (++nuri > 1) {
-			rc = -EINVAL;
-			break;
-		}
-		const char *p = (const char *)s;
-		if (n <= 9 || (size_t)n >= len || memchr(s, 0, (size_t)n) || strncmp(p, "spiffe://", 9) != 0) {
-			rc = -EINVAL;
-			break;
-		}
-		const char *slash = memchr(p + 9, '/', (size_t)n - 9);
-		size_t tdl = slash ? (size_t)(slash - (p + 9)) : (size_t)n - 9;
-		if (tdl == 0 || tdl >= tdlen || !slash) {
-			rc = -EINVAL;
-			break;
-		}
-		memcpy(out, p, (size_t)n);
-		out[n] = 0;
-		memcpy(td, p + 9, tdl);
-		td[tdl] = 0;
-		for (size_t k = 0; k < tdl; k++)
-			if (td[k] >= 'A' && td[k] <= 'Z')
-				td[k] = (char)(td[k] - 'A' + 'a');
-		rc = 0;
-	}
-	GENERAL_NAMES_free(gens);
-	return rc;
+	if (rc == 0)
+		snprintf(td, tdlen, "%s", sp.td);
+	return rc == -ENOSPC ? -EINVAL : rc;
 }
 
 /* Does cert carry the URI SAN uri (exactly)? */
@@ -613,6 +584,93 @@ bad:
 	return NULL;
 }
 
+/* --- the socket under the SSL ------------------------------------------------------ */
+
+/* OpenSSL's socket BIO writes with write(2): a peer gone away raises
+ * SIGPIPE in any program that has not ignored it (a test, a tool linking
+ * the library). Ours sends with MSG_NOSIGNAL, as raw_ops does, and
+ * otherwise behaves as the socket BIO (retry flags on EAGAIN, errno kept
+ * for SSL_ERROR_SYSCALL). */
+static BIO_METHOD *sock_meth;
+static pthread_once_t sock_meth_once = PTHREAD_ONCE_INIT;
+
+static int
+sbio_fd(BIO *b)
+{
+	return (int)(intptr_t)BIO_get_data(b);
+}
+
+static bool
+sbio_retry(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == EINPROGRESS;
+}
+
+static int
+sbio_write(BIO *b, const char *buf, int len)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = send(sbio_fd(b), buf, (size_t)len, MSG_NOSIGNAL);
+	if (n < 0 && sbio_retry(errno))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static int
+sbio_read(BIO *b, char *buf, int len)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = recv(sbio_fd(b), buf, (size_t)len, 0);
+	if (n < 0 && sbio_retry(errno))
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static long
+sbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b; (void)num; (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int
+sbio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void
+sock_meth_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+	    "outrigger socket");
+
+	if (m && BIO_meth_set_write(m, sbio_write) && BIO_meth_set_read(m, sbio_read) &&
+	    BIO_meth_set_ctrl(m, sbio_ctrl) && BIO_meth_set_create(m, sbio_create))
+		sock_meth = m;
+	else
+		BIO_meth_free(m);
+}
+
+/* The SSL reads and writes fd through our BIO. */
+static bool
+ssl_set_sock(SSL *ssl, int fd)
+{
+	BIO *b;
+
+	pthread_once(&sock_meth_once, sock_meth_init);
+	if (!sock_meth || !(b = BIO_new(sock_meth)))
+		return false;
+	BIO_set_data(b, (void *)(intptr_t)fd);
+	SSL_set_bio(ssl, b, b);	/* one reference, both ways */
+	return true;
+}
+
 /* --- starting a conn -------------------------------------------------------------- */
 
 static struct xtls *
@@ -628,7 +686,7 @@ xtls_new(SSL_CTX *ctx, int fd, bool client)
 	x->hs_ev = client ? EV_WRITE : EV_READ;
 	x->rd_ev = EV_READ;
 	x->wr_ev = EV_WRITE;
-	if (!(x->ssl = SSL_new(ctx)) || !SSL_set_fd(x->ssl, fd) || !SSL_set_app_data(x->ssl, x)) {
+	if (!(x->ssl = SSL_new(ctx)) || !ssl_set_sock(x->ssl, fd) || !SSL_set_app_data(x->ssl, x)) {
 		xtls_free(x);
 		ERR_clear_error();
 		return NULL;
@@ -732,7 +790,9 @@ xtls_failed(struct xtls *x, enum xtls_fail f, int err)
 		x->failed = true;
 		x->fail = f;
 		x->err = err;
-		if (x->client && x->sessions && x->session_key)
+		/* A refused peer's session is not offered again (a conn that
+		 * failed later, a reset mid-stream, says nothing against it). */
+		if (x->client && !x->hs_done && x->sessions && x->session_key)
 			sessions_drop(x->sessions, x->session_key);
 	}
 	return x->err;
@@ -783,6 +843,20 @@ ssl_failure(struct xtls *x, int e, const char *when)
 	return xtls_failed(x, f, -EPROTO);
 }
 
+/* An idle conn holds no record buffer (the issue's target: < 16 KiB per
+ * idle conn). SSL_MODE_RELEASE_BUFFERS frees a buffer once a record is
+ * consumed, but not the read buffer after the handshake's last message or a
+ * post-handshake one (the TLS 1.3 ticket): that is 16.7 KiB on one side of
+ * every conn. SSL_free_buffers() refuses when bytes are still held (and
+ * since 3.0.14 when a record is processed but unread); pending is checked
+ * first anyway. */
+static void
+release_buffers(struct xtls *x)
+{
+	if (!x->wr_blocked && !x->shut_pending && SSL_pending(x->ssl) == 0)
+		(void)SSL_free_buffers(x->ssl);
+}
+
 /* The handshake completed: what the conn reports from now on. A resumed
  * session sent no certificate, so its peer certificate (kept in the
  * session) is checked again as a fresh one would be. */
@@ -813,6 +887,7 @@ handshake_done(struct xtls *x)
 	}
 	drop_expectations(x);
 	x->hs_done = true;
+	release_buffers(x);
 	return 0;
 }
 
@@ -887,12 +962,7 @@ xtls_recv(struct conn *c, void *buf, size_t len)
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		x->rd_ev = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
-		/* SSL_MODE_RELEASE_BUFFERS does not give back the read buffer
-		 * (16.6 KiB) after a TLS 1.3 client reads the server's session
-		 * tickets (heaptrack: an idle outbound mTLS connection held
-		 * 33 KiB, 19 KiB with this); it fails harmlessly when bytes wait. */
-		if (e == SSL_ERROR_WANT_READ && !SSL_has_pending(x->ssl))
-			(void)SSL_free_buffers(x->ssl);
+		release_buffers(x);
 		return -EAGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		/* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a FIN without it. */
@@ -1093,4 +1163,11 @@ xtls_failure(const struct conn *c, char *detail, size_t len)
 	if (detail && len)
 		snprintf(detail, len, "%s", x && x->failed && x->detail ? x->detail : "");
 	return x && x->failed ? x->fail : XTLS_FAIL_NONE;
+}
+
+SSL *
+xtls_ssl(const struct conn *c)
+{
+	struct xtls *x = tls_of(c);
+	return x ? x->ssl : NULL;
 }

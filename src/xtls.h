@@ -12,6 +12,13 @@
 #include "conn-t.h"
 #include "identity.h"
 
+/* The ops (conn-t.h) over TLS: want() is the socket event OpenSSL last
+ * asked for (a read may need EV_WRITE); pending() is SSL_pending();
+ * shutdown_wr sends close_notify then FIN (the peer reads end of stream and
+ * may go on sending); recv returns 0 for close_notify and for a FIN without
+ * it (SSL_OP_IGNORE_UNEXPECTED_EOF, as Envoy); close(CONN_ABORT) is an RST
+ * without close_notify; unsent() is SIOCOUTQ plus what OpenSSL still holds;
+ * can_splice is false. Never raises SIGPIPE (MSG_NOSIGNAL). */
 extern const struct conn_ops xtls_ops;
 
 /* Istio's ALPN values (reference/xds-hbone.md §4). We never offer nor select
@@ -85,5 +92,9 @@ const char *xtls_alpn(const struct conn *c);
 const char *xtls_version(const struct conn *c);
 bool xtls_resumed(const struct conn *c);
 enum xtls_fail xtls_failure(const struct conn *c, char *detail, size_t len);
+
+/* The conn's SSL (cipher, certificates, for logs and tests), or NULL when c
+ * is no TLS conn. Owned by the conn. */
+SSL *xtls_ssl(const struct conn *c);
 
 #endif

@@ -15,7 +15,7 @@ BENCH_FILES = \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
-	tests/bench/scenarios/idle.py tests/bench/bench-model.sh
+	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-xtls.sh
 EXTRA_DIST += $(BENCH_FILES)
 
 # The model's build benchmark (issue 8, "Performance"): built by `make` with
@@ -29,10 +29,19 @@ $(tests_bench_bench_model_OBJECTS): $(PROTO_H)
 bench-model:
 	$(SHELL) $(top_srcdir)/tests/bench/bench-model.sh
 
+# Memory per idle mTLS connection (issue 9): built by `make` so it keeps
+# compiling; `make bench-xtls` builds it without sanitizers and runs it.
+noinst_PROGRAMS += tests/bench/bench_xtls
+tests_bench_bench_xtls_SOURCES = tests/bench/bench_xtls.c
+tests_bench_bench_xtls_LDADD = $(OUTRIGGER_LIBS)
+
+bench-xtls:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-xtls.sh
+
 bench:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh
 
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke bench-model
+.PHONY: bench bench-smoke bench-model bench-xtls

@@ -2,10 +2,10 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca
+	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
-EXTRA_DIST += tests/unit/testlo.h
+EXTRA_DIST += tests/unit/testlo.h tests/unit/xtls-certs.py
 UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 UNIT_LDADD = $(OUTRIGGER_LIBS) $(CMOCKA_LIBS)
 
@@ -113,3 +113,10 @@ tests_unit_test_json_pb_LDADD = libjpbtest.a $(UNIT_LDADD)
 # As for test_proto: the generated headers exist before these compile.
 $(libjpbtest_a_OBJECTS): $(PROTO_H)
 $(tests_unit_test_json_pb_OBJECTS): $(PROTO_H) $(JPBTEST_H)
+
+# TLS: certificates made at run time by the openssl CLI (tests/lab/certs.py).
+tests_unit_test_xtls_SOURCES = tests/unit/test_xtls.c
+tests_unit_test_xtls_CPPFLAGS = $(AM_CPPFLAGS) -DXTLS_UNIT_DIR='"$(abs_top_srcdir)/tests/unit"' \
+	-DXTLS_LAB_DIR='"$(abs_top_srcdir)/tests/lab"'
+tests_unit_test_xtls_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_xtls_LDADD = $(UNIT_LDADD)
