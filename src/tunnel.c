@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "certsrc.h"
 #include "conn.h"
 #include "log.h"
 #include "peerauth.h"
@@ -603,6 +604,13 @@ stage_sniff(struct tunnel *t)
 		sniff_refuse(t, LM_DOWNSTREAM_CX_MTLS_NO_CERT, "STRICT, and this proxy has no certificate yet");
 		return false;
 	}
+	/* PERMISSIVE with no certificate source at all (a plain L4 sidecar,
+	 * the built-in defaults): no mTLS can ever be terminated, so there is
+	 * nothing to tell apart, and waiting for the client's first bytes
+	 * would only stall server-first protocols (SMTP, MySQL) behind us.
+	 * certsrc_active() is fixed before the workers start. */
+	if (t->pa_mode == PA_PERMISSIVE && !t->snap->s->certs && !certsrc_active())
+		return stage_handshake(t);
 	if (ms)
 		stage_deadline(t, ms);
 	return sniff_look(t, false);

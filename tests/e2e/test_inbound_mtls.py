@@ -57,9 +57,17 @@ class Mesh:
         if labels is not None:
             env["ISTIO_METAJSON_LABELS"] = json.dumps(labels)
         env["OUTRIGGER_POD_LABELS"] = os.path.join(self.L.dir, "no-such-labels-file")
-        args = ("--cert-dir", self.server_dir) if with_certs else ()
-        self.sc = self.server.start_sidecar(config=cfg, proxy_args=args, env=env)
-        if with_certs:
+        if with_certs is True:
+            args = ("--cert-dir", self.server_dir)
+        elif with_certs == "pending":   # a source that has delivered nothing yet
+            empty = os.path.join(self.L.dir, "no-certs-yet")
+            os.makedirs(empty, exist_ok=True)
+            args = ("--cert-dir", empty)
+        else:
+            args = ()
+        self.sc = self.server.start_sidecar(config=cfg, proxy_args=args, env=env,
+                                            ready=with_certs != "pending")
+        if with_certs is True:
             wait_for(lambda: self.sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
                      what="the sidecar's certificate loaded")
         return self.sc
@@ -231,15 +239,36 @@ def test_reload_changes_mode_for_new_connections(mesh):
 
 
 def test_no_certificate_yet(mesh):
-    """Without a certificate (no source delivered one): PERMISSIVE passes plaintext but
-    refuses mTLS attempts (as Envoy with no SDS secret has no such filter chain), counted."""
+    """Without a certificate (the source has delivered none yet): PERMISSIVE passes plaintext
+    but refuses mTLS attempts (as Envoy with no SDS secret has no such filter chain), counted;
+    the sidecar is not ready meanwhile."""
     m = mesh
-    m.start([], with_certs=False)
+    m.start([], with_certs="pending")
+    assert m.sc.health() == 503
     code, body = m.plain(8080)
     assert code == 200
     rc, out, err = m.s_client(8080, m.client_dir)
     assert "hello from server" not in out
     wait_for(lambda: m.stat("downstream_cx_mtls_no_cert") == 1, what="mTLS without a certificate counted")
+
+
+def test_no_certificate_source_no_sniffing(mesh):
+    """No certificate source at all (a plain L4 sidecar, the built-in defaults): nothing can
+    be terminated, so PERMISSIVE does not wait for the client's first bytes. A server-first
+    app (a banner before any request, as SMTP or MySQL) answers a client that sends nothing;
+    with a source it would wait, as Istio's sidecars do (see the next test). Regression:
+    the sniffing stage made every inbound connection wait for the client."""
+    m = mesh
+    banner = "220 banner-%d" % os.getpid()
+    m.server.popen(["socat", "TCP-LISTEN:9100,reuseaddr,fork", "SYSTEM:echo %s; sleep 5" % banner],
+                   user="nobody")
+    wait_for(lambda: m.server.run(["sh", "-c", "ss -ltn | grep -q ':9100 '"], check=False).returncode == 0,
+             timeout=10, what="the banner app listening")
+    m.start([], with_certs=False)
+    r = m.client.run(["timeout", "5", "socat", "-T", "3", "-u", "TCP:%s:9100" % m.server.ip4, "STDOUT"],
+                     check=False, timeout=15)
+    assert banner in r.stdout, (r.returncode, r.stdout, r.stderr)
+    assert m.stat("downstream_cx_sniff_timeout") == 0
 
 
 def test_protocol_detection_timeout_server_first(mesh):

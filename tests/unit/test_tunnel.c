@@ -30,6 +30,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "certsrc.h"
 #include "config.h"
 #include "conn.h"
 #include "json.h"
@@ -1279,6 +1280,35 @@ test_registry_only(void **state)
 
 /* Inbound: the destination is looked up as a local workload, kept on the
  * tunnel for the policy layers; nothing else changes. */
+/* A certificate source that has delivered nothing (the files source on an
+ * empty directory): inbound then sniffs, PERMISSIVE included (without any
+ * source there is nothing to terminate, and it does not). */
+static struct ev_loop *src_loop;
+static char src_dir[64];
+
+static void
+pending_source_start(void)
+{
+	struct config cfg;
+	char err[256];
+
+	config_defaults(&cfg);
+	snprintf(src_dir, sizeof(src_dir), "/tmp/or-test-nocerts-XXXXXX");
+	assert_non_null(mkdtemp(src_dir));
+	snprintf(cfg.cert_dir, sizeof(cfg.cert_dir), "%s", src_dir);
+	src_loop = ev_loop_new(EVFLAG_AUTO);
+	assert_int_equal(certsrc_start(src_loop, &cfg, err, sizeof(err)), 0);
+	assert_true(certsrc_active());
+}
+
+static void
+pending_source_stop(void)
+{
+	certsrc_stop();
+	ev_loop_destroy(src_loop);
+	rmdir(src_dir);
+}
+
 static void
 test_inbound_local_workload(void **state)
 {
@@ -1287,11 +1317,29 @@ test_inbound_local_workload(void **state)
 	next_kind = LST_INBOUND;
 	next_send = "GET / HTTP/1.1\r\n";	/* PERMISSIVE: sniffed as plaintext */
 	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	pending_source_start();
 	setup_with(&f, NULL, 0);
 	assert_non_null(f.t->local);
 	assert_string_equal(f.t->local->uid, "wl-a");
 	assert_null(f.t->svc);
 	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_PLAINTEXT], 1);
+	teardown_fixture(&f);
+	pending_source_stop();
+}
+
+/* No certificate source at all: inbound PERMISSIVE does not wait for the
+ * client's first bytes (a server-first app must be reached), as DISABLE.
+ * Regression: the sniffing stage made every inbound connection wait. */
+static void
+test_inbound_no_source_no_sniffing(void **state)
+{
+	struct fixture f;
+
+	assert_false(certsrc_active());
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[]");
+	setup_with(&f, NULL, 0);	/* asserts forwarding, nothing sent */
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_PLAINTEXT], 0);
 	teardown_fixture(&f);
 }
 
@@ -1306,6 +1354,8 @@ static void
 test_inbound_sniffing(void **state)
 {
 	struct fixture f;
+
+	pending_source_start();
 
 	/* Outbound, nothing sent: forwarding (setup_with asserts it). */
 	setup_with(&f, NULL, 0);
@@ -1348,6 +1398,7 @@ test_inbound_sniffing(void **state)
 	struct pollfd p = { .fd = f.app_lfd, .events = POLLIN };
 	assert_int_equal(poll(&p, 1, 0), 0);
 	teardown_fixture(&f);
+	pending_source_stop();
 }
 
 /* --- outbound Istio mTLS --------------------------------------------------- */
@@ -1447,6 +1498,7 @@ main(void)
 		cmocka_unit_test(test_silent_endpoints_share_the_timeout),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
+		cmocka_unit_test(test_inbound_no_source_no_sniffing),
 		cmocka_unit_test(test_inbound_sniffing),
 		cmocka_unit_test(test_mtls_peer_without_certificate_refused),
 	};
