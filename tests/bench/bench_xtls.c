@@ -287,7 +287,7 @@ main(int argc, char **argv)
 	SSL_CTX_clear_mode(cli->client_ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_clear_mode(srv->server_ctx, SSL_MODE_RELEASE_BUFFERS);
 	resumed = 0;
-	printf("  without RELEASE_BUFFERS:                       %8.0f\n",
+	printf("  without RELEASE_BUFFERS (SSL_free_buffers only):%7.0f\n",
 	    run(n, cli->client_ctx, srv->server_ctx, NULL, &resumed));
 	xtls_sessions_free(sess);
 	certbundle_unref(srv);
