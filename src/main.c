@@ -262,6 +262,8 @@ main(int argc, char **argv)
 	if (rep.refused)
 		log_warn("%zu of %zu resources refused; starting with the others", rep.refused, rep.nresources);
 	res_report_free(&rep);
+	const char *certdir;
+	server.cert_source = certsrc_pick(&cfg, CERTSRC_ETC_CERTS, &certdir) != CERTSRC_NONE;
 	struct snapshot *first = snapshot_new(&cfg, model, 1);
 	if (!first) {
 		log_error("out of memory");

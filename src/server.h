@@ -25,6 +25,11 @@ struct server {
 	bool draining;		/* SIGTERM received: not ready, not accepting inbound */
 	time_t started;
 	unsigned concurrency;
+	/* A certificate source is configured (certsrc_pick(), decided once at
+	 * start): server_publish() stamps it on every snapshot, so that the
+	 * data path knows whether mTLS can ever be terminated without asking
+	 * the certificate sources (which sit above it). */
+	bool cert_source;
 
 	/* Where the configuration comes from, kept for reloads. */
 	const char *config_path;	/* -c FILE; NULL: the built-in defaults */

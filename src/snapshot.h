@@ -27,6 +27,9 @@ struct snapshot {
 	 * builder from model's PeerAuthentications and pa_self_current()
 	 * (peerauth.h); never NULL. */
 	struct peerauth *peerauth;
+	/* A certificate source is configured (server.cert_source): certs will
+	 * come (or came) from it. Without one, inbound PERMISSIVE does not sniff. */
+	bool cert_source;
 };
 
 /* The builder: the one place that turns a loaded configuration and a mesh

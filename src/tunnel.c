@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "certsrc.h"
 #include "conn.h"
 #include "log.h"
 #include "peerauth.h"
@@ -607,9 +606,8 @@ stage_sniff(struct tunnel *t)
 	/* PERMISSIVE with no certificate source at all (a plain L4 sidecar,
 	 * the built-in defaults): no mTLS can ever be terminated, so there is
 	 * nothing to tell apart, and waiting for the client's first bytes
-	 * would only stall server-first protocols (SMTP, MySQL) behind us.
-	 * certsrc_active() is fixed before the workers start. */
-	if (t->pa_mode == PA_PERMISSIVE && !t->snap->s->certs && !certsrc_active())
+	 * would only stall server-first protocols (SMTP, MySQL) behind us. */
+	if (t->pa_mode == PA_PERMISSIVE && !t->snap->s->certs && !t->snap->s->cert_source)
 		return stage_handshake(t);
 	if (ms)
 		stage_deadline(t, ms);

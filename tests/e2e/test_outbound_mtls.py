@@ -261,3 +261,73 @@ def test_sidecar_to_strict_sidecar_without_certificate(pod_lab, pki, outrigger_b
     code, body = client.curl("http://%s/" % VIP, user="nobody")
     assert code == 200 and body.startswith("hello from server"), body
     wait_for(lambda: ssc.stats().get("listener.inbound.downstream_cx_mtls") == 1, what="mTLS counted")
+
+
+def _serial(sc):
+    """The serial of the certificate a sidecar serves with (/certs)."""
+    c = sc.certs()
+    chain = (c.get("certificates") or [{}])[0].get("cert_chain") or [{}]
+    return chain[0].get("serial_number")
+
+
+def test_rotation_under_mtls_traffic(pod_lab, pki, outrigger_bin, init_bin):
+    """Issue 9, "rotation under load": both sidecars' certificates are replaced several times
+    (the files source reloads them) while new mTLS connections keep coming and one
+    long-lived mTLS connection stays open: no request fails, the long-lived connection keeps
+    working on its old session, every rotation is applied (/certs serial, cert_updates), and
+    the server (STRICT) keeps verifying the client under each new certificate."""
+    import threading
+    import time
+    client, server = _pods(pod_lab)
+    server.app(["http", "--port", 8080, "--name", "server"])
+    server.app(["echo", "--port", 9000])
+    res = [meshres.service("hello", [VIP], [(PORT, 8080), (9000, 9000)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4],
+                            {SVC: [(PORT, 8080), (9000, 9000)]},
+                            serviceAccount="server", tunnelProtocol="LEGACY_ISTIO_MTLS")]
+    strict = {"@type": "type.googleapis.com/istio.security.v1beta1.PeerAuthentication",
+              "mtls": {"mode": "STRICT"}}
+    csc = _sidecar(client, res, pki["client"])
+    ssc = _sidecar(server, [strict], pki["server"])
+    long_lived = client.interactive(VIP, 9000)
+    assert long_lived.cmd("echo 100").startswith("OK")
+    results, stop = [], threading.Event()
+
+    def load():
+        deadline = time.monotonic() + 60   # bounded whatever happens to the main thread
+        while not stop.is_set() and time.monotonic() < deadline:
+            code, body = client.curl("http://%s/" % VIP, user="nobody")
+            results.append((code, body[:80]))
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    rotations = 3
+    serials = [(_serial(csc), _serial(ssc))]
+    try:
+        for i in range(rotations):
+            time.sleep(1.0)
+            pki["ca"].issue(pki["client"], ID_CLIENT)
+            pki["ca"].issue(pki["server"], ID_SERVER)
+            for d in (pki["client"], pki["server"]):
+                for n in os.listdir(d):
+                    os.chmod(os.path.join(d, n), 0o644)
+            wait_for(lambda: csc.stats()["server.cert_updates"] == i + 2 and
+                     ssc.stats()["server.cert_updates"] == i + 2, timeout=15, interval=0.2,
+                     what="rotation %d applied in both sidecars" % (i + 1))
+            serials.append((_serial(csc), _serial(ssc)))
+            assert long_lived.cmd("echo 100").startswith("OK"), "the long-lived connection after rotation %d" % (i + 1)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    long_lived.close()
+    failed = [r for r in results if r[0] != 200 or not r[1].startswith("hello from server")]
+    assert len(results) >= 10, "the load made too few requests: %d" % len(results)
+    assert not failed, "%d of %d requests failed during rotations: %s" % (len(failed), len(results), failed[:5])
+    assert len(set(s[0] for s in serials)) == rotations + 1, serials
+    assert len(set(s[1] for s in serials)) == rotations + 1, serials
+    sst, cst = ssc.stats(), csc.stats()
+    assert sst["listener.inbound.downstream_cx_plaintext_refused"] == 0
+    assert sst["listener.inbound.downstream_cx_tls_handshake_fail"] == 0
+    assert cst["listener.outbound.upstream_cx_tls_handshake_fail"] == 0
+    assert sst["listener.inbound.downstream_cx_mtls"] >= len(results)

@@ -30,7 +30,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "certsrc.h"
 #include "config.h"
 #include "conn.h"
 #include "json.h"
@@ -211,6 +210,11 @@ spin_until_no_tunnel(struct fixture *f, int ms)
 /* For the next setup_with(): the worker's snapshot gets this model (taken
  * over) and outbound policy. */
 static struct model *next_model;
+/* For the next setup_with(): the snapshot says a certificate source is
+ * configured (one that has delivered nothing yet): inbound then sniffs,
+ * PERMISSIVE included (without any source there is nothing to terminate,
+ * and it does not). */
+static bool next_cert_source;
 static enum outbound_policy next_policy;
 static enum listener_kind next_kind = LST_OUTBOUND;
 /* Bytes the client sends before the tunnel starts (inbound: what it sniffs). */
@@ -243,6 +247,8 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 		assert_non_null(f->w.snap);
 		next_model = NULL;
 	}
+	f->w.snap->s->cert_source = next_cert_source;	/* as server_publish() stamps it */
+	next_cert_source = false;
 	f->app_lfd = listen_lo(&f->app);
 	f->app_fd = -1;
 
@@ -1280,35 +1286,6 @@ test_registry_only(void **state)
 
 /* Inbound: the destination is looked up as a local workload, kept on the
  * tunnel for the policy layers; nothing else changes. */
-/* A certificate source that has delivered nothing (the files source on an
- * empty directory): inbound then sniffs, PERMISSIVE included (without any
- * source there is nothing to terminate, and it does not). */
-static struct ev_loop *src_loop;
-static char src_dir[64];
-
-static void
-pending_source_start(void)
-{
-	struct config cfg;
-	char err[256];
-
-	config_defaults(&cfg);
-	snprintf(src_dir, sizeof(src_dir), "/tmp/or-test-nocerts-XXXXXX");
-	assert_non_null(mkdtemp(src_dir));
-	snprintf(cfg.cert_dir, sizeof(cfg.cert_dir), "%s", src_dir);
-	src_loop = ev_loop_new(EVFLAG_AUTO);
-	assert_int_equal(certsrc_start(src_loop, &cfg, err, sizeof(err)), 0);
-	assert_true(certsrc_active());
-}
-
-static void
-pending_source_stop(void)
-{
-	certsrc_stop();
-	ev_loop_destroy(src_loop);
-	rmdir(src_dir);
-}
-
 static void
 test_inbound_local_workload(void **state)
 {
@@ -1317,14 +1294,13 @@ test_inbound_local_workload(void **state)
 	next_kind = LST_INBOUND;
 	next_send = "GET / HTTP/1.1\r\n";	/* PERMISSIVE: sniffed as plaintext */
 	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
-	pending_source_start();
+	next_cert_source = true;
 	setup_with(&f, NULL, 0);
 	assert_non_null(f.t->local);
 	assert_string_equal(f.t->local->uid, "wl-a");
 	assert_null(f.t->svc);
 	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_PLAINTEXT], 1);
 	teardown_fixture(&f);
-	pending_source_stop();
 }
 
 /* No certificate source at all: inbound PERMISSIVE does not wait for the
@@ -1335,7 +1311,6 @@ test_inbound_no_source_no_sniffing(void **state)
 {
 	struct fixture f;
 
-	assert_false(certsrc_active());
 	next_kind = LST_INBOUND;
 	next_model = mesh_model("[]");
 	setup_with(&f, NULL, 0);	/* asserts forwarding, nothing sent */
@@ -1355,7 +1330,6 @@ test_inbound_sniffing(void **state)
 {
 	struct fixture f;
 
-	pending_source_start();
 
 	/* Outbound, nothing sent: forwarding (setup_with asserts it). */
 	setup_with(&f, NULL, 0);
@@ -1363,6 +1337,7 @@ test_inbound_sniffing(void **state)
 
 	/* DISABLE: nothing sent, forwarding all the same. */
 	next_kind = LST_INBOUND;
+	next_cert_source = true;
 	next_model = mesh_model("[" PA_JSON("DISABLE") "]");
 	setup_with(&f, NULL, 0);
 	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_DOWNSTREAM_CX_MTLS_DISABLED], 1);
@@ -1370,6 +1345,7 @@ test_inbound_sniffing(void **state)
 
 	/* STRICT, no certificate: refused before any byte. */
 	next_kind = LST_INBOUND;
+	next_cert_source = true;
 	next_model = mesh_model("[" PA_JSON("STRICT") "]");
 	setup_with(&f, &f.app, 0);
 	assert_null(f.t);
@@ -1383,6 +1359,7 @@ test_inbound_sniffing(void **state)
 	memset(hello + 11, 0xab, 32);
 	memcpy(hello + 43, "\x00\x00\x02\x13\x01\x01\x00\x00\x0c\x00\x10\x00\x08\x00\x06\x05istio", 21);
 	next_kind = LST_INBOUND;
+	next_cert_source = true;
 	next_model = mesh_model("[]");
 	setup_with(&f, &f.app, 0);
 	assert_non_null(f.t);
@@ -1398,7 +1375,6 @@ test_inbound_sniffing(void **state)
 	struct pollfd p = { .fd = f.app_lfd, .events = POLLIN };
 	assert_int_equal(poll(&p, 1, 0), 0);
 	teardown_fixture(&f);
-	pending_source_stop();
 }
 
 /* --- outbound Istio mTLS --------------------------------------------------- */
