@@ -135,6 +135,7 @@ server_publish(struct snapshot *s)
 {
 	struct snapshot *old = server.snap;
 
+	s->cert_source = server.cert_source;	/* before any worker can see s */
 	server.snap = s;
 	if (!old || old->peerauth->mode != s->peerauth->mode || old->peerauth->nports != s->peerauth->nports ||
 	    (s->peerauth->nports && memcmp(old->peerauth->ports, s->peerauth->ports,
