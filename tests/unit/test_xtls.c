@@ -747,6 +747,35 @@ test_resumption(void **state)
 	xtls_sessions_free(s);
 }
 
+/* A root rotation: the client's new bundle trusts another root only. A
+ * session made under the old roots must not stand in for a verification
+ * under the new ones (the peer, still on the old root, would be let in by
+ * resumption): no resumption, the full handshake refuses the server. */
+static void
+test_resumption_not_across_roots(void **state)
+{
+	struct certbundle *b_rotated = bundle("client", "other");
+	struct xtls_sessions *s = xtls_sessions_new(4);
+	struct xtls_client_opts o = opts_server;
+	struct pair p;
+	char detail[256];
+
+	o.sessions = s;
+	o.session_key = "127.0.0.1:15006 " ID_SERVER;
+	pair_start(&p, b_client->client_ctx, &o, b_server->server_ctx);
+	assert_int_equal(p.cl.hs, 0);
+	exchange(&p);	/* the TLS 1.3 ticket */
+	pair_fini(&p);
+
+	pair_start(&p, b_rotated->client_ctx, &o, b_server->server_ctx);
+	assert_false(SSL_session_reused(xtls_ssl(&p.cl.c)));
+	assert_int_equal(p.cl.hs, -EPROTO);
+	assert_int_equal(xtls_failure(&p.cl.c, detail, sizeof(detail)), XTLS_FAIL_UNTRUSTED);
+	pair_fini(&p);
+	xtls_sessions_free(s);
+	certbundle_unref(b_rotated);
+}
+
 /* --- the relay over TLS ----------------------------------------------------------- */
 
 static bool relay_over;
@@ -1286,6 +1315,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_server_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_client_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_resumption, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_resumption_not_across_roots, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_control_ctx, with_loop, without_loop),
 		cmocka_unit_test(test_relay_record_layouts),
 		cmocka_unit_test(test_relay_abort_passes_reset),
