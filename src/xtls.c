@@ -555,6 +555,15 @@ bad:
 	return rc < 0 ? rc : -EINVAL;
 }
 
+/* Never a passphrase prompt (OpenSSL's default callback reads /dev/tty or
+ * stdin) for a PEM block with encryption headers: refused. */
+static int
+no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
 SSL_CTX *
 xtls_ctx_control(const char *roots_pem, size_t len, const struct certbundle *b, char *err, size_t errlen)
 {
@@ -567,7 +576,7 @@ xtls_ctx_control(const char *roots_pem, size_t len, const struct certbundle *b, 
 		snprintf(err, errlen, "out of memory");
 		goto bad;
 	}
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+	while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL)))
 		if (!sk_X509_push(roots, x)) {
 			X509_free(x);
 			snprintf(err, errlen, "out of memory");

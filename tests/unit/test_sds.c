@@ -554,6 +554,40 @@ test_real_encodings(void **state)
 	free(msg);
 }
 
+/* A PEM block with encryption headers: OpenSSL asks its password callback
+ * for it, and with none given its default one prompts on /dev/tty or, without
+ * a terminal, reads stdin: the control thread would block on a line that
+ * never comes. Here stdin is a pipe nobody writes to; the alarm turns a
+ * block into a failure. The secret must be refused at once, without a
+ * prompt. */
+static const char encrypted_cert[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"Proc-Type: 4,ENCRYPTED\n"
+	"DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n"
+	"\n"
+	"AAECAwQFBgcICQoLDA0ODw==\n"
+	"-----END CERTIFICATE-----\n";
+
+static void
+test_encrypted_pem_never_prompts(void **state)
+{
+	int p[2], saved = dup(0);
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	assert_true(dup2(p[0], 0) == 0);
+	alarm(5);
+	refused((Secret *const[]){ cert_secret(SDS_CERT_NAME, encrypted_cert, key_pem, INLINE_BYTES), NULL },
+	    "holds no PEM certificate");
+	refused((Secret *const[]){ roots_secret(SDS_ROOTS_NAME, encrypted_cert, INLINE_BYTES), NULL },
+	    "holds no PEM certificate");
+	alarm(0);
+	dup2(saved, 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 int
 main(void)
 {
@@ -565,6 +599,7 @@ main(void)
 		cmocka_unit_test(test_wire_refusals),
 		cmocka_unit_test(test_request),
 		cmocka_unit_test(test_real_encodings),
+		cmocka_unit_test(test_encrypted_pem_never_prompts),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

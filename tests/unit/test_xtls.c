@@ -776,6 +776,34 @@ test_resumption_not_across_roots(void **state)
 	certbundle_unref(b_rotated);
 }
 
+/* A roots PEM whose block has encryption headers: refused at once, never a
+ * password prompt (OpenSSL's default callback reads /dev/tty or stdin: here a
+ * pipe nobody writes to, and the alarm turns a block into a failure). */
+static void
+test_control_ctx_encrypted_pem_never_prompts(void **state)
+{
+	static const char pem[] =
+		"-----BEGIN CERTIFICATE-----\n"
+		"Proc-Type: 4,ENCRYPTED\n"
+		"DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n"
+		"\n"
+		"AAECAwQFBgcICQoLDA0ODw==\n"
+		"-----END CERTIFICATE-----\n";
+	char err[256] = "";
+	int p[2], saved = dup(0);
+
+	assert_int_equal(pipe(p), 0);
+	assert_true(dup2(p[0], 0) == 0);
+	alarm(5);
+	assert_null(xtls_ctx_control(pem, sizeof(pem) - 1, NULL, err, sizeof(err)));
+	alarm(0);
+	dup2(saved, 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+	assert_non_null(strstr(err, "no certificate"));
+}
+
 /* --- the relay over TLS ----------------------------------------------------------- */
 
 static bool relay_over;
@@ -1317,6 +1345,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_resumption, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_resumption_not_across_roots, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_control_ctx, with_loop, without_loop),
+		cmocka_unit_test(test_control_ctx_encrypted_pem_never_prompts),
 		cmocka_unit_test(test_relay_record_layouts),
 		cmocka_unit_test(test_relay_abort_passes_reset),
 		cmocka_unit_test(test_s_client_against_our_server),
