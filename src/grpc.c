@@ -960,14 +960,6 @@ grpc_deframe(struct grpc_deframer *d, const uint8_t *data, size_t len, grpc_msg_
 			if (d->need > d->max)
 				return -EMSGSIZE;
 			d->len = 0;
-			if (d->need == 0) {
-				/* An empty message is whole at its header, even
-				 * when the chunk (or the stream) ends there. */
-				d->hlen = 0;
-				if ((rc = fn(ud, data, 0)) != 0)
-					return rc;
-				continue;
-			}
 		}
 		/* A whole message in this chunk goes out without a copy. */
 		if (d->len == 0 && len >= d->need) {
