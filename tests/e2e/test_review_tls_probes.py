@@ -41,11 +41,14 @@ if what.startswith("chain"):
         f.write(leaf + root * copies)
 ctx.load_cert_chain(chain, certdir + "/key.pem")
 ctx.set_alpn_protocols(["istio"])
-s = socket.create_connection((host, port), timeout=10)
+s0 = socket.create_connection((host, port), timeout=10)
 try:
-    t = ssl.SSLContext.wrap_socket(ctx, s, server_hostname="x")
+    t = ctx.wrap_socket(s0, server_hostname="x")
 except (ssl.SSLError, OSError) as e:
     print("handshake failed", type(e).__name__, e); sys.exit(0)
+t.settimeout(5)
+s = socket.socket(fileno=os.dup(t.fileno()))    # the same TCP connection, under TLS
+s.settimeout(5)
 if what == "garbage":
     # Raw bytes under the TLS layer: a record of an unknown type, then noise.
     s.sendall(b"\x17\x03\x03\x00\x10" + os.urandom(16) + os.urandom(3000))
@@ -53,7 +56,6 @@ elif what == "badtype":
     s.sendall(b"\x42\x03\x03\x00\x05hello")
 elif what.startswith("chain"):
     t.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-s.settimeout(5)
 got = b""
 try:
     while True:
@@ -63,6 +65,7 @@ try:
         got += d
 except (ssl.SSLError, OSError) as e:
     print("ended", type(e).__name__)
+print("sent", what)
 print("got %d bytes%s" % (len(got), " hello" if b"hello from server" in got else ""))
 '''
 
@@ -75,6 +78,7 @@ def test_garbage_after_handshake(mesh, what):
     m.start([pa("STRICT")])
     r = m.client.run([lab.PYTHON, "-c", HANDSHAKE_THEN, m.server.ip4, "8080", m.client_dir, what],
                      check=False, timeout=30)
+    assert "sent " + what in r.stdout, (r.stdout, r.stderr)
     assert "hello" not in r.stdout, r.stdout
     assert m.sc.alive()
     good_client_works(m)
@@ -91,6 +95,7 @@ def test_large_client_chain(mesh, copies, ok):
     if ok:
         assert "hello" in r.stdout, (r.stdout, r.stderr)
     else:
+        assert "handshake failed" in r.stdout or "ended" in r.stdout, (r.stdout, r.stderr)
         assert "hello" not in r.stdout, r.stdout
         wait_for(lambda: m.stat("downstream_cx_tls_handshake_fail") >= 1, what="refusal counted")
     assert m.sc.alive()
