@@ -171,6 +171,12 @@ format_line(char *line, size_t cap, enum log_level l, const char *func, const ch
 	size_t len = strlen(line);
 	if (len > cap - 2)
 		len = cap - 2;
+	/* Messages carry text peers chose (an SNI, a grpc-message, a file
+	 * name): a control character would start a forged line or reach a
+	 * terminal as an escape. No message of ours has one. */
+	for (size_t i = (size_t)n; i < len; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	line[len] = '\n';
 	line[len + 1] = '\0';
 	return len + 1;

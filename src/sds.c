@@ -167,6 +167,16 @@ datasource_bytes(const DataSource *ds, const char *what, char **out, size_t *out
 /* A first look at the PEM, so that garbage is NACKed even while the other
  * half has not come yet (certbundle_from_pem checks everything once both
  * are known): at least one certificate, or a private key. */
+/* Never a passphrase: without a callback OpenSSL's default one would prompt
+ * on /dev/tty or stdin for a block with encryption headers, and block the
+ * control thread. */
+static int
+no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
 static bool
 pem_has_certs(const char *pem, size_t len)
 {
@@ -176,7 +186,7 @@ pem_has_certs(const char *pem, size_t len)
 
 	if (!b)
 		return false;
-	ok = (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL;
+	ok = (x = PEM_read_bio_X509(b, NULL, no_password, NULL)) != NULL;
 	X509_free(x);
 	BIO_free(b);
 	ERR_clear_error();
@@ -192,9 +202,9 @@ pem_has_key(const char *pem, size_t len)
 
 	if (!b)
 		return false;
-	/* No passphrase callback: an encrypted key fails here, as it must
-	 * (Envoy's password field is not taken). */
-	ok = (k = PEM_read_bio_PrivateKey(b, NULL, NULL, (void *)"")) != NULL;
+	/* No passphrase: an encrypted key fails here, as it must (Envoy's
+	 * password field is not taken). */
+	ok = (k = PEM_read_bio_PrivateKey(b, NULL, no_password, NULL)) != NULL;
 	EVP_PKEY_free(k);
 	BIO_free(b);
 	ERR_clear_error();

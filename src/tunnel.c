@@ -574,6 +574,18 @@ sniff_look(struct tunnel *t, bool final)
 		final = true;	/* readable, yet no new byte: the FIN came */
 	v = sniff_tls(buf, (size_t)n, &h);
 	if (v == SNIFF_MORE && !final) {
+		uint32_t ct = t->snap->s->cfg.connect_timeout_ms;
+
+		/* A TLS record has begun: the rest of the hello comes within a
+		 * round trip or two, as the handshake after it must (within
+		 * proxy.connectTimeout). Without this, one byte of 0x16 would
+		 * hold the tunnel and its socket for the detection deadline,
+		 * proxy.idleTimeout (an hour) when protocolDetectionTimeout is 0. */
+		if (n > 0 && !t->hello_timed && (!ev_is_active(&t->timer) ||
+		    ev_timer_remaining(t->w->loop, &t->timer) * 1000.0 > ct)) {
+			stage_deadline(t, ct);
+			t->hello_timed = true;
+		}
 		t->sniffed = (uint16_t)n;
 		/* Wake when the whole hello (or the next part of it) is here,
 		 * not at every segment: poll honours SO_RCVLOWAT for TCP. */
@@ -593,6 +605,7 @@ stage_sniff(struct tunnel *t)
 	uint32_t ms = cfg->protocol_detection_ms ? cfg->protocol_detection_ms : cfg->idle_timeout_ms;
 
 	t->state = TUN_SNIFFING;
+	t->hello_timed = false;
 	t->pa_mode = (uint8_t)peerauth_mode(t->snap->s->peerauth, sock_addr_port(&t->dst));
 	if (t->pa_mode == PA_DISABLE) {
 		/* Only raw_buffer chains (Istio): nothing to tell apart. */
@@ -609,6 +622,14 @@ stage_sniff(struct tunnel *t)
 	 * would only stall server-first protocols (SMTP, MySQL) behind us. */
 	if (t->pa_mode == PA_PERMISSIVE && !t->snap->s->certs && !t->snap->s->cert_source)
 		return stage_handshake(t);
+	/* STRICT: only a TLS client gets anywhere, and a TLS client speaks
+	 * first; its hello is the handshake's first message, under the
+	 * handshake's deadline. Without this a client that sends nothing
+	 * would hold its tunnel and socket for proxy.idleTimeout. */
+	if (t->pa_mode == PA_STRICT && (!ms || ms > cfg->connect_timeout_ms)) {
+		ms = cfg->connect_timeout_ms;
+		t->hello_timed = true;
+	}
 	if (ms)
 		stage_deadline(t, ms);
 	return sniff_look(t, false);
@@ -621,13 +642,20 @@ stage_next(struct tunnel *t)
 	return t->lst == LST_INBOUND ? stage_sniff(t) : stage_handshake(t);
 }
 
-/* The sniffing deadline: with mesh.protocolDetectionTimeout set, a client
- * that has not shown TLS is plaintext (a server-first protocol); without,
- * it was proxy.idleTimeout, and the connection is reset. */
+/* The sniffing deadline: proxy.connectTimeout for a hello begun (or any
+ * client in STRICT), and the connection is reset; else, with
+ * mesh.protocolDetectionTimeout set, a client that has not shown TLS is
+ * plaintext (a server-first protocol); without, it was proxy.idleTimeout,
+ * and the connection is reset. */
 static void
 sniff_timeout(struct tunnel *t)
 {
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_SNIFF_TIMEOUT), 1);
+	if (t->hello_timed) {
+		clog_debug(t, "inbound: no whole ClientHello within proxy.connectTimeout");
+		tunnel_fail(t);
+		return;
+	}
 	if (t->snap->s->cfg.protocol_detection_ms) {
 		sniff_look(t, true);
 		return;

@@ -64,9 +64,13 @@ struct tunnel {
 	 * port's PeerAuthentication mode (enum pa_mode), the bytes the last
 	 * peek saw (a readiness with no more bytes is the client's FIN), and
 	 * whether SO_RCVLOWAT was raised to wait for a whole ClientHello (put
-	 * back to 1 before anything else reads the socket). */
+	 * back to 1 before anything else reads the socket). hello_timed: the
+	 * deadline is now proxy.connectTimeout, for a TLS record begun (its
+	 * hello is the handshake's first message: a client that stops inside
+	 * it is reset then, not kept for proxy.idleTimeout). */
 	uint8_t pa_mode;
 	bool lowat;
+	bool hello_timed;
 	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };

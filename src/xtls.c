@@ -51,7 +51,13 @@ enum ctx_kind {
 struct ctxinfo {
 	enum ctx_kind kind;
 	char td[256];		/* our trust domain (mesh contexts) */
+	uint64_t gen;		/* which context: never reused (see sessions) */
 };
+
+/* Context generations: a client session is only offered through the
+ * context that verified its peer (same roots, same expectations), never
+ * through the next bundle's, whose roots may no longer trust that peer. */
+static uint64_t ctx_gen;
 
 static int ctxinfo_idx = -1;
 static pthread_once_t ctxinfo_once = PTHREAD_ONCE_INIT;
@@ -277,6 +283,7 @@ struct sess_ent {
 	char *key;
 	SSL_SESSION *sess;
 	uint64_t used;		/* LRU tick */
+	uint64_t gen;		/* ctxinfo.gen of the context that made it */
 };
 
 struct xtls_sessions {
@@ -337,7 +344,7 @@ sessions_drop(struct xtls_sessions *s, const char *key)
 /* Takes the reference to sess (or frees it). The least recently used entry
  * goes when full. */
 static void
-sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess)
+sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess, uint64_t gen)
 {
 	struct sess_ent *e = sessions_find(s, key);
 
@@ -361,6 +368,7 @@ sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess)
 	}
 	SSL_SESSION_free(e->sess);
 	e->sess = sess;
+	e->gen = gen;
 	e->used = ++s->tick;
 }
 
@@ -373,7 +381,7 @@ new_session_cb(SSL *ssl, SSL_SESSION *sess)
 
 	if (!x || !x->sessions || !x->session_key || x->failed || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	sessions_put(x->sessions, x->session_key, sess);
+	sessions_put(x->sessions, x->session_key, sess, x->info->gen);
 	return 1;
 }
 
@@ -412,6 +420,7 @@ ctx_new(const SSL_METHOD *m, enum ctx_kind kind, const char *td, char *err, size
 		goto bad;
 	}
 	info->kind = kind;
+	info->gen = __atomic_add_fetch(&ctx_gen, 1, __ATOMIC_RELAXED);
 	snprintf(info->td, sizeof(info->td), "%s", td ? td : "");
 	if (!SSL_CTX_set_ex_data(ctx, ctxinfo_idx, info)) {
 		ssl_err(err, errlen, "SSL_CTX_set_ex_data");
@@ -546,6 +555,15 @@ bad:
 	return rc < 0 ? rc : -EINVAL;
 }
 
+/* Never a passphrase prompt (OpenSSL's default callback reads /dev/tty or
+ * stdin) for a PEM block with encryption headers: refused. */
+static int
+no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
 SSL_CTX *
 xtls_ctx_control(const char *roots_pem, size_t len, const struct certbundle *b, char *err, size_t errlen)
 {
@@ -558,7 +576,7 @@ xtls_ctx_control(const char *roots_pem, size_t len, const struct certbundle *b, 
 		snprintf(err, errlen, "out of memory");
 		goto bad;
 	}
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+	while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL)))
 		if (!sk_X509_push(roots, x)) {
 			X509_free(x);
 			snprintf(err, errlen, "out of memory");
@@ -714,8 +732,9 @@ xtls_start_server(struct conn *c, SSL_CTX *ctx)
 
 /* Offer the cached session for o->session_key if it is still good for
  * what this conn expects (the session's peer certificate, checked as a
- * fresh chain's leaf would be): a session never stands in for another
- * identity. */
+ * fresh chain's leaf would be), and made through this very context (its
+ * roots verified that peer): a session never stands in for another
+ * identity, nor outlives the roots that trusted it. */
 static void
 offer_session(struct xtls *x)
 {
@@ -724,6 +743,12 @@ offer_session(struct xtls *x)
 
 	if (!e)
 		return;
+	if (e->gen != x->info->gen) {
+		/* Made under another bundle (a rotation since): its peer was
+		 * verified against roots that may not be ours any more. */
+		sessions_drop(x->sessions, x->session_key);
+		return;
+	}
 	peer = SSL_SESSION_get0_peer(e->sess);
 	if (!SSL_SESSION_is_resumable(e->sess) || !peer || !cert_current(peer) || check_identity(x, peer) < 0) {
 		free(x->detail);

@@ -377,3 +377,49 @@ def test_peer_exchange_alpn_never_selected(mesh):
     assert "Verify return code: 0 (ok)" in r.stdout
     assert "HTTP/1.1 200 OK" in r.stdout and "hello from server" in r.stdout
     assert m.stat("downstream_cx_mtls") == 1
+
+
+# A client that opens a connection, sends `first` (hex) and then waits: prints how long
+# until the sidecar ended the connection ("closed 1.02"), or "open" if it still stands at
+# the limit. Bounded: one connection, at most `limit` seconds.
+STALL_CLIENT = r'''
+import socket, sys, time
+host, port, first, limit = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), float(sys.argv[4])
+s = socket.create_connection((host, port), timeout=5)
+if first:
+    s.sendall(first)
+t0 = time.monotonic()
+s.settimeout(limit)
+try:
+    d = s.recv(100)
+    print("closed %.2f %r" % (time.monotonic() - t0, d))
+except ConnectionResetError:
+    print("closed %.2f reset" % (time.monotonic() - t0))
+except socket.timeout:
+    print("open")
+'''
+
+
+@pytest.mark.parametrize("mode,first,bounded", [
+    ("STRICT", "", True),              # STRICT: silent, never a TLS client -> connectTimeout
+    ("STRICT", "16", True),            # one byte of a record header
+    ("STRICT", "1603010200", True),    # a record header announcing 512 bytes, nothing after
+    ("PERMISSIVE", "16030102000100", True),   # a hello begun, then silence
+    ("PERMISSIVE", "", False),         # silent: may be a server-first protocol, waits
+])
+def test_stalled_hello_is_bounded(mesh, mode, first, bounded):
+    """Slowloris on 15006 with protocolDetectionTimeout 0 (the default): a client that begins
+    a ClientHello and stops (or, in STRICT, sends nothing) is reset after proxy.connectTimeout,
+    as a stalled handshake is, not kept for proxy.idleTimeout (an hour by default) holding a
+    tunnel and a socket. A silent PERMISSIVE client still waits (server-first apps)."""
+    m = mesh
+    m.start([pa(mode)], extra={"proxy": {"logLevel": "debug", "connectTimeout": "1s"}})
+    r = m.client.run([lab.PYTHON, "-c", STALL_CLIENT, m.server.ip4, "8080", first, "4"],
+                     check=False, timeout=20)
+    out = r.stdout.strip()
+    if bounded:
+        assert out.startswith("closed"), (out, r.stderr)
+        assert 0.5 < float(out.split()[1]) < 3.5, out
+        assert m.stat("downstream_cx_sniff_timeout") == 1
+    else:
+        assert out == "open", (out, r.stderr)

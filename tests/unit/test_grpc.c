@@ -1052,6 +1052,17 @@ test_deframer_every_split(void **state)
 	assert_int_equal(grpc_deframe(&d, in, 3, collect, &c), 0);
 	assert_true(grpc_deframer_partial(&d));
 	grpc_deframer_free(&d);
+	/* An empty message that ends a chunk (and the stream: a unary
+	 * google.protobuf.Empty answer in its own DATA frame) is whole at its
+	 * header: delivered now, not when a next chunk comes (none will).
+	 * (Probed in review: it held.) */
+	struct collect e = { 0 };
+	grpc_deframer_init(&d, 8);
+	assert_int_equal(grpc_deframe(&d, in + 7, 5, collect, &e), 0);
+	assert_int_equal(e.n, 1);
+	assert_string_equal(e.s, "|");
+	assert_false(grpc_deframer_partial(&d));
+	grpc_deframer_free(&d);
 }
 
 static void

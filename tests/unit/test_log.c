@@ -113,6 +113,29 @@ test_full_consumer_drops_not_blocks(void **state)
 	close(p[1]);
 }
 
+/* Text a peer chose (a ClientHello's SNI, a gRPC server's grpc-message)
+ * goes into lines: a control character in it must not start a line of its
+ * own (a forged entry) nor reach a terminal as an escape. One call, one line. */
+static void
+test_control_characters_escaped(void **state)
+{
+	int p[2];
+	char buf[4096];
+	ssize_t n;
+
+	assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+	assert_int_equal(log_start(p[1], 65536), 0);
+	log_warn("sni %s", "evil\n2026-01-01T00:00:00.000Z error w0 main: forged\r\x1b[2J\x7f");
+	log_stop();
+	n = read(p[0], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "sni evil?2026-01-01T00:00:00.000Z error w0 main: forged??[2J?"));
+	assert_ptr_equal(strchr(buf, '\n'), buf + n - 1);	/* one line */
+	close(p[0]);
+	close(p[1]);
+}
+
 int
 main(void)
 {
@@ -120,6 +143,7 @@ main(void)
 		cmocka_unit_test(test_site_burst_then_summary),
 		cmocka_unit_test(test_site_limit_in_log_msg),
 		cmocka_unit_test(test_full_consumer_drops_not_blocks),
+		cmocka_unit_test(test_control_characters_escaped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -554,6 +555,78 @@ test_real_encodings(void **state)
 	free(msg);
 }
 
+/* A PEM block with encryption headers: OpenSSL asks its password callback
+ * for it, and with none given its default one prompts on /dev/tty or, without
+ * a terminal, reads stdin: the control thread would block on a line that
+ * never comes. The secret must be refused at once, without a prompt. */
+static const char encrypted_cert[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"Proc-Type: 4,ENCRYPTED\n"
+	"DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n"
+	"\n"
+	"AAECAwQFBgcICQoLDA0ODw==\n"
+	"-----END CERTIFICATE-----\n";
+
+/* stdin as a pipe holding a few lines of bait: OpenSSL's default password
+ * callback (no callback given) prompts and reads a line from /dev/tty or,
+ * without a terminal, stdin. After the call, the bait must be all there,
+ * and the call quick (an alarm interrupts a prompt on a terminal). */
+struct bait {
+	int saved, p[2];
+	double t0;
+};
+
+#define BAIT "bait\nbait\nbait\nbait\n"
+
+static double
+bait_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+bait_set(struct bait *b)
+{
+	b->saved = dup(0);
+	assert_int_equal(pipe(b->p), 0);
+	assert_int_equal(write(b->p[1], BAIT, sizeof(BAIT) - 1), (ssize_t)sizeof(BAIT) - 1);
+	assert_true(dup2(b->p[0], 0) == 0);
+	alarm(3);
+	b->t0 = bait_now();
+}
+
+static void
+bait_check(struct bait *b)
+{
+	int left = -1;
+	double took = bait_now() - b->t0;
+
+	alarm(0);
+	assert_int_equal(ioctl(0, FIONREAD, &left), 0);
+	dup2(b->saved, 0);
+	close(b->saved);
+	close(b->p[0]);
+	close(b->p[1]);
+	if (left != (int)sizeof(BAIT) - 1 || took > 1.0)
+		fail_msg("a password prompt: %d of %zu bait bytes left, %.1f s", left, sizeof(BAIT) - 1, took);
+}
+
+static void
+test_encrypted_pem_never_prompts(void **state)
+{
+	struct bait b;
+
+	(void)state;
+	bait_set(&b);
+	refused((Secret *const[]){ cert_secret(SDS_CERT_NAME, encrypted_cert, key_pem, INLINE_BYTES), NULL },
+	    "holds no PEM certificate");
+	refused((Secret *const[]){ roots_secret(SDS_ROOTS_NAME, encrypted_cert, INLINE_BYTES), NULL },
+	    "holds no PEM certificate");
+	bait_check(&b);
+}
+
 int
 main(void)
 {
@@ -565,6 +638,7 @@ main(void)
 		cmocka_unit_test(test_wire_refusals),
 		cmocka_unit_test(test_request),
 		cmocka_unit_test(test_real_encodings),
+		cmocka_unit_test(test_encrypted_pem_never_prompts),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

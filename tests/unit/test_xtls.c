@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -747,6 +749,102 @@ test_resumption(void **state)
 	xtls_sessions_free(s);
 }
 
+/* A root rotation: the client's new bundle trusts another root only. A
+ * session made under the old roots must not stand in for a verification
+ * under the new ones (the peer, still on the old root, would be let in by
+ * resumption): no resumption, the full handshake refuses the server. */
+static void
+test_resumption_not_across_roots(void **state)
+{
+	struct certbundle *b_rotated = bundle("client", "other");
+	struct xtls_sessions *s = xtls_sessions_new(4);
+	struct xtls_client_opts o = opts_server;
+	struct pair p;
+	char detail[256];
+
+	o.sessions = s;
+	o.session_key = "127.0.0.1:15006 " ID_SERVER;
+	pair_start(&p, b_client->client_ctx, &o, b_server->server_ctx);
+	assert_int_equal(p.cl.hs, 0);
+	exchange(&p);	/* the TLS 1.3 ticket */
+	pair_fini(&p);
+
+	pair_start(&p, b_rotated->client_ctx, &o, b_server->server_ctx);
+	assert_false(SSL_session_reused(xtls_ssl(&p.cl.c)));
+	assert_int_equal(p.cl.hs, -EPROTO);
+	assert_int_equal(xtls_failure(&p.cl.c, detail, sizeof(detail)), XTLS_FAIL_UNTRUSTED);
+	pair_fini(&p);
+	xtls_sessions_free(s);
+	certbundle_unref(b_rotated);
+}
+
+/* stdin as a pipe holding a few lines of bait: OpenSSL's default password
+ * callback (no callback given) prompts and reads a line from /dev/tty or,
+ * without a terminal, stdin. After the call, the bait must be all there,
+ * and the call quick (an alarm interrupts a prompt on a terminal). */
+struct bait {
+	int saved, p[2];
+	double t0;
+};
+
+#define BAIT "bait\nbait\nbait\nbait\n"
+
+static double
+bait_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+bait_set(struct bait *b)
+{
+	b->saved = dup(0);
+	assert_int_equal(pipe(b->p), 0);
+	assert_int_equal(write(b->p[1], BAIT, sizeof(BAIT) - 1), (ssize_t)sizeof(BAIT) - 1);
+	assert_true(dup2(b->p[0], 0) == 0);
+	alarm(3);
+	b->t0 = bait_now();
+}
+
+static void
+bait_check(struct bait *b)
+{
+	int left = -1;
+	double took = bait_now() - b->t0;
+
+	alarm(0);
+	assert_int_equal(ioctl(0, FIONREAD, &left), 0);
+	dup2(b->saved, 0);
+	close(b->saved);
+	close(b->p[0]);
+	close(b->p[1]);
+	if (left != (int)sizeof(BAIT) - 1 || took > 1.0)
+		fail_msg("a password prompt: %d of %zu bait bytes left, %.1f s", left, sizeof(BAIT) - 1, took);
+}
+
+/* A roots PEM whose block has encryption headers: refused at once, never a
+ * password prompt. */
+static void
+test_control_ctx_encrypted_pem_never_prompts(void **state)
+{
+	static const char pem[] =
+		"-----BEGIN CERTIFICATE-----\n"
+		"Proc-Type: 4,ENCRYPTED\n"
+		"DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n"
+		"\n"
+		"AAECAwQFBgcICQoLDA0ODw==\n"
+		"-----END CERTIFICATE-----\n";
+	char err[256] = "";
+	struct bait b;
+
+	bait_set(&b);
+	assert_null(xtls_ctx_control(pem, sizeof(pem) - 1, NULL, err, sizeof(err)));
+	bait_check(&b);
+	assert_non_null(strstr(err, "no certificate"));
+}
+
 /* --- the relay over TLS ----------------------------------------------------------- */
 
 static bool relay_over;
@@ -1286,7 +1384,9 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_server_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_client_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_resumption, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_resumption_not_across_roots, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_control_ctx, with_loop, without_loop),
+		cmocka_unit_test(test_control_ctx_encrypted_pem_never_prompts),
 		cmocka_unit_test(test_relay_record_layouts),
 		cmocka_unit_test(test_relay_abort_passes_reset),
 		cmocka_unit_test(test_s_client_against_our_server),
