@@ -5,7 +5,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
-EXTRA_DIST += tests/unit/testlo.h tests/unit/xtls-certs.py
+EXTRA_DIST += tests/unit/testlo.h tests/unit/testbait.h tests/unit/xtls-certs.py
 UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 UNIT_LDADD = $(OUTRIGGER_LIBS) $(CMOCKA_LIBS)
 

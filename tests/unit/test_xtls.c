@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "testbait.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -782,48 +783,6 @@ test_resumption_not_across_roots(void **state)
  * callback (no callback given) prompts and reads a line from /dev/tty or,
  * without a terminal, stdin. After the call, the bait must be all there,
  * and the call quick (an alarm interrupts a prompt on a terminal). */
-struct bait {
-	int saved, p[2];
-	double t0;
-};
-
-#define BAIT "bait\nbait\nbait\nbait\n"
-
-static double
-bait_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void
-bait_set(struct bait *b)
-{
-	b->saved = dup(0);
-	assert_int_equal(pipe(b->p), 0);
-	assert_int_equal(write(b->p[1], BAIT, sizeof(BAIT) - 1), (ssize_t)sizeof(BAIT) - 1);
-	assert_true(dup2(b->p[0], 0) == 0);
-	alarm(3);
-	b->t0 = bait_now();
-}
-
-static void
-bait_check(struct bait *b)
-{
-	int left = -1;
-	double took = bait_now() - b->t0;
-
-	alarm(0);
-	assert_int_equal(ioctl(0, FIONREAD, &left), 0);
-	dup2(b->saved, 0);
-	close(b->saved);
-	close(b->p[0]);
-	close(b->p[1]);
-	if (left != (int)sizeof(BAIT) - 1 || took > 1.0)
-		fail_msg("a password prompt: %d of %zu bait bytes left, %.1f s", left, sizeof(BAIT) - 1, took);
-}
-
 /* A roots PEM whose block has encryption headers: refused at once, never a
  * password prompt. */
 static void
