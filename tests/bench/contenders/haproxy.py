@@ -88,6 +88,24 @@ class Handle:
         benchlib.stop_procs(self.procs.values())
 
 
+def launch(pod, d, config):
+    """haproxy in pod with config (written to d/haproxy.cfg), as the proxy uid; returns its
+    process once both capture ports listen (BenchError if it exited)."""
+    cfg = os.path.join(d, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(config)
+    os.chmod(cfg, 0o644)
+    log = open(os.path.join(d, "haproxy.log"), "wb")
+    proc = pod.popen(["/usr/sbin/haproxy", "-db", "-f", cfg], user=benchlib.PROXY_UID,
+                     stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    benchlib.wait_tcp(pod, 15001)
+    benchlib.wait_tcp(pod, 15006)
+    if proc.poll() is not None:
+        raise benchlib.BenchError("haproxy exited: " + open(os.path.join(d, "haproxy.log")).read()[-2000:])
+    return proc
+
+
 def start(env):
     procs, dirs = {}, {}
     for side, pod in (("client", env.client), ("server", env.server)):
@@ -97,19 +115,9 @@ def start(env):
             out_server, in_server = "%s:%d" % (env.server.ip4, env.app_port), "127.0.0.1:%d" % env.app_port
         else:
             out_server, in_server = "0.0.0.0:0", "0.0.0.0:0 source 127.0.0.6"
-        cfg = os.path.join(d, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(CONFIG.format(workers=env.workers, dir=d, out_server=out_server, in_server=in_server))
-        os.chmod(cfg, 0o644)
-        log = open(os.path.join(d, "haproxy.log"), "wb")
-        procs[side] = pod.popen(["/usr/sbin/haproxy", "-db", "-f", cfg], user=benchlib.PROXY_UID,
-                                stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        procs[side] = launch(pod, d, CONFIG.format(workers=env.workers, dir=d, out_server=out_server,
+                                                   in_server=in_server))
         dirs[side] = d
-        benchlib.wait_tcp(pod, 15001)
-        benchlib.wait_tcp(pod, 15006)
-        if procs[side].poll() is not None:
-            raise benchlib.BenchError("haproxy exited: " + open(os.path.join(d, "haproxy.log")).read()[-2000:])
     h = Handle(procs, dirs)
     benchlib.pin([p for v in h.pids().values() for p in v], env.cpu_proxy)
     return h

@@ -9,7 +9,6 @@ does); HAProxy resumes sessions by default (its per-server session cache, ticket
 Runs only the "mtls" scenario."""
 import importlib.util
 import os
-import subprocess
 
 import benchlib
 import mtlspki
@@ -87,20 +86,9 @@ def start(env):
     for side, pod in (("client", env.client), ("server", env.server)):
         benchlib.intercept(pod)
         d = env.piddir("haproxy-mtls-" + side)
-        cfg = os.path.join(d, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(CONFIG.format(workers=env.workers, dir=d, suite=SUITE, root=pki["root"],
-                                  client=client_pem, server=server_pem))
-        os.chmod(cfg, 0o644)
-        log = open(os.path.join(d, "haproxy.log"), "wb")
-        procs[side] = pod.popen(["/usr/sbin/haproxy", "-db", "-f", cfg], user=benchlib.PROXY_UID,
-                                stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        procs[side] = haproxy_base.launch(pod, d, CONFIG.format(
+            workers=env.workers, dir=d, suite=SUITE, root=pki["root"], client=client_pem, server=server_pem))
         dirs[side] = d
-        benchlib.wait_tcp(pod, 15001)
-        benchlib.wait_tcp(pod, 15006)
-        if procs[side].poll() is not None:
-            raise benchlib.BenchError("haproxy exited: " + open(os.path.join(d, "haproxy.log")).read()[-2000:])
     h = Handle(procs, dirs)
     benchlib.pin([p for v in h.pids().values() for p in v], env.cpu_proxy)
     return h
