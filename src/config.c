@@ -126,6 +126,39 @@ static const struct cf_field schema[] = {
 	{ "identity", "certTTL", CF_DURATION_S, CF_RESTART, offsetof(struct config, cert_ttl_s), 1000,
 	  315360000000LL, "86400s", "the certificate lifetime asked of the CA (SECRET_TTL, as \"24h\" there)",
 	  "SECRET_TTL" },
+	/* The xDS client (xds.h): where istiod is and how to talk to it, read
+	 * once at start. The environment variables are ztunnel's (XDS_ADDRESS,
+	 * XDS_ROOT_CA, XDS_ON_DEMAND) and ours; PROXY_CONFIG's discoveryAddress
+	 * (pilot-agent's) is applied under XDS_ADDRESS (config_apply_env). */
+	FS("proxy", "discoveryAddress", CF_HOSTPORT, xds_address, "", "XDS_ADDRESS",
+	    "the xDS server (istiod): \"https://host:port\" or \"host:port\" is TLS, \"http://host:port\" "
+	    "plaintext HTTP/2; \"\": no xDS (static resources only)"),
+	FS("xds", "rootCert", CF_STR, xds_root, "", "XDS_ROOT_CA",
+	    "the root certificate file istiod's TLS certificate must chain to; \"\": identity.caRootCert, "
+	    "else the mesh roots of this proxy's certificate"),
+	{ "xds", "sotw", CF_BOOL, CF_RESTART, offsetof(struct config, xds_sotw), 0, 0, "false",
+	  "use StreamAggregatedResources (state of the world) instead of DeltaAggregatedResources",
+	  "XDS_SOTW" },
+	{ "xds", "onDemand", CF_BOOL, CF_RESTART, offsetof(struct config, xds_on_demand), 0, 0, "false",
+	  "subscribe to workload addresses by name as connections need them instead of the whole mesh "
+	  "(delta only)", "XDS_ON_DEMAND" },
+	FS("xds", "stateFile", CF_STR, xds_state_file, "", "OUTRIGGER_XDS_STATE_FILE",
+	    "where the last acknowledged resources are kept (written atomically); a restart with istiod "
+	    "unreachable serves from it. \"\": not kept"),
+	{ "xds", "readyTimeout", CF_DURATION, CF_RESTART, offsetof(struct config, xds_ready_timeout_ms), 0,
+	  3600000, "0s", "/healthz/ready waits for the first ACK of each subscribed type at most this long; "
+	  "0s: without limit", NULL },
+	{ "xds", "maxMessage", CF_INT, CF_RESTART, offsetof(struct config, xds_max_message), 65536,
+	  1073741824, "67108864", "the largest xDS response accepted, in bytes (larger: the stream fails "
+	  "with RESOURCE_EXHAUSTED and reconnects)", NULL },
+	{ "xds", "onDemandTimeout", CF_DURATION, CF_RESTART, offsetof(struct config, ondemand_timeout_ms), 1,
+	  60000, "5s", "on demand: how long a connection to an unknown destination waits for its lookup "
+	  "(then mesh.outboundTrafficPolicy decides)", NULL },
+	{ "xds", "onDemandCacheSize", CF_INT, CF_RESTART, offsetof(struct config, ondemand_cache_size), 1,
+	  1000000, "1000", "on demand: the most addresses kept subscribed; the least recently used is "
+	  "unsubscribed first", NULL },
+	{ "xds", "onDemandIdle", CF_DURATION, CF_RESTART, offsetof(struct config, ondemand_idle_ms), 1000,
+	  86400000, "300s", "on demand: an address no connection used for this long is unsubscribed", NULL },
 };
 
 /* The top-level key whose value is the static resources (src/resources.c

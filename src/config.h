@@ -54,6 +54,18 @@ struct config {
 	char cluster_id[64];		/* clusterid header (CLUSTER_ID) */
 	char trust_domain[256];		/* TRUST_DOMAIN; "cluster.local" */
 	uint32_t cert_ttl_s;		/* SECRET_TTL: the validity asked of the CA; 24 h */
+
+	/* "proxy.discoveryAddress" and "xds": the xDS client (xds.h). */
+	char xds_address[256];		/* XDS_ADDRESS; "" = no xDS */
+	char xds_root[256];		/* XDS_ROOT_CA; "" = identity.caRootCert, then the mesh roots */
+	bool xds_sotw;			/* XDS_SOTW: StreamAggregatedResources */
+	bool xds_on_demand;		/* XDS_ON_DEMAND: Addresses by name, as needed */
+	char xds_state_file[256];	/* last acknowledged state; "" = none */
+	uint32_t xds_ready_timeout_ms;	/* readiness waits at most this for the first ACKs; 0 = no limit */
+	int xds_max_message;		/* bytes; 64 MiB */
+	uint32_t ondemand_timeout_ms;	/* a connection waits this long for its lookup */
+	int ondemand_cache_size;	/* addresses kept subscribed */
+	uint32_t ondemand_idle_ms;	/* unsubscribed after this long unused */
 };
 
 /* The embedded default: a sidecar on Istio's ports. */

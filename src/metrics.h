@@ -118,7 +118,26 @@ enum worker_metric {
 	X(SDS_CONNECT_FAIL, sds_connect_fail, COUNTER, "SDS streams that ended before any response (the agent's socket missing, refused, or the stream failed); retried with backoff") \
 	X(SDS_CONNECTED, sds_connected, GAUGE, "1 while an SDS stream is up and has answered") \
 	X(CA_REQUESTS, ca_requests, COUNTER, "CreateCertificate calls made to the Istio CA (first certificate, rotations, retries)") \
-	X(CA_FAILURES, ca_failures, COUNTER, "Istio CA calls that gave no usable certificate (unreachable, refused, deadline, garbage, refused chain); retried with backoff")
+	X(CA_FAILURES, ca_failures, COUNTER, "Istio CA calls that gave no usable certificate (unreachable, refused, deadline, garbage, refused chain); retried with backoff") \
+	/* The xDS client (xds.c) and on-demand discovery (ondemand.c). */ \
+	X(XDS_CONNECTED, xds_connected, GAUGE, "1 while the ADS stream to the xDS server is up and has answered") \
+	X(XDS_CONNECTS, xds_connects, COUNTER, "ADS streams opened (the first and every reconnect)") \
+	X(XDS_RECONNECTS, xds_reconnects, COUNTER, "ADS streams that ended and were retried with backoff (server gone, GOAWAY, refused, stream error)") \
+	X(XDS_PUSHES, xds_pushes, COUNTER, "xDS responses received (each one ACKed or NACKed)") \
+	X(XDS_ACKS, xds_acks, COUNTER, "xDS responses acknowledged (every resource applied)") \
+	X(XDS_NACKS, xds_nacks, COUNTER, "xDS responses NACKed (a resource refused, named in error_detail; the good ones applied, the last good state of the others stays)") \
+	X(XDS_RX_BYTES, xds_rx_bytes, COUNTER, "Bytes of xDS response messages received") \
+	X(XDS_RESOURCES_REFUSED, xds_resources_refused, COUNTER, "xDS resources refused (did not decode, wrong type, failed validation)") \
+	X(XDS_STATE_LOADED, xds_state_loaded, GAUGE, "1 while the resources in use came from the state file (xds.stateFile) and no xDS server has answered since start") \
+	X(XDS_STATE_WRITES, xds_state_writes, COUNTER, "Acknowledged xDS states written to xds.stateFile") \
+	X(XDS_STATE_WRITE_FAILURES, xds_state_write_failures, COUNTER, "Writes of xds.stateFile that failed (the previous file stays whole)") \
+	X(XDS_APPLY_US, xds_apply_us, GAUGE, "Microseconds from the last xDS response arriving to its snapshot being published to the workers") \
+	X(ONDEMAND_LOOKUPS, ondemand_lookups, COUNTER, "On-demand lookups sent (one per destination, however many connections wait for it)") \
+	X(ONDEMAND_WAITS, ondemand_waits, COUNTER, "Connections that waited for an on-demand lookup") \
+	X(ONDEMAND_TIMEOUTS, ondemand_timeouts, COUNTER, "On-demand lookups that did not answer within xds.onDemandTimeout (the connections then follow mesh.outboundTrafficPolicy)") \
+	X(ONDEMAND_NOT_FOUND, ondemand_not_found, COUNTER, "On-demand lookups the xDS server answered with no such address") \
+	X(ONDEMAND_CACHED, ondemand_cached, GAUGE, "Addresses subscribed on demand now") \
+	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

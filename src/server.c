@@ -224,3 +224,21 @@ server_set_certs(struct certbundle *b)
 	server_publish(s);
 	return 0;
 }
+
+int
+server_set_model(struct model *m, const char *src)
+{
+	struct snapshot *s;
+
+	if (!(s = snapshot_new(&server.snap->cfg, m, server.snap->generation + 1))) {
+		log_error("%s: out of memory building the snapshot; generation %llu serves on", src,
+		    (unsigned long long)server.snap->generation);
+		return -ENOMEM;
+	}
+	if (server.snap->certs)
+		s->certs = certbundle_ref(server.snap->certs);
+	server_publish(s);
+	log_debug("%s: configuration generation %llu serves new connections", src,
+	    (unsigned long long)s->generation);
+	return 0;
+}

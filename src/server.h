@@ -75,6 +75,13 @@ void server_publish(struct snapshot *s);
  * thread only. 0 or -errno. */
 int server_set_certs(struct certbundle *b);
 
+/* The xDS client has a new model m (a reference handed over, also on
+ * failure): publish a snapshot with the running configuration and
+ * certificates and m. src names the change for the log ("xds"). Connections
+ * open keep theirs. Control thread only. 0 or -ENOMEM (the running snapshot
+ * stays). */
+int server_set_model(struct model *m, const char *src);
+
 /* SIGHUP: load the configuration again as at start, keep the "restart" keys
  * at their running values (logged as needing a restart), build the next
  * generation's model over the running one (a refused resource that was
