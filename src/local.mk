@@ -30,6 +30,7 @@ liboutrigger_a_SOURCES = \
 	src/strbuf.c src/strbuf.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
+	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \
 	src/certsrc.h
 
