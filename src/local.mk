@@ -32,6 +32,7 @@ liboutrigger_a_SOURCES = \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
 	src/xds.c src/xds.h src/xds_node.c \
+	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \
 	src/certsrc.h
 
