@@ -5,6 +5,7 @@ liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
 	src/ca.c \
+	src/ctltarget.c src/ctltarget.h \
 	src/certsrc.c src/certsrc_files.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
@@ -30,6 +31,7 @@ liboutrigger_a_SOURCES = \
 	src/strbuf.c src/strbuf.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
+	src/xds.c src/xds.h src/xds_node.c \
 	src/xtls.c src/xtls.h \
 	src/certsrc.h
 

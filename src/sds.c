@@ -26,6 +26,7 @@
 #include "log.h"
 #include "sds.h"
 #include "server.h"
+#include "xds.h"
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -392,19 +393,8 @@ out:
 void
 sds_node_from_env(struct sds_node *n)
 {
-	const char *ip = getenv("INSTANCE_IP"), *pod = getenv("POD_NAME"), *ns = getenv("POD_NAMESPACE");
-	const char *wl = getenv("ISTIO_META_WORKLOAD_NAME");
-
-	ip = ip ? ip : "";
-	pod = pod ? pod : "";
-	ns = ns ? ns : "";
-	/* pilot-agent: "<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>" */
-	snprintf(n->id, sizeof(n->id), "sidecar~%s~%s.%s~%s.svc.cluster.local", ip, pod, ns, ns);
-	/* Its service cluster: "<workload>.<namespace>", else "istio-proxy". */
-	if (wl && *wl && *ns)
-		snprintf(n->cluster, sizeof(n->cluster), "%s.%s", wl, ns);
-	else
-		snprintf(n->cluster, sizeof(n->cluster), "istio-proxy");
+	/* One Node builder for SDS and xDS (xds_node.c). */
+	xds_node_names(n->id, sizeof(n->id), n->cluster, sizeof(n->cluster));
 }
 
 int
