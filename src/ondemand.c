@@ -28,7 +28,7 @@
 
 /* ---- shared state (set at start, read by the workers) ---- */
 
-static bool od_on;
+bool ondemand_on;
 static char od_net[128];
 static uint32_t od_timeout_ms, od_idle_ms;
 static size_t od_cap;
@@ -91,12 +91,6 @@ struct od_batch {
 	size_t n;
 	struct od_answer a[];
 };
-
-bool
-ondemand_enabled(void)
-{
-	return od_on;
-}
 
 /* ---- names and keys ---- */
 
@@ -248,7 +242,7 @@ ondemand_wait(struct od_wait *wt, unsigned wid, const struct sockaddr_storage *d
 	struct od_neg *ng;
 	bool full;
 
-	if (!od_on || wid >= od_nws || !od_key_of(dst, &wt->k))
+	if (!ondemand_on || wid >= od_nws || !od_key_of(dst, &wt->k))
 		return -EINVAL;
 	ws = &od_ws[wid];
 	ng = &ws->neg[od_hash(&wt->k) & (OD_NEG_SLOTS - 1)];
@@ -714,7 +708,7 @@ ondemand_note(const char *const *found, size_t nfound, const char *const *gone, 
 {
 	double now;
 
-	if (!od_on || !od_buckets)
+	if (!ondemand_on || !od_buckets)
 		return;
 	now = ev_now(od_loop);
 	/* Removed names first: a response that removes and adds is judged by
@@ -876,7 +870,7 @@ ondemand_start(struct ev_loop *loop, const struct config *cfg)
 	ev_async_init(&od_async, od_async_cb);
 	ev_async_start(loop, &od_async);
 	ev_init(&od_timer, od_timer_cb);
-	od_on = true;
+	ondemand_on = true;
 	log_info("on-demand workload discovery: lookups by \"%s/<ip>\", timeout %u ms, cache %zu, idle %u ms",
 	    od_net, od_timeout_ms, od_cap, od_idle_ms);
 	return 0;
@@ -905,7 +899,7 @@ ondemand_stop(void)
 	od_qn = 0;
 	od_qfull = 0;
 	od_loop = NULL;
-	od_on = false;
+	ondemand_on = false;
 	if (od_deliver == od_deliver_workers)
 		od_deliver = NULL;
 }

@@ -32,7 +32,14 @@
  * ondemand_enabled() without a barrier of their own). 0 or -ENOMEM. */
 int ondemand_start(struct ev_loop *loop, const struct config *cfg);
 void ondemand_stop(void);
-bool ondemand_enabled(void);
+/* Whether on demand runs: a plain load (set before the workers start,
+ * cleared after they stop), so the data path pays one branch. */
+extern bool ondemand_on;
+static inline bool
+ondemand_enabled(void)
+{
+	return ondemand_on;
+}
 
 /* The xDS client, after each Address response is applied and published:
  * the names and aliases found, and the names removed (xds_result). */

@@ -105,22 +105,6 @@ static struct {
 
 static void stream_open(void);
 
-/* ---- on demand: a placeholder until src/ondemand.c is merged ------------ */
-
-/* ONLY on the xds branch: the on-demand engineer's ondemand.c overrides
- * these (weak) definitions when it is linked in. */
-__attribute__((weak)) bool
-ondemand_enabled(void)
-{
-	return false;
-}
-
-__attribute__((weak)) void
-ondemand_note(const char *const *found, size_t nfound, const char *const *gone, size_t ngone)
-{
-	(void)found, (void)nfound, (void)gone, (void)ngone;
-}
-
 /* ---- names ---------------------------------------------------------------- */
 
 static size_t
