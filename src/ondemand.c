@@ -84,6 +84,13 @@ static size_t od_n, od_nlooking;
 static struct od_answer *od_pend;
 static size_t od_npend, od_pendcap;
 static ondemand_deliver_fn *od_deliver;
+static double od_test_now;	/* ondemand_set_time: tests' clock (0: the loop's) */
+
+static double
+od_time(void)
+{
+	return od_test_now ? od_test_now : ev_now(od_loop);
+}
 
 /* One batch of answers, shared by every worker's mailbox message. */
 struct od_batch {
@@ -710,7 +717,7 @@ ondemand_note(const char *const *found, size_t nfound, const char *const *gone, 
 
 	if (!ondemand_on || !od_buckets)
 		return;
-	now = ev_now(od_loop);
+	now = od_time();
 	/* Removed names first: a response that removes and adds is judged by
 	 * the model it built (od_known), below. */
 	for (size_t i = 0; i < ngone; i++) {
@@ -788,6 +795,12 @@ void
 ondemand_set_deliver(ondemand_deliver_fn *fn)
 {
 	od_deliver = fn;
+}
+
+void
+ondemand_set_time(double now)
+{
+	od_test_now = now;
 }
 
 /* ---- the loop ---- */
@@ -899,6 +912,7 @@ ondemand_stop(void)
 	od_qn = 0;
 	od_qfull = 0;
 	od_loop = NULL;
+	od_test_now = 0;
 	ondemand_on = false;
 	if (od_deliver == od_deliver_workers)
 		od_deliver = NULL;

@@ -104,6 +104,8 @@ struct od_answer {
 };
 typedef void ondemand_deliver_fn(const struct od_answer *a, size_t n);
 void ondemand_set_deliver(ondemand_deliver_fn *fn);
+/* ondemand_note's clock (a test hook; 0: the control loop's ev_now). */
+void ondemand_set_time(double now);
 /* The answers for worker wid, as its mailbox delivers them (default
  * delivery calls it on each worker's thread). */
 void ondemand_answers(unsigned wid, const struct od_answer *a, size_t n, double now);

@@ -1036,6 +1036,22 @@ xds_unsubscribe(enum mres_type t, const char *const *names, size_t n)
 	for (size_t i = 0; i < n; i++)
 		names_del(&x.t[t].want, names[i]);
 	sync_type(t);
+	/* In delta the server sends no removal for a name unsubscribed: the
+	 * client drops what it held under those names itself (on demand's
+	 * evictions), through the store's own removal path. */
+	if (n) {
+		struct xds_update u = { .delta = true, .type = t, .removed = (char **)names, .nremoved = n };
+		struct xds_result r = { 0 };
+
+		if (xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r) == 0 && r.model) {
+			struct model *m = r.model;
+			r.model = NULL;
+			server_set_model(m, "xds (unsubscribed)");
+			state_note();
+		}
+		u.removed = NULL;
+		xds_result_free(&r);
+	}
 	return 0;
 }
 
