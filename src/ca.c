@@ -352,12 +352,8 @@ out:
 	SSL_CTX_free(tls);	/* the channel holds its own reference */
 	free(body);
 	free(csr);
-	if (bearer)
-		OPENSSL_cleanse(bearer, strlen(bearer));
-	free(bearer);
-	if (token)
-		OPENSSL_cleanse(token, strlen(token));
-	free(token);
+	ctl_free_secret(bearer);
+	ctl_free_secret(token);
 	free(rootpem);
 }
 

@@ -3,6 +3,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "ctltarget.h"
 #include "grpc.h"
@@ -99,4 +103,24 @@ ctl_read_token(const char *path, char **tok)
 		return -ENODATA;
 	}
 	return 0;
+}
+
+void
+ctl_free_secret(char *s)
+{
+	if (s)
+		OPENSSL_cleanse(s, strlen(s));
+	free(s);
+}
+
+double
+ctl_backoff(double base, double max, unsigned failures)
+{
+	double d = base * pow(2.0, failures < 16 ? failures : 16);
+	uint32_t r = UINT32_MAX;
+
+	if (d > max)
+		d = max;
+	(void)RAND_bytes((unsigned char *)&r, sizeof(r));	/* on failure: the whole delay */
+	return d * (0.5 + 0.5 * ((double)r / UINT32_MAX));
 }

@@ -32,4 +32,13 @@ int ctl_read_file(const char *path, char **out, size_t *len);
  * (a control character would break the header) or -errno. */
 int ctl_read_token(const char *path, char **tok);
 
+/* Frees a string that held a secret (a token, an authorization header),
+ * wiped first. NULL: no-op. */
+void ctl_free_secret(char *s);
+
+/* The delay before retry number failures (0 the first) of a stream:
+ * base doubling up to max, jittered to between half and all of it (so a
+ * mesh of proxies does not come back to a restarted server in step). */
+double ctl_backoff(double base, double max, unsigned failures);
+
 #endif

@@ -7,7 +7,6 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +17,6 @@
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 
 #include "ctltarget.h"
 #include "grpc.h"
@@ -648,15 +646,8 @@ on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 schedule_retry(void)
 {
-	double d = BACKOFF_BASE_S * pow(2.0, x.failures < 16 ? x.failures : 16);
-	uint32_t r = UINT32_MAX;
+	double d = ctl_backoff(BACKOFF_BASE_S, BACKOFF_MAX_S, x.failures);
 
-	if (d > BACKOFF_MAX_S)
-		d = BACKOFF_MAX_S;
-	/* Jitter: between half and all of it, so that a mesh of proxies does
-	 * not come back to a restarted istiod in step. */
-	(void)RAND_bytes((unsigned char *)&r, sizeof(r));
-	d *= 0.5 + 0.5 * ((double)r / UINT32_MAX);
 	x.failures++;
 	x.reconnects++;
 	server.stats[SM_XDS_RECONNECTS]++;
@@ -793,12 +784,8 @@ retry:
 	schedule_retry();
 out:
 	SSL_CTX_free(tls);	/* the channel holds its own reference */
-	if (bearer)
-		OPENSSL_cleanse(bearer, strlen(bearer));
-	free(bearer);
-	if (token)
-		OPENSSL_cleanse(token, strlen(token));
-	free(token);
+	ctl_free_secret(bearer);
+	ctl_free_secret(token);
 }
 
 /* XDS_HEADER_<NAME>=v: metadata "<name>: v", as pilot-agent and ztunnel
@@ -1012,34 +999,38 @@ xds_ready(void)
 	return xds_waiting_for() == NULL;
 }
 
-int
-xds_subscribe(enum mres_type t, const char *const *names, size_t n)
+static int
+change_subscription(enum mres_type t, const char *const *names, size_t n, bool add)
 {
 	if (!x.running || (int)t < 0 || t >= MRES__COUNT)
 		return -EINVAL;
 	if (x.sotw)
 		return -ENOTSUP;
-	for (size_t i = 0; i < n; i++)
-		if (names_add(&x.t[t].want, names[i]) < 0)
+	for (size_t i = 0; i < n; i++) {
+		if (!add)
+			names_del(&x.t[t].want, names[i]);
+		else if (names_add(&x.t[t].want, names[i]) < 0)
 			return -ENOMEM;
+	}
 	sync_type(t);
 	return 0;
 }
 
 int
+xds_subscribe(enum mres_type t, const char *const *names, size_t n)
+{
+	return change_subscription(t, names, n, true);
+}
+
+int
 xds_unsubscribe(enum mres_type t, const char *const *names, size_t n)
 {
-	if (!x.running || (int)t < 0 || t >= MRES__COUNT)
-		return -EINVAL;
-	if (x.sotw)
-		return -ENOTSUP;
-	for (size_t i = 0; i < n; i++)
-		names_del(&x.t[t].want, names[i]);
-	sync_type(t);
+	int rc = change_subscription(t, names, n, false);
+
 	/* In delta the server sends no removal for a name unsubscribed: the
 	 * client drops what it held under those names itself (on demand's
 	 * evictions), through the store's own removal path. */
-	if (n) {
+	if (rc == 0 && n) {
 		struct xds_update u = { .delta = true, .type = t, .removed = (char **)names, .nremoved = n };
 		struct xds_result r = { 0 };
 
@@ -1052,7 +1043,7 @@ xds_unsubscribe(enum mres_type t, const char *const *names, size_t n)
 		u.removed = NULL;
 		xds_result_free(&r);
 	}
-	return 0;
+	return rc;
 }
 
 int
