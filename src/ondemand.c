@@ -642,7 +642,11 @@ od_request(const struct od_key *k, double now, struct od_entry ***subs, size_t *
 			return;
 		}
 	} else {
-		od_set_state(e, OD_LOOKING, now);	/* an expired negative: ask again */
+		/* An expired negative answer the sweep has not dropped yet: ask
+		 * again. The name is still subscribed, and subscribing it again
+		 * would change nothing the server hears: out, then in again. */
+		od_names_add(unsubs, e->name);
+		od_set_state(e, OD_LOOKING, now);
 	}
 	struct od_entry **v = realloc(*subs, (*nsubs + 1) * sizeof(*v));
 	if (!v) {
