@@ -19,6 +19,7 @@ liboutrigger_a_SOURCES = \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \
 	src/model_eds.c src/model_eds.h \
+	src/ondemand.c src/ondemand.h \
 	src/pb.c src/pb.h \
 	src/peerauth.c src/peerauth.h \
 	src/pool.c src/pool.h \

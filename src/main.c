@@ -18,6 +18,7 @@
 #include "config.h"
 #include "devca.h"
 #include "log.h"
+#include "ondemand.h"
 #include "model.h"
 #include "resources.h"
 #include "xds.h"
@@ -317,6 +318,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 
+	/* On demand before the workers: they read ondemand_enabled() as set. */
+	if (ondemand_start(loop, &cfg) < 0) {
+		log_error("on-demand discovery: out of memory");
+		xds_stop();
+		certsrc_stop();
+		admin_stop();
+		snapshot_unref(server.snap);
+		return 1;
+	}
+
 	/* Workers never take process signals: they are all the control thread's. */
 	sigset_t all, old;
 	sigfillset(&all);
@@ -325,6 +336,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
 		log_error("%s", err);
+		ondemand_stop();
 		xds_stop();
 		certsrc_stop();
 		admin_stop();
@@ -342,6 +354,7 @@ main(int argc, char **argv)
 
 	server.live = false;
 	workers_stop();
+	ondemand_stop();	/* after the workers: their waiters are gone */
 	xds_stop();
 	certsrc_stop();
 	admin_stop();

@@ -138,7 +138,8 @@ enum worker_metric {
 	X(ONDEMAND_TIMEOUTS, ondemand_timeouts, COUNTER, "On-demand lookups that did not answer within xds.onDemandTimeout (the connections then follow mesh.outboundTrafficPolicy)") \
 	X(ONDEMAND_NOT_FOUND, ondemand_not_found, COUNTER, "On-demand lookups the xDS server answered with no such address") \
 	X(ONDEMAND_CACHED, ondemand_cached, GAUGE, "Addresses subscribed on demand now") \
-	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)")
+	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)") \
+	X(ONDEMAND_QUEUE_FULL, ondemand_queue_full, COUNTER, "Connections to an unknown destination that did not wait for a lookup because the queue to the control thread, or the cache, was full of lookups in flight (they followed mesh.outboundTrafficPolicy at once)")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

@@ -103,22 +103,6 @@ static struct {
 
 static void stream_open(void);
 
-/* ---- on demand: a placeholder until src/ondemand.c is merged ------------ */
-
-/* ONLY on the xds branch: the on-demand engineer's ondemand.c overrides
- * these (weak) definitions when it is linked in. */
-__attribute__((weak)) bool
-ondemand_enabled(void)
-{
-	return false;
-}
-
-__attribute__((weak)) void
-ondemand_note(const char *const *found, size_t nfound, const char *const *gone, size_t ngone)
-{
-	(void)found, (void)nfound, (void)gone, (void)ngone;
-}
-
 /* ---- names ---------------------------------------------------------------- */
 
 static size_t
@@ -1041,7 +1025,25 @@ xds_subscribe(enum mres_type t, const char *const *names, size_t n)
 int
 xds_unsubscribe(enum mres_type t, const char *const *names, size_t n)
 {
-	return change_subscription(t, names, n, false);
+	int rc = change_subscription(t, names, n, false);
+
+	/* In delta the server sends no removal for a name unsubscribed: the
+	 * client drops what it held under those names itself (on demand's
+	 * evictions), through the store's own removal path. */
+	if (rc == 0 && n) {
+		struct xds_update u = { .delta = true, .type = t, .removed = (char **)names, .nremoved = n };
+		struct xds_result r = { 0 };
+
+		if (xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r) == 0 && r.model) {
+			struct model *m = r.model;
+			r.model = NULL;
+			server_set_model(m, "xds (unsubscribed)");
+			state_note();
+		}
+		u.removed = NULL;
+		xds_result_free(&r);
+	}
+	return rc;
 }
 
 int
