@@ -1186,8 +1186,10 @@ xds_store_each(const struct xds_store *s, enum mres_type t, xds_each_fn *fn, voi
 	if ((unsigned)t >= MRES__COUNT)
 		return;
 	tab = &s->t[t];
+	if (!tab->n)
+		return;
 	/* Sorted on a copy; out of memory, in the store's order. */
-	if ((v = malloc((tab->n ? tab->n : 1) * sizeof(*v)))) {
+	if ((v = malloc(tab->n * sizeof(*v)))) {
 		memcpy(v, tab->v, tab->n * sizeof(*v));
 		qsort(v, tab->n, sizeof(*v), cmp_ent_name);
 	}
