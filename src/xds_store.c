@@ -1186,10 +1186,11 @@ xds_store_each(const struct xds_store *s, enum mres_type t, xds_each_fn *fn, voi
 	if ((unsigned)t >= MRES__COUNT)
 		return;
 	tab = &s->t[t];
+	if (!tab->n)
+		return;
 	/* Sorted on a copy; out of memory, in the store's order. */
-	if ((v = malloc((tab->n ? tab->n : 1) * sizeof(*v)))) {
-		if (tab->n)	/* tab->v is NULL when empty (memcpy's argument must not be) */
-			memcpy(v, tab->v, tab->n * sizeof(*v));
+	if ((v = malloc(tab->n * sizeof(*v)))) {
+		memcpy(v, tab->v, tab->n * sizeof(*v));
 		qsort(v, tab->n, sizeof(*v), cmp_ent_name);
 	}
 	for (size_t i = 0; i < tab->n; i++) {

@@ -11,6 +11,8 @@ carried as Any bytes.
 
     tests/unit/golden/xds/make.py           rewrite the .bin files
     tests/unit/golden/xds/make.py --check   compare instead (exit 1 on a difference)
+    tests/unit/golden/xds/make.py --corpus  also write fuzz_xds's seed corpus
+                                            (tests/fuzz/corpus/xds)
 
 `make check` runs --check (tests/unit/xds-golden-check.sh; skipped where
 protoc, python3-protobuf or the npm package are missing).
@@ -34,6 +36,8 @@ FILES = [
     "envoy/config/cluster/v3/cluster.proto",
     "envoy/config/listener/v3/listener.proto",
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/config/endpoint/v3/endpoint.proto",
+    "envoy/config/route/v3/route.proto",
 ]
 NAMES = {
     "DeltaDiscoveryResponse": "envoy.service.discovery.v3.DeltaDiscoveryResponse",
@@ -42,6 +46,8 @@ NAMES = {
     "Listener": "envoy.config.listener.v3.Listener",
     "HttpConnectionManager":
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "ClusterLoadAssignment": "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "RouteConfiguration": "envoy.config.route.v3.RouteConfiguration",
 }
 
 
@@ -125,9 +131,73 @@ def delta_listener(C):
     return r.SerializeToString(deterministic=True)
 
 
+def corpus(C):
+    """fuzz_xds inputs: byte 0 (bit 0 delta, bit 1 two messages with a
+    2-byte little-endian length of the first), then the message(s)."""
+    out = os.path.join(TOP, "tests", "fuzz", "corpus", "xds")
+    os.makedirs(out, exist_ok=True)
+    addr = TYPE + "istio.workload.Address"
+
+    def two(kind, a, b):
+        return bytes([kind | 2, len(a) & 0xff, len(a) >> 8]) + a + b
+
+    # A removal and a new version of the service, after delta-address.
+    r = C["DeltaDiscoveryResponse"](nonce="n2", type_url=addr)
+    r.removed_resources.append("Kubernetes//Pod/default/client-5b9c")
+    s = r.resources.add(name="default/server.default.svc.cluster.local", version="s-v2")
+    s.resource.type_url = addr
+    s.resource.value = pb_golden("service.bin")
+    removal = r.SerializeToString(deterministic=True)
+    # The wrong type inside, and one name twice.
+    r = C["DeltaDiscoveryResponse"](nonce="n3", type_url=addr)
+    x = r.resources.add(name="c")
+    x.resource.Pack(C["Cluster"](name="c"))
+    for v in ("1", "2"):
+        x = r.resources.add(name="Kubernetes//Pod/default/client-5b9c", version=v)
+        x.resource.type_url = addr
+        x.resource.value = pb_golden("workload.bin")
+    wrong = r.SerializeToString(deterministic=True)
+    # SotW: only the black hole left (reviews removed: full state).
+    r = C["DiscoveryResponse"](version_info="v10", nonce="n-10", type_url=TYPE + "envoy.config.cluster.v3.Cluster")
+    r.resources.add().Pack(C["Cluster"](name="BlackHoleCluster", type=C["Cluster"].DiscoveryType.Value("STATIC")))
+    fewer = r.SerializeToString(deterministic=True)
+    # SotW EDS and RDS (not full state).
+    cla = C["ClusterLoadAssignment"](cluster_name="outbound|9080||reviews.default.svc.cluster.local")
+    ep = cla.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    ep.address, ep.port_value = "10.0.0.7", 9080
+    r = C["DiscoveryResponse"](version_info="e1", nonce="n-e1",
+                               type_url=TYPE + "envoy.config.endpoint.v3.ClusterLoadAssignment")
+    r.resources.add().Pack(cla)
+    eds = r.SerializeToString(deterministic=True)
+    rc = C["RouteConfiguration"](name="9080")
+    vh = rc.virtual_hosts.add(name="reviews", domains=["*"])
+    rt = vh.routes.add()
+    rt.match.prefix = "/"
+    rt.route.cluster = "outbound|9080||reviews.default.svc.cluster.local"
+    r = C["DeltaDiscoveryResponse"](nonce="n-r1", type_url=TYPE + "envoy.config.route.v3.RouteConfiguration")
+    r.resources.add(name="9080", version="r1").resource.Pack(rc)
+    rds = r.SerializeToString(deterministic=True)
+    cases = {
+        "delta-address": b"\x01" + delta_address(C),
+        "sotw-cluster": b"\x00" + sotw_cluster(C),
+        "delta-listener": b"\x01" + delta_listener(C),
+        "delta-then-removal": two(1, delta_address(C), removal),
+        "delta-wrong-type-and-twice": b"\x01" + wrong,
+        "sotw-full-state": two(0, sotw_cluster(C), fewer),
+        "sotw-eds": b"\x00" + eds,
+        "delta-rds": b"\x01" + rds,
+        "garbage": b"\x01\xff\xff\xff\x0f",
+    }
+    for name, data in cases.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
 def main():
     check = "--check" in sys.argv[1:]
     C = classes()
+    if "--corpus" in sys.argv[1:]:
+        corpus(C)
     bad = 0
     for name, fn in (("delta-address.bin", delta_address), ("sotw-cluster.bin", sotw_cluster),
                      ("delta-listener.bin", delta_listener)):
