@@ -527,3 +527,39 @@ def test_tls_root_and_san(env):
     assert bad.dump()["xds"]["connected"] is False
     assert bad.dump()["xds"]["lastError"], bad.dump()["xds"]
     assert bad.ready()[0] == 503
+
+
+def test_state_file_restart(env):
+    """The last acknowledged state is written to xds.stateFile; a restart with the control plane
+    down serves it at once (ready, in /config_dump, said in the log and /stats) until the server
+    answers, then the server's state."""
+    state = os.path.join(env.dir, "xds-state.pb")
+    ads = env.ads()
+    serve_mesh(ads)
+    cfg = {"xds": {"stateFile": state}}
+    p = env.proxy("http://127.0.0.1:%d" % ads.port, cfg=cfg)
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=15, what="the mesh")
+    wait_for(lambda: int(p.stats()["server.xds_state_writes"]) >= 1, timeout=5, what="a state write")
+    assert p.stop() == 0
+    assert os.path.getsize(state) > 0
+    port = ads.port
+    ads.stop()
+    q = env.proxy("http://127.0.0.1:%d" % port, cfg=cfg)
+    assert q.ready()[0] == 200
+    assert q.names(CLUSTER) == ["c1", "c2"] and q.names(CLA) == ["c1", "c2"]
+    assert q.stats()["server.xds_state_loaded"] == "1"
+    assert q.dump()["xds"]["servingStateFile"] is True
+    assert "from the state file %s" % state in q.logtext()
+    # The control plane back with one cluster changed: its word replaces the file's.
+    ads2 = Ads()
+    ads2.port = port
+    ads2.res = {t: dict(v) for t, v in ads.res.items()}
+    ads2.start()
+    try:
+        ads2.set(CDS, "c5", cluster("c5"))
+        wait_for(lambda: "c5" in q.names(CLUSTER), timeout=20, what="the server's state")
+        assert q.stats()["server.xds_state_loaded"] == "0"
+        # Asked by version for what the file held.
+        assert set(dict(ads2.reqs(CDS)[0].initial_resource_versions)) == {"c1", "c2"}
+    finally:
+        ads2.stop()
