@@ -652,3 +652,53 @@ def test_state_file_serves_traffic_with_control_plane_down(env, pod_lab, init_bi
     r, out = client.client(["echo-client", "--host", "198.19.0.98", "--port", 80, "--count", 1,
                             "--timeout", 5])
     assert not out or out.get("ok", 0) == 0, out
+
+
+def test_unknown_type_nacked(env):
+    """A response of a type we never asked for is NACKed by its nonce (the stream stays)."""
+    ads = env.ads()
+    serve_mesh(ads)
+    p = env.proxy("http://127.0.0.1:%d" % ads.port)
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=15, what="the mesh")
+    r = C()["DeltaResp"]()
+    r.type_url, r.nonce = TYPE + "envoy.config.core.v3.TypedExtensionConfig", "odd-1"
+    ads.push_raw(r.SerializeToString())
+    wait_for(lambda: [q for q in ads.reqs() if q.response_nonce == "odd-1"], what="the NACK")
+    q = [q for q in ads.reqs() if q.response_nonce == "odd-1"][0]
+    assert q.HasField("error_detail") and q.type_url == r.type_url, q
+    assert ads.nstreams == 1
+    assert p.names(CLUSTER) == ["c1", "c2"]
+
+
+def test_on_demand_initial_request(env):
+    """xds.onDemand: Address starts subscribed to nothing ("*" in and out); the rest as usual."""
+    ads = env.ads()
+    p = env.proxy("http://127.0.0.1:%d" % ads.port, env={"XDS_ON_DEMAND": "true"})
+    wait_for(lambda: ads.reqs(ADDRESS), what="the Address request")
+    a = ads.reqs(ADDRESS)[0]
+    assert list(a.resource_names_subscribe) == ["*"] and list(a.resource_names_unsubscribe) == ["*"]
+    assert p.xtype("istio.workload.Address")["subscription"] == []
+    # Readiness does not wait for Address, which is not a wildcard now.
+    wait_for(lambda: p.ready()[0] == 200, timeout=10, what="ready")
+
+
+def test_sighup_keeps_xds_resources(env):
+    """SIGHUP with xDS: the file's resources are rebuilt with the xDS state, which stays."""
+    import signal
+    ads = env.ads()
+    serve_mesh(ads)
+    static = {"@type": CDS, "name": "static1", "type": "STATIC", "connectTimeout": "1s"}
+    p = env.proxy("http://127.0.0.1:%d" % ads.port)
+    with open(p.cfg) as f:
+        conf = json.load(f)
+    conf["resources"] = [static]
+    with open(p.cfg, "w") as f:
+        json.dump(conf, f)
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=15, what="the mesh")
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "static1" in p.names(CLUSTER), what="the reloaded file")
+    assert p.names(CLUSTER) == ["c1", "c2", "static1"]
+    assert p.names(CLA) == ["c1", "c2"]
+    ads.set(CDS, "c6", cluster("c6"))
+    wait_for(lambda: "c6" in p.names(CLUSTER), what="xDS after the reload")
+    assert "static1" in p.names(CLUSTER)
