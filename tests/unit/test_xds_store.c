@@ -817,6 +817,18 @@ test_refs(void **state)
 	push_delta(&f, "n3");
 	assert_null(f.r.error);
 	assert_non_null(model_find(f.m, MRES_ROUTE, "8080"));
+	assert_non_null(f.r.notes);
+	assert_string_equal(f.r.notes, "8080: cluster \"outbound|80||nowhere\" is not known (requests to it fail with 503)");
+	/* Known ones (held, static, weighted): no note. */
+	f.p.type_url = T_ROUTE;
+	add(&f.p, "8080", "v2", "{'@type':'" T_ROUTE "','name':'8080','virtualHosts':[{'name':'vh','domains':['*'],"
+	    "'routes':[{'match':{'prefix':'/'},'route':{'cluster':'outbound|80||a'}},"
+	    "{'match':{'prefix':'/s'},'route':{'cluster':'static-eds'}},"
+	    "{'match':{'prefix':'/w'},'route':{'weightedClusters':{'clusters':[{'name':'outbound|80||b','weight':1},"
+	    "{'name':'gone','weight':1}]}}}]}]}");
+	push_delta(&f, "n4");
+	assert_null(f.r.error);
+	assert_string_equal(f.r.notes, "8080: cluster \"gone\" is not known (requests to it fail with 503)");
 	fx_done(&f);
 }
 
