@@ -211,8 +211,9 @@ def test_cp_delta_on_demand_alias_and_unknown(cp):
         assert not r.resources and not r.removed_resources
         c.ack(r)
         c.send(type_url=X.ADDRESS, resource_names_subscribe=["/198.19.0.10"])
-        r = c.recv()
-        assert [x.name for x in r.resources] == [SVC_KEY] and list(r.resources[0].aliases) == ["/198.19.0.10"]
+        r = c.recv()   # the VIP brings the Service and the Workloads that list it
+        assert [x.name for x in r.resources] == [SVC_KEY, "uid-1"]
+        assert list(r.resources[0].aliases) == ["/198.19.0.10"]
         c.ack(r)
         c.send(type_url=X.ADDRESS, resource_names_subscribe=["/198.18.99.99"])
         r = c.recv()
@@ -230,7 +231,11 @@ def test_cp_delta_on_demand_alias_and_unknown(cp):
         r = c.recv()
         assert [x.name for x in r.resources] == ["uid-late"]
         c.ack(r)
-        c.send(type_url=X.ADDRESS, resource_names_unsubscribe=["/198.19.0.10"])
+        n = cp.set(X.ADDRESS, _wl(1, svc=False))   # what the lookup brought is watched
+        r = c.recv()
+        assert [x.name for x in r.resources] == ["uid-1"] and [r.nonce] == n
+        c.ack(r)
+        c.send(type_url=X.ADDRESS, resource_names_unsubscribe=["/198.19.0.10", SVC_KEY])
         c.none()
         cp.set(X.ADDRESS, meshres.service("echo", ["198.19.0.10"], [(80, 8082)]))
         c.none()

@@ -22,8 +22,9 @@ Behaviour, as istiod's:
   for the wildcard types Address, Workload, Authorization, Cluster, Listener; an empty first
   request of EDS/RDS subscribes nothing). By-name subscriptions get only those names; a name
   may be an alias ("<network>/<ip>", as on-demand lookups use): it resolves to the Workload or
-  Service that has it, sent under its primary name with its aliases; an unknown name is
-  answered in removed_resources. initial_resource_versions: unchanged resources are not sent
+  Service that has it (a Service's address also brings the Workloads that list it), sent
+  under its primary name with its aliases, and what was sent joins the subscription (istiod
+  merges it); an unknown name is answered in removed_resources. initial_resource_versions: unchanged resources are not sent
   again, names the server no longer has are sent as removed (wildcard). Every first request
   of a type is answered (even empty), later ones only when they subscribe something.
 - SotW: full state for the wildcard types, the named resources for EDS/RDS/SDS; version_info
@@ -738,6 +739,19 @@ class XdsServer:
                     return x
         return e
 
+    def _resolve(self, t, name):
+        """What a by-name subscription returns: the resource named (or aliased) so, and for
+        a Service's address also every Workload that lists the Service (istiod's on-demand
+        answer for a VIP)."""
+        e = self._lookup(t, name)
+        if e is None:
+            return []
+        out = [e]
+        if t == ADDRESS and e.message.HasField("service") and name != e.name:
+            out += [x for x in self.res[t].values()
+                    if x.message.HasField("workload") and e.name in x.message.workload.services]
+        return out
+
     @staticmethod
     def _subscribed(w, e):
         return w.wildcard or e.name in w.names or any(a in w.names for a in e.aliases)
@@ -789,11 +803,13 @@ class XdsServer:
                         if w.known.get(e.name) != e.version:
                             send[e.name] = e
                     continue
-                e = self._lookup(t, n)
-                if e:
+                found = self._resolve(t, n)
+                for e in found:
                     send[e.name] = e
-                elif n not in removed:
+                if not found and n not in removed:
                     removed.append(n)
+            if not w.wildcard:
+                w.names.update(send)  # istiod merges what it returned into the watch
             if not send and not removed:
                 return
         self._send_delta(st, t, list(send.values()), removed)
