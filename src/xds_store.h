@@ -21,6 +21,8 @@ struct xds_item {
 	char **aliases;		/* Resource.aliases ("<network>/<ip>"), delta only */
 	size_t naliases;
 	struct mres *res;	/* decoded; NULL when it did not decode (why says why) */
+	uint64_t digest;	/* of the Any's value bytes: an unchanged resource re-sent
+				 * (same version, bytes, aliases) costs no rebuild */
 	char why[256];
 };
 
