@@ -28,7 +28,8 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envoy_protos  # noqa: E402
-from envoy_protos import GRPC_JS_XDS, envoy_deps  # noqa: E402,F401
+# re-exported: test_sds.py, test_xds.py and tests/unit/golden/xds/make.py use these names
+from envoy_protos import GRPC_JS_XDS, envoy_deps, pgv_copy as _pgv_copy  # noqa: E402,F401
 
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
