@@ -21,7 +21,8 @@ D/port gets the port; D/requests.jsonl one line per DeltaDiscoveryRequest ({"typ
 mesh.json: {"workloads": [{"uid", "name", "namespace", "ip", "services": {"ns/host":
 [[port, target]]}}], "services": [{"name", "namespace", "hostname", "vip", "ports":
 [[port, target]]}]}. --generate N S: N workloads 10.64.0.0/10 (10.64.0.1, ...) and S
-services with VIPs 10.32.0.0/12, workload i serving service i % S.
+services with VIPs 10.32.0.0/12 (10.32.0.1, ...), workload i serving service i % S; with
+--real IP the first --real-services (50) services are served by that pod alone.
 """
 import argparse
 import ipaddress
@@ -153,7 +154,10 @@ class Mesh:
         self.by_ip[s["vip"]] = ("s", k)
 
     @classmethod
-    def generate(cls, nwl, nsvc):
+    def generate(cls, nwl, nsvc, real=None, nreal=0):
+        """nwl workloads and nsvc services; with real (an IP), the first nreal services
+        are served by that one workload alone (a pod that exists), the others by the
+        generated ones (addresses nothing answers at: never dialled)."""
         m = cls()
         wbase = int(ipaddress.ip_address("10.64.0.0"))
         sbase = int(ipaddress.ip_address("10.32.0.0"))
@@ -161,11 +165,16 @@ class Mesh:
             m.add_service({"name": "svc-%d" % j, "namespace": "ns-%d" % (j % 100),
                            "hostname": "svc-%d.ns-%d.svc.cluster.local" % (j, j % 100),
                            "vip": str(ipaddress.ip_address(sbase + 1 + j)), "ports": [[80, 8080]]})
+        def key(j):
+            return "ns-%d/svc-%d.ns-%d.svc.cluster.local" % (j % 100, j, j % 100)
+        if real:
+            m.add_workload({"uid": "Kubernetes//Pod/default/real", "name": "real", "namespace": "default",
+                            "ip": real, "services": {key(j): [[80, 8080]] for j in range(nreal)}})
         for i in range(nwl):
-            j = i % nsvc if nsvc else None
+            j = nreal + i % (nsvc - nreal) if nsvc > nreal else None
             svcs = {}
             if j is not None:
-                svcs["ns-%d/svc-%d.ns-%d.svc.cluster.local" % (j % 100, j, j % 100)] = [[80, 8080]]
+                svcs[key(j)] = [[80, 8080]]
             m.add_workload({"uid": "Kubernetes//Pod/ns-%d/pod-%d" % (i % 100, i), "name": "pod-%d" % i,
                             "namespace": "ns-%d" % (i % 100), "ip": str(ipaddress.ip_address(wbase + 1 + i)),
                             "services": svcs})
@@ -277,9 +286,11 @@ def main():
     ap.add_argument("--mesh")
     ap.add_argument("--generate", nargs=2, type=int, metavar=("WORKLOADS", "SERVICES"))
     ap.add_argument("--network", default="")
+    ap.add_argument("--real", help="with --generate: a real pod's IP serving the first --real-services")
+    ap.add_argument("--real-services", type=int, default=50)
     a = ap.parse_args()
     if a.generate:
-        mesh = Mesh.generate(*a.generate)
+        mesh = Mesh.generate(a.generate[0], a.generate[1], a.real, a.real_services if a.real else 0)
     else:
         mesh = Mesh()
         with open(a.mesh) as f:
