@@ -311,6 +311,9 @@ test_lookup_shared(void **state)
 	ondemand_set_time(100.15);
 	ondemand_note(found, 2, NULL, 0);
 	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	/* What it brought is subscribed too (istiod merged it into ours). */
+	assert_int_equal(nsub_calls, 2);
+	assert_string_equal(subs[1], "wl-1");
 	assert_int_equal(nanswers, 1);
 	assert_true(answers[0].found);
 	for (unsigned wid = 0; wid < 2; wid++)
@@ -345,6 +348,8 @@ test_vip_found_by_model(void **state)
 	ondemand_set_time(10.05);
 	ondemand_note(found, 2, NULL, 0);
 	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(nsub_calls, 2);
+	assert_string_equal(subs[1], "default/echo.default.svc.cluster.local wl-1");
 	ondemand_answers(0, answers, nanswers, 10.1);
 	assert_int_equal(w.resumed, 1);
 	assert_true(w.found);
