@@ -591,6 +591,9 @@ handle(const uint8_t *msg, size_t len)
 		r.error = strdup("out of memory applying the response");
 	}
 	server.stats[SM_XDS_RESOURCES_REFUSED] += r.refused;
+	if (r.notes)
+		log_info("xds %s: %s response %s: %s", x.tgt.addr, type_name(u.type), u.nonce ? u.nonce : "",
+		    r.notes);
 	if (r.model) {
 		struct model *m = r.model;
 		r.model = NULL;
