@@ -237,6 +237,19 @@ out:
 	free(buf);
 }
 
+/* A request's type_url (url, else type t's) and, on the stream's first
+ * request, the node. */
+static char *
+req_head(enum mres_type t, const char *url, char *buf, size_t len, Envoy__Config__Core__V3__Node **node)
+{
+	if (x.first_req)
+		*node = x.node;
+	if (url)
+		return (char *)url;
+	type_url(t, buf, len);
+	return buf;
+}
+
 struct irv {
 	IrvEntry *e;
 	IrvEntry **p;
@@ -280,13 +293,7 @@ delta_send(enum mres_type t, const char *url, const char *nonce, const char *err
 	struct irv v = { 0 };
 	char urlbuf[160];
 
-	if (!url) {
-		type_url(t, urlbuf, sizeof(urlbuf));
-		url = urlbuf;
-	}
-	req.type_url = (char *)url;
-	if (x.first_req)
-		req.node = x.node;
+	req.type_url = req_head(t, url, urlbuf, sizeof(urlbuf), &req.node);
 	if (nonce)
 		req.response_nonce = (char *)nonce;
 	if (error) {
@@ -325,13 +332,7 @@ sotw_send(enum mres_type t, const char *url, const char *version, const char *no
 	char urlbuf[160];
 	struct xtype *xt = (int)t >= 0 ? &x.t[t] : NULL;
 
-	if (!url) {
-		type_url(t, urlbuf, sizeof(urlbuf));
-		url = urlbuf;
-	}
-	req.type_url = (char *)url;
-	if (x.first_req)
-		req.node = x.node;
+	req.type_url = req_head(t, url, urlbuf, sizeof(urlbuf), &req.node);
 	req.version_info = (char *)(version ? version : "");
 	req.response_nonce = (char *)(nonce ? nonce : "");
 	/* The full list each time; wildcard: none (legacy wildcard). */
