@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -400,3 +401,25 @@ def test_state_file_serves_traffic_with_control_plane_down(env, pod_lab, init_bi
     r, out = client.client(["echo-client", "--host", "198.19.0.98", "--port", 80, "--count", 1,
                             "--timeout", 5])
     assert not out or out.get("ok", 0) == 0, out
+
+
+def test_state_file_rate_limited_last_written(env):
+    """A burst of pushes writes the state file at most about once a second, and the last state
+    is always written: a restart from the file alone has the burst's last resource."""
+    state = os.path.join(env.dir, "xds-state.pb")
+    cp = env.cp()
+    serve_mesh(cp)
+    p = env.proxy(cp.address, cfg={"xds": {"stateFile": state}})
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=15, what="the mesh")
+    before = int(p.stats()["server.xds_state_writes"])
+    t0 = time.monotonic()
+    for i in range(30):
+        cp.wait_ack(cp.set(CLUSTER_T, cluster("burst%02d" % i)))
+    acks = int(p.stats()["server.xds_acks"])
+    writes = int(p.stats()["server.xds_state_writes"]) - before
+    elapsed = time.monotonic() - t0
+    assert writes <= elapsed + 2 and writes < 30, (writes, elapsed, acks)
+    assert p.stop() == 0        # a pending write goes out at exit
+    cp.stop()
+    q = env.proxy(cp.address, cfg={"xds": {"stateFile": state}})
+    assert "burst29" in q.names(CLUSTER)
