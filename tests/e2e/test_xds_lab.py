@@ -386,3 +386,217 @@ def test_cp_cli_serves_a_file(tmp_path):
     finally:
         p.kill()
         p.wait(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pod lab driven by the control plane. The server listens inside the client pod's network
+# namespace (127.0.0.1 there, as the test CA does), the sidecar's -c FILE holds no resource:
+# only proxy.discoveryAddress. The lab does not DNAT the VIPs, so only what xDS described can
+# carry a connection.
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import lab  # noqa: E402
+
+VIP = "198.19.0.20"
+STREAM_VIP = "198.19.0.30"
+HTTP_PORT, ECHO_PORT = 8080, 9090
+STREAM_KEY = meshres.key("stream")
+
+
+def _pod_wl(pod, revision="r1"):
+    return meshres.workload("Kubernetes//Pod/default/" + pod.name, pod.name, [pod.ip4],
+                            {SVC_KEY: [(80, HTTP_PORT)], STREAM_KEY: [(90, ECHO_PORT)]},
+                            canonicalRevision=revision)
+
+
+class XdsLab:
+    def __init__(self, L, servers=2):
+        self.L = L
+        self.servers = []
+        for i in range(servers):
+            p = L.add_pod("server-%s" % "ab"[i])
+            p.app(["http", "--port", HTTP_PORT, "--name", p.name])
+            p.app(["echo", "--port", ECHO_PORT])
+            self.servers.append(p)
+        self.client = L.add_pod("client")
+        self.cp = X.XdsServer(netns=self.client.netns).start()
+        self.sc = None
+
+    def start_sidecar(self, sotw=False, **kw):
+        cfg = {"proxy": {"discoveryAddress": self.cp.address}}
+        env = {"POD_NAME": "client", "POD_NAMESPACE": "default", "INSTANCE_IP": self.client.ip4,
+               "ISTIO_META_CLUSTER_ID": "lab", "XDS_SOTW": "true" if sotw else "false"}
+        self.sc = self.client.start_sidecar(config=cfg, env=env, proxy_args=("--concurrency", "1"),
+                                            ready_timeout=20, **kw)
+        assert "resources" not in json.load(open(self.sc.config_path))
+        return self.sc
+
+    def who(self, n=1, vip=VIP):
+        """The server pods that answered n HTTP requests (one connection each) to vip:80."""
+        out = []
+        for _ in range(n):
+            code, body = self.client.curl("http://%s/" % vip, user="nobody")
+            assert code == 200, (code, body, self.sc.log()[-3000:])
+            assert body.startswith("hello from "), body
+            out.append(body.split()[2])
+        return out
+
+    def stop(self):
+        self.cp.stop()
+
+
+@pytest.fixture
+def xlab(pod_lab, outrigger_bin, init_bin):
+    _need_protos()
+    x = XdsLab(pod_lab)
+    yield x
+    x.stop()
+
+
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_service_only_xds_described(xlab, sotw):
+    """The client pod reaches the server pods through a Service that only xDS described; an
+    endpoint added by a push is used; a workload removed by a push gets no new connection."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    cp.set_many([(X.ADDRESS, meshres.service("echo", [VIP], [(80, HTTP_PORT)])), (X.ADDRESS, _pod_wl(a))])
+    code, _ = xlab.client.curl("http://%s/" % VIP, timeout=2, user="nobody")
+    assert code == 0  # the premise: no sidecar, no route to the VIP
+    sc = xlab.start_sidecar(sotw=sotw)
+    assert cp.requests()[0]["node"]["id"] == "sidecar~%s~client.default~default.svc.cluster.local" % xlab.client.ip4
+    first = cp.requests(X.ADDRESS)[0]
+    assert first["kind"] == ("sotw" if sotw else "delta")
+    if sotw:
+        assert first["resource_names"] == []
+    else:
+        assert first["subscribe"] == [] and first["unsubscribe"] == []
+    assert cp.metadata()[0].get("clusterid") == "lab"
+    assert set(xlab.who(4)) == {"server-a"}
+    # an endpoint added by a push is used (one worker: round robin takes both in turn)
+    cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))
+    assert set(xlab.who(6)) == {"server-a", "server-b"}
+    # a workload removed by a push gets no new connection, from the ACK on
+    cp.wait_ack(cp.remove(X.ADDRESS, _pod_wl(a)["workload"]["uid"]))
+    assert set(xlab.who(8)) == {"server-b"}
+    assert not cp.nacks(), cp.nacks()
+    st = sc.stats()
+    assert st["server.xds_nacks"] == 0 and st["server.xds_acks"] >= 6 and st["server.xds_connected"] == 1, st
+
+
+STREAMER = r'''
+import hashlib, json, random, select, socket, sys, threading, time
+host, port, n, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+stop = threading.Event()
+res = [None] * n
+conns = []
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=10)
+    s.settimeout(10)
+    conns.append(s)
+def run(i, s):
+    rng = random.Random(i)
+    hs, hr = hashlib.sha256(), hashlib.sha256()
+    r = {"sent": 0, "recv": 0, "max_gap": 0.0, "rounds": 0, "error": None}
+    try:
+        while not stop.is_set():
+            d = rng.randbytes(16384)
+            t = time.monotonic()
+            s.sendall(d)
+            hs.update(d)
+            r["sent"] += len(d)
+            got = 0
+            while got < len(d):
+                b = s.recv(len(d) - got)
+                if not b:
+                    raise EOFError("closed after %d bytes" % r["recv"])
+                hr.update(b)
+                got += len(b)
+                r["recv"] += len(b)
+            r["max_gap"] = max(r["max_gap"], time.monotonic() - t)
+            r["rounds"] += 1
+        s.shutdown(socket.SHUT_WR)
+        if s.recv(1) != b"":
+            r["error"] = "no EOF"
+    except Exception as e:
+        r["error"] = "%s: %s" % (type(e).__name__, e)
+    r["sha_ok"] = hs.hexdigest() == hr.hexdigest()
+    res[i] = r
+    s.close()
+ts = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(conns)]
+for t in ts:
+    t.start()
+print("READY", flush=True)
+deadline = time.monotonic() + limit
+while time.monotonic() < deadline:
+    if select.select([sys.stdin], [], [], 0.5)[0]:
+        sys.stdin.readline()
+        break
+stop.set()
+for t in ts:
+    t.join(30)
+print(json.dumps(res), flush=True)
+'''
+
+
+def test_lab_1000_pushes_under_traffic(xlab):
+    """1,000 delta pushes of changing workloads (churn workloads of another service set,
+    changed and removed; every 100th push a new revision of the two endpoints the streams use)
+    while 4 long streams each move a checksummed byte stream through the VIP and a short
+    connection opens every 50 pushes: every byte comes back in order (sha256 both ways), no
+    stream waits more than STALL_BOUND for its echo, every short connection succeeds, every
+    push is ACKed. Bounded: 1,000 pushes, 180 s."""
+    STALL_BOUND = 5.0
+    a, b = xlab.servers
+    cp = xlab.cp
+    cp.set_many([(X.ADDRESS, meshres.service("echo", [VIP], [(80, HTTP_PORT)])),
+                 (X.ADDRESS, meshres.service("stream", [STREAM_VIP], [(90, ECHO_PORT)])),
+                 (X.ADDRESS, meshres.service("churn", ["198.19.0.40"], [(80, 8080)])),
+                 (X.ADDRESS, _pod_wl(a)), (X.ADDRESS, _pod_wl(b))])
+    sc = xlab.start_sidecar()
+    script = os.path.join(xlab.L.dir, "streamer.py")
+    with open(script, "w") as f:
+        f.write(STREAMER)
+    os.chmod(script, 0o644)
+    p = xlab.client.popen([lab.PYTHON, script, STREAM_VIP, 90, 4, 240], user="nobody",
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    line = lab.read_line(p.stdout, 20)
+    assert line.startswith(b"READY"), (line, sc.log()[-3000:])
+    t0 = time.monotonic()
+    churn_key = meshres.key("churn")
+    short = []
+    for i in range(1000):
+        assert time.monotonic() - t0 < 180, "1,000 pushes took over 180 s (at %d)" % i
+        if i % 100 == 99:
+            nonces = cp.set_many([(X.ADDRESS, _pod_wl(a, "r%d" % i)), (X.ADDRESS, _pod_wl(b, "r%d" % i))])
+        elif i % 10 == 9:
+            nonces = cp.remove(X.ADDRESS, "churn-%d" % ((i - 1) % 50))  # the one set just before
+        else:
+            k = i % 50
+            nonces = cp.set(X.ADDRESS, meshres.workload(
+                "churn-%d" % k, "churn-%d" % k, ["198.18.%d.%d" % (100 + k // 200, 1 + k % 200)],
+                {churn_key: [(80, 8080)]}, canonicalRevision="v%d" % i))
+        assert len(nonces) == 1, (i, nonces)
+        cp.wait_ack(nonces, timeout=20)
+        if i % 50 == 0:
+            r, out = xlab.client.client(["echo-client", "--host", STREAM_VIP, "--port", 90, "--count", 1,
+                                         "--bytes", 4096, "--timeout", 10])
+            short.append(out)
+    elapsed = time.monotonic() - t0
+    p.stdin.write(b"stop\n")
+    p.stdin.flush()
+    line = lab.read_line(p.stdout, 60)
+    res = json.loads(line)
+    assert len(res) == 4 and all(res), res
+    for r in res:
+        assert r["error"] is None, (r, sc.log()[-3000:])
+        assert r["sha_ok"] and r["sent"] == r["recv"] and r["recv"] > 0, r
+        assert r["max_gap"] < STALL_BOUND, r
+    assert all(o and o["ok"] == 1 for o in short), short
+    assert len(short) == 20
+    assert not cp.nacks(), cp.nacks()[:3]
+    assert len(cp.acks(X.ADDRESS)) >= 1000
+    print("1000 pushes in %.1fs; streams moved %s bytes, max echo gap %.3fs" % (
+        elapsed, [r["recv"] for r in res], max(r["max_gap"] for r in res)))
