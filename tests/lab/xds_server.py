@@ -623,6 +623,7 @@ class XdsServer:
         self._stall_tcp = False
         self._cuts = 0
         self.connections_total = 0
+        self.on_request = None       # called (under the lock) with each request recorded
         self.server = None
         self.relay = None
         self._grpc_port = None
@@ -726,6 +727,8 @@ class XdsServer:
         if d["node"] is not None and st.node is None:
             st.node = d["node"]
         self._requests.append(d)
+        if self.on_request:
+            self.on_request(d)
         return d
 
     # -- delta
@@ -1156,6 +1159,14 @@ def main():
     ap.add_argument("--port-file", help="write the port here once listening")
     a = ap.parse_args()
     cp = XdsServer(a.host, a.port, tls=tuple(a.tls) if a.tls else None)
+
+    def log(r):
+        what = "NACK %s" % r["error_detail"]["message"] if r["error_detail"] else (
+            "ACK %s" % r["response_nonce"] if r["response_nonce"] else "request")
+        print("stream %d %s %s %s%s" % (
+            r["stream"], r["kind"], type_name(r["type_url"]), what,
+            " from %s" % r["node"]["id"] if r["node"] else ""), flush=True)
+    cp.on_request = log
     if a.resources:
         cp.set_many(load_resources(a.resources))
     cp.start()
@@ -1166,16 +1177,8 @@ def main():
     print("serving ADS on %s: %d resources (Ctrl-C stops)" % (
         cp.address, sum(len(d) for d in cp.res.values())), flush=True)
     try:
-        last = 0
         while True:
-            time.sleep(1)
-            n = len(cp.requests())
-            if n != last:
-                for r in cp.requests(since=last):
-                    print("request stream=%s %s nonce=%s%s" % (
-                        r["stream"], type_name(r["type_url"]), r["response_nonce"] or "-",
-                        " NACK %s" % r["error_detail"]["message"] if r["error_detail"] else ""), flush=True)
-                last = n
+            time.sleep(3600)
     except KeyboardInterrupt:
         cp.stop()
 
