@@ -405,6 +405,8 @@ oom:
 	names_clear(&unsub);
 }
 
+static void drop_names(enum mres_type t, const char *const *names, size_t n);
+
 /* After a Cluster or Listener response: subscribe to the
  * ClusterLoadAssignments or RouteConfigurations they name. */
 static void
@@ -421,11 +423,22 @@ follow_refs(enum mres_type parent)
 		return;
 	}
 	if (!names_equal(&xt->want, names, n)) {
-		names_clear(&xt->want);
+		struct names old = xt->want, gone = { 0 };
+
+		memset(&xt->want, 0, sizeof(xt->want));
 		for (size_t i = 0; i < n; i++)
 			if (names_add(&xt->want, names[i]) < 0)
 				log_error("xds %s: out of memory for the subscription of %s", x.tgt.addr, type_name(t));
+		for (size_t i = 0; i < old.n; i++)
+			if (!names_has(&xt->want, old.v[i]))
+				(void)names_add(&gone, old.v[i]);
 		sync_type(t);
+		/* No longer referenced: the server says nothing more of them
+		 * (delta sends no removal for an unsubscribed name, SotW's EDS
+		 * and RDS deletion is implicit): dropped here. */
+		drop_names(t, (const char *const *)gone.v, gone.n);
+		names_clear(&gone);
+		names_clear(&old);
 	}
 	xds_names_free(names, n);
 }
@@ -473,6 +486,25 @@ state_note(void)
 		ev_timer_set(&x.save, STATE_SAVE_GAP_S - gap, 0);
 		ev_timer_start(x.loop, &x.save);
 	}
+}
+
+/* Drops what the store holds under names (of type t) that we no longer
+ * subscribe to, through the store's own removal path. */
+static void
+drop_names(enum mres_type t, const char *const *names, size_t n)
+{
+	struct xds_update u = { .delta = true, .type = t, .removed = (char **)names, .nremoved = n };
+	struct xds_result r = { 0 };
+
+	if (!n)
+		return;
+	if (xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r) == 0 && r.model) {
+		struct model *m = r.model;
+		r.model = NULL;
+		server_set_model(m, "xds (unsubscribed)");
+		state_note();
+	}
+	xds_result_free(&r);
 }
 
 /* ---- responses ------------------------------------------------------------- */
@@ -1027,22 +1059,8 @@ xds_unsubscribe(enum mres_type t, const char *const *names, size_t n)
 {
 	int rc = change_subscription(t, names, n, false);
 
-	/* In delta the server sends no removal for a name unsubscribed: the
-	 * client drops what it held under those names itself (on demand's
-	 * evictions), through the store's own removal path. */
-	if (rc == 0 && n) {
-		struct xds_update u = { .delta = true, .type = t, .removed = (char **)names, .nremoved = n };
-		struct xds_result r = { 0 };
-
-		if (xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r) == 0 && r.model) {
-			struct model *m = r.model;
-			r.model = NULL;
-			server_set_model(m, "xds (unsubscribed)");
-			state_note();
-		}
-		u.removed = NULL;
-		xds_result_free(&r);
-	}
+	if (rc == 0)
+		drop_names(t, names, n);
 	return rc;
 }
 
