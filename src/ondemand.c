@@ -174,12 +174,14 @@ od_parse(const char *name, struct od_key *k)
 		k->fam = 4;
 		return true;
 	}
-	if (inet_pton(AF_INET6, slash + 1, k->addr) == 1) {
-		k->fam = 6;
-		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)k->addr)) {
-			memmove(k->addr, k->addr + 12, 4);
-			memset(k->addr + 4, 0, 12);
+	struct in6_addr in6;	/* not k->addr itself: in6_addr is 4-byte aligned, k->addr is not */
+	if (inet_pton(AF_INET6, slash + 1, &in6) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED(&in6)) {
 			k->fam = 4;
+			memcpy(k->addr, &in6.s6_addr[12], 4);
+		} else {
+			k->fam = 6;
+			memcpy(k->addr, &in6, 16);
 		}
 		return true;
 	}

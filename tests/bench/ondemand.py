@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The on-demand scaling scenario (issue 10, Performance): a control plane holding N
-workloads and N/5 services (tests/lab/od_xds_server.py --generate, in the client pod on
+workloads and N/5 services (tests/bench/ondemand_cp.py --generate, in the client pod on
 127.0.0.1); a sidecar in on-demand mode (XDS_ON_DEMAND=true) whose app talks to 50 of
 the services (VIPs 10.32.0.1-50, served by the one server pod). For each mesh size
 (1k, 10k, 100k workloads by default) it reports:
@@ -82,7 +82,7 @@ def run_size(nwl, out):
         os.makedirs(d)
         log = open(os.path.join(d, "server.log"), "wb")
         t0 = time.monotonic()
-        srv = c.popen([lab.PYTHON, os.path.join(lab.HERE, "od_xds_server.py"), "--dir", d,
+        srv = c.popen([lab.PYTHON, os.path.join(HERE, "ondemand_cp.py"), "--dir", d,
                        "--listen", "127.0.0.1:0", "--generate", str(nwl), str(nsvc),
                        "--real", server.ip4, "--real-services", str(NDEST)],
                       user="root", stdout=log, stderr=log)

@@ -9,11 +9,12 @@ client becomes ready. python3-grpcio and the REAL Envoy discovery protos (from
 written here from the upstream field numbers (istio/istio pkg/workloadapi/workload.proto),
 since no package ships them. Nothing of Outrigger's is used.
 
-The tests' interim stand-in for tests/lab/xds_server.py (the cplane branch's control
-plane), which did not exist yet when on-demand discovery was written.
+The on-demand scaling bench's control plane (tests/bench/ondemand.py): it generates a mesh of
+100,000 workloads in about a second, where tests/lab/xds_server.py (the e2e tests' control
+plane, which keeps every resource as an encoded message) is built for fidelity, not size.
 
-    od_xds_server.py --dir D --listen 127.0.0.1:0 --mesh mesh.json
-    od_xds_server.py --dir D --listen 127.0.0.1:0 --generate 100000 20000
+    ondemand_cp.py --dir D --listen 127.0.0.1:0 --mesh mesh.json
+    ondemand_cp.py --dir D --listen 127.0.0.1:0 --generate 100000 20000
 
 D/port gets the port; D/requests.jsonl one line per DeltaDiscoveryRequest ({"type",
 "sub", "unsub", "nonce", "error"}); D/control.json, re-read at every request, may hold
@@ -40,7 +41,7 @@ from concurrent import futures
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lab"))
 import sds_server  # noqa: E402  (the Envoy protos' loader)
 
 ADDRESS = "type.googleapis.com/istio.workload.Address"
