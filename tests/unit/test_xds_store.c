@@ -895,6 +895,43 @@ test_static_wins(void **state)
 	fx_done(&f);
 }
 
+/* xds_store_put / xds_store_set_version: as they are, a name replaced. */
+static void
+test_put(void **state)
+{
+	struct fx f;
+	struct rsc x = { 0 };
+	struct mres *a, *b;
+	struct model_report rep;
+	struct model *m;
+	const char *al[] = { "/10.0.0.1" };
+	char why[256];
+
+	(void)state;
+	fx_init(&f);
+	pack_json(&x, WL("w1", IP1, ""));
+	assert_non_null(a = mres_new(protobuf_c_message_unpack(jpb_lookup("istio.workload.Address"), NULL, x.vlen,
+	    x.val), "p1", NULL, why, sizeof(why)));
+	assert_non_null(b = mres_new(protobuf_c_message_unpack(jpb_lookup("istio.workload.Address"), NULL, x.vlen,
+	    x.val), "p2", NULL, why, sizeof(why)));
+	free(x.type_url);
+	free(x.val);
+	assert_int_equal(xds_store_put(f.s, a, al, 1), 0);
+	assert_string_equal(held(&f, MRES_ADDRESS, "w1"), "p1");
+	assert_int_equal(xds_store_put(f.s, b, NULL, 0), 0);
+	assert_int_equal(xds_store_count(f.s, MRES_ADDRESS), 1);
+	assert_string_equal(held(&f, MRES_ADDRESS, "w1"), "p2");
+	assert_int_equal(xds_store_set_version(f.s, MRES_ADDRESS, "sv"), 0);
+	assert_string_equal(xds_store_version(f.s, MRES_ADDRESS), "sv");
+	assert_non_null(m = xds_store_build(f.s, NULL, &rep));
+	assert_ptr_equal(model_find(m, MRES_ADDRESS, "w1"), b);
+	model_report_free(&rep);
+	model_free(m);
+	mres_unref(a);
+	mres_unref(b);
+	fx_done(&f);
+}
+
 /* Messages that are no response, a type we do not take: -EINVAL with why,
  * the nonce kept when the outer message decoded. */
 static void
@@ -935,6 +972,38 @@ test_bad_messages(void **state)
 	/* Empty bytes are an empty response (proto3): of no type. */
 	assert_int_equal(xds_decode_delta((const uint8_t *)"", 0, &u, err, sizeof(err)), -EINVAL);
 	xds_update_free(&u);
+}
+
+/* What a response decodes to is bounded (16 times its size plus 64 MiB):
+ * 3 MB of empty Resources would take 150 MB of structs. */
+static void
+test_decode_bound(void **state)
+{
+	size_t n = 1500000, len = 2 * n + 64;
+	uint8_t *b = malloc(len), *p = b;
+	struct xds_update u;
+	char err[256];
+	int rc;
+
+	(void)state;
+	assert_non_null(b);
+	memcpy(p, "\x22\x2a" T_ADDRESS, 2 + strlen(T_ADDRESS));	/* type_url (4) */
+	p += 2 + strlen(T_ADDRESS);
+	for (size_t i = 0; i < n; i++) {
+		*p++ = 0x12;	/* resources (2), empty */
+		*p++ = 0x00;
+	}
+	rc = xds_decode_delta(b, (size_t)(p - b), &u, err, sizeof(err));
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "over the decode bound"));
+	xds_update_free(&u);
+	/* The same shape, small: decodes (each item refused: no resource). */
+	rc = xds_decode_delta(b, 2 + strlen(T_ADDRESS) + 2000, &u, err, sizeof(err));
+	assert_int_equal(rc, 0);
+	assert_int_equal(u.nitems, 1000);
+	assert_null(u.items[0].res);
+	xds_update_free(&u);
+	free(b);
 }
 
 /* The NACK's text is bounded: "... and N more". */
@@ -1148,7 +1217,9 @@ main(void)
 		cmocka_unit_test(test_unknown_enum),
 		cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_static_wins),
+		cmocka_unit_test(test_put),
 		cmocka_unit_test(test_bad_messages),
+		cmocka_unit_test(test_decode_bound),
 		cmocka_unit_test(test_error_bound),
 		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_golden_delta),
