@@ -35,7 +35,7 @@ class Client:
 
     def __init__(self, cp, delta=True, metadata=(("authorization", "Bearer tok"), ("clusterid", "c1"))):
         _need_protos()
-        self.delta = delta
+        self.delta, self.cp = delta, cp
         self.ch = grpc.insecure_channel("127.0.0.1:%d" % cp.port)
         C = cp.C
         self.Req = C["DeltaDiscoveryRequest"] if delta else C["DiscoveryRequest"]
@@ -89,7 +89,8 @@ class Client:
             r = self.inq.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError("no response within %ss" % timeout)
-        assert r is not None, "stream ended: %s" % self.error
+        assert r is not None, "stream ended: %s (server events: %s)" % (
+            self.error, self.cp.events() if hasattr(self.cp, "events") else "-")
         return r
 
     def none(self, wait=0.5):
@@ -739,3 +740,39 @@ def test_lab_tls_control_plane(tls_xlab):
     tls = x.cp.events("tls")
     assert tls and tls[0]["alpn"] == "h2", tls
     assert x.cp.metadata()[0]["authorization"] == "Bearer lab-token-1"
+
+
+def test_cp_raw_drop_and_tcp_stall(cp):
+    """push_raw reaches the client as bytes that are no response; drop_connections ends the
+    streams; stall(tcp=True) accepts and never sends a byte (no HTTP/2 SETTINGS either)."""
+    cp.set(X.ADDRESS, _wl(1))
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.ack(c.recv())
+        cp.wait_ack([s["nonce"] for s in cp.sent(X.ADDRESS)])
+        assert cp.push_raw(b"\xff\xff\xff") == 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.recv()
+        assert cp.drop_connections() >= 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    cp.stall(tcp=True)
+    import socket
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=5)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        s.settimeout(1)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+        assert cp.events("tcp-stalled")
+    finally:
+        s.close()

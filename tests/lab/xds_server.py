@@ -47,6 +47,7 @@ import ipaddress
 import itertools
 import json
 import os
+import queue
 import socket
 import ssl
 import struct
@@ -594,7 +595,7 @@ class _Watch:
 class _Stream:
     def __init__(self, sid, kind, md, peer):
         self.id, self.kind, self.md, self.peer = sid, kind, md, peer
-        self.q = None
+        self.q = queue.Queue()
         self.watches = {}       # type_url -> _Watch
         self.node = None
         self.open = True
@@ -700,12 +701,11 @@ class XdsServer:
                     self._streams.remove(st)
                 self.cond.notify_all()
 
-        st.q, gen = envoy_protos.duplex(it, on_request, on_end)
-        with self.lock:
+        with self.lock:  # listed before its first request is read: no push can miss it
             self._streams.append(st)
             self._all_streams.append(st)
             self.cond.notify_all()
-        return gen
+        return envoy_protos.duplex(it, on_request, on_end, st.q)[1]
 
     def _delta(self, it, ctx):
         return self._run(self._open("delta", ctx), it, self._on_delta)
