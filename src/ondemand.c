@@ -174,12 +174,14 @@ od_parse(const char *name, struct od_key *k)
 		k->fam = 4;
 		return true;
 	}
-	if (inet_pton(AF_INET6, slash + 1, k->addr) == 1) {
-		k->fam = 6;
-		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)k->addr)) {
-			memmove(k->addr, k->addr + 12, 4);
-			memset(k->addr + 4, 0, 12);
+	struct in6_addr in6;	/* not k->addr itself: in6_addr is 4-byte aligned, k->addr is not */
+	if (inet_pton(AF_INET6, slash + 1, &in6) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED(&in6)) {
 			k->fam = 4;
+			memcpy(k->addr, &in6.s6_addr[12], 4);
+		} else {
+			k->fam = 6;
+			memcpy(k->addr, &in6, 16);
 		}
 		return true;
 	}
@@ -524,18 +526,20 @@ od_uid_kept(const struct model *m, const char *uid, const struct od_entry *excep
 	return false;
 }
 
-/* What an entry brought in, to unsubscribe with its own name: istiod
- * merges the names it answered a lookup with into the subscription (a VIP
- * brings the Service and its endpoint Workloads, pilot/pkg/xds/workload.go
- * generateDeltasOndemand), so unsubscribing the lookup name alone would
- * leave them pushed to us forever. Names another entry still needs stay. */
+/* What an entry brought in: istiod merges the names it answered a lookup
+ * with into the subscription (a VIP brings the Service and its endpoint
+ * Workloads, pilot/pkg/xds/workload.go generateDeltasOndemand), so
+ * unsubscribing the lookup name alone would leave them pushed to us for
+ * ever. They are subscribed when found (the client's subscription then is
+ * what the server holds, and a reconnect asks for them again) and
+ * unsubscribed with the entry; when evicting, names another entry still
+ * needs stay. */
 static void
-od_evict_names(struct od_entry *e, struct od_names *ns)
+od_brought(struct od_entry *e, struct od_names *ns, bool evicting)
 {
 	const struct model *m = server.snap ? server.snap->model : NULL;
 	struct sockaddr_storage a;
 
-	od_names_add(ns, e->name);
 	if (!m || e->st != OD_FOUND)
 		return;
 	od_sockaddr(&e->k, &a);
@@ -545,14 +549,21 @@ od_evict_names(struct od_entry *e, struct od_names *ns)
 		for (size_t p = 0; p < s->nports; p++)
 			for (size_t i = 0; i < s->ports[p].neps; i++) {
 				const char *uid = s->ports[p].eps[i].wl->uid;
-				if (!od_uid_kept(m, uid, e))
+				if (!evicting || !od_uid_kept(m, uid, e))
 					od_names_add(ns, uid);
 			}
 		return;
 	}
 	const struct mworkload *wl = model_workload_at(m, &a);
-	if (wl && !od_uid_kept(m, wl->uid, e))
+	if (wl && (!evicting || !od_uid_kept(m, wl->uid, e)))
 		od_names_add(ns, wl->uid);
+}
+
+static void
+od_evict_names(struct od_entry *e, struct od_names *ns)
+{
+	od_names_add(ns, e->name);
+	od_brought(e, ns, true);
 }
 
 static double
@@ -707,16 +718,31 @@ ondemand_drain(double now)
 }
 
 static void
-od_found(struct od_entry *e, double now)
+od_found(struct od_entry *e, double now, struct od_names *brought)
 {
 	od_set_state(e, OD_FOUND, now);
 	od_answer(&e->k, true, 0);
+	od_brought(e, brought, false);
 	log_debug("on demand: %s found", e->name);
+}
+
+static void
+od_names_subscribe(struct od_names *ns)
+{
+	int rc;
+
+	if (ns->n && (rc = xds_subscribe(MRES_ADDRESS, (const char *const *)ns->v, ns->n)) < 0)
+		log_warn("on demand: subscribing %zu names: %s", ns->n, strerror(-rc));
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	*ns = (struct od_names){ 0 };
 }
 
 void
 ondemand_note(const char *const *found, size_t nfound, const char *const *gone, size_t ngone)
 {
+	struct od_names brought = { 0 };
 	double now;
 
 	if (!ondemand_on || !od_buckets)
@@ -737,13 +763,14 @@ ondemand_note(const char *const *found, size_t nfound, const char *const *gone, 
 	for (size_t i = 0; i < nfound; i++) {
 		struct od_entry *e = od_find_name(found[i]);
 		if (e && e->st != OD_FOUND && od_known(&e->k))
-			od_found(e, now);
+			od_found(e, now, &brought);
 	}
 	/* A lookup answered under names we do not parse (a VIP that came as
 	 * its Service's "namespace/hostname"): the model says. */
 	for (struct od_entry *e = od_all; e && od_nlooking; e = e->next)
 		if (e->st == OD_LOOKING && od_known(&e->k))
-			od_found(e, now);
+			od_found(e, now, &brought);
+	od_names_subscribe(&brought);
 	od_flush();
 	od_rearm(now);
 }

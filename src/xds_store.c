@@ -920,6 +920,49 @@ found_add(struct names *found, const struct mres *r, char *const *aliases, size_
 		names_add(found, aliases[k]);
 }
 
+/* Whether a Cluster of that name is held or static. */
+static bool
+cluster_known(const struct xds_store *s, const char *name)
+{
+	struct xent *e = tab_get(&s->t[MRES_CLUSTER], name);
+
+	return (e && !e->shadowed) || tab_get(&s->st[MRES_CLUSTER], name);
+}
+
+static void
+note_cluster(const struct xds_store *s, struct errs *notes, const struct mres *r, const char *cluster)
+{
+	if (*cluster && !cluster_known(s, cluster))
+		errs_add(notes, r->name, "cluster \"%.200s\" is not known (requests to it fail with 503)", cluster);
+}
+
+/* The clusters a RouteConfiguration routes to that no Cluster has: accepted
+ * (as Envoy does), but said. */
+static void
+route_notes(const struct xds_store *s, struct errs *notes, const struct mres *r)
+{
+	const Envoy__Config__Route__V3__RouteConfiguration *rc = (const void *)r->msg;
+
+	for (size_t v = 0; v < rc->n_virtual_hosts; v++) {
+		const Envoy__Config__Route__V3__VirtualHost *vh = rc->virtual_hosts[v];
+
+		for (size_t k = 0; vh && k < vh->n_routes; k++) {
+			const Envoy__Config__Route__V3__Route *rt = vh->routes[k];
+			const Envoy__Config__Route__V3__RouteAction *ra;
+
+			if (!rt || rt->action_case != ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE || !(ra = rt->route))
+				continue;
+			if (ra->cluster_specifier_case == ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER)
+				note_cluster(s, notes, r, S(ra->cluster));
+			else if (ra->cluster_specifier_case ==
+			    ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS && ra->weighted_clusters)
+				for (size_t w = 0; w < ra->weighted_clusters->n_clusters; w++)
+					if (ra->weighted_clusters->clusters[w])
+						note_cluster(s, notes, r, S(ra->weighted_clusters->clusters[w]->name));
+		}
+	}
+}
+
 int
 xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct model *prev,
     struct xds_result *r)
@@ -960,18 +1003,17 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 	}
 	for (size_t i = 0; i < u->nitems; i++) {
 		const struct xds_item *it = &u->items[i];
-		char where[32];
 		const char *nm = S(it->name);
 		struct xent *old;
 
-		snprintf(where, sizeof(where), "resources[%zu]", i);
-		if (!it->res) {
-			errs_add(errs, *nm ? nm : where, "%s", it->why[0] ? it->why : "refused");
-			r->refused++;
-			continue;
-		}
-		if (it->res->type != u->type || strcmp(it->res->name, nm) != 0) {
-			errs_add(errs, *nm ? nm : where, "not a %s of that name", mres_type_names[u->type]);
+		if (!it->res || it->res->type != u->type || strcmp(it->res->name, nm) != 0) {
+			char where[32];
+
+			snprintf(where, sizeof(where), "resources[%zu]", i);
+			if (!it->res)
+				errs_add(errs, *nm ? nm : where, "%s", it->why[0] ? it->why : "refused");
+			else
+				errs_add(errs, *nm ? nm : where, "not a %s of that name", mres_type_names[u->type]);
 			r->refused++;
 			continue;
 		}
@@ -981,11 +1023,18 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 			r->refused++;
 			continue;
 		}
+		if (!nset_add(&taken, nm)) {
+			/* A second item of a name (an update not from our decoder,
+			 * which refuses those already): the first one stands. */
+			errs_add(errs, nm, "named twice in one response");
+			r->refused++;
+			continue;
+		}
 		old = tab_get(tab, nm);
 		/* Unchanged: the same bytes and aliases, and in delta the same
 		 * version (SotW versions are the response's, new every push: a
 		 * resource keeps the version it last changed in). */
-		if (old && !old->mark && old->digest == it->digest && aliases_eq(old, it) &&
+		if (old && old->digest == it->digest && aliases_eq(old, it) &&
 		    (!u->delta || strcmp(old->res->version, it->res->version) == 0)) {
 			r->unchanged++;
 			found_add(&found, old->res, old->aliases, old->naliases);
@@ -995,14 +1044,6 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 		if (!(ch[nch].neu = xent_new(it->res, short_name(u->type), (const char *const *)it->aliases,
 		    it->naliases, it->digest)))
 			goto undo;
-		if (!nset_add(&taken, nm)) {
-			/* A second item of a new name (an update not from our
-			 * decoder, which refuses those already). */
-			xent_free(ch[nch].neu);
-			errs_add(errs, nm, "named twice in one response");
-			r->refused++;
-			continue;
-		}
 		if (old)
 			old->mark = true;
 		else
@@ -1015,7 +1056,7 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 		const char *nm = S(u->removed[i]);
 		struct xent *old;
 
-		if (nset_has(&seen, nm))
+		if (!*nm || nset_has(&seen, nm))
 			continue;	/* listed as a resource too: that wins */
 		names_add(&gone, nm);
 		if (!(old = tab_get(tab, nm)) || old->mark)
@@ -1110,6 +1151,18 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 		m = NULL;
 	}
 	r->error = errs_take(errs);
+	/* Advisory: out of memory here only loses the text. */
+	if (u->type == MRES_ROUTE && r->applied) {
+		struct errs notes = { .buf = calloc(1, ERROR_MAX) };
+
+		if (notes.buf) {
+			for (size_t i = 0; i < nch; i++)
+				if (ch[i].neu && !ch[i].refused)
+					route_notes(s, &notes, ch[i].neu->res);
+			r->notes = errs_take(&notes);
+			free(notes.buf);
+		}
+	}
 	/* The version an ACK carries (SotW: the next request's version_info);
 	 * a NACK keeps the last good one. */
 	if (version) {
@@ -1155,6 +1208,7 @@ xds_result_free(struct xds_result *r)
 	if (!r)
 		return;
 	free(r->error);
+	free(r->notes);
 	model_free(r->model);
 	names_free(r->found, r->nfound);
 	names_free(r->gone, r->ngone);

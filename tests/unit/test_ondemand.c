@@ -311,6 +311,9 @@ test_lookup_shared(void **state)
 	ondemand_set_time(100.15);
 	ondemand_note(found, 2, NULL, 0);
 	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	/* What it brought is subscribed too (istiod merged it into ours). */
+	assert_int_equal(nsub_calls, 2);
+	assert_string_equal(subs[1], "wl-1");
 	assert_int_equal(nanswers, 1);
 	assert_true(answers[0].found);
 	for (unsigned wid = 0; wid < 2; wid++)
@@ -345,6 +348,8 @@ test_vip_found_by_model(void **state)
 	ondemand_set_time(10.05);
 	ondemand_note(found, 2, NULL, 0);
 	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(nsub_calls, 2);
+	assert_string_equal(subs[1], "default/echo.default.svc.cluster.local wl-1");
 	ondemand_answers(0, answers, nanswers, 10.1);
 	assert_int_equal(w.resumed, 1);
 	assert_true(w.found);
@@ -432,6 +437,32 @@ test_not_found_cached(void **state)
 	ondemand_drain(55.6 + ONDEMAND_NEGATIVE_S + 0.2);
 	assert_int_equal(nsub_calls, 1);
 	ondemand_cancel(&w2.wt);
+	od_teardown();
+}
+
+/* IPv6 names back from the server, and IPv4-mapped ones (fuzz_ondemand
+ * found the parse reading an in6_addr at an odd address: UBSan). */
+static void
+test_ipv6_names(void **state)
+{
+	struct waiter w6, w4;
+	struct sockaddr_storage a6 = addr("2001:db8::5", 80), a4 = addr("10.1.0.7", 80);
+
+	od_setup_with(100, 60000, 1);
+	waiter_init(&w6);
+	waiter_init(&w4);
+	assert_int_equal(ondemand_wait(&w6.wt, 0, &a6, 1.0), 0);
+	assert_int_equal(ondemand_wait(&w4.wt, 0, &a4, 1.0), 0);
+	ondemand_drain(1.0);
+	assert_string_equal(subs[0], "/2001:db8::5 /10.1.0.7");
+	ondemand_set_time(1.5);
+	ondemand_note(NULL, 0, (const char *[]){ "/2001:0db8:0::5", "/::ffff:10.1.0.7", "x/10.1.0.7" }, 3);
+	assert_int_equal(ondemand_state("/2001:db8::5"), OD_MISSING);
+	assert_int_equal(ondemand_state("/10.1.0.7"), OD_MISSING);
+	assert_int_equal(server.stats[SM_ONDEMAND_NOT_FOUND], 2);
+	ondemand_answers(0, answers, nanswers, 1.5);
+	assert_int_equal(w6.resumed, 1);
+	assert_int_equal(w4.resumed, 1);
 	od_teardown();
 }
 
@@ -829,6 +860,7 @@ main(void)
 		cmocka_unit_test(test_lookup_shared),
 		cmocka_unit_test(test_vip_found_by_model),
 		cmocka_unit_test(test_not_found_cached),
+		cmocka_unit_test(test_ipv6_names),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_idle_expiry),
 		cmocka_unit_test(test_lru_bound),

@@ -550,6 +550,21 @@ test_removal(void **state)
 	add(&f.p, "w2", "v9", WL("w2", IP2, ""));
 	push_delta(&f, "n5");
 	assert_string_equal(held(&f, MRES_ADDRESS, "w2"), "v9");
+
+	/* An update made by hand, as xds.c drops names it no longer
+	 * subscribes to: no items, no version, no nonce. */
+	{
+		char *names[] = { (char *)"w2" };
+		struct xds_update u = { .delta = true, .type = MRES_ADDRESS, .removed = names, .nremoved = 1 };
+
+		xds_result_free(&f.r);
+		assert_int_equal(xds_store_apply(f.s, &u, f.m, &f.r), 0);
+		assert_null(f.r.error);
+		assert_int_equal(f.r.removed, 1);
+		assert_non_null(f.r.model);
+		assert_null(model_find(f.r.model, MRES_ADDRESS, "w2"));
+		assert_int_equal(xds_store_count(f.s, MRES_ADDRESS), 0);
+	}
 	fx_done(&f);
 }
 
@@ -817,6 +832,18 @@ test_refs(void **state)
 	push_delta(&f, "n3");
 	assert_null(f.r.error);
 	assert_non_null(model_find(f.m, MRES_ROUTE, "8080"));
+	assert_non_null(f.r.notes);
+	assert_string_equal(f.r.notes, "8080: cluster \"outbound|80||nowhere\" is not known (requests to it fail with 503)");
+	/* Known ones (held, static, weighted): no note. */
+	f.p.type_url = T_ROUTE;
+	add(&f.p, "8080", "v2", "{'@type':'" T_ROUTE "','name':'8080','virtualHosts':[{'name':'vh','domains':['*'],"
+	    "'routes':[{'match':{'prefix':'/'},'route':{'cluster':'outbound|80||a'}},"
+	    "{'match':{'prefix':'/s'},'route':{'cluster':'static-eds'}},"
+	    "{'match':{'prefix':'/w'},'route':{'weightedClusters':{'clusters':[{'name':'outbound|80||b','weight':1},"
+	    "{'name':'gone','weight':1}]}}}]}]}");
+	push_delta(&f, "n4");
+	assert_null(f.r.error);
+	assert_string_equal(f.r.notes, "8080: cluster \"gone\" is not known (requests to it fail with 503)");
 	fx_done(&f);
 }
 
