@@ -548,6 +548,7 @@ def run(i, s):
                 r["recv"] += len(b)
             r["max_gap"] = max(r["max_gap"], time.monotonic() - t)
             r["rounds"] += 1
+            time.sleep(0.002)  # paced (about 8 MB/s a stream): traffic, not a CPU hog
         s.shutdown(socket.SHUT_WR)
         if s.recv(1) != b"":
             r["error"] = "no EOF"
@@ -572,8 +573,9 @@ print(json.dumps(res), flush=True)
 '''
 
 
-def test_lab_1000_pushes_under_traffic(xlab):
-    """1,000 delta pushes of changing workloads (churn workloads of another service set,
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_1000_pushes_under_traffic(xlab, sotw):
+    """1,000 pushes (delta; SotW: the full state each time) of changing workloads (churn workloads of another service set,
     changed and removed; every 100th push a new revision of the two endpoints the streams use)
     while 4 long streams each move a checksummed byte stream through the VIP and a short
     connection opens every 50 pushes: every byte comes back in order (sha256 both ways), no
@@ -586,7 +588,7 @@ def test_lab_1000_pushes_under_traffic(xlab):
                  (X.ADDRESS, meshres.service("stream", [STREAM_VIP], [(90, ECHO_PORT)])),
                  (X.ADDRESS, meshres.service("churn", ["198.19.0.40"], [(80, 8080)])),
                  (X.ADDRESS, _pod_wl(a)), (X.ADDRESS, _pod_wl(b))])
-    sc = xlab.start_sidecar()
+    sc = xlab.start_sidecar(sotw=sotw)
     p = xlab.stream(4, 240)
     t0 = time.monotonic()
     churn_key = meshres.key("churn")
