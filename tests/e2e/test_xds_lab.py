@@ -812,3 +812,67 @@ def test_cp_raw_drop_and_tcp_stall(cp):
         assert cp.events("tcp-stalled")
     finally:
         s.close()
+
+
+def _json(e):
+    from google.protobuf import json_format
+    return json_format.MessageToDict(e.message, descriptor_pool=envoy_protos.pool())
+
+
+def test_lab_resources_as_sent(xlab):
+    """Every field of rich Workloads, Services and Authorizations, encoded here from upstream's
+    field numbers, is what the sidecar's /config_dump shows it decoded (its own encoder prints
+    proto3 JSON as json_format does): a wrong field number or type on either side differs.
+    Authorization's rules/clauses are istio/istio's groups/rules (the same numbers)."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    wl = meshres.workload(
+        "Kubernetes//Pod/default/rich", "rich", ["198.18.0.200", "fd00:198:18::c8"],
+        {SVC_KEY: [(80, 8080)], meshres.key("other"): [(443, 8443)]},
+        hostname="rich.example", network="net1", tunnelProtocol="HBONE", trustDomain="td.example",
+        serviceAccount="sa-rich", node="node-1", canonicalName="rich-app", canonicalRevision="v7",
+        workloadType="POD", workloadName="rich-deploy", nativeTunnel=True,
+        applicationTunnel={"protocol": "PROXY", "port": 15088},
+        authorizationPolicies=["default/deny-x"], status="UNHEALTHY", clusterId="c-9",
+        locality={"region": "r1", "zone": "z1", "subzone": "s1"}, networkMode="HOST_NETWORK",
+        capacity=3,
+        waypoint={"address": {"network": "net1", "address": "xhIAZA=="}, "hboneMtlsPort": 15008},
+        networkGateway={"hostname": {"namespace": "istio-system", "hostname": "gw.example"}})
+    svc = meshres.service(
+        "echo", [VIP, "fd00:198:19::20"], [(80, HTTP_PORT), (443, 8443)],
+        subjectAltNames=["spiffe://td.example/ns/default/sa/echo"],
+        loadBalancing={"routingPreference": ["NETWORK", "REGION"], "mode": "FAILOVER",
+                       "healthPolicy": "ALLOW_ALL"},
+        ipFamilies="DUAL", canonical=True, ingressUseWaypoint=True, visibility="NAMESPACE",
+        waypoint={"hostname": {"namespace": "default", "hostname": "wp.default.svc.cluster.local"},
+                  "hboneMtlsPort": 15008})
+    svc["service"]["ports"][1]["appProtocol"] = "HTTP2"
+    svc["service"]["addresses"][0]["length"] = 32
+    pol = {"name": "deny-x", "namespace": "default", "scope": "NAMESPACE", "action": "DENY", "dryRun": True,
+           "rules": [{"clauses": [{"matches": [{
+               "namespaces": [{"exact": "x"}], "notNamespaces": [{"presence": {}}],
+               "principals": [{"prefix": "spiffe://cluster.local/ns/x/"}], "notPrincipals": [{"suffix": "/sa/y"}],
+               "sourceIps": [{"address": "xhIAAA==", "length": 16}],
+               "notSourceIps": [{"address": "xhIAAQ==", "length": 32}],
+               "destinationIps": [{"address": "xhMAAA==", "length": 24}],
+               "notDestinationIps": [{"address": "xhMAAQ==", "length": 32}],
+               "destinationPorts": [8080, 9090], "notDestinationPorts": [22],
+               "serviceAccounts": [{"namespace": "x", "serviceAccount": "sa1"}],
+               "notServiceAccounts": [{"namespace": "y", "serviceAccount": "sa2"}]}]}]}]}
+    sent = [X.make_entry(None, wl), X.make_entry(None, svc), X.make_entry(X.AUTHORIZATION, pol)]
+    cp.set_many(sent)
+    sc = xlab.start_sidecar()
+    dump = sc.config_dump()
+    got = {}
+    for t in ("istio.workload.Address", "istio.security.Authorization"):
+        for r in dump["resources"][t]:
+            got[r["name"]] = r
+    for e in sent:
+        assert e.name in got, (e.name, sorted(got))
+        r = dict(got[e.name]["resource"])
+        assert r.pop("@type") == e.type_url
+        want = _json(e)
+        if e.type_url == X.AUTHORIZATION:
+            want["groups"] = [{"rules": c["clauses"]} for c in want.pop("rules")]
+        assert r == want, (e.name, r, want)
+        assert got[e.name]["version"] == e.version
