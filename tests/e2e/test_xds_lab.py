@@ -876,3 +876,45 @@ def test_lab_resources_as_sent(xlab):
             want["groups"] = [{"rules": c["clauses"]} for c in want.pop("rules")]
         assert r == want, (e.name, r, want)
         assert got[e.name]["version"] == e.version
+
+
+def test_cp_tls_with_client_ca(tmp_path):
+    """tls=(cert, key, client_ca): https, ALPN h2, a client certificate required and recorded;
+    a client without one is refused."""
+    import certs
+    _need_protos()
+    ca = certs.CA(str(tmp_path / "ca"))
+    srv = ca.issue(str(tmp_path / "istiod"), "spiffe://cluster.local/ns/istio-system/sa/istiod",
+                   extra_sans=["DNS:istiod.istio-system.svc"])
+    cli = ca.issue(str(tmp_path / "client"), "spiffe://cluster.local/ns/default/sa/client")
+    rd = lambda d, n: open(os.path.join(d, n), "rb").read()  # noqa: E731
+    cp = X.XdsServer(tls=(os.path.join(srv, "cert-chain.pem"), os.path.join(srv, "key.pem"),
+                          os.path.join(srv, "root-cert.pem"))).start()
+    try:
+        assert cp.address == "https://127.0.0.1:%d" % cp.port
+        cp.set(X.ADDRESS, _wl(1))
+        C = cp.C
+        opts = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
+        creds = grpc.ssl_channel_credentials(rd(srv, "root-cert.pem"), rd(cli, "key.pem"), rd(cli, "cert-chain.pem"))
+        ch = grpc.secure_channel("127.0.0.1:%d" % cp.port, creds, opts)
+        call = ch.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        req = C["DeltaDiscoveryRequest"](type_url=X.ADDRESS)
+        req.node.id = NODE
+        it = call(iter([req]), timeout=10)
+        r = next(it)
+        assert [x.name for x in r.resources] == ["uid-1"]
+        ch.close()
+        ev = cp.events("tls")
+        assert ev and ev[0]["alpn"] == "h2" and ev[0]["cert"], ev
+        bare = grpc.secure_channel("127.0.0.1:%d" % cp.port, grpc.ssl_channel_credentials(rd(srv, "root-cert.pem")), opts)
+        call = bare.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        with pytest.raises(grpc.RpcError):
+            next(call(iter([req]), timeout=5))
+        bare.close()
+        assert cp.events("tls-failed")
+    finally:
+        cp.stop()
