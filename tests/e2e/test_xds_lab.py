@@ -345,9 +345,14 @@ def test_cp_misbehaviour_and_restart(cp):
         c.send(node=NODE, type_url=X.ADDRESS)
         c.none()
         cp.wait_request(lambda r: r["node"], X.ADDRESS, since=0)
-        cp.unstall()
+        assert not cp.set(X.ADDRESS, _wl(6))   # stalled: no push either
+        c.none()
+        cp.unstall()                          # the waiting request is answered now
+        r = c.recv()
+        assert sorted(x.name for x in r.resources) == ["uid-1", "uid-4", "uid-5", "uid-6"]
+        c.ack(r)
         assert cp.wait_streams(1)
-        n = cp.set(X.ADDRESS, _wl(6))
+        n = cp.set(X.ADDRESS, _wl(6, svc=False))
         r = c.recv()
         assert [x.name for x in r.resources] == ["uid-6"] and [r.nonce] == n
     finally:
@@ -918,3 +923,26 @@ def test_cp_tls_with_client_ca(tmp_path):
         assert cp.events("tls-failed")
     finally:
         cp.stop()
+
+
+def test_lab_ready_only_after_the_control_plane_answers(xlab):
+    """A control plane that takes the requests and never answers keeps the sidecar unready
+    (xds.readyTimeout 0: no deadline) and the VIP unknown; once it answers, the first ACK of
+    every type makes it ready and the Service routes."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    _base(cp, a)
+    cp.stall()
+    sc = xlab.start_sidecar(ready=False)
+    cp.wait_request(lambda r: r["type_url"] == X.ADDRESS, timeout=10)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        assert sc.health() != 200, "ready before any answer"
+        time.sleep(0.2)
+    code, _ = xlab.client.curl("http://%s/" % VIP, timeout=2, user="nobody")
+    assert code == 0
+    cp.unstall()
+    lab.wait_for(lambda: sc.health() == 200, timeout=10, what="ready after the answers")
+    types = {r["type_url"] for r in cp.acks()}
+    assert {X.ADDRESS, X.AUTHORIZATION, X.CLUSTER, X.LISTENER} <= types, types
+    assert set(xlab.who(3)) == {"server-a"}

@@ -596,6 +596,7 @@ class _Stream:
     def __init__(self, sid, kind, md, peer):
         self.id, self.kind, self.md, self.peer = sid, kind, md, peer
         self.q = queue.Queue()
+        self.pending = []       # requests that came while stalled
         self.watches = {}       # type_url -> _Watch
         self.node = None
         self.open = True
@@ -781,8 +782,12 @@ class XdsServer:
     def _subscribed(w, e):
         return w.wildcard or e.name in w.names or any(a in w.names for a in e.aliases)
 
-    def _on_delta(self, st, req):
-        self._record(st, req, True)
+    def _on_delta(self, st, req, replay=False):
+        if not replay:
+            self._record(st, req, True)
+        if self._stall:
+            st.pending.append(req)  # answered by unstall(), as if it came then
+            return
         t = req.type_url
         first = t not in st.watches
         if first and req.response_nonce:
@@ -806,22 +811,28 @@ class XdsServer:
                 e = self._lookup(t, n)
                 if e and not self._subscribed(w, e):
                     w.known.pop(e.name, None)
-        if self._stall:
-            return
         send, removed = {}, []
         if first:
             # a (re)connect: what the client lacks or has in another version; what it has
             # that is gone (istiod: removed = subscribed - have)
-            for e in self.res.get(t, {}).values():
-                if self._subscribed(w, e) and w.known.get(e.name) != e.version:
-                    send[e.name] = e
+            if w.wildcard:
+                for e in self.res.get(t, {}).values():
+                    if w.known.get(e.name) != e.version:
+                        send[e.name] = e
+            for n in sorted(w.names):
+                found = self._resolve(t, n)
+                for e in found:
+                    if w.known.get(e.name) != e.version:
+                        send[e.name] = e
+                if not found and n not in removed:
+                    removed.append(n)
             for n in list(w.known):
                 if n not in self.res.get(t, {}):
-                    removed.append(n)
+                    if n not in removed:
+                        removed.append(n)
                     del w.known[n]
-            for n in w.names:
-                if self._lookup(t, n) is None and n not in removed:
-                    removed.append(n)
+            if not w.wildcard:
+                w.names.update(e.name for n in list(w.names) for e in self._resolve(t, n))
         else:
             # every name subscribed is (re)sent; an unknown one answered as removed
             for n in sub:
@@ -867,8 +878,12 @@ class XdsServer:
         return r.nonce
 
     # -- sotw
-    def _on_sotw(self, st, req):
-        self._record(st, req, False)
+    def _on_sotw(self, st, req, replay=False):
+        if not replay:
+            self._record(st, req, False)
+        if self._stall:
+            st.pending.append(req)
+            return
         t = req.type_url
         first = t not in st.watches
         if first and req.response_nonce:
@@ -887,8 +902,6 @@ class XdsServer:
             if names - {"*"} == w.names and wild == w.wildcard:
                 return  # ACK
             w.wildcard, w.names = wild, names - {"*"}
-        if self._stall:
-            return
         self._send_sotw(st, t)
 
     def _sotw_entries(self, w, t):
@@ -1064,14 +1077,21 @@ class XdsServer:
             return False
 
     def stall(self, tcp=False):
-        """Never answer: gRPC level (streams open, requests recorded, nothing sent), or with
-        tcp=True new connections are accepted and read but get no byte (not even SETTINGS)."""
+        """Never answer: gRPC level (streams open, requests recorded, nothing sent, not even
+        pushes), or with tcp=True also new connections accepted and read but sent no byte
+        (not even SETTINGS)."""
         with self.lock:
             self._stall, self._stall_tcp = True, bool(tcp)
 
     def unstall(self):
+        """Answer again: the requests that came while stalled are handled now, in order."""
         with self.lock:
             self._stall = self._stall_tcp = False
+            for st in self._streams:
+                pending, st.pending = st.pending, []
+                for req in pending:
+                    (self._on_delta if st.kind == "delta" else self._on_sotw)(st, req, replay=True)
+            self.cond.notify_all()
 
     def drop_connections(self):
         """Close every TCP connection (the listener stays): the clients must reconnect."""
