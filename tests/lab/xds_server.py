@@ -659,8 +659,8 @@ class XdsServer:
         return self
 
     def stop(self):
-        """Vanish: close the listener, every connection and stream (the port stays ours to
-        start() on again)."""
+        """Vanish: close the listener, every connection and stream; the resources stay, and
+        start() binds the same port again."""
         if self.relay:
             self.relay.close()
             self.relay = None
@@ -1148,6 +1148,9 @@ class XdsServer:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
+                bugs = [e for e in self._events if e["kind"] == "handler-error"]
+                if bugs:
+                    raise AssertionError("xds_server: a request handler failed: %s" % bugs)
                 v = pred()
                 if v:
                     return v
