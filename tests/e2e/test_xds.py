@@ -191,8 +191,9 @@ def test_ack_nack_eds_headers(env, sotw):
     mark = cp.mark()
     nonces = cp.push_bad(CLUSTER_T, name="c3", good=[(CLUSTER_T, cluster("c4"))])
     nack = cp.wait_nack(nonce=nonces[0], since=mark)
-    # Delta names the resource; a SotW resource is a bare Any: its place names it.
-    assert ("resources[1]" if sotw else "c3") in nack["error_detail"]["message"], nack
+    # Delta names the resource; a SotW resource is a bare Any: its place names it (after the
+    # full state c1, c2, c4: xds_server sends a SotW response whole).
+    assert ("resources[3]" if sotw else "c3") in nack["error_detail"]["message"], nack
     assert nack["error_detail"]["code"] == 3  # INVALID_ARGUMENT (HACKING.md)
     wait_for(lambda: "c4" in p.names(CLUSTER), what="the good cluster")
     assert "c3" not in p.names(CLUSTER)

@@ -35,7 +35,7 @@ class Client:
 
     def __init__(self, cp, delta=True, metadata=(("authorization", "Bearer tok"), ("clusterid", "c1"))):
         _need_protos()
-        self.delta = delta
+        self.delta, self.cp = delta, cp
         self.ch = grpc.insecure_channel("127.0.0.1:%d" % cp.port)
         C = cp.C
         self.Req = C["DeltaDiscoveryRequest"] if delta else C["DiscoveryRequest"]
@@ -89,7 +89,8 @@ class Client:
             r = self.inq.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError("no response within %ss" % timeout)
-        assert r is not None, "stream ended: %s" % self.error
+        assert r is not None, "stream ended: %s (server events: %s)" % (
+            self.error, self.cp.events() if hasattr(self.cp, "events") else "-")
         return r
 
     def none(self, wait=0.5):
@@ -344,9 +345,14 @@ def test_cp_misbehaviour_and_restart(cp):
         c.send(node=NODE, type_url=X.ADDRESS)
         c.none()
         cp.wait_request(lambda r: r["node"], X.ADDRESS, since=0)
-        cp.unstall()
+        assert not cp.set(X.ADDRESS, _wl(6))   # stalled: no push either
+        c.none()
+        cp.unstall()                          # the waiting request is answered now
+        r = c.recv()
+        assert sorted(x.name for x in r.resources) == ["uid-1", "uid-4", "uid-5", "uid-6"]
+        c.ack(r)
         assert cp.wait_streams(1)
-        n = cp.set(X.ADDRESS, _wl(6))
+        n = cp.set(X.ADDRESS, _wl(6, svc=False))
         r = c.recv()
         assert [x.name for x in r.resources] == ["uid-6"] and [r.nonce] == n
     finally:
@@ -501,6 +507,9 @@ def test_lab_service_only_xds_described(xlab, sotw):
     else:
         assert first["subscribe"] == [] and first["unsubscribe"] == []
     assert cp.metadata()[0].get("clusterid") == "lab"
+    node = cp.requests()[0]["node"]
+    md = node["metadata"]
+    assert md["CLUSTER_ID"] == "lab" and md["NAMESPACE"] == "default" and md["INSTANCE_IPS"] == xlab.client.ip4, node
     assert set(xlab.who(4)) == {"server-a"}
     # an endpoint added by a push is used (one worker: round robin takes both in turn)
     cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))
@@ -544,6 +553,7 @@ def run(i, s):
                 r["recv"] += len(b)
             r["max_gap"] = max(r["max_gap"], time.monotonic() - t)
             r["rounds"] += 1
+            time.sleep(0.002)  # paced (about 8 MB/s a stream): traffic, not a CPU hog
         s.shutdown(socket.SHUT_WR)
         if s.recv(1) != b"":
             r["error"] = "no EOF"
@@ -568,8 +578,9 @@ print(json.dumps(res), flush=True)
 '''
 
 
-def test_lab_1000_pushes_under_traffic(xlab):
-    """1,000 delta pushes of changing workloads (churn workloads of another service set,
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_1000_pushes_under_traffic(xlab, sotw):
+    """1,000 pushes (delta; SotW: the full state each time) of changing workloads (churn workloads of another service set,
     changed and removed; every 100th push a new revision of the two endpoints the streams use)
     while 4 long streams each move a checksummed byte stream through the VIP and a short
     connection opens every 50 pushes: every byte comes back in order (sha256 both ways), no
@@ -582,7 +593,7 @@ def test_lab_1000_pushes_under_traffic(xlab):
                  (X.ADDRESS, meshres.service("stream", [STREAM_VIP], [(90, ECHO_PORT)])),
                  (X.ADDRESS, meshres.service("churn", ["198.19.0.40"], [(80, 8080)])),
                  (X.ADDRESS, _pod_wl(a)), (X.ADDRESS, _pod_wl(b))])
-    sc = xlab.start_sidecar()
+    sc = xlab.start_sidecar(sotw=sotw)
     p = xlab.stream(4, 240)
     t0 = time.monotonic()
     churn_key = meshres.key("churn")
@@ -647,28 +658,59 @@ def test_lab_control_plane_away_and_back(xlab):
     assert answer["names"] == [] and answer["removed"] == []
     cp.wait_ack(cp.remove(X.ADDRESS, _uid(a)))
     assert set(xlab.who(6)) == {"server-b"}
+    # away again, and meanwhile a is back and b gone: the reconnect's answer says so
+    cp.stop()
+    lab.wait_for(lambda: sc.stats()["server.xds_connected"] == 0, timeout=10, what="the sidecar to notice")
+    cp.set(X.ADDRESS, _pod_wl(a))
+    cp.remove(X.ADDRESS, _uid(b))
+    mark = cp.mark()
+    cp.start()
+    req = cp.wait_request(lambda r: r["initial_resource_versions"], X.ADDRESS, since=mark, timeout=30)
+    assert _uid(b) in req["initial_resource_versions"] and _uid(a) not in req["initial_resource_versions"]
+    answer = [s for s in cp.sent(X.ADDRESS) if s["stream"] == req["stream"]][0]
+    assert answer["names"] == [_uid(a)] and answer["removed"] == [_uid(b)]
+    cp.wait_ack(answer["nonce"])
+    assert set(xlab.who(6)) == {"server-a"}
+    # the connection dropped under it (as a GOAWAY'd istiod): reconnected, pushes apply
+    connects = sc.stats()["server.xds_connects"]
+    assert cp.drop_connections() >= 1
+    lab.wait_for(lambda: sc.stats()["server.xds_connects"] > connects and
+                 sc.stats()["server.xds_connected"] == 1, timeout=30, what="the reconnect")
+    cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))
+    assert set(xlab.who(6)) == {"server-a", "server-b"}
     xlab.finish(p, 5.0)
-    assert sc.stats()["server.xds_reconnects"] >= 1
+    assert sc.stats()["server.xds_reconnects"] >= 3
 
 
-def test_lab_bad_pushes_nacked_good_applied(xlab):
-    """A response with a resource that does not decode is NACKed naming it while the good one
-    beside it applies; a duplicate name in one response is NACKed; a response cut mid-message
-    ends the stream, the sidecar reconnects and catches up; traffic flows throughout."""
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_bad_pushes_nacked_good_applied(xlab, sotw):
+    """A response with a resource that does not decode is NACKed (naming it, in delta) while
+    the good one beside it applies; one of a wrong type, a duplicate name, a response of a
+    type never asked for: NACKed, the last good state stays (SotW: the NACK carries the last
+    good version_info); a response cut mid-message ends the stream, the sidecar reconnects and
+    catches up; traffic flows throughout."""
     a, b = xlab.servers
     cp = xlab.cp
     _base(cp, a)
-    sc = xlab.start_sidecar()
+    sc = xlab.start_sidecar(sotw=sotw)
+    good_version = cp.acks(X.ADDRESS)[-1].get("version_info")
     p = xlab.stream(2)
     nonces = cp.push_bad(X.ADDRESS, name="junk", good=[(X.ADDRESS, _pod_wl(b))])
     nack = cp.wait_nack(nonces[0])
-    assert "junk" in nack["error_detail"]["message"], nack
+    if not sotw:
+        assert "junk" in nack["error_detail"]["message"], nack
+    else:
+        assert nack["version_info"] == good_version, nack
     assert set(xlab.who(6)) == {"server-a", "server-b"}   # the good one applied
     nonces = cp.push_bad(X.ADDRESS, name="wrong", kind="wrong_type")
-    assert "wrong" in cp.wait_nack(nonces[0])["error_detail"]["message"]
+    nack = cp.wait_nack(nonces[0])
+    assert "wrong" in nack["error_detail"]["message"] or X.CLUSTER in nack["error_detail"]["message"], nack
     nonces = cp.push_duplicate(X.ADDRESS, _uid(b))
     nack = cp.wait_nack(nonces[0])
     assert _uid(b) in nack["error_detail"]["message"], nack
+    nonces = cp.push_entries(X.SECRET, [], unwatched=True)
+    nack = cp.wait_nack(nonces[0])
+    assert X.SECRET in nack["error_detail"]["message"], nack
     assert set(xlab.who(6)) == {"server-a", "server-b"}   # the last good state stays
     connects = sc.stats()["server.xds_connects"]
     cp.close_mid_message()
@@ -680,7 +722,7 @@ def test_lab_bad_pushes_nacked_good_applied(xlab):
     assert set(xlab.who(6)) == {"server-b"}
     xlab.finish(p, 5.0)
     st = sc.stats()
-    assert st["server.xds_nacks"] == 3 and st["server.xds_resources_refused"] >= 2, st
+    assert st["server.xds_nacks"] == 4 and st["server.xds_resources_refused"] >= 2, st
 
 
 def test_lab_on_demand(xlab):
@@ -739,3 +781,168 @@ def test_lab_tls_control_plane(tls_xlab):
     tls = x.cp.events("tls")
     assert tls and tls[0]["alpn"] == "h2", tls
     assert x.cp.metadata()[0]["authorization"] == "Bearer lab-token-1"
+
+
+def test_cp_raw_drop_and_tcp_stall(cp):
+    """push_raw reaches the client as bytes that are no response; drop_connections ends the
+    streams; stall(tcp=True) accepts and never sends a byte (no HTTP/2 SETTINGS either)."""
+    cp.set(X.ADDRESS, _wl(1))
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.ack(c.recv())
+        cp.wait_ack([s["nonce"] for s in cp.sent(X.ADDRESS)])
+        assert cp.push_raw(b"\xff\xff\xff") == 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.recv()
+        assert cp.drop_connections() >= 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    cp.stall(tcp=True)
+    import socket
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=5)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        s.settimeout(1)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+        assert cp.events("tcp-stalled")
+    finally:
+        s.close()
+
+
+def _json(e):
+    from google.protobuf import json_format
+    return json_format.MessageToDict(e.message, descriptor_pool=envoy_protos.pool())
+
+
+def test_lab_resources_as_sent(xlab):
+    """Every field of rich Workloads, Services and Authorizations, encoded here from upstream's
+    field numbers, is what the sidecar's /config_dump shows it decoded (its own encoder prints
+    proto3 JSON as json_format does): a wrong field number or type on either side differs.
+    Authorization's rules/clauses are istio/istio's groups/rules (the same numbers)."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    wl = meshres.workload(
+        "Kubernetes//Pod/default/rich", "rich", ["198.18.0.200", "fd00:198:18::c8"],
+        {SVC_KEY: [(80, 8080)], meshres.key("other"): [(443, 8443)]},
+        hostname="rich.example", network="net1", tunnelProtocol="HBONE", trustDomain="td.example",
+        serviceAccount="sa-rich", node="node-1", canonicalName="rich-app", canonicalRevision="v7",
+        workloadType="POD", workloadName="rich-deploy", nativeTunnel=True,
+        applicationTunnel={"protocol": "PROXY", "port": 15088},
+        authorizationPolicies=["default/deny-x"], status="UNHEALTHY", clusterId="c-9",
+        locality={"region": "r1", "zone": "z1", "subzone": "s1"}, networkMode="HOST_NETWORK",
+        capacity=3,
+        waypoint={"address": {"network": "net1", "address": "xhIAZA=="}, "hboneMtlsPort": 15008},
+        networkGateway={"hostname": {"namespace": "istio-system", "hostname": "gw.example"}})
+    svc = meshres.service(
+        "echo", [VIP, "fd00:198:19::20"], [(80, HTTP_PORT), (443, 8443)],
+        subjectAltNames=["spiffe://td.example/ns/default/sa/echo"],
+        loadBalancing={"routingPreference": ["NETWORK", "REGION"], "mode": "FAILOVER",
+                       "healthPolicy": "ALLOW_ALL"},
+        ipFamilies="DUAL", canonical=True, ingressUseWaypoint=True, visibility="NAMESPACE",
+        waypoint={"hostname": {"namespace": "default", "hostname": "wp.default.svc.cluster.local"},
+                  "hboneMtlsPort": 15008})
+    svc["service"]["ports"][1]["appProtocol"] = "HTTP2"
+    svc["service"]["addresses"][0]["length"] = 32
+    pol = {"name": "deny-x", "namespace": "default", "scope": "NAMESPACE", "action": "DENY", "dryRun": True,
+           "rules": [{"clauses": [{"matches": [{
+               "namespaces": [{"exact": "x"}], "notNamespaces": [{"presence": {}}],
+               "principals": [{"prefix": "spiffe://cluster.local/ns/x/"}], "notPrincipals": [{"suffix": "/sa/y"}],
+               "sourceIps": [{"address": "xhIAAA==", "length": 16}],
+               "notSourceIps": [{"address": "xhIAAQ==", "length": 32}],
+               "destinationIps": [{"address": "xhMAAA==", "length": 24}],
+               "notDestinationIps": [{"address": "xhMAAQ==", "length": 32}],
+               "destinationPorts": [8080, 9090], "notDestinationPorts": [22],
+               "serviceAccounts": [{"namespace": "x", "serviceAccount": "sa1"}],
+               "notServiceAccounts": [{"namespace": "y", "serviceAccount": "sa2"}]}]}]}]}
+    sent = [X.make_entry(None, wl), X.make_entry(None, svc), X.make_entry(X.AUTHORIZATION, pol)]
+    cp.set_many(sent)
+    sc = xlab.start_sidecar()
+    dump = sc.config_dump()
+    got = {}
+    for t in ("istio.workload.Address", "istio.security.Authorization"):
+        for r in dump["resources"][t]:
+            got[r["name"]] = r
+    for e in sent:
+        assert e.name in got, (e.name, sorted(got))
+        r = dict(got[e.name]["resource"])
+        assert r.pop("@type") == e.type_url
+        want = _json(e)
+        if e.type_url == X.AUTHORIZATION:
+            want["groups"] = [{"rules": c["clauses"]} for c in want.pop("rules")]
+        assert r == want, (e.name, r, want)
+        assert got[e.name]["version"] == e.version
+
+
+def test_cp_tls_with_client_ca(tmp_path):
+    """tls=(cert, key, client_ca): https, ALPN h2, a client certificate required and recorded;
+    a client without one is refused."""
+    import certs
+    _need_protos()
+    ca = certs.CA(str(tmp_path / "ca"))
+    srv = ca.issue(str(tmp_path / "istiod"), "spiffe://cluster.local/ns/istio-system/sa/istiod",
+                   extra_sans=["DNS:istiod.istio-system.svc"])
+    cli = ca.issue(str(tmp_path / "client"), "spiffe://cluster.local/ns/default/sa/client")
+    rd = lambda d, n: open(os.path.join(d, n), "rb").read()  # noqa: E731
+    cp = X.XdsServer(tls=(os.path.join(srv, "cert-chain.pem"), os.path.join(srv, "key.pem"),
+                          os.path.join(srv, "root-cert.pem"))).start()
+    try:
+        assert cp.address == "https://127.0.0.1:%d" % cp.port
+        cp.set(X.ADDRESS, _wl(1))
+        C = cp.C
+        opts = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
+        creds = grpc.ssl_channel_credentials(rd(srv, "root-cert.pem"), rd(cli, "key.pem"), rd(cli, "cert-chain.pem"))
+        ch = grpc.secure_channel("127.0.0.1:%d" % cp.port, creds, opts)
+        call = ch.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        req = C["DeltaDiscoveryRequest"](type_url=X.ADDRESS)
+        req.node.id = NODE
+        it = call(iter([req]), timeout=10)
+        r = next(it)
+        assert [x.name for x in r.resources] == ["uid-1"]
+        ch.close()
+        ev = cp.events("tls")
+        assert ev and ev[0]["alpn"] == "h2" and ev[0]["cert"], ev
+        bare = grpc.secure_channel("127.0.0.1:%d" % cp.port, grpc.ssl_channel_credentials(rd(srv, "root-cert.pem")), opts)
+        call = bare.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        with pytest.raises(grpc.RpcError):
+            next(call(iter([req]), timeout=5))
+        bare.close()
+        assert cp.events("tls-failed")
+    finally:
+        cp.stop()
+
+
+def test_lab_ready_only_after_the_control_plane_answers(xlab):
+    """A control plane that takes the requests and never answers keeps the sidecar unready
+    (xds.readyTimeout 0: no deadline) and the VIP unknown; once it answers, the first ACK of
+    every type makes it ready and the Service routes."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    _base(cp, a)
+    cp.stall()
+    sc = xlab.start_sidecar(ready=False)
+    cp.wait_request(lambda r: r["type_url"] == X.ADDRESS, timeout=10)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        assert sc.health() != 200, "ready before any answer"
+        time.sleep(0.2)
+    code, _ = xlab.client.curl("http://%s/" % VIP, timeout=2, user="nobody")
+    assert code == 0
+    cp.unstall()
+    lab.wait_for(lambda: sc.health() == 200, timeout=10, what="ready after the answers")
+    types = {r["type_url"] for r in cp.acks()}
+    assert {X.ADDRESS, X.AUTHORIZATION, X.CLUSTER, X.LISTENER} <= types, types
+    assert set(xlab.who(3)) == {"server-a"}

@@ -47,6 +47,7 @@ import ipaddress
 import itertools
 import json
 import os
+import queue
 import socket
 import ssl
 import struct
@@ -594,7 +595,8 @@ class _Watch:
 class _Stream:
     def __init__(self, sid, kind, md, peer):
         self.id, self.kind, self.md, self.peer = sid, kind, md, peer
-        self.q = None
+        self.q = queue.Queue()
+        self.pending = []       # requests that came while stalled
         self.watches = {}       # type_url -> _Watch
         self.node = None
         self.open = True
@@ -657,8 +659,8 @@ class XdsServer:
         return self
 
     def stop(self):
-        """Vanish: close the listener, every connection and stream (the port stays ours to
-        start() on again)."""
+        """Vanish: close the listener, every connection and stream; the resources stay, and
+        start() binds the same port again."""
         if self.relay:
             self.relay.close()
             self.relay = None
@@ -700,12 +702,11 @@ class XdsServer:
                     self._streams.remove(st)
                 self.cond.notify_all()
 
-        st.q, gen = envoy_protos.duplex(it, on_request, on_end)
-        with self.lock:
+        with self.lock:  # listed before its first request is read: no push can miss it
             self._streams.append(st)
             self._all_streams.append(st)
             self.cond.notify_all()
-        return gen
+        return envoy_protos.duplex(it, on_request, on_end, st.q)[1]
 
     def _delta(self, it, ctx):
         return self._run(self._open("delta", ctx), it, self._on_delta)
@@ -781,10 +782,16 @@ class XdsServer:
     def _subscribed(w, e):
         return w.wildcard or e.name in w.names or any(a in w.names for a in e.aliases)
 
-    def _on_delta(self, st, req):
-        self._record(st, req, True)
+    def _on_delta(self, st, req, replay=False):
+        if not replay:
+            self._record(st, req, True)
+        if self._stall:
+            st.pending.append(req)  # answered by unstall(), as if it came then
+            return
         t = req.type_url
         first = t not in st.watches
+        if first and req.response_nonce:
+            return  # the answer to a response of a type it never asked for (push_entries unwatched)
         w = st.watches.setdefault(t, _Watch())
         sub, unsub = list(req.resource_names_subscribe), list(req.resource_names_unsubscribe)
         if first:
@@ -804,22 +811,28 @@ class XdsServer:
                 e = self._lookup(t, n)
                 if e and not self._subscribed(w, e):
                     w.known.pop(e.name, None)
-        if self._stall:
-            return
         send, removed = {}, []
         if first:
             # a (re)connect: what the client lacks or has in another version; what it has
             # that is gone (istiod: removed = subscribed - have)
-            for e in self.res.get(t, {}).values():
-                if self._subscribed(w, e) and w.known.get(e.name) != e.version:
-                    send[e.name] = e
+            if w.wildcard:
+                for e in self.res.get(t, {}).values():
+                    if w.known.get(e.name) != e.version:
+                        send[e.name] = e
+            for n in sorted(w.names):
+                found = self._resolve(t, n)
+                for e in found:
+                    if w.known.get(e.name) != e.version:
+                        send[e.name] = e
+                if not found and n not in removed:
+                    removed.append(n)
             for n in list(w.known):
                 if n not in self.res.get(t, {}):
-                    removed.append(n)
+                    if n not in removed:
+                        removed.append(n)
                     del w.known[n]
-            for n in w.names:
-                if self._lookup(t, n) is None and n not in removed:
-                    removed.append(n)
+            if not w.wildcard:
+                w.names.update(e.name for n in list(w.names) for e in self._resolve(t, n))
         else:
             # every name subscribed is (re)sent; an unknown one answered as removed
             for n in sub:
@@ -865,10 +878,16 @@ class XdsServer:
         return r.nonce
 
     # -- sotw
-    def _on_sotw(self, st, req):
-        self._record(st, req, False)
+    def _on_sotw(self, st, req, replay=False):
+        if not replay:
+            self._record(st, req, False)
+        if self._stall:
+            st.pending.append(req)
+            return
         t = req.type_url
         first = t not in st.watches
+        if first and req.response_nonce:
+            return  # the answer to a response of a type it never asked for (push_entries unwatched)
         w = st.watches.setdefault(t, _Watch())
         names = set(req.resource_names)
         if first:
@@ -883,8 +902,6 @@ class XdsServer:
             if names - {"*"} == w.names and wild == w.wildcard:
                 return  # ACK
             w.wildcard, w.names = wild, names - {"*"}
-        if self._stall:
-            return
         self._send_sotw(st, t)
 
     def _sotw_entries(self, w, t):
@@ -897,8 +914,8 @@ class XdsServer:
                 out[e.name] = e
         return list(out.values())
 
-    def _send_sotw(self, st, t, entries=None, raw_any=None):
-        w = st.watches[t]
+    def _send_sotw(self, st, t, entries=None, raw_any=None, w=None):
+        w = st.watches[t] if w is None else w
         r = self.C["DiscoveryResponse"]()
         r.type_url = t
         r.version_info = str(self.type_version.get(t, 0))
@@ -991,13 +1008,15 @@ class XdsServer:
                                    "names": [], "removed": [], "time": time.monotonic()})
             return len(self._streams)
 
-    def push_entries(self, type_url, entries, removed=(), raw_any=()):
-        """A response holding exactly these Entries (stored or not; duplicates kept) plus
-        raw_any, (name, Any) pairs, to every stream watching type_url. Nothing is stored."""
+    def push_entries(self, type_url, entries, removed=(), raw_any=(), sotw_extra=None, unwatched=False):
+        """One response per stream watching type_url (unwatched=True: every stream, as if it
+        had asked), nothing stored. Delta: exactly these Entries (duplicates kept) and
+        removed names; SotW: the full state (what a SotW response must hold) plus sotw_extra
+        (default: entries). Both: raw_any, (name, Any) pairs, after them."""
         with self.lock:
             nonces = []
             for st in list(self._streams):
-                if type_url not in st.watches:
+                if type_url not in st.watches and not unwatched:
                     continue
                 if st.kind == "delta":
                     raws = []
@@ -1008,14 +1027,17 @@ class XdsServer:
                         raws.append(x)
                     nonces.append(self._send_delta(st, type_url, list(entries), list(removed), raws))
                 else:
-                    nonces.append(self._send_sotw(st, type_url, list(entries), [a for _, a in raw_any]))
+                    w = st.watches.get(type_url) or _Watch()
+                    full = self._sotw_entries(w, type_url)
+                    extra = list(entries if sotw_extra is None else sotw_extra)
+                    nonces.append(self._send_sotw(st, type_url, full + extra, [a for _, a in raw_any], w))
             return nonces
 
     def push_duplicate(self, type_url, name):
         """The stored resource `name` twice in one response (a client must NACK it)."""
         with self.lock:
             e = self.res[type_url][name]
-            return self.push_entries(type_url, [e, e])
+            return self.push_entries(type_url, [e, e], sotw_extra=[e])
 
     def bad_any(self, type_url, kind="garbage"):
         """An Any that fails: "garbage" (not a protobuf), "wrong_type" (a type URL that is not
@@ -1032,13 +1054,15 @@ class XdsServer:
         return a
 
     def push_bad(self, type_url, name="bad", kind="garbage", good=()):
-        """One bad resource named `name` (delta) beside the good Entries `good` (e.g. from
-        make_entry), in one response. The good ones are stored (they should apply)."""
+        """One bad resource named `name` (delta; SotW has no names outside the resource)
+        beside the good Entries `good` (e.g. from make_entry; SotW: the full state), in one
+        response. The good ones are stored (they should apply)."""
         with self.lock:
             good = [x if isinstance(x, Entry) else make_entry(*x) for x in good]
             for e in good:
                 self._store(e)
-            return self.push_entries(type_url, good, raw_any=[(name, self.bad_any(type_url, kind))])
+            return self.push_entries(type_url, good, raw_any=[(name, self.bad_any(type_url, kind))],
+                                     sotw_extra=[])
 
     def close_mid_message(self):
         """The next response's message is cut in half and its connection closed."""
@@ -1053,14 +1077,21 @@ class XdsServer:
             return False
 
     def stall(self, tcp=False):
-        """Never answer: gRPC level (streams open, requests recorded, nothing sent), or with
-        tcp=True new connections are accepted and read but get no byte (not even SETTINGS)."""
+        """Never answer: gRPC level (streams open, requests recorded, nothing sent, not even
+        pushes), or with tcp=True also new connections accepted and read but sent no byte
+        (not even SETTINGS)."""
         with self.lock:
             self._stall, self._stall_tcp = True, bool(tcp)
 
     def unstall(self):
+        """Answer again: the requests that came while stalled are handled now, in order."""
         with self.lock:
             self._stall = self._stall_tcp = False
+            for st in self._streams:
+                pending, st.pending = st.pending, []
+                for req in pending:
+                    (self._on_delta if st.kind == "delta" else self._on_sotw)(st, req, replay=True)
+            self.cond.notify_all()
 
     def drop_connections(self):
         """Close every TCP connection (the listener stays): the clients must reconnect."""
@@ -1117,6 +1148,9 @@ class XdsServer:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
+                bugs = [e for e in self._events if e["kind"] == "handler-error"]
+                if bugs:
+                    raise AssertionError("xds_server: a request handler failed: %s" % bugs)
                 v = pred()
                 if v:
                     return v
