@@ -237,6 +237,19 @@ out:
 	free(buf);
 }
 
+/* A request's type_url (url, else type t's) and, on the stream's first
+ * request, the node. */
+static char *
+req_head(enum mres_type t, const char *url, char *buf, size_t len, Envoy__Config__Core__V3__Node **node)
+{
+	if (x.first_req)
+		*node = x.node;
+	if (url)
+		return (char *)url;
+	type_url(t, buf, len);
+	return buf;
+}
+
 struct irv {
 	IrvEntry *e;
 	IrvEntry **p;
@@ -280,13 +293,7 @@ delta_send(enum mres_type t, const char *url, const char *nonce, const char *err
 	struct irv v = { 0 };
 	char urlbuf[160];
 
-	if (!url) {
-		type_url(t, urlbuf, sizeof(urlbuf));
-		url = urlbuf;
-	}
-	req.type_url = (char *)url;
-	if (x.first_req)
-		req.node = x.node;
+	req.type_url = req_head(t, url, urlbuf, sizeof(urlbuf), &req.node);
 	if (nonce)
 		req.response_nonce = (char *)nonce;
 	if (error) {
@@ -325,13 +332,7 @@ sotw_send(enum mres_type t, const char *url, const char *version, const char *no
 	char urlbuf[160];
 	struct xtype *xt = (int)t >= 0 ? &x.t[t] : NULL;
 
-	if (!url) {
-		type_url(t, urlbuf, sizeof(urlbuf));
-		url = urlbuf;
-	}
-	req.type_url = (char *)url;
-	if (x.first_req)
-		req.node = x.node;
+	req.type_url = req_head(t, url, urlbuf, sizeof(urlbuf), &req.node);
 	req.version_info = (char *)(version ? version : "");
 	req.response_nonce = (char *)(nonce ? nonce : "");
 	/* The full list each time; wildcard: none (legacy wildcard). */
@@ -591,6 +592,9 @@ handle(const uint8_t *msg, size_t len)
 		r.error = strdup("out of memory applying the response");
 	}
 	server.stats[SM_XDS_RESOURCES_REFUSED] += r.refused;
+	if (r.notes)
+		log_info("xds %s: %s response %s: %s", x.tgt.addr, type_name(u.type), u.nonce ? u.nonce : "",
+		    r.notes);
 	if (r.model) {
 		struct model *m = r.model;
 		r.model = NULL;

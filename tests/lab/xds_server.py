@@ -611,6 +611,8 @@ class XdsServer:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.res = {}                # type_url -> {name: Entry}
+        self._aliases = {}           # type_url -> {alias: name}
+        self._members = {}           # Service name -> {Workload uid} (the Workloads listing it)
         self.type_version = {}       # type_url -> int (SotW version_info)
         self.nonces = itertools.count(1)
         self.stream_ids = itertools.count(1)
@@ -623,6 +625,7 @@ class XdsServer:
         self._stall_tcp = False
         self._cuts = 0
         self.connections_total = 0
+        self.on_request = None       # called (under the lock) with each request recorded
         self.server = None
         self.relay = None
         self._grpc_port = None
@@ -726,6 +729,8 @@ class XdsServer:
         if d["node"] is not None and st.node is None:
             st.node = d["node"]
         self._requests.append(d)
+        if self.on_request:
+            self.on_request(d)
         return d
 
     # -- delta
@@ -734,9 +739,30 @@ class XdsServer:
         byname = self.res.get(type_url, {})
         e = byname.get(name)
         if e is None:
-            for x in byname.values():
-                if name in x.aliases:
-                    return x
+            e = byname.get(self._aliases.get(type_url, {}).get(name))
+        return e
+
+    def _store(self, e):
+        self._unstore(e.type_url, e.name)
+        self.res.setdefault(e.type_url, {})[e.name] = e
+        al = self._aliases.setdefault(e.type_url, {})
+        for a in e.aliases:
+            al[a] = e.name
+        if e.type_url == ADDRESS and e.message.HasField("workload"):
+            for k in e.message.workload.services:
+                self._members.setdefault(k, set()).add(e.name)
+
+    def _unstore(self, t, name):
+        e = self.res.get(t, {}).pop(name, None)
+        if e is None:
+            return None
+        al = self._aliases.get(t, {})
+        for a in e.aliases:
+            if al.get(a) == name:
+                del al[a]
+        if t == ADDRESS and e.message.HasField("workload"):
+            for k in e.message.workload.services:
+                self._members.get(k, set()).discard(name)
         return e
 
     def _resolve(self, t, name):
@@ -748,8 +774,7 @@ class XdsServer:
             return []
         out = [e]
         if t == ADDRESS and e.message.HasField("service") and name != e.name:
-            out += [x for x in self.res[t].values()
-                    if x.message.HasField("workload") and e.name in x.message.workload.services]
+            out += [self.res[t][u] for u in sorted(self._members.get(e.name, ()))]
         return out
 
     @staticmethod
@@ -928,7 +953,7 @@ class XdsServer:
         with self.lock:
             changed = {}
             for e in ents:
-                self.res.setdefault(e.type_url, {})[e.name] = e
+                self._store(e)
                 changed.setdefault(e.type_url, []).append(e)
             for t in changed:
                 self.type_version[t] = self.type_version.get(t, 0) + 1
@@ -941,7 +966,7 @@ class XdsServer:
         with self.lock:
             removed = {}
             for t, n in items:
-                if self.res.get(t, {}).pop(n, None) is not None:
+                if self._unstore(t, n) is not None:
                     removed.setdefault(t, []).append(n)
             for t in removed:
                 self.type_version[t] = self.type_version.get(t, 0) + 1
@@ -1012,7 +1037,7 @@ class XdsServer:
         with self.lock:
             good = [x if isinstance(x, Entry) else make_entry(*x) for x in good]
             for e in good:
-                self.res.setdefault(e.type_url, {})[e.name] = e
+                self._store(e)
             return self.push_entries(type_url, good, raw_any=[(name, self.bad_any(type_url, kind))])
 
     def close_mid_message(self):
@@ -1156,6 +1181,14 @@ def main():
     ap.add_argument("--port-file", help="write the port here once listening")
     a = ap.parse_args()
     cp = XdsServer(a.host, a.port, tls=tuple(a.tls) if a.tls else None)
+
+    def log(r):
+        what = "NACK %s" % r["error_detail"]["message"] if r["error_detail"] else (
+            "ACK %s" % r["response_nonce"] if r["response_nonce"] else "request")
+        print("stream %d %s %s %s%s" % (
+            r["stream"], r["kind"], type_name(r["type_url"]), what,
+            " from %s" % r["node"]["id"] if r["node"] else ""), flush=True)
+    cp.on_request = log
     if a.resources:
         cp.set_many(load_resources(a.resources))
     cp.start()
@@ -1166,16 +1199,8 @@ def main():
     print("serving ADS on %s: %d resources (Ctrl-C stops)" % (
         cp.address, sum(len(d) for d in cp.res.values())), flush=True)
     try:
-        last = 0
         while True:
-            time.sleep(1)
-            n = len(cp.requests())
-            if n != last:
-                for r in cp.requests(since=last):
-                    print("request stream=%s %s nonce=%s%s" % (
-                        r["stream"], type_name(r["type_url"]), r["response_nonce"] or "-",
-                        " NACK %s" % r["error_detail"]["message"] if r["error_detail"] else ""), flush=True)
-                last = n
+            time.sleep(3600)
     except KeyboardInterrupt:
         cp.stop()
 
