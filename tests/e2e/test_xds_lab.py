@@ -35,7 +35,7 @@ class Client:
 
     def __init__(self, cp, delta=True, metadata=(("authorization", "Bearer tok"), ("clusterid", "c1"))):
         _need_protos()
-        self.delta = delta
+        self.delta, self.cp = delta, cp
         self.ch = grpc.insecure_channel("127.0.0.1:%d" % cp.port)
         C = cp.C
         self.Req = C["DeltaDiscoveryRequest"] if delta else C["DiscoveryRequest"]
@@ -89,7 +89,8 @@ class Client:
             r = self.inq.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError("no response within %ss" % timeout)
-        assert r is not None, "stream ended: %s" % self.error
+        assert r is not None, "stream ended: %s (server events: %s)" % (
+            self.error, self.cp.events() if hasattr(self.cp, "events") else "-")
         return r
 
     def none(self, wait=0.5):
@@ -647,28 +648,59 @@ def test_lab_control_plane_away_and_back(xlab):
     assert answer["names"] == [] and answer["removed"] == []
     cp.wait_ack(cp.remove(X.ADDRESS, _uid(a)))
     assert set(xlab.who(6)) == {"server-b"}
+    # away again, and meanwhile a is back and b gone: the reconnect's answer says so
+    cp.stop()
+    lab.wait_for(lambda: sc.stats()["server.xds_connected"] == 0, timeout=10, what="the sidecar to notice")
+    cp.set(X.ADDRESS, _pod_wl(a))
+    cp.remove(X.ADDRESS, _uid(b))
+    mark = cp.mark()
+    cp.start()
+    req = cp.wait_request(lambda r: r["initial_resource_versions"], X.ADDRESS, since=mark, timeout=30)
+    assert _uid(b) in req["initial_resource_versions"] and _uid(a) not in req["initial_resource_versions"]
+    answer = [s for s in cp.sent(X.ADDRESS) if s["stream"] == req["stream"]][0]
+    assert answer["names"] == [_uid(a)] and answer["removed"] == [_uid(b)]
+    cp.wait_ack(answer["nonce"])
+    assert set(xlab.who(6)) == {"server-a"}
+    # the connection dropped under it (as a GOAWAY'd istiod): reconnected, pushes apply
+    connects = sc.stats()["server.xds_connects"]
+    assert cp.drop_connections() >= 1
+    lab.wait_for(lambda: sc.stats()["server.xds_connects"] > connects and
+                 sc.stats()["server.xds_connected"] == 1, timeout=30, what="the reconnect")
+    cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))
+    assert set(xlab.who(6)) == {"server-a", "server-b"}
     xlab.finish(p, 5.0)
-    assert sc.stats()["server.xds_reconnects"] >= 1
+    assert sc.stats()["server.xds_reconnects"] >= 3
 
 
-def test_lab_bad_pushes_nacked_good_applied(xlab):
-    """A response with a resource that does not decode is NACKed naming it while the good one
-    beside it applies; a duplicate name in one response is NACKed; a response cut mid-message
-    ends the stream, the sidecar reconnects and catches up; traffic flows throughout."""
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_bad_pushes_nacked_good_applied(xlab, sotw):
+    """A response with a resource that does not decode is NACKed (naming it, in delta) while
+    the good one beside it applies; one of a wrong type, a duplicate name, a response of a
+    type never asked for: NACKed, the last good state stays (SotW: the NACK carries the last
+    good version_info); a response cut mid-message ends the stream, the sidecar reconnects and
+    catches up; traffic flows throughout."""
     a, b = xlab.servers
     cp = xlab.cp
     _base(cp, a)
-    sc = xlab.start_sidecar()
+    sc = xlab.start_sidecar(sotw=sotw)
+    good_version = cp.acks(X.ADDRESS)[-1].get("version_info")
     p = xlab.stream(2)
     nonces = cp.push_bad(X.ADDRESS, name="junk", good=[(X.ADDRESS, _pod_wl(b))])
     nack = cp.wait_nack(nonces[0])
-    assert "junk" in nack["error_detail"]["message"], nack
+    if not sotw:
+        assert "junk" in nack["error_detail"]["message"], nack
+    else:
+        assert nack["version_info"] == good_version, nack
     assert set(xlab.who(6)) == {"server-a", "server-b"}   # the good one applied
     nonces = cp.push_bad(X.ADDRESS, name="wrong", kind="wrong_type")
-    assert "wrong" in cp.wait_nack(nonces[0])["error_detail"]["message"]
+    nack = cp.wait_nack(nonces[0])
+    assert "wrong" in nack["error_detail"]["message"] or X.CLUSTER in nack["error_detail"]["message"], nack
     nonces = cp.push_duplicate(X.ADDRESS, _uid(b))
     nack = cp.wait_nack(nonces[0])
     assert _uid(b) in nack["error_detail"]["message"], nack
+    nonces = cp.push_entries(X.SECRET, [], unwatched=True)
+    nack = cp.wait_nack(nonces[0])
+    assert X.SECRET in nack["error_detail"]["message"], nack
     assert set(xlab.who(6)) == {"server-a", "server-b"}   # the last good state stays
     connects = sc.stats()["server.xds_connects"]
     cp.close_mid_message()
@@ -680,7 +712,7 @@ def test_lab_bad_pushes_nacked_good_applied(xlab):
     assert set(xlab.who(6)) == {"server-b"}
     xlab.finish(p, 5.0)
     st = sc.stats()
-    assert st["server.xds_nacks"] == 3 and st["server.xds_resources_refused"] >= 2, st
+    assert st["server.xds_nacks"] == 4 and st["server.xds_resources_refused"] >= 2, st
 
 
 def test_lab_on_demand(xlab):
@@ -739,3 +771,39 @@ def test_lab_tls_control_plane(tls_xlab):
     tls = x.cp.events("tls")
     assert tls and tls[0]["alpn"] == "h2", tls
     assert x.cp.metadata()[0]["authorization"] == "Bearer lab-token-1"
+
+
+def test_cp_raw_drop_and_tcp_stall(cp):
+    """push_raw reaches the client as bytes that are no response; drop_connections ends the
+    streams; stall(tcp=True) accepts and never sends a byte (no HTTP/2 SETTINGS either)."""
+    cp.set(X.ADDRESS, _wl(1))
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.ack(c.recv())
+        cp.wait_ack([s["nonce"] for s in cp.sent(X.ADDRESS)])
+        assert cp.push_raw(b"\xff\xff\xff") == 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    c = Client(cp)
+    try:
+        c.send(node=NODE, type_url=X.ADDRESS)
+        c.recv()
+        assert cp.drop_connections() >= 1
+        with pytest.raises(AssertionError, match="stream ended"):
+            c.recv()
+    finally:
+        c.close()
+    cp.stall(tcp=True)
+    import socket
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=5)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        s.settimeout(1)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+        assert cp.events("tcp-stalled")
+    finally:
+        s.close()

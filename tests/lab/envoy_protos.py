@@ -123,12 +123,13 @@ def message(full_name):
         return c
 
 
-def duplex(it, on_request, on_end):
+def duplex(it, on_request, on_end, q=None):
     """The body of a test server's bidirectional stream handler (grpcio): a thread reads the
     requests of `it` into on_request(req, q), which may queue responses (messages or raw
-    bytes) on q; the generator returned yields them until None is queued (the stream is
-    over: the client went away or the server stops); on_end() runs when it ends."""
-    q = queue.Queue()
+    bytes) on q (a new queue.Queue, or the caller's: made before the thread starts); the
+    generator returned yields them until None is queued (the stream is over: the client
+    went away or the server stops); on_end() runs when it ends."""
+    q = queue.Queue() if q is None else q
 
     def reader():
         try:

@@ -47,6 +47,7 @@ import ipaddress
 import itertools
 import json
 import os
+import queue
 import socket
 import ssl
 import struct
@@ -594,7 +595,7 @@ class _Watch:
 class _Stream:
     def __init__(self, sid, kind, md, peer):
         self.id, self.kind, self.md, self.peer = sid, kind, md, peer
-        self.q = None
+        self.q = queue.Queue()
         self.watches = {}       # type_url -> _Watch
         self.node = None
         self.open = True
@@ -700,12 +701,11 @@ class XdsServer:
                     self._streams.remove(st)
                 self.cond.notify_all()
 
-        st.q, gen = envoy_protos.duplex(it, on_request, on_end)
-        with self.lock:
+        with self.lock:  # listed before its first request is read: no push can miss it
             self._streams.append(st)
             self._all_streams.append(st)
             self.cond.notify_all()
-        return gen
+        return envoy_protos.duplex(it, on_request, on_end, st.q)[1]
 
     def _delta(self, it, ctx):
         return self._run(self._open("delta", ctx), it, self._on_delta)
@@ -785,6 +785,8 @@ class XdsServer:
         self._record(st, req, True)
         t = req.type_url
         first = t not in st.watches
+        if first and req.response_nonce:
+            return  # the answer to a response of a type it never asked for (push_entries unwatched)
         w = st.watches.setdefault(t, _Watch())
         sub, unsub = list(req.resource_names_subscribe), list(req.resource_names_unsubscribe)
         if first:
@@ -869,6 +871,8 @@ class XdsServer:
         self._record(st, req, False)
         t = req.type_url
         first = t not in st.watches
+        if first and req.response_nonce:
+            return  # the answer to a response of a type it never asked for (push_entries unwatched)
         w = st.watches.setdefault(t, _Watch())
         names = set(req.resource_names)
         if first:
@@ -897,8 +901,8 @@ class XdsServer:
                 out[e.name] = e
         return list(out.values())
 
-    def _send_sotw(self, st, t, entries=None, raw_any=None):
-        w = st.watches[t]
+    def _send_sotw(self, st, t, entries=None, raw_any=None, w=None):
+        w = st.watches[t] if w is None else w
         r = self.C["DiscoveryResponse"]()
         r.type_url = t
         r.version_info = str(self.type_version.get(t, 0))
@@ -991,13 +995,15 @@ class XdsServer:
                                    "names": [], "removed": [], "time": time.monotonic()})
             return len(self._streams)
 
-    def push_entries(self, type_url, entries, removed=(), raw_any=()):
-        """A response holding exactly these Entries (stored or not; duplicates kept) plus
-        raw_any, (name, Any) pairs, to every stream watching type_url. Nothing is stored."""
+    def push_entries(self, type_url, entries, removed=(), raw_any=(), sotw_extra=None, unwatched=False):
+        """One response per stream watching type_url (unwatched=True: every stream, as if it
+        had asked), nothing stored. Delta: exactly these Entries (duplicates kept) and
+        removed names; SotW: the full state (what a SotW response must hold) plus sotw_extra
+        (default: entries). Both: raw_any, (name, Any) pairs, after them."""
         with self.lock:
             nonces = []
             for st in list(self._streams):
-                if type_url not in st.watches:
+                if type_url not in st.watches and not unwatched:
                     continue
                 if st.kind == "delta":
                     raws = []
@@ -1008,14 +1014,17 @@ class XdsServer:
                         raws.append(x)
                     nonces.append(self._send_delta(st, type_url, list(entries), list(removed), raws))
                 else:
-                    nonces.append(self._send_sotw(st, type_url, list(entries), [a for _, a in raw_any]))
+                    w = st.watches.get(type_url) or _Watch()
+                    full = self._sotw_entries(w, type_url)
+                    extra = list(entries if sotw_extra is None else sotw_extra)
+                    nonces.append(self._send_sotw(st, type_url, full + extra, [a for _, a in raw_any], w))
             return nonces
 
     def push_duplicate(self, type_url, name):
         """The stored resource `name` twice in one response (a client must NACK it)."""
         with self.lock:
             e = self.res[type_url][name]
-            return self.push_entries(type_url, [e, e])
+            return self.push_entries(type_url, [e, e], sotw_extra=[e])
 
     def bad_any(self, type_url, kind="garbage"):
         """An Any that fails: "garbage" (not a protobuf), "wrong_type" (a type URL that is not
@@ -1032,13 +1041,15 @@ class XdsServer:
         return a
 
     def push_bad(self, type_url, name="bad", kind="garbage", good=()):
-        """One bad resource named `name` (delta) beside the good Entries `good` (e.g. from
-        make_entry), in one response. The good ones are stored (they should apply)."""
+        """One bad resource named `name` (delta; SotW has no names outside the resource)
+        beside the good Entries `good` (e.g. from make_entry; SotW: the full state), in one
+        response. The good ones are stored (they should apply)."""
         with self.lock:
             good = [x if isinstance(x, Entry) else make_entry(*x) for x in good]
             for e in good:
                 self._store(e)
-            return self.push_entries(type_url, good, raw_any=[(name, self.bad_any(type_url, kind))])
+            return self.push_entries(type_url, good, raw_any=[(name, self.bad_any(type_url, kind))],
+                                     sotw_extra=[])
 
     def close_mid_message(self):
         """The next response's message is cut in half and its connection closed."""
