@@ -105,8 +105,11 @@ void xds_names_free(char **names, size_t n);
  * static resources changed), over prev. NULL on OOM. */
 struct model *xds_store_build(struct xds_store *s, const struct model *prev, struct model_report *rep);
 
-/* Puts one resource in, as a state file entry (version, aliases); used by
- * xds_state_load. A reference to r is taken. 0 or -ENOMEM. */
+/* Puts one resource in as it is (its version, aliases), replacing one of
+ * its name, without validation or a model: xds_state_load goes through
+ * xds_decode_delta + xds_store_apply instead, so that a state file entry is
+ * checked as a response's resource. A reference to r is taken. 0 or
+ * -ENOMEM. */
 int xds_store_put(struct xds_store *s, struct mres *r, const char *const *aliases, size_t naliases);
 /* Sets the type's SotW version_info (xds_state_load). */
 int xds_store_set_version(struct xds_store *s, enum mres_type t, const char *version);

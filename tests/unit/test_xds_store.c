@@ -895,6 +895,43 @@ test_static_wins(void **state)
 	fx_done(&f);
 }
 
+/* xds_store_put / xds_store_set_version: as they are, a name replaced. */
+static void
+test_put(void **state)
+{
+	struct fx f;
+	struct rsc x = { 0 };
+	struct mres *a, *b;
+	struct model_report rep;
+	struct model *m;
+	const char *al[] = { "/10.0.0.1" };
+	char why[256];
+
+	(void)state;
+	fx_init(&f);
+	pack_json(&x, WL("w1", IP1, ""));
+	assert_non_null(a = mres_new(protobuf_c_message_unpack(jpb_lookup("istio.workload.Address"), NULL, x.vlen,
+	    x.val), "p1", NULL, why, sizeof(why)));
+	assert_non_null(b = mres_new(protobuf_c_message_unpack(jpb_lookup("istio.workload.Address"), NULL, x.vlen,
+	    x.val), "p2", NULL, why, sizeof(why)));
+	free(x.type_url);
+	free(x.val);
+	assert_int_equal(xds_store_put(f.s, a, al, 1), 0);
+	assert_string_equal(held(&f, MRES_ADDRESS, "w1"), "p1");
+	assert_int_equal(xds_store_put(f.s, b, NULL, 0), 0);
+	assert_int_equal(xds_store_count(f.s, MRES_ADDRESS), 1);
+	assert_string_equal(held(&f, MRES_ADDRESS, "w1"), "p2");
+	assert_int_equal(xds_store_set_version(f.s, MRES_ADDRESS, "sv"), 0);
+	assert_string_equal(xds_store_version(f.s, MRES_ADDRESS), "sv");
+	assert_non_null(m = xds_store_build(f.s, NULL, &rep));
+	assert_ptr_equal(model_find(m, MRES_ADDRESS, "w1"), b);
+	model_report_free(&rep);
+	model_free(m);
+	mres_unref(a);
+	mres_unref(b);
+	fx_done(&f);
+}
+
 /* Messages that are no response, a type we do not take: -EINVAL with why,
  * the nonce kept when the outer message decoded. */
 static void
@@ -1148,6 +1185,7 @@ main(void)
 		cmocka_unit_test(test_unknown_enum),
 		cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_static_wins),
+		cmocka_unit_test(test_put),
 		cmocka_unit_test(test_bad_messages),
 		cmocka_unit_test(test_error_bound),
 		cmocka_unit_test(test_allocation_failures),
