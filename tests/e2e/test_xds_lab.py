@@ -502,6 +502,9 @@ def test_lab_service_only_xds_described(xlab, sotw):
     else:
         assert first["subscribe"] == [] and first["unsubscribe"] == []
     assert cp.metadata()[0].get("clusterid") == "lab"
+    node = cp.requests()[0]["node"]
+    md = node["metadata"]
+    assert md["CLUSTER_ID"] == "lab" and md["NAMESPACE"] == "default" and md["INSTANCE_IPS"] == xlab.client.ip4, node
     assert set(xlab.who(4)) == {"server-a"}
     # an endpoint added by a push is used (one worker: round robin takes both in turn)
     cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))
@@ -545,6 +548,7 @@ def run(i, s):
                 r["recv"] += len(b)
             r["max_gap"] = max(r["max_gap"], time.monotonic() - t)
             r["rounds"] += 1
+            time.sleep(0.002)  # paced (about 8 MB/s a stream): traffic, not a CPU hog
         s.shutdown(socket.SHUT_WR)
         if s.recv(1) != b"":
             r["error"] = "no EOF"
@@ -569,8 +573,9 @@ print(json.dumps(res), flush=True)
 '''
 
 
-def test_lab_1000_pushes_under_traffic(xlab):
-    """1,000 delta pushes of changing workloads (churn workloads of another service set,
+@pytest.mark.parametrize("sotw", [False, True], ids=["delta", "sotw"])
+def test_lab_1000_pushes_under_traffic(xlab, sotw):
+    """1,000 pushes (delta; SotW: the full state each time) of changing workloads (churn workloads of another service set,
     changed and removed; every 100th push a new revision of the two endpoints the streams use)
     while 4 long streams each move a checksummed byte stream through the VIP and a short
     connection opens every 50 pushes: every byte comes back in order (sha256 both ways), no
@@ -583,7 +588,7 @@ def test_lab_1000_pushes_under_traffic(xlab):
                  (X.ADDRESS, meshres.service("stream", [STREAM_VIP], [(90, ECHO_PORT)])),
                  (X.ADDRESS, meshres.service("churn", ["198.19.0.40"], [(80, 8080)])),
                  (X.ADDRESS, _pod_wl(a)), (X.ADDRESS, _pod_wl(b))])
-    sc = xlab.start_sidecar()
+    sc = xlab.start_sidecar(sotw=sotw)
     p = xlab.stream(4, 240)
     t0 = time.monotonic()
     churn_key = meshres.key("churn")
@@ -807,3 +812,109 @@ def test_cp_raw_drop_and_tcp_stall(cp):
         assert cp.events("tcp-stalled")
     finally:
         s.close()
+
+
+def _json(e):
+    from google.protobuf import json_format
+    return json_format.MessageToDict(e.message, descriptor_pool=envoy_protos.pool())
+
+
+def test_lab_resources_as_sent(xlab):
+    """Every field of rich Workloads, Services and Authorizations, encoded here from upstream's
+    field numbers, is what the sidecar's /config_dump shows it decoded (its own encoder prints
+    proto3 JSON as json_format does): a wrong field number or type on either side differs.
+    Authorization's rules/clauses are istio/istio's groups/rules (the same numbers)."""
+    a, b = xlab.servers
+    cp = xlab.cp
+    wl = meshres.workload(
+        "Kubernetes//Pod/default/rich", "rich", ["198.18.0.200", "fd00:198:18::c8"],
+        {SVC_KEY: [(80, 8080)], meshres.key("other"): [(443, 8443)]},
+        hostname="rich.example", network="net1", tunnelProtocol="HBONE", trustDomain="td.example",
+        serviceAccount="sa-rich", node="node-1", canonicalName="rich-app", canonicalRevision="v7",
+        workloadType="POD", workloadName="rich-deploy", nativeTunnel=True,
+        applicationTunnel={"protocol": "PROXY", "port": 15088},
+        authorizationPolicies=["default/deny-x"], status="UNHEALTHY", clusterId="c-9",
+        locality={"region": "r1", "zone": "z1", "subzone": "s1"}, networkMode="HOST_NETWORK",
+        capacity=3,
+        waypoint={"address": {"network": "net1", "address": "xhIAZA=="}, "hboneMtlsPort": 15008},
+        networkGateway={"hostname": {"namespace": "istio-system", "hostname": "gw.example"}})
+    svc = meshres.service(
+        "echo", [VIP, "fd00:198:19::20"], [(80, HTTP_PORT), (443, 8443)],
+        subjectAltNames=["spiffe://td.example/ns/default/sa/echo"],
+        loadBalancing={"routingPreference": ["NETWORK", "REGION"], "mode": "FAILOVER",
+                       "healthPolicy": "ALLOW_ALL"},
+        ipFamilies="DUAL", canonical=True, ingressUseWaypoint=True, visibility="NAMESPACE",
+        waypoint={"hostname": {"namespace": "default", "hostname": "wp.default.svc.cluster.local"},
+                  "hboneMtlsPort": 15008})
+    svc["service"]["ports"][1]["appProtocol"] = "HTTP2"
+    svc["service"]["addresses"][0]["length"] = 32
+    pol = {"name": "deny-x", "namespace": "default", "scope": "NAMESPACE", "action": "DENY", "dryRun": True,
+           "rules": [{"clauses": [{"matches": [{
+               "namespaces": [{"exact": "x"}], "notNamespaces": [{"presence": {}}],
+               "principals": [{"prefix": "spiffe://cluster.local/ns/x/"}], "notPrincipals": [{"suffix": "/sa/y"}],
+               "sourceIps": [{"address": "xhIAAA==", "length": 16}],
+               "notSourceIps": [{"address": "xhIAAQ==", "length": 32}],
+               "destinationIps": [{"address": "xhMAAA==", "length": 24}],
+               "notDestinationIps": [{"address": "xhMAAQ==", "length": 32}],
+               "destinationPorts": [8080, 9090], "notDestinationPorts": [22],
+               "serviceAccounts": [{"namespace": "x", "serviceAccount": "sa1"}],
+               "notServiceAccounts": [{"namespace": "y", "serviceAccount": "sa2"}]}]}]}]}
+    sent = [X.make_entry(None, wl), X.make_entry(None, svc), X.make_entry(X.AUTHORIZATION, pol)]
+    cp.set_many(sent)
+    sc = xlab.start_sidecar()
+    dump = sc.config_dump()
+    got = {}
+    for t in ("istio.workload.Address", "istio.security.Authorization"):
+        for r in dump["resources"][t]:
+            got[r["name"]] = r
+    for e in sent:
+        assert e.name in got, (e.name, sorted(got))
+        r = dict(got[e.name]["resource"])
+        assert r.pop("@type") == e.type_url
+        want = _json(e)
+        if e.type_url == X.AUTHORIZATION:
+            want["groups"] = [{"rules": c["clauses"]} for c in want.pop("rules")]
+        assert r == want, (e.name, r, want)
+        assert got[e.name]["version"] == e.version
+
+
+def test_cp_tls_with_client_ca(tmp_path):
+    """tls=(cert, key, client_ca): https, ALPN h2, a client certificate required and recorded;
+    a client without one is refused."""
+    import certs
+    _need_protos()
+    ca = certs.CA(str(tmp_path / "ca"))
+    srv = ca.issue(str(tmp_path / "istiod"), "spiffe://cluster.local/ns/istio-system/sa/istiod",
+                   extra_sans=["DNS:istiod.istio-system.svc"])
+    cli = ca.issue(str(tmp_path / "client"), "spiffe://cluster.local/ns/default/sa/client")
+    rd = lambda d, n: open(os.path.join(d, n), "rb").read()  # noqa: E731
+    cp = X.XdsServer(tls=(os.path.join(srv, "cert-chain.pem"), os.path.join(srv, "key.pem"),
+                          os.path.join(srv, "root-cert.pem"))).start()
+    try:
+        assert cp.address == "https://127.0.0.1:%d" % cp.port
+        cp.set(X.ADDRESS, _wl(1))
+        C = cp.C
+        opts = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
+        creds = grpc.ssl_channel_credentials(rd(srv, "root-cert.pem"), rd(cli, "key.pem"), rd(cli, "cert-chain.pem"))
+        ch = grpc.secure_channel("127.0.0.1:%d" % cp.port, creds, opts)
+        call = ch.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        req = C["DeltaDiscoveryRequest"](type_url=X.ADDRESS)
+        req.node.id = NODE
+        it = call(iter([req]), timeout=10)
+        r = next(it)
+        assert [x.name for x in r.resources] == ["uid-1"]
+        ch.close()
+        ev = cp.events("tls")
+        assert ev and ev[0]["alpn"] == "h2" and ev[0]["cert"], ev
+        bare = grpc.secure_channel("127.0.0.1:%d" % cp.port, grpc.ssl_channel_credentials(rd(srv, "root-cert.pem")), opts)
+        call = bare.stream_stream("/%s/DeltaAggregatedResources" % X.ADS,
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=C["DeltaDiscoveryResponse"].FromString)
+        with pytest.raises(grpc.RpcError):
+            next(call(iter([req]), timeout=5))
+        bare.close()
+        assert cp.events("tls-failed")
+    finally:
+        cp.stop()
