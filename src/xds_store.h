@@ -21,6 +21,8 @@ struct xds_item {
 	char **aliases;		/* Resource.aliases ("<network>/<ip>"), delta only */
 	size_t naliases;
 	struct mres *res;	/* decoded; NULL when it did not decode (why says why) */
+	uint64_t digest;	/* of the Any's value bytes: an unchanged resource re-sent
+				 * (same version, bytes, aliases) costs no rebuild */
 	char why[256];
 };
 
@@ -62,6 +64,10 @@ int xds_store_set_static(struct xds_store *s, struct mres *const *res, size_t n)
 
 struct xds_result {
 	char *error;		/* NULL: ACK; else the NACK's error_detail: "name: reason; ..." */
+	/* Accepted but worth a log line, NULL none: a RouteConfiguration
+	 * naming a cluster no Cluster has ("8080: cluster \"x\" is not known
+	 * (requests to it fail with 503)"), which Envoy accepts too. */
+	char *notes;
 	size_t applied, removed, refused, unchanged;
 	struct model *model;	/* the new model (the caller owns it); NULL: nothing changed */
 	/* Names and aliases of the resources applied, and the names removed
@@ -99,8 +105,11 @@ void xds_names_free(char **names, size_t n);
  * static resources changed), over prev. NULL on OOM. */
 struct model *xds_store_build(struct xds_store *s, const struct model *prev, struct model_report *rep);
 
-/* Puts one resource in, as a state file entry (version, aliases); used by
- * xds_state_load. A reference to r is taken. 0 or -ENOMEM. */
+/* Puts one resource in as it is (its version, aliases), replacing one of
+ * its name, without validation or a model: xds_state_load goes through
+ * xds_decode_delta + xds_store_apply instead, so that a state file entry is
+ * checked as a response's resource. A reference to r is taken. 0 or
+ * -ENOMEM. */
 int xds_store_put(struct xds_store *s, struct mres *r, const char *const *aliases, size_t naliases);
 /* Sets the type's SotW version_info (xds_state_load). */
 int xds_store_set_version(struct xds_store *s, enum mres_type t, const char *version);
