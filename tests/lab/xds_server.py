@@ -782,17 +782,26 @@ class XdsServer:
     def _subscribed(w, e):
         return w.wildcard or e.name in w.names or any(a in w.names for a in e.aliases)
 
-    def _on_delta(self, st, req, replay=False):
+    def _begin(self, st, req, replay):
+        """What both protocols do first: record the request; keep it for unstall() while
+        stalled; the type's watch, and whether this is the type's first request. None: no
+        more to do."""
         if not replay:
-            self._record(st, req, True)
+            self._record(st, req, st.kind == "delta")
         if self._stall:
             st.pending.append(req)  # answered by unstall(), as if it came then
-            return
+            return None
         t = req.type_url
         first = t not in st.watches
         if first and req.response_nonce:
-            return  # the answer to a response of a type it never asked for (push_entries unwatched)
-        w = st.watches.setdefault(t, _Watch())
+            return None  # the answer to a response of a type it never asked for (unwatched)
+        return t, first, st.watches.setdefault(t, _Watch())
+
+    def _on_delta(self, st, req, replay=False):
+        b = self._begin(st, req, replay)
+        if b is None:
+            return
+        t, first, w = b
         sub, unsub = list(req.resource_names_subscribe), list(req.resource_names_unsubscribe)
         if first:
             if not sub and not unsub and t in WILDCARD_TYPES:
@@ -879,16 +888,10 @@ class XdsServer:
 
     # -- sotw
     def _on_sotw(self, st, req, replay=False):
-        if not replay:
-            self._record(st, req, False)
-        if self._stall:
-            st.pending.append(req)
+        b = self._begin(st, req, replay)
+        if b is None:
             return
-        t = req.type_url
-        first = t not in st.watches
-        if first and req.response_nonce:
-            return  # the answer to a response of a type it never asked for (push_entries unwatched)
-        w = st.watches.setdefault(t, _Watch())
+        t, first, w = b
         names = set(req.resource_names)
         if first:
             w.wildcard = "*" in names or (not names and t in WILDCARD_TYPES)
