@@ -41,6 +41,7 @@ struct mres {
 	unsigned long refs;		/* atomic */
 	enum mres_type type;
 	char *name;			/* xDS resource name (below) */
+	uint32_t hash;			/* of name, for the model's tables (mres_new) */
 	char *version;			/* "" for static resources */
 	ProtobufCMessage *msg;		/* owned; freed with protobuf_c_message_free_unpacked */
 };
@@ -72,6 +73,10 @@ struct model_opts {
 	/* A Workload naming a Service that is not there is refused (static
 	 * files: a typo); off for xDS, where the Service may come later. */
 	bool strict_refs;
+	/* Tests: derive everything anew, as if prev shared no resource with
+	 * the inputs (prev still gives refused resources their old version).
+	 * The answers must not depend on it. */
+	bool no_reuse;
 };
 
 /* One problem found while building: the resource it refused. */
