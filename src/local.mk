@@ -30,6 +30,8 @@ liboutrigger_a_SOURCES = \
 	src/strbuf.c src/strbuf.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
+	src/xds_state.c src/xds_state.h \
+	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \
 	src/certsrc.h
 
@@ -93,6 +95,7 @@ PROTO_FILES = \
 	src/proto/istio/security/v1beta1/peer_authentication.proto \
 	src/proto/istio/type/v1beta1/selector.proto \
 	src/proto/istio/workload/workload.proto \
+	src/proto/outrigger/xds_state.proto \
 	src/proto/xds/core/v3/context_params.proto
 PROTO_C = $(PROTO_FILES:.proto=.pb-c.c)
 PROTO_H = $(PROTO_FILES:.proto=.pb-c.h)

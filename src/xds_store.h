@@ -21,6 +21,8 @@ struct xds_item {
 	char **aliases;		/* Resource.aliases ("<network>/<ip>"), delta only */
 	size_t naliases;
 	struct mres *res;	/* decoded; NULL when it did not decode (why says why) */
+	uint64_t digest;	/* of the Any's value bytes: an unchanged resource re-sent
+				 * (same version, bytes, aliases) costs no rebuild */
 	char why[256];
 };
 
@@ -62,6 +64,10 @@ int xds_store_set_static(struct xds_store *s, struct mres *const *res, size_t n)
 
 struct xds_result {
 	char *error;		/* NULL: ACK; else the NACK's error_detail: "name: reason; ..." */
+	/* Accepted but worth a log line, NULL none: a RouteConfiguration
+	 * naming a cluster no Cluster has ("8080: cluster \"x\" is not known
+	 * (requests to it fail with 503)"), which Envoy accepts too. */
+	char *notes;
 	size_t applied, removed, refused, unchanged;
 	struct model *model;	/* the new model (the caller owns it); NULL: nothing changed */
 	/* Names and aliases of the resources applied, and the names removed

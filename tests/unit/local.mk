@@ -2,7 +2,8 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls
+	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
+	tests/unit/test_xds_store tests/unit/test_xds_state
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h tests/unit/testbait.h tests/unit/xtls-certs.py
@@ -120,3 +121,20 @@ tests_unit_test_xtls_CPPFLAGS = $(AM_CPPFLAGS) -DXTLS_UNIT_DIR='"$(abs_top_srcdi
 	-DXTLS_LAB_DIR='"$(abs_top_srcdir)/tests/lab"'
 tests_unit_test_xtls_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_xtls_LDADD = $(UNIT_LDADD)
+
+# The xDS store: responses packed here, and goldens encoded by Python's
+# protobuf from the real Envoy protos (make.py; xds-golden-check.sh re-makes
+# them and compares).
+tests_unit_test_xds_store_SOURCES = tests/unit/test_xds_store.c
+tests_unit_test_xds_store_CPPFLAGS = $(AM_CPPFLAGS) -DXDS_GOLDEN_DIR='"$(abs_top_srcdir)/tests/unit/golden/xds"'
+tests_unit_test_xds_store_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_xds_store_LDADD = $(UNIT_LDADD)
+# Allocation-failure injection (see __wrap_malloc in the test).
+tests_unit_test_xds_store_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+$(tests_unit_test_xds_store_OBJECTS): $(PROTO_H)
+EXTRA_DIST += tests/unit/golden/xds tests/unit/xds-golden-check.sh
+TESTS += tests/unit/xds-golden-check.sh
+tests_unit_test_xds_state_SOURCES = tests/unit/test_xds_state.c
+tests_unit_test_xds_state_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_xds_state_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_xds_state_OBJECTS): $(PROTO_H)
