@@ -305,6 +305,7 @@ otab_bytes(const struct otab *t)
 /* One indexed address of a workload: the key is read back from the message. */
 struct wladdr {
 	uint32_t wl, ai;
+	uint32_t hash;			/* ipkey_hash of its key: kept for the next build */
 };
 
 /* One VIP:port of a service port, or (port VIP_ANY) the VIP itself, which
@@ -314,6 +315,14 @@ struct vipref {
 	uint32_t svc, port, ai;
 };
 #define VIP_ANY UINT32_MAX
+
+#define AIX_SVC 0x80000000u
+
+/* A member of a service: a workload whose services map names it. */
+struct member {
+	uint32_t wl;
+	const Istio__Workload__PortList *pl;
+};
 
 /* An IP address with its network, as a key. */
 struct ipkey {
@@ -334,7 +343,14 @@ struct model {
 	size_t nwls;
 	struct wladdr *wladdrs;
 	size_t nwladdrs;
+	size_t *wlfirst;		/* per workload, its first wladdrs entry (nwls + 1) */
 	struct otab wlip;
+	/* For the next build over this one (model_build's reuse): per
+	 * res[MRES_ADDRESS] its index in wls, or in svcs | AIX_SVC; and each
+	 * service's members (workload index, its PortList), in uid order. */
+	uint32_t *aix;
+	struct member *mem;
+	size_t *mfirst;			/* per service (nsvcs + 1) */
 
 	struct mservice *svcs;		/* key order */
 	size_t nsvcs;
@@ -462,12 +478,12 @@ vip_key(const struct model *m, uint32_t i, struct ipkey *k)
 	k->port = v->port == VIP_ANY ? 0 : m->ports[v->port].port;
 }
 
-/* Finds key k in a table of wladdrs (vip = false) or vips: the entry's index
- * or -1; with insert, the empty slot it would go to in *at. */
+/* Finds key k (hash h) in a table of wladdrs (vip = false) or vips: the
+ * entry's index or -1; with insert, the empty slot it would go to in *at. */
 static int64_t
-ip_find(const struct model *m, const struct otab *t, bool vip, const struct ipkey *k, uint32_t *at)
+ip_find_h(const struct model *m, const struct otab *t, bool vip, const struct ipkey *k, uint32_t h, uint32_t *at)
 {
-	uint32_t i = ipkey_hash(k) & t->mask;
+	uint32_t i = h & t->mask;
 
 	for (;; i = (i + 1) & t->mask) {
 		struct ipkey e;
@@ -480,11 +496,19 @@ ip_find(const struct model *m, const struct otab *t, bool vip, const struct ipke
 		}
 		if (vip)
 			vip_key(m, s - 1, &e);
+		else if (m->wladdrs[s - 1].hash != h)
+			continue;	/* no need to read the key from the message */
 		else
 			wladdr_key(m, s - 1, &e);
 		if (ipkey_eq(&e, k))
 			return s - 1;
 	}
+}
+
+static int64_t
+ip_find(const struct model *m, const struct otab *t, bool vip, const struct ipkey *k, uint32_t *at)
+{
+	return ip_find_h(m, t, vip, k, ipkey_hash(k), at);
 }
 
 /* ---- Problems ---- */
@@ -507,6 +531,8 @@ struct build {
 	/* Per type, per resource of the model in its order: its index in
 	 * prev->res[type], or -1 (new, or not reusing). */
 	int64_t *ppos[MRES__COUNT];
+	uint32_t *wlmap;		/* per prev workload: its index in the new wls, or UINT32_MAX */
+	bool *wlfresh;			/* per workload: derived from its message (not prev's) */
 	/* While deciding: VIP:ports and network/IPs claimed, services in. */
 	struct tset *vips, *ips, *svcs, *names;
 };
@@ -1377,15 +1403,77 @@ put(char *p, const char *s)
 	return p + n;
 }
 
+/* Whether res[MRES_ADDRESS][i] is prev's resource at its prev place (the
+ * same mres): then *pix is prev's aix of it. */
+static bool
+same_as_prev(const struct build *b, const struct model *m, size_t i, uint32_t *pix)
+{
+	int64_t k;
+
+	if (!b->reuse || (k = b->ppos[MRES_ADDRESS][i]) < 0 || b->prev->res[MRES_ADDRESS][k] != m->res[MRES_ADDRESS][i])
+		return false;
+	*pix = b->prev->aix[k];
+	return true;
+}
+
+static void
+derive_workload(struct mworkload *x, const struct mres *r, char **sp)
+{
+	const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)r->msg)->workload;
+
+	x->res = r;
+	x->uid = S(w->uid);
+	x->name = S(w->name);
+	x->ns = S(w->namespace_);
+	x->identity = *sp;
+	/* "spiffe://%s/ns/%s/sa/%s" without printf (a tenth of a build). */
+	*sp = put(put(put(put(put(put(*sp, "spiffe://"), trust_domain(w)), "/ns/"), x->ns), "/sa/"),
+	    service_account(w)) + 1;
+	x->node = S(w->node);
+	/* ztunnel: an empty cluster_id is "Kubernetes". */
+	x->cluster_id = *S(w->cluster_id) ? w->cluster_id : "Kubernetes";
+	x->network = S(w->network);
+	x->tunnel = w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__HBONE ? MTUN_HBONE :
+	    w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__LEGACY_ISTIO_MTLS ? MTUN_ISTIO_MTLS :
+	    MTUN_NONE;
+	x->healthy = w->status == ISTIO__WORKLOAD__WORKLOAD_STATUS__HEALTHY;
+	if (w->application_tunnel) {
+		x->proxy_protocol = w->application_tunnel->protocol ==
+		    ISTIO__WORKLOAD__APPLICATION_TUNNEL__PROTOCOL__PROXY;
+		x->app_tunnel_port = (uint16_t)w->application_tunnel->port;
+	}
+	fill_locality(&x->locality, w->locality);
+	x->capacity = w->capacity ? w->capacity->value : 1;
+}
+
+/* The workloads, their identities and the address index. A workload that
+ * is prev's (the same mres) is copied from prev with its addresses' hashes:
+ * its message is not read again, which is most of what an incremental build
+ * saves (the messages are all over the heap; prev's arrays are not). */
 static int
-build_workloads(struct model *m)
+build_workloads(struct model *m, struct build *b)
 {
 	const struct mres *const *res = (const struct mres *const *)m->res[MRES_ADDRESS];
+	const struct model *prev = b->reuse ? b->prev : NULL;
 	size_t n = m->nres[MRES_ADDRESS], slen = 0, naddr = 0;
+	uint32_t pix;
 	char *sp;
 
+	if (!(m->aix = mcalloc(m, n, sizeof(*m->aix))))
+		return -ENOMEM;
+	if (prev) {
+		if (!(b->wlmap = malloc((prev->nwls ? prev->nwls : 1) * sizeof(*b->wlmap))))
+			return -ENOMEM;
+		memset(b->wlmap, 0xff, (prev->nwls ? prev->nwls : 1) * sizeof(*b->wlmap));
+	}
 	for (size_t i = 0; i < n; i++)
-		if (is_workload(res[i])) {
+		if (same_as_prev(b, m, i, &pix)) {
+			if (pix & AIX_SVC)
+				continue;
+			m->nwls++;
+			naddr += prev->wlfirst[pix + 1] - prev->wlfirst[pix];
+			slen += strlen(prev->wls[pix].identity) + 1;
+		} else if (is_workload(res[i])) {
 			const Istio__Workload__Workload *w = ((const Istio__Workload__Address *)res[i]->msg)->workload;
 
 			m->nwls++;
@@ -1395,59 +1483,58 @@ build_workloads(struct model *m)
 			    strlen(service_account(w)) + 1;
 		}
 	if (!(m->wls = mcalloc(m, m->nwls, sizeof(*m->wls))) || !(m->strs = mcalloc(m, slen, 1)) ||
-	    !(m->wladdrs = mcalloc(m, naddr, sizeof(*m->wladdrs))) || otab_init(&m->wlip, naddr) < 0)
+	    !(m->wladdrs = mcalloc(m, naddr, sizeof(*m->wladdrs))) ||
+	    !(m->wlfirst = mcalloc(m, m->nwls + 1, sizeof(*m->wlfirst))) || otab_init(&m->wlip, naddr) < 0 ||
+	    !(b->wlfresh = calloc(m->nwls + 1, sizeof(*b->wlfresh))))
 		return -ENOMEM;
 	m->bytes += otab_bytes(&m->wlip);
 	sp = m->strs;
 	/* Resources are in name order and a workload's name is its uid: wls
 	 * come out in uid order without a sort. */
 	for (size_t i = 0, j = 0; i < n; i++) {
-		const Istio__Workload__Workload *w;
 		struct mworkload *x;
 
-		if (!is_workload(res[i]))
-			continue;
-		w = ((const Istio__Workload__Address *)res[i]->msg)->workload;
-		x = &m->wls[j++];
-		x->res = res[i];
-		x->uid = S(w->uid);
-		x->name = S(w->name);
-		x->ns = S(w->namespace_);
-		x->identity = sp;
-		/* "spiffe://%s/ns/%s/sa/%s" without printf (a tenth of a build). */
-		sp = put(put(put(put(put(put(sp, "spiffe://"), trust_domain(w)), "/ns/"), x->ns), "/sa/"),
-		    service_account(w)) + 1;
-		x->node = S(w->node);
-		/* ztunnel: an empty cluster_id is "Kubernetes". */
-		x->cluster_id = *S(w->cluster_id) ? w->cluster_id : "Kubernetes";
-		x->network = S(w->network);
-		x->tunnel = w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__HBONE ? MTUN_HBONE :
-		    w->tunnel_protocol == ISTIO__WORKLOAD__TUNNEL_PROTOCOL__LEGACY_ISTIO_MTLS ? MTUN_ISTIO_MTLS :
-		    MTUN_NONE;
-		x->healthy = w->status == ISTIO__WORKLOAD__WORKLOAD_STATUS__HEALTHY;
-		if (w->application_tunnel) {
-			x->proxy_protocol = w->application_tunnel->protocol ==
-			    ISTIO__WORKLOAD__APPLICATION_TUNNEL__PROTOCOL__PROXY;
-			x->app_tunnel_port = (uint16_t)w->application_tunnel->port;
-		}
-		fill_locality(&x->locality, w->locality);
-		x->capacity = w->capacity ? w->capacity->value : 1;
-	}
-	for (size_t j = 0; j < m->nwls; j++) {
-		const Istio__Workload__Workload *w = wl_msg(&m->wls[j]);
-
-		for (size_t a = 0; a < w->n_addresses; a++) {
-			struct ipkey k;
-			uint32_t at;
-
-			bin_to_key(&w->addresses[a], w->network, &k);
-			m->wladdrs[m->nwladdrs] = (struct wladdr){ (uint32_t)j, (uint32_t)a };
-			/* The same address listed twice in one workload: once. */
-			if (ip_find(m, &m->wlip, false, &k, &at) >= 0)
+		if (same_as_prev(b, m, i, &pix)) {
+			if (pix & AIX_SVC)
 				continue;
-			m->wlip.slot[at] = (uint32_t)++m->nwladdrs;
-		}
+			x = &m->wls[j];
+			*x = prev->wls[pix];
+			x->identity = sp;
+			sp = put(sp, prev->wls[pix].identity) + 1;
+			b->wlmap[pix] = (uint32_t)j;
+			m->wlfirst[j] = m->nwladdrs;
+			/* Its addresses are unique (decide(): no two workloads
+			 * on one network/IP; prev kept one of a repeated one). */
+			for (size_t a = prev->wlfirst[pix]; a < prev->wlfirst[pix + 1]; a++) {
+				m->wladdrs[m->nwladdrs] = prev->wladdrs[a];
+				m->wladdrs[m->nwladdrs].wl = (uint32_t)j;
+				otab_put(&m->wlip, prev->wladdrs[a].hash, (uint32_t)m->nwladdrs++);
+			}
+		} else if (is_workload(res[i])) {
+			const Istio__Workload__Workload *w;
+
+			x = &m->wls[j];
+			b->wlfresh[j] = true;
+			derive_workload(x, res[i], &sp);
+			w = wl_msg(x);
+			m->wlfirst[j] = m->nwladdrs;
+			for (size_t a = 0; a < w->n_addresses; a++) {
+				struct ipkey k;
+				uint32_t at, h;
+
+				bin_to_key(&w->addresses[a], w->network, &k);
+				h = ipkey_hash(&k);
+				m->wladdrs[m->nwladdrs] = (struct wladdr){ (uint32_t)j, (uint32_t)a, h };
+				/* The same address listed twice in one workload: once. */
+				if (ip_find_h(m, &m->wlip, false, &k, h, &at) >= 0)
+					continue;
+				m->wlip.slot[at] = (uint32_t)++m->nwladdrs;
+			}
+		} else
+			continue;
+		m->aix[i] = (uint32_t)j++;
 	}
+	m->wlfirst[m->nwls] = m->nwladdrs;
 	return 0;
 }
 
@@ -1513,18 +1600,149 @@ ep_port(const Istio__Workload__PortList *pl, const Istio__Workload__Port *sp)
 	return (uint16_t)sp->target_port;
 }
 
-struct member {
-	uint32_t wl;
+/* Members from every workload's services map entries that name a service,
+ * grouped by service (counting sort), in uid order within one (m->mem,
+ * m->mfirst). */
+static int
+scan_members(struct model *m)
+{
+	size_t *fill = NULL, nent = 0;
+	int64_t *esi = NULL;
+	int rc = -ENOMEM;
+
+	for (size_t j = 0; j < m->nwls; j++)
+		nent += wl_msg(&m->wls[j])->n_services;
+	if (!(fill = calloc(m->nsvcs + 1, sizeof(*fill))) || !(esi = malloc((nent ? nent : 1) * sizeof(*esi))))
+		goto out;
+	for (int pass = 0; pass < 2; pass++) {
+		size_t ent = 0;
+
+		for (size_t j = 0; j < m->nwls; j++) {
+			const Istio__Workload__Workload *w = wl_msg(&m->wls[j]);
+
+			for (size_t k = 0; k < w->n_services; k++) {
+				/* One lookup per entry: the second pass reads the first's. */
+				int64_t si = pass == 0 ? (esi[ent] = svc_find(m, S(w->services[k]->key))) : esi[ent];
+
+				ent++;
+				if (si < 0)
+					continue;
+				if (pass == 0)
+					m->mfirst[si + 1]++;
+				else
+					m->mem[m->mfirst[si] + fill[si]++] = (struct member){ (uint32_t)j, w->services[k]->value };
+			}
+		}
+		if (pass == 0) {
+			for (size_t s = 0; s < m->nsvcs; s++)
+				m->mfirst[s + 1] += m->mfirst[s];
+			if (!(m->mem = mcalloc(m, m->mfirst[m->nsvcs], sizeof(*m->mem))))
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(fill);
+	free(esi);
+	return rc;
+}
+
+/* A member entry of a workload that is not prev's, while merging. */
+struct fresh_ent {
+	uint32_t svc, wl, k;
 	const Istio__Workload__PortList *pl;
 };
 
 static int
-build_services(struct model *m)
+cmp_fresh(const void *a, const void *b)
 {
+	const struct fresh_ent *x = a, *y = b;
+
+	if (x->svc != y->svc)
+		return x->svc < y->svc ? -1 : 1;
+	if (x->wl != y->wl)
+		return x->wl < y->wl ? -1 : 1;
+	return x->k < y->k ? -1 : x->k > y->k;
+}
+
+/* The members as scan_members() finds them, from prev's (psvc: each
+ * service's in prev; prev's workloads still here through b->wlmap, in the
+ * same order) and the entries of the workloads that are not prev's: only
+ * their messages are read. */
+static int
+merge_members(struct model *m, const struct build *b, const int64_t *psvc)
+{
+	const struct model *prev = b->prev;
+	struct fresh_ent *fr = NULL;
+	size_t nfr = 0, cap = 0, total = 0, o = 0;
+	int rc = -ENOMEM;
+
+	for (size_t j = 0; j < m->nwls; j++) {
+		const Istio__Workload__Workload *w;
+
+		if (!b->wlfresh[j])
+			continue;
+		w = wl_msg(&m->wls[j]);
+		for (size_t e = 0; e < w->n_services; e++) {
+			int64_t si = svc_find(m, S(w->services[e]->key));
+
+			if (si < 0)
+				continue;
+			if (nfr == cap) {
+				void *np = realloc(fr, (cap = cap ? 2 * cap : 16) * sizeof(*fr));
+
+				if (!np)
+					goto out;
+				fr = np;
+			}
+			fr[nfr++] = (struct fresh_ent){ (uint32_t)si, (uint32_t)j, (uint32_t)e, w->services[e]->value };
+		}
+	}
+	if (nfr)
+		qsort(fr, nfr, sizeof(*fr), cmp_fresh);
+	for (size_t s = 0; s < m->nsvcs; s++)
+		total += prev->mfirst[psvc[s] + 1] - prev->mfirst[psvc[s]];
+	if (!(m->mem = mcalloc(m, total + nfr, sizeof(*m->mem))))
+		goto out;
+	for (size_t s = 0, f = 0; s < m->nsvcs; s++) {
+		size_t pe = prev->mfirst[psvc[s]], pend = prev->mfirst[psvc[s] + 1];
+
+		m->mfirst[s] = o;
+		for (;;) {
+			uint32_t pw = UINT32_MAX;
+
+			/* prev's members that are still here, in their new order */
+			while (pe < pend && (pw = b->wlmap[prev->mem[pe].wl]) == UINT32_MAX)
+				pe++;
+			if (pe >= pend)
+				pw = UINT32_MAX;
+			if (f < nfr && fr[f].svc == s && (pw == UINT32_MAX || fr[f].wl < pw)) {
+				m->mem[o++] = (struct member){ fr[f].wl, fr[f].pl };
+				f++;
+			} else if (pw != UINT32_MAX) {
+				m->mem[o++] = (struct member){ pw, prev->mem[pe].pl };
+				pe++;
+			} else
+				break;
+		}
+	}
+	m->mfirst[m->nsvcs] = o;
+	rc = 0;
+out:
+	free(fr);
+	return rc;
+}
+
+static int
+build_services(struct model *m, struct build *b)
+{
+	const struct model *prev = b->reuse ? b->prev : NULL;
+	int64_t *psvc = NULL;		/* per service: prev's service of its name, or -1 */
+	bool *clean = NULL;		/* per service: its ports and endpoints are prev's */
+	bool merge = prev != NULL;
 	const struct mres *const *res = (const struct mres *const *)m->res[MRES_ADDRESS];
-	size_t n = m->nres[MRES_ADDRESS], nports = 0, nvips = 0, nmem = 0, neps = 0;
-	size_t *first = NULL, *fill = NULL, nent = 0;
-	int64_t *esi = NULL;
+	size_t n = m->nres[MRES_ADDRESS], nports = 0, nvips = 0, neps = 0;
+	size_t *first = NULL;
 	struct member *mem = NULL;
 	int rc = -ENOMEM;
 
@@ -1558,6 +1776,7 @@ build_services(struct model *m)
 			continue;
 		s = ((const Istio__Workload__Address *)res[i]->msg)->service;
 		lb = s->load_balancing;
+		m->aix[i] = (uint32_t)j | AIX_SVC;
 		x = &m->svcs[j++];
 		x->res = res[i];
 		x->name = S(s->name);
@@ -1594,40 +1813,50 @@ build_services(struct model *m)
 	for (size_t j = 0; j < m->nsvcs; j++)
 		otab_put(&m->svckey, m->svcs[j].res->hash, (uint32_t)j);	/* names are unique */
 
-	/* Members: every workload's services map entry that names a service,
-	 * grouped by service (counting sort), in uid order within one. */
-	for (size_t j = 0; j < m->nwls; j++)
-		nent += wl_msg(&m->wls[j])->n_services;
-	if (!(first = calloc(m->nsvcs + 1, sizeof(*first))) || !(fill = calloc(m->nsvcs + 1, sizeof(*fill))) ||
-	    !(esi = malloc((nent ? nent : 1) * sizeof(*esi))))
+	/* prev's service of each one's name: its members can be merged from
+	 * prev's when every service is one prev had (a new one may be named by
+	 * workloads prev had, which only their messages tell). */
+	if (!(psvc = calloc(m->nsvcs + 1, sizeof(*psvc))) || !(clean = calloc(m->nsvcs + 1, sizeof(*clean))))
 		goto out;
-	for (int pass = 0; pass < 2; pass++) {
-		size_t ent = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t k;
 
-		for (size_t j = 0; j < m->nwls; j++) {
-			const Istio__Workload__Workload *w = wl_msg(&m->wls[j]);
-
-			for (size_t k = 0; k < w->n_services; k++) {
-				/* One lookup per entry: the second pass reads the first's. */
-				int64_t si = pass == 0 ? (esi[ent] = svc_find(m, S(w->services[k]->key))) : esi[ent];
-
-				ent++;
-				if (si < 0)
-					continue;
-				if (pass == 0)
-					first[si + 1]++;
-				else
-					mem[first[si] + fill[si]++] = (struct member){ (uint32_t)j, w->services[k]->value };
-			}
-		}
-		if (pass == 0) {
-			for (size_t s = 0; s < m->nsvcs; s++)
-				first[s + 1] += first[s];
-			nmem = first[m->nsvcs];
-			if (!(mem = calloc(nmem ? nmem : 1, sizeof(*mem))))
-				goto out;
+		if (!(m->aix[i] & AIX_SVC) || !is_service(res[i]))
+			continue;
+		k = prev ? b->ppos[MRES_ADDRESS][i] : -1;
+		if (k >= 0 && (prev->aix[k] & AIX_SVC))
+			psvc[m->aix[i] & ~AIX_SVC] = prev->aix[k] & ~AIX_SVC;
+		else {
+			psvc[m->aix[i] & ~AIX_SVC] = -1;
+			merge = false;
 		}
 	}
+	if (!(m->mfirst = mcalloc(m, m->nsvcs + 1, sizeof(*m->mfirst))))
+		goto out;
+	if (merge ? merge_members(m, b, psvc) < 0 : scan_members(m) < 0)
+		goto out;
+	mem = m->mem;
+	first = m->mfirst;
+
+	/* A service whose resource, members (the same workloads, the same
+	 * PortLists) and network are prev's has prev's ports and endpoints. */
+	if (prev && strcmp(m->network, prev->network) == 0)
+		for (size_t j = 0; j < m->nsvcs; j++) {
+			int64_t ps = psvc[j];
+			size_t pn;
+
+			if (ps < 0 || prev->svcs[ps].res != m->svcs[j].res)
+				continue;
+			pn = prev->mfirst[ps + 1] - prev->mfirst[ps];
+			if (pn != first[j + 1] - first[j])
+				continue;
+			clean[j] = true;
+			for (size_t e = 0; e < pn && clean[j]; e++) {
+				const struct member *a = &mem[first[j] + e], *p = &prev->mem[prev->mfirst[ps] + e];
+
+				clean[j] = a->pl == p->pl && m->wls[a->wl].res == prev->wls[p->wl].res;
+			}
+		}
 
 	/* Ports: one per service port and VIP family (a dual-stack service has
 	 * a v4 and a v6 one, so an endpoint's address matches its VIP's
@@ -1637,12 +1866,41 @@ build_services(struct model *m)
 
 		for (size_t j = 0; j < m->nsvcs; j++) {
 			struct mservice *x = &m->svcs[j];
-			const Istio__Workload__Service *s = svc_msg(x);
-			const Istio__Workload__LoadBalancing *lb = s->load_balancing;
-			bool allow_all = lb && lb->health_policy == ISTIO__WORKLOAD__LOAD_BALANCING__HEALTH_POLICY__ALLOW_ALL;
+			const Istio__Workload__Service *s;
+			const Istio__Workload__LoadBalancing *lb;
+			bool allow_all, v4 = false, v6 = false;
 			int fams[2], nf = 0;
-			bool v4 = false, v6 = false;
 
+			if (clean[j]) {
+				const struct mservice *px = &prev->svcs[psvc[j]];
+
+				if (pass == 1) {
+					x->ports = &m->ports[pi];
+					x->nports = px->nports;
+				}
+				for (size_t p = 0; p < px->nports; p++) {
+					const struct msvc_port *pp = &px->ports[p];
+
+					if (pass == 1) {
+						struct msvc_port *mp = &m->ports[pi];
+
+						*mp = *pp;
+						mp->svc = x;
+						mp->id = (uint32_t)pi;
+						mp->eps = &m->eps[ei];
+						for (size_t e = 0; e < pp->neps; e++) {
+							mp->eps[e] = pp->eps[e];
+							mp->eps[e].wl = &m->wls[b->wlmap[pp->eps[e].wl - prev->wls]];
+						}
+					}
+					ei += pp->neps;
+					pi++;
+				}
+				continue;
+			}
+			s = svc_msg(x);
+			lb = s->load_balancing;
+			allow_all = lb && lb->health_policy == ISTIO__WORKLOAD__LOAD_BALANCING__HEALTH_POLICY__ALLOW_ALL;
 			for (size_t a = 0; a < s->n_addresses; a++) {
 				int fam = vip_family(s->addresses[a]);
 
@@ -1750,10 +2008,8 @@ build_services(struct model *m)
 	}
 	rc = 0;
 out:
-	free(first);
-	free(fill);
-	free(esi);
-	free(mem);
+	free(psvc);
+	free(clean);
 	return rc;
 }
 
@@ -1777,6 +2033,10 @@ model_free(struct model *m)
 	}
 	free(m->wls);
 	free(m->wladdrs);
+	free(m->wlfirst);
+	free(m->aix);
+	free(m->mem);
+	free(m->mfirst);
 	free(m->wlip.slot);
 	free(m->svcs);
 	free(m->svckey.slot);
@@ -1850,7 +2110,8 @@ place(struct build *b, struct model *m, enum mres_type t, size_t count)
 		else
 			fresh[nfresh++] = c;
 	}
-	qsort(fresh, nfresh, sizeof(*fresh), cmp_mres_name);
+	if (nfresh)
+		qsort(fresh, nfresh, sizeof(*fresh), cmp_mres_name);
 	for (size_t k = 0; k <= np; k++) {
 		while (j < nfresh && (k == np || strcmp(fresh[j]->name, prev->res[t][k]->name) < 0)) {
 			b->ppos[t][m->nres[t]] = -1;
@@ -1874,6 +2135,8 @@ build_free(struct build *b)
 	free(b->cand);
 	free(b->problem);
 	free(b->pk);
+	free(b->wlmap);
+	free(b->wlfresh);
 	for (int t = 0; t < MRES__COUNT; t++)
 		free(b->ppos[t]);
 }
@@ -1919,7 +2182,7 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		for (size_t i = 0; i < m->nres[t]; i++)
 			otab_put(&m->byname[t], m->res[t][i]->hash, (uint32_t)i);	/* names are unique */
 	}
-	if (build_workloads(m) < 0 || build_services(m) < 0 ||
+	if (build_workloads(m, &b) < 0 || build_services(m, &b) < 0 ||
 	    meds_build(m->res[MRES_ENDPOINTS], m->nres[MRES_ENDPOINTS], &m->eds, &m->bytes) < 0)
 		goto fail;
 	build_free(&b);
