@@ -335,6 +335,7 @@ struct ipkey {
 struct model {
 	unsigned long refs;		/* atomic: snapshots share one model (model_ref) */
 	char *network;
+	bool strict_refs;		/* built with it (a build over this one may trust its refs) */
 	struct mres **res[MRES__COUNT];	/* name order */
 	size_t nres[MRES__COUNT];
 	struct otab byname[MRES__COUNT];
@@ -1294,6 +1295,170 @@ wl_check(struct build *b, size_t i, const struct mres *r, bool report)
 
 static const char *name_field(const struct mres *r);
 
+/* Whether key k (hash h) is claimed in prev by an input of this build that
+ * stands as prev's very resource (same[] of its place): table wlip or vip. */
+static bool
+claimed_by_same(const struct model *prev, const unsigned char *same, bool vip, const struct ipkey *k, uint32_t h)
+{
+	const struct otab *t = vip ? &prev->vip : &prev->wlip;
+	const struct mres *owner;
+	int64_t x, pos;
+
+	if (!t->slot || (x = ip_find_h(prev, t, vip, k, h, NULL)) < 0)
+		return false;
+	if (vip && prev->vips[x].port == VIP_ANY)
+		return false;	/* the VIP itself: not claimed by decide() */
+	owner = vip ? prev->svcs[prev->vips[x].svc].res : prev->wls[prev->wladdrs[x].wl].res;
+	return (pos = res_find_r(prev, owner)) >= 0 && same[pos] == 1;
+}
+
+/* decide() when prev is given and reuse allowed, for the common push: the
+ * inputs that are prev's own resources were all accepted together in prev
+ * (their names, VIP:ports and network/IPs are apart), so only the others
+ * are checked: by themselves, against each other, and against prev's
+ * indexes for a key one of prev's accepted ones holds. When none collides
+ * with anything, every candidate stands, which is what decide() finds; on
+ * any collision (or a strict_refs question prev cannot answer) this gives
+ * up (0) and decide() runs, so first-come order is always decide()'s.
+ * 1: decided; 0: not; -ENOMEM. */
+static int
+decide_over_prev(struct build *b)
+{
+	const struct model *prev = b->prev;
+	size_t np = prev->nres[MRES_ADDRESS], nchg = 0, off[MRES__COUNT + 1] = { 0 };
+	size_t *seen = NULL, *chg = NULL;
+	unsigned char *same = NULL;	/* per prev Address: 1 prev's own stands, 2 a changed service, 3 other */
+	struct tset names = { 0 }, vips = { 0 }, ips = { 0 }, svcs = { 0 };
+	bool strict = b->opts && b->opts->strict_refs;
+	int rc = -ENOMEM;
+
+	if (strict && !prev->strict_refs)
+		return 0;	/* prev's workloads were not checked for references */
+	for (int t = 0; t < MRES__COUNT; t++)
+		off[t + 1] = off[t] + prev->nres[t];
+	if (!(seen = calloc(off[MRES__COUNT] + 1, sizeof(*seen))) || !(same = calloc(np + 1, 1)) ||
+	    !(chg = malloc((b->n ? b->n : 1) * sizeof(*chg))) || tset_init(&names, b->n) < 0)
+		goto out;
+	for (size_t i = 0; i < b->n; i++) {
+		struct mres *r = b->in[i].res;
+		const struct tent *e;
+		int64_t k;
+		size_t first = SIZE_MAX;
+
+		if (!r)
+			continue;
+		if ((k = res_find_r(prev, r)) >= 0) {
+			if (seen[off[r->type] + (size_t)k])
+				first = seen[off[r->type] + (size_t)k] - 1;
+			else
+				seen[off[r->type] + (size_t)k] = i + 1;
+		} else if ((e = tset_get(&names, r->type, r->name, r->hash, NULL, i, true)))
+			first = e->input;
+		if (first != SIZE_MAX) {
+			problem(b, i, "%s: \"%.64s\" is %s's name already", name_field(r), r->name,
+			    in_path(&b->in[first]));
+			continue;
+		}
+		b->pk[i] = k;
+		if (k >= 0 && prev->res[r->type][k] == r)
+			b->cand[i] = r;
+		else if (check_one(b, i))
+			b->cand[i] = r;
+		else if (k >= 0 && (b->cand[i] = prev->res[r->type][k]))
+			set_kept(b, i, true);
+		if (b->oom)
+			goto out;
+		if (!b->cand[i] || r->type != MRES_ADDRESS)
+			continue;
+		if (k >= 0 && b->cand[i] == prev->res[r->type][k])
+			same[k] = 1;
+		else {
+			if (k >= 0)
+				same[k] = is_service(b->cand[i]) ? 2 : 3;
+			chg[nchg++] = i;
+		}
+	}
+	if (tset_init(&vips, 64) < 0 || tset_init(&ips, 64) < 0 || tset_init(&svcs, nchg) < 0)
+		goto out;
+	rc = 0;
+	/* Changed services: their VIP:ports free (kept small: a big change
+	 * goes to decide()). */
+	for (size_t c = 0; c < nchg; c++) {
+		const struct mres *r = b->cand[chg[c]];
+		const Istio__Workload__Service *sv;
+
+		if (!is_service(r))
+			continue;
+		sv = ((const Istio__Workload__Address *)r->msg)->service;
+		tset_get(&svcs, MRES_ADDRESS, r->name, r->hash, NULL, chg[c], true);
+		for (size_t a = 0; a < sv->n_addresses; a++)
+			for (size_t p = 0; p < sv->n_ports && vip_family(sv->addresses[a]) != AF_UNSPEC; p++) {
+				struct ipkey k;
+				const struct tent *e;
+
+				bin_to_key(&sv->addresses[a]->address, sv->addresses[a]->network, &k);
+				k.port = (uint16_t)sv->ports[p]->service_port;
+				if (vips.n + 1 > 32 || claimed_by_same(prev, same, true, &k, ipkey_hash(&k)) ||
+				    ((e = tset_get(&vips, 0, NULL, 0, &k, chg[c], true)) && e->input != chg[c]))
+					goto out;
+			}
+	}
+	/* Changed workloads: their network/IPs free, their services there. */
+	for (size_t c = 0; c < nchg; c++) {
+		const struct mres *r = b->cand[chg[c]];
+		const Istio__Workload__Workload *w;
+
+		if (!is_workload(r))
+			continue;
+		w = ((const Istio__Workload__Address *)r->msg)->workload;
+		for (size_t a = 0; a < w->n_addresses; a++) {
+			struct ipkey k;
+			const struct tent *e;
+
+			bin_to_key(&w->addresses[a], w->network, &k);
+			if (ips.n + 1 > 32 || claimed_by_same(prev, same, false, &k, ipkey_hash(&k)) ||
+			    ((e = tset_get(&ips, 0, NULL, 0, &k, chg[c], true)) && e->input != chg[c]))
+				goto out;
+		}
+		for (size_t e = 0; strict && e < w->n_services; e++) {
+			const char *key = S(w->services[e]->key);
+			uint32_t h = str_hash(key);
+			int64_t pos;
+
+			if (tset_get(&svcs, MRES_ADDRESS, key, h, NULL, 0, false))
+				continue;
+			pos = name_find(&prev->byname[MRES_ADDRESS], key, h, res_at, prev->res[MRES_ADDRESS], NULL);
+			if (pos < 0 || same[pos] != 1 || !(prev->aix[pos] & AIX_SVC))
+				goto out;
+		}
+	}
+	/* strict_refs: prev's workloads still here name prev's services: each
+	 * must still be one. */
+	for (size_t pos = 0; strict && pos < np; pos++)
+		if ((prev->aix[pos] & AIX_SVC) && same[pos] != 1 && same[pos] != 2)
+			goto out;
+	rc = 1;
+out:
+	if (rc == 0) {
+		/* decide() starts over: the same problems come first again. */
+		for (size_t i = 0; i < b->n; i++) {
+			b->cand[i] = NULL;
+			b->problem[i] = -1;
+			b->pk[i] = -1;
+		}
+		if (b->rep)
+			b->rep->nproblems = 0;
+	}
+	free(seen);
+	free(same);
+	free(chg);
+	tset_free(&names);
+	tset_free(&vips);
+	tset_free(&ips);
+	tset_free(&svcs);
+	return b->oom ? -ENOMEM : rc;
+}
+
 /* Decides, for every input, the resource that stands for it (b->cand). */
 static int
 decide(struct build *b)
@@ -2148,6 +2313,7 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 	struct build b = { .in = in, .n = n, .prev = prev, .opts = opts, .rep = rep };
 	size_t count[MRES__COUNT] = { 0 };
 	struct model *m = NULL;
+	int rc;
 
 	if (rep) {
 		rep->problems = NULL;
@@ -2162,12 +2328,13 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		b.pk[i] = -1;
 	}
 	b.reuse = prev && !(opts && opts->no_reuse);
-	if (decide(&b) < 0)
+	if ((rc = b.reuse ? decide_over_prev(&b) : 0) < 0 || (rc == 0 && decide(&b) < 0))
 		goto fail;
 	if (!(m = calloc(1, sizeof(*m))))
 		goto fail;
 	m->refs = 1;
 	m->bytes = sizeof(*m);
+	m->strict_refs = opts && opts->strict_refs;
 	if (!(m->network = strdup(opts && opts->network ? opts->network : "")))
 		goto fail;
 	for (size_t i = 0; i < n; i++)

@@ -34,7 +34,7 @@
 #include "istio/workload/workload.pb-c.h"
 
 #define FULL_RUNS 5
-#define INC_RUNS 21
+#define INC_RUNS 21		/* a fourth argument sets it (a profile of the incremental path) */
 #define MAX_WORKERS 16
 
 static const char type_url[] = "type.googleapis.com/istio.workload.Address";
@@ -320,21 +320,23 @@ main(int argc, char **argv)
 	int nwl = argc > 1 ? atoi(argv[1]) : 10000, nsvc = argc > 2 ? atoi(argv[2]) : 2000;
 	unsigned nw = argc > 3 ? (unsigned)atoi(argv[3]) : 2;
 	struct model_opts opts = { .network = "", .strict_refs = false };
-	struct push full[FULL_RUNS], inc[INC_RUNS], fm, im;
+	int ninc = argc > 4 ? atoi(argv[4]) : INC_RUNS;
+	struct push full[FULL_RUNS], *inc = calloc(ninc > 0 ? (size_t)ninc : 1, sizeof(*inc)), fm, im;
 	long rss0 = 0, rss1 = 0, rss_inc = 0;
 	struct config cfg;
 	struct model *running = NULL;
 	struct xds_store *st = NULL;
-	uint8_t *buf, *ibuf[INC_RUNS];
-	size_t len, ilen[INC_RUNS];
+	uint8_t *buf, **ibuf = calloc(ninc > 0 ? (size_t)ninc : 1, sizeof(*ibuf));
+	size_t len, *ilen = calloc(ninc > 0 ? (size_t)ninc : 1, sizeof(*ilen));
 	uint64_t gen = 1;
 
-	if (nwl <= 0 || nsvc <= 0 || nw == 0 || nw > MAX_WORKERS || model_register_types() < 0)
+	if (nwl <= 0 || nsvc <= 0 || nw == 0 || nw > MAX_WORKERS || ninc < 1 || !inc || !ibuf || !ilen ||
+	    model_register_types() < 0)
 		return 2;
 	config_defaults(&cfg);
 	if (!(buf = response(0, nsvc + nwl, nsvc, 0, "1", &len)))
 		return 1;
-	for (int k = 0; k < INC_RUNS; k++) {
+	for (int k = 0; k < ninc; k++) {
 		char v[16];
 
 		snprintf(v, sizeof(v), "%d", k + 2);
@@ -372,12 +374,12 @@ main(int argc, char **argv)
 		if (r == 0)
 			rss1 = rss_kib();
 	}
-	for (int k = 0; k < INC_RUNS; k++)
+	for (int k = 0; k < ninc; k++)
 		if (push(st, ibuf[k], ilen[k], &running, &cfg, gen++, &inc[k]) < 0)
 			return 1;
 	rss_inc = rss_kib();
 	medians(full, FULL_RUNS, &fm);
-	medians(inc, INC_RUNS, &im);
+	medians(inc, ninc < 64 ? ninc : 63, &im);
 	printf("response: %d workloads, %d services, %zu bytes (DeltaDiscoveryResponse); %u idle workers\n", nwl,
 	    nsvc, len, nw);
 	printf("full push (%zu applied), median of %d: live in every worker %.1f ms (decode %.1f, apply+build %.1f); "
@@ -385,9 +387,9 @@ main(int argc, char **argv)
 	    fm.cpu, fm.proc);
 	printf("RSS: %.1f MiB before the first full push, %.1f MiB after it: growth %.1f MiB (response bytes "
 	    "%.1f MiB held by the bench throughout); %.1f MiB after %d incremental pushes\n", rss0 / 1024.0,
-	    rss1 / 1024.0, (rss1 - rss0) / 1024.0, len / 1048576.0, rss_inc / 1024.0, INC_RUNS);
+	    rss1 / 1024.0, (rss1 - rss0) / 1024.0, len / 1048576.0, rss_inc / 1024.0, ninc);
 	printf("incremental push of 1 workload, median of %d: live in every worker %.2f ms (decode %.3f, "
-	    "apply+build %.2f); control-thread CPU %.2f ms, process CPU %.2f ms\n", INC_RUNS, im.wall, im.decode,
+	    "apply+build %.2f); control-thread CPU %.2f ms, process CPU %.2f ms\n", ninc < 64 ? ninc : 63, im.wall, im.decode,
 	    im.apply, im.cpu, im.proc);
 	printf("json: {\"workloads\": %d, \"services\": %d, \"workers\": %u, \"full_ms\": %.1f, \"full_cpu_ms\": %.1f, "
 	    "\"rss_growth_mib\": %.1f, \"incremental_ms\": %.2f, \"incremental_cpu_ms\": %.2f}\n", nwl, nsvc, nw,

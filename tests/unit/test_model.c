@@ -1045,6 +1045,11 @@ mk_res(const char *json)
 	return r;
 }
 
+/* The pools addresses and VIPs are drawn from: small, they collide (the
+ * builder decides who keeps one); wide, they rarely do (most builds then
+ * take the path that trusts prev's). */
+static unsigned ip_pool = 12, vip_pool = 5;
+
 #define RND_SVCS 6
 #define RND_WLS 14
 #define RND_IN 48
@@ -1061,23 +1066,45 @@ ip4_b64(char *out, unsigned a, unsigned b)
 	    t[x[3] >> 2], t[(x[3] & 3) << 4]);
 }
 
-#define V6_VIP "/QAAAAAAAAAAAAAAAAAAAQ=="	/* fd00::1 */
-#define V6_WL "/QAAAAAAAAAAAAAAAAAAAg=="	/* fd00::2 */
+/* Base64 of fd00::<a>:<b>. */
+static void
+ip6_b64(char *out, unsigned a, unsigned b)
+{
+	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char x[18] = { 0xfd };
+	size_t o = 0;
+
+	x[13] = (unsigned char)a;
+	x[15] = (unsigned char)b;
+	for (size_t i = 0; i < 18; i += 3) {
+		uint32_t v = (uint32_t)x[i] << 16 | (uint32_t)x[i + 1] << 8 | x[i + 2];
+
+		out[o++] = t[v >> 18 & 63];
+		out[o++] = t[v >> 12 & 63];
+		out[o++] = t[v >> 6 & 63];
+		out[o++] = t[v & 63];
+	}
+	out[o - 2] = out[o - 1] = '=';	/* 16 bytes: 22 characters and "==" */
+	out[o] = '\0';
+}
 
 static struct mres *
 rnd_service(unsigned i)
 {
 	static const char *const fam[] = { "AUTOMATIC", "IPV4_ONLY", "IPV6_ONLY", "DUAL" };
 	static const char *const modes[] = { "UNSPECIFIED_MODE", "STRICT", "FAILOVER", "PASSTHROUGH" };
-	char j[1024], vip[16];
+	char j[1024], vip[16], vip6[32], v6[64] = "";
 
-	ip4_b64(vip, 96, 1 + rnd(5));
+	ip4_b64(vip, 96, 1 + rnd(vip_pool));
+	ip6_b64(vip6, 96, 1 + rnd(vip_pool));
+	if (!rnd(4))
+		snprintf(v6, sizeof(v6), "{\"address\":\"%s\"},", vip6);
 	snprintf(j, sizeof(j), "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
 	    "\"name\":\"s%u\",\"namespace\":\"ns\",\"hostname\":\"s%u.ns\",\"ipFamilies\":\"%s\","
 	    "\"addresses\":[%s{\"network\":\"%s\",\"address\":\"%s\"}],"
 	    "\"ports\":[{\"servicePort\":%u,\"targetPort\":%u}%s],"
 	    "\"loadBalancing\":{\"mode\":\"%s\",\"healthPolicy\":\"%s\"%s}}}",
-	    i, i, fam[rnd(4)], rnd(4) ? "" : "{\"address\":\"" V6_VIP "\"},", rnd(6) ? "" : "n2", vip,
+	    i, i, fam[rnd(4)], v6, rnd(6) ? "" : "n2", vip,
 	    rnd(3) ? 80 : 81, rnd(2) ? 8080 : 0, rnd(2) ? ",{\"servicePort\":443,\"targetPort\":8443}" : "",
 	    modes[rnd(4)], rnd(2) ? "ONLY_HEALTHY" : "ALLOW_ALL",
 	    rnd(2) ? ",\"routingPreference\":[\"REGION\",\"ZONE\"]" : "");
@@ -1087,14 +1114,17 @@ rnd_service(unsigned i)
 static struct mres *
 rnd_workload(unsigned i)
 {
-	char j[1536], ip[16], svcs[512] = "";
+	char j[1536], ip[16], ip6[32], v6[48] = "", svcs[512] = "";
 	unsigned nsvc = rnd(3), s0 = rnd(RND_SVCS + 1);
 	size_t at = 0;
 
 	if (rnd(12))
-		ip4_b64(ip, 1, 1 + rnd(12));
+		ip4_b64(ip, 1, 1 + rnd(ip_pool));
 	else
 		snprintf(ip, sizeof(ip), "AAAAAAA=");	/* 5 bytes: refused */
+	ip6_b64(ip6, 1, 1 + rnd(ip_pool));
+	if (!rnd(3))
+		snprintf(v6, sizeof(v6), ",\"%s\"", ip6);
 	for (unsigned k = 0; k < nsvc; k++)
 		at += (size_t)snprintf(svcs + at, sizeof(svcs) - at, "%s\"ns/s%u.ns\":{%s}", k ? "," : "",
 		    (s0 + k) % (RND_SVCS + 1), rnd(2) ? "\"ports\":[{\"servicePort\":80,\"targetPort\":9080}]" : "");
@@ -1102,7 +1132,7 @@ rnd_workload(unsigned i)
 	    "\"uid\":\"w%u\",\"name\":\"w%u\",\"namespace\":\"ns%u\",\"serviceAccount\":\"sa%u\","
 	    "\"network\":\"%s\",\"addresses\":[\"%s\"%s],\"status\":\"%s\",\"tunnelProtocol\":\"%s\","
 	    "\"locality\":{\"region\":\"r%u\",\"zone\":\"z\"},\"services\":{%s}}}",
-	    i, i, rnd(2), rnd(3), rnd(8) ? "" : "n2", ip, rnd(3) ? "" : ",\"" V6_WL "\"",
+	    i, i, rnd(2), rnd(3), rnd(8) ? "" : "n2", ip, v6,
 	    rnd(4) ? "HEALTHY" : "UNHEALTHY", rnd(2) ? "HBONE" : "NONE", rnd(2), svcs);
 	return mk_res(j);
 }
@@ -1182,14 +1212,15 @@ sa4(struct sockaddr_storage *ss, unsigned a, unsigned b, unsigned port)
 }
 
 static void
-sa6(struct sockaddr_storage *ss, unsigned last, unsigned port)
+sa6(struct sockaddr_storage *ss, unsigned a, unsigned b, unsigned port)
 {
 	struct sockaddr_in6 *s6 = (void *)ss;
 
 	memset(ss, 0, sizeof(*ss));
 	s6->sin6_family = AF_INET6;
 	s6->sin6_addr.s6_addr[0] = 0xfd;
-	s6->sin6_addr.s6_addr[15] = (uint8_t)last;
+	s6->sin6_addr.s6_addr[13] = (uint8_t)a;
+	s6->sin6_addr.s6_addr[15] = (uint8_t)b;
 	s6->sin6_port = htons((uint16_t)port);
 }
 
@@ -1218,18 +1249,20 @@ same_models(const struct model *a, const struct model *b)
 	assert_int_equal(sa.services, sb.services);
 	assert_int_equal(sa.service_vips, sb.service_vips);
 	assert_int_equal(sa.endpoints, sb.endpoints);
-	for (unsigned x = 0; x < 26; x++) {
+	for (unsigned x = 0; x <= ip_pool; x++) {
 		sa4(&ss, 1, x, 0);
 		same_wl(model_workload_at(a, &ss), model_workload_at(b, &ss));
 	}
-	sa6(&ss, 2, 0);
-	same_wl(model_workload_at(a, &ss), model_workload_at(b, &ss));
-	for (unsigned x = 0; x < 7; x++)
+	for (unsigned x = 0; x <= ip_pool; x++) {
+		sa6(&ss, 1, x, 0);
+		same_wl(model_workload_at(a, &ss), model_workload_at(b, &ss));
+	}
+	for (unsigned x = 0; x <= vip_pool; x++)
 		for (size_t p = 0; p < sizeof(ports) / sizeof(ports[0]); p++) {
 			sa4(&ss, 96, x, ports[p]);
 			same_port(model_service_at(a, &ss), model_service_at(b, &ss));
 			same_svc(model_service_vip(a, &ss), model_service_vip(b, &ss));
-			sa6(&ss, 1, ports[p]);
+			sa6(&ss, 96, x, ports[p]);
 			same_port(model_service_at(a, &ss), model_service_at(b, &ss));
 			same_svc(model_service_vip(a, &ss), model_service_vip(b, &ss));
 		}
@@ -1252,7 +1285,7 @@ same_reports(const struct model_report *a, const struct model_report *b)
 }
 
 static void
-test_incremental_equals_fresh(void **state)
+incremental_walk(unsigned ips, unsigned vips, unsigned strict_one_in)
 {
 	struct mres *cur[RND_SVCS + RND_WLS] = { 0 };
 	struct model_input in[RND_IN];
@@ -1260,13 +1293,14 @@ test_incremental_equals_fresh(void **state)
 	struct model *prev = model_empty();
 	size_t reused = 0, endpoints = 0, problems = 0;
 
-	(void)state;
+	ip_pool = ips;
+	vip_pool = vips;
 	for (size_t i = 0; i < RND_IN; i++)
 		snprintf(paths[i], sizeof(paths[i]), "in[%zu]", i);
 	for (unsigned i = 0; i < RND_SVCS + RND_WLS; i++)
 		cur[i] = rnd(4) ? (i < RND_SVCS ? rnd_service(i) : rnd_workload(i - RND_SVCS)) : NULL;
 	for (int step = 0; step < 600; step++) {
-		struct model_opts o = { .network = rnd(10) ? "" : "n2", .strict_refs = rnd(4) == 0 },
+		struct model_opts o = { .network = rnd(10) ? "" : "n2", .strict_refs = rnd(strict_one_in) == 0 },
 				  fresh = o;
 		struct model_report ra, rb;
 		struct model *a, *b;
@@ -1346,6 +1380,14 @@ test_incremental_equals_fresh(void **state)
 		mres_unref(cur[i]);
 }
 
+static void
+test_incremental_equals_fresh(void **state)
+{
+	(void)state;
+	incremental_walk(12, 5, 4);	/* addresses and VIPs collide */
+	incremental_walk(250, 250, 2);	/* they rarely do */
+}
+
 /* Allocation failures in a build over prev (the reuse paths): NULL, never
  * a crash or a leak (ASan), and a model once allocations succeed. */
 static void
@@ -1385,6 +1427,43 @@ test_incremental_allocation_failures(void **state)
 		mres_unref(in[i].res);
 }
 
+/* A service removed under strict_refs: a workload prev had that names it
+ * is refused now, though it is prev's very resource (the path that trusts
+ * prev's must not keep it). */
+static void
+test_incremental_service_removed(void **state)
+{
+	struct model_opts o = { .network = "", .strict_refs = true };
+	struct model_input in[2];
+	struct model_report rep;
+	struct model *m1, *m2;
+
+	(void)state;
+	rnd_state = 99;
+	ip_pool = vip_pool = 200;
+	in[0].res = mk_res("{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"s1\",\"namespace\":\"ns\",\"hostname\":\"s1.ns\","
+	    "\"addresses\":[{\"address\":\"CmAAAQ==\"}],\"ports\":[{\"servicePort\":80}]}}");
+	in[1].res = mk_res("{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"uid\":\"w1\",\"addresses\":[\"CgEAAQ==\"],\"services\":{\"ns/s1.ns\":{}}}}");
+	in[0].path = "in[0]";
+	in[1].path = "in[1]";
+	m1 = model_build(in, 2, NULL, &o, &rep);
+	assert_non_null(m1);
+	assert_int_equal(rep.nproblems, 0);
+	model_report_free(&rep);
+	m2 = model_build(in + 1, 1, m1, &o, &rep);
+	assert_non_null(m2);
+	assert_int_equal(rep.nproblems, 1);
+	assert_string_equal(rep.problems[0].msg, "in[1].workload.services[\"ns/s1.ns\"]: no such service");
+	assert_int_equal(model_count(m2, MRES_ADDRESS), 0);
+	model_report_free(&rep);
+	model_free(m2);
+	model_free(m1);
+	mres_unref(in[0].res);
+	mres_unref(in[1].res);
+}
+
 int
 main(void)
 {
@@ -1404,6 +1483,7 @@ main(void)
 		cmocka_unit_test(test_empty_and_mres),
 		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_incremental_equals_fresh),
+		cmocka_unit_test(test_incremental_service_removed),
 		cmocka_unit_test(test_incremental_allocation_failures),
 	};
 
