@@ -2294,6 +2294,20 @@ out:
 	return rc;
 }
 
+/* Whether m->res[t] has prev's names at prev's places (only their
+ * versions may differ). */
+static bool
+same_names(const struct build *b, const struct model *m, enum mres_type t)
+{
+	if (!b->reuse || m->nres[t] != b->prev->nres[t] || !m->nres[t] ||
+	    b->prev->byname[t].mask != m->byname[t].mask)
+		return false;
+	for (size_t i = 0; i < m->nres[t]; i++)
+		if (b->ppos[t][i] != (int64_t)i)
+			return false;
+	return true;
+}
+
 static void
 build_free(struct build *b)
 {
@@ -2346,8 +2360,12 @@ model_build(const struct model_input *in, size_t n, const struct model *prev,
 		if (otab_init(&m->byname[t], m->nres[t]) < 0)
 			goto fail;
 		m->bytes += otab_bytes(&m->byname[t]);
-		for (size_t i = 0; i < m->nres[t]; i++)
-			otab_put(&m->byname[t], m->res[t][i]->hash, (uint32_t)i);	/* names are unique */
+		if (same_names(&b, m, (enum mres_type)t))
+			/* Every name at prev's place: prev's table is this one. */
+			memcpy(m->byname[t].slot, b.prev->byname[t].slot, otab_bytes(&m->byname[t]));
+		else
+			for (size_t i = 0; i < m->nres[t]; i++)
+				otab_put(&m->byname[t], m->res[t][i]->hash, (uint32_t)i);	/* names are unique */
 	}
 	if (build_workloads(m, &b) < 0 || build_services(m, &b) < 0 ||
 	    meds_build(m->res[MRES_ENDPOINTS], m->nres[MRES_ENDPOINTS], &m->eds, &m->bytes) < 0)
