@@ -6,10 +6,11 @@
 # (apt) and Fedora/RHEL (dnf). Idempotent; run as root.
 #   packaging/install-deps.sh            everything
 #   packaging/install-deps.sh --build    only what the build needs
-# The real Envoy API protos the test SDS server (tests/lab/sds_server.py) and
+# The real Envoy API protos the test servers (tests/lab/envoy_protos.py) and
 # the protobuf goldens compile come from the npm package @grpc/grpc-js-xds
 # (its deps/: envoy-api, xds, googleapis, protoc-gen-validate), installed
-# into $OUTRIGGER_TEST_CACHE/npm (default /var/cache/outrigger-test/npm).
+# into $OUTRIGGER_TEST_CACHE/npm (default /var/cache/outrigger-test/npm);
+# their google/protobuf imports come from libprotobuf-dev (protobuf-devel).
 set -eu
 
 GRPC_JS_XDS=1.14.1
@@ -21,13 +22,14 @@ DEB_BUILD="build-essential autoconf automake pkg-config libev-dev libssl-dev lib
 DEB_TEST="iptables nftables iproute2 util-linux procps psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2-client nghttp2-proxy tinyproxy clang libclang-rt-dev
   haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf strace wrk python3-protobuf protobuf-compiler
+  libprotobuf-dev
   python3-grpcio python3-cryptography"
 
 RPM_BUILD="gcc make autoconf automake pkgconf-pkg-config libev-devel openssl-devel libnghttp2-devel
   libnetfilter_queue-devel cjson-devel protobuf-c-devel protobuf-c-compiler libcmocka-devel llhttp-devel"
 RPM_TEST="iptables-nft nftables iproute util-linux procps-ng psmisc curl socat mandoc openssl
   python3 python3-pytest python3-h2 nghttp2 tinyproxy clang compiler-rt haproxy nginx nginx-mod-stream
-  gnuplot perf strace python3-protobuf protobuf-compiler python3-grpcio python3-cryptography"
+  gnuplot perf strace python3-protobuf protobuf-compiler protobuf-devel python3-grpcio python3-cryptography"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: run as root" >&2

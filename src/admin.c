@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "server.h"
+#include "xds.h"
 #include "sock.h"
 #include "worker.h"
 
@@ -330,6 +331,15 @@ render_config_dump(struct strbuf *sb)
 	cJSON_AddStringToObject(root, "certificateSource", certsrc_name());
 	/* The inbound mTLS modes this snapshot resolved (peerauth.h). */
 	cJSON_AddItemToObject(root, "inboundMtls", peerauth_to_json(server.snap->peerauth, pa_self_current()));
+	if (xds_active()) {
+		cJSON *x = xds_dump();
+		if (!x) {
+			cJSON_Delete(root);
+			sb->oom = true;
+			return;
+		}
+		cJSON_AddItemToObject(root, "xds", x);
+	}
 	if (server.snap->model && admin_model_to_json(server.snap->model, root) < 0) {
 		cJSON_Delete(root);
 		sb->oom = true;
@@ -509,7 +519,9 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	bool get = r->method_len == 3 && memcmp(r->method, "GET", 3) == 0;
 	/* A certificate source that has delivered nothing yet: not ready. */
 	bool no_cert = certsrc_active() && !(server.snap && server.snap->certs);
-	bool ready = server.live && !server.draining && !no_cert;
+	/* xDS: the first response of each wildcard type (or the state file). */
+	const char *xds_wait = xds_waiting_for();
+	bool ready = server.live && !server.draining && !no_cert && !xds_wait;
 
 	if (!get && !head) {
 		sb_printf(&body, "only GET and HEAD\n");
@@ -519,7 +531,10 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	if (c->port == PORT_HEALTH) {
 		if (path_is(r, "/healthz/ready")) {
 			sb_printf(&body, "%s", ready ? "" : server.draining ? "draining\n" :
-			    no_cert && server.live ? "waiting for the workload certificate\n" : "not ready\n");
+			    no_cert && server.live ? "waiting for the workload certificate\n" :
+			    xds_wait && server.live ? xds_wait : "not ready\n");
+			if (!ready && xds_wait && server.live && !server.draining && !no_cert)
+				sb_printf(&body, "\n");
 			respond(c, ready ? 200 : 503, "text/plain", &body, head);
 		} else {
 			sb_printf(&body, "not found\n");

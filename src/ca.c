@@ -9,15 +9,12 @@
 #include "autoconfig.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -27,6 +24,7 @@
 #include <openssl/x509v3.h>
 
 #include "certsrc.h"
+#include "ctltarget.h"
 #include "grpc.h"
 #include "identity.h"
 #include "istio/security/v1alpha1/ca.pb-c.h"
@@ -39,7 +37,6 @@
 #define CA_DEADLINE_S 10.0	/* one CreateCertificate, connect included */
 #define BACKOFF_MIN_S 1.0
 #define BACKOFF_MAX_S 60.0
-#define FILE_MAX (1 << 20)	/* token and root files */
 #define RESP_MAX (1 << 20)	/* a certificate chain: far less */
 /* pilot-agent's SECRET_GRACE_PERIOD_RATIO and its jitter. */
 #define GRACE_RATIO 0.5
@@ -65,42 +62,6 @@ static struct {
 	size_t resp_len;
 	int nmsgs;
 } ca;
-
-/* A file's bytes, NUL-terminated, at most FILE_MAX. 0 or -errno. */
-static int
-read_file(const char *path, char **out, size_t *len)
-{
-	struct stat st;
-	char *buf = NULL;
-	size_t n = 0;
-	ssize_t r;
-	int fd, rc = 0;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
-		rc = S_ISREG(st.st_mode) ? -EFBIG : -EINVAL;
-		goto out;
-	}
-	if (!(buf = malloc((size_t)st.st_size + 1))) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	while (n < (size_t)st.st_size && (r = read(fd, buf + n, (size_t)st.st_size - n)) > 0)
-		n += (size_t)r;
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	buf = NULL;
-out:
-	free(buf);
-	close(fd);
-	return rc;
-}
 
 /* The key and CSR as ztunnel makes them: ECDSA P-256, SHA-256, an empty
  * subject and one critical URI SAN, the SPIFFE ID. PEM into *csr (free). */
@@ -274,7 +235,7 @@ accept_response(void)
 	}
 	for (size_t i = 0; i < r->n_cert_chain; i++)
 		clen += strlen(r->cert_chain[i]) + 1;
-	if (read_file(ca.root_file, &file, &flen) < 0)
+	if (ctl_read_file(ca.root_file, &file, &flen) < 0)
 		flen = 0;	/* the response's root alone; the file was read at connect */
 	const char *last = r->cert_chain[r->n_cert_chain - 1];
 	if (!(chain = malloc(clen + 1)) || !(roots = malloc(strlen(last) + flen + 3)) ||
@@ -335,26 +296,6 @@ on_done(struct grpc_call *call, void *ud, int status, const char *msg)
 
 static const struct grpc_handler handler = { on_message, on_done };
 
-/* Reads the bearer token: re-read at every call, since kubelet rotates the
- * projected token; trailing white space (a newline) is not part of it. */
-static int
-read_token(char **tok)
-{
-	size_t len;
-	int rc;
-
-	if ((rc = read_file(ca.token_file, tok, &len)) < 0)
-		return rc;
-	while (len && ((*tok)[len - 1] == '\n' || (*tok)[len - 1] == '\r' || (*tok)[len - 1] == ' '))
-		(*tok)[--len] = '\0';
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)(*tok)[i] < 0x20 || (*tok)[i] == 0x7f) {
-			free(*tok);
-			return -EINVAL;	/* would break the header */
-		}
-	return len ? 0 : -ENODATA;
-}
-
 static void
 attempt(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -368,13 +309,13 @@ attempt(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)w, (void)revents;
 	attempt_end();
 	server.stats[SM_CA_REQUESTS]++;
-	if ((rc = read_token(&token)) < 0) {
+	if ((rc = ctl_read_token(ca.token_file, &token)) < 0) {
 		failed("cannot read the token file %s: %s", ca.token_file,
 		    rc == -ENODATA ? "empty" : rc == -EINVAL ? "a control character in it" : strerror(-rc));
 		goto out;
 	}
 	if (!ca.plaintext) {
-		if ((rc = read_file(ca.root_file, &rootpem, &rootlen)) < 0) {
+		if ((rc = ctl_read_file(ca.root_file, &rootpem, &rootlen)) < 0) {
 			failed("cannot read the CA root %s: %s", ca.root_file, strerror(-rc));
 			goto out;
 		}
@@ -411,57 +352,28 @@ out:
 	SSL_CTX_free(tls);	/* the channel holds its own reference */
 	free(body);
 	free(csr);
-	if (bearer)
-		OPENSSL_cleanse(bearer, strlen(bearer));
-	free(bearer);
-	if (token)
-		OPENSSL_cleanse(token, strlen(token));
-	free(token);
+	ctl_free_secret(bearer);
+	ctl_free_secret(token);
 	free(rootpem);
-}
-
-/* The name the CA's TLS certificate must carry, as pilot-agent picks it:
- * ISTIOD_SAN when set, "istiod.istio-system.svc" for a localhost address
- * (port-forwarding), else the address's host. */
-static void
-pick_verify_name(const char *host)
-{
-	const char *san = getenv("ISTIOD_SAN");
-
-	if (san && *san)
-		snprintf(ca.verify_name, sizeof(ca.verify_name), "%s", san);
-	else if (strstr(ca.addr, "localhost"))
-		snprintf(ca.verify_name, sizeof(ca.verify_name), "istiod.istio-system.svc");
-	else
-		snprintf(ca.verify_name, sizeof(ca.verify_name), "%s", host);
 }
 
 int
 certsrc_ca_start(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen)
 {
+	struct ctl_target tgt;
 	struct spiffe id;
-	const char *a = cfg->ca_addr;
-	char host[256];
-	uint16_t port;
-	bool is_unix;
 	int rc;
 
 	if (ca.running)
 		certsrc_ca_stop();
 	memset(&ca, 0, sizeof(ca));
-	/* "http://" is for tests only: a plaintext CA (it gets our token in
-	 * clear). "https://" or nothing: TLS. */
-	if (!strncmp(a, "http://", 7)) {
-		ca.plaintext = true;
-		a += 7;
-	} else if (!strncmp(a, "https://", 8)) {
-		a += 8;
-	}
-	snprintf(ca.addr, sizeof(ca.addr), "%s", a);
-	if (grpc_addr_parse(ca.addr, host, sizeof(host), &port, &is_unix) < 0 || is_unix) {
+	if (ctl_target_parse(cfg->ca_addr, &tgt) < 0) {
 		snprintf(err, errlen, "identity.caAddress %s: expected host:port", cfg->ca_addr);
 		return -EINVAL;
 	}
+	ca.plaintext = tgt.plaintext;
+	snprintf(ca.addr, sizeof(ca.addr), "%s", tgt.addr);
+	snprintf(ca.verify_name, sizeof(ca.verify_name), "%s", tgt.verify_name);
 	if ((rc = identity_from_env(&id, err, errlen)) < 0)
 		return rc;
 	if ((rc = spiffe_format(ca.spiffe, sizeof(ca.spiffe), cfg->trust_domain[0] ? cfg->trust_domain : id.td,
@@ -470,7 +382,6 @@ certsrc_ca_start(struct ev_loop *loop, const struct config *cfg, char *err, size
 		    cfg->trust_domain, id.ns, id.sa);
 		return rc;
 	}
-	pick_verify_name(host);
 	snprintf(ca.root_file, sizeof(ca.root_file), "%s", cfg->ca_root);
 	snprintf(ca.token_file, sizeof(ca.token_file), "%s", cfg->token_file);
 	/* ztunnel's default when CLUSTER_ID is not set. */

@@ -682,11 +682,54 @@ parse_go_duration_ms(const char *s, long long *ms)
 	return 0;
 }
 
+/* PROXY_CONFIG: pilot-agent's ProxyConfig as JSON. The keys we have in
+ * "proxy" (discoveryAddress, concurrency, terminationDrainDuration, ...)
+ * apply; the others are pilot-agent's or Envoy's business and are ignored.
+ * Applied before the other variables, so XDS_ADDRESS wins over its
+ * discoveryAddress. */
+static int
+apply_proxy_config(const char *text, struct config *next, char *err, size_t errlen)
+{
+	char why[320], path[160];
+	const cJSON *item;
+	cJSON *root;
+	int rc = 0;
+
+	if (!(root = json_parse_strict(text, strlen(text), why, sizeof(why)))) {
+		seterr(err, errlen, NULL, "environment variable PROXY_CONFIG: %s", why);
+		return -EINVAL;
+	}
+	if (!cJSON_IsObject(root)) {
+		seterr(err, errlen, NULL, "environment variable PROXY_CONFIG: expected a JSON object (ProxyConfig)");
+		rc = -EINVAL;
+		goto out;
+	}
+	cJSON_ArrayForEach(item, root) {
+		const struct cf_field *f;
+
+		snprintf(path, sizeof(path), "proxy.%s", item->string);
+		if (!(f = field_at(path)))
+			continue;
+		if (set_field_json(f, item, next, why, sizeof(why)) < 0) {
+			seterr(err, errlen, NULL, "environment variable PROXY_CONFIG: %s", why);
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+out:
+	cJSON_Delete(root);
+	return rc;
+}
+
 int
 config_apply_env(struct config *cfg, char *err, size_t errlen)
 {
 	struct config next = *cfg;
 	char names[128], why[320], conv[48];
+	const char *pc = getenv("PROXY_CONFIG");
+
+	if (pc && *pc && apply_proxy_config(pc, &next, err, errlen) < 0)
+		return -EINVAL;
 
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct cf_field *f = &schema[i];

@@ -5,6 +5,7 @@ liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
 	src/config.c src/config.h \
 	src/ca.c \
+	src/ctltarget.c src/ctltarget.h \
 	src/certsrc.c src/certsrc_files.c \
 	src/conn.c src/conn.h src/conn-t.h \
 	src/flow.c src/flow.h \
@@ -18,6 +19,7 @@ liboutrigger_a_SOURCES = \
 	src/metrics.c src/metrics.h \
 	src/model.c src/model.h \
 	src/model_eds.c src/model_eds.h \
+	src/ondemand.c src/ondemand.h \
 	src/pb.c src/pb.h \
 	src/peerauth.c src/peerauth.h \
 	src/pool.c src/pool.h \
@@ -30,6 +32,7 @@ liboutrigger_a_SOURCES = \
 	src/strbuf.c src/strbuf.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
+	src/xds.c src/xds.h src/xds_node.c \
 	src/xds_state.c src/xds_state.h \
 	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \

@@ -18,8 +18,10 @@
 #include "config.h"
 #include "devca.h"
 #include "log.h"
+#include "ondemand.h"
 #include "model.h"
 #include "resources.h"
+#include "xds.h"
 #include "server.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -299,9 +301,30 @@ main(int argc, char **argv)
 		log_stop();
 		return EXIT_CONFIG;
 	}
-	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
+	/* xDS after the certificate source (its TLS may use the mesh roots)
+	 * and before the workers: a state file's resources are in the first
+	 * snapshot they serve. */
+	if ((rc = xds_start(loop, &cfg, server.static_res, server.nstatic, err, sizeof(err))) < 0) {
 		log_error("%s", err);
 		certsrc_stop();
+		snapshot_unref(server.snap);
+		log_stop();
+		return EXIT_CONFIG;
+	}
+	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		xds_stop();
+		certsrc_stop();
+		return 1;
+	}
+
+	/* On demand before the workers: they read ondemand_enabled() as set. */
+	if (ondemand_start(loop, &cfg) < 0) {
+		log_error("on-demand discovery: out of memory");
+		xds_stop();
+		certsrc_stop();
+		admin_stop();
+		snapshot_unref(server.snap);
 		return 1;
 	}
 
@@ -313,6 +336,8 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
 		log_error("%s", err);
+		ondemand_stop();
+		xds_stop();
 		certsrc_stop();
 		admin_stop();
 		snapshot_unref(server.snap);
@@ -329,8 +354,13 @@ main(int argc, char **argv)
 
 	server.live = false;
 	workers_stop();
+	ondemand_stop();	/* after the workers: their waiters are gone */
+	xds_stop();
 	certsrc_stop();
 	admin_stop();
+	resources_free_list(server.static_res, server.nstatic);
+	server.static_res = NULL;
+	server.nstatic = 0;
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
 	ev_signal_stop(loop, &sig_hup);

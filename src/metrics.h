@@ -127,6 +127,7 @@ enum worker_metric {
 	X(XDS_ACKS, xds_acks, COUNTER, "xDS responses acknowledged (every resource applied)") \
 	X(XDS_NACKS, xds_nacks, COUNTER, "xDS responses NACKed (a resource refused, named in error_detail; the good ones applied, the last good state of the others stays)") \
 	X(XDS_RX_BYTES, xds_rx_bytes, COUNTER, "Bytes of xDS response messages received") \
+	X(XDS_BAD_RESPONSES, xds_bad_responses, COUNTER, "xDS responses that did not decode at all (no nonce to NACK by): the stream was ended and reconnected") \
 	X(XDS_RESOURCES_REFUSED, xds_resources_refused, COUNTER, "xDS resources refused (did not decode, wrong type, failed validation)") \
 	X(XDS_STATE_LOADED, xds_state_loaded, GAUGE, "1 while the resources in use came from the state file (xds.stateFile) and no xDS server has answered since start") \
 	X(XDS_STATE_WRITES, xds_state_writes, COUNTER, "Acknowledged xDS states written to xds.stateFile") \
@@ -137,7 +138,8 @@ enum worker_metric {
 	X(ONDEMAND_TIMEOUTS, ondemand_timeouts, COUNTER, "On-demand lookups that did not answer within xds.onDemandTimeout (the connections then follow mesh.outboundTrafficPolicy)") \
 	X(ONDEMAND_NOT_FOUND, ondemand_not_found, COUNTER, "On-demand lookups the xDS server answered with no such address") \
 	X(ONDEMAND_CACHED, ondemand_cached, GAUGE, "Addresses subscribed on demand now") \
-	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)")
+	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)") \
+	X(ONDEMAND_QUEUE_FULL, ondemand_queue_full, COUNTER, "Connections to an unknown destination that did not wait for a lookup because the queue to the control thread, or the cache, was full of lookups in flight (they followed mesh.outboundTrafficPolicy at once)")
 
 enum server_metric {
 #define X(e, name, kind, help) SM_##e,

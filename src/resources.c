@@ -245,6 +245,13 @@ prev_for_raw(const cJSON *e, const struct model *prev, const char *path)
 struct model *
 resources_build(const cJSON *list, const struct model *prev, struct res_report *rep)
 {
+	return resources_build_keep(list, prev, rep, NULL, NULL);
+}
+
+struct model *
+resources_build_keep(const cJSON *list, const struct model *prev, struct res_report *rep,
+    struct mres ***res, size_t *nres)
+{
 	struct model_opts opts = { .network = getenv("ISTIO_META_NETWORK"), .strict_refs = true };
 	struct model_report mrep = { 0 };
 	struct pendings ps = { 0 };
@@ -258,6 +265,10 @@ resources_build(const cJSON *list, const struct model *prev, struct res_report *
 	*rep = (struct res_report){ 0 };
 	if (!opts.network)
 		opts.network = "";
+	if (res) {
+		*res = NULL;
+		*nres = 0;
+	}
 	n = list ? (size_t)cJSON_GetArraySize(list) : 0;
 	if (n == 0)
 		return model_empty();
@@ -329,6 +340,17 @@ resources_build(const cJSON *list, const struct model *prev, struct res_report *
 
 	if (!(m = model_build(in, n, prev, &opts, &mrep)))
 		goto out;
+	/* The inputs themselves, for the xDS client (the file's resources are
+	 * part of every model it builds). */
+	if (res && (*res = calloc(n, sizeof(**res)))) {
+		for (i = 0; i < n; i++)
+			if (in[i].res)
+				(*res)[(*nres)++] = mres_ref(in[i].res);
+	} else if (res) {
+		model_free(m);
+		m = NULL;
+		goto out;
+	}
 	for (size_t p = 0; p < mrep.nproblems; p++) {
 		const struct model_problem *pb = &mrep.problems[p];
 		size_t pl = pb->path ? strlen(pb->path) : 0;
@@ -359,4 +381,12 @@ out:
 	free(paths);
 	free(undecoded);
 	return m;
+}
+
+void
+resources_free_list(struct mres **res, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mres_unref(res[i]);
+	free(res);
 }

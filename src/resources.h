@@ -32,5 +32,12 @@ void res_report_free(struct res_report *rep);
  * caller owns it), or NULL on OOM; rep is filled either way (free it). */
 struct model *resources_build(const struct cJSON *list, const struct model *prev,
     struct res_report *rep);
+/* resources_build(), also handing over the decoded resources (a reference
+ * each, in file order; those refused before the build are left out) in
+ * *res (malloc'd; resources_free_list) and *nres: the xDS client builds
+ * every model over them. */
+struct model *resources_build_keep(const struct cJSON *list, const struct model *prev,
+    struct res_report *rep, struct mres ***res, size_t *nres);
+void resources_free_list(struct mres **res, size_t n);
 
 #endif

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +17,15 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 
 #include "certsrc.h"
+#include "ctltarget.h"
 #include "grpc.h"
 #include "identity.h"
 #include "log.h"
 #include "sds.h"
 #include "server.h"
+#include "xds.h"
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -392,19 +392,8 @@ out:
 void
 sds_node_from_env(struct sds_node *n)
 {
-	const char *ip = getenv("INSTANCE_IP"), *pod = getenv("POD_NAME"), *ns = getenv("POD_NAMESPACE");
-	const char *wl = getenv("ISTIO_META_WORKLOAD_NAME");
-
-	ip = ip ? ip : "";
-	pod = pod ? pod : "";
-	ns = ns ? ns : "";
-	/* pilot-agent: "<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>" */
-	snprintf(n->id, sizeof(n->id), "sidecar~%s~%s.%s~%s.svc.cluster.local", ip, pod, ns, ns);
-	/* Its service cluster: "<workload>.<namespace>", else "istio-proxy". */
-	if (wl && *wl && *ns)
-		snprintf(n->cluster, sizeof(n->cluster), "%s.%s", wl, ns);
-	else
-		snprintf(n->cluster, sizeof(n->cluster), "istio-proxy");
+	/* One Node builder for SDS and xDS (xds_node.c). */
+	xds_node_names(n->id, sizeof(n->id), n->cluster, sizeof(n->cluster));
 }
 
 int
@@ -596,15 +585,8 @@ on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 schedule_retry(void)
 {
-	double d = BACKOFF_BASE_S * pow(2.0, sds.failures < 16 ? sds.failures : 16);
-	uint32_t r = UINT32_MAX;
+	double d = ctl_backoff(BACKOFF_BASE_S, BACKOFF_MAX_S, sds.failures);
 
-	if (d > BACKOFF_MAX_S)
-		d = BACKOFF_MAX_S;
-	/* Jitter: between half and all of it, so a node full of proxies does
-	 * not come back to a restarted agent in step. */
-	(void)RAND_bytes((unsigned char *)&r, sizeof(r));	/* on failure: the whole delay */
-	d *= 0.5 + 0.5 * ((double)r / UINT32_MAX);
 	sds.failures++;
 	ev_timer_set(&sds.retry, d, 0.0);
 	ev_timer_start(sds.loop, &sds.retry);

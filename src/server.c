@@ -16,6 +16,7 @@
 #include "resources.h"
 #include "server.h"
 #include "worker.h"
+#include "xds.h"
 #include "xtls.h"
 
 /* The resource gauges follow MODEL_TYPES' order (SM_RESOURCES_ADDRESS + t). */
@@ -50,6 +51,8 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 {
 	const cJSON *list = NULL;
 	cJSON *root = NULL;
+	struct mres **res = NULL;
+	size_t nres = 0;
 	char why[448];
 	int rc;
 
@@ -76,11 +79,16 @@ server_load(struct config *cfg, const struct model *prev, struct model **model,
 	rc = 0;
 	if (model && (rc = load_self()) < 0)
 		snprintf(err, errlen, "out of memory reading the pod's labels");
-	else if (model && !(*model = resources_build(list, prev, rep))) {
+	else if (model && !(*model = resources_build_keep(list, prev, rep, &res, &nres))) {
 		res_report_free(rep);
 		snprintf(err, errlen, "%s: out of memory building the mesh model",
 		    server.config_path ? server.config_path : "(built-in defaults)");
 		rc = -ENOMEM;
+	}
+	if (model && rc == 0) {
+		resources_free_list(server.static_res, server.nstatic);
+		server.static_res = res;
+		server.nstatic = nres;
 	}
 out:
 	cJSON_Delete(root);
@@ -167,6 +175,15 @@ server_reload(void)
 		log_error("reload refused, keeping configuration generation %llu: %s",
 		    (unsigned long long)server.snap->generation, err);
 		return rc;
+	}
+	/* With xDS the file's resources are a part of the model: the xDS
+	 * client rebuilds it from them and its state, and publishes it; this
+	 * generation takes that model, not the file's alone. */
+	if (xds_active()) {
+		if (xds_set_static(server.static_res, server.nstatic) < 0)
+			log_error("reload: out of memory rebuilding the xDS model; the running resources stay");
+		model_free(model);
+		model = model_ref(server.snap->model);
 	}
 	nfixed = config_keep_fixed(&next, &server.snap->cfg, fixed, sizeof(fixed));
 	if ((s = snapshot_new(&next, model, server.snap->generation + 1)) && server.snap->certs)

@@ -36,6 +36,11 @@ struct server {
 	const struct config_override *overrides;
 	size_t noverrides;
 
+	/* The file's decoded resources of the last load (references): the
+	 * xDS client builds every model over them (xds_set_static). */
+	struct mres **static_res;
+	size_t nstatic;
+
 	uint64_t stats[SM__COUNT];	/* control thread only */
 };
 

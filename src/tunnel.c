@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "ondemand.h"
 #include "peerauth.h"
 #include "snapshot.h"
 #include "sniff.h"
@@ -31,6 +32,8 @@ static const char passthrough_v6[] = "::6";
 static void tunnel_ready(struct conn *c, int what);
 static void tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents);
 static bool stage_connect(struct tunnel *t);
+static bool stage_next(struct tunnel *t);
+static void wait_timeout(struct tunnel *t);
 
 const char *
 tunnel_state_str(enum tunnel_state s)
@@ -38,6 +41,7 @@ tunnel_state_str(enum tunnel_state s)
 	switch (s) {
 	case TUN_ACCEPTED: return "accepted";
 	case TUN_CLASSIFIED: return "classified";
+	case TUN_WAITING: return "waiting";
 	case TUN_SNIFFING: return "sniffing";
 	case TUN_HANDSHAKING: return "handshaking";
 	case TUN_CONNECTING: return "connecting";
@@ -75,6 +79,10 @@ tunnel_done(struct relay *r)
 	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	free(t->peer_id);
+	if (t->odw) {
+		ondemand_cancel(t->odw);
+		free(t->odw);
+	}
 	if (t->snap)
 		wsnap_done(t->snap);
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_DESTROY), 1);
@@ -710,6 +718,10 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 		sniff_timeout(t);
 		return;
 	}
+	if (t->state == TUN_WAITING) {
+		wait_timeout(t);
+		return;
+	}
 	if (t->state == TUN_HANDSHAKING && t->relay.ds.ops == &xtls_ops) {
 		downstream_hs_fail(t, -ETIMEDOUT, true);
 		return;
@@ -754,6 +766,89 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	return t;
 }
 
+/* --- waiting (outbound, on demand) --------------------------------------
+ * The destination is not in the snapshot: the control thread subscribes to
+ * "<network>/<ip>" (ondemand.c; one lookup for every connection, on every
+ * worker, that waits for the same address) and the answer comes back
+ * through this worker's mailbox, after the snapshot that holds it. The
+ * client is not read meanwhile (its bytes wait in its socket), under
+ * xds.onDemandTimeout. */
+
+static bool stage_route(struct tunnel *t);
+static bool route_unknown(struct tunnel *t);
+
+/* Route again with the worker's current snapshot (the answer came with a
+ * newer one than the connection started with), then go on. */
+static void
+wait_resume(struct tunnel *t)
+{
+	struct worker *w = t->w;
+
+	ev_timer_stop(w->loop, &t->timer);
+	free(t->odw);
+	t->odw = NULL;
+	if (t->snap != w->snap) {
+		wsnap_done(t->snap);
+		t->snap = wsnap_use(w->snap);
+	}
+	t->state = TUN_CLASSIFIED;
+	if (stage_route(t))
+		stage_next(t);
+}
+
+static void
+wait_answer(struct od_wait *wt, bool found)
+{
+	struct tunnel *t = wt->owner;
+	char a[SOCK_ADDR_STRLEN];
+
+	clog_debug(t, "outbound %s: on-demand lookup %s", sock_addr_str(&t->dst, a, sizeof(a)),
+	    found ? "found it" : "did not find it");
+	wait_resume(t);
+}
+
+/* xds.onDemandTimeout passed: as unknown (with the newest snapshot, which
+ * may know it after all). */
+static void
+wait_timeout(struct tunnel *t)
+{
+	char a[SOCK_ADDR_STRLEN];
+
+	clog_debug(t, "outbound %s: no on-demand answer within xds.onDemandTimeout",
+	    sock_addr_str(&t->dst, a, sizeof(a)));
+	ondemand_cancel(t->odw);
+	wait_resume(t);
+}
+
+/* Waiting: returns false when t was closed; true with t->state
+ * TUN_WAITING when it waits, else (a negative answer cached, a full
+ * queue: as unknown at once) true for the caller to go on. */
+static bool
+stage_wait(struct tunnel *t)
+{
+	char a[SOCK_ADDR_STRLEN];
+	int rc = -ENOMEM;
+
+	t->od_waited = true;
+	if ((t->odw = calloc(1, sizeof(*t->odw)))) {
+		t->odw->owner = t;
+		t->odw->resume = wait_answer;
+		rc = ondemand_wait(t->odw, t->w->id, &t->dst, ev_now(t->w->loop));
+	}
+	if (rc < 0) {
+		free(t->odw);
+		t->odw = NULL;
+		if (rc != -ENOENT)
+			clog_debug(t, "outbound %s: no on-demand lookup (%s): as unknown",
+			    sock_addr_str(&t->dst, a, sizeof(a)), rc == -EAGAIN ? "queue full" : strerror(-rc));
+		return route_unknown(t);
+	}
+	t->state = TUN_WAITING;
+	clog_debug(t, "outbound %s: waiting for an on-demand lookup", sock_addr_str(&t->dst, a, sizeof(a)));
+	stage_deadline(t, t->snap->s->cfg.ondemand_timeout_ms);
+	return true;
+}
+
 /* Routing, the second half of classified: where the mesh says the
  * connection goes (ztunnel's find_upstream, for a sidecar). Outbound: a
  * service VIP:port goes to an endpoint lb.c chooses (PASSTHROUGH: to the
@@ -777,6 +872,8 @@ stage_route(struct tunnel *t)
 	 * then cost this one lookup before the workload's. */
 	const struct mservice *vs = model_service_vip(m, &t->dst);
 	if (vs) {
+		if (ondemand_enabled())
+			ondemand_touch(&t->dst, ev_now(t->w->loop));
 		t->svc = model_service_at(m, &t->dst);
 		if (t->svc)
 			vs = t->svc->svc;	/* the owner of this VIP and port */
@@ -795,9 +892,25 @@ stage_route(struct tunnel *t)
 	}
 	t->peer = model_workload_at(m, &t->dst);
 	if (t->peer) {
+		if (ondemand_enabled())
+			ondemand_touch(&t->dst, ev_now(t->w->loop));
 		clog_debug(t, "outbound %s: workload %s", sock_addr_str(&t->dst, a, sizeof(a)), t->peer->uid);
 		return true;
 	}
+	/* Not known: on demand, ask the control plane first (the waiting
+	 * stage); only its answer, or its timeout, sends the connection on. */
+	if (ondemand_enabled() && !t->od_waited)
+		return stage_wait(t);
+	return route_unknown(t);
+}
+
+/* Outbound to a destination the mesh does not know:
+ * mesh.outboundTrafficPolicy. Returns false when t was refused (closed). */
+static bool
+route_unknown(struct tunnel *t)
+{
+	char a[SOCK_ADDR_STRLEN];
+
 	if (t->snap->s->cfg.outbound_policy == OUTBOUND_REGISTRY_ONLY) {
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_NO_ROUTE), 1);
 		clog_warn(t, "outbound %s: not in the mesh (REGISTRY_ONLY): refused",
@@ -843,7 +956,7 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 {
 	struct tunnel *t = tunnel_new(w, kind, fd);
 
-	if (t && stage_classify(t))
+	if (t && stage_classify(t) && t->state != TUN_WAITING)
 		stage_next(t);
 }
 
@@ -858,6 +971,8 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	t->state = TUN_CLASSIFIED;
 	if (!stage_route(t))
 		return NULL;
+	if (t->state == TUN_WAITING)
+		return t;
 	return stage_next(t) ? t : NULL;
 }
 

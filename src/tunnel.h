@@ -14,12 +14,14 @@
 #include "lb.h"
 #include "metrics.h"
 
+struct od_wait;
 struct worker;
 struct wsnap;
 
 enum tunnel_state {
 	TUN_ACCEPTED,		/* taken from the listener; nothing known yet */
 	TUN_CLASSIFIED,		/* original destination known and checked */
+	TUN_WAITING,		/* outbound to a destination not known yet: an on-demand lookup (ondemand.h) */
 	TUN_SNIFFING,		/* waiting for the first bytes to tell the protocol */
 	TUN_HANDSHAKING,	/* the downstream transport's handshake (TLS server) */
 	TUN_CONNECTING,		/* the upstream connect and its transport's handshake */
@@ -71,6 +73,12 @@ struct tunnel {
 	uint8_t pa_mode;
 	bool lowat;
 	bool hello_timed;
+	/* On demand (outbound): the connection waited for a lookup once (it
+	 * never waits twice: after the answer an unknown destination follows
+	 * mesh.outboundTrafficPolicy); odw: its waiter while TUN_WAITING,
+	 * allocated only then (the known-destination path allocates nothing). */
+	bool od_waited;
+	struct od_wait *odw;
 	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };

@@ -30,10 +30,14 @@ struct listener {
 
 #define LISTENER_FAMILIES 2	/* IPv4 and IPv6 */
 
-/* A new snapshot from the control thread (a reference handed over). Drain
- * and stop are flags instead, so that they cannot be lost to a failed malloc. */
+/* A new snapshot from the control thread (a reference handed over), or a
+ * function to run on the worker (worker_post: fn set, snap NULL), in the
+ * order they were queued. Drain and stop are flags instead, so that they
+ * cannot be lost to a failed malloc. */
 struct wmsg {
 	struct snapshot *snap;
+	void (*fn)(struct worker *w, void *arg);	/* w NULL: dropped unrun (free arg) */
+	void *arg;
 	struct wmsg *next;
 };
 

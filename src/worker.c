@@ -214,7 +214,10 @@ mbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 	while (m) {
 		struct wmsg *next = m->next;
-		worker_adopt(w, m->snap);
+		if (m->fn)
+			m->fn(w, m->arg);
+		else
+			worker_adopt(w, m->snap);
 		free(m);
 		m = next;
 	}
@@ -233,6 +236,19 @@ mbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 	}
 }
 
+static void
+mbox_put(struct worker *w, struct wmsg *m)
+{
+	pthread_mutex_lock(&w->mbox_lock);
+	if (w->mbox_tail)
+		w->mbox_tail->next = m;
+	else
+		w->mbox_head = m;
+	w->mbox_tail = m;
+	pthread_mutex_unlock(&w->mbox_lock);
+	ev_async_send(w->loop, &w->wake);
+}
+
 void
 worker_publish(struct worker *w, struct snapshot *snap)
 {
@@ -244,14 +260,20 @@ worker_publish(struct worker *w, struct snapshot *snap)
 		return;
 	}
 	m->snap = snap;
-	pthread_mutex_lock(&w->mbox_lock);
-	if (w->mbox_tail)
-		w->mbox_tail->next = m;
-	else
-		w->mbox_head = m;
-	w->mbox_tail = m;
-	pthread_mutex_unlock(&w->mbox_lock);
-	ev_async_send(w->loop, &w->wake);
+	mbox_put(w, m);
+}
+
+int
+worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg)
+{
+	struct wmsg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	m->fn = fn;
+	m->arg = arg;
+	mbox_put(w, m);
+	return 0;
 }
 
 void
@@ -270,7 +292,10 @@ worker_mbox_fini(struct worker *w)
 	ev_async_stop(w->loop, &w->wake);
 	for (struct wmsg *m = w->mbox_head, *next; m; m = next) {
 		next = m->next;
-		snapshot_unref(m->snap);
+		if (m->fn)
+			m->fn(NULL, m->arg);
+		else
+			snapshot_unref(m->snap);
 		free(m);
 	}
 	w->mbox_head = w->mbox_tail = NULL;

@@ -22,6 +22,11 @@ void workers_publish(struct snapshot *snap);
 void worker_mbox_init(struct worker *w);
 void worker_mbox_fini(struct worker *w);
 void worker_publish(struct worker *w, struct snapshot *snap);
+/* Run fn(w, arg) on w's thread, after every snapshot queued before it (so
+ * fn sees them adopted: on-demand answers follow the snapshot that has
+ * them). If w stops first, fn(NULL, arg) runs at its end instead (free arg).
+ * From any thread. 0 or -ENOMEM (fn will not run). */
+int worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
 /* Every worker stops accepting. */
 void workers_drain(void);
 /* Stop every worker, join and free them. */

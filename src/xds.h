@@ -78,5 +78,7 @@ int xds_set_static(struct mres *const *static_res, size_t nstatic);
  * malloc'd (xds_node_free). 0 or -ENOMEM. */
 int xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out);
 void xds_node_free(Envoy__Config__Core__V3__Node *n);
+/* The Node's id and cluster alone (the SDS client's Node). */
+void xds_node_names(char *id, size_t idlen, char *cluster, size_t clusterlen);
 
 #endif

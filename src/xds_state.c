@@ -257,7 +257,7 @@ xds_state_load(const char *path, struct xds_store *s, size_t *skipped, char *err
 {
 	Outrigger__XdsState *st = NULL;
 	uint8_t *file = NULL, *tb = NULL;
-	size_t len, tbcap = 0;
+	size_t len = 0, tbcap = 0;
 	int rc;
 
 	*skipped = 0;

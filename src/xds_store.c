@@ -1003,18 +1003,17 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 	}
 	for (size_t i = 0; i < u->nitems; i++) {
 		const struct xds_item *it = &u->items[i];
-		char where[32];
 		const char *nm = S(it->name);
 		struct xent *old;
 
-		snprintf(where, sizeof(where), "resources[%zu]", i);
-		if (!it->res) {
-			errs_add(errs, *nm ? nm : where, "%s", it->why[0] ? it->why : "refused");
-			r->refused++;
-			continue;
-		}
-		if (it->res->type != u->type || strcmp(it->res->name, nm) != 0) {
-			errs_add(errs, *nm ? nm : where, "not a %s of that name", mres_type_names[u->type]);
+		if (!it->res || it->res->type != u->type || strcmp(it->res->name, nm) != 0) {
+			char where[32];
+
+			snprintf(where, sizeof(where), "resources[%zu]", i);
+			if (!it->res)
+				errs_add(errs, *nm ? nm : where, "%s", it->why[0] ? it->why : "refused");
+			else
+				errs_add(errs, *nm ? nm : where, "not a %s of that name", mres_type_names[u->type]);
 			r->refused++;
 			continue;
 		}
@@ -1024,11 +1023,18 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 			r->refused++;
 			continue;
 		}
+		if (!nset_add(&taken, nm)) {
+			/* A second item of a name (an update not from our decoder,
+			 * which refuses those already): the first one stands. */
+			errs_add(errs, nm, "named twice in one response");
+			r->refused++;
+			continue;
+		}
 		old = tab_get(tab, nm);
 		/* Unchanged: the same bytes and aliases, and in delta the same
 		 * version (SotW versions are the response's, new every push: a
 		 * resource keeps the version it last changed in). */
-		if (old && !old->mark && old->digest == it->digest && aliases_eq(old, it) &&
+		if (old && old->digest == it->digest && aliases_eq(old, it) &&
 		    (!u->delta || strcmp(old->res->version, it->res->version) == 0)) {
 			r->unchanged++;
 			found_add(&found, old->res, old->aliases, old->naliases);
@@ -1038,14 +1044,6 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 		if (!(ch[nch].neu = xent_new(it->res, short_name(u->type), (const char *const *)it->aliases,
 		    it->naliases, it->digest)))
 			goto undo;
-		if (!nset_add(&taken, nm)) {
-			/* A second item of a new name (an update not from our
-			 * decoder, which refuses those already). */
-			xent_free(ch[nch].neu);
-			errs_add(errs, nm, "named twice in one response");
-			r->refused++;
-			continue;
-		}
 		if (old)
 			old->mark = true;
 		else
@@ -1058,7 +1056,7 @@ xds_store_apply(struct xds_store *s, const struct xds_update *u, const struct mo
 		const char *nm = S(u->removed[i]);
 		struct xent *old;
 
-		if (nset_has(&seen, nm))
+		if (!*nm || nset_has(&seen, nm))
 			continue;	/* listed as a resource too: that wins */
 		names_add(&gone, nm);
 		if (!(old = tab_get(tab, nm)) || old->mark)

@@ -106,6 +106,26 @@ for prog in orbench-load orbench-server; do
 done
 chmod 755 "$work" "$work/bin" "$work/bin/"*
 
+# The on-demand scaling scenario (issue 10) has a lab and a control plane of its own
+# (tests/bench/ondemand.py), not the contenders' topology: `--scenarios ondemand` runs it
+# alone, at 1k, 10k and 100k workloads (a smoke run: 1k only).
+ondemand=0
+prev=
+for a in "$@"; do
+	[ "$prev" = --scenarios ] && [ "$a" = ondemand ] && ondemand=1
+	[ "$a" = --scenarios=ondemand ] && ondemand=1
+	prev=$a
+done
+if [ "$ondemand" = 1 ]; then
+	od_args=()
+	[ "$smoke" = 1 ] && od_args=(--sizes 1000 --out "$work/results/ondemand")
+	[ -n "${ORBENCH_ONDEMAND_SIZES:-}" ] && od_args+=(--sizes "$ORBENCH_ONDEMAND_SIZES")
+	[ -n "${ORBENCH_REPEAT:-}" ] && od_args+=(--repeat "$ORBENCH_REPEAT")
+	say "on-demand scaling scenario"
+	export PYTHONDONTWRITEBYTECODE=1
+	exec timeout 3600 /usr/bin/python3 "$here/ondemand.py" --bins "$work/bin" "${od_args[@]}"
+fi
+
 # The model's build benchmark (10,000 workloads, 2,000 services; a smoke run a tenth of
 # that): its figures go into the report beside the data-path scenarios.
 model_args=()

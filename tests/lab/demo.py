@@ -3,7 +3,7 @@
 sidecar, talking Istio mTLS between the sidecars, and proof from both sidecars' /stats and
 logs that they carried the client's calls and who each saw at the other end.
 
-    sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs] [--plaintext]
+    sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs] [--plaintext] [--xds]
 
 Builds: pod "server" running a tiny HTTP server as user nobody on :8080; pod "client" whose
 app (user nobody) calls http://198.19.0.10/ N times. 198.19.0.10:80 is the VIP of Service
@@ -17,10 +17,14 @@ speaks), so the client's sidecar speaks Istio mTLS to the server's, which termin
 (PERMISSIVE). Exits 0 only if every call answered, the client's outbound listener and the
 server's inbound listener each counted exactly N connections (mTLS: N handshakes each way),
 the client's log names the endpoint chosen, and each sidecar's close lines name the other's
-SPIFFE ID. --plaintext: no certificates, plain TCP between the sidecars (the old demo). The
-lab (namespaces, processes) is always torn down.
+SPIFFE ID. --plaintext: no certificates, plain TCP between the sidecars (the old demo).
+--xds: the same mesh comes from a small local control plane instead (tests/lab/xds_server.py
+serving the two resources over ADS, delta, inside the client pod on 127.0.0.1): the client's
+-c FILE holds only proxy.discoveryAddress, and the demo also checks that the sidecar
+acknowledged what the control plane sent. The lab (namespaces, processes) is always torn down.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -77,6 +81,28 @@ def mint(L):
     return out
 
 
+def control_plane(L, pod, resources):
+    """Start tests/lab/xds_server.py in `pod` (root, 127.0.0.1, a free port) serving resources;
+    returns (its address, the path of its log)."""
+    d = os.path.join(L.dir, "xds")
+    os.makedirs(d)
+    res, port_file, log = (os.path.join(d, n) for n in ("resources.json", "port", "xds-server.log"))
+    with open(res, "w") as f:
+        json.dump(meshres.config(resources), f, indent=1)
+    with open(log, "wb") as out:
+        p = pod.popen([lab.PYTHON, os.path.join(lab.HERE, "xds_server.py"), "--port", "0",
+                       "--resources", res, "--port-file", port_file], user="root",
+                      stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(port_file):
+        if p.poll() is not None or time.monotonic() > deadline:
+            with open(log) as f:
+                raise lab.LabError("the control plane did not start:\n" + f.read()[-3000:])
+        time.sleep(0.05)
+    with open(port_file) as f:
+        return "http://127.0.0.1:%d" % int(f.read()), log
+
+
 def peers_seen(log):
     """The SPIFFE IDs a sidecar's close lines name ("closed (...) peer spiffe://...")."""
     return re.findall(r"closed \(.*\) peer (spiffe://\S+)", log)
@@ -87,6 +113,8 @@ def main():
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--keep-logs", action="store_true", help="keep the lab directory (logs) after teardown")
     ap.add_argument("--plaintext", action="store_true", help="no certificates: plain TCP between the sidecars")
+    ap.add_argument("--xds", action="store_true",
+                    help="the client sidecar gets the mesh from a local xDS control plane (tests/lab/xds_server.py)")
     a = ap.parse_args()
     mtls = not a.plaintext
     if os.geteuid() != 0:
@@ -124,12 +152,22 @@ def main():
         def args(pod):
             return ["--cert-dir", certs[pod]] if mtls else []
 
+        if a.xds:
+            say("== control plane: tests/lab/xds_server.py in the client pod, serving the Service and")
+            say("   the Workload over ADS (python3-grpcio, the real Envoy protos)")
+            xds_addr, xds_log = control_plane(L, client, resources)
+            say("   listening on %s (in pod client)" % xds_addr)
+            ccfg = {"proxy": {"logLevel": "debug", "discoveryAddress": xds_addr}}
+        else:
+            ccfg = meshres.config(resources, proxy={"logLevel": "debug"})
         say("== sidecars: outrigger-init (root) + outrigger (uid 1337) in each pod;")
-        say("   the client's gets the Service and the Workload as resources (-c FILE)%s"
-            % ("; each loads its certificate (--cert-dir)" if mtls else ""))
+        say("   the client's gets the Service and the Workload %s%s"
+            % ("over xDS (-c FILE: only proxy.discoveryAddress)" if a.xds else "as resources (-c FILE)",
+               "; each loads its certificate (--cert-dir)" if mtls else ""))
         debug = meshres.config([], proxy={"logLevel": "debug"})
-        csc = client.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}),
-                                   proxy_args=args("client"))
+        # what the injector sets, for the node id the control plane sees
+        penv = {"POD_NAME": "client", "POD_NAMESPACE": "default", "INSTANCE_IP": client.ip4}
+        csc = client.start_sidecar(config=ccfg, proxy_args=args("client"), ready_timeout=20, env=penv)
         ssc = server.start_sidecar(config=debug if mtls else None, proxy_args=args("server"))
         say("   client sidecar ready (pid %d), server sidecar ready (pid %d)" % (csc.proc.pid, ssc.proc.pid))
         c0, s0 = csc.stats(), ssc.stats()
@@ -182,6 +220,15 @@ def main():
                 ("the server sidecar saw the client's identity %s on every call" % IDS["client"],
                  seen_s == [IDS["client"]] * a.calls),
             ]
+        if a.xds:
+            acks = c1.get("server.xds_acks", 0)
+            say("== the control plane's view (%s)" % xds_log)
+            with open(xds_log) as f:
+                for line in f.read().splitlines()[:12]:
+                    say("   " + line)
+            checks += [("the client sidecar took the mesh from the control plane (xds connected, "
+                        "%d responses ACKed, none NACKed)" % acks,
+                        c1.get("server.xds_connected") == 1 and acks >= 1 and c1.get("server.xds_nacks", 1) == 0)]
         for what, good in checks:
             say("   [%s] %s" % ("ok" if good else "FAIL", what))
             ok = ok and good

@@ -2,8 +2,7 @@
 StreamSecrets) on a Unix socket, as pilot-agent and the SPIRE agent serve it:
 a real gRPC implementation (python3-grpcio) and the REAL Envoy API protos,
 compiled by protoc at run time from the npm package @grpc/grpc-js-xds
-(packaging/install-deps.sh installs it; OUTRIGGER_ENVOY_DEPS or
-OUTRIGGER_TEST_CACHE point elsewhere). Nothing of Outrigger's is used.
+(envoy_protos.py). Nothing of Outrigger's is used.
 
     srv = SdsServer("/tmp/x/sds.sock", "/tmp/x/certs")   # Istio's layout: cert-chain.pem...
     srv.start()
@@ -20,92 +19,32 @@ first request of a stream with the names asked for and later requests
 """
 import itertools
 import os
-import queue
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent import futures
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import envoy_protos  # noqa: E402
+# re-exported: test_sds.py, test_xds.py and tests/unit/golden/xds/make.py use these names
+from envoy_protos import GRPC_JS_XDS, envoy_deps, pgv_copy as _pgv_copy  # noqa: E402,F401
 
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
-GRPC_JS_XDS = "1.14.1"
 
-_pb_lock = threading.Lock()
-_classes = None
-
-
-def envoy_deps():
-    """The deps/ directory of @grpc/grpc-js-xds, or None."""
-    cands = []
-    if os.environ.get("OUTRIGGER_ENVOY_DEPS"):
-        cands.append(os.environ["OUTRIGGER_ENVOY_DEPS"])
-    cache = os.environ.get("OUTRIGGER_TEST_CACHE", "/var/cache/outrigger-test")
-    cands.append(os.path.join(cache, "npm", "node_modules", "@grpc", "grpc-js-xds", "deps"))
-    for d in cands:
-        if os.path.isfile(os.path.join(d, "envoy-api", "envoy", "service", "secret", "v3", "sds.proto")):
-            return d
-    return None
-
-
-def _pgv_copy(src, tmp):
-    """protoc 3.21 refuses the Envoy protos of @grpc/grpc-js-xds: their validate
-    rules use StringRules.ignore_empty, which the bundled validate.proto lacks;
-    a temporary copy declares it (option checking only)."""
-    dst = os.path.join(tmp, "pgv")
-    shutil.copytree(src, dst)
-    p = os.path.join(dst, "validate", "validate.proto")
-    with open(p) as f:
-        s = f.read()
-    if "ignore_empty" not in s.split("message StringRules {", 1)[1].split("\n}", 1)[0]:
-        s = s.replace("message StringRules {", "message StringRules {\n  optional bool ignore_empty = 26;", 1)
-    with open(p, "w") as f:
-        f.write(s)
-    return dst
+_NAMES = {
+    "DiscoveryRequest": "envoy.service.discovery.v3.DiscoveryRequest",
+    "DiscoveryResponse": "envoy.service.discovery.v3.DiscoveryResponse",
+    "Secret": "envoy.extensions.transport_sockets.tls.v3.Secret",
+    "Any": "google.protobuf.Any",
+}
 
 
 def classes():
-    """{short name: message class} built from the real protos (once per process)."""
-    global _classes
-    with _pb_lock:
-        if _classes:
-            return _classes
-        d = envoy_deps()
-        if not d:
-            raise RuntimeError("the Envoy API protos of @grpc/grpc-js-xds@%s are not installed "
-                               "(run packaging/install-deps.sh)" % GRPC_JS_XDS)
-        tmp = tempfile.mkdtemp(prefix="or-sds-pb-")
-        try:
-            pgv = _pgv_copy(os.path.join(d, "protoc-gen-validate"), tmp)
-            out = os.path.join(tmp, "sds.pb")
-            subprocess.run(["protoc", "--include_imports", "-o", out,
-                            "-I" + os.path.join(d, "envoy-api"), "-I" + os.path.join(d, "xds"),
-                            "-I" + os.path.join(d, "googleapis"), "-I" + pgv, "-I/usr/include",
-                            "envoy/service/secret/v3/sds.proto",
-                            "envoy/extensions/transport_sockets/tls/v3/secret.proto"],
-                           check=True, capture_output=True, timeout=120)
-            fds = descriptor_pb2.FileDescriptorSet()
-            with open(out, "rb") as f:
-                fds.ParseFromString(f.read())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        pool = descriptor_pool.DescriptorPool()
-        for fd in fds.file:
-            pool.Add(fd)
-        fac = message_factory.MessageFactory(pool)
-        names = {
-            "DiscoveryRequest": "envoy.service.discovery.v3.DiscoveryRequest",
-            "DiscoveryResponse": "envoy.service.discovery.v3.DiscoveryResponse",
-            "Secret": "envoy.extensions.transport_sockets.tls.v3.Secret",
-            "Any": "google.protobuf.Any",
-        }
-        _classes = {k: fac.GetPrototype(pool.FindMessageTypeByName(v)) for k, v in names.items()}
-        return _classes
+    """{short name: message class} built from the real protos (envoy_protos.py)."""
+    return {k: envoy_protos.message(v) for k, v in _NAMES.items()}
 
 
 def _read(path):
@@ -145,7 +84,7 @@ def roots_secret(cert_dir, name="ROOTCA", form="inline_bytes"):
 
 class _Stream:
     def __init__(self):
-        self.q = queue.Queue()
+        self.q = None
         self.names = None
 
 
@@ -204,36 +143,26 @@ class SdsServer:
 
     def _stream(self, it, ctx):
         st = _Stream()
-        with self.lock:
-            self.streams.append(st)
-            self.streams_total += 1
 
-        def reader():
-            try:
-                for req in it:
-                    with self.lock:
-                        self.requests.append(req)
-                        first = st.names is None
-                        if first:
-                            st.names = list(req.resource_names)
-                            want = [self.secrets[n] for n in st.names if n in self.secrets]
-                            if want:
-                                st.q.put(self._response(want))
-            except grpc.RpcError:
-                pass
-            st.q.put(None)
+        def on_request(req, q):
+            with self.lock:
+                self.requests.append(req)
+                if st.names is None:
+                    st.names = list(req.resource_names)
+                    want = [self.secrets[n] for n in st.names if n in self.secrets]
+                    if want:
+                        q.put(self._response(want))
 
-        threading.Thread(target=reader, daemon=True).start()
-        try:
-            while True:
-                m = st.q.get()
-                if m is None:
-                    return
-                yield m
-        finally:
+        def on_end():
             with self.lock:
                 if st in self.streams:
                     self.streams.remove(st)
+
+        with self.lock:
+            st.q, gen = envoy_protos.duplex(it, on_request, on_end)
+            self.streams.append(st)
+            self.streams_total += 1
+        return gen
 
     # ---- what to serve ----
     def set_secrets(self, secrets, push=False):

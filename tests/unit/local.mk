@@ -3,6 +3,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
+	tests/unit/test_xds_node tests/unit/test_ondemand \
 	tests/unit/test_xds_store tests/unit/test_xds_state
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
@@ -10,6 +11,15 @@ EXTRA_DIST += tests/unit/testlo.h tests/unit/testbait.h tests/unit/xtls-certs.py
 UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 UNIT_LDADD = $(OUTRIGGER_LIBS) $(CMOCKA_LIBS)
 
+tests_unit_test_ondemand_SOURCES = tests/unit/test_ondemand.c
+tests_unit_test_ondemand_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_ondemand_LDADD = $(UNIT_LDADD)
+# The xDS client's subscriptions are recorded by the test.
+tests_unit_test_ondemand_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=xds_subscribe,--wrap=xds_unsubscribe
+$(tests_unit_test_ondemand_OBJECTS): $(PROTO_H)
+tests_unit_test_xds_node_SOURCES = tests/unit/test_xds_node.c
+tests_unit_test_xds_node_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_xds_node_LDADD = $(UNIT_LDADD)
 tests_unit_test_config_SOURCES = tests/unit/test_config.c
 tests_unit_test_config_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_config_LDADD = $(UNIT_LDADD)

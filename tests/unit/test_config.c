@@ -493,6 +493,42 @@ test_identity_env(void **state)
 	clear_identity_env();
 }
 
+/* PROXY_CONFIG (pilot-agent's ProxyConfig JSON): its discoveryAddress
+ * over the file, XDS_ADDRESS over it; the keys we do not have ignored, a
+ * bad value of one we have refused by name. */
+static void
+test_proxy_config_env(void **state)
+{
+	struct config c;
+	char err[256];
+
+	(void)state;
+	clear_identity_env();
+	unsetenv("XDS_ADDRESS");
+	config_defaults(&c);
+	assert_int_equal(load("{\"proxy\":{\"discoveryAddress\":\"file:15012\"}}", &c, err, sizeof(err)), 0);
+	setenv("PROXY_CONFIG", "{\"discoveryAddress\":\"pc.istio-system.svc:15012\",\"concurrency\":3,"
+	    "\"holdApplicationUntilProxyStarts\":true,\"proxyMetadata\":{\"A\":\"b\"}}", 1);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.xds_address, "pc.istio-system.svc:15012");
+	assert_int_equal(c.concurrency, 3);
+	setenv("XDS_ADDRESS", "http://127.0.0.1:15010", 1);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.xds_address, "http://127.0.0.1:15010");
+	unsetenv("XDS_ADDRESS");
+	/* Refused whole: a bad value of a key we have, or not JSON. */
+	config_defaults(&c);
+	setenv("PROXY_CONFIG", "{\"discoveryAddress\":\"no port\"}", 1);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "PROXY_CONFIG"));
+	assert_non_null(strstr(err, "proxy.discoveryAddress"));
+	assert_string_equal(c.xds_address, "");
+	setenv("PROXY_CONFIG", "discoveryAddress: x", 1);
+	assert_int_equal(config_apply_env(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "PROXY_CONFIG"));
+	unsetenv("PROXY_CONFIG");
+}
+
 static void
 test_keep_fixed(void **state)
 {
@@ -677,6 +713,7 @@ main(void)
 		cmocka_unit_test(test_keep_fixed),
 		cmocka_unit_test(test_identity_keys),
 		cmocka_unit_test(test_identity_env),
+		cmocka_unit_test(test_proxy_config_env),
 		cmocka_unit_test(test_mesh),
 		cmocka_unit_test(test_resources_shape),
 	};

@@ -450,7 +450,8 @@ test_request(void **state)
 	unsetenv("ISTIO_META_WORKLOAD_NAME");
 	sds_node_from_env(&node);
 	assert_string_equal(node.id, "sidecar~10.1.2.3~client-5b9c.demo~demo.svc.cluster.local");
-	assert_string_equal(node.cluster, "istio-proxy");
+	/* pilot-agent's serviceClusterOrDefault (xds_node.c). */
+	assert_string_equal(node.cluster, "istio-proxy.demo");
 	setenv("ISTIO_META_WORKLOAD_NAME", "client", 1);
 	sds_node_from_env(&node);
 	assert_string_equal(node.cluster, "client.demo");

@@ -550,6 +550,21 @@ test_removal(void **state)
 	add(&f.p, "w2", "v9", WL("w2", IP2, ""));
 	push_delta(&f, "n5");
 	assert_string_equal(held(&f, MRES_ADDRESS, "w2"), "v9");
+
+	/* An update made by hand, as xds.c drops names it no longer
+	 * subscribes to: no items, no version, no nonce. */
+	{
+		char *names[] = { (char *)"w2" };
+		struct xds_update u = { .delta = true, .type = MRES_ADDRESS, .removed = names, .nremoved = 1 };
+
+		xds_result_free(&f.r);
+		assert_int_equal(xds_store_apply(f.s, &u, f.m, &f.r), 0);
+		assert_null(f.r.error);
+		assert_int_equal(f.r.removed, 1);
+		assert_non_null(f.r.model);
+		assert_null(model_find(f.r.model, MRES_ADDRESS, "w2"));
+		assert_int_equal(xds_store_count(f.s, MRES_ADDRESS), 0);
+	}
 	fx_done(&f);
 }
 

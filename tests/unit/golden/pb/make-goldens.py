@@ -34,6 +34,9 @@ import tempfile
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'lab'))
+from envoy_protos import pgv_copy  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WKT_INCLUDE = '/usr/include'
 
@@ -550,23 +553,6 @@ ENUM_CASES = [
 def protoc(includes, files, out):
     cmd = ['protoc', '--include_imports', '-o', out] + [f'-I{i}' for i in includes] + files
     subprocess.run(cmd, check=True)
-
-
-def pgv_copy(src, tmp):
-    """protoc 3.21 refuses the Envoy protos of @grpc/grpc-js-xds because
-    their validate rules use a field this package's validate.proto lacks
-    (StringRules.ignore_empty); a temporary copy declares it. Only option
-    checking needs it: no message we encode is changed."""
-    dst = os.path.join(tmp, 'pgv')
-    shutil.copytree(src, dst)
-    p = os.path.join(dst, 'validate', 'validate.proto')
-    with open(p) as f:
-        s = f.read()
-    if 'ignore_empty' not in s.split('message StringRules {', 1)[1].split('\n}', 1)[0]:
-        s = s.replace('message StringRules {', 'message StringRules {\n  optional bool ignore_empty = 26;', 1)
-    with open(p, 'w') as f:
-        f.write(s)
-    return dst
 
 
 def load_pool(paths):
