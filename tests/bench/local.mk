@@ -16,7 +16,7 @@ BENCH_FILES = \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
 	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-xtls.sh \
-	tests/bench/bench-xds.sh tests/bench/ondemand.py tests/bench/ondemand_cp.py
+	tests/bench/bench-xds.sh tests/bench/xdspush.py tests/bench/ondemand.py tests/bench/ondemand_cp.py
 EXTRA_DIST += $(BENCH_FILES)
 
 # The model's build benchmark (issue 8, "Performance"): built by `make` with
