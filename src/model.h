@@ -107,7 +107,11 @@ struct model;
  * services' network/VIP:port, first come; workloads' service references
  * (strict_refs) and network/IP, first come (HACKING.md, "The mesh model").
  * Takes its own references to the resources it keeps. Returns NULL only on
- * OOM (also when the report cannot grow). */
+ * OOM (also when the report cannot grow). An input that is prev's very
+ * resource (the same mres) is not revalidated and what prev derived from it
+ * is reused, so a build over prev costs about what changed plus a pass over
+ * prev's arrays (HACKING.md, "Incremental builds"); the answers are the
+ * same as without (opts->no_reuse). */
 struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep);
 /* Models are reference-counted: a snapshot that changes only certificates
