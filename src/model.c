@@ -534,6 +534,7 @@ struct build {
 	int64_t *ppos[MRES__COUNT];
 	uint32_t *wlmap;		/* per prev workload: its index in the new wls, or UINT32_MAX */
 	bool *wlfresh;			/* per workload: derived from its message (not prev's) */
+	bool *iswl;			/* per res[MRES_ADDRESS]: a workload (build_services need not look) */
 	/* While deciding: VIP:ports and network/IPs claimed, services in. */
 	struct tset *vips, *ips, *svcs, *names;
 };
@@ -1624,7 +1625,7 @@ build_workloads(struct model *m, struct build *b)
 	uint32_t pix;
 	char *sp;
 
-	if (!(m->aix = mcalloc(m, n, sizeof(*m->aix))))
+	if (!(m->aix = mcalloc(m, n, sizeof(*m->aix))) || !(b->iswl = calloc(n + 1, sizeof(*b->iswl))))
 		return -ENOMEM;
 	if (prev) {
 		if (!(b->wlmap = malloc((prev->nwls ? prev->nwls : 1) * sizeof(*b->wlmap))))
@@ -1697,6 +1698,7 @@ build_workloads(struct model *m, struct build *b)
 			}
 		} else
 			continue;
+		b->iswl[i] = true;
 		m->aix[i] = (uint32_t)j++;
 	}
 	m->wlfirst[m->nwls] = m->nwladdrs;
@@ -1912,7 +1914,7 @@ build_services(struct model *m, struct build *b)
 	int rc = -ENOMEM;
 
 	for (size_t i = 0; i < n; i++)
-		if (is_service(res[i])) {
+		if (!b->iswl[i] && is_service(res[i])) {
 			const Istio__Workload__Service *s = ((const Istio__Workload__Address *)res[i]->msg)->service;
 			bool v4 = false, v6 = false;
 
@@ -1937,7 +1939,7 @@ build_services(struct model *m, struct build *b)
 		const Istio__Workload__LoadBalancing *lb;
 		struct mservice *x;
 
-		if (!is_service(res[i]))
+		if (b->iswl[i] || !is_service(res[i]))
 			continue;
 		s = ((const Istio__Workload__Address *)res[i]->msg)->service;
 		lb = s->load_balancing;
@@ -1986,7 +1988,7 @@ build_services(struct model *m, struct build *b)
 	for (size_t i = 0; i < n; i++) {
 		int64_t k;
 
-		if (!(m->aix[i] & AIX_SVC) || !is_service(res[i]))
+		if (b->iswl[i] || !(m->aix[i] & AIX_SVC))
 			continue;
 		k = prev ? b->ppos[MRES_ADDRESS][i] : -1;
 		if (k >= 0 && (prev->aix[k] & AIX_SVC))
@@ -2130,6 +2132,23 @@ build_services(struct model *m, struct build *b)
 			m->neps = ei;
 	}
 
+	/* Every service prev's (the same resource), in prev's places: so are
+	 * the ports' places, the VIP entries and their table, whatever the
+	 * endpoints (the service messages are not read again). */
+	{
+		bool all = prev && m->nsvcs == prev->nsvcs && m->nports == prev->nports && prev->vip.slot &&
+		    m->vip.mask == prev->vip.mask;
+
+		for (size_t j = 0; all && j < m->nsvcs; j++)
+			all = psvc[j] == (int64_t)j && m->svcs[j].res == prev->svcs[j].res;
+		if (all) {
+			memcpy(m->vips, prev->vips, prev->nvips * sizeof(*m->vips));
+			m->nvips = prev->nvips;
+			memcpy(m->vip.slot, prev->vip.slot, otab_bytes(&m->vip));
+			rc = 0;
+			goto out;
+		}
+	}
 	/* VIP:port -> service port of the VIP's family. decide() left no
 	 * VIP:port to two services; one service listing a VIP twice is
 	 * indexed once. */
@@ -2316,6 +2335,7 @@ build_free(struct build *b)
 	free(b->pk);
 	free(b->wlmap);
 	free(b->wlfresh);
+	free(b->iswl);
 	for (int t = 0; t < MRES__COUNT; t++)
 		free(b->ppos[t]);
 }

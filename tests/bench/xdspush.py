@@ -35,6 +35,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_ms(pid):
+    """utime + stime of every thread of pid, in ms (10 ms ticks)."""
+    with open("/proc/%d/stat" % pid) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
 def ip(base, i):
     return "10.%d.%d.%d" % (base + (i >> 16), (i >> 8) & 255, i & 255)
 
@@ -65,9 +72,9 @@ def run_round(nwl, ninc):
             time.sleep(0.5)
             rss0 = rss_kib(sc.proc.pid)
             items = [(X.ADDRESS, svc(j)) for j in range(nsvc)] + [(X.ADDRESS, wl(i, nsvc)) for i in range(nwl)]
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), cpu_ms(sc.proc.pid)
             cp.wait_ack(cp.set_many(items), timeout=300)
-            acked_s = time.monotonic() - t0
+            acked_s, full_cpu = time.monotonic() - t0, cpu_ms(sc.proc.pid) - c0
             st = sc.stats()
             full_us = st.get("server.xds_apply_us")
             if st.get("server.resources_address") != nsvc + nwl:
@@ -76,10 +83,23 @@ def run_round(nwl, ninc):
             time.sleep(0.5)
             rss1 = rss_kib(sc.proc.pid)
             inc = []
+            prof = None
+            if os.environ.get("XDSPUSH_PERF"):
+                # A profile of the sidecar during the incremental pushes (perf record).
+                import subprocess
+                prof = subprocess.Popen(["perf", "record", "-o", os.environ["XDSPUSH_PERF"], "-p",
+                                         str(sc.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
+            c0 = cpu_ms(sc.proc.pid)
             for k in range(ninc):
                 cp.wait_ack(cp.set(X.ADDRESS, wl((k * 997) % nwl, nsvc, moved=k + 1)), timeout=60)
                 inc.append(sc.stats().get("server.xds_apply_us"))
+            inc_cpu = (cpu_ms(sc.proc.pid) - c0) / max(1, ninc)
+            if prof:
+                prof.send_signal(2)
+                prof.wait(timeout=60)
             return {"workloads": nwl, "services": nsvc, "full_apply_ms": full_us / 1000.0,
+                    "full_sidecar_cpu_ms": full_cpu, "incremental_sidecar_cpu_ms": round(inc_cpu, 2),
                     "full_acked_s": round(acked_s, 2), "rss_before_kib": rss0, "rss_after_kib": rss1,
                     "rss_growth_mib": round((rss1 - rss0) / 1024.0, 1),
                     "incremental_apply_ms": statistics.median(inc) / 1000.0 if inc else None,
