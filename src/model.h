@@ -41,6 +41,7 @@ struct mres {
 	unsigned long refs;		/* atomic */
 	enum mres_type type;
 	char *name;			/* xDS resource name (below) */
+	uint32_t hash;			/* of name, for the model's tables (mres_new) */
 	char *version;			/* "" for static resources */
 	ProtobufCMessage *msg;		/* owned; freed with protobuf_c_message_free_unpacked */
 };
@@ -72,6 +73,10 @@ struct model_opts {
 	/* A Workload naming a Service that is not there is refused (static
 	 * files: a typo); off for xDS, where the Service may come later. */
 	bool strict_refs;
+	/* Tests: derive everything anew, as if prev shared no resource with
+	 * the inputs (prev still gives refused resources their old version).
+	 * The answers must not depend on it. */
+	bool no_reuse;
 };
 
 /* One problem found while building: the resource it refused. */
@@ -102,7 +107,11 @@ struct model;
  * services' network/VIP:port, first come; workloads' service references
  * (strict_refs) and network/IP, first come (HACKING.md, "The mesh model").
  * Takes its own references to the resources it keeps. Returns NULL only on
- * OOM (also when the report cannot grow). */
+ * OOM (also when the report cannot grow). An input that is prev's very
+ * resource (the same mres) is not revalidated and what prev derived from it
+ * is reused, so a build over prev costs about what changed plus a pass over
+ * prev's arrays (HACKING.md, "Incremental builds"); the answers are the
+ * same as without (opts->no_reuse). */
 struct model *model_build(const struct model_input *in, size_t n, const struct model *prev,
     const struct model_opts *opts, struct model_report *rep);
 /* Models are reference-counted: a snapshot that changes only certificates

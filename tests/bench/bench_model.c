@@ -19,6 +19,7 @@
 #include "json_pb.h"
 #include "model.h"
 #include "strbuf.h"
+#include "istio/workload/workload.pb-c.h"
 
 #define RUNS 5
 
@@ -135,12 +136,83 @@ generate(struct strbuf *sb, int nwl, int nsvc)
 	return sb->oom ? -1 : 0;
 }
 
+/* A copy of workload resource r with its address moved to 10.250.x.y (x.y
+ * from k) and its node renamed: what an incremental push of one workload
+ * (a pod rescheduled) brings. */
+static struct mres *
+edited_workload(const struct mres *r, unsigned k)
+{
+	size_t len = protobuf_c_message_get_packed_size(r->msg);
+	uint8_t *buf = malloc(len ? len : 1);
+	Istio__Workload__Address *a;
+	char why[256];
+	struct mres *x;
+
+	if (!buf)
+		return NULL;
+	protobuf_c_message_pack(r->msg, buf);
+	a = (void *)protobuf_c_message_unpack(&istio__workload__address__descriptor, NULL, len, buf);
+	free(buf);
+	if (!a || !a->workload || a->workload->n_addresses != 1 || a->workload->addresses[0].len != 4)
+		return NULL;
+	a->workload->addresses[0].data[0] = 10;
+	a->workload->addresses[0].data[1] = 250;
+	a->workload->addresses[0].data[2] = (uint8_t)(k >> 8);
+	a->workload->addresses[0].data[3] = (uint8_t)k;
+	if (!(x = mres_new(&a->base, "2", NULL, why, sizeof(why))))
+		fprintf(stderr, "edited workload: %s\n", why);
+	return x;
+}
+
+/* Builds over prev RUNS times, input set changed by edit (NULL: nothing
+ * changed; else one workload replaced per run), each over the last:
+ * medians in *wall, *cpu. The last model replaces *m. */
+static int
+incremental(struct model_input *in, size_t n, size_t nsvc, struct model **m, bool edit, double *wall,
+    double *cpu)
+{
+	double w[RUNS], c[RUNS];
+
+	for (int r = 0; r < RUNS; r++) {
+		struct model_report rep;
+		struct model *next;
+		double t0, c0;
+		size_t at = nsvc + (size_t)r * 997 % (n - nsvc);
+
+		if (edit) {
+			struct mres *x = edited_workload(in[at].res, (unsigned)r);
+
+			if (!x)
+				return -1;
+			mres_unref(in[at].res);
+			in[at].res = x;
+		}
+		t0 = now_ms();
+		c0 = cpu_ms();
+		next = model_build(in, n, *m, &(struct model_opts){ .network = "", .strict_refs = true }, &rep);
+		w[r] = now_ms() - t0;
+		c[r] = cpu_ms() - c0;
+		if (!next || rep.nproblems) {
+			fprintf(stderr, "incremental build: %s\n", next ? rep.problems[0].msg : "out of memory");
+			return -1;
+		}
+		model_report_free(&rep);
+		model_free(*m);
+		*m = next;
+	}
+	qsort(w, RUNS, sizeof(w[0]), cmp_double);
+	qsort(c, RUNS, sizeof(c[0]), cmp_double);
+	*wall = w[RUNS / 2];
+	*cpu = c[RUNS / 2];
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	int nwl = argc > 1 ? atoi(argv[1]) : 10000, nsvc = argc > 2 ? atoi(argv[2]) : 2000;
 	ProtobufCAllocator counting = { count_alloc, count_free, NULL };
-	double dec[RUNS], bld[RUNS], deccpu[RUNS], bldcpu[RUNS], first, treefree;
+	double dec[RUNS], bld[RUNS], deccpu[RUNS], bldcpu[RUNS], first, treefree, same, samecpu, inc, inccpu;
 	struct model_input *in;
 	struct model_report rep;
 	struct model_sizes sz;
@@ -235,6 +307,13 @@ main(int argc, char **argv)
 		free(malloc(1 << 20));
 		treefree = now_ms() - t0;
 	}
+	if (incremental(in, n, (size_t)nsvc, &m, false, &same, &samecpu) < 0 ||
+	    incremental(in, n, (size_t)nsvc, &m, true, &inc, &inccpu) < 0)
+		return 1;
+	/* A third argument repeats the incremental builds, for a profile. */
+	for (int k = argc > 3 ? atoi(argv[3]) : 0; k > 0; k--)
+		if (incremental(in, n, (size_t)nsvc, &m, true, &inc, &inccpu) < 0)
+			return 1;
 	model_sizes(m, &sz);
 	qsort(dec, RUNS, sizeof(dec[0]), cmp_double);
 	first = bld[0];
@@ -249,6 +328,10 @@ main(int argc, char **argv)
 	    "CPU %.1f ms\n", RUNS, dec[RUNS / 2], dec[0], dec[RUNS - 1], deccpu[RUNS / 2]);
 	printf("build (model_build), median of %d: %.1f ms (min %.1f, max %.1f); CPU %.1f ms; the first: %.1f ms\n",
 	    RUNS, bld[RUNS / 2], bld[0], bld[RUNS - 1], bldcpu[RUNS / 2], first);
+	printf("rebuild over the last model, nothing changed, median of %d: %.2f ms; CPU %.2f ms\n", RUNS, same,
+	    samecpu);
+	printf("incremental: one workload replaced, built over the last model, median of %d: %.2f ms; "
+	    "CPU %.2f ms\n", RUNS, inc, inccpu);
 	printf("the JSON tree's free (cJSON_Delete and the consolidation it leaves to malloc): %.1f ms\n",
 	    treefree);
 	printf("memory: decoded messages %.2f MiB (allocator count); resources with their wrappers %.2f MiB "
@@ -257,8 +340,8 @@ main(int argc, char **argv)
 	    (heap_res + heap_model) / 1048576.0);
 	/* The same figures for the make bench report (tests/bench/report.py). */
 	printf("json: {\"workloads\": %d, \"services\": %d, \"endpoints\": %zu, \"decode_ms\": %.1f, "
-	    "\"build_ms\": %.1f, \"build_first_ms\": %.1f, \"resources_mib\": %.2f, \"model_mib\": %.2f, "
-	    "\"total_mib\": %.2f}\n", nwl, nsvc, sz.endpoints, dec[RUNS / 2], bld[RUNS / 2], first,
+	    "\"build_ms\": %.1f, \"build_first_ms\": %.1f, \"rebuild_same_ms\": %.2f, \"incremental_ms\": %.2f, \"resources_mib\": %.2f, \"model_mib\": %.2f, "
+	    "\"total_mib\": %.2f}\n", nwl, nsvc, sz.endpoints, dec[RUNS / 2], bld[RUNS / 2], first, same, inc,
 	    heap_res / 1048576.0, heap_model / 1048576.0, (heap_res + heap_model) / 1048576.0);
 	model_free(m);
 	for (size_t k = 0; k < n; k++)

@@ -16,7 +16,7 @@ BENCH_FILES = \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
 	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-xtls.sh \
-	tests/bench/ondemand.py tests/bench/ondemand_cp.py
+	tests/bench/bench-xds.sh tests/bench/xdspush.py tests/bench/ondemand.py tests/bench/ondemand_cp.py
 EXTRA_DIST += $(BENCH_FILES)
 
 # The model's build benchmark (issue 8, "Performance"): built by `make` with
@@ -26,6 +26,17 @@ noinst_PROGRAMS += tests/bench/bench_model
 tests_bench_bench_model_SOURCES = tests/bench/bench_model.c
 tests_bench_bench_model_LDADD = $(OUTRIGGER_LIBS)
 $(tests_bench_bench_model_OBJECTS): $(PROTO_H)
+
+# The control-plane push (issue 10): response bytes -> decode -> store ->
+# model -> every worker, in process. Built by `make`; `make bench-xds`
+# builds it optimised (bench-xds.sh) and runs it.
+noinst_PROGRAMS += tests/bench/bench_xds
+tests_bench_bench_xds_SOURCES = tests/bench/bench_xds.c
+tests_bench_bench_xds_LDADD = $(OUTRIGGER_LIBS)
+$(tests_bench_bench_xds_OBJECTS): $(PROTO_H)
+
+bench-xds:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-xds.sh
 
 bench-model:
 	$(SHELL) $(top_srcdir)/tests/bench/bench-model.sh
@@ -45,4 +56,4 @@ bench:
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke bench-model bench-xtls
+.PHONY: bench bench-smoke bench-model bench-xtls bench-xds

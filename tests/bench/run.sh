@@ -126,6 +126,26 @@ if [ "$ondemand" = 1 ]; then
 	exec timeout 3600 /usr/bin/python3 "$here/ondemand.py" --bins "$work/bin" "${od_args[@]}"
 fi
 
+# The control-plane push end to end (issue 10): tests/bench/xdspush.py, a lab pod with
+# tests/lab/xds_server.py pushing 10,000 workloads and 2,000 services, then one at a time,
+# to a running sidecar (the xds_apply_us gauge and VmRSS). `--scenarios xdspush` runs it
+# alone (a smoke run: 1,000 workloads, 3 incremental pushes).
+xdspush=0
+prev=
+for a in "$@"; do
+	[ "$prev" = --scenarios ] && [ "$a" = xdspush ] && xdspush=1
+	[ "$a" = --scenarios=xdspush ] && xdspush=1
+	prev=$a
+done
+if [ "$xdspush" = 1 ]; then
+	xp_args=()
+	[ "$smoke" = 1 ] && xp_args=(--workloads 1000 --incremental 3 --out "$work/results/xdspush")
+	[ -n "${ORBENCH_REPEAT:-}" ] && xp_args+=(--repeat "$ORBENCH_REPEAT")
+	say "control-plane push scenario"
+	export PYTHONDONTWRITEBYTECODE=1
+	exec timeout 1800 /usr/bin/python3 "$here/xdspush.py" --bins "$work/bin" "${xp_args[@]}"
+fi
+
 # The model's build benchmark (10,000 workloads, 2,000 services; a smoke run a tenth of
 # that): its figures go into the report beside the data-path scenarios.
 model_args=()

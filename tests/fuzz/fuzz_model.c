@@ -147,6 +147,37 @@ build_check(const struct model_input *in, size_t n, const struct model *prev, co
 	if (!m)
 		__builtin_trap();	/* only on OOM, and the fuzzer has memory */
 	check(m, in, n, &rep, o->network ? o->network : "");
+	if (prev) {
+		/* Reusing prev's derived data changes no answer. */
+		struct model_opts fresh = *o;
+		struct model_report rep2;
+		struct model_sizes a, b;
+		struct model *m2;
+
+		fresh.no_reuse = true;
+		if (!(m2 = model_build(in, n, prev, &fresh, &rep2)))
+			__builtin_trap();
+		if (rep2.nproblems != rep.nproblems || model_nports(m) != model_nports(m2))
+			__builtin_trap();
+		for (size_t i = 0; i < rep.nproblems; i++)
+			if (strcmp(rep.problems[i].msg, rep2.problems[i].msg) != 0 ||
+			    rep.problems[i].kept_previous != rep2.problems[i].kept_previous)
+				__builtin_trap();
+		for (int t = 0; t < MRES__COUNT; t++) {
+			if (model_count(m, t) != model_count(m2, t))
+				__builtin_trap();
+			for (size_t i = 0; i < model_count(m, t); i++)
+				if (model_resource(m, t, i) != model_resource(m2, t, i))
+					__builtin_trap();
+		}
+		model_sizes(m, &a);
+		model_sizes(m2, &b);
+		if (a.workloads != b.workloads || a.workload_addresses != b.workload_addresses ||
+		    a.services != b.services || a.service_vips != b.service_vips || a.endpoints != b.endpoints)
+			__builtin_trap();
+		model_report_free(&rep2);
+		model_free(m2);
+	}
 	/* Lookups that miss, or hit, must not crash. */
 	((struct sockaddr_in *)&ss)->sin_port = htons(80);
 	model_workload_at(m, &ss);

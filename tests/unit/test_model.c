@@ -1009,6 +1009,461 @@ test_allocation_failures(void **state)
 	assert_true(k > 1 && k < 100);
 }
 
+/* ---- Incremental builds: the same answers as a fresh one ----
+ * A small mesh edited at random (a resource replaced by a new version of
+ * its name, added, removed, refused, named twice; the inputs reordered;
+ * addresses and VIPs from small pools, so that they collide; the network
+ * and strict_refs changed now and then), each step built over the last
+ * model twice: reusing prev's derived data, and with no_reuse. Every
+ * answer of the two must be the same. */
+
+static unsigned rnd_state = 12345;
+
+static unsigned
+rnd(unsigned n)
+{
+	rnd_state = rnd_state * 1103515245u + 12345u;
+	return (rnd_state >> 16) % n;
+}
+
+static struct mres *
+mk_res(const char *json)
+{
+	char why[256], err[256];
+	cJSON *j = json_parse_strict(json, strlen(json), err, sizeof(err));
+	ProtobufCMessage *msg = NULL;
+	struct jpb_err je;
+	struct mres *r;
+
+	if (!j)
+		fail_msg("bad JSON %s: %s", json, err);
+	if (jpb_decode_any(j, "r", NULL, NULL, &msg, &je) < 0)
+		fail_msg("decode %s: %s", json, je.msg);
+	cJSON_Delete(j);
+	if (!(r = mres_new(msg, "v", "fallback", why, sizeof(why))))
+		fail_msg("mres_new: %s", why);
+	return r;
+}
+
+/* The pools addresses and VIPs are drawn from: small, they collide (the
+ * builder decides who keeps one); wide, they rarely do (most builds then
+ * take the path that trusts prev's). */
+static unsigned ip_pool = 12, vip_pool = 5;
+
+#define RND_SVCS 6
+#define RND_WLS 14
+#define RND_IN 48
+
+/* Base64 of 10.<a>.0.<b>. */
+static void
+ip4_b64(char *out, unsigned a, unsigned b)
+{
+	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char x[4] = { 10, (unsigned char)a, 0, (unsigned char)b };
+	uint32_t v = (uint32_t)x[0] << 16 | (uint32_t)x[1] << 8 | x[2];
+
+	sprintf(out, "%c%c%c%c%c%c==", t[v >> 18 & 63], t[v >> 12 & 63], t[v >> 6 & 63], t[v & 63],
+	    t[x[3] >> 2], t[(x[3] & 3) << 4]);
+}
+
+/* Base64 of fd00::<a>:<b>. */
+static void
+ip6_b64(char *out, unsigned a, unsigned b)
+{
+	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char x[18] = { 0xfd };
+	size_t o = 0;
+
+	x[13] = (unsigned char)a;
+	x[15] = (unsigned char)b;
+	for (size_t i = 0; i < 18; i += 3) {
+		uint32_t v = (uint32_t)x[i] << 16 | (uint32_t)x[i + 1] << 8 | x[i + 2];
+
+		out[o++] = t[v >> 18 & 63];
+		out[o++] = t[v >> 12 & 63];
+		out[o++] = t[v >> 6 & 63];
+		out[o++] = t[v & 63];
+	}
+	out[o - 2] = out[o - 1] = '=';	/* 16 bytes: 22 characters and "==" */
+	out[o] = '\0';
+}
+
+static struct mres *
+rnd_service(unsigned i)
+{
+	static const char *const fam[] = { "AUTOMATIC", "IPV4_ONLY", "IPV6_ONLY", "DUAL" };
+	static const char *const modes[] = { "UNSPECIFIED_MODE", "STRICT", "FAILOVER", "PASSTHROUGH" };
+	char j[1024], vip[16], vip6[32], v6[64] = "";
+
+	ip4_b64(vip, 96, 1 + rnd(vip_pool));
+	ip6_b64(vip6, 96, 1 + rnd(vip_pool));
+	if (!rnd(4))
+		snprintf(v6, sizeof(v6), "{\"address\":\"%s\"},", vip6);
+	snprintf(j, sizeof(j), "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"s%u\",\"namespace\":\"ns\",\"hostname\":\"s%u.ns\",\"ipFamilies\":\"%s\","
+	    "\"addresses\":[%s{\"network\":\"%s\",\"address\":\"%s\"}],"
+	    "\"ports\":[{\"servicePort\":%u,\"targetPort\":%u}%s],"
+	    "\"loadBalancing\":{\"mode\":\"%s\",\"healthPolicy\":\"%s\"%s}}}",
+	    i, i, fam[rnd(4)], v6, rnd(6) ? "" : "n2", vip,
+	    rnd(3) ? 80 : 81, rnd(2) ? 8080 : 0, rnd(2) ? ",{\"servicePort\":443,\"targetPort\":8443}" : "",
+	    modes[rnd(4)], rnd(2) ? "ONLY_HEALTHY" : "ALLOW_ALL",
+	    rnd(2) ? ",\"routingPreference\":[\"REGION\",\"ZONE\"]" : "");
+	return mk_res(j);
+}
+
+static struct mres *
+rnd_workload(unsigned i)
+{
+	char j[1536], ip[16], ip6[32], v6[48] = "", svcs[512] = "";
+	unsigned nsvc = rnd(3), s0 = rnd(RND_SVCS + 1);
+	size_t at = 0;
+
+	if (rnd(12))
+		ip4_b64(ip, 1, 1 + rnd(ip_pool));
+	else
+		snprintf(ip, sizeof(ip), "AAAAAAA=");	/* 5 bytes: refused */
+	ip6_b64(ip6, 1, 1 + rnd(ip_pool));
+	if (!rnd(3))
+		snprintf(v6, sizeof(v6), ",\"%s\"", ip6);
+	for (unsigned k = 0; k < nsvc; k++)
+		at += (size_t)snprintf(svcs + at, sizeof(svcs) - at, "%s\"ns/s%u.ns\":{%s}", k ? "," : "",
+		    (s0 + k) % (RND_SVCS + 1), rnd(2) ? "\"ports\":[{\"servicePort\":80,\"targetPort\":9080}]" : "");
+	snprintf(j, sizeof(j), "{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"uid\":\"w%u\",\"name\":\"w%u\",\"namespace\":\"ns%u\",\"serviceAccount\":\"sa%u\","
+	    "\"network\":\"%s\",\"addresses\":[\"%s\"%s],\"status\":\"%s\",\"tunnelProtocol\":\"%s\","
+	    "\"locality\":{\"region\":\"r%u\",\"zone\":\"z\"},\"services\":{%s}}}",
+	    i, i, rnd(2), rnd(3), rnd(8) ? "" : "n2", ip, v6,
+	    rnd(4) ? "HEALTHY" : "UNHEALTHY", rnd(2) ? "HBONE" : "NONE", rnd(2), svcs);
+	return mk_res(j);
+}
+
+static void
+same_wl(const struct mworkload *a, const struct mworkload *b)
+{
+	if (!a || !b) {
+		assert_true(a == b);
+		return;
+	}
+	assert_ptr_equal(a->res, b->res);
+	assert_string_equal(a->uid, b->uid);
+	assert_string_equal(a->name, b->name);
+	assert_string_equal(a->ns, b->ns);
+	assert_string_equal(a->identity, b->identity);
+	assert_string_equal(a->node, b->node);
+	assert_string_equal(a->cluster_id, b->cluster_id);
+	assert_string_equal(a->network, b->network);
+	assert_int_equal(a->tunnel, b->tunnel);
+	assert_int_equal(a->healthy, b->healthy);
+	assert_int_equal(a->proxy_protocol, b->proxy_protocol);
+	assert_int_equal(a->app_tunnel_port, b->app_tunnel_port);
+	assert_string_equal(a->locality.region, b->locality.region);
+	assert_string_equal(a->locality.zone, b->locality.zone);
+	assert_string_equal(a->locality.subzone, b->locality.subzone);
+	assert_int_equal(a->capacity, b->capacity);
+}
+
+static void
+same_port(const struct msvc_port *a, const struct msvc_port *b)
+{
+	if (!a || !b) {
+		assert_true(a == b);
+		return;
+	}
+	assert_ptr_equal(a->svc->res, b->svc->res);
+	assert_int_equal(a->id, b->id);
+	assert_int_equal(a->port, b->port);
+	assert_int_equal(a->target_port, b->target_port);
+	assert_int_equal(a->family, b->family);
+	assert_int_equal(a->neps, b->neps);
+	for (size_t e = 0; e < a->neps; e++) {
+		same_wl(a->eps[e].wl, b->eps[e].wl);
+		assert_int_equal(a->eps[e].port, b->eps[e].port);
+		assert_memory_equal(&a->eps[e].addr, &b->eps[e].addr, sizeof(a->eps[e].addr));
+	}
+}
+
+static void
+same_svc(const struct mservice *a, const struct mservice *b)
+{
+	if (!a || !b) {
+		assert_true(a == b);
+		return;
+	}
+	assert_ptr_equal(a->res, b->res);
+	assert_string_equal(a->key, b->key);
+	assert_string_equal(a->hostname, b->hostname);
+	assert_int_equal(a->nsans, b->nsans);
+	assert_int_equal(a->lb_mode, b->lb_mode);
+	assert_int_equal(a->nlb_scopes, b->nlb_scopes);
+	assert_int_equal(a->nports, b->nports);
+	for (size_t p = 0; p < a->nports; p++)
+		same_port(&a->ports[p], &b->ports[p]);
+}
+
+static void
+sa4(struct sockaddr_storage *ss, unsigned a, unsigned b, unsigned port)
+{
+	struct sockaddr_in *s4 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	s4->sin_family = AF_INET;
+	s4->sin_addr.s_addr = htonl(10u << 24 | a << 16 | b);
+	s4->sin_port = htons((uint16_t)port);
+}
+
+static void
+sa6(struct sockaddr_storage *ss, unsigned a, unsigned b, unsigned port)
+{
+	struct sockaddr_in6 *s6 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	s6->sin6_family = AF_INET6;
+	s6->sin6_addr.s6_addr[0] = 0xfd;
+	s6->sin6_addr.s6_addr[13] = (uint8_t)a;
+	s6->sin6_addr.s6_addr[15] = (uint8_t)b;
+	s6->sin6_port = htons((uint16_t)port);
+}
+
+/* Every answer of a and b, asked of both. */
+static void
+same_models(const struct model *a, const struct model *b)
+{
+	static const unsigned ports[] = { 0, 80, 81, 443 };
+	struct model_sizes sa, sb;
+	struct sockaddr_storage ss;
+	char key[32];
+
+	for (int t = 0; t < MRES__COUNT; t++) {
+		assert_int_equal(model_count(a, t), model_count(b, t));
+		for (size_t i = 0; i < model_count(a, t); i++) {
+			assert_ptr_equal(model_resource(a, t, i), model_resource(b, t, i));
+			assert_ptr_equal(model_find(a, t, model_resource(a, t, i)->name), model_resource(a, t, i));
+			assert_ptr_equal(model_find(b, t, model_resource(a, t, i)->name), model_resource(a, t, i));
+		}
+	}
+	assert_int_equal(model_nports(a), model_nports(b));
+	model_sizes(a, &sa);
+	model_sizes(b, &sb);
+	assert_int_equal(sa.workloads, sb.workloads);
+	assert_int_equal(sa.workload_addresses, sb.workload_addresses);
+	assert_int_equal(sa.services, sb.services);
+	assert_int_equal(sa.service_vips, sb.service_vips);
+	assert_int_equal(sa.endpoints, sb.endpoints);
+	for (unsigned x = 0; x <= ip_pool; x++) {
+		sa4(&ss, 1, x, 0);
+		same_wl(model_workload_at(a, &ss), model_workload_at(b, &ss));
+	}
+	for (unsigned x = 0; x <= ip_pool; x++) {
+		sa6(&ss, 1, x, 0);
+		same_wl(model_workload_at(a, &ss), model_workload_at(b, &ss));
+	}
+	for (unsigned x = 0; x <= vip_pool; x++)
+		for (size_t p = 0; p < sizeof(ports) / sizeof(ports[0]); p++) {
+			sa4(&ss, 96, x, ports[p]);
+			same_port(model_service_at(a, &ss), model_service_at(b, &ss));
+			same_svc(model_service_vip(a, &ss), model_service_vip(b, &ss));
+			sa6(&ss, 96, x, ports[p]);
+			same_port(model_service_at(a, &ss), model_service_at(b, &ss));
+			same_svc(model_service_vip(a, &ss), model_service_vip(b, &ss));
+		}
+	for (unsigned i = 0; i <= RND_SVCS; i++) {
+		snprintf(key, sizeof(key), "ns/s%u.ns", i);
+		same_svc(model_service(a, key), model_service(b, key));
+	}
+}
+
+static void
+same_reports(const struct model_report *a, const struct model_report *b)
+{
+	assert_int_equal(a->nproblems, b->nproblems);
+	for (size_t i = 0; i < a->nproblems; i++) {
+		assert_ptr_equal(a->problems[i].path, b->problems[i].path);
+		assert_string_equal(a->problems[i].name, b->problems[i].name);
+		assert_string_equal(a->problems[i].msg, b->problems[i].msg);
+		assert_int_equal(a->problems[i].kept_previous, b->problems[i].kept_previous);
+	}
+}
+
+static void
+incremental_walk(unsigned ips, unsigned vips, unsigned strict_one_in)
+{
+	struct mres *cur[RND_SVCS + RND_WLS] = { 0 };
+	struct model_input in[RND_IN];
+	static char paths[RND_IN][16];
+	struct model *prev = model_empty();
+	size_t reused = 0, endpoints = 0, problems = 0;
+
+	ip_pool = ips;
+	vip_pool = vips;
+	for (size_t i = 0; i < RND_IN; i++)
+		snprintf(paths[i], sizeof(paths[i]), "in[%zu]", i);
+	for (unsigned i = 0; i < RND_SVCS + RND_WLS; i++)
+		cur[i] = rnd(4) ? (i < RND_SVCS ? rnd_service(i) : rnd_workload(i - RND_SVCS)) : NULL;
+	for (int step = 0; step < 600; step++) {
+		struct model_opts o = { .network = rnd(10) ? "" : "n2", .strict_refs = rnd(strict_one_in) == 0 },
+				  fresh = o;
+		struct model_report ra, rb;
+		struct model *a, *b;
+		size_t n = 0;
+		unsigned edits = step % 10 == 0 ? 8 : 1 + rnd(2);
+
+		/* Edits: a new version, a removal, or an addition. */
+		for (unsigned e = 0; e < edits; e++) {
+			unsigned i = rnd(RND_SVCS + RND_WLS);
+
+			mres_unref(cur[i]);
+			cur[i] = rnd(5) ? (i < RND_SVCS ? rnd_service(i) : rnd_workload(i - RND_SVCS)) : NULL;
+		}
+		/* Inputs: the resources, in an order that changes now and then
+		 * (the store puts the changed ones last), with a second one of a
+		 * name sometimes. */
+		for (unsigned i = 0; i < RND_SVCS + RND_WLS; i++)
+			if (cur[i]) {
+				in[n].res = cur[i];
+				in[n].path = paths[n];
+				n++;
+			}
+		if (rnd(3) == 0)
+			for (size_t i = n; i > 1; i--) {
+				size_t k = rnd((unsigned)i);
+				struct mres *t = in[i - 1].res;
+
+				in[i - 1].res = in[k].res;
+				in[k].res = t;
+			}
+		if (n && rnd(8) == 0) {
+			unsigned i = rnd(RND_SVCS + RND_WLS);
+
+			in[n].res = i < RND_SVCS ? rnd_service(i) : rnd_workload(i - RND_SVCS);
+			in[n].path = paths[n];
+			n++;
+		}
+		fresh.no_reuse = true;
+		a = model_build(in, n, prev, &o, &ra);
+		b = model_build(in, n, prev, &fresh, &rb);
+		assert_non_null(a);
+		assert_non_null(b);
+		same_reports(&ra, &rb);
+		same_models(a, b);
+		for (size_t i = 0; i < model_count(a, MRES_ADDRESS); i++)
+			reused += model_find(prev, MRES_ADDRESS, model_resource(a, MRES_ADDRESS, i)->name) ==
+			    model_resource(a, MRES_ADDRESS, i);
+		{
+			struct model_sizes sz;
+
+			model_sizes(a, &sz);
+			endpoints += sz.endpoints;
+		}
+		problems += ra.nproblems;
+		/* The extra resource named twice is the inputs' only reference. */
+		for (size_t i = 0; i < n; i++) {
+			bool held = false;
+
+			for (unsigned k = 0; k < RND_SVCS + RND_WLS; k++)
+				held |= cur[k] == in[i].res;
+			if (!held)
+				mres_unref(in[i].res);
+		}
+		model_report_free(&ra);
+		model_report_free(&rb);
+		model_free(b);
+		model_free(prev);
+		prev = a;
+	}
+	/* The walk did what it is for: most resources came from prev, the
+	 * services had endpoints, and some inputs were refused. */
+	assert_true(reused > 600 * 5);
+	assert_true(endpoints > 600);
+	assert_true(problems > 60);
+	model_free(prev);
+	for (unsigned i = 0; i < RND_SVCS + RND_WLS; i++)
+		mres_unref(cur[i]);
+}
+
+static void
+test_incremental_equals_fresh(void **state)
+{
+	(void)state;
+	incremental_walk(12, 5, 4);	/* addresses and VIPs collide */
+	incremental_walk(250, 250, 2);	/* they rarely do */
+}
+
+/* Allocation failures in a build over prev (the reuse paths): NULL, never
+ * a crash or a leak (ASan), and a model once allocations succeed. */
+static void
+test_incremental_allocation_failures(void **state)
+{
+	struct model_input in[RND_SVCS + RND_WLS];
+	struct model *prev;
+	size_t n = 0;
+	long k;
+
+	(void)state;
+	rnd_state = 7;
+	for (unsigned i = 0; i < RND_SVCS + RND_WLS; i++) {
+		in[n].res = i < RND_SVCS ? rnd_service(i) : rnd_workload(i - RND_SVCS);
+		in[n++].path = "in";
+	}
+	prev = model_build(in, n, NULL, &(struct model_opts){ .network = "" }, NULL);
+	assert_non_null(prev);
+	mres_unref(in[n - 1].res);
+	in[n - 1].res = rnd_workload(RND_WLS - 1);	/* one changed */
+	for (k = 1; k < 10000; k++) {
+		struct model *m;
+
+		fail_at = k;
+		m = model_build(in, n, prev, &(struct model_opts){ .network = "" }, NULL);
+		if (fail_at > 0) {
+			fail_at = 0;
+			assert_non_null(m);
+			model_free(m);
+			break;
+		}
+		assert_null(m);
+	}
+	assert_true(k > 10 && k < 10000);
+	model_free(prev);
+	for (size_t i = 0; i < n; i++)
+		mres_unref(in[i].res);
+}
+
+/* A service removed under strict_refs: a workload prev had that names it
+ * is refused now, though it is prev's very resource (the path that trusts
+ * prev's must not keep it). */
+static void
+test_incremental_service_removed(void **state)
+{
+	struct model_opts o = { .network = "", .strict_refs = true };
+	struct model_input in[2];
+	struct model_report rep;
+	struct model *m1, *m2;
+
+	(void)state;
+	rnd_state = 99;
+	ip_pool = vip_pool = 200;
+	in[0].res = mk_res("{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"s1\",\"namespace\":\"ns\",\"hostname\":\"s1.ns\","
+	    "\"addresses\":[{\"address\":\"CmAAAQ==\"}],\"ports\":[{\"servicePort\":80}]}}");
+	in[1].res = mk_res("{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"workload\":{"
+	    "\"uid\":\"w1\",\"addresses\":[\"CgEAAQ==\"],\"services\":{\"ns/s1.ns\":{}}}}");
+	in[0].path = "in[0]";
+	in[1].path = "in[1]";
+	m1 = model_build(in, 2, NULL, &o, &rep);
+	assert_non_null(m1);
+	assert_int_equal(rep.nproblems, 0);
+	model_report_free(&rep);
+	m2 = model_build(in + 1, 1, m1, &o, &rep);
+	assert_non_null(m2);
+	assert_int_equal(rep.nproblems, 1);
+	assert_string_equal(rep.problems[0].msg, "in[1].workload.services[\"ns/s1.ns\"]: no such service");
+	assert_int_equal(model_count(m2, MRES_ADDRESS), 0);
+	model_report_free(&rep);
+	model_free(m2);
+	model_free(m1);
+	mres_unref(in[0].res);
+	mres_unref(in[1].res);
+}
+
 int
 main(void)
 {
@@ -1027,6 +1482,9 @@ main(void)
 		cmocka_unit_test(test_kept_previous_other_kind),
 		cmocka_unit_test(test_empty_and_mres),
 		cmocka_unit_test(test_allocation_failures),
+		cmocka_unit_test(test_incremental_equals_fresh),
+		cmocka_unit_test(test_incremental_service_removed),
+		cmocka_unit_test(test_incremental_allocation_failures),
 	};
 
 	if (model_register_types() < 0)
