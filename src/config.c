@@ -100,11 +100,17 @@ static const struct cf_field schema[] = {
 	    "admin API address; keep it on loopback"),
 	F("proxy", "healthPort", CF_PORT, CF_RESTART, health_port, 1, 65535, "15021",
 	    "readiness port serving /healthz/ready on all addresses"),
+	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
+	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
+	    "leaves 15008 uncaptured)"),
 	F("mesh", "outboundTrafficPolicy.mode", CF_POLICY, CF_LIVE, outbound_policy, 0, 0, "ALLOW_ANY",
 	    "outbound to an address the mesh does not know: ALLOW_ANY passes it through, REGISTRY_ONLY resets it"),
 	F("mesh", "protocolDetectionTimeout", CF_DURATION, CF_LIVE, protocol_detection_ms, 0, 3600000, "0s",
 	    "inbound: how long to wait for a client's first bytes to tell TLS from plaintext; then plaintext "
 	    "(server-first protocols). 0s: no limit but proxy.idleTimeout (Istio's default)"),
+	{ "mesh", "useWaypoints", CF_BOOL, CF_LIVE, offsetof(struct config, use_waypoints), 0, 0, "false",
+	  "reach a destination whose WDS Service or Workload names a waypoint through that waypoint over "
+	  "HBONE (Istio sidecars do not: straight to the pod)", "OUTRIGGER_USE_WAYPOINTS" },
 	/* "identity": where the certificate comes from (certsrc.h), read once
 	 * at start. The environment variables are pilot-agent's (and
 	 * OUTRIGGER_CERT_DIR), so an injected pod's env works unchanged. */
@@ -497,7 +503,7 @@ path_is_object(const char *path)
 	return false;
 }
 
-/* Checks across keys: the four ports must differ (two listeners on one port
+/* Checks across keys: the five ports must differ (two listeners on one port
  * would share connections at random through SO_REUSEPORT). */
 static int
 config_check(const struct config *c, char *err, size_t errlen)
@@ -507,6 +513,7 @@ config_check(const struct config *c, char *err, size_t errlen)
 		{ "proxyInboundListenPort", offsetof(struct config, inbound_port) },
 		{ "proxyAdminPort", offsetof(struct config, admin_port) },
 		{ "healthPort", offsetof(struct config, health_port) },
+		{ "hbonePort", offsetof(struct config, hbone_port) },
 	};
 
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {

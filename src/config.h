@@ -40,8 +40,10 @@ struct config {
 	uint16_t inbound_port;		/* 15006: inbound capture */
 	uint16_t admin_port;		/* 15000: admin, on admin_address only */
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
+	uint16_t hbone_port;		/* 15008: HBONE server (hbone.h) */
 	char admin_address[64];
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
+	bool use_waypoints;		/* "mesh": reach waypoint-fronted destinations through them */
 	uint32_t protocol_detection_ms;	/* inbound sniffing deadline; 0: idle_timeout_ms */
 
 	/* "identity": where this proxy's certificate comes from (certsrc.h),

@@ -631,7 +631,7 @@ test_mesh(void **state)
 	cJSON *j = config_to_json(&c);
 	char *txt = cJSON_PrintUnformatted(j);
 	assert_non_null(strstr(txt, "\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"},"
-	    "\"protocolDetectionTimeout\":\"0s\"}"));
+	    "\"protocolDetectionTimeout\":\"0s\",\"useWaypoints\":false}"));
 	config_defaults(&before);
 	assert_int_equal(load(txt, &before, err, sizeof(err)), 0);
 	assert_memory_equal(&c, &before, sizeof(c));
