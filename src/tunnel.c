@@ -688,6 +688,13 @@ tunnel_ready(struct conn *c, int what)
 	case TUN_CONNECTING:
 		upstream_progress(t);
 		return;
+	case TUN_WAITING:
+		/* Only the hang-up watch: the client reset while its lookup was
+		 * pending (its waiter goes with the tunnel). */
+		clog_debug(t, "outbound: the client went away while waiting for its lookup");
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		tunnel_fail(t);
+		return;
 	default:
 		clog_error(t, "readiness in state %s", tunnel_state_str(t->state));
 		tunnel_fail(t);
@@ -771,8 +778,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
  * "<network>/<ip>" (ondemand.c; one lookup for every connection, on every
  * worker, that waits for the same address) and the answer comes back
  * through this worker's mailbox, after the snapshot that holds it. The
- * client is not read meanwhile (its bytes wait in its socket), under
- * xds.onDemandTimeout. */
+ * client is not read meanwhile (its bytes wait in its socket; a reset
+ * from it is seen by the hang-up watch), under xds.onDemandTimeout. */
 
 static bool stage_route(struct tunnel *t);
 static bool route_unknown(struct tunnel *t);
@@ -846,6 +853,10 @@ stage_wait(struct tunnel *t)
 	t->state = TUN_WAITING;
 	clog_debug(t, "outbound %s: waiting for an on-demand lookup", sock_addr_str(&t->dst, a, sizeof(a)));
 	stage_deadline(t, t->snap->s->cfg.ondemand_timeout_ms);
+	/* The client is not read meanwhile: a reset from it comes through the
+	 * hang-up watch (tunnel_ready, CONN_HUP). The registration stays for
+	 * the relay, which registers quiet sides there anyway. */
+	conn_watch_hup(&t->relay.ds);
 	return true;
 }
 

@@ -585,6 +585,9 @@ handle(const uint8_t *msg, size_t len)
 		xds_update_free(&u);
 		return;
 	}
+	/* A response that decoded: the backoff starts over (a server that
+	 * answers garbage keeps backing off). */
+	x.failures = 0;
 	snprintf(xt->nonce, sizeof(xt->nonce), "%s", u.nonce ? u.nonce : "");
 	if ((rc = xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r)) < 0) {
 		/* Out of memory: the store is unchanged; NACK so the server
@@ -660,7 +663,6 @@ on_message(struct grpc_call *call, void *ud, const uint8_t *msg, size_t len)
 	server.stats[SM_XDS_RX_BYTES] += len;
 	if (!x.got_message) {
 		x.got_message = true;
-		x.failures = 0;
 		x.connected = true;
 		x.since = ev_now(x.loop);
 		server.stats[SM_XDS_CONNECTED] = 1;

@@ -168,10 +168,12 @@ xds_state_save(const char *path, const struct xds_store *s, char *err, size_t er
 		snprintf(err, errlen, "rename %s to %s: %s", tmp, path, strerror(-rc));
 		goto fail;
 	}
-	/* The new file is in place; a failed directory sync only means the
-	 * rename may not survive a crash (the old or the new file, whole). */
+	/* The new file is in place: a failed directory sync only means the
+	 * rename may not survive a crash (the old file or the new one, whole
+	 * either way), so it is said but not a failure. */
 	if ((rc = sync_dir(path)) < 0)
 		snprintf(err, errlen, "fsync of %s's directory: %s", path, strerror(-rc));
+	rc = 0;
 	goto out;
 oom:
 	snprintf(err, errlen, "out of memory");
@@ -257,7 +259,7 @@ xds_state_load(const char *path, struct xds_store *s, size_t *skipped, char *err
 {
 	Outrigger__XdsState *st = NULL;
 	uint8_t *file = NULL, *tb = NULL;
-	size_t len, tbcap = 0;
+	size_t len = 0, tbcap = 0;
 	int rc;
 
 	*skipped = 0;

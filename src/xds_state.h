@@ -12,7 +12,9 @@
 
 #include "xds_store.h"
 
-/* 0 or -errno (err says what failed; the previous file stays whole). */
+/* 0 or -errno (err says what failed; the previous file stays whole). On
+ * 0, err is "" or a warning: the directory's fsync failed (the new file is
+ * in place; a crash may bring back the old one, whole). */
 int xds_state_save(const char *path, const struct xds_store *s, char *err, size_t errlen);
 
 /* Loads path into s (empty). Every entry is decoded and validated as a

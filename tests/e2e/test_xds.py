@@ -424,3 +424,22 @@ def test_state_file_rate_limited_last_written(env):
     cp.stop()
     q = env.proxy(cp.address, cfg={"xds": {"stateFile": state}})
     assert "burst29" in q.names(CLUSTER)
+
+
+def test_sotw_reconnect_sends_versions_and_names(env):
+    """State of the world, server restart: the first requests of the new stream carry the
+    version_info last ACKed and the full resource_names list of the by-name types."""
+    cp = env.cp()
+    serve_mesh(cp)
+    p = env.proxy(cp.address, env={"XDS_SOTW": "true"})
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=15, what="the mesh")
+    wait_for(lambda: cp.acks(CLA_T), what="an EDS ACK")
+    last = {t: cp.acks(t)[-1]["version_info"] for t in (CLUSTER_T, CLA_T)}
+    cp.stop()
+    wait_for(lambda: p.dump()["xds"]["connected"] is False, what="the stream down")
+    mark = cp.mark()
+    cp.start()
+    c = cp.wait_request(type_url=CLUSTER_T, since=mark, timeout=20)
+    assert c["version_info"] == last[CLUSTER_T] != "" and c["response_nonce"] == ""
+    e = cp.wait_request(type_url=CLA_T, since=mark)
+    assert e["resource_names"] == ["c1", "c2"] and e["version_info"] == last[CLA_T]

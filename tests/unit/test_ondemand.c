@@ -852,6 +852,32 @@ test_known_does_not_wait(void **state)
 	close(client);
 }
 
+/* A client that resets while its connection waits: seen at once by the
+ * hang-up watch (not at the end of xds.onDemandTimeout), its waiter gone. */
+static void
+test_waiting_client_reset(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage other = addr("10.255.0.9", 80);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct tunnel *t;
+	int client;
+
+	fx_setup(&f, NULL, OUTBOUND_ALLOW_ANY, 5000);
+	t = fx_connect(&f, &other, &client);
+	assert_non_null(t);
+	assert_int_equal(t->state, TUN_WAITING);
+	spin(&f, 20);
+	assert_int_equal(setsockopt(client, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close(client);	/* a reset */
+	double end = now() + 1.0;
+	while (f.w.tunnels && now() < end)
+		spin(&f, 5);
+	assert_null(f.w.tunnels);
+	assert_int_equal(f.w.stats.lst[LST_OUTBOUND][LM_DOWNSTREAM_CX_RESET], 1);
+	fx_teardown(&f);
+}
+
 int
 main(void)
 {
@@ -868,6 +894,7 @@ main(void)
 		cmocka_unit_test(test_tunnels_wait_and_resume),
 		cmocka_unit_test(test_tunnel_timeout_policy),
 		cmocka_unit_test(test_known_does_not_wait),
+		cmocka_unit_test(test_waiting_client_reset),
 	};
 	assert_int_equal(model_register_types(), 0);
 	return cmocka_run_group_tests(tests, NULL, NULL);

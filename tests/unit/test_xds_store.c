@@ -974,6 +974,38 @@ test_bad_messages(void **state)
 	xds_update_free(&u);
 }
 
+/* What a response decodes to is bounded (16 times its size plus 64 MiB):
+ * 3 MB of empty Resources would take 150 MB of structs. */
+static void
+test_decode_bound(void **state)
+{
+	size_t n = 1500000, len = 2 * n + 64;
+	uint8_t *b = malloc(len), *p = b;
+	struct xds_update u;
+	char err[256];
+	int rc;
+
+	(void)state;
+	assert_non_null(b);
+	memcpy(p, "\x22\x2a" T_ADDRESS, 2 + strlen(T_ADDRESS));	/* type_url (4) */
+	p += 2 + strlen(T_ADDRESS);
+	for (size_t i = 0; i < n; i++) {
+		*p++ = 0x12;	/* resources (2), empty */
+		*p++ = 0x00;
+	}
+	rc = xds_decode_delta(b, (size_t)(p - b), &u, err, sizeof(err));
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "over the decode bound"));
+	xds_update_free(&u);
+	/* The same shape, small: decodes (each item refused: no resource). */
+	rc = xds_decode_delta(b, 2 + strlen(T_ADDRESS) + 2000, &u, err, sizeof(err));
+	assert_int_equal(rc, 0);
+	assert_int_equal(u.nitems, 1000);
+	assert_null(u.items[0].res);
+	xds_update_free(&u);
+	free(b);
+}
+
 /* The NACK's text is bounded: "... and N more". */
 static void
 test_error_bound(void **state)
@@ -1187,6 +1219,7 @@ main(void)
 		cmocka_unit_test(test_static_wins),
 		cmocka_unit_test(test_put),
 		cmocka_unit_test(test_bad_messages),
+		cmocka_unit_test(test_decode_bound),
 		cmocka_unit_test(test_error_bound),
 		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_golden_delta),
