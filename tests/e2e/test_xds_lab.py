@@ -920,7 +920,7 @@ def test_cp_tls_with_client_ca(tmp_path):
         with pytest.raises(grpc.RpcError):
             next(call(iter([req]), timeout=5))
         bare.close()
-        assert cp.events("tls-failed")
+        cp.wait(lambda: cp.events("tls-failed"), 5, "the refused handshake")
     finally:
         cp.stop()
 
