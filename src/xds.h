@@ -80,5 +80,10 @@ int xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out);
 void xds_node_free(Envoy__Config__Core__V3__Node *n);
 /* The Node's id and cluster alone (the SDS client's Node). */
 void xds_node_names(char *id, size_t idlen, char *cluster, size_t clusterlen);
+/* This proxy's addresses as pilot-agent lists them: INSTANCE_IP first (when
+ * it is an address), then the private addresses of the interfaces that are
+ * up (not loopback, not link-local), else "127.0.0.1" ("127.0.0.1,::1" in
+ * all). first: the node id's; all: INSTANCE_IPS, comma-separated. */
+void xds_node_ips(char *first, size_t firstlen, char *all, size_t alllen);
 
 #endif

@@ -6,7 +6,11 @@
 #include "autoconfig.h"
 
 #include <cjson/cJSON.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,12 +77,70 @@ labels_from_env(void)
 	return j;
 }
 
+/* An address of an interface that is up, not loopback and not link-local
+ * (pilot-agent's network.GetPrivateIPs), as text into out; false otherwise. */
+static bool
+private_ip(const struct ifaddrs *a, char *out, size_t len)
+{
+	if (!a->ifa_addr || !(a->ifa_flags & IFF_UP) || (a->ifa_flags & IFF_LOOPBACK))
+		return false;
+	if (a->ifa_addr->sa_family == AF_INET) {
+		const struct in_addr *v4 = &((const struct sockaddr_in *)(const void *)a->ifa_addr)->sin_addr;
+		uint32_t h = ntohl(v4->s_addr);
+		if ((h >> 24) == 127 || (h >> 16) == 0xa9fe || h == 0)
+			return false;
+		return inet_ntop(AF_INET, v4, out, (socklen_t)len) != NULL;
+	}
+	if (a->ifa_addr->sa_family == AF_INET6) {
+		const struct in6_addr *v6 = &((const struct sockaddr_in6 *)(const void *)a->ifa_addr)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(v6) || IN6_IS_ADDR_LINKLOCAL(v6) || IN6_IS_ADDR_UNSPECIFIED(v6) ||
+		    IN6_IS_ADDR_MULTICAST(v6))
+			return false;
+		return inet_ntop(AF_INET6, v6, out, (socklen_t)len) != NULL;
+	}
+	return false;
+}
+
+void
+xds_node_ips(char *first, size_t firstlen, char *all, size_t alllen)
+{
+	const char *env = env_or("INSTANCE_IP", "");
+	struct in6_addr probe;
+	struct ifaddrs *ifs = NULL;
+	char ip[INET6_ADDRSTRLEN];
+	size_t o = 0;
+
+	first[0] = all[0] = '\0';
+	/* As pilot-agent: INSTANCE_IP first when it is an address, then the
+	 * node's private addresses (a VM has no INSTANCE_IP), else loopback. */
+	if (inet_pton(AF_INET, env, &probe) == 1 || inet_pton(AF_INET6, env, &probe) == 1) {
+		snprintf(first, firstlen, "%s", env);
+		o = (size_t)snprintf(all, alllen, "%s", env);
+	}
+	if (getifaddrs(&ifs) == 0) {
+		for (const struct ifaddrs *a = ifs; a && o < alllen; a = a->ifa_next) {
+			if (!private_ip(a, ip, sizeof(ip)) || strcmp(ip, first) == 0)
+				continue;
+			if (!first[0])
+				snprintf(first, firstlen, "%s", ip);
+			o += (size_t)snprintf(all + o, alllen - o, "%s%s", o ? "," : "", ip);
+		}
+		freeifaddrs(ifs);
+	}
+	if (!first[0]) {
+		snprintf(first, firstlen, "127.0.0.1");
+		snprintf(all, alllen, "127.0.0.1,::1");
+	}
+}
+
 void
 xds_node_names(char *id, size_t idlen, char *cluster, size_t clusterlen)
 {
-	const char *ip = env_or("INSTANCE_IP", ""), *pod = env_or("POD_NAME", ""), *ns = env_or("POD_NAMESPACE", "");
+	const char *pod = env_or("POD_NAME", ""), *ns = env_or("POD_NAMESPACE", "");
+	char ip[INET6_ADDRSTRLEN], ips[512];
 	cJSON *labels = labels_from_env();
 
+	xds_node_ips(ip, sizeof(ip), ips, sizeof(ips));
 	/* pilot-agent: "<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>" */
 	snprintf(id, idlen, "sidecar~%s~%s.%s~%s.svc.cluster.local", ip, pod, ns, ns);
 	service_cluster(cluster, clusterlen, app_label(labels));
@@ -135,7 +197,7 @@ meta_from_env(cJSON *meta)
 int
 xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out)
 {
-	char id[512], cluster[256];
+	char id[512], cluster[256], ip[INET6_ADDRSTRLEN], ips[512];
 	cJSON *node = cJSON_CreateObject(), *meta;
 	ProtobufCMessage *m = NULL;
 	struct jpb_err jerr;
@@ -145,6 +207,7 @@ xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out)
 	if (!node || !(meta = cJSON_AddObjectToObject(node, "metadata")))
 		goto out;
 	xds_node_names(id, sizeof(id), cluster, sizeof(cluster));
+	xds_node_ips(ip, sizeof(ip), ips, sizeof(ips));
 	if (!cJSON_AddStringToObject(node, "id", id) || !cJSON_AddStringToObject(node, "cluster", cluster) ||
 	    !cJSON_AddStringToObject(node, "userAgentName", "outrigger") ||
 	    !cJSON_AddStringToObject(node, "userAgentVersion", PACKAGE_VERSION))
@@ -158,7 +221,7 @@ xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out)
 	if (put_str(meta, "NAME", getenv("POD_NAME")) < 0 ||
 	    put_str(meta, "NAMESPACE", getenv("POD_NAMESPACE")) < 0 ||
 	    put_str(meta, "SERVICE_ACCOUNT", getenv("SERVICE_ACCOUNT")) < 0 ||
-	    put_str(meta, "INSTANCE_IPS", getenv("INSTANCE_IP")) < 0 ||
+	    put_str(meta, "INSTANCE_IPS", ips) < 0 ||
 	    put_str(meta, "NODE_NAME", getenv("NODE_NAME")) < 0 ||
 	    put_str(meta, "ISTIO_VERSION", getenv("ISTIO_VERSION")) < 0 ||
 	    put_str(meta, "CLUSTER_ID", cfg->cluster_id[0] ? cfg->cluster_id : "Kubernetes") < 0 ||

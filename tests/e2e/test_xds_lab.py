@@ -509,7 +509,10 @@ def test_lab_service_only_xds_described(xlab, sotw):
     assert cp.metadata()[0].get("clusterid") == "lab"
     node = cp.requests()[0]["node"]
     md = node["metadata"]
-    assert md["CLUSTER_ID"] == "lab" and md["NAMESPACE"] == "default" and md["INSTANCE_IPS"] == xlab.client.ip4, node
+    assert md["CLUSTER_ID"] == "lab" and md["NAMESPACE"] == "default" and md["INSTANCE_IPS"].split(",")[0] == xlab.client.ip4, node
+    # INSTANCE_IP first, then the pod's other private addresses (pilot-agent's list), and the
+    # node id carries the first
+    assert node["id"].startswith("sidecar~%s~" % xlab.client.ip4), node
     assert set(xlab.who(4)) == {"server-a"}
     # an endpoint added by a push is used (one worker: round robin takes both in turn)
     cp.wait_ack(cp.set(X.ADDRESS, _pod_wl(b)))

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +105,9 @@ test_pod_env(void **state)
 	assert_string_equal(meta_str(n, "NAME"), "client-5b9c");
 	assert_string_equal(meta_str(n, "NAMESPACE"), "demo");
 	assert_string_equal(meta_str(n, "SERVICE_ACCOUNT"), "client-sa");
-	assert_string_equal(meta_str(n, "INSTANCE_IPS"), "10.1.2.3");
+	/* INSTANCE_IP first, then the node's other private addresses. */
+	const char *ips = meta_str(n, "INSTANCE_IPS");
+	assert_true(strncmp(ips, "10.1.2.3", 8) == 0 && (ips[8] == '\0' || ips[8] == ','));
 	assert_string_equal(meta_str(n, "ISTIO_VERSION"), "1.24.0");
 	assert_string_equal(meta_str(n, "WORKLOAD_NAME"), "client");
 	assert_string_equal(meta_str(n, "CLUSTER_ID"), "Kubernetes");	/* ztunnel's default */
@@ -124,6 +127,41 @@ test_pod_env(void **state)
 	sds_node_from_env(&sn);
 	assert_string_equal(sn.id, "sidecar~10.1.2.3~client-5b9c.demo~demo.svc.cluster.local");
 	assert_string_equal(sn.cluster, "web.demo");
+}
+
+/* No INSTANCE_IP (a VM): the node id carries an address of the host, the
+ * first of INSTANCE_IPS, never an empty part (istiod reads the id's second
+ * part as the proxy's IP). */
+static void
+test_no_instance_ip(void **state)
+{
+	struct config cfg;
+	struct in6_addr probe;
+	char ip[64];
+	Node *n;
+
+	(void)state;
+	config_defaults(&cfg);
+	setenv("POD_NAME", "vm1", 1);
+	setenv("POD_NAMESPACE", "vms", 1);
+	n = wire_node(&cfg);
+	assert_true(strncmp(n->id, "sidecar~", 8) == 0);
+	const char *end = strchr(n->id + 8, '~');
+	assert_non_null(end);
+	assert_true((size_t)(end - (n->id + 8)) < sizeof(ip));
+	memcpy(ip, n->id + 8, (size_t)(end - (n->id + 8)));
+	ip[end - (n->id + 8)] = '\0';
+	assert_true(inet_pton(AF_INET, ip, &probe) == 1 || inet_pton(AF_INET6, ip, &probe) == 1);
+	assert_string_equal(end, "~vm1.vms~vms.svc.cluster.local");
+	const char *ips = meta_str(n, "INSTANCE_IPS");
+	assert_true(strncmp(ips, ip, strlen(ip)) == 0);
+	envoy__config__core__v3__node__free_unpacked(n, NULL);
+
+	/* A value that is no address is not used. */
+	setenv("INSTANCE_IP", "not-an-ip", 1);
+	n = wire_node(&cfg);
+	assert_null(strstr(n->id, "not-an-ip"));
+	envoy__config__core__v3__node__free_unpacked(n, NULL);
 }
 
 static void
@@ -152,7 +190,9 @@ test_operator_wins(void **state)
 	assert_null(meta(n, "NAME"));	/* POD_NAME unset */
 	/* No app label: the workload name. */
 	assert_string_equal(n->cluster, "client.demo");
-	assert_string_equal(n->id, "sidecar~~.demo~demo.svc.cluster.local");
+	/* No INSTANCE_IP: a host address stands in (test_no_instance_ip). */
+	assert_true(strncmp(n->id, "sidecar~~", 9) != 0);
+	assert_non_null(strstr(n->id, "~.demo~demo.svc.cluster.local"));
 	envoy__config__core__v3__node__free_unpacked(n, NULL);
 
 	/* Nothing at all: "istio-proxy". */
@@ -168,6 +208,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pod_env, clear_env, clear_env),
 		cmocka_unit_test_setup_teardown(test_operator_wins, clear_env, clear_env),
+		cmocka_unit_test_setup_teardown(test_no_instance_ip, clear_env, clear_env),
 	};
 
 	if (model_register_types() < 0)
