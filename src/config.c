@@ -157,6 +157,9 @@ static const struct cf_field schema[] = {
 	{ "xds", "maxMessage", CF_INT, CF_RESTART, offsetof(struct config, xds_max_message), 65536,
 	  1073741824, "67108864", "the largest xDS response accepted, in bytes (larger: the stream fails "
 	  "with RESOURCE_EXHAUSTED and reconnects)", NULL },
+	{ "xds", "missingTimeout", CF_DURATION, CF_RESTART, offsetof(struct config, xds_missing_timeout_ms), 1000,
+	  3600000, "15s", "a ClusterLoadAssignment or RouteConfiguration that a Cluster or Listener names and the "
+	  "xDS server has not sent within this long is logged and counted (the xDS protocol's 15 s)", NULL },
 	{ "xds", "onDemandTimeout", CF_DURATION, CF_RESTART, offsetof(struct config, ondemand_timeout_ms), 1,
 	  60000, "5s", "on demand: how long a connection to an unknown destination waits for its lookup "
 	  "(then mesh.outboundTrafficPolicy decides)", NULL },

@@ -65,6 +65,7 @@ struct config {
 	char xds_state_file[256];	/* last acknowledged state; "" = none */
 	uint32_t xds_ready_timeout_ms;	/* readiness waits at most this for the first ACKs; 0 = no limit */
 	int xds_max_message;		/* bytes; 64 MiB */
+	uint32_t xds_missing_timeout_ms;	/* a named EDS/RDS resource not sent by then is reported */
 	uint32_t ondemand_timeout_ms;	/* a connection waits this long for its lookup */
 	int ondemand_cache_size;	/* addresses kept subscribed */
 	uint32_t ondemand_idle_ms;	/* unsubscribed after this long unused */

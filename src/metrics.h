@@ -127,6 +127,7 @@ enum worker_metric {
 	X(XDS_ACKS, xds_acks, COUNTER, "xDS responses acknowledged (every resource applied)") \
 	X(XDS_NACKS, xds_nacks, COUNTER, "xDS responses NACKed (a resource refused, named in error_detail; the good ones applied, the last good state of the others stays)") \
 	X(XDS_RX_BYTES, xds_rx_bytes, COUNTER, "Bytes of xDS response messages received") \
+	X(XDS_RESOURCES_MISSING, xds_resources_missing, COUNTER, "ClusterLoadAssignments and RouteConfigurations that a Cluster or Listener names and the xDS server did not send within xds.missingTimeout (each once, logged)") \
 	X(XDS_BAD_RESPONSES, xds_bad_responses, COUNTER, "xDS responses that did not decode at all (no nonce to NACK by): the stream was ended and reconnected") \
 	X(XDS_RESOURCES_REFUSED, xds_resources_refused, COUNTER, "xDS resources refused (did not decode, wrong type, failed validation)") \
 	X(XDS_STATE_LOADED, xds_state_loaded, GAUGE, "1 while the resources in use came from the state file (xds.stateFile) and no xDS server has answered since start") \

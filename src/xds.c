@@ -70,6 +70,9 @@ struct xtype {
 	char *nack_error;
 	double ack_at, nack_at;
 	unsigned long acks, nacks;
+	/* By name (EDS, RDS): what was missing at the last check, and what
+	 * was reported missing (once per name, until it comes). */
+	struct names missing_prev, missing;
 };
 
 static struct {
@@ -87,7 +90,8 @@ static struct {
 	struct xds_store *store;
 	struct grpc_chan *ch;
 	struct grpc_call *call;
-	ev_timer retry, save;
+	ev_timer retry, save, check;	/* check: the referenced names that do not come */
+	double missing_s;		/* xds.missingTimeout */
 	unsigned failures;
 	bool first_req;		/* the next request is the stream's first (carries the node) */
 	bool got_message;	/* on this stream */
@@ -442,6 +446,52 @@ follow_refs(enum mres_type parent)
 		names_clear(&old);
 	}
 	xds_names_free(names, n);
+}
+
+/* A ClusterLoadAssignment or RouteConfiguration that a Cluster or Listener
+ * names and the server has not sent within xds.missingTimeout (the xDS
+ * protocol's "does not exist" wait, 15 s) is said once in the log and in
+ * /config_dump ("missing"), and counted: the cluster has no endpoint, the
+ * listener's routes fail, until it comes. A name must be missing at two
+ * checks in a row (one timeout apart), so a name asked for just before a
+ * check is not reported early. Only while the stream is up: with the
+ * server away, nothing new can arrive and the stream's own state says so. */
+static void
+check_missing(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	static const enum mres_type types[] = { MRES_ENDPOINTS, MRES_ROUTE };
+
+	(void)loop, (void)w, (void)revents;
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		enum mres_type t = types[i];
+		struct xtype *xt = &x.t[t];
+		struct names now = { 0 }, still = { 0 };
+
+		if (!x.connected) {
+			names_clear(&xt->missing_prev);
+			continue;
+		}
+		for (size_t k = 0; k < xt->want.n; k++)
+			if (!model_find(server.snap->model, t, xt->want.v[k]))
+				(void)names_add(&now, xt->want.v[k]);
+		for (size_t k = 0; k < now.n; k++) {
+			const char *name = now.v[k];
+			if (names_has(&xt->missing, name)) {
+				(void)names_add(&still, name);
+			} else if (names_has(&xt->missing_prev, name)) {
+				log_warn("xds %s: %s %s, named by a %s, has not come in %.0f s: %s until it does",
+				    x.tgt.addr, type_name(t), name, t == MRES_ENDPOINTS ? "Cluster" : "Listener",
+				    x.missing_s, t == MRES_ENDPOINTS ? "the cluster has no endpoint" :
+				    "requests on that route fail");
+				server.stats[SM_XDS_RESOURCES_MISSING]++;
+				(void)names_add(&still, name);
+			}
+		}
+		names_clear(&xt->missing);
+		xt->missing = still;
+		names_clear(&xt->missing_prev);
+		xt->missing_prev = now;
+	}
 }
 
 /* ---- the state file -------------------------------------------------------- */
@@ -951,6 +1001,9 @@ xds_start(struct ev_loop *loop, const struct config *cfg, struct mres *const *st
 	x.t[MRES_ROUTE] = (struct xtype){ .used = true };
 	ev_timer_init(&x.retry, on_retry, 0.0, 0.0);
 	ev_timer_init(&x.save, on_save, 0.0, 0.0);
+	x.missing_s = cfg->xds_missing_timeout_ms / 1000.0;
+	ev_timer_init(&x.check, check_missing, x.missing_s, x.missing_s);
+	ev_timer_start(loop, &x.check);
 	x.started = x.since = ev_now(loop);
 	x.running = true;
 	load_state();
@@ -985,6 +1038,7 @@ xds_stop(void)
 	x.running = false;
 	ev_timer_stop(x.loop, &x.retry);
 	ev_timer_stop(x.loop, &x.save);
+	ev_timer_stop(x.loop, &x.check);
 	if (x.state_dirty)
 		state_save_now();	/* the last state is always written */
 	if (x.call)
@@ -995,6 +1049,8 @@ xds_stop(void)
 	for (int t = 0; t < MRES__COUNT; t++) {
 		names_clear(&x.t[t].want);
 		names_clear(&x.t[t].told);
+		names_clear(&x.t[t].missing_prev);
+		names_clear(&x.t[t].missing);
 		free(x.t[t].good_version);
 		free(x.t[t].nack_error);
 	}
@@ -1133,6 +1189,9 @@ xds_dump(void)
 				cJSON_AddItemToArray(sub, cJSON_CreateString(xt->want.v[k]));
 		}
 		cJSON_AddNumberToObject(j, "resources", (double)xds_store_count(x.store, t));
+		if (xt->missing.n && (sub = cJSON_AddArrayToObject(j, "missing")))
+			for (size_t k = 0; k < xt->missing.n; k++)
+				cJSON_AddItemToArray(sub, cJSON_CreateString(xt->missing.v[k]));
 		cJSON_AddNumberToObject(j, "acks", (double)xt->acks);
 		cJSON_AddNumberToObject(j, "nacks", (double)xt->nacks);
 		if (xt->acks) {

@@ -116,11 +116,11 @@ for a in "$@"; do
 	[ "$a" = --scenarios=ondemand ] && ondemand=1
 	prev=$a
 done
+od_args=()
+[ "$smoke" = 1 ] && od_args=(--sizes 1000 --out "$work/results/ondemand")
+[ -n "${ORBENCH_ONDEMAND_SIZES:-}" ] && od_args+=(--sizes "$ORBENCH_ONDEMAND_SIZES")
+[ -n "${ORBENCH_REPEAT:-}" ] && od_args+=(--repeat "$ORBENCH_REPEAT")
 if [ "$ondemand" = 1 ]; then
-	od_args=()
-	[ "$smoke" = 1 ] && od_args=(--sizes 1000 --out "$work/results/ondemand")
-	[ -n "${ORBENCH_ONDEMAND_SIZES:-}" ] && od_args+=(--sizes "$ORBENCH_ONDEMAND_SIZES")
-	[ -n "${ORBENCH_REPEAT:-}" ] && od_args+=(--repeat "$ORBENCH_REPEAT")
 	say "on-demand scaling scenario"
 	export PYTHONDONTWRITEBYTECODE=1
 	exec timeout 3600 /usr/bin/python3 "$here/ondemand.py" --bins "$work/bin" "${od_args[@]}"
@@ -137,10 +137,10 @@ for a in "$@"; do
 	[ "$a" = --scenarios=xdspush ] && xdspush=1
 	prev=$a
 done
+xp_args=()
+[ "$smoke" = 1 ] && xp_args=(--workloads 1000 --incremental 3 --out "$work/results/xdspush")
+[ -n "${ORBENCH_REPEAT:-}" ] && xp_args+=(--repeat "$ORBENCH_REPEAT")
 if [ "$xdspush" = 1 ]; then
-	xp_args=()
-	[ "$smoke" = 1 ] && xp_args=(--workloads 1000 --incremental 3 --out "$work/results/xdspush")
-	[ -n "${ORBENCH_REPEAT:-}" ] && xp_args+=(--repeat "$ORBENCH_REPEAT")
 	say "control-plane push scenario"
 	export PYTHONDONTWRITEBYTECODE=1
 	exec timeout 1800 /usr/bin/python3 "$here/xdspush.py" --bins "$work/bin" "${xp_args[@]}"
@@ -167,5 +167,17 @@ say "running ($( [ "$smoke" = 1 ] && echo smoke || echo full ))"
 # A smoke run's results are scratch (CI): keep them out of the source tree.
 results=()
 [ "$smoke" = 1 ] && results=(--results "$work/results")
-exec /usr/bin/python3 "$here/orbench.py" --bins "$work/bin" --workdir "$work/run" \
-	--profile "$profile" --syscalls "$syscalls" "${results[@]}" "${model_args[@]}" "$@"
+rc=0
+/usr/bin/python3 "$here/orbench.py" --bins "$work/bin" --workdir "$work/run" \
+	--profile "$profile" --syscalls "$syscalls" "${results[@]}" "${model_args[@]}" "$@" || rc=$?
+# A run of every scenario (no --scenarios) also runs the two xDS scenarios (issue 10),
+# which have labs of their own: on-demand scaling, then the control-plane push.
+all=1
+for a in "$@"; do case $a in --scenarios|--scenarios=*) all=0 ;; esac; done
+if [ "$all" = 1 ]; then
+	say "on-demand scaling scenario"
+	timeout 3600 /usr/bin/python3 "$here/ondemand.py" --bins "$work/bin" "${od_args[@]}" || rc=$?
+	say "control-plane push scenario"
+	timeout 1800 /usr/bin/python3 "$here/xdspush.py" --bins "$work/bin" "${xp_args[@]}" || rc=$?
+fi
+exit $rc

@@ -286,6 +286,25 @@ def test_unknown_type_nacked(env):
     assert p.names(CLUSTER) == ["c1", "c2"]
 
 
+def test_missing_cluster_load_assignment_reported(env):
+    """A Cluster naming a ClusterLoadAssignment the server never sends: after xds.missingTimeout
+    it is logged once, counted and shown as "missing" in /config_dump; when it comes, it goes."""
+    cp = env.cp()
+    cp.set_many([(CLUSTER_T, cluster("c1")), (CLUSTER_T, cluster("lonely")), (CLA_T, cla("c1"))])
+    p = env.proxy(cp.address, cfg={"xds": {"missingTimeout": "1s"}})
+    wait_for(lambda: p.names(CLA) == ["c1"], timeout=15, what="the mesh")
+    wait_for(lambda: p.xtype(CLA).get("missing") == ["lonely"], timeout=10, what="lonely reported missing")
+    assert p.stats()["server.xds_resources_missing"] == "1"
+    log = p.logtext()
+    assert "ClusterLoadAssignment lonely, named by a Cluster, has not come in 1 s" in log, log
+    time.sleep(2.5)  # more checks: reported once, not at every check
+    assert p.logtext().count("ClusterLoadAssignment lonely") == 1
+    assert p.stats()["server.xds_resources_missing"] == "1"
+    cp.set(CLA_T, cla("lonely"))
+    wait_for(lambda: "missing" not in p.xtype(CLA), timeout=10, what="lonely no longer missing")
+    assert p.names(CLA) == ["c1", "lonely"]
+
+
 def test_on_demand_initial_request(env):
     """xds.onDemand: Address starts subscribed to nothing ("*" in and out)."""
     cp = env.cp()
