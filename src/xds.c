@@ -1045,10 +1045,18 @@ change_subscription(enum mres_type t, const char *const *names, size_t n, bool a
 	if (x.sotw)
 		return -ENOTSUP;
 	for (size_t i = 0; i < n; i++) {
-		if (!add)
-			names_del(&x.t[t].want, names[i]);
-		else if (names_add(&x.t[t].want, names[i]) < 0)
+		if (add) {
+			if (names_add(&x.t[t].want, names[i]) < 0)
+				return -ENOMEM;
+			continue;
+		}
+		/* Told as unsubscribed even when we never subscribed it: istiod
+		 * adds to an on-demand subscription itself (a Workload joining
+		 * a subscribed Service, pilot/pkg/xds/workload.go), and only an
+		 * unsubscribe ends its pushes. */
+		if (x.t[t].sent && names_add(&x.t[t].told, names[i]) < 0)
 			return -ENOMEM;
+		names_del(&x.t[t].want, names[i]);
 	}
 	sync_type(t);
 	return 0;

@@ -200,6 +200,27 @@ def test_idle_expiry_unsubscribes(lab_cp):
     assert sc.stats()["server.ondemand_lookups"] == 2
 
 
+def test_idle_expiry_unsubscribes_what_the_server_added(lab_cp):
+    """istiod grows an on-demand subscription itself: a Workload that joins a subscribed
+    Service later is pushed without being asked for, and joins the watch
+    (pilot/pkg/xds/workload.go: AdditionalPodSubscriptions, w.ResourceNames merged). When
+    the Service is evicted that Workload must be unsubscribed too, though the client never
+    subscribed it, or istiod pushes it for ever and the cache's bound means nothing."""
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds={"onDemandIdle": "1s"})
+    code, body = c.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    late = lab_cp.add_pod("server-late")
+    n = len(cp.s.acks(X.ADDRESS))
+    cp.s.push_entries(X.ADDRESS, [X.make_entry(X.ADDRESS, meshres.workload(
+        _uid(late), late.name, [late.ip4], {SVC: [(80, PORT)]}))])
+    wait_for(lambda: len(cp.s.acks(X.ADDRESS)) > n, timeout=5, what="the pushed Workload ACKed")
+    wait_for(lambda: "/" + VIP in cp.unsubscribed(), timeout=6, what="the unsubscribe")
+    gone = cp.unsubscribed()
+    assert SVC in gone and _uid(pods[0]) in gone
+    assert _uid(late) in gone, gone
+    assert sc.stats()["server.ondemand_cached"] == 0
+
+
 def test_cache_bound_evicts(lab_cp):
     """xds.onDemandCacheSize 1: looking up a second address unsubscribes the first."""
     pods, c, cp, sc = _start(lab_cp, n_servers=2, xds={"onDemandCacheSize": 1})
