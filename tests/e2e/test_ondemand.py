@@ -12,6 +12,7 @@ known only by asking.
         <-- Service echo + Workloads --  the snapshot, then the connection resumes
         -> server-a or server-b :8080
 """
+import os
 import time
 
 import pytest
@@ -219,6 +220,31 @@ def test_idle_expiry_unsubscribes_what_the_server_added(lab_cp):
     assert SVC in gone and _uid(pods[0]) in gone
     assert _uid(late) in gone, gone
     assert sc.stats()["server.ondemand_cached"] == 0
+
+
+def test_state_file_addresses_not_subscribed_for_ever(lab_cp):
+    """On demand with xds.stateFile: a restart holds the Addresses the last run looked up,
+    but no cache entry does. They are not told to the server as initial_resource_versions
+    (istiod subscribes a client to every name it lists there, pilot/pkg/xds/delta.go, and
+    nothing would ever unsubscribe them: every restart would add a cache's worth), and at
+    the server's first answer they are dropped: the next connection looks its address up."""
+    d = os.path.join(lab_cp.dir, "odstate")
+    os.makedirs(d)
+    os.chmod(d, 0o777)
+    xds = {"stateFile": os.path.join(d, "state.pb")}
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds=xds)
+    assert c.curl("http://%s/" % VIP, user="nobody")[0] == 200
+    assert sc.stop() == 0
+    mark = cp.s.mark()
+    sc = c.start_sidecar(config={"xds": dict({"onDemandTimeout": "2s"}, **xds),
+                                 "proxy": {"concurrency": 2}}, run_init=False,
+                         env={"XDS_ADDRESS": "http://127.0.0.1:%d" % cp.s.port, "XDS_ON_DEMAND": "true"})
+    wait_for(lambda: cp.s.acks(X.ADDRESS, since=mark), timeout=10, what="the first Address ACK")
+    first = cp.s.requests(X.ADDRESS, since=mark)[0]
+    assert first["initial_resource_versions"] == {}, first
+    assert c.curl("http://%s/" % VIP, user="nobody")[0] == 200
+    assert sc.stats()["server.ondemand_lookups"] == 1
+    assert [r for r in cp.s.requests(X.ADDRESS, since=mark) if "/" + VIP in r["subscribe"]]
 
 
 def test_cache_bound_evicts(lab_cp):
