@@ -62,12 +62,19 @@ static unsigned od_nws;
 
 /* ---- the control thread's cache ---- */
 
+/* Names to (un)subscribe, collected during one event. */
+struct od_names {
+	char **v;
+	size_t n, cap;
+};
+
 struct od_entry {
 	struct od_key k;
 	char *name;			/* "<network>/<ip>" */
 	enum od_state st;
 	double t0;			/* LOOKING: asked at; FOUND: found at; MISSING: answered at */
 	double neg_until;		/* MISSING: dropped (unsubscribed) then */
+	struct od_names brought;	/* what its answer brought (od_brought), unsubscribed with it */
 	struct od_entry *hnext;		/* hash chain */
 	struct od_entry *prev, *next;	/* every entry */
 };
@@ -462,15 +469,12 @@ od_free(struct od_entry *e)
 	if (e->st == OD_LOOKING)
 		od_nlooking--;
 	od_n--;
+	for (size_t i = 0; i < e->brought.n; i++)
+		free(e->brought.v[i]);
+	free(e->brought.v);
 	free(e->name);
 	free(e);
 }
-
-/* Names to unsubscribe, collected during one event. */
-struct od_names {
-	char **v;
-	size_t n, cap;
-};
 
 static void
 od_names_add(struct od_names *ns, const char *name)
@@ -559,11 +563,29 @@ od_brought(struct od_entry *e, struct od_names *ns, bool evicting)
 		od_names_add(ns, wl->uid);
 }
 
+/* The entry's name, what the model says it brings now (endpoints that
+ * joined since), and what its answer brought: a Service removed since, or
+ * an entry no longer found, leaves no trace in the model of the Workloads
+ * its lookup subscribed. */
 static void
 od_evict_names(struct od_entry *e, struct od_names *ns)
 {
+	const struct model *m = server.snap ? server.snap->model : NULL;
+
 	od_names_add(ns, e->name);
 	od_brought(e, ns, true);
+	for (size_t i = 0; i < e->brought.n; i++)
+		if (!m || !od_uid_kept(m, e->brought.v[i], e))
+			od_names_add(ns, e->brought.v[i]);
+}
+
+static void
+od_names_free(struct od_names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	*ns = (struct od_names){ 0 };
 }
 
 static double
@@ -656,7 +678,8 @@ od_request(const struct od_key *k, double now, struct od_entry ***subs, size_t *
 		/* An expired negative answer the sweep has not dropped yet: ask
 		 * again. The name is still subscribed, and subscribing it again
 		 * would change nothing the server hears: out, then in again. */
-		od_names_add(unsubs, e->name);
+		od_evict_names(e, unsubs);
+		od_names_free(&e->brought);
 		od_set_state(e, OD_LOOKING, now);
 	}
 	struct od_entry **v = realloc(*subs, (*nsubs + 1) * sizeof(*v));
@@ -722,7 +745,10 @@ od_found(struct od_entry *e, double now, struct od_names *brought)
 {
 	od_set_state(e, OD_FOUND, now);
 	od_answer(&e->k, true, 0);
-	od_brought(e, brought, false);
+	od_names_free(&e->brought);
+	od_brought(e, &e->brought, false);
+	for (size_t i = 0; i < e->brought.n; i++)
+		od_names_add(brought, e->brought.v[i]);
 	log_debug("on demand: %s found", e->name);
 }
 

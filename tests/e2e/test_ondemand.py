@@ -247,6 +247,23 @@ def test_state_file_addresses_not_subscribed_for_ever(lab_cp):
     assert [r for r in cp.s.requests(X.ADDRESS, since=mark) if "/" + VIP in r["subscribe"]]
 
 
+def test_idle_expiry_unsubscribes_what_a_removed_service_brought(lab_cp):
+    """A VIP's lookup brought its Service and the Service's Workloads (subscribed with it).
+    The Service is removed; the Workloads stay in the mesh. When the entry expires, the
+    model no longer says what the VIP brought, but the Workloads must be unsubscribed all
+    the same, or istiod pushes them for ever."""
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds={"onDemandIdle": "1s"})
+    code, body = c.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    n = len(cp.s.acks(X.ADDRESS))
+    cp.s.remove(X.ADDRESS, SVC)
+    wait_for(lambda: len(cp.s.acks(X.ADDRESS)) > n, timeout=5, what="the removal ACKed")
+    wait_for(lambda: "/" + VIP in cp.unsubscribed(), timeout=6, what="the unsubscribe")
+    gone = cp.unsubscribed()
+    assert _uid(pods[0]) in gone, gone
+    assert sc.stats()["server.ondemand_cached"] == 0
+
+
 def test_cache_bound_evicts(lab_cp):
     """xds.onDemandCacheSize 1: looking up a second address unsubscribes the first."""
     pods, c, cp, sc = _start(lab_cp, n_servers=2, xds={"onDemandCacheSize": 1})
