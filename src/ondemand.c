@@ -609,7 +609,10 @@ od_evict(struct od_entry *e, struct od_names *ns)
 }
 
 /* Make room for one more: the least recently used entry that is not
- * waiting for its answer. false when every entry is (the lookup is then
+ * waiting for its answer, a negative answer before any found one (each
+ * worker keeps its negative answers for itself meanwhile, so losing one
+ * costs little; a flood of unknown addresses must not evict the mesh
+ * destinations in use). false when every entry waits (the lookup is then
  * refused: the cache bounds the subscriptions in flight too). */
 static bool
 od_make_room(struct od_names *ns)
@@ -621,10 +624,14 @@ od_make_room(struct od_names *ns)
 		if (e->st == OD_LOOKING)
 			continue;
 		double t = od_last_use(e);
-		if (!lru || t < lru_t) {
-			lru = e;
-			lru_t = t;
+		if (lru && (lru->st == OD_MISSING) != (e->st == OD_MISSING)) {
+			if (e->st != OD_MISSING)
+				continue;
+		} else if (lru && t >= lru_t) {
+			continue;
 		}
+		lru = e;
+		lru_t = t;
 	}
 	if (!lru)
 		return false;

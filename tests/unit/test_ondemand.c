@@ -601,6 +601,45 @@ test_lru_bound(void **state)
 	od_teardown();
 }
 
+/* A negative answer goes before any found entry, however recently used:
+ * a flood of connections to unknown addresses must not evict the mesh
+ * destinations in use (each eviction an unsubscribe, each next connection
+ * a lookup again). */
+static void
+test_lru_negative_first(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage a[4] = { addr("10.1.0.1", 80), addr("10.1.0.2", 80), addr("10.1.0.3", 80),
+	    addr("10.1.0.4", 80) };
+
+	(void)state;
+	od_setup_with(3, 600000, 1);
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w);
+		assert_int_equal(ondemand_wait(&w.wt, 0, &a[i], 100.0), 0);
+		ondemand_drain(100.0);
+	}
+	set_model(mesh_model("[" WL0("wl-1", B64_10_1_0_1) "," WL0("wl-2", B64_10_1_0_2) "]"));
+	ondemand_set_time(100.0);
+	ondemand_note((const char *[]){ "/10.1.0.1", "/10.1.0.2" }, 2, NULL, 0);
+	ondemand_touch(&a[0], 110.0);
+	ondemand_touch(&a[1], 110.0);
+	/* 10.1.0.3 is unknown to the server, answered later than the uses. */
+	ondemand_set_time(120.0);
+	ondemand_note(NULL, 0, (const char *[]){ "/10.1.0.3" }, 1);
+	assert_int_equal(ondemand_state("/10.1.0.3"), OD_MISSING);
+	waiter_init(&w);
+	assert_int_equal(ondemand_wait(&w.wt, 0, &a[3], 121.0), 0);
+	ondemand_drain(121.0);
+	assert_int_equal(ondemand_state("/10.1.0.3"), OD_NONE);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.1.0.2"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.1.0.4"), OD_LOOKING);
+	assert_int_equal(server.stats[SM_ONDEMAND_EVICTIONS], 0);
+	ondemand_cancel(&w.wt);
+	od_teardown();
+}
+
 /* The queue toward the control thread is bounded: the one over it is
  * refused at once (-EAGAIN) and counted at the next drain. */
 static void
@@ -890,6 +929,7 @@ main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_idle_expiry),
 		cmocka_unit_test(test_lru_bound),
+		cmocka_unit_test(test_lru_negative_first),
 		cmocka_unit_test(test_queue_bounded),
 		cmocka_unit_test(test_tunnels_wait_and_resume),
 		cmocka_unit_test(test_tunnel_timeout_policy),
