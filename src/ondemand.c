@@ -752,10 +752,15 @@ od_found(struct od_entry *e, double now, struct od_names *brought)
 {
 	od_set_state(e, OD_FOUND, now);
 	od_answer(&e->k, true, 0);
-	od_names_free(&e->brought);
-	od_brought(e, &e->brought, false);
-	for (size_t i = 0; i < e->brought.n; i++)
-		od_names_add(brought, e->brought.v[i]);
+	/* Added to what an earlier answer brought (found again after a
+	 * removal): all of it goes with the entry. */
+	struct od_names fresh = { 0 };
+	od_brought(e, &fresh, false);
+	for (size_t i = 0; i < fresh.n; i++) {
+		od_names_add(brought, fresh.v[i]);
+		od_names_add(&e->brought, fresh.v[i]);
+	}
+	od_names_free(&fresh);
 	log_debug("on demand: %s found", e->name);
 }
 

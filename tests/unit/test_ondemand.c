@@ -542,6 +542,40 @@ test_idle_expiry(void **state)
 	od_teardown();
 }
 
+/* What an entry's answers brought goes with it, also what the model no
+ * longer shows: wl-1 came with the first answer for 10.1.0.1, which was
+ * then removed; the address came back as wl-9 (a new pod). The eviction
+ * unsubscribes both. */
+static void
+test_evict_what_it_brought(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage a1 = addr("10.1.0.1", 80);
+
+	(void)state;
+	od_setup_with(100, 10000, 1);
+	waiter_init(&w);
+	assert_int_equal(ondemand_wait(&w.wt, 0, &a1, 1000.0), 0);
+	ondemand_drain(1000.0);
+	set_model(mesh_model("[" WL0("wl-1", B64_10_1_0_1) "]"));
+	ondemand_set_time(1000.0);
+	ondemand_note((const char *[]){ "wl-1", "/10.1.0.1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	set_model(mesh_model("[]"));
+	ondemand_set_time(1001.0);
+	ondemand_note(NULL, 0, (const char *[]){ "wl-1", "/10.1.0.1" }, 2);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_MISSING);
+	set_model(mesh_model("[" WL0("wl-9", B64_10_1_0_1) "]"));
+	ondemand_set_time(1002.0);
+	ondemand_note((const char *[]){ "wl-9", "/10.1.0.1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	ondemand_sweep(1013.0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_NONE);
+	assert_int_equal(nunsub_calls, 1);
+	assert_string_equal(unsubs[0], "/10.1.0.1 wl-9 wl-1");
+	od_teardown();
+}
+
 /* The bound: a lookup over xds.onDemandCacheSize evicts the least
  * recently used entry (never one still waiting for its answer); with every
  * entry in flight the new lookup is refused at once. */
@@ -928,6 +962,7 @@ main(void)
 		cmocka_unit_test(test_ipv6_names),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_idle_expiry),
+		cmocka_unit_test(test_evict_what_it_brought),
 		cmocka_unit_test(test_lru_bound),
 		cmocka_unit_test(test_lru_negative_first),
 		cmocka_unit_test(test_queue_bounded),
