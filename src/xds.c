@@ -62,7 +62,8 @@ struct xtype {
 	struct names told;	/* delta: what this stream has told the server */
 	bool sent;		/* the type's first request went out on this stream */
 	bool answered;		/* a response was applied since start (readiness) */
-	char nonce[128];	/* the last response's, on this stream (SotW requests echo it) */
+	char *nonce;		/* the last response's, on this stream (SotW requests echo it,
+				 * whole: a cut one is stale to the server) */
 	char *good_version;	/* SotW: the last ACKed version_info */
 	/* /config_dump */
 	char ack_nonce[128], ack_version[128];
@@ -390,7 +391,7 @@ sync_type(enum mres_type t)
 	if (xt->wildcard)
 		return;
 	if (x.sotw) {
-		sotw_send(t, NULL, xt->good_version, xt->nonce, NULL);
+		sotw_send(t, NULL, xt->good_version, xt->nonce ? xt->nonce : "", NULL);
 		return;
 	}
 	for (size_t i = 0; i < xt->want.n; i++)
@@ -632,7 +633,7 @@ handle(const uint8_t *msg, size_t len)
 	x.failures = 0;
 	if (u.type == MRES_ADDRESS && x.od_purge)
 		purge_unheld();
-	snprintf(xt->nonce, sizeof(xt->nonce), "%s", u.nonce ? u.nonce : "");
+	set_str(&xt->nonce, u.nonce ? u.nonce : "");
 	if ((rc = xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r)) < 0) {
 		/* Out of memory: the store is unchanged; NACK so the server
 		 * sends it again later. */
@@ -856,7 +857,8 @@ stream_open(void)
 	x.first_req = true;
 	for (int i = 0; i < MRES__COUNT; i++) {
 		x.t[i].sent = false;
-		x.t[i].nonce[0] = '\0';
+		free(x.t[i].nonce);
+		x.t[i].nonce = NULL;
 		names_clear(&x.t[i].told);
 	}
 	for (size_t i = 0; i < NORDER; i++)
@@ -1042,6 +1044,7 @@ xds_stop(void)
 		names_clear(&x.t[t].told);
 		free(x.t[t].good_version);
 		free(x.t[t].nack_error);
+		free(x.t[t].nonce);
 	}
 	for (size_t i = 0; i < x.nextra; i++)
 		free((char *)x.extra[i].name);
