@@ -530,6 +530,21 @@ od_uid_kept(const struct model *m, const char *uid, const struct od_entry *excep
 	return false;
 }
 
+/* Did another FOUND entry's answer bring name (a dual-stack Service's
+ * other VIP brought the same Service)? */
+static bool
+od_brought_by_other(const char *name, const struct od_entry *except)
+{
+	for (struct od_entry *e = od_all; e; e = e->next) {
+		if (e == except || e->st != OD_FOUND)
+			continue;
+		for (size_t i = 0; i < e->brought.n; i++)
+			if (strcmp(e->brought.v[i], name) == 0)
+				return true;
+	}
+	return false;
+}
+
 /* What an entry brought in: istiod merges the names it answered a lookup
  * with into the subscription (a VIP brings the Service and its endpoint
  * Workloads, pilot/pkg/xds/workload.go generateDeltasOndemand), so
@@ -549,7 +564,8 @@ od_brought(struct od_entry *e, struct od_names *ns, bool evicting)
 	od_sockaddr(&e->k, &a);
 	const struct mservice *s = model_service_vip(m, &a);
 	if (s) {
-		od_names_add(ns, s->key);
+		if (!evicting || !od_brought_by_other(s->key, e))
+			od_names_add(ns, s->key);
 		for (size_t p = 0; p < s->nports; p++)
 			for (size_t i = 0; i < s->ports[p].neps; i++) {
 				const char *uid = s->ports[p].eps[i].wl->uid;
@@ -575,7 +591,7 @@ od_evict_names(struct od_entry *e, struct od_names *ns)
 	od_names_add(ns, e->name);
 	od_brought(e, ns, true);
 	for (size_t i = 0; i < e->brought.n; i++)
-		if (!m || !od_uid_kept(m, e->brought.v[i], e))
+		if (!od_brought_by_other(e->brought.v[i], e) && (!m || !od_uid_kept(m, e->brought.v[i], e)))
 			od_names_add(ns, e->brought.v[i]);
 }
 

@@ -365,6 +365,43 @@ test_vip_found_by_model(void **state)
 	od_teardown();
 }
 
+/* A Service with two VIPs (dual-stack, or two addresses): each VIP's
+ * lookup brought the Service. Evicting one VIP must not unsubscribe the
+ * Service (nor its endpoints) the other VIP's entry still holds. */
+static void
+test_two_vips_one_service(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage v1 = addr("10.255.0.1", 80), v2 = addr("10.255.0.2", 80);
+
+	(void)state;
+	od_setup_with(100, 60000, 1);
+	for (int i = 0; i < 2; i++) {
+		waiter_init(&w);
+		assert_int_equal(ondemand_wait(&w.wt, 0, i ? &v2 : &v1, 10.0), 0);
+		ondemand_drain(10.0);
+	}
+	set_model(mesh_model("[{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"echo\",\"namespace\":\"default\",\"hostname\":\"echo.default.svc.cluster.local\","
+	    "\"addresses\":[{\"network\":\"\",\"address\":\"Cv8AAQ==\"},{\"network\":\"\",\"address\":\"Cv8AAg==\"}],"
+	    "\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}}," WL("wl-1", B64_10_1_0_1, "8080") "]"));
+	ondemand_set_time(10.0);
+	ondemand_note((const char *[]){ "default/echo.default.svc.cluster.local", "wl-1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.255.0.2"), OD_FOUND);
+	ondemand_touch(&v1, 50.0);
+	ondemand_sweep(10.0 + 61);
+	assert_int_equal(ondemand_state("/10.255.0.2"), OD_NONE);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(nunsub_calls, 1);
+	assert_string_equal(unsubs[0], "/10.255.0.2");
+	/* The last one takes them all. */
+	ondemand_sweep(50.0 + 61);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_NONE);
+	assert_string_equal(unsubs[1], "/10.255.0.1 default/echo.default.svc.cluster.local wl-1");
+	od_teardown();
+}
+
 /* Not found: the waiters go on, the answer is cached for
  * ONDEMAND_NEGATIVE_S by the control thread (no second subscription) and by
  * each worker (no second request at all), then the name is unsubscribed. */
@@ -958,6 +995,7 @@ main(void)
 		cmocka_unit_test(test_name),
 		cmocka_unit_test(test_lookup_shared),
 		cmocka_unit_test(test_vip_found_by_model),
+		cmocka_unit_test(test_two_vips_one_service),
 		cmocka_unit_test(test_not_found_cached),
 		cmocka_unit_test(test_ipv6_names),
 		cmocka_unit_test(test_timeout),
