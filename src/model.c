@@ -840,7 +840,10 @@ find_unknown_in_anys(const ProtobufCMessage *m, struct anywalk *w)
 
 		if (!inner)
 			return 0;
-		if (!(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
+		/* Its bytes were no message field of the resource's: their
+		 * nesting is bounded here (pb_depth_ok). */
+		if (pb_depth_ok(inner, any->value.data, any->value.len, PB_MAX_DEPTH) < 0 ||
+		    !(u = protobuf_c_message_unpack(inner, NULL, any->value.len, any->value.data))) {
 			snprintf(w->inner, sizeof(w->inner), "value");
 			w->undecodable = true;
 			return -EINVAL;

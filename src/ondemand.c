@@ -62,12 +62,19 @@ static unsigned od_nws;
 
 /* ---- the control thread's cache ---- */
 
+/* Names to (un)subscribe, collected during one event. */
+struct od_names {
+	char **v;
+	size_t n, cap;
+};
+
 struct od_entry {
 	struct od_key k;
 	char *name;			/* "<network>/<ip>" */
 	enum od_state st;
 	double t0;			/* LOOKING: asked at; FOUND: found at; MISSING: answered at */
 	double neg_until;		/* MISSING: dropped (unsubscribed) then */
+	struct od_names brought;	/* what its answer brought (od_brought), unsubscribed with it */
 	struct od_entry *hnext;		/* hash chain */
 	struct od_entry *prev, *next;	/* every entry */
 };
@@ -462,15 +469,12 @@ od_free(struct od_entry *e)
 	if (e->st == OD_LOOKING)
 		od_nlooking--;
 	od_n--;
+	for (size_t i = 0; i < e->brought.n; i++)
+		free(e->brought.v[i]);
+	free(e->brought.v);
 	free(e->name);
 	free(e);
 }
-
-/* Names to unsubscribe, collected during one event. */
-struct od_names {
-	char **v;
-	size_t n, cap;
-};
 
 static void
 od_names_add(struct od_names *ns, const char *name)
@@ -526,6 +530,21 @@ od_uid_kept(const struct model *m, const char *uid, const struct od_entry *excep
 	return false;
 }
 
+/* Did another FOUND entry's answer bring name (a dual-stack Service's
+ * other VIP brought the same Service)? */
+static bool
+od_brought_by_other(const char *name, const struct od_entry *except)
+{
+	for (struct od_entry *e = od_all; e; e = e->next) {
+		if (e == except || e->st != OD_FOUND)
+			continue;
+		for (size_t i = 0; i < e->brought.n; i++)
+			if (strcmp(e->brought.v[i], name) == 0)
+				return true;
+	}
+	return false;
+}
+
 /* What an entry brought in: istiod merges the names it answered a lookup
  * with into the subscription (a VIP brings the Service and its endpoint
  * Workloads, pilot/pkg/xds/workload.go generateDeltasOndemand), so
@@ -545,7 +564,8 @@ od_brought(struct od_entry *e, struct od_names *ns, bool evicting)
 	od_sockaddr(&e->k, &a);
 	const struct mservice *s = model_service_vip(m, &a);
 	if (s) {
-		od_names_add(ns, s->key);
+		if (!evicting || !od_brought_by_other(s->key, e))
+			od_names_add(ns, s->key);
 		for (size_t p = 0; p < s->nports; p++)
 			for (size_t i = 0; i < s->ports[p].neps; i++) {
 				const char *uid = s->ports[p].eps[i].wl->uid;
@@ -559,11 +579,29 @@ od_brought(struct od_entry *e, struct od_names *ns, bool evicting)
 		od_names_add(ns, wl->uid);
 }
 
+/* The entry's name, what the model says it brings now (endpoints that
+ * joined since), and what its answer brought: a Service removed since, or
+ * an entry no longer found, leaves no trace in the model of the Workloads
+ * its lookup subscribed. */
 static void
 od_evict_names(struct od_entry *e, struct od_names *ns)
 {
+	const struct model *m = server.snap ? server.snap->model : NULL;
+
 	od_names_add(ns, e->name);
 	od_brought(e, ns, true);
+	for (size_t i = 0; i < e->brought.n; i++)
+		if (!od_brought_by_other(e->brought.v[i], e) && (!m || !od_uid_kept(m, e->brought.v[i], e)))
+			od_names_add(ns, e->brought.v[i]);
+}
+
+static void
+od_names_free(struct od_names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	*ns = (struct od_names){ 0 };
 }
 
 static double
@@ -587,7 +625,10 @@ od_evict(struct od_entry *e, struct od_names *ns)
 }
 
 /* Make room for one more: the least recently used entry that is not
- * waiting for its answer. false when every entry is (the lookup is then
+ * waiting for its answer, a negative answer before any found one (each
+ * worker keeps its negative answers for itself meanwhile, so losing one
+ * costs little; a flood of unknown addresses must not evict the mesh
+ * destinations in use). false when every entry waits (the lookup is then
  * refused: the cache bounds the subscriptions in flight too). */
 static bool
 od_make_room(struct od_names *ns)
@@ -599,10 +640,14 @@ od_make_room(struct od_names *ns)
 		if (e->st == OD_LOOKING)
 			continue;
 		double t = od_last_use(e);
-		if (!lru || t < lru_t) {
-			lru = e;
-			lru_t = t;
+		if (lru && (lru->st == OD_MISSING) != (e->st == OD_MISSING)) {
+			if (e->st != OD_MISSING)
+				continue;
+		} else if (lru && t >= lru_t) {
+			continue;
 		}
+		lru = e;
+		lru_t = t;
 	}
 	if (!lru)
 		return false;
@@ -656,7 +701,8 @@ od_request(const struct od_key *k, double now, struct od_entry ***subs, size_t *
 		/* An expired negative answer the sweep has not dropped yet: ask
 		 * again. The name is still subscribed, and subscribing it again
 		 * would change nothing the server hears: out, then in again. */
-		od_names_add(unsubs, e->name);
+		od_evict_names(e, unsubs);
+		od_names_free(&e->brought);
 		od_set_state(e, OD_LOOKING, now);
 	}
 	struct od_entry **v = realloc(*subs, (*nsubs + 1) * sizeof(*v));
@@ -722,7 +768,15 @@ od_found(struct od_entry *e, double now, struct od_names *brought)
 {
 	od_set_state(e, OD_FOUND, now);
 	od_answer(&e->k, true, 0);
-	od_brought(e, brought, false);
+	/* Added to what an earlier answer brought (found again after a
+	 * removal): all of it goes with the entry. */
+	struct od_names fresh = { 0 };
+	od_brought(e, &fresh, false);
+	for (size_t i = 0; i < fresh.n; i++) {
+		od_names_add(brought, fresh.v[i]);
+		od_names_add(&e->brought, fresh.v[i]);
+	}
+	od_names_free(&fresh);
 	log_debug("on demand: %s found", e->name);
 }
 

@@ -144,3 +144,68 @@ int pb_find_unknown_enum(const ProtobufCMessage *m, char *path, size_t len, int 
 		return 0;
 	return find(m, path, len, 0, value);
 }
+
+/* ---- nesting ---- */
+
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* The walk behind pb_depth_ok(): recursion only into the message fields d
+ * declares, at most max deep, so its own stack stays small. */
+static int depth_walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+    unsigned depth, unsigned max)
+{
+	if (depth > max)
+		return -ELOOP;
+	while (p < end) {
+		const ProtobufCFieldDescriptor *f;
+		uint64_t tag, len;
+		int rc;
+
+		if (!wire_varint(&p, end, &tag))
+			return 0;	/* malformed: the unpack says so */
+		switch (tag & 7) {
+		case 0:
+			if (!wire_varint(&p, end, &len))
+				return 0;
+			break;
+		case 1:
+			if (end - p < 8)
+				return 0;
+			p += 8;
+			break;
+		case 5:
+			if (end - p < 4)
+				return 0;
+			p += 4;
+			break;
+		case 2:
+			if (!wire_varint(&p, end, &len) || len > (uint64_t)(end - p))
+				return 0;
+			f = tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3)) :
+			    NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+			    (rc = depth_walk(f->descriptor, p, p + len, depth + 1, max)) < 0)
+				return rc;
+			p += len;
+			break;
+		default:
+			return 0;	/* groups: protobuf-c refuses them */
+		}
+	}
+	return 0;
+}
+
+int pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, unsigned max)
+{
+	return depth_walk(d, data, data + len, 0, max);
+}

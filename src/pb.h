@@ -27,4 +27,13 @@ bool pb_enum_known(const ProtobufCEnumDescriptor *d, int value);
  * the caller checks the message it decodes from it. */
 int pb_find_unknown_enum(const ProtobufCMessage *m, char *path, size_t len, int *value);
 
+/* protobuf-c unpacks recursively with no bound on nesting: a message of
+ * nested Struct/Value/ListValue (Metadata holds Structs) a few hundred
+ * kilobytes long exhausts the stack. Before unpacking untrusted bytes as
+ * d: 0 when no message field nests deeper than max (PB_MAX_DEPTH, the
+ * bound protobuf's own runtimes apply), -ELOOP when one does. Malformed
+ * bytes pass (the unpack refuses them). */
+#define PB_MAX_DEPTH 100
+int pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, unsigned max);
+
 #endif

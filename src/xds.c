@@ -62,7 +62,8 @@ struct xtype {
 	struct names told;	/* delta: what this stream has told the server */
 	bool sent;		/* the type's first request went out on this stream */
 	bool answered;		/* a response was applied since start (readiness) */
-	char nonce[128];	/* the last response's, on this stream (SotW requests echo it) */
+	char *nonce;		/* the last response's, on this stream (SotW requests echo it,
+				 * whole: a cut one is stale to the server) */
 	char *good_version;	/* SotW: the last ACKed version_info */
 	/* /config_dump */
 	char ack_nonce[128], ack_version[128];
@@ -100,6 +101,7 @@ static struct {
 	unsigned long reconnects;
 	char last_error[512];
 	bool state_loaded;	/* serving the state file's resources, no response yet */
+	bool od_purge;		/* on demand: drop the Addresses no lookup holds at the first response */
 	bool state_dirty;
 	double last_save;
 	struct xtype t[MRES__COUNT];
@@ -259,6 +261,7 @@ struct irv {
 	IrvEntry **p;
 	size_t n, cap;
 	bool oom;
+	const struct names *only;	/* non-NULL: only these names */
 };
 
 static void
@@ -267,7 +270,7 @@ irv_add(void *ud, const struct mres *r, const char *const *aliases, size_t nalia
 	struct irv *v = ud;
 
 	(void)aliases, (void)naliases;
-	if (v->oom)
+	if (v->oom || (v->only && !names_has(v->only, r->name)))
 		return;
 	if (v->n == v->cap) {
 		size_t cap = v->cap ? v->cap * 2 : 64;
@@ -312,6 +315,11 @@ delta_send(enum mres_type t, const char *url, const char *nonce, const char *err
 	req.resource_names_unsubscribe = unsub;
 	req.n_resource_names_unsubscribe = nunsub;
 	if (initial && x.store) {
+		/* On demand, istiod subscribes us to every name we say we hold
+		 * (pilot/pkg/xds/delta.go, deltaWatchedResources): only the
+		 * subscribed ones, or the cache would never unsubscribe them. */
+		if (x.on_demand && t == MRES_ADDRESS)
+			v.only = &x.t[t].want;
 		xds_store_each(x.store, t, irv_add, &v);
 		if (v.oom) {
 			log_error("xds %s: out of memory for initial_resource_versions of %s; asking for all",
@@ -387,7 +395,7 @@ sync_type(enum mres_type t)
 	if (xt->wildcard)
 		return;
 	if (x.sotw) {
-		sotw_send(t, NULL, xt->good_version, xt->nonce, NULL);
+		sotw_send(t, NULL, xt->good_version, xt->nonce ? xt->nonce : "", NULL);
 		return;
 	}
 	for (size_t i = 0; i < xt->want.n; i++)
@@ -593,6 +601,41 @@ stream_error(const char *fmt, ...)
 	schedule_retry();
 }
 
+struct unheld {
+	struct names gone;
+	bool oom;
+};
+
+static void
+unheld_add(void *ud, const struct mres *r, const char *const *aliases, size_t naliases)
+{
+	struct unheld *h = ud;
+
+	(void)aliases, (void)naliases;
+	if (!names_has(&x.t[MRES_ADDRESS].want, r->name) && names_add(&h->gone, r->name) < 0)
+		h->oom = true;
+}
+
+/* On demand after a restart: the state file's Addresses served while the
+ * server was away, but no cache entry holds them (none would ever
+ * unsubscribe or expire them) and the server was not told of them. At the
+ * first Address response they go; a connection looks them up again. */
+static void
+purge_unheld(void)
+{
+	struct unheld h = { 0 };
+
+	x.od_purge = false;
+	xds_store_each(x.store, MRES_ADDRESS, unheld_add, &h);
+	if (h.oom)
+		log_error("xds %s: out of memory listing the state file's Addresses", x.tgt.addr);
+	else if (h.gone.n)
+		log_info("xds %s: on demand: %zu Addresses from the state file dropped (looked up again when used)",
+		    x.tgt.addr, h.gone.n);
+	drop_names(MRES_ADDRESS, (const char *const *)h.gone.v, h.gone.n);
+	names_clear(&h.gone);
+}
+
 static void
 handle(const uint8_t *msg, size_t len)
 {
@@ -638,7 +681,9 @@ handle(const uint8_t *msg, size_t len)
 	/* A response that decoded: the backoff starts over (a server that
 	 * answers garbage keeps backing off). */
 	x.failures = 0;
-	snprintf(xt->nonce, sizeof(xt->nonce), "%s", u.nonce ? u.nonce : "");
+	if (u.type == MRES_ADDRESS && x.od_purge)
+		purge_unheld();
+	set_str(&xt->nonce, u.nonce ? u.nonce : "");
 	if ((rc = xds_store_apply(x.store, &u, server.snap ? server.snap->model : NULL, &r)) < 0) {
 		/* Out of memory: the store is unchanged; NACK so the server
 		 * sends it again later. */
@@ -862,7 +907,8 @@ stream_open(void)
 	x.first_req = true;
 	for (int i = 0; i < MRES__COUNT; i++) {
 		x.t[i].sent = false;
-		x.t[i].nonce[0] = '\0';
+		free(x.t[i].nonce);
+		x.t[i].nonce = NULL;
 		names_clear(&x.t[i].told);
 	}
 	for (size_t i = 0; i < NORDER; i++)
@@ -936,6 +982,7 @@ load_state(void)
 	if (server_set_model(m, "xds state file") < 0)
 		return;
 	x.state_loaded = true;
+	x.od_purge = x.on_demand;
 	server.stats[SM_XDS_STATE_LOADED] = 1;
 	log_info("xds: serving %zu resources from the state file %s (saved at %s) until the xDS server answers%s",
 	    total, x.state_file, when, skipped ? " (some entries were damaged and skipped)" : "");
@@ -1053,6 +1100,7 @@ xds_stop(void)
 		names_clear(&x.t[t].missing);
 		free(x.t[t].good_version);
 		free(x.t[t].nack_error);
+		free(x.t[t].nonce);
 	}
 	for (size_t i = 0; i < x.nextra; i++)
 		free((char *)x.extra[i].name);
@@ -1101,10 +1149,18 @@ change_subscription(enum mres_type t, const char *const *names, size_t n, bool a
 	if (x.sotw)
 		return -ENOTSUP;
 	for (size_t i = 0; i < n; i++) {
-		if (!add)
-			names_del(&x.t[t].want, names[i]);
-		else if (names_add(&x.t[t].want, names[i]) < 0)
+		if (add) {
+			if (names_add(&x.t[t].want, names[i]) < 0)
+				return -ENOMEM;
+			continue;
+		}
+		/* Told as unsubscribed even when we never subscribed it: istiod
+		 * adds to an on-demand subscription itself (a Workload joining
+		 * a subscribed Service, pilot/pkg/xds/workload.go), and only an
+		 * unsubscribe ends its pushes. */
+		if (x.t[t].sent && names_add(&x.t[t].told, names[i]) < 0)
 			return -ENOMEM;
+		names_del(&x.t[t].want, names[i]);
 	}
 	sync_type(t);
 	return 0;

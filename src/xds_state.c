@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pb.h"
 #include "xds_state.h"
 #include "outrigger/xds_state.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
@@ -209,7 +210,8 @@ read_file(const char *path, uint8_t **out, size_t *len, char *err, size_t errlen
 	size_t got = 0;
 	int fd, rc;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+	/* O_NONBLOCK: a FIFO there would block open(2) until a writer came. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
@@ -269,7 +271,8 @@ xds_state_load(const char *path, struct xds_store *s, size_t *skipped, char *err
 		return rc;
 	/* The file is ours and bounded; the resources' decode is bounded by
 	 * xds_decode_delta as a response's is. */
-	if (!(st = outrigger__xds_state__unpack(NULL, len, file))) {
+	if (pb_depth_ok(&outrigger__xds_state__descriptor, file, len, PB_MAX_DEPTH) < 0 ||
+	    !(st = outrigger__xds_state__unpack(NULL, len, file))) {
 		snprintf(err, errlen, "%s: not a state file (%zu bytes that do not decode)", path, len);
 		rc = -EINVAL;
 		goto out;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "pb.h"
 #include "xds_store.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
@@ -242,6 +243,10 @@ decode_item(struct xds_item *it, const Google__Protobuf__Any *any, enum mres_typ
 		return;
 	}
 	it->digest = bytes_digest(any->value.data, any->value.len);
+	if (pb_depth_ok(type_desc[t], any->value.data, any->value.len, PB_MAX_DEPTH) < 0) {
+		snprintf(it->why, sizeof(it->why), "resource: nested deeper than %d messages", PB_MAX_DEPTH);
+		return;
+	}
 	if (!(msg = protobuf_c_message_unpack(type_desc[t], &b->a, any->value.len, any->value.data))) {
 		if (b->oom)
 			snprintf(it->why, sizeof(it->why), "out of memory");
@@ -321,6 +326,11 @@ xds_decode_delta(const uint8_t *msg, size_t len, struct xds_update *u, char *err
 	if (errlen)
 		err[0] = '\0';
 	budget_init(&b, len);
+	if (pb_depth_ok(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg, len,
+	    PB_MAX_DEPTH) < 0) {
+		snprintf(err, errlen, "DeltaDiscoveryResponse: nested deeper than %d messages", PB_MAX_DEPTH);
+		return -EINVAL;
+	}
 	if (!(m = envoy__service__discovery__v3__delta_discovery_response__unpack(&b.a, len, msg))) {
 		if (b.oom)
 			return -ENOMEM;
@@ -388,6 +398,10 @@ xds_decode_sotw(const uint8_t *msg, size_t len, struct xds_update *u, char *err,
 	if (errlen)
 		err[0] = '\0';
 	budget_init(&b, len);
+	if (pb_depth_ok(&envoy__service__discovery__v3__discovery_response__descriptor, msg, len, PB_MAX_DEPTH) < 0) {
+		snprintf(err, errlen, "DiscoveryResponse: nested deeper than %d messages", PB_MAX_DEPTH);
+		return -EINVAL;
+	}
 	if (!(m = envoy__service__discovery__v3__discovery_response__unpack(&b.a, len, msg))) {
 		if (b.oom)
 			return -ENOMEM;
@@ -1302,7 +1316,9 @@ chain_refs(const Envoy__Config__Listener__V3__FilterChain *fc, struct names *l)
 			continue;
 		/* The model validated this Any already; one that does not decode
 		 * here references nothing. */
-		if (!(h = envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__unpack(
+		if (pb_depth_ok(&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+		    flt->typed_config->value.data, flt->typed_config->value.len, PB_MAX_DEPTH) < 0 ||
+		    !(h = envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__unpack(
 		    NULL, flt->typed_config->value.len, flt->typed_config->value.data)))
 			continue;
 		if (h->route_specifier_case ==

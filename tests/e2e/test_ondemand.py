@@ -12,6 +12,7 @@ known only by asking.
         <-- Service echo + Workloads --  the snapshot, then the connection resumes
         -> server-a or server-b :8080
 """
+import os
 import time
 
 import pytest
@@ -198,6 +199,69 @@ def test_idle_expiry_unsubscribes(lab_cp):
     assert code == 200
     assert cp.lookups().count("/" + ip) == 2
     assert sc.stats()["server.ondemand_lookups"] == 2
+
+
+def test_idle_expiry_unsubscribes_what_the_server_added(lab_cp):
+    """istiod grows an on-demand subscription itself: a Workload that joins a subscribed
+    Service later is pushed without being asked for, and joins the watch
+    (pilot/pkg/xds/workload.go: AdditionalPodSubscriptions, w.ResourceNames merged). When
+    the Service is evicted that Workload must be unsubscribed too, though the client never
+    subscribed it, or istiod pushes it for ever and the cache's bound means nothing."""
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds={"onDemandIdle": "1s"})
+    code, body = c.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    late = lab_cp.add_pod("server-late")
+    n = len(cp.s.acks(X.ADDRESS))
+    cp.s.push_entries(X.ADDRESS, [X.make_entry(X.ADDRESS, meshres.workload(
+        _uid(late), late.name, [late.ip4], {SVC: [(80, PORT)]}))])
+    wait_for(lambda: len(cp.s.acks(X.ADDRESS)) > n, timeout=5, what="the pushed Workload ACKed")
+    wait_for(lambda: "/" + VIP in cp.unsubscribed(), timeout=6, what="the unsubscribe")
+    gone = cp.unsubscribed()
+    assert SVC in gone and _uid(pods[0]) in gone
+    assert _uid(late) in gone, gone
+    assert sc.stats()["server.ondemand_cached"] == 0
+
+
+def test_state_file_addresses_not_subscribed_for_ever(lab_cp):
+    """On demand with xds.stateFile: a restart holds the Addresses the last run looked up,
+    but no cache entry does. They are not told to the server as initial_resource_versions
+    (istiod subscribes a client to every name it lists there, pilot/pkg/xds/delta.go, and
+    nothing would ever unsubscribe them: every restart would add a cache's worth), and at
+    the server's first answer they are dropped: the next connection looks its address up."""
+    d = os.path.join(lab_cp.dir, "odstate")
+    os.makedirs(d)
+    os.chmod(d, 0o777)
+    xds = {"stateFile": os.path.join(d, "state.pb")}
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds=xds)
+    assert c.curl("http://%s/" % VIP, user="nobody")[0] == 200
+    assert sc.stop() == 0
+    mark = cp.s.mark()
+    sc = c.start_sidecar(config={"xds": dict({"onDemandTimeout": "2s"}, **xds),
+                                 "proxy": {"concurrency": 2}}, run_init=False,
+                         env={"XDS_ADDRESS": "http://127.0.0.1:%d" % cp.s.port, "XDS_ON_DEMAND": "true"})
+    wait_for(lambda: cp.s.acks(X.ADDRESS, since=mark), timeout=10, what="the first Address ACK")
+    first = cp.s.requests(X.ADDRESS, since=mark)[0]
+    assert first["initial_resource_versions"] == {}, first
+    assert c.curl("http://%s/" % VIP, user="nobody")[0] == 200
+    assert sc.stats()["server.ondemand_lookups"] == 1
+    assert [r for r in cp.s.requests(X.ADDRESS, since=mark) if "/" + VIP in r["subscribe"]]
+
+
+def test_idle_expiry_unsubscribes_what_a_removed_service_brought(lab_cp):
+    """A VIP's lookup brought its Service and the Service's Workloads (subscribed with it).
+    The Service is removed; the Workloads stay in the mesh. When the entry expires, the
+    model no longer says what the VIP brought, but the Workloads must be unsubscribed all
+    the same, or istiod pushes them for ever."""
+    pods, c, cp, sc = _start(lab_cp, n_servers=1, xds={"onDemandIdle": "1s"})
+    code, body = c.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    n = len(cp.s.acks(X.ADDRESS))
+    cp.s.remove(X.ADDRESS, SVC)
+    wait_for(lambda: len(cp.s.acks(X.ADDRESS)) > n, timeout=5, what="the removal ACKed")
+    wait_for(lambda: "/" + VIP in cp.unsubscribed(), timeout=6, what="the unsubscribe")
+    gone = cp.unsubscribed()
+    assert _uid(pods[0]) in gone, gone
+    assert sc.stats()["server.ondemand_cached"] == 0
 
 
 def test_cache_bound_evicts(lab_cp):

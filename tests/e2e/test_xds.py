@@ -445,6 +445,19 @@ def test_state_file_rate_limited_last_written(env):
     assert "burst29" in q.names(CLUSTER)
 
 
+def test_sotw_long_nonce_subscription_change(env):
+    """State of the world: a change of the EDS names echoes the last EDS response's nonce,
+    whole. Nonces are opaque strings of any length; one cut to 127 bytes was a stale nonce
+    to the server (istiod ignores such a request), so a new cluster's endpoints never came."""
+    cp = env.cp()
+    cp.nonce_prefix = "n" * 300
+    cp.set_many([(CLUSTER_T, cluster("c1")), (CLA_T, cla("c1")), (CLA_T, cla("c2"))])
+    p = env.proxy(cp.address, env={"XDS_SOTW": "true"})
+    wait_for(lambda: p.names(CLA) == ["c1"], timeout=15, what="c1's endpoints")
+    cp.set(CLUSTER_T, cluster("c2"))
+    wait_for(lambda: p.names(CLA) == ["c1", "c2"], timeout=10, what="c2's endpoints")
+
+
 def test_sotw_reconnect_sends_versions_and_names(env):
     """State of the world, server restart: the first requests of the new stream carry the
     version_info last ACKed and the full resource_names list of the by-name types."""

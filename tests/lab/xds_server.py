@@ -617,6 +617,7 @@ class XdsServer:
         self._members = {}           # Service name -> {Workload uid} (the Workloads listing it)
         self.type_version = {}       # type_url -> int (SotW version_info)
         self.nonces = itertools.count(1)
+        self.nonce_prefix = "n"     # a test may make nonces long (any length is valid)
         self.stream_ids = itertools.count(1)
         self._requests = []          # dicts, in arrival order
         self._sent = []              # dicts, in order
@@ -865,7 +866,7 @@ class XdsServer:
         r = self.C["DeltaDiscoveryResponse"]()
         r.type_url = t
         r.system_version_info = str(self.type_version.get(t, 0))
-        r.nonce = "n%d" % next(self.nonces)
+        r.nonce = "%s%d" % (self.nonce_prefix, next(self.nonces))
         w = st.watches.get(t)
         for e in entries:
             x = r.resources.add()
@@ -922,7 +923,7 @@ class XdsServer:
         r = self.C["DiscoveryResponse"]()
         r.type_url = t
         r.version_info = str(self.type_version.get(t, 0))
-        r.nonce = "n%d" % next(self.nonces)
+        r.nonce = "%s%d" % (self.nonce_prefix, next(self.nonces))
         ents = self._sotw_entries(w, t) if entries is None else entries
         for e in ents:
             r.resources.add().CopyFrom(e.any)

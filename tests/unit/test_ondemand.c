@@ -365,6 +365,43 @@ test_vip_found_by_model(void **state)
 	od_teardown();
 }
 
+/* A Service with two VIPs (dual-stack, or two addresses): each VIP's
+ * lookup brought the Service. Evicting one VIP must not unsubscribe the
+ * Service (nor its endpoints) the other VIP's entry still holds. */
+static void
+test_two_vips_one_service(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage v1 = addr("10.255.0.1", 80), v2 = addr("10.255.0.2", 80);
+
+	(void)state;
+	od_setup_with(100, 60000, 1);
+	for (int i = 0; i < 2; i++) {
+		waiter_init(&w);
+		assert_int_equal(ondemand_wait(&w.wt, 0, i ? &v2 : &v1, 10.0), 0);
+		ondemand_drain(10.0);
+	}
+	set_model(mesh_model("[{\"@type\":\"type.googleapis.com/istio.workload.Address\",\"service\":{"
+	    "\"name\":\"echo\",\"namespace\":\"default\",\"hostname\":\"echo.default.svc.cluster.local\","
+	    "\"addresses\":[{\"network\":\"\",\"address\":\"Cv8AAQ==\"},{\"network\":\"\",\"address\":\"Cv8AAg==\"}],"
+	    "\"ports\":[{\"servicePort\":80,\"targetPort\":8080}]}}," WL("wl-1", B64_10_1_0_1, "8080") "]"));
+	ondemand_set_time(10.0);
+	ondemand_note((const char *[]){ "default/echo.default.svc.cluster.local", "wl-1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.255.0.2"), OD_FOUND);
+	ondemand_touch(&v1, 50.0);
+	ondemand_sweep(10.0 + 61);
+	assert_int_equal(ondemand_state("/10.255.0.2"), OD_NONE);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_FOUND);
+	assert_int_equal(nunsub_calls, 1);
+	assert_string_equal(unsubs[0], "/10.255.0.2");
+	/* The last one takes them all. */
+	ondemand_sweep(50.0 + 61);
+	assert_int_equal(ondemand_state("/10.255.0.1"), OD_NONE);
+	assert_string_equal(unsubs[1], "/10.255.0.1 default/echo.default.svc.cluster.local wl-1");
+	od_teardown();
+}
+
 /* Not found: the waiters go on, the answer is cached for
  * ONDEMAND_NEGATIVE_S by the control thread (no second subscription) and by
  * each worker (no second request at all), then the name is unsubscribed. */
@@ -542,6 +579,40 @@ test_idle_expiry(void **state)
 	od_teardown();
 }
 
+/* What an entry's answers brought goes with it, also what the model no
+ * longer shows: wl-1 came with the first answer for 10.1.0.1, which was
+ * then removed; the address came back as wl-9 (a new pod). The eviction
+ * unsubscribes both. */
+static void
+test_evict_what_it_brought(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage a1 = addr("10.1.0.1", 80);
+
+	(void)state;
+	od_setup_with(100, 10000, 1);
+	waiter_init(&w);
+	assert_int_equal(ondemand_wait(&w.wt, 0, &a1, 1000.0), 0);
+	ondemand_drain(1000.0);
+	set_model(mesh_model("[" WL0("wl-1", B64_10_1_0_1) "]"));
+	ondemand_set_time(1000.0);
+	ondemand_note((const char *[]){ "wl-1", "/10.1.0.1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	set_model(mesh_model("[]"));
+	ondemand_set_time(1001.0);
+	ondemand_note(NULL, 0, (const char *[]){ "wl-1", "/10.1.0.1" }, 2);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_MISSING);
+	set_model(mesh_model("[" WL0("wl-9", B64_10_1_0_1) "]"));
+	ondemand_set_time(1002.0);
+	ondemand_note((const char *[]){ "wl-9", "/10.1.0.1" }, 2, NULL, 0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	ondemand_sweep(1013.0);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_NONE);
+	assert_int_equal(nunsub_calls, 1);
+	assert_string_equal(unsubs[0], "/10.1.0.1 wl-9 wl-1");
+	od_teardown();
+}
+
 /* The bound: a lookup over xds.onDemandCacheSize evicts the least
  * recently used entry (never one still waiting for its answer); with every
  * entry in flight the new lookup is refused at once. */
@@ -598,6 +669,45 @@ test_lru_bound(void **state)
 	for (int i = 0; i < 3; i++)
 		if (!ws[i].resumed)
 			ondemand_cancel(&ws[i].wt);
+	od_teardown();
+}
+
+/* A negative answer goes before any found entry, however recently used:
+ * a flood of connections to unknown addresses must not evict the mesh
+ * destinations in use (each eviction an unsubscribe, each next connection
+ * a lookup again). */
+static void
+test_lru_negative_first(void **state)
+{
+	struct waiter w;
+	struct sockaddr_storage a[4] = { addr("10.1.0.1", 80), addr("10.1.0.2", 80), addr("10.1.0.3", 80),
+	    addr("10.1.0.4", 80) };
+
+	(void)state;
+	od_setup_with(3, 600000, 1);
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w);
+		assert_int_equal(ondemand_wait(&w.wt, 0, &a[i], 100.0), 0);
+		ondemand_drain(100.0);
+	}
+	set_model(mesh_model("[" WL0("wl-1", B64_10_1_0_1) "," WL0("wl-2", B64_10_1_0_2) "]"));
+	ondemand_set_time(100.0);
+	ondemand_note((const char *[]){ "/10.1.0.1", "/10.1.0.2" }, 2, NULL, 0);
+	ondemand_touch(&a[0], 110.0);
+	ondemand_touch(&a[1], 110.0);
+	/* 10.1.0.3 is unknown to the server, answered later than the uses. */
+	ondemand_set_time(120.0);
+	ondemand_note(NULL, 0, (const char *[]){ "/10.1.0.3" }, 1);
+	assert_int_equal(ondemand_state("/10.1.0.3"), OD_MISSING);
+	waiter_init(&w);
+	assert_int_equal(ondemand_wait(&w.wt, 0, &a[3], 121.0), 0);
+	ondemand_drain(121.0);
+	assert_int_equal(ondemand_state("/10.1.0.3"), OD_NONE);
+	assert_int_equal(ondemand_state("/10.1.0.1"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.1.0.2"), OD_FOUND);
+	assert_int_equal(ondemand_state("/10.1.0.4"), OD_LOOKING);
+	assert_int_equal(server.stats[SM_ONDEMAND_EVICTIONS], 0);
+	ondemand_cancel(&w.wt);
 	od_teardown();
 }
 
@@ -885,11 +995,14 @@ main(void)
 		cmocka_unit_test(test_name),
 		cmocka_unit_test(test_lookup_shared),
 		cmocka_unit_test(test_vip_found_by_model),
+		cmocka_unit_test(test_two_vips_one_service),
 		cmocka_unit_test(test_not_found_cached),
 		cmocka_unit_test(test_ipv6_names),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_idle_expiry),
+		cmocka_unit_test(test_evict_what_it_brought),
 		cmocka_unit_test(test_lru_bound),
+		cmocka_unit_test(test_lru_negative_first),
 		cmocka_unit_test(test_queue_bounded),
 		cmocka_unit_test(test_tunnels_wait_and_resume),
 		cmocka_unit_test(test_tunnel_timeout_policy),

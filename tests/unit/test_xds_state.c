@@ -362,6 +362,13 @@ test_garbage(void **state)
 	assert_int_equal(mkdir(path_of("adir"), 0700), 0);
 	assert_int_equal(xds_state_load(path_of("adir"), l, &skipped, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "not a regular file"));
+	/* A FIFO: open(2) waited for a writer, and the control thread with
+	 * it, for ever (alarm: the test fails rather than hangs). */
+	assert_int_equal(mkfifo(path_of("afifo"), 0600), 0);
+	alarm(10);
+	assert_int_equal(xds_state_load(path_of("afifo"), l, &skipped, err, sizeof(err)), -EINVAL);
+	alarm(0);
+	assert_non_null(strstr(err, "not a regular file"));
 	assert_int_equal(xds_store_count(l, MRES_ADDRESS), 0);
 	xds_store_free(l);
 }

@@ -1006,6 +1006,136 @@ test_decode_bound(void **state)
 	free(b);
 }
 
+/* ---- Deep nesting ---- */
+
+/* Wire bytes built backwards, from the end of buf down to start. */
+struct wbuf {
+	uint8_t *buf, *start;
+};
+
+static void
+pre_bytes(struct wbuf *w, const void *p, size_t n)
+{
+	assert_true((size_t)(w->start - w->buf) >= n);
+	w->start -= n;
+	memcpy(w->start, p, n);
+}
+
+static void
+pre_varint(struct wbuf *w, uint64_t v)
+{
+	uint8_t b[10];
+	size_t n = 0;
+
+	do {
+		b[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	pre_bytes(w, b, n);
+}
+
+/* Makes the bytes from start to end a length-delimited field. */
+static void
+pre_field(struct wbuf *w, unsigned field, const uint8_t *end)
+{
+	pre_varint(w, (uint64_t)(end - w->start));
+	pre_varint(w, (uint64_t)field << 3 | 2);
+}
+
+/* A Cluster named name whose metadata.filter_metadata["istio"] holds a
+ * Struct {"k": Value} of depth nested list_value [Value] pairs. */
+static void
+deep_cluster(struct rsc *x, const char *name, size_t depth)
+{
+	size_t cap = 12 * depth + 256;
+	struct wbuf w;
+	uint8_t *end;
+
+	w.buf = malloc(cap);
+	assert_non_null(w.buf);
+	w.start = end = w.buf + cap;
+	for (size_t i = 0; i < depth; i++) {
+		pre_field(&w, 1, end);	/* ListValue.values */
+		pre_field(&w, 6, end);	/* Value.list_value */
+	}
+	pre_field(&w, 2, end);		/* Struct.fields entry: value */
+	pre_bytes(&w, "\x0a\x01k", 3);	/* key */
+	pre_field(&w, 1, end);		/* Struct.fields */
+	pre_field(&w, 2, end);		/* filter_metadata entry: value */
+	pre_bytes(&w, "\x0a\x05istio", 7);
+	pre_field(&w, 1, end);		/* Metadata.filter_metadata */
+	pre_field(&w, 25, end);		/* Cluster.metadata */
+	pre_bytes(&w, name, strlen(name));
+	pre_varint(&w, strlen(name));
+	pre_bytes(&w, "\x0a", 1);	/* Cluster.name */
+	x->vlen = (size_t)(end - w.start);
+	x->val = malloc(x->vlen);
+	assert_non_null(x->val);
+	memcpy(x->val, w.start, x->vlen);
+	x->type_url = strdup(T_CLUSTER);
+	free(w.buf);
+}
+
+/* protobuf-c unpacks recursively with no bound: 20,000 nested Values
+ * (160 kB) took the stack. Such a resource is refused with its reason, the
+ * rest of the response applies; a sane depth decodes. */
+static void
+test_deep_nesting(void **state)
+{
+	struct resp p = { 0 };
+	struct xds_update u;
+	char err[256];
+	uint8_t *b;
+	size_t len;
+
+	(void)state;
+	p.type_url = T_CLUSTER;
+	deep_cluster(add(&p, "deep", "1", NULL), "deep", 20000);
+	deep_cluster(add(&p, "fine", "1", NULL), "fine", 40);
+	add(&p, "c", "1", CLUSTER("c", ""));
+	for (int sotw = 0; sotw <= 1; sotw++) {
+		b = sotw ? pack_sotw(&p, "1", "n", &len) : pack_delta(&p, "n", &len);
+		assert_int_equal(sotw ? xds_decode_sotw(b, len, &u, err, sizeof(err)) :
+		    xds_decode_delta(b, len, &u, err, sizeof(err)), 0);
+		assert_int_equal(u.nitems, 3);
+		assert_null(u.items[0].res);
+		assert_non_null(strstr(u.items[0].why, "nested deeper than 100"));
+		assert_non_null(u.items[1].res);
+		assert_non_null(u.items[2].res);
+		xds_update_free(&u);
+		free(b);
+	}
+	resp_clear(&p);
+
+	/* The response itself: a Resource's metadata (delta). */
+	{
+		size_t depth = 20000, cap = 12 * depth + 256;
+		struct wbuf w;
+		uint8_t *end;
+
+		w.buf = malloc(cap);
+		assert_non_null(w.buf);
+		w.start = end = w.buf + cap;
+		for (size_t i = 0; i < depth; i++) {
+			pre_field(&w, 1, end);
+			pre_field(&w, 6, end);
+		}
+		pre_field(&w, 2, end);
+		pre_bytes(&w, "\x0a\x01k", 3);
+		pre_field(&w, 1, end);
+		pre_field(&w, 2, end);
+		pre_bytes(&w, "\x0a\x05istio", 7);
+		pre_field(&w, 1, end);
+		pre_field(&w, 9, end);		/* Resource.metadata */
+		pre_field(&w, 2, end);		/* DeltaDiscoveryResponse.resources */
+		pre_bytes(&w, "\x2a\x01n", 3);	/* nonce */
+		assert_int_equal(xds_decode_delta(w.start, (size_t)(end - w.start), &u, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "nested deeper than 100"));
+		xds_update_free(&u);
+		free(w.buf);
+	}
+}
+
 /* The NACK's text is bounded: "... and N more". */
 static void
 test_error_bound(void **state)
@@ -1220,6 +1350,7 @@ main(void)
 		cmocka_unit_test(test_put),
 		cmocka_unit_test(test_bad_messages),
 		cmocka_unit_test(test_decode_bound),
+		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_error_bound),
 		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_golden_delta),
