@@ -102,6 +102,17 @@ int hbone_pool_open(struct hbone_pool *p, struct conn *c, const struct hbone_dst
 int hbone_pool_connect(struct worker *w, struct conn *c, const struct hbone_dst *dst, const char *authority,
     const struct h2s_hdr *hdrs, size_t n, conn_ready_fn *ready, void *owner);
 
+/* The request's headers (reference xds-hbone.md §3.2). baggage: ours
+ * (k8s.cluster.name, k8s.namespace.name, k8s.deployment.name or
+ * k8s.pod.name, service.name, service.version from the environment
+ * pilot-agent reads and the pod's labels), made once per worker; NULL on
+ * OOM. traceparent: a fresh W3C id ("00-<32 hex>-<16 hex>-00"), out at
+ * least 56 bytes; 0 or -errno. */
+struct config;
+const char *hbone_baggage(struct worker *w, const struct config *cfg);
+int hbone_baggage_build(char *out, size_t len, const char *cluster_id);
+int hbone_traceparent(char *out, size_t len);
+
 /* A stream conn: the server's verified SPIFFE ID ("" none or not yet), its
  * response status (0 before), whether c is one. */
 const char *hbone_stream_peer_id(const struct conn *c);

@@ -9,8 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <openssl/rand.h>
+
+#include "config.h"
 #include "conn.h"
 #include "hbone.h"
+#include "json.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -23,6 +28,7 @@ struct hbone_pool {
 	size_t nconns;
 	size_t nalloc;			/* every hbpc, draining ones too */
 	bool dying;
+	char *baggage;			/* ours, made once (hbone_baggage) */
 	hbone_dial_fn *dial;		/* tests: instead of TCP + TLS */
 	void *dial_arg;
 	struct hbone_pool_stats stats;
@@ -227,6 +233,8 @@ st_open(struct hbst *st)
 	in->ready = st_inner_ready;
 	if (st->pc->peer_id && !st->peer_id)
 		st->peer_id = strdup(st->pc->peer_id);
+	if (st->outer->wants)
+		conn_arm(in, st->outer->wants);
 	return 0;
 }
 
@@ -593,6 +601,8 @@ hbone_pool_free(struct hbone_pool *p)
 			pc_fail(pc, -ECONNABORTED);
 	}
 	p->dying = true;
+	free(p->baggage);
+	p->baggage = NULL;
 	if (!--p->nalloc)
 		free(p);
 }
@@ -689,4 +699,107 @@ hbone_pool_conns(const struct hbone_pool *p, const struct hbone_dst *dst)
 		if (!dst || pc_matches(pc, dst))
 			n++;
 	return n;
+}
+
+/* ---- the request's headers -------------------------------------------------- */
+
+static const char *
+label(const cJSON *labels, const char *const *keys, size_t n)
+{
+	for (size_t i = 0; labels && i < n; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, keys[i]);
+
+		if (cJSON_IsString(v) && *v->valuestring)
+			return v->valuestring;
+	}
+	return NULL;
+}
+
+static void
+bag_put(char *out, size_t len, const char *key, const char *v)
+{
+	size_t at = strlen(out);
+
+	/* A value with a separator or a space would break the list; W3C
+	 * baggage would percent-encode it, and Kubernetes names have none. */
+	if (!v || !*v || strpbrk(v, ",;= \t\"") || at >= len)
+		return;
+	snprintf(out + at, len - at, "%s%s=%s", at ? "," : "", key, v);
+}
+
+int
+hbone_baggage_build(char *out, size_t len, const char *cluster_id)
+{
+	static const char *const name_keys[] = { "service.istio.io/canonical-name", "app.kubernetes.io/name", "app" };
+	static const char *const rev_keys[] = { "service.istio.io/canonical-revision", "app.kubernetes.io/version",
+		"version" };
+	const char *ns = getenv("POD_NAMESPACE"), *pod = getenv("POD_NAME");
+	const char *wl = getenv("ISTIO_META_WORKLOAD_NAME"), *js = getenv("ISTIO_METAJSON_LABELS");
+	const char *svc, *rev;
+	cJSON *labels = NULL;
+	char err[64];
+
+	if (!len)
+		return -EINVAL;
+	*out = 0;
+	if (js && *js && (labels = json_parse_strict(js, strlen(js), err, sizeof(err))) && !cJSON_IsObject(labels)) {
+		cJSON_Delete(labels);
+		labels = NULL;
+	}
+	svc = label(labels, name_keys, 3);
+	rev = label(labels, rev_keys, 3);
+	/* ztunnel's order and keys (reference xds-hbone.md §3.2): the
+	 * workload's kind is a Deployment when the injector named one (its
+	 * ISTIO_META_WORKLOAD_NAME), else the pod alone. */
+	bag_put(out, len, "k8s.cluster.name", cluster_id && *cluster_id ? cluster_id : "Kubernetes");
+	bag_put(out, len, "k8s.namespace.name", ns);
+	if (wl && *wl)
+		bag_put(out, len, "k8s.deployment.name", wl);
+	else
+		bag_put(out, len, "k8s.pod.name", pod);
+	bag_put(out, len, "service.name", svc ? svc : wl && *wl ? wl : pod);
+	bag_put(out, len, "service.version", rev ? rev : "latest");
+	cJSON_Delete(labels);
+	return 0;
+}
+
+const char *
+hbone_baggage(struct worker *w, const struct config *cfg)
+{
+	char buf[1024];
+
+	if (!w->hbone && !(w->hbone = hbone_pool_new(w, w->loop, &hbone_pool_defaults)))
+		return NULL;
+	if (!w->hbone->baggage && hbone_baggage_build(buf, sizeof(buf), cfg->cluster_id) == 0)
+		w->hbone->baggage = strdup(buf);
+	return w->hbone->baggage;
+}
+
+int
+hbone_traceparent(char *out, size_t len)
+{
+	unsigned char r[24];
+	static const char hex[] = "0123456789abcdef";
+	char *q;
+
+	/* version 00, a 16-byte trace id, an 8-byte parent id, flags 00; all
+	 * zero ids are invalid (W3C), so are redrawn. */
+	if (len < 56)
+		return -ENOSPC;
+	do {
+		if (RAND_bytes(r, sizeof(r)) != 1)
+			return -EIO;
+	} while (!memcmp(r, (const unsigned char[16]){ 0 }, 16) || !memcmp(r + 16, (const unsigned char[8]){ 0 }, 8));
+	q = out;
+	*q++ = '0';
+	*q++ = '0';
+	*q++ = '-';
+	for (size_t i = 0; i < 24; i++) {
+		if (i == 16)
+			*q++ = '-';
+		*q++ = hex[r[i] >> 4];
+		*q++ = hex[r[i] & 15];
+	}
+	memcpy(q, "-00", 4);
+	return 0;
 }
