@@ -47,7 +47,7 @@ struct hbpc {
 	SSL_CTX *ctx;			/* a reference: for streams moved to a new connection */
 	struct conn t;
 	struct h2s *s;
-	struct hbst *streams;		/* waiting and open, ours */
+	struct hbst *streams, *last;	/* waiting and open, ours, oldest first */
 	unsigned nstreams;
 	char *peer_id;			/* the server's verified SPIFFE ID */
 	ev_timer timer;			/* the handshake's deadline, then idle release */
@@ -167,6 +167,8 @@ st_unlink(struct hbst *st)
 		pc->streams = st->next;
 	if (st->next)
 		st->next->prev = st->prev;
+	else
+		pc->last = st->prev;
 	st->next = st->prev = NULL;
 	st->pc = NULL;
 	pc->nstreams--;
@@ -318,7 +320,7 @@ pc_fail(struct hbpc *pc, int err)
 	struct hbst *list = pc->streams, *st;
 
 	pc_unlist(pc);
-	pc->streams = NULL;
+	pc->streams = pc->last = NULL;
 	for (st = list; st; st = st->next) {
 		st->pc = NULL;
 		if (!st->inner)
@@ -505,12 +507,21 @@ pc_room(const struct hbpc *pc, unsigned max)
 static int
 pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, struct hbpc *not)
 {
-	struct hbpc *pc;
+	struct hbpc *pc, *coming = NULL;
 	int rc;
 
-	for (pc = p->conns; pc; pc = pc->next)
-		if (pc != not && pc_matches(pc, dst) && pc_room(pc, p->o.max_streams))
+	/* A session that is up first (the stream opens at once), else one
+	 * still being established (its handshake is shared). */
+	for (pc = p->conns; pc; pc = pc->next) {
+		if (pc == not || !pc_matches(pc, dst) || !pc_room(pc, p->o.max_streams))
+			continue;
+		if (pc->state == PC_READY)
 			break;
+		if (!coming)
+			coming = pc;
+	}
+	if (!pc)
+		pc = coming;
 	if (!pc) {
 		if (!(pc = calloc(1, sizeof(*pc))))
 			return -ENOMEM;
@@ -553,12 +564,15 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		conn_arm(&pc->t, CONN_HS);
 	} else if (pc->state == PC_READY && !pc->nstreams)
 		ev_timer_stop(p->loop, &pc->timer);	/* reused before its release */
+	/* Appended: the waiting streams open in the order they came. */
 	st->pc = pc;
-	st->next = pc->streams;
-	st->prev = NULL;
-	if (pc->streams)
-		pc->streams->prev = st;
-	pc->streams = st;
+	st->next = NULL;
+	st->prev = pc->last;
+	if (pc->last)
+		pc->last->next = st;
+	else
+		pc->streams = st;
+	pc->last = st;
 	pc->nstreams++;
 	if (pc->state == PC_READY && (rc = st_open(st)) < 0) {
 		st_unlink(st);
