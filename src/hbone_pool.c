@@ -57,7 +57,8 @@ struct hbpc {
  * relay.us) has these ops and this as tx; inner is h2s's stream conn once
  * the session is up. The request waits here until then. */
 struct hbst {
-	struct conn *outer, *inner;
+	struct conn *outer, *inner;	/* inner: &in once opened */
+	struct conn in;			/* the h2s stream, moved here (h2s_stream_move) */
 	struct hbpc *pc;
 	struct hbst *next, *prev;
 	int err;			/* the connection failed: the handshake's answer */
@@ -226,10 +227,13 @@ st_inner_ready(struct conn *inner, int what)
 static int
 st_open(struct hbst *st)
 {
-	struct conn *in = h2s_connect(st->pc->s, st->authority, st->hdrs, st->nhdrs);
+	struct conn *c = h2s_connect(st->pc->s, st->authority, st->hdrs, st->nhdrs), *in = &st->in;
 
-	if (!in)
+	if (!c)
 		return -EBUSY;
+	/* Ours to keep: the stream's storage is freed by h2s only after the
+	 * close that conn_close() still writes after. */
+	h2s_stream_move(in, c);
 	st->inner = in;
 	in->owner = st;
 	in->ready = st_inner_ready;

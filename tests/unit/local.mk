@@ -23,7 +23,7 @@ tests_unit_test_hbone_pool_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_hbone_pool_LDADD = $(UNIT_LDADD)
 # The pool's sessions are the test's (h2s.h's client side, wrapped).
 tests_unit_test_hbone_pool_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=h2s_client_new,--wrap=h2s_connect,--wrap=h2s_status \
-	-Wl,--wrap=h2s_can_open,--wrap=h2s_streams,--wrap=h2s_close
+	-Wl,--wrap=h2s_can_open,--wrap=h2s_streams,--wrap=h2s_close,--wrap=h2s_stream_move
 tests_unit_test_xds_node_SOURCES = tests/unit/test_xds_node.c
 tests_unit_test_xds_node_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_xds_node_LDADD = $(UNIT_LDADD)

@@ -35,6 +35,7 @@ struct fsess;
 
 struct fstream {
 	struct conn c;
+	struct conn *live;	/* where the owner keeps it (h2s_stream_move) */
 	struct fsess *s;
 	int status;		/* 0: no response yet */
 	bool reset;
@@ -142,6 +143,17 @@ int __wrap_h2s_status(const struct conn *c);
 bool __wrap_h2s_can_open(const struct h2s *hs);
 unsigned __wrap_h2s_streams(const struct h2s *hs);
 void __wrap_h2s_close(struct h2s *hs, enum conn_close how);
+void __wrap_h2s_stream_move(struct conn *dst, struct conn *src);
+
+void
+__wrap_h2s_stream_move(struct conn *dst, struct conn *src)
+{
+	struct fstream *f = src->tx;
+
+	*dst = *src;
+	dst->io.data = dst;
+	f->live = dst;
+}
 
 struct h2s *
 __wrap_h2s_client_new(struct worker *w, struct conn *t, const struct h2s_settings *st, const struct h2s_handler *h,
@@ -177,6 +189,7 @@ __wrap_h2s_connect(struct h2s *hs, const char *authority, const struct h2s_hdr *
 		    hdrs[i].value);
 	conn_init(&f->c, ev_default_loop(0), -1, &fs_ops, NULL, NULL, -1);
 	f->c.tx = f;
+	f->live = &f->c;
 	s->open++;
 	s->streams[s->nstreams++] = f;
 	return &f->c;
@@ -215,8 +228,8 @@ fsess_end(struct fsess *s)
 		f->s = NULL;
 		s->streams[i] = NULL;
 		s->open--;
-		if (f->c.ready && (f->c.wants & CONN_HS))
-			f->c.ready(&f->c, CONN_HS);
+		if (f->live->ready && (f->live->wants & CONN_HS))
+			f->live->ready(f->live, CONN_HS);
 	}
 	s->closed_called = true;
 	conn_close(s->t, CONN_ABORT);	/* the session owned its transport */
@@ -238,8 +251,8 @@ static void
 respond(struct fstream *f, int status)
 {
 	f->status = status;
-	if (f->c.ready && (f->c.wants & CONN_HS))
-		f->c.ready(&f->c, CONN_HS);
+	if (f->live->ready && (f->live->wants & CONN_HS))
+		f->live->ready(f->live, CONN_HS);
 }
 
 /* ---- the test's transports (hbone_pool_set_dial) ------------------------------ */
