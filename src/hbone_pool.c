@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "hbone.h"
 #include "json.h"
+#include "log.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -394,9 +395,20 @@ pc_ready(struct conn *t, int what)
 		conn_arm(t, CONN_HS);
 		return;
 	}
-	if (rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0)
+	bool no_h2 = rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0;
+
+	if (no_h2)
 		rc = -EPROTO;	/* ztunnel and Envoy HBONE speak h2 only */
 	if (rc < 0) {
+		char a[SOCK_ADDR_STRLEN], detail[256] = "";
+		enum xtls_fail f = t->ops == &xtls_ops ? xtls_failure(t, detail, sizeof(detail)) : XTLS_FAIL_NONE;
+
+		/* One line per connection, not per stream: each stream's tunnel
+		 * logs its own connect failure. */
+		log_warn("HBONE %s (expecting %s): %s%s%s", sock_addr_str(&pc->addr, a, sizeof(a)),
+		    *pc->dst_id ? pc->dst_id : "an identity of the trust domain",
+		    no_h2 ? "the server did not select ALPN h2" :
+		    f != XTLS_FAIL_NONE ? xtls_fail_names[f] : strerror(-rc), *detail ? ": " : "", detail);
 		pc->p->stats.handshake_fail++;
 		pc_fail(pc, rc);
 		return;
