@@ -33,7 +33,7 @@ ID_SERVER = certs.spiffe_id("default", "server")
 HB = "listener.outbound.upstream_cx_hbone"
 # One line per request; the fields are nghttpx's (nghttpx(1), --accesslog-format).
 # For a CONNECT, $path is the authority; a quote in a value is logged as \x22.
-LOGFMT = ('method=$method port=$remote_port authority=$path status=$status tls=$tls_protocol alpn=$alpn '
+LOGFMT = ('method=$method port=$remote_port authority=$path status=$status tls=$tls_protocol cipher=$tls_cipher sni=$tls_sni alpn=$alpn '
           'client=$tls_client_fingerprint_sha256 forwarded="$http_forwarded" baggage="$http_baggage" '
           'traceparent="$http_traceparent"')
 
@@ -165,6 +165,8 @@ def test_hbone_workload_via_service(pod_lab, pki, outrigger_bin, init_bin):
         assert _field(l, "status") == "200", l
         assert _field(l, "tls") == "TLSv1.3", l
         assert _field(l, "alpn") == "h2", l
+        assert _field(l, "cipher") in ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"), l
+        assert _field(l, "sni") == "-", l          # no SNI, as ztunnel
         fwd = _field(l, "forwarded")
         assert re.fullmatch(r"for='%s:\d+';host=%s" % (re.escape(client.ip4), re.escape(HOST)), fwd), l
         assert _field(l, "client") == fp, l        # our client certificate, as nghttpx received it
