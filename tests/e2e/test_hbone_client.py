@@ -227,3 +227,19 @@ def test_hbone_wrong_identity_refused(pod_lab, pki, outrigger_bin, init_bin):
     assert zt.lines() == []
     log = sc.log()
     assert "HBONE %s:15008 (expecting %s): identity" % (server.ip4, ID_SERVER) in log, log[-3000:]
+
+
+def test_hbone_to_outrigger_sidecar(pod_lab, pki, outrigger_bin, init_bin):
+    """Sidecar to sidecar: the server pod's own Outrigger terminates the HBONE (its 15008);
+    the app sees the bytes, and each side logs the other's verified SPIFFE ID."""
+    client, server = pod_lab.add_pod("client"), pod_lab.add_pod("server")
+    _app(server)
+    ss = _sidecar(server, _wds(server), pki["server"])
+    sc = _sidecar(client, _wds(server), pki["client"])
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    assert "hello from the-app" in body
+    wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
+    assert sc.stats()[HB] == 1
+    assert "HBONE peer %s" % ID_SERVER in sc.log()
+    wait_for(lambda: ID_CLIENT in ss.log(), what="the server sidecar logging the client's identity")
