@@ -46,6 +46,8 @@ struct hbpc {
 	bool listed;
 	bool t_ours;			/* t is ours to close (h2s takes it over) */
 	SSL_CTX *ctx;			/* a reference: for streams moved to a new connection */
+	char **sans;			/* the service's SANs it was dialled with, likewise */
+	size_t nsans;
 	struct conn t;
 	struct h2s *s;
 	struct hbst *streams, *last;	/* waiting and open, ours, oldest first */
@@ -288,6 +290,9 @@ pc_free(struct hbpc *pc)
 		conn_close(&pc->t, CONN_ABORT);
 	if (pc->ctx)
 		SSL_CTX_free(pc->ctx);
+	for (size_t i = 0; i < pc->nsans; i++)
+		free(pc->sans[i]);
+	free(pc->sans);
 	free(pc->src_id);
 	free(pc->dst_id);
 	free(pc->peer_id);
@@ -362,7 +367,7 @@ pc_up(struct hbpc *pc)
 			continue;
 		/* Moved: to a connection with room, or a new one. */
 		struct hbone_dst d = { .src_id = pc->src_id, .dst_id = pc->dst_id, .addr = pc->addr,
-			.ctx = pc->ctx };
+			.ctx = pc->ctx, .sans = (const char *const *)pc->sans, .nsans = pc->nsans };
 		st_unlink(st);
 		if ((st->err = pool_place(p, st, &d, pc)) < 0) {
 			st->next = wake;
@@ -566,6 +571,12 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		pc->t_ours = true;
 		if (dst->ctx && SSL_CTX_up_ref(dst->ctx))
 			pc->ctx = dst->ctx;
+		/* Best effort: without the copy a moved stream expects the
+		 * workload identity only. */
+		if (dst->nsans && (pc->sans = calloc(dst->nsans, sizeof(*pc->sans))))
+			for (size_t i = 0; i < dst->nsans; i++)
+				if ((pc->sans[pc->nsans] = strdup(dst->sans[i])))
+					pc->nsans++;
 		p->nalloc++;
 		p->stats.opened++;
 		pc->state = PC_CONNECTING;
