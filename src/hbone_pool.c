@@ -39,7 +39,7 @@ struct hbone_pool {
  * pointer), its session once up, and every stream it carries or will. */
 struct hbpc {
 	struct hbone_pool *p;
-	struct hbpc *next, *prev;	/* the pool's list (not when draining) */
+	struct hbpc *next, *prev;	/* the pool's list, until the session ends */
 	char *src_id, *dst_id;		/* the key, with addr */
 	struct sockaddr_storage addr;
 	enum { PC_CONNECTING, PC_READY, PC_DRAINING } state;
@@ -449,8 +449,7 @@ pc_timer(struct ev_loop *loop, ev_timer *tm, int revents)
 	/* Idle for the whole period: released (GOAWAY; the session's closed
 	 * callback frees it, at once or when h2s is done). */
 	pc->p->stats.idle_released++;
-	pc->state = PC_DRAINING;
-	pc_unlist(pc);
+	pc->state = PC_DRAINING;	/* listed still (hbone_pool_free), never chosen */
 	h2s_close(pc->s, CONN_GRACEFUL);
 }
 
@@ -737,7 +736,7 @@ hbone_pool_conns(const struct hbone_pool *p, const struct hbone_dst *dst)
 	size_t n = 0;
 
 	for (const struct hbpc *pc = p->conns; pc; pc = pc->next)
-		if (!dst || pc_matches(pc, dst))
+		if (pc->state != PC_DRAINING && (!dst || pc_matches(pc, dst)))
 			n++;
 	return n;
 }
