@@ -243,3 +243,27 @@ def test_hbone_to_outrigger_sidecar(pod_lab, pki, outrigger_bin, init_bin):
     assert sc.stats()[HB] == 1
     assert "HBONE peer %s" % ID_SERVER in sc.log()
     wait_for(lambda: ID_CLIENT in ss.log(), what="the server sidecar logging the client's identity")
+
+
+def test_hbone_failed_connection_tries_next_endpoint(pod_lab, pki, outrigger_bin, init_bin):
+    """Two HBONE endpoints behind one VIP, one of which has nothing on 15008: every request
+    still succeeds, a failed HBONE connection being a connect failure like a refused TCP
+    connect (the next endpoint is tried); only the streams that waited for it failed."""
+    client, server, dead = pod_lab.add_pod("client"), pod_lab.add_pod("server"), pod_lab.add_pod("dead")
+    _app(server)
+    zt = Ztunnel(pod_lab, server, pki["server"], pki["ca"].cert)
+    res = [meshres.service("hello", [VIP], [(PORT, TARGET)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4], {SVC: [(PORT, TARGET)]},
+                            serviceAccount="server", tunnelProtocol="HBONE"),
+           meshres.workload("Kubernetes//Pod/default/dead", "dead", [dead.ip4], {SVC: [(PORT, TARGET)]},
+                            serviceAccount="server", tunnelProtocol="HBONE")]
+    sc = _sidecar(client, res, pki["client"])
+    for i in range(4):
+        code, body = client.curl("http://%s/" % VIP, user="nobody")
+        assert code == 200, body
+    wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
+    st = sc.stats()
+    assert st[HB] == 4
+    assert st["listener.outbound.upstream_cx_hbone_fail"] >= 1
+    assert st["listener.outbound.upstream_cx_connect_retry"] == st["listener.outbound.upstream_cx_hbone_fail"]
+    assert len(zt.lines()) == 4
