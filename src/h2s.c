@@ -470,6 +470,10 @@ stream_want(struct conn *c, int what)
 		bits |= N_HS;
 	if (bits && !(st->notify & bits) && st->s)
 		notify(st, bits);
+	else if ((bits & N_RD) && !st->s)
+		/* The session is gone: no kick any more; the conn's own
+		 * watcher calls back (conn_io_cb: CONN_RD), and recv tells. */
+		ev_feed_event(c->loop, &c->io, EV_CUSTOM);
 	return 0;
 }
 
