@@ -527,6 +527,35 @@ test_goaway_graceful(void **state)
 	free(data);
 }
 
+/* A request whose header list passes the server's limit (64 KiB) is refused
+ * (that stream only): the session goes on. */
+static void
+test_header_list_limit(void **state)
+{
+	char *big = malloc(70000);
+	struct ep *e = &cli->eps[cli->neps++];
+
+	memset(big, 'a', 69999);
+	big[69999] = 0;
+	struct h2s_hdr h[] = { { "x-big", big } };
+	struct conn *c = h2s_connect(cli->s, "10.1.2.3:8080", h, 1);
+	assert_non_null(c);
+	h2s_stream_move(&e->c, c);
+	e->c.ready = ep_ready;
+	e->c.owner = e;
+	ep_arm(e);
+	RUN_UNTIL(e->hs, 5);
+	assert_true(e->hs);
+	assert_int_equal(e->hs_rc, -ECONNREFUSED);
+	assert_int_equal(srv->neps, 0);
+	free(big);
+	static const uint8_t ok[] = "ok";
+	e = open_stream("10.1.2.3:8080", ok, 2, true);
+	RUN_UNTIL(e->eof, 5);
+	assert_int_equal(e->inlen, 2);
+	assert_false(srv->closed);
+}
+
 int
 main(void)
 {
@@ -541,6 +570,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
