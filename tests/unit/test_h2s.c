@@ -528,7 +528,8 @@ test_goaway_graceful(void **state)
 }
 
 /* A request whose header list passes the server's limit (64 KiB) is refused
- * (that stream only): the session goes on. */
+ * (that stream only: nghttp2 enforces our SETTINGS_MAX_HEADER_LIST_SIZE, and
+ * on_header checks it too): the session goes on. */
 static void
 test_header_list_limit(void **state)
 {
