@@ -462,7 +462,8 @@ stream_want(struct conn *c, int what)
 	struct h2s_stream *st = stream_of(c);
 	unsigned bits = 0;
 
-	if ((what & CONN_RD) && can_recv(st))
+	/* Bytes held: conn_arm feeds the call-back itself (pending()). */
+	if ((what & CONN_RD) && can_recv(st) && !st->rq.len)
 		bits |= N_RD;
 	if ((what & CONN_WR) && can_send(st))
 		bits |= N_WR;
