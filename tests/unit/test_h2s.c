@@ -477,6 +477,86 @@ test_ping_flood(void **state)
 	free(bad);
 }
 
+/* Streams closed with bytes unread give them back to the connection's
+ * window: 12 streams of 2 MiB each, never read and then reset, exceed the
+ * 16 MiB connection window; a stream after them must still get through. */
+static void
+test_conn_window_returned(void **state)
+{
+	size_t n = 2u << 20;
+	uint8_t *data = pattern(n, 5);
+
+	srv->pause = true;
+	srv->no_echo = true;
+	for (int i = 0; i < 12; i++) {
+		struct ep *e = open_stream("10.1.2.3:8080", data, n, false);
+		RUN_UNTIL(srv->neps == i + 1 && srv->eps[i].c.ops && srv->eps[i].c.ops->pending(&srv->eps[i].c) == n, 10);
+		assert_int_equal(srv->eps[i].c.ops->pending(&srv->eps[i].c), n);
+		conn_close(&srv->eps[i].c, CONN_ABORT);
+		srv->eps[i].closed = true;
+		RUN_UNTIL(e->closed || e->hups, 5);
+		if (conn_open(&e->c))
+			conn_close(&e->c, CONN_ABORT);
+	}
+	srv->pause = false;
+	srv->no_echo = false;
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+	RUN_UNTIL(e->eof, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	free(data);
+}
+
+/* GOAWAY (graceful): no new stream, the open one finishes, then the end. */
+static void
+test_goaway_graceful(void **state)
+{
+	size_t n = 1u << 20;
+	uint8_t *data = pattern(n, 9);
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+
+	RUN_UNTIL(srv->neps == 1, 5);
+	h2s_close(srv->s, CONN_GRACEFUL);
+	RUN_UNTIL(e->eof && cli->closed && srv->closed, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	assert_true(srv->closed);
+	assert_true(cli->closed);
+	free(data);
+}
+
+/* A request whose header list passes the server's limit (64 KiB) is refused
+ * (that stream only: nghttp2 enforces our SETTINGS_MAX_HEADER_LIST_SIZE, and
+ * on_header checks it too): the session goes on. */
+static void
+test_header_list_limit(void **state)
+{
+	char *big = malloc(70000);
+	struct ep *e = &cli->eps[cli->neps++];
+
+	memset(big, 'a', 69999);
+	big[69999] = 0;
+	struct h2s_hdr h[] = { { "x-big", big } };
+	struct conn *c = h2s_connect(cli->s, "10.1.2.3:8080", h, 1);
+	assert_non_null(c);
+	h2s_stream_move(&e->c, c);
+	e->c.ready = ep_ready;
+	e->c.owner = e;
+	ep_arm(e);
+	RUN_UNTIL(e->hs, 5);
+	assert_true(e->hs);
+	assert_int_equal(e->hs_rc, -ECONNREFUSED);
+	assert_int_equal(srv->neps, 0);
+	free(big);
+	static const uint8_t ok[] = "ok";
+	e = open_stream("10.1.2.3:8080", ok, 2, true);
+	RUN_UNTIL(e->eof, 5);
+	assert_int_equal(e->inlen, 2);
+	assert_false(srv->closed);
+}
+
 int
 main(void)
 {
@@ -489,6 +569,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_100_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_kills_only_its_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
