@@ -17,6 +17,7 @@
 #include "hbone.h"
 #include "json.h"
 #include "log.h"
+#include "snapshot.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -448,6 +449,9 @@ pc_timer(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	/* Idle for the whole period: released (GOAWAY; the session's closed
 	 * callback frees it, at once or when h2s is done). */
+	char a[SOCK_ADDR_STRLEN];
+
+	log_debug("HBONE %s: no stream for %.3gs, released", sock_addr_str(&pc->addr, a, sizeof(a)), pc->p->o.idle_s);
 	pc->p->stats.idle_released++;
 	pc->state = PC_DRAINING;	/* listed still (hbone_pool_free), never chosen */
 	h2s_close(pc->s, CONN_GRACEFUL);
@@ -705,6 +709,10 @@ hbone_pool_connect(struct worker *w, struct conn *c, const struct hbone_dst *dst
 {
 	if (!w->hbone && !(w->hbone = hbone_pool_new(w, w->loop, &hbone_pool_defaults)))
 		return -ENOMEM;
+	/* proxy.hbonePoolIdleTimeout is live: the worker's configuration now
+	 * (a connection's timer keeps the period it was started with). */
+	if (w->snap)
+		w->hbone->o.idle_s = w->snap->s->cfg.hbone_pool_idle_ms / 1000.0;
 	return hbone_pool_open(w->hbone, c, dst, authority, hdrs, n, ready, owner);
 }
 

@@ -134,8 +134,8 @@ def _app(pod):
     return pod.app(["http", "--port", TARGET, "--name", "the-app"])
 
 
-def _sidecar(pod, resources, cert_dir, env=None):
-    return pod.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}),
+def _sidecar(pod, resources, cert_dir, env=None, proxy=None):
+    return pod.start_sidecar(config=meshres.config(resources, proxy=dict({"logLevel": "debug"}, **(proxy or {}))),
                              proxy_args=["--cert-dir", cert_dir, "--concurrency", "1"], env=env)
 
 
@@ -267,3 +267,23 @@ def test_hbone_failed_connection_tries_next_endpoint(pod_lab, pki, outrigger_bin
     assert st["listener.outbound.upstream_cx_hbone_fail"] >= 1
     assert st["listener.outbound.upstream_cx_connect_retry"] == st["listener.outbound.upstream_cx_hbone_fail"]
     assert len(zt.lines()) == 4
+
+
+def test_hbone_idle_connection_released(pod_lab, pki, outrigger_bin, init_bin):
+    """proxy.hbonePoolIdleTimeout: a pooled connection left without streams is closed (GOAWAY
+    through h2s) after it; the next request dials a new one (another client port at nghttpx)."""
+    client, server = pod_lab.add_pod("client"), pod_lab.add_pod("server")
+    _app(server)
+    zt = Ztunnel(pod_lab, server, pki["server"], pki["ca"].cert)
+    sc = _sidecar(client, _wds(server), pki["client"], proxy={"hbonePoolIdleTimeout": "0.5s"})
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    wait_for(lambda: "HBONE %s:15008: no stream for" % server.ip4 in sc.log(), what="the idle release")
+    wait_for(lambda: not server.run(["ss", "-Htn", "state", "established", "sport = :15008"],
+                                    check=False).stdout.strip(), what="the connection closed at nghttpx")
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    wait_for(lambda: len(zt.lines()) == 2, what="two requests at nghttpx")
+    lines = zt.lines()
+    assert _field(lines[0], "port") != _field(lines[1], "port"), lines
+    assert sc.stats()[HB] == 2
