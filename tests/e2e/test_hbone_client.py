@@ -182,6 +182,8 @@ def test_hbone_workload_via_service(pod_lab, pki, outrigger_bin, init_bin):
     wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
     st = sc.stats()
     assert st[HB] == 2
+    assert st["server.hbone_client_cx_total"] == 1        # one pooled connection for both
+    assert st["server.hbone_client_cx_active"] == 1       # kept for the next stream
     assert st["listener.outbound.upstream_cx_hbone_fail"] == 0
     assert st["listener.outbound.upstream_cx_tls_handshake"] == 0      # not the Istio mTLS path
     assert st["listener.outbound.upstream_cx_connect_fail"] == 0
@@ -223,6 +225,8 @@ def test_hbone_wrong_identity_refused(pod_lab, pki, outrigger_bin, init_bin):
              what="the HBONE failure counted")
     st = sc.stats()
     assert st[HB] == 0
+    assert st["server.hbone_client_cx_fail"] == 1
+    assert st["server.hbone_client_cx_active"] == 0
     assert st["listener.outbound.upstream_cx_connect_fail"] >= 1
     assert zt.lines() == []
     log = sc.log()
@@ -286,4 +290,7 @@ def test_hbone_idle_connection_released(pod_lab, pki, outrigger_bin, init_bin):
     wait_for(lambda: len(zt.lines()) == 2, what="two requests at nghttpx")
     lines = zt.lines()
     assert _field(lines[0], "port") != _field(lines[1], "port"), lines
-    assert sc.stats()[HB] == 2
+    st = sc.stats()
+    assert st[HB] == 2
+    assert st["server.hbone_client_cx_total"] == 2
+    assert st["server.hbone_client_cx_idle_released"] == 1
