@@ -311,6 +311,12 @@ stream_free(struct h2s_stream *st)
 	free(st);
 }
 
+static void
+stream_free_later(int revents, void *arg)
+{
+	stream_free(arg);
+}
+
 /* The stream is done with on both sides: nghttp2's and its owner's. */
 static void
 stream_maybe_free(struct h2s_stream *st)
@@ -535,6 +541,16 @@ stream_close(struct conn *c, enum conn_close how)
 		kick(s);
 	}
 	stream_unqueue(st);
+	/* conn_close() still writes to c after this returns: a conn never
+	 * moved out of the stream (an owner that closed it at once, say after
+	 * a 400) is freed from the loop, not here. */
+	if (c == &st->conn) {
+		if ((st->owner_closed || (!st->taken && !st->client)) && (st->h2_closed || !st->s)) {
+			stream_unlink(st);
+			ev_once(c->loop, -1, 0, 0., stream_free_later, st);
+		}
+		return;
+	}
 	stream_maybe_free(st);
 }
 

@@ -557,6 +557,40 @@ test_header_list_limit(void **state)
 	assert_false(srv->closed);
 }
 
+static int unmoved_hs;
+
+static void
+unmoved_ready(struct conn *c, int what)
+{
+	if (what & CONN_HS)
+		unmoved_hs = c->ops->handshake(c);
+	if (unmoved_hs == -EAGAIN)
+		conn_arm(c, CONN_HS);
+}
+
+/* A stream conn used where h2s_connect returned it (never moved) and closed
+ * after its stream ended: conn_close() writes to it after ops->close, so
+ * the stream must not be freed under it (ASan: heap-use-after-free). */
+static void
+test_close_unmoved_after_end(void **state)
+{
+	srv->status = 503;
+	struct conn *c = h2s_connect(cli->s, "10.1.2.3:1", NULL, 0);
+
+	assert_non_null(c);
+	unmoved_hs = -EAGAIN;
+	c->ready = unmoved_ready;
+	conn_arm(c, CONN_HS);
+	RUN_UNTIL(unmoved_hs != -EAGAIN && h2s_streams(srv->s) == 0, 5);
+	assert_int_equal(unmoved_hs, -ECONNREFUSED);
+	for (int i = 0; i < 20; i++)
+		ev_run(loop, EVRUN_NOWAIT);
+	conn_close(c, CONN_GRACEFUL);
+	assert_false(conn_open(c));
+	ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(h2s_streams(cli->s), 0);
+}
+
 int
 main(void)
 {
@@ -572,6 +606,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_unmoved_after_end, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
