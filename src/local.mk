@@ -11,6 +11,7 @@ liboutrigger_a_SOURCES = \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
 	src/grpc.c src/grpc.h \
+	src/h2s.c src/h2s.h src/hbone.c src/hbone.h src/hbone_server.c \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \
@@ -36,6 +37,7 @@ liboutrigger_a_SOURCES = \
 	src/xds_state.c src/xds_state.h \
 	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \
+	src/hbone_pool.c \
 	src/certsrc.h
 
 OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \

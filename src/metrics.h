@@ -14,7 +14,8 @@
 /* The capture listeners. */
 #define LISTENERS(X) \
 	X(OUTBOUND, "outbound") \
-	X(INBOUND, "inbound")
+	X(INBOUND, "inbound") \
+	X(HBONE, "hbone")
 
 enum listener_kind {
 #define X(e, name) LST_##e,
@@ -55,6 +56,10 @@ enum listener_kind {
 	X(UPSTREAM_CX_TLS_FAIL_IDENTITY, upstream_cx_tls_fail_identity, COUNTER, "Upstream mTLS failures: the peer's SPIFFE ID is missing, of another trust domain, or not the one expected") \
 	X(UPSTREAM_CX_TLS_FAIL_IO, upstream_cx_tls_fail_io, COUNTER, "Upstream mTLS failures: the connection failed, closed or timed out during the handshake") \
 	X(UPSTREAM_CX_TLS_NO_LOCAL_CERT, upstream_cx_tls_no_local_cert, COUNTER, "Connections to an Istio-mTLS peer refused because this proxy has no certificate yet (never sent in plaintext)") \
+	/* Outbound HBONE (tunnel.c stage_connect_hbone, hbone_pool.c). */ \
+	X(UPSTREAM_CX_HBONE, upstream_cx_hbone, COUNTER, "Upstream HBONE CONNECT streams established (200 from the peer's 15008, its SPIFFE ID verified)") \
+	X(UPSTREAM_CX_HBONE_REFUSED, upstream_cx_hbone_refused, COUNTER, "Upstream HBONE CONNECTs answered with another status than 2xx (also counted as a connect failure)") \
+	X(UPSTREAM_CX_HBONE_FAIL, upstream_cx_hbone_fail, COUNTER, "Upstream HBONE streams whose pooled connection failed (TCP, TLS, identity, h2) or whose stream was reset before its response (also counted as a connect failure)") \
 	/* Inbound: the sniffing stage and PeerAuthentication (tunnel.c stage_sniff). */ \
 	X(DOWNSTREAM_CX_MTLS, downstream_cx_mtls, COUNTER, "Inbound mTLS handshakes completed (the peer's SPIFFE ID verified); the app gets the plaintext") \
 	X(DOWNSTREAM_CX_PLAINTEXT, downstream_cx_plaintext, COUNTER, "Inbound plaintext connections passed to the app (PERMISSIVE)") \
@@ -69,7 +74,16 @@ enum listener_kind {
 	X(DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED, downstream_cx_tls_fail_untrusted, COUNTER, "Inbound mTLS failures: the client's chain does not lead to the mesh roots") \
 	X(DOWNSTREAM_CX_TLS_FAIL_EXPIRED, downstream_cx_tls_fail_expired, COUNTER, "Inbound mTLS failures: the client's certificate is expired or not yet valid") \
 	X(DOWNSTREAM_CX_TLS_FAIL_IDENTITY, downstream_cx_tls_fail_identity, COUNTER, "Inbound mTLS failures: the client's SPIFFE ID is missing or of another trust domain") \
-	X(DOWNSTREAM_CX_TLS_FAIL_IO, downstream_cx_tls_fail_io, COUNTER, "Inbound mTLS failures: the connection failed, closed or timed out during the handshake")
+	X(DOWNSTREAM_CX_TLS_FAIL_IO, downstream_cx_tls_fail_io, COUNTER, "Inbound mTLS failures: the connection failed, closed or timed out during the handshake") \
+	/* HBONE (hbone_server.c): the 15008 connections, and each CONNECT stream's answer; each stream answered 200 or 503 is also a connection of this listener above. */ \
+	X(HBONE_CX_TOTAL, hbone_cx_total, COUNTER, "HBONE connections accepted (TLS, then HTTP/2); the TLS failures are in downstream_cx_tls_*") \
+	X(HBONE_CX_ACTIVE, hbone_cx_active, GAUGE, "HBONE connections (HTTP/2 sessions or handshakes) open now") \
+	X(HBONE_CX_PROTOCOL_ERROR, hbone_cx_protocol_error, COUNTER, "HBONE connections ended by an HTTP/2 protocol error, a flood or a keep-alive timeout (only that connection)") \
+	X(HBONE_RQ_TOTAL, hbone_rq_total, COUNTER, "HBONE requests (streams) received") \
+	X(HBONE_RQ_200, hbone_rq_200, COUNTER, "HBONE CONNECTs answered 200: the app connection is up") \
+	X(HBONE_RQ_400, hbone_rq_400, COUNTER, "HBONE requests refused 400: not a CONNECT, :scheme or :path present, a bad authority, or not this pod's address") \
+	X(HBONE_RQ_401, hbone_rq_401, COUNTER, "HBONE CONNECTs refused 401: authorization denied") \
+	X(HBONE_RQ_503, hbone_rq_503, COUNTER, "HBONE CONNECTs answered 503: the app refused, timed out or could not be reached")
 
 enum listener_metric {
 #define X(e, name, kind, help) LM_##e,
@@ -85,6 +99,10 @@ enum listener_metric {
 	X(CHUNKS_IN_USE, chunks_in_use, GAUGE, "Buffer chunks holding bytes in flight") \
 	X(CHUNKS_CACHED, chunks_cached, GAUGE, "Empty buffer chunks kept for reuse") \
 	X(SESSIONS_IN_USE, sessions_in_use, GAUGE, "Proxied connection objects allocated") \
+	X(HBONE_CLIENT_CX_ACTIVE, hbone_client_cx_active, GAUGE, "Pooled HBONE client connections (to peers' 15008) open or being established") \
+	X(HBONE_CLIENT_CX_TOTAL, hbone_client_cx_total, COUNTER, "HBONE client connections dialled (each shared by up to 100 streams)") \
+	X(HBONE_CLIENT_CX_FAIL, hbone_client_cx_fail, COUNTER, "HBONE client connections that failed before their HTTP/2 session was up (TCP, TLS, identity, ALPN, timeout)") \
+	X(HBONE_CLIENT_CX_IDLE_RELEASED, hbone_client_cx_idle_released, COUNTER, "HBONE client connections closed after proxy.hbonePoolIdleTimeout without a stream") \
 	X(FD_BUDGET, fd_budget, GAUGE, "Descriptors this worker may hold for connections and pipes (share of the open-files limit)")
 
 enum worker_metric {

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "h2s.h"
+#include "hbone.h"
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"
@@ -33,6 +35,7 @@ static void tunnel_ready(struct conn *c, int what);
 static void tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents);
 static bool stage_connect(struct tunnel *t);
 static bool stage_next(struct tunnel *t);
+static bool hbone_hs_fail(struct tunnel *t, int err);
 static void wait_timeout(struct tunnel *t);
 
 const char *
@@ -96,6 +99,14 @@ tunnel_done(struct relay *r)
 static void
 tunnel_fail(struct tunnel *t)
 {
+	if (t->stream_pending) {
+		/* HBONE: the app could not be had; the client is told so (a
+		 * reset of the stream would read as a broken connection). */
+		t->stream_pending = false;
+		stat_add(tstat(t, LM_HBONE_RQ_503), 1);
+		if (h2s_respond(&t->relay.ds, 503, NULL, 0) == 0)
+			conn_close(&t->relay.ds, CONN_GRACEFUL);
+	}
 	relay_abort(&t->relay);
 }
 
@@ -185,6 +196,14 @@ stage_forward(struct tunnel *t)
 	    cfg->connect_timeout_ms / 1000.0 - (t->connect_by - ev_now(t->w->loop)));
 	t->state = TUN_FORWARDING;
 	ev_timer_stop(t->w->loop, &t->timer);
+	if (t->stream_pending) {
+		t->stream_pending = false;
+		if (h2s_respond(&t->relay.ds, 200, NULL, 0) < 0) {
+			relay_abort(&t->relay);
+			return;
+		}
+		stat_add(tstat(t, LM_HBONE_RQ_200), 1);
+	}
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
 	relay_start(&t->relay, cfg->idle_timeout_ms / 1000.0);
 }
@@ -197,9 +216,11 @@ upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct socka
     bool *transparent)
 {
 	*transparent = false;
-	if (t->lst != LST_INBOUND)
+	if (t->lst != LST_INBOUND && t->lst != LST_HBONE)
 		return 0;
-	if (cfg->mode == INTERCEPT_TPROXY) {
+	/* HBONE: from the passthrough address too (the app's reply must not
+	 * be captured again); no client socket to be transparent for. */
+	if (cfg->mode == INTERCEPT_TPROXY && t->lst == LST_INBOUND) {
 		socklen_t len = sizeof(*src);
 		if (getpeername(fd, (struct sockaddr *)src, &len) < 0)
 			return -errno;
@@ -244,13 +265,16 @@ upstream_transport(struct tunnel *t)
 {
 	const char *cluster;
 	char a[SOCK_ADDR_STRLEN];
+	enum mpeer_transport tp = t->lst == LST_OUTBOUND ?
+	    model_peer_transport(t->snap->s->model, &t->dst, t->peer, &cluster) : MPEER_PLAIN;
 
-	t->us_mtls = t->lst == LST_OUTBOUND && model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
-	if (!t->us_mtls || t->snap->s->certs)
+	t->us_mtls = tp == MPEER_MTLS;
+	t->us_hbone = tp == MPEER_HBONE;
+	if (tp == MPEER_PLAIN || t->snap->s->certs)
 		return true;
 	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
-	clog_warn(t, "outbound %s: an Istio mTLS peer, and this proxy has no certificate yet: refused",
-	    sock_addr_str(&t->dst, a, sizeof(a)));
+	clog_warn(t, "outbound %s: an %s peer, and this proxy has no certificate yet: refused",
+	    sock_addr_str(&t->dst, a, sizeof(a)), t->us_hbone ? "HBONE" : "Istio mTLS");
 	tunnel_fail(t);
 	return false;
 }
@@ -310,6 +334,8 @@ upstream_tls_start(struct tunnel *t)
 static bool
 upstream_hs_fail(struct tunnel *t, int err)
 {
+	if (t->us_hbone)
+		return hbone_hs_fail(t, err);
 	static const enum listener_metric reason[] = {
 		[XTLS_FAIL_PROTOCOL] = LM_UPSTREAM_CX_TLS_FAIL_PROTOCOL,
 		[XTLS_FAIL_NO_CERT] = LM_UPSTREAM_CX_TLS_FAIL_NO_CERT,
@@ -374,8 +400,89 @@ upstream_progress(struct tunnel *t)
 		clog_debug(t, "outbound %s: mTLS peer %s (%s, alpn %s%s)", sock_addr_str(&t->dst, a, sizeof(a)),
 		    *id ? id : "(none)", xtls_version(c), *xtls_alpn(c) ? xtls_alpn(c) : "none",
 		    xtls_resumed(c) ? ", resumed" : "");
+	} else if (t->us_hbone) {
+		const char *id = hbone_stream_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE), 1);
+		clog_debug(t, "outbound %s: HBONE peer %s", sock_addr_str(&t->dst, a, sizeof(a)), *id ? id : "(none)");
 	}
 	stage_forward(t);
+}
+
+/* The HBONE stream of this attempt (reference xds-hbone.md §3.1-3.2): a
+ * CONNECT to "<podIP>:<targetPort>" over the worker's pooled connection to
+ * <podIP>:15008 (hbone_pool.c: keyed by our identity, the peer's and its
+ * IP), with ztunnel's headers: forwarded for="<client ip:port>" (and
+ * host=<service hostname> through a service), baggage (ours), traceparent
+ * (a fresh W3C id). The stream's handshake is its response. */
+static bool
+stage_connect_hbone(struct tunnel *t)
+{
+	const struct config *cfg = &t->snap->s->cfg;
+	const struct certbundle *b = t->snap->s->certs;
+	const struct mservice *svc = t->svc ? t->svc->svc : NULL;
+	char auth[SOCK_ADDR_STRLEN], from[SOCK_ADDR_STRLEN], fwd[SOCK_ADDR_STRLEN + 300], tp[64];
+	struct sockaddr_storage src;
+	socklen_t len = sizeof(src);
+	struct h2s_hdr h[3];
+	size_t n = 0;
+	const char *bag;
+	int rc;
+	struct hbone_dst d = {
+		.src_id = b->identity,
+		.dst_id = t->peer ? t->peer->identity : "",
+		.sans = svc ? svc->sans : NULL,
+		.nsans = svc ? svc->nsans : 0,
+		.addr = t->dst,
+		.ctx = b->client_ctx,
+	};
+
+	sock_addr_str(&t->dst, auth, sizeof(auth));
+	sock_addr_set_port(&d.addr, HBONE_PORT);
+	if (getpeername(t->relay.ds.fd, (struct sockaddr *)&src, &len) == 0) {
+		sock_addr_str(&src, from, sizeof(from));
+		if (svc)
+			snprintf(fwd, sizeof(fwd), "for=\"%s\";host=%s", from, svc->hostname);
+		else
+			snprintf(fwd, sizeof(fwd), "for=\"%s\"", from);
+		h[n++] = (struct h2s_hdr){ "forwarded", fwd };
+	}
+	if ((bag = hbone_baggage(t->w, cfg)) && *bag)
+		h[n++] = (struct h2s_hdr){ "baggage", bag };
+	if (hbone_traceparent(tp, sizeof(tp)) == 0)
+		h[n++] = (struct h2s_hdr){ "traceparent", tp };
+	rc = hbone_pool_connect(t->w, &t->relay.us, &d, auth, h, n, tunnel_ready, t);
+	if (rc < 0) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
+		return tunnel_fail_connect(t, rc, false, false);
+	}
+	clog_debug(t, "outbound: HBONE CONNECT %s via %s, %s", auth, sock_addr_str(&d.addr, from, sizeof(from)),
+	    *d.dst_id ? d.dst_id : "(any identity of the trust domain)");
+	stage_deadline(t, attempt_ms(t, cfg));
+	conn_arm(&t->relay.us, CONN_HS);
+	return true;
+}
+
+/* The HBONE stream failed before forwarding: a non-2xx status (counted
+ * with it in the log) or its connection's failure; then as any connect
+ * failure (a service's next endpoint is tried). */
+static bool
+hbone_hs_fail(struct tunnel *t, int err)
+{
+	char a[SOCK_ADDR_STRLEN];
+	int status = hbone_stream_status(&t->relay.us);
+
+	if (status && (status < 200 || status > 299)) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_REFUSED), 1);
+		clog_warn(t, "outbound %s: HBONE CONNECT answered %d", sock_addr_str(&t->dst, a, sizeof(a)), status);
+	} else {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
+		clog_warn(t, "outbound %s: HBONE connection failed: %s", sock_addr_str(&t->dst, a, sizeof(a)),
+		    strerror(-err));
+	}
+	return tunnel_fail_connect(t, err, false, true);
 }
 
 /* Connecting: open the upstream socket; its transport's handshake (for raw
@@ -393,6 +500,8 @@ stage_connect(struct tunnel *t)
 	t->state = TUN_CONNECTING;
 	if (!upstream_transport(t))
 		return false;
+	if (t->us_hbone)
+		return stage_connect_hbone(t);
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
@@ -678,6 +787,14 @@ tunnel_ready(struct conn *c, int what)
 {
 	struct tunnel *t = c->owner;
 
+	if (t->stream_pending && c == &t->relay.ds && (what & CONN_HUP)) {
+		/* HBONE: the client reset its stream while we were connecting. */
+		clog_debug(t, "hbone: the stream was reset while connecting");
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		t->stream_pending = false;
+		tunnel_fail(t);
+		return;
+	}
 	switch (t->state) {
 	case TUN_SNIFFING:
 		sniff_look(t, false);
@@ -749,7 +866,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	if (!t) {
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_OVERFLOW], 1);
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_DESTROY], 1);
-		sock_close_rst(fd);
+		if (fd >= 0)
+			sock_close_rst(fd);
 		return NULL;
 	}
 	t->w = w;
@@ -769,7 +887,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	w->tunnels = t;
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_ACTIVE), 1);
 	stat_add(&w->stats.w[WM_SESSIONS_IN_USE], 1);
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return t;
 }
 
@@ -985,6 +1104,33 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	if (t->state == TUN_WAITING)
 		return t;
 	return stage_next(t) ? t : NULL;
+}
+
+struct tunnel *
+tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
+    const char *peer_id)
+{
+	struct tunnel *t = tunnel_new(w, LST_HBONE, -1);
+
+	if (!t) {
+		stat_add(&w->stats.lst[LST_HBONE][LM_HBONE_RQ_503], 1);
+		if (h2s_respond(stream, 503, NULL, 0) == 0)
+			conn_close(stream, CONN_GRACEFUL);
+		else
+			conn_close(stream, CONN_ABORT);
+		return NULL;
+	}
+	h2s_stream_move(&t->relay.ds, stream);
+	t->relay.ds.ready = tunnel_ready;
+	t->relay.ds.owner = t;
+	t->stream_pending = true;
+	t->dst = *dst;
+	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
+	t->local = model_workload_at(t->snap->s->model, dst);
+	t->state = TUN_CLASSIFIED;
+	/* The stream is watched for a reset (tunnel_ready) while connecting. */
+	conn_arm(&t->relay.ds, 0);
+	return stage_connect(t) ? t : NULL;
 }
 
 void
