@@ -42,11 +42,10 @@ struct bq {
  * ended with ENHANCE_YOUR_CALM: nghttp2 bounds the acks it queues, this bounds
  * the work. */
 #define CTRL_PER_SEC 2000
-/* Keep-alive (server, as Envoy's HBONE listener): a PING after this long
- * without a frame from the peer, and the session ends if nothing comes back
- * within the timeout. */
-#define KA_INTERVAL 10.0
-#define KA_TIMEOUT 20.0
+/* Keep-alive (server, as Envoy's HBONE listener): a PING after
+ * h2s_ka_interval without a frame from the peer, and the session ends if no
+ * PING ACK comes back within h2s_ka_timeout (h2s.h; tests shorten them). */
+ev_tstamp h2s_ka_interval = 10.0, h2s_ka_timeout = 20.0;
 
 const struct h2s_settings h2s_client_defaults = {
 	.max_concurrent_streams = 100,
@@ -130,6 +129,7 @@ struct h2s {
 	int in_kick;
 	bool fail_due;
 	int fail_err;
+	int end_err;		/* why it ended (h2s_end_error) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -1041,11 +1041,11 @@ ka_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct h2s *s = tm->data;
 	ev_tstamp now = ev_now(loop);
 
-	if (s->ping_at && now - s->ping_at >= KA_TIMEOUT) {
+	if (s->ping_at && now - s->ping_at >= h2s_ka_timeout) {
 		h2s_fail(s, -ETIMEDOUT);
 		return;
 	}
-	if (!s->ping_at && now - s->last_rx >= KA_INTERVAL) {
+	if (!s->ping_at && now - s->last_rx >= h2s_ka_interval) {
 		s->ping_at = now;
 		nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL);
 		kick(s);
@@ -1068,6 +1068,7 @@ h2s_fail(struct h2s *s, int err)
 		return;
 	}
 	s->dead = true;
+	s->end_err = err;
 	ev_clear_pending(s->loop, &s->kick);
 	ev_timer_stop(s->loop, &s->ka);
 	conn_close(s->t, err ? CONN_ABORT : CONN_GRACEFUL);
@@ -1144,7 +1145,7 @@ session_new(struct worker *w, struct conn *t, const struct h2s_settings *st, con
 	if (server) {
 		ev_init(&s->ka, ka_cb);
 		s->ka.data = s;
-		s->ka.repeat = KA_INTERVAL / 2;
+		s->ka.repeat = h2s_ka_interval / 2;
 		ev_timer_again(loop, &s->ka);
 	}
 	kick(s);
@@ -1285,4 +1286,10 @@ struct conn *
 h2s_transport(struct h2s *s)
 {
 	return s->t;
+}
+
+int
+h2s_end_error(const struct h2s *s)
+{
+	return s->end_err;
 }
