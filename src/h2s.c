@@ -42,11 +42,10 @@ struct bq {
  * ended with ENHANCE_YOUR_CALM: nghttp2 bounds the acks it queues, this bounds
  * the work. */
 #define CTRL_PER_SEC 2000
-/* Keep-alive (server, as Envoy's HBONE listener): a PING after this long
- * without a frame from the peer, and the session ends if nothing comes back
- * within the timeout. */
-#define KA_INTERVAL 10.0
-#define KA_TIMEOUT 20.0
+/* Keep-alive (server, as Envoy's HBONE listener): a PING after
+ * h2s_ka_interval without a frame from the peer, and the session ends if no
+ * PING ACK comes back within h2s_ka_timeout (h2s.h; tests shorten them). */
+ev_tstamp h2s_ka_interval = 10.0, h2s_ka_timeout = 20.0;
 
 const struct h2s_settings h2s_client_defaults = {
 	.max_concurrent_streams = 100,
@@ -130,6 +129,8 @@ struct h2s {
 	int in_kick;
 	bool fail_due;
 	int fail_err;
+	int end_err;		/* why it ended (h2s_end_error) */
+	bool goaway_err;	/* we sent a GOAWAY with an error code (nghttp2 found a protocol error) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -786,7 +787,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int
 on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
+	struct h2s *s = ud;
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
+
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+		s->goaway_err = true;
 
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
@@ -914,8 +919,9 @@ rearm(struct h2s *s)
 	if (s->backed)
 		wants |= CONN_WR;
 	if (!wants && !nghttp2_session_want_write(s->ng) && s->olen == 0) {
-		/* Nothing to read or write: the session is over. */
-		h2s_fail(s, 0);
+		/* Nothing to read or write: the session is over (after our
+		 * GOAWAY for a protocol error nghttp2 found, a failure). */
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	conn_arm(s->t, wants);
@@ -979,7 +985,7 @@ session_run(struct h2s *s)
 	if (s->dead)
 		return;
 	if (s->closing && s->nstreams == 0 && !s->olen && !nghttp2_session_want_write(s->ng)) {
-		h2s_fail(s, 0);
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	rearm(s);
@@ -1013,7 +1019,7 @@ transport_ready(struct conn *c, int what)
 			if (n == -EAGAIN)
 				break;
 			if (n <= 0) {
-				h2s_fail(s, n == 0 ? 0 : (int)n);
+				h2s_fail(s, n == 0 ? (s->goaway_err ? -EPROTO : 0) : (int)n);
 				return;
 			}
 			ssize_t r = nghttp2_session_mem_recv(s->ng, buf, (size_t)n);
@@ -1041,11 +1047,11 @@ ka_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct h2s *s = tm->data;
 	ev_tstamp now = ev_now(loop);
 
-	if (s->ping_at && now - s->ping_at >= KA_TIMEOUT) {
+	if (s->ping_at && now - s->ping_at >= h2s_ka_timeout) {
 		h2s_fail(s, -ETIMEDOUT);
 		return;
 	}
-	if (!s->ping_at && now - s->last_rx >= KA_INTERVAL) {
+	if (!s->ping_at && now - s->last_rx >= h2s_ka_interval) {
 		s->ping_at = now;
 		nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL);
 		kick(s);
@@ -1068,6 +1074,7 @@ h2s_fail(struct h2s *s, int err)
 		return;
 	}
 	s->dead = true;
+	s->end_err = err;
 	ev_clear_pending(s->loop, &s->kick);
 	ev_timer_stop(s->loop, &s->ka);
 	conn_close(s->t, err ? CONN_ABORT : CONN_GRACEFUL);
@@ -1144,7 +1151,7 @@ session_new(struct worker *w, struct conn *t, const struct h2s_settings *st, con
 	if (server) {
 		ev_init(&s->ka, ka_cb);
 		s->ka.data = s;
-		s->ka.repeat = KA_INTERVAL / 2;
+		s->ka.repeat = h2s_ka_interval / 2;
 		ev_timer_again(loop, &s->ka);
 	}
 	kick(s);
@@ -1285,4 +1292,10 @@ struct conn *
 h2s_transport(struct h2s *s)
 {
 	return s->t;
+}
+
+int
+h2s_end_error(const struct h2s *s)
+{
+	return s->end_err;
 }

@@ -162,8 +162,15 @@ static void
 on_closed(struct h2s *s, void *ud)
 {
 	struct hbconn *h = ud;
+	int err = h2s_end_error(s);
 
-	clog_debug(h, "hbone: connection closed");
+	if (err == -EPROTO || err == -ETIMEDOUT) {
+		stat_add(hstat(h->w, LM_HBONE_CX_PROTOCOL_ERROR), 1);
+		clog_warn(h, "hbone: connection from %s ended: %s", h->peer_id ? h->peer_id : "(no id)",
+		    err == -EPROTO ? "HTTP/2 protocol error or flood" : "keep-alive timeout");
+	} else {
+		clog_debug(h, "hbone: connection closed%s%s", err ? ": " : "", err ? strerror(-err) : "");
+	}
 	hb_free(h);
 }
 

@@ -41,6 +41,7 @@ struct side {
 	struct conn t;
 	struct h2s *s;
 	bool closed;
+	int end_err;		/* h2s_end_error() in closed() */
 	struct ep eps[128];
 	int neps;
 	int status;		/* the server's answer */
@@ -179,6 +180,7 @@ side_closed(struct h2s *s, void *ud)
 	struct side *sd = ud;
 
 	sd->closed = true;
+	sd->end_err = h2s_end_error(s);
 	sd->s = NULL;
 }
 
@@ -427,6 +429,7 @@ test_garbage_kills_only_its_session(void **state)
 	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	/* It got a GOAWAY (type 7) before the close. */
 	uint8_t buf[4096];
 	ssize_t n = read(sv[1], buf, sizeof(buf));
@@ -473,6 +476,7 @@ test_ping_flood(void **state)
 	}
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	close(sv[1]);
 	free(bad);
 }
@@ -524,6 +528,8 @@ test_goaway_graceful(void **state)
 	assert_memory_equal(e->in, data, n);
 	assert_true(srv->closed);
 	assert_true(cli->closed);
+	assert_int_equal(srv->end_err, 0);
+	assert_int_equal(cli->end_err, 0);
 	free(data);
 }
 
@@ -591,6 +597,51 @@ test_close_unmoved_after_end(void **state)
 	assert_int_equal(h2s_streams(cli->s), 0);
 }
 
+/* Keep-alive (server): a peer that answers PINGs keeps its session while
+ * idle; one that stops answering loses it within the timeout. */
+static void
+test_keepalive(void **state)
+{
+	ev_tstamp iv = h2s_ka_interval, to = h2s_ka_timeout;
+	int sv[2];
+	struct side *mute = calloc(1, sizeof(*mute));
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t settings[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+
+	/* The fixture's pair started with the long defaults: a new pair here. */
+	h2s_ka_interval = 0.1;
+	h2s_ka_timeout = 0.3;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	conn_init(&mute->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	mute->s = h2s_server_new(NULL, &mute->t, &h2s_server_defaults, &srv_h, mute);
+	assert_int_equal(write(sv[1], preface, strlen(preface)), (ssize_t)strlen(preface));
+	assert_int_equal(write(sv[1], settings, sizeof(settings)), (ssize_t)sizeof(settings));
+
+	int lv[2];
+	struct side *ls = calloc(1, sizeof(*ls)), *lc = calloc(1, sizeof(*lc));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, lv), 0);
+	conn_init(&ls->t, loop, lv[0], &raw_ops, NULL, NULL, -1);
+	conn_init(&lc->t, loop, lv[1], &raw_ops, NULL, NULL, -1);
+	ls->s = h2s_server_new(NULL, &ls->t, &h2s_server_defaults, &srv_h, ls);
+	lc->s = h2s_client_new(NULL, &lc->t, &h2s_client_defaults, &cli_h, lc);
+
+	RUN_UNTIL(mute->closed, 3);
+	assert_true(mute->closed);
+	assert_int_equal(mute->end_err, -ETIMEDOUT);
+	assert_false(ls->closed);
+	assert_false(lc->closed);
+	/* The live pair went through several PINGs meanwhile. */
+	RUN_UNTIL(false, 0.5);
+	assert_false(ls->closed);
+	assert_false(lc->closed);
+	h2s_ka_interval = iv;
+	h2s_ka_timeout = to;
+	close(sv[1]);
+	free(mute);
+	free_side(lc);
+	free_side(ls);
+}
+
 int
 main(void)
 {
@@ -607,6 +658,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_unmoved_after_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
