@@ -796,7 +796,9 @@ def _scenario_probe(a, out):
         c.send(sid, a.payload.encode(), end=True)
         # Up to the payload's length (an echo app): tinyproxy does not pass a half-close on,
         # so waiting for the end of the stream would wait for its Timeout.
-        out["reply"] = c.recv_until(sid, len(a.payload), timeout=a.timeout).decode("latin-1")
+        want = (1 << 30) if a.read_to_end else len(a.payload)
+        out["reply"] = c.recv_until(sid, want, timeout=a.timeout).decode("latin-1")
+        out["ended"] = c.streams[sid].ended
     c.close()
 
 
@@ -934,6 +936,7 @@ def main(argv=None):
     sp.add_argument("--streams", type=int, default=1)
     sp.add_argument("--method", default=None, help="probe: send this method instead of CONNECT")
     sp.add_argument("--payload", default="", help="probe: send this after a 200, then EOF")
+    sp.add_argument("--read-to-end", action="store_true", help="probe: read the reply to the stream's end")
     sp.add_argument("--noack-authority", default=None, help="noack: the app that sends a lot")
     sp.add_argument("--hold", type=float, default=2.0, help="seconds the misbehaviour lasts")
     sp.add_argument("--interval", type=float, default=0.05)
