@@ -200,6 +200,27 @@ def test_peers_h2_client_against_terminator_many_streams(m):
     assert out["answered"] == 1000 and out["peak_concurrent"] == 1000, out
 
 
+@pytest.mark.parametrize("scenario", ["garbage", "rst", "noack", "vanish"])
+def test_peers_misbehaviours_against_terminator(m, scenario):
+    """The misbehaviour scenarios themselves, against the python3-h2 terminator: each one
+    happens (garbage: the server closes that connection; noack: no more than our window
+    arrives) and the healthy stream is seen to keep flowing."""
+    m.amb.app(["echo", "--port", ECHO])
+    m.amb.app(["sink", "--port", 8090, "--reply-bytes", 64 << 20])
+    hbone_peers.start_terminator(m.amb, m.certs["ambient"])
+    out = m.h2client(m.plain, m.amb.ip4, "%s:%d" % (m.amb.ip4, ECHO), scenario=scenario, hold=2,
+                     noack_authority="%s:%d" % (m.amb.ip4, 8090), cert="side", timeout=60)
+    assert "error" not in out, out
+    h, mis = out["healthy"], out["misbehaving"]
+    assert mis.get("status") == 200 and h["fail"] == 0 and h["after"] and h["ok"] >= 10, out
+    if scenario == "garbage":
+        assert mis["closed_by_server"], out
+    if scenario == "rst":
+        assert mis["status_after"] == 200 and mis["echo_after"], out
+    if scenario == "noack":
+        assert 0 < mis["received"] <= hbone_peers.CLIENT_STREAM_WINDOW, out
+
+
 # ------------------------------------------------------------------ Outrigger's HBONE server
 
 def _server_ready(m, resources=None, pa_mode=None):

@@ -568,7 +568,6 @@ class HConn:
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection((host, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.raw = raw
         self.tls = ctx.wrap_socket(raw)       # no server_hostname: no SNI, as ztunnel
         if self.tls.selected_alpn_protocol() != "h2":
             raise HBoneError("ALPN %r" % self.tls.selected_alpn_protocol())
@@ -719,9 +718,11 @@ class HConn:
     def vanish(self):
         """Close the TCP connection abruptly (RST, no TLS close_notify, no GOAWAY)."""
         import struct
-        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # wrap_socket took over raw's descriptor: the option goes on the TLS socket, whose
+        # close() sends no close_notify.
+        self.tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.closed = True
-        self.raw.close()
+        self.tls.close()
 
 
 class Healthy(threading.Thread):
@@ -845,6 +846,7 @@ def _scenario_misbehave(a, out):
     h.start()
     time.sleep(0.3)
     mis = {}
+    t0 = time.monotonic()
     try:
         if a.scenario == "garbage":
             b = HConn(a.host, a.cert_dir, a.port, timeout=a.timeout)
@@ -889,6 +891,8 @@ def _scenario_misbehave(a, out):
             time.sleep(a.hold)
         else:
             raise HBoneError("unknown scenario %r" % a.scenario)
+        # the healthy stream keeps going for the whole of --hold, however quick the misbehaviour
+        time.sleep(max(0.0, a.hold - (time.monotonic() - t0)))
     finally:
         out["misbehaving"] = mis
         out["healthy"] = h.finish()
