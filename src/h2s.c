@@ -124,6 +124,8 @@ struct h2s {
 	int in_kick;
 	bool fail_due;
 	int fail_err;
+	bool goaway_err;	/* we sent a GOAWAY with an error code (nghttp2 found a
+				 * protocol error and ends the session by itself) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -708,6 +710,8 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
 
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+		((struct h2s *)ud)->goaway_err = true;
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -984,6 +988,7 @@ h2s_fail(struct h2s *s, int err)
 		s->fail_due = true;
 		return;
 	}
+	s->fail_err = err;	/* h2s_error(), for the closed() handler */
 	s->dead = true;
 	ev_clear_pending(s->loop, &s->kick);
 	ev_timer_stop(s->loop, &s->ka);
@@ -1012,6 +1017,12 @@ h2s_fail(struct h2s *s, int err)
 	if (s->h->closed)
 		s->h->closed(s, s->ud);
 	free(s);
+}
+
+int
+h2s_error(const struct h2s *s)
+{
+	return s->fail_err ? s->fail_err : s->goaway_err ? -EPROTO : 0;
 }
 
 static struct h2s *

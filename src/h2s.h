@@ -90,6 +90,11 @@ bool h2s_can_open(const struct h2s *s);
  * reset at once (abort). */
 void h2s_close(struct h2s *s, enum conn_close how);
 
+/* Why the session ended, in the closed() handler: 0 (the peer's clean end,
+ * h2s_close), -EPROTO (an HTTP/2 protocol error or a flood), -ETIMEDOUT
+ * (keep-alive), or the transport's error. */
+int h2s_error(const struct h2s *s);
+
 /* The transport the session runs on (for the peer's identity: xtls). */
 struct conn *h2s_transport(struct h2s *s);
 

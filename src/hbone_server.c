@@ -167,7 +167,12 @@ on_closed(struct h2s *s, void *ud)
 {
 	struct hbconn *h = ud;
 
-	clog_debug(h, "hbone: connection closed");
+	int err = h2s_error(s);
+
+	if (err == -EPROTO || err == -ETIMEDOUT)
+		stat_add(hstat(h->w, LM_HBONE_CX_PROTOCOL_ERROR), 1);
+	clog_debug(h, "hbone: connection closed%s", err == -EPROTO ? " (HTTP/2 protocol error)" :
+	    err == -ETIMEDOUT ? " (keep-alive timeout)" : "");
 	hb_free(h);
 }
 

@@ -284,6 +284,14 @@ def test_misbehaving_peer_harms_only_itself(m, outrigger_bin, init_bin, scenario
     if scenario == "noack":
         assert mis["received"] <= hbone_peers.CLIENT_STREAM_WINDOW, out
     assert sc.alive()
+    # The client is gone: every HBONE connection and stream (and its app connection) released.
+    wait_for(lambda: sc.stats().get("listener.hbone.hbone_cx_active") == 0
+             and sc.stats().get("listener.hbone.downstream_cx_active") == 0, timeout=15,
+             what="HBONE connections and streams released: %s" % {
+                 k: v for k, v in sc.stats().items() if k.startswith("listener.hbone.")})
+    if scenario == "garbage":
+        st = sc.stats()
+        assert st["listener.hbone.hbone_cx_protocol_error"] >= 1, (out, {k: v for k, v in st.items() if "hbone" in k})
     ok = m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.side.ip4, ECHO), payload="still here\n")
     assert ok.get("reply") == "still here\n", ok
 

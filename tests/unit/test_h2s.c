@@ -41,6 +41,7 @@ struct side {
 	struct conn t;
 	struct h2s *s;
 	bool closed;
+	int close_err;		/* h2s_error() in closed() */
 	struct ep eps[128];
 	int neps;
 	int status;		/* the server's answer */
@@ -179,6 +180,7 @@ side_closed(struct h2s *s, void *ud)
 	struct side *sd = ud;
 
 	sd->closed = true;
+	sd->close_err = h2s_error(s);
 	sd->s = NULL;
 }
 
@@ -427,6 +429,8 @@ test_garbage_kills_only_its_session(void **state)
 	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	/* ... as a protocol error (hbone_cx_protocol_error counts it). */
+	assert_int_equal(bad->close_err, -EPROTO);
 	/* It got a GOAWAY (type 7) before the close. */
 	uint8_t buf[4096];
 	ssize_t n = read(sv[1], buf, sizeof(buf));
