@@ -348,22 +348,46 @@ def test_sidecar_to_sidecar_hbone(m, outrigger_bin, init_bin):
     assert cli.stats().get("listener.outbound.upstream_cx_hbone") == 1
 
 
-def test_1gib_stream_sidecar_to_sidecar(m, outrigger_bin, init_bin):
+@pytest.mark.parametrize("tunnel", ["HBONE", "LEGACY_ISTIO_MTLS"])
+def test_1gib_stream_sidecar_to_sidecar(m, outrigger_bin, init_bin, tunnel):
     """One 1 GiB stream over HBONE between two Outrigger sidecars, checked end to end (the
-    sink's SHA-256), within 120 s; the rate is printed (MB/s)."""
+    sink's SHA-256), within 120 s; the rate is printed (MB/s), and the same over Istio mTLS
+    for comparison (a bound on time only: speed is the bench's business)."""
     client = m.L.add_pod("side2")
     m.side.app(["sink", "--port", SINK])
-    wls = m.workloads() + [meshres.workload("Kubernetes//Pod/default/side2", "side2", [client.ip4],
-                                            serviceAccount="side2", tunnelProtocol="HBONE")]
+    wls = m.workloads(side_tunnel=tunnel) + [meshres.workload(
+        "Kubernetes//Pod/default/side2", "side2", [client.ip4], serviceAccount="side2", tunnelProtocol=tunnel)]
     m.start_sidecar(wls, log_level="info")
-    m.start_sidecar(wls, pod=client, cert="side2", log_level="info")
+    cli = m.start_sidecar(wls, pod=client, cert="side2", log_level="info")
     t0 = time.monotonic()
     r, out = client.client(["send", "--host", m.side.ip4, "--port", SINK, "--bytes", 1 << 30,
                             "--timeout", 120], timeout=150)
     dt = time.monotonic() - t0
     assert out and out.get("ok"), (r.stdout[-2000:], r.stderr[-2000:])
-    print("1 GiB over HBONE in %.1f s: %.0f MB/s" % (dt, (1 << 30) / dt / 1e6))
+    print("1 GiB over %s in %.1f s: %.0f MB/s" % (tunnel, dt, (1 << 30) / dt / 1e6))
     assert dt < 120
+    st = cli.stats()
+    if tunnel == "HBONE":
+        assert st.get("listener.outbound.upstream_cx_hbone") == 1, st
+    else:
+        assert st.get("listener.outbound.upstream_cx_tls_handshake") == 1, st
+
+
+@pytest.mark.parametrize("bad", ["wrong-identity", "other-root"])
+def test_sidecar_refuses_ambient_with_wrong_certificate(m, outrigger_bin, init_bin, bad):
+    """The ambient pod's 15008 presents a certificate whose SPIFFE ID is not its Workload's
+    (service account ambient), or one from another root: our sidecar refuses the HBONE
+    connection (counted), nothing reaches nghttpx's backend, the app's call fails."""
+    m.apps(m.amb, sink=False)
+    t = hbone_peers.NghttpxTerminator(m.amb, m.certs["side2" if bad == "wrong-identity" else "stranger"],
+                                      [ECHO, HTTP])
+    sc = m.start_sidecar(m.workloads())
+    code, body = m.side.curl("http://%s:%d/" % (m.amb.ip4, HTTP), user="nobody")
+    assert code == 0, (code, body)
+    st = sc.stats()
+    assert st.get("listener.outbound.upstream_cx_hbone_fail", 0) >= 1, st
+    assert st.get("listener.outbound.upstream_cx_hbone", 0) == 0, st
+    assert not any(a.get("status") == 200 for a in t.accesses()), t.accesses()
 
 
 def test_sidecar_to_plain(m, outrigger_bin, init_bin):
@@ -392,6 +416,10 @@ def test_plaintext_in_permissive_and_strict(m, outrigger_bin, init_bin, src):
                               env={"POD_NAMESPACE": "default"})
     wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, what="certificate")
     assert tcp_exchange(pod, m.side.ip4, ECHO, b"strict\n") in (None, b"")
+    # STRICT still takes mTLS: HBONE from the ambient pod (ztunnel's python3-h2 stand-in).
+    wait_for(lambda: hbone_listening(m.side), what="15008")
+    ok = m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.side.ip4, ECHO), payload="strict hbone\n")
+    assert ok.get("status") == 200 and ok.get("reply") == "strict hbone\n", ok
 
 
 def test_demo_mesh_mixed(repo, root, outrigger_bin, init_bin):
