@@ -18,11 +18,19 @@
 
 #include "conn.h"
 #include "h2s.h"
+#include "pool.h"
 #include "worker-t.h"
 
+/* A queue of bytes in pool chunks (the worker's, so a stream holds memory
+ * only while bytes wait in it: an idle stream holds none). */
+struct bq {
+	struct chunk *head, *tail;
+	size_t len;
+};
+
 /* What one stream may hold of what its owner sent before nghttp2 takes it
- * (DATA frames leave only as the peer's window allows): the send buffer. */
-#define SBUF_CAP (256 * 1024)
+ * (DATA frames leave only as the peer's window allows): the send queue. */
+#define SBUF_CAP (128 * 1024)
 /* What one flush coalesces into one transport write (fewer TLS records). */
 #define OBUF_CAP (64 * 1024)
 /* Reads from the transport per event, so one busy session cannot starve the
@@ -72,12 +80,10 @@ struct h2s_stream {
 	bool queued;
 
 	/* Received DATA not yet read by the owner (bounded by our window: the
-	 * window is given back only as the owner reads). */
-	uint8_t *rbuf;
-	size_t roff, rlen, rcap;
-	/* What the owner sent, not yet taken by nghttp2. */
-	uint8_t *sbuf;
-	size_t soff, slen;
+	 * window is given back only as the owner reads), and what the owner
+	 * sent, not yet taken by nghttp2 (bounded by SBUF_CAP). */
+	struct bq rq, sq;
+	struct pool *pool;	/* the worker's (NULL: malloc), outlives the session */
 
 	int status;		/* client: the response's :status */
 	int err;		/* 0, or how the stream failed (-ECONNRESET) */
@@ -207,12 +213,96 @@ stream_unlink(struct h2s_stream *st)
 	st->s = NULL;
 }
 
+static struct chunk *
+chunk_get(struct pool *p)
+{
+	struct chunk *c = p ? pool_chunk_get(p) : malloc(sizeof(*c));
+
+	if (c) {
+		c->off = c->len = 0;
+		c->next = NULL;
+	}
+	return c;
+}
+
+static void
+chunk_put(struct pool *p, struct chunk *c)
+{
+	if (p)
+		pool_chunk_put(p, c);
+	else
+		free(c);
+}
+
+/* Appends n bytes; false on OOM (nothing appended then is not promised:
+ * the caller resets the stream). */
+static bool
+bq_put(struct bq *q, struct pool *p, const uint8_t *d, size_t n)
+{
+	while (n) {
+		struct chunk *c = q->tail;
+		if (!c || c->off + c->len == CHUNK_SIZE) {
+			if (!(c = chunk_get(p)))
+				return false;
+			if (q->tail)
+				q->tail->next = c;
+			else
+				q->head = c;
+			q->tail = c;
+		}
+		size_t k = CHUNK_SIZE - (c->off + c->len);
+		if (k > n)
+			k = n;
+		memcpy(c->data + c->off + c->len, d, k);
+		c->len += k;
+		q->len += k;
+		d += k;
+		n -= k;
+	}
+	return true;
+}
+
+static size_t
+bq_get(struct bq *q, struct pool *p, uint8_t *d, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n && q->head) {
+		struct chunk *c = q->head;
+		size_t k = c->len < n - got ? c->len : n - got;
+		memcpy(d + got, c->data + c->off, k);
+		c->off += k;
+		c->len -= k;
+		q->len -= k;
+		got += k;
+		if (c->len == 0) {
+			q->head = c->next;
+			if (!q->head)
+				q->tail = NULL;
+			chunk_put(p, c);
+		}
+	}
+	return got;
+}
+
+static void
+bq_clear(struct bq *q, struct pool *p)
+{
+	while (q->head) {
+		struct chunk *c = q->head;
+		q->head = c->next;
+		chunk_put(p, c);
+	}
+	q->tail = NULL;
+	q->len = 0;
+}
+
 static void
 stream_free(struct h2s_stream *st)
 {
 	stream_unlink(st);
-	free(st->rbuf);
-	free(st->sbuf);
+	bq_clear(&st->rq, st->pool);
+	bq_clear(&st->sq, st->pool);
 	free(st->method);
 	free(st->authority);
 	for (size_t i = 0; i < st->nhdrs; i++) {
@@ -239,6 +329,7 @@ stream_new(struct h2s *s, bool client)
 	if (!st)
 		return NULL;
 	st->s = s;
+	st->pool = s->w ? &s->w->pool : NULL;
 	st->client = client;
 	st->c = &st->conn;
 	conn_init(&st->conn, s->loop, -1, &stream_ops, NULL, NULL, -1);
@@ -283,13 +374,8 @@ stream_recv(struct conn *c, void *buf, size_t len)
 {
 	struct h2s_stream *st = stream_of(c);
 
-	if (st->rlen) {
-		size_t n = len < st->rlen ? len : st->rlen;
-		memcpy(buf, st->rbuf + st->roff, n);
-		st->roff += n;
-		st->rlen -= n;
-		if (st->rlen == 0)
-			st->roff = 0;
+	if (st->rq.len) {
+		size_t n = bq_get(&st->rq, st->pool, buf, len);
 		/* The window comes back only as the owner reads: back-pressure. */
 		if (st->s && !st->h2_closed) {
 			nghttp2_session_consume(st->s->ng, st->id, n);
@@ -330,18 +416,12 @@ stream_send(struct conn *c, const void *buf, size_t len)
 		return st->err;
 	if (!st->s || st->h2_closed || st->eof_tx)
 		return -EPIPE;
-	if (!st->sbuf && !(st->sbuf = malloc(SBUF_CAP)))
-		return -ENOMEM;
-	if (st->soff && st->soff + st->slen == SBUF_CAP) {
-		memmove(st->sbuf, st->sbuf + st->soff, st->slen);
-		st->soff = 0;
-	}
-	size_t room = SBUF_CAP - (st->soff + st->slen);
+	size_t room = st->sq.len < SBUF_CAP ? SBUF_CAP - st->sq.len : 0;
 	if (room == 0)
 		return -EAGAIN;
 	size_t n = len < room ? len : room;
-	memcpy(st->sbuf + st->soff + st->slen, buf, n);
-	st->slen += n;
+	if (!bq_put(&st->sq, st->pool, buf, n))
+		return -ENOMEM;
 	stream_resume(st);
 	return (ssize_t)n;
 }
@@ -361,13 +441,13 @@ stream_shutdown_wr(struct conn *c)
 static bool
 can_send(const struct h2s_stream *st)
 {
-	return st->err || !st->s || st->h2_closed || st->slen < SBUF_CAP;
+	return st->err || !st->s || st->h2_closed || st->sq.len < SBUF_CAP;
 }
 
 static bool
 can_recv(const struct h2s_stream *st)
 {
-	return st->rlen || st->eof_rx || st->err || !st->s || st->h2_closed;
+	return st->rq.len || st->eof_rx || st->err || !st->s || st->h2_closed;
 }
 
 static bool
@@ -398,7 +478,7 @@ stream_want(struct conn *c, int what)
 static size_t
 stream_pending(struct conn *c)
 {
-	return stream_of(c)->rlen;
+	return stream_of(c)->rq.len;
 }
 
 static size_t
@@ -406,7 +486,7 @@ stream_unsent(struct conn *c)
 {
 	struct h2s_stream *st = stream_of(c);
 
-	return st->s && !st->h2_closed ? st->slen : 0;
+	return st->s && !st->h2_closed ? st->sq.len : 0;
 }
 
 static int
@@ -429,13 +509,13 @@ stream_close(struct conn *c, enum conn_close how)
 	st->c = &st->conn;
 	/* What was received and not read goes back to the window: the
 	 * connection's window must not shrink with a stream's leftovers. */
-	if (s && st->rlen) {
+	if (s && st->rq.len) {
 		if (!st->h2_closed)
-			nghttp2_session_consume(s->ng, st->id, st->rlen);
+			nghttp2_session_consume(s->ng, st->id, st->rq.len);
 		else
-			nghttp2_session_consume_connection(s->ng, st->rlen);
+			nghttp2_session_consume_connection(s->ng, st->rq.len);
 	}
-	st->rlen = st->roff = 0;
+	bq_clear(&st->rq, st->pool);
 	if (s && !s->dead && !st->h2_closed && st->id > 0) {
 		bool graceful = how == CONN_GRACEFUL && (st->client || st->responded);
 		if (!graceful) {
@@ -493,19 +573,12 @@ data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint3
     nghttp2_data_source *src, void *ud)
 {
 	struct h2s_stream *st = src->ptr;
-	bool was_full = st->slen == SBUF_CAP;
-	size_t n = length < st->slen ? length : st->slen;
+	bool was_full = st->sq.len >= SBUF_CAP;
+	size_t n = bq_get(&st->sq, st->pool, buf, length);
 
-	if (n) {
-		memcpy(buf, st->sbuf + st->soff, n);
-		st->soff += n;
-		st->slen -= n;
-		if (st->slen == 0)
-			st->soff = 0;
-		if (was_full)
-			notify(st, N_WR);
-	}
-	if (st->slen == 0 && st->eof_tx) {
+	if (n && was_full)
+		notify(st, N_WR);
+	if (st->sq.len == 0 && st->eof_tx) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		return (ssize_t)n;
 	}
@@ -624,35 +697,21 @@ on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *dat
 		nghttp2_session_consume(ng, id, len);
 		return 0;
 	}
-	if (st->roff + st->rlen + len > st->rcap) {
-		if (st->roff) {
-			memmove(st->rbuf, st->rbuf + st->roff, st->rlen);
-			st->roff = 0;
-		}
-		size_t need = st->rlen + len;
-		/* Never more than the window we gave: nghttp2 enforces it, this
-		 * makes sure of it. */
-		if (need > s->st.stream_window) {
-			nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
-			return 0;
-		}
-		if (need > st->rcap) {
-			size_t cap = st->rcap ? st->rcap : 16384;
-			while (cap < need)
-				cap *= 2;
-			if (cap > s->st.stream_window)
-				cap = s->st.stream_window;
-			uint8_t *p = realloc(st->rbuf, cap);
-			if (!p) {
-				nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
-				return 0;
-			}
-			st->rbuf = p;
-			st->rcap = cap;
-		}
+	/* Never more than the window we gave: nghttp2 enforces it, this
+	 * makes sure of it. */
+	if (st->rq.len + len > s->st.stream_window) {
+		nghttp2_session_consume(ng, id, len);
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
+		return 0;
 	}
-	memcpy(st->rbuf + st->roff + st->rlen, data, len);
-	st->rlen += len;
+	size_t before = st->rq.len;
+	if (!bq_put(&st->rq, st->pool, data, len)) {
+		/* Out of memory: the stream goes, and all it holds with it. */
+		bq_clear(&st->rq, st->pool);
+		nghttp2_session_consume(ng, id, before + len);
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+		return 0;
+	}
 	notify(st, N_RD);
 	return 0;
 }
@@ -731,6 +790,9 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 		return 0;
 	st->h2_closed = true;
 	if (st->owner_closed || (!st->taken && !st->client)) {
+		/* Unread bytes go back to the connection's window. */
+		if (st->rq.len)
+			nghttp2_session_consume_connection(ng, st->rq.len);
 		stream_free(st);
 		return 0;
 	}
@@ -738,7 +800,7 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 	 * code, was reset: its owner must see a reset, not an end. */
 	if (!st->err && (code != NGHTTP2_NO_ERROR || !st->eof_rx))
 		st->err = code == NGHTTP2_REFUSED_STREAM ? -ECONNREFUSED : -ECONNRESET;
-	st->slen = st->soff = 0;
+	bq_clear(&st->sq, st->pool);
 	notify(st, N_RD | N_WR | N_HS | N_HUP);
 	return 0;
 }
@@ -999,7 +1061,7 @@ h2s_fail(struct h2s *s, int err)
 		stream_unlink(st);
 		if (!clean && !st->err)
 			st->err = -ECONNRESET;
-		st->slen = st->soff = 0;
+		bq_clear(&st->sq, st->pool);
 		if (!st->owner_closed && (st->taken || st->client) && st->c->ready) {
 			struct conn *c = st->c;
 			int what = c->wants & (CONN_RD | CONN_WR | CONN_HS);

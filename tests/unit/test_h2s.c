@@ -481,6 +481,56 @@ test_ping_flood(void **state)
 	free(bad);
 }
 
+/* Streams closed with bytes unread give them back to the connection's
+ * window: 12 streams of 2 MiB each, never read and then reset, exceed the
+ * 16 MiB connection window; a stream after them must still get through. */
+static void
+test_conn_window_returned(void **state)
+{
+	size_t n = 2u << 20;
+	uint8_t *data = pattern(n, 5);
+
+	srv->pause = true;
+	srv->no_echo = true;
+	for (int i = 0; i < 12; i++) {
+		struct ep *e = open_stream("10.1.2.3:8080", data, n, false);
+		RUN_UNTIL(srv->neps == i + 1 && srv->eps[i].c.ops && srv->eps[i].c.ops->pending(&srv->eps[i].c) == n, 10);
+		assert_int_equal(srv->eps[i].c.ops->pending(&srv->eps[i].c), n);
+		conn_close(&srv->eps[i].c, CONN_ABORT);
+		srv->eps[i].closed = true;
+		RUN_UNTIL(e->closed || e->hups, 5);
+		if (conn_open(&e->c))
+			conn_close(&e->c, CONN_ABORT);
+	}
+	srv->pause = false;
+	srv->no_echo = false;
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+	RUN_UNTIL(e->eof, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	free(data);
+}
+
+/* GOAWAY (graceful): no new stream, the open one finishes, then the end. */
+static void
+test_goaway_graceful(void **state)
+{
+	size_t n = 1u << 20;
+	uint8_t *data = pattern(n, 9);
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+
+	RUN_UNTIL(srv->neps == 1, 5);
+	h2s_close(srv->s, CONN_GRACEFUL);
+	RUN_UNTIL(e->eof && cli->closed && srv->closed, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	assert_true(srv->closed);
+	assert_true(cli->closed);
+	free(data);
+}
+
 int
 main(void)
 {
@@ -493,6 +543,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_100_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_kills_only_its_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
