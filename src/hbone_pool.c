@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "hbone.h"
 #include "json.h"
+#include "log.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -45,6 +46,8 @@ struct hbpc {
 	bool listed;
 	bool t_ours;			/* t is ours to close (h2s takes it over) */
 	SSL_CTX *ctx;			/* a reference: for streams moved to a new connection */
+	char **sans;			/* the service's SANs it was dialled with, likewise */
+	size_t nsans;
 	struct conn t;
 	struct h2s *s;
 	struct hbst *streams, *last;	/* waiting and open, ours, oldest first */
@@ -287,6 +290,9 @@ pc_free(struct hbpc *pc)
 		conn_close(&pc->t, CONN_ABORT);
 	if (pc->ctx)
 		SSL_CTX_free(pc->ctx);
+	for (size_t i = 0; i < pc->nsans; i++)
+		free(pc->sans[i]);
+	free(pc->sans);
 	free(pc->src_id);
 	free(pc->dst_id);
 	free(pc->peer_id);
@@ -361,7 +367,7 @@ pc_up(struct hbpc *pc)
 			continue;
 		/* Moved: to a connection with room, or a new one. */
 		struct hbone_dst d = { .src_id = pc->src_id, .dst_id = pc->dst_id, .addr = pc->addr,
-			.ctx = pc->ctx };
+			.ctx = pc->ctx, .sans = (const char *const *)pc->sans, .nsans = pc->nsans };
 		st_unlink(st);
 		if ((st->err = pool_place(p, st, &d, pc)) < 0) {
 			st->next = wake;
@@ -394,9 +400,20 @@ pc_ready(struct conn *t, int what)
 		conn_arm(t, CONN_HS);
 		return;
 	}
-	if (rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0)
+	bool no_h2 = rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0;
+
+	if (no_h2)
 		rc = -EPROTO;	/* ztunnel and Envoy HBONE speak h2 only */
 	if (rc < 0) {
+		char a[SOCK_ADDR_STRLEN], detail[256] = "";
+		enum xtls_fail f = t->ops == &xtls_ops ? xtls_failure(t, detail, sizeof(detail)) : XTLS_FAIL_NONE;
+
+		/* One line per connection, not per stream: each stream's tunnel
+		 * logs its own connect failure. */
+		log_warn("HBONE %s (expecting %s): %s%s%s", sock_addr_str(&pc->addr, a, sizeof(a)),
+		    *pc->dst_id ? pc->dst_id : "an identity of the trust domain",
+		    no_h2 ? "the server did not select ALPN h2" :
+		    f != XTLS_FAIL_NONE ? xtls_fail_names[f] : strerror(-rc), *detail ? ": " : "", detail);
 		pc->p->stats.handshake_fail++;
 		pc_fail(pc, rc);
 		return;
@@ -554,6 +571,12 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		pc->t_ours = true;
 		if (dst->ctx && SSL_CTX_up_ref(dst->ctx))
 			pc->ctx = dst->ctx;
+		/* Best effort: without the copy a moved stream expects the
+		 * workload identity only. */
+		if (dst->nsans && (pc->sans = calloc(dst->nsans, sizeof(*pc->sans))))
+			for (size_t i = 0; i < dst->nsans; i++)
+				if ((pc->sans[pc->nsans] = strdup(dst->sans[i])))
+					pc->nsans++;
 		p->nalloc++;
 		p->stats.opened++;
 		pc->state = PC_CONNECTING;
