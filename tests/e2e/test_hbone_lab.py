@@ -105,6 +105,14 @@ def m(pod_lab):
     return Mesh(pod_lab)
 
 
+def rss_kib(sc):
+    with open("/proc/%d/status" % sc.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for the sidecar")
+
+
 def hbone_listening(pod):
     return pod.run(["ss", "-Hltn", "sport = :15008"], check=False).stdout.strip()
 
@@ -271,8 +279,14 @@ def test_misbehaving_peer_harms_only_itself(m, outrigger_bin, init_bin, scenario
     keeps echoing throughout and after; the sidecar lives; the garbage connection is closed."""
     m.side.app(["sink", "--port", 8090, "--reply-bytes", 64 << 20])
     sc = _server_ready(m)
+    rss0 = rss_kib(sc)
     out = m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.side.ip4, ECHO), scenario=scenario, hold=3,
                      noack_authority="%s:%d" % (m.side.ip4, 8090), timeout=60)
+    grew = rss_kib(sc) - rss0
+    print("%s: sidecar RSS grew by %d KiB" % (scenario, grew))
+    # noack: the app offers 64 MiB that the client never makes room for; the sidecar must
+    # stop reading it (back-pressure), not buffer it.
+    assert grew < 32 << 10, grew
     assert "error" not in out, out
     h, mis = out["healthy"], out["misbehaving"]
     assert mis.get("status") == 200, out
@@ -282,7 +296,7 @@ def test_misbehaving_peer_harms_only_itself(m, outrigger_bin, init_bin, scenario
     if scenario == "rst":
         assert mis["status_after"] == 200 and mis["echo_after"], out
     if scenario == "noack":
-        assert mis["received"] <= hbone_peers.CLIENT_STREAM_WINDOW, out
+        assert 0 < mis["received"] <= hbone_peers.CLIENT_STREAM_WINDOW, out
     assert sc.alive()
     # The client is gone: every HBONE connection and stream (and its app connection) released.
     wait_for(lambda: sc.stats().get("listener.hbone.hbone_cx_active") == 0
