@@ -329,6 +329,46 @@ def test_sidecar_to_ambient(m, outrigger_bin, init_bin):
     assert acc["tls"] == "TLSv1.3" and acc["status"] == 200, acc
 
 
+def test_sidecar_to_ambient_pooled(m, outrigger_bin, init_bin):
+    """300 connections at once from the sidecar pod's app to the ambient pod, one worker: all
+    echoed, carried as CONNECT streams on 3 pooled HBONE connections (100 streams each, as
+    ztunnel's pool) to nghttpx, which saw 300 CONNECTs from 3 client ports."""
+    m.apps(m.amb, sink=False, http=False)
+    # nghttpx does not pass a half-close on to its HTTP/1 backend: each tunnel then ends at
+    # nghttpx's backend read timeout (default 1 min), made short here.
+    t = hbone_peers.NghttpxTerminator(m.amb, m.certs["ambient"], [ECHO],
+                                      extra_args=["--backend-read-timeout=3s"])
+    cfg = meshres.config(m.workloads(), proxy={"logLevel": "info"})
+    sc = m.side.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.certs["side"], "--concurrency", "1"),
+                              env={"POD_NAMESPACE": "default"})
+    wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, what="certificate")
+    r, out = m.side.client(["conns", "--host", m.amb.ip4, "--port", ECHO, "--count", 300, "--bytes", 64,
+                            "--timeout", 60], timeout=90)
+    print("conns:", out)
+    assert out and out.get("ok") == 300, (r.stdout[-2000:], r.stderr[-2000:])
+    assert sc.stats().get("listener.outbound.upstream_cx_hbone") == 300
+    wait_for(lambda: len(t.accesses()) >= 300, timeout=20, what="300 CONNECTs in nghttpx's log")
+    acc = t.accesses()
+    assert all(a["status"] == 200 and a["request"].startswith("CONNECT %s:%d" % (m.amb.ip4, ECHO)) for a in acc)
+    ports = {a["port"] for a in acc}
+    print("HBONE connections to nghttpx: %d" % len(ports))
+    assert len(ports) == 3, ports
+
+
+def test_sidecar_to_ambient_half_close(m, outrigger_bin, init_bin):
+    """sidecar -> ambient (the python3-h2 terminator, which passes a half-close on as ztunnel
+    does): 16 MiB to the sink, our FIN becomes END_STREAM, the sink's checksum and its reply
+    come back after it (nghttpx -s does not pass END_STREAM on to an HTTP/1 CONNECT backend,
+    so this one needs the terminator)."""
+    m.apps(m.amb, echo=False, http=False, reply=1 << 20)
+    hbone_peers.start_terminator(m.amb, m.certs["ambient"])
+    sc = m.start_sidecar(m.workloads())
+    r, out = m.side.client(["send", "--host", m.amb.ip4, "--port", SINK, "--bytes", 16 << 20,
+                            "--timeout", 60], timeout=90)
+    assert out and out.get("ok"), (r.stdout[-2000:], r.stderr[-2000:])
+    assert sc.stats().get("listener.outbound.upstream_cx_hbone") == 1
+
+
 def test_sidecar_to_ambient_h2_terminator_identity_headers(m, outrigger_bin, init_bin):
     """sidecar -> ambient pod whose 15008 is the python3-h2 terminator: it sees our SPIFFE ID,
     :authority podIP:port and ztunnel's headers (forwarded, baggage, traceparent)."""

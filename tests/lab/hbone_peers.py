@@ -115,7 +115,7 @@ class NghttpxTerminator:
     app_ports: the ports tinyproxy may CONNECT to."""
 
     def __init__(self, pod, cert_dir, app_ports, port=HBONE_PORT, backend="tinyproxy",
-                 proxy_port=3128, workers=1):
+                 proxy_port=3128, workers=1, extra_args=()):
         self.pod, self.port = pod, port
         d = os.path.join(pod.lab.dir, "%s-hbone-nghttpx" % pod.name)
         os.makedirs(d, exist_ok=True)
@@ -141,7 +141,7 @@ class NghttpxTerminator:
             self.proxy = pod.popen([PYTHON, HERE, "h1proxy", "--port", proxy_port, "--log", self.proxy_log],
                                    stdout=subprocess.DEVNULL, stderr=open(self.proxy_log + ".stderr", "wb"))
         self._wait_listen(proxy_port)
-        fmt = ('{"remote":"$remote_addr","request":"$request","status":$status,'
+        fmt = ('{"remote":"$remote_addr","port":"$remote_port","request":"$request","status":$status,'
                '"fp":"$tls_client_fingerprint_sha256","serial":"$tls_client_serial",'
                '"subject":"$tls_client_subject_name","tls":"$tls_protocol","alpn":"$alpn",'
                '"sent":$body_bytes_sent}')
@@ -157,7 +157,7 @@ class NghttpxTerminator:
                 "--accesslog-file=" + self.access_log, "--accesslog-format=" + fmt,
                 "--errorlog-file=" + self.error_log, "--log-level=" + os.environ.get("HBONE_NGHTTPX_LOG", "NOTICE"),
                 "--frontend-read-timeout=600s", "--stream-read-timeout=600s", "--stream-write-timeout=600s",
-                key, cert]
+                key, cert] + list(extra_args)
         self.proc = pod.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_listen(port)
         # nghttpx listens before its worker threads run; a connection accepted before then is
