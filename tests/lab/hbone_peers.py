@@ -13,8 +13,10 @@ Stand-ins for a remote ztunnel ("an ambient pod"), which terminate HBONE in a po
       check that :authority is this pod's IP (tinyproxy connects wherever its ConnectPort list
       allows: no 400), has no authorization (no 401), answers a refused app port with nghttpx's
       own error status (502/503 depending on where the failure is seen, not ztunnel's 503 always),
-      does not check the client's trust domain (only the chain), and offers TLS 1.3's ChaCha20
-      suite too. The request headers (forwarded, baggage, traceparent) reach tinyproxy as HTTP/1.1
+      does not check the client's trust domain (only the chain), offers TLS 1.3's ChaCha20
+      suite too, and does not pass a half-close on: a client's END_STREAM does not reach the
+      HTTP/1 backend (nor would tinyproxy pass a FIN), so such a tunnel ends only at nghttpx's
+      --backend-read-timeout (1 min unless extra_args shortens it); ztunnel passes it. The request headers (forwarded, baggage, traceparent) reach tinyproxy as HTTP/1.1
       CONNECT headers, which tinyproxy drops: use `h1proxy` below instead of tinyproxy to see them.
 
   `terminator` (CLI, python3-h2): an HBONE server as ztunnel's inbound: TLS 1.3 only, ALPN h2,
