@@ -42,11 +42,10 @@ struct bq {
  * ended with ENHANCE_YOUR_CALM: nghttp2 bounds the acks it queues, this bounds
  * the work. */
 #define CTRL_PER_SEC 2000
-/* Keep-alive (server, as Envoy's HBONE listener): a PING after this long
- * without a frame from the peer, and the session ends if nothing comes back
- * within the timeout. */
-#define KA_INTERVAL 10.0
-#define KA_TIMEOUT 20.0
+/* Keep-alive (server, as Envoy's HBONE listener): a PING after
+ * h2s_ka_interval without a frame from the peer, and the session ends if no
+ * PING ACK comes back within h2s_ka_timeout (h2s.h; tests shorten them). */
+ev_tstamp h2s_ka_interval = 10.0, h2s_ka_timeout = 20.0;
 
 const struct h2s_settings h2s_client_defaults = {
 	.max_concurrent_streams = 100,
@@ -130,8 +129,7 @@ struct h2s {
 	int in_kick;
 	bool fail_due;
 	int fail_err;
-	bool goaway_err;	/* we sent a GOAWAY with an error code (nghttp2 found a
-				 * protocol error and ends the session by itself) */
+	int end_err;		/* why it ended (h2s_end_error) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -313,6 +311,12 @@ stream_free(struct h2s_stream *st)
 	free(st);
 }
 
+static void
+stream_free_later(int revents, void *arg)
+{
+	stream_free(arg);
+}
+
 /* The stream is done with on both sides: nghttp2's and its owner's. */
 static void
 stream_maybe_free(struct h2s_stream *st)
@@ -464,7 +468,8 @@ stream_want(struct conn *c, int what)
 	struct h2s_stream *st = stream_of(c);
 	unsigned bits = 0;
 
-	if ((what & CONN_RD) && can_recv(st))
+	/* Bytes held: conn_arm feeds the call-back itself (pending()). */
+	if ((what & CONN_RD) && can_recv(st) && !st->rq.len)
 		bits |= N_RD;
 	if ((what & CONN_WR) && can_send(st))
 		bits |= N_WR;
@@ -472,6 +477,10 @@ stream_want(struct conn *c, int what)
 		bits |= N_HS;
 	if (bits && !(st->notify & bits) && st->s)
 		notify(st, bits);
+	else if ((bits & N_RD) && !st->s)
+		/* The session is gone: no kick any more; the conn's own
+		 * watcher calls back (conn_io_cb: CONN_RD), and recv tells. */
+		ev_feed_event(c->loop, &c->io, EV_CUSTOM);
 	return 0;
 }
 
@@ -532,6 +541,16 @@ stream_close(struct conn *c, enum conn_close how)
 		kick(s);
 	}
 	stream_unqueue(st);
+	/* conn_close() still writes to c after this returns: a conn never
+	 * moved out of the stream (an owner that closed it at once, say after
+	 * a 400) is freed from the loop, not here. */
+	if (c == &st->conn) {
+		if ((st->owner_closed || (!st->taken && !st->client)) && (st->h2_closed || !st->s)) {
+			stream_unlink(st);
+			ev_once(c->loop, -1, 0, 0., stream_free_later, st);
+		}
+		return;
+	}
 	stream_maybe_free(st);
 }
 
@@ -769,8 +788,6 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
 
-	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
-		((struct h2s *)ud)->goaway_err = true;
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -1024,11 +1041,11 @@ ka_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct h2s *s = tm->data;
 	ev_tstamp now = ev_now(loop);
 
-	if (s->ping_at && now - s->ping_at >= KA_TIMEOUT) {
+	if (s->ping_at && now - s->ping_at >= h2s_ka_timeout) {
 		h2s_fail(s, -ETIMEDOUT);
 		return;
 	}
-	if (!s->ping_at && now - s->last_rx >= KA_INTERVAL) {
+	if (!s->ping_at && now - s->last_rx >= h2s_ka_interval) {
 		s->ping_at = now;
 		nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL);
 		kick(s);
@@ -1050,8 +1067,8 @@ h2s_fail(struct h2s *s, int err)
 		s->fail_due = true;
 		return;
 	}
-	s->fail_err = err;	/* h2s_error(), for the closed() handler */
 	s->dead = true;
+	s->end_err = err;
 	ev_clear_pending(s->loop, &s->kick);
 	ev_timer_stop(s->loop, &s->ka);
 	conn_close(s->t, err ? CONN_ABORT : CONN_GRACEFUL);
@@ -1079,12 +1096,6 @@ h2s_fail(struct h2s *s, int err)
 	if (s->h->closed)
 		s->h->closed(s, s->ud);
 	free(s);
-}
-
-int
-h2s_error(const struct h2s *s)
-{
-	return s->fail_err ? s->fail_err : s->goaway_err ? -EPROTO : 0;
 }
 
 static struct h2s *
@@ -1134,7 +1145,7 @@ session_new(struct worker *w, struct conn *t, const struct h2s_settings *st, con
 	if (server) {
 		ev_init(&s->ka, ka_cb);
 		s->ka.data = s;
-		s->ka.repeat = KA_INTERVAL / 2;
+		s->ka.repeat = h2s_ka_interval / 2;
 		ev_timer_again(loop, &s->ka);
 	}
 	kick(s);
@@ -1275,4 +1286,10 @@ struct conn *
 h2s_transport(struct h2s *s)
 {
 	return s->t;
+}
+
+int
+h2s_end_error(const struct h2s *s)
+{
+	return s->end_err;
 }

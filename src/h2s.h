@@ -90,12 +90,18 @@ bool h2s_can_open(const struct h2s *s);
  * reset at once (abort). */
 void h2s_close(struct h2s *s, enum conn_close how);
 
-/* Why the session ended, in the closed() handler: 0 (the peer's clean end,
- * h2s_close), -EPROTO (an HTTP/2 protocol error or a flood), -ETIMEDOUT
- * (keep-alive), or the transport's error. */
-int h2s_error(const struct h2s *s);
-
 /* The transport the session runs on (for the peer's identity: xtls). */
 struct conn *h2s_transport(struct h2s *s);
+
+/* During closed(): why the session ended: 0 (the peer's clean end, GOAWAY
+ * done), -EPROTO (a protocol error or a flood: we sent GOAWAY), -ETIMEDOUT
+ * (no PING ACK: keep-alive), -ECONNABORTED (h2s_close abort), or the
+ * transport's -errno. */
+int h2s_end_error(const struct h2s *s);
+
+/* Server keep-alive (seconds): a PING after this long without a frame, and
+ * the session ends when its ACK does not come within the timeout. Envoy's
+ * HBONE listener: 10 / 20. Tests shorten them; read when a session starts. */
+extern ev_tstamp h2s_ka_interval, h2s_ka_timeout;
 
 #endif
