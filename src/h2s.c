@@ -130,6 +130,9 @@ struct h2s {
 	bool fail_due;
 	int fail_err;
 	int end_err;		/* why it ended (h2s_end_error) */
+	bool goaway_err;	/* we sent a GOAWAY with an error code: nghttp2 found a
+				 * protocol error (a bad frame size, ...) and ends the
+				 * session itself, mem_recv not failing */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -788,6 +791,8 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
 
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+		((struct h2s *)ud)->goaway_err = true;
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -1291,5 +1296,5 @@ h2s_transport(struct h2s *s)
 int
 h2s_end_error(const struct h2s *s)
 {
-	return s->end_err;
+	return s->end_err ? s->end_err : s->goaway_err ? -EPROTO : 0;
 }
