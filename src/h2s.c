@@ -130,9 +130,7 @@ struct h2s {
 	bool fail_due;
 	int fail_err;
 	int end_err;		/* why it ended (h2s_end_error) */
-	bool goaway_err;	/* we sent a GOAWAY with an error code: nghttp2 found a
-				 * protocol error (a bad frame size, ...) and ends the
-				 * session itself, mem_recv not failing */
+	bool goaway_err;	/* we sent a GOAWAY with an error code (nghttp2 found a protocol error) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -789,10 +787,12 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int
 on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
+	struct h2s *s = ud;
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
 
 	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
-		((struct h2s *)ud)->goaway_err = true;
+		s->goaway_err = true;
+
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -919,8 +919,9 @@ rearm(struct h2s *s)
 	if (s->backed)
 		wants |= CONN_WR;
 	if (!wants && !nghttp2_session_want_write(s->ng) && s->olen == 0) {
-		/* Nothing to read or write: the session is over. */
-		h2s_fail(s, 0);
+		/* Nothing to read or write: the session is over (after our
+		 * GOAWAY for a protocol error nghttp2 found, a failure). */
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	conn_arm(s->t, wants);
@@ -984,7 +985,7 @@ session_run(struct h2s *s)
 	if (s->dead)
 		return;
 	if (s->closing && s->nstreams == 0 && !s->olen && !nghttp2_session_want_write(s->ng)) {
-		h2s_fail(s, 0);
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	rearm(s);
@@ -1018,7 +1019,7 @@ transport_ready(struct conn *c, int what)
 			if (n == -EAGAIN)
 				break;
 			if (n <= 0) {
-				h2s_fail(s, n == 0 ? 0 : (int)n);
+				h2s_fail(s, n == 0 ? (s->goaway_err ? -EPROTO : 0) : (int)n);
 				return;
 			}
 			ssize_t r = nghttp2_session_mem_recv(s->ng, buf, (size_t)n);
@@ -1296,5 +1297,5 @@ h2s_transport(struct h2s *s)
 int
 h2s_end_error(const struct h2s *s)
 {
-	return s->end_err ? s->end_err : s->goaway_err ? -EPROTO : 0;
+	return s->end_err;
 }

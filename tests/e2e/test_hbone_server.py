@@ -51,6 +51,7 @@ def client_main(argv):
     ap.add_argument("--size", type=int, default=0, help="send this many pattern bytes instead")
     ap.add_argument("--tls12", action="store_true")
     ap.add_argument("--alpn", default="h2")
+    ap.add_argument("--garbage", action="store_true", help="after the preface: a PING on a stream")
     a = ap.parse_args(argv)
 
     out = {}
@@ -71,6 +72,28 @@ def client_main(argv):
         return
     out["version"], out["alpn"] = s.version(), s.selected_alpn_protocol()
     out["server_san"] = [v for k, v in s.getpeercert().get("subjectAltName", ()) if k == "URI"]
+    if a.garbage:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+                  + bytes([0, 0, 8, 6, 0, 0, 0, 0, 3]) + b"12345678")
+        got = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        except (ssl.SSLError, OSError) as e:
+            out["io_error"] = str(e)
+        out["eof"] = True
+        # Frames back: type 7 is GOAWAY.
+        off, types = 0, []
+        while off + 9 <= len(got):
+            n = int.from_bytes(got[off:off + 3], "big")
+            types.append(got[off + 3])
+            off += 9 + n
+        out["goaway"] = 7 in types
+        print(json.dumps(out))
+        return
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
                                                                 validate_outbound_headers=False,
                                                                 normalize_outbound_headers=False))
@@ -257,6 +280,18 @@ def test_tls_refusals(mesh):
     assert m.stat("downstream_cx_tls_fail_identity") == 1
     assert m.stat("downstream_cx_tls_fail_untrusted") == 1
     assert m.stat("hbone_rq_total") == 0
+    # And a good client still gets through.
+    r = m.h2(target, send="ok")
+    assert r.get("status") == 200 and r["echo_ok"], r
+
+
+def test_garbage_frames_end_that_connection_only(mesh):
+    m = mesh
+    target = "%s:8080" % m.server.ip4
+    r = m.h2(target, garbage=True)
+    assert r.get("eof") and r.get("goaway"), r
+    wait_for(lambda: m.stat("hbone_cx_protocol_error") == 1, timeout=5, what="the protocol error counted")
+    assert m.stat("hbone_cx_total") == 1
     # And a good client still gets through.
     r = m.h2(target, send="ok")
     assert r.get("status") == 200 and r["echo_ok"], r

@@ -457,6 +457,7 @@ test_garbage_kills_only_its_session(void **state)
 	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	/* It got a GOAWAY (type 7) before the close. */
 	uint8_t buf[4096];
 	ssize_t n = read(sv[1], buf, sizeof(buf));
@@ -503,6 +504,7 @@ test_ping_flood(void **state)
 	}
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	close(sv[1]);
 	free(bad);
 }
@@ -554,6 +556,8 @@ test_goaway_graceful(void **state)
 	assert_memory_equal(e->in, data, n);
 	assert_true(srv->closed);
 	assert_true(cli->closed);
+	assert_int_equal(srv->end_err, 0);
+	assert_int_equal(cli->end_err, 0);
 	free(data);
 }
 
@@ -651,6 +655,7 @@ test_keepalive(void **state)
 
 	RUN_UNTIL(mute->closed, 3);
 	assert_true(mute->closed);
+	assert_int_equal(mute->end_err, -ETIMEDOUT);
 	assert_false(ls->closed);
 	assert_false(lc->closed);
 	/* The live pair went through several PINGs meanwhile. */
