@@ -55,6 +55,8 @@ enum listener_kind {
 	X(UPSTREAM_CX_TLS_FAIL_IDENTITY, upstream_cx_tls_fail_identity, COUNTER, "Upstream mTLS failures: the peer's SPIFFE ID is missing, of another trust domain, or not the one expected") \
 	X(UPSTREAM_CX_TLS_FAIL_IO, upstream_cx_tls_fail_io, COUNTER, "Upstream mTLS failures: the connection failed, closed or timed out during the handshake") \
 	X(UPSTREAM_CX_TLS_NO_LOCAL_CERT, upstream_cx_tls_no_local_cert, COUNTER, "Connections to an Istio-mTLS peer refused because this proxy has no certificate yet (never sent in plaintext)") \
+	X(UPSTREAM_CX_PROXY_PROTOCOL, upstream_cx_proxy_protocol, COUNTER, "App connections that began with a PROXY protocol v2 header (applicationTunnel PROXY, HBONE inbound)") \
+	X(UPSTREAM_CX_PROXY_PROTOCOL_FAIL, upstream_cx_proxy_protocol_fail, COUNTER, "App connections reset because their PROXY protocol v2 header could not be built or sent whole") \
 	/* Inbound: the sniffing stage and PeerAuthentication (tunnel.c stage_sniff). */ \
 	X(DOWNSTREAM_CX_MTLS, downstream_cx_mtls, COUNTER, "Inbound mTLS handshakes completed (the peer's SPIFFE ID verified); the app gets the plaintext") \
 	X(DOWNSTREAM_CX_PLAINTEXT, downstream_cx_plaintext, COUNTER, "Inbound plaintext connections passed to the app (PERMISSIVE)") \

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"
+#include "proxyv2.h"
 #include "snapshot.h"
 #include "sniff.h"
 #include "sock.h"
@@ -51,6 +52,11 @@ tunnel_state_str(enum tunnel_state s)
 	return "?";
 }
 
+struct tunnel_pp {
+	uint16_t len;
+	uint8_t hdr[PROXYV2_MAX];
+};
+
 static inline uint64_t *
 tstat(struct tunnel *t, enum listener_metric m)
 {
@@ -79,6 +85,7 @@ tunnel_done(struct relay *r)
 	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	free(t->peer_id);
+	free(t->pp);
 	if (t->odw) {
 		ondemand_cancel(t->odw);
 		free(t->odw);
@@ -334,6 +341,45 @@ upstream_hs_fail(struct tunnel *t, int err)
 	return tunnel_fail_connect(t, err, false, true);
 }
 
+/* The app's TCP connect completed: the PROXY v2 header goes first, in one
+ * send (a socket just connected has its whole send buffer free: a short
+ * write means something is wrong, and a half header must not reach the
+ * app). Returns false when t was refused (and closed). */
+static bool
+upstream_proxyv2(struct tunnel *t)
+{
+	ssize_t n = send(t->relay.us.fd, t->pp->hdr, t->pp->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	if (n == (ssize_t)t->pp->len) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL), 1);
+		return true;
+	}
+	stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL_FAIL), 1);
+	clog_warn(t, "PROXY v2 header to the app: %s", n < 0 ? strerror(errno) : "short write");
+	tunnel_fail(t);
+	return false;
+}
+
+int
+tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target)
+{
+	struct tunnel_pp *pp = malloc(sizeof(*pp));
+	int n;
+
+	if (!pp)
+		return -ENOMEM;
+	n = proxyv2_build(pp->hdr, sizeof(pp->hdr), client, target, t->peer_id);
+	if (n < 0) {
+		free(pp);
+		stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL_FAIL), 1);
+		return n;
+	}
+	pp->len = (uint16_t)n;
+	free(t->pp);
+	t->pp = pp;
+	return 0;
+}
+
 /* The upstream's handshakes, from the connecting stage: the TCP connect,
  * then for an Istio-mTLS peer the TLS client's, both under the attempt's
  * deadline. Forwards when done. */
@@ -375,6 +421,8 @@ upstream_progress(struct tunnel *t)
 		    *id ? id : "(none)", xtls_version(c), *xtls_alpn(c) ? xtls_alpn(c) : "none",
 		    xtls_resumed(c) ? ", resumed" : "");
 	}
+	if (t->pp && !upstream_proxyv2(t))
+		return;
 	stage_forward(t);
 }
 

@@ -79,6 +79,11 @@ struct tunnel {
 	 * allocated only then (the known-destination path allocates nothing). */
 	bool od_waited;
 	struct od_wait *odw;
+	/* PROXY protocol v2 toward the app (tunnel_proxy_protocol): the header,
+	 * built once the client and target are known, sent right after the
+	 * app's TCP connect and before any payload; malloc'ed only for a local
+	 * workload whose applicationTunnel says PROXY (NULL otherwise). */
+	struct tunnel_pp *pp;
 	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };
@@ -95,6 +100,16 @@ void tunnel_accept(struct worker *w, enum listener_kind kind, int fd);
  * was closed at once (the failure is counted). */
 struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
     const struct sockaddr_storage *dst);
+
+/* The app connection of inbound tunnel t starts with a PROXY protocol v2
+ * header (proxyv2.h) from client (the original source) to target (the HBONE
+ * :authority, which t->dst may differ from by applicationTunnel.port)
+ * carrying t->peer_id (the source's SPIFFE ID) as TLV 0xD0, as ztunnel
+ * writes it (reference xds-hbone.md §3.5). For the HBONE server's tunnels
+ * whose local workload says applicationTunnel PROXY; ztunnel's plaintext
+ * inbound (15006) writes none, nor do we there. Call before the connecting
+ * stage, after t->peer_id is set. 0, -ENOMEM, or proxyv2_build's error. */
+int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */
