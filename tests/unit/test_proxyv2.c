@@ -1,8 +1,10 @@
 /* Unit tests for src/proxyv2.c: the header's bytes written out by hand from
  * HAProxy's proxy-protocol.txt §2.2 (signature, ver_cmd, fam, len, the
  * address block, TLVs), for IPv4, IPv6, a mix, no identity, and the
- * errors. An independent parser reads the same output in
- * tests/e2e/test_hbone_ext.py (HAProxy with accept-proxy). */
+ * errors; and HAProxy (accept-proxy), an independent parser, reading our
+ * headers over loopback and answering with the addresses it took from them
+ * (skipped only when haproxy is not installed: packaging/install-deps.sh
+ * installs it, for the bench). */
 #include "autoconfig.h"
 
 #include <setjmp.h>
@@ -14,9 +16,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "proxyv2.h"
+#include "sock.h"
+#include "testlo.h"
 
 static struct sockaddr_in
 v4(const char *ip, uint16_t port)
@@ -125,6 +135,114 @@ test_errors(void **state)
 	assert_int_equal(proxyv2_build(out, 28, (struct sockaddr *)&s, (struct sockaddr *)&d, NULL), 28);
 }
 
+/* Sends header + an HTTP/1.0 request to HAProxy at port; its answer's
+ * body (what it read from the header) into out. */
+static void
+ask_haproxy(uint16_t port, const uint8_t *hdr, int n, char *out, size_t cap)
+{
+	struct sockaddr_storage a;
+	char req[PROXYV2_MAX + 64], resp[2048];
+	size_t off = 0;
+	int fd = -1;
+
+	assert_int_equal(sock_addr_parse("127.0.0.1", port, &a), 0);
+	/* HAProxy may still be starting: a few tries, bounded. */
+	for (int i = 0; i < 100; i++) {
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&a, sizeof(struct sockaddr_in)) == 0)
+			break;
+		close(fd);
+		fd = -1;
+		usleep(20000);
+	}
+	assert_true(fd >= 0);
+	memcpy(req, hdr, (size_t)n);
+	memcpy(req + n, "GET / HTTP/1.0\r\n\r\n", 18);
+	assert_int_equal(send(fd, req, (size_t)n + 18, 0), n + 18);
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		r = recv(fd, resp + off, sizeof(resp) - 1 - off, 0);
+		assert_true(r >= 0);
+		if (r == 0)
+			break;
+		off += (size_t)r;
+	}
+	resp[off] = '\0';
+	close(fd);
+	assert_non_null(strstr(resp, " 200 "));
+	snprintf(out, cap, "%s", strstr(resp, "\r\n\r\n") ? strstr(resp, "\r\n\r\n") + 4 : "");
+}
+
+static void
+test_haproxy_reads_it(void **state)
+{
+	struct sockaddr_in s = v4("10.1.2.3", 41000), d = v4("10.4.5.6", 8080);
+	struct sockaddr_in6 s6 = v6("fd00::7", 5555), d6 = v6("fd00::8", 9090);
+	char cfg[] = "/tmp/test_proxyv2.XXXXXX", body[256];
+	struct sockaddr_storage free_port;
+	uint8_t hdr[PROXYV2_MAX];
+	uint16_t port;
+	pid_t pid;
+	FILE *f;
+	int fd, lfd, n, st;
+
+	(void)state;
+	if (system("command -v haproxy >/dev/null 2>&1") != 0)
+		skip();
+	lfd = listen_lo(&free_port);	/* a free port for HAProxy */
+	port = sock_addr_port(&free_port);
+	close(lfd);
+	fd = mkstemp(cfg);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fprintf(f, "global\n  log stderr local0\ndefaults\n  mode http\n  timeout client 5s\n"
+	    "  timeout connect 5s\n  timeout server 5s\nfrontend pp\n  bind 127.0.0.1:%u accept-proxy\n"
+	    "  http-request return status 200 content-type text/plain lf-string \"%%[src] %%[src_port] %%[dst] %%[dst_port]\"\n",
+	    port);
+	fclose(f);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("haproxy", "haproxy", "-db", "-q", "-f", cfg, (char *)NULL);
+		_exit(127);
+	}
+	n = proxyv2_build(hdr, sizeof(hdr), (struct sockaddr *)&s, (struct sockaddr *)&d, id);
+	ask_haproxy(port, hdr, n, body, sizeof(body));
+	assert_string_equal(body, "10.1.2.3 41000 10.4.5.6 8080");
+	n = proxyv2_build(hdr, sizeof(hdr), (struct sockaddr *)&s6, (struct sockaddr *)&d6, id);
+	ask_haproxy(port, hdr, n, body, sizeof(body));
+	assert_string_equal(body, "fd00::7 5555 fd00::8 9090");
+	/* A TLV whose length runs past the header: HAProxy must refuse it
+	 * (so the accepted ones above were parsed TLVs and all). */
+	n = proxyv2_build(hdr, sizeof(hdr), (struct sockaddr *)&s, (struct sockaddr *)&d, id);
+	hdr[30] = (uint8_t)(hdr[30] + 1);
+	{
+		struct sockaddr_storage a;
+		char buf[PROXYV2_MAX + 32];
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		ssize_t r;
+
+		assert_int_equal(sock_addr_parse("127.0.0.1", port, &a), 0);
+		assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(struct sockaddr_in)), 0);
+		memcpy(buf, hdr, (size_t)n);
+		memcpy(buf + n, "GET / HTTP/1.0\r\n\r\n", 18);
+		assert_int_equal(send(c, buf, (size_t)n + 18, MSG_NOSIGNAL), n + 18);
+		struct pollfd p = { .fd = c, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		r = recv(c, buf, sizeof(buf), 0);
+		assert_true(r <= 0);	/* closed or reset: no answer */
+		close(c);
+	}
+	kill(pid, SIGTERM);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	unlink(cfg);
+}
+
 int
 main(void)
 {
@@ -133,6 +251,7 @@ main(void)
 		cmocka_unit_test(test_ipv6_no_identity),
 		cmocka_unit_test(test_mixed_families_mapped),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_haproxy_reads_it),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
