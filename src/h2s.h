@@ -55,7 +55,9 @@ struct h2s_handler {
 };
 
 /* A session over transport t (its handshake done: TLS with ALPN h2),
- * taking t over. NULL on OOM (t is closed). */
+ * taking t over: the session is t's owner (ready/owner) and closes it, but
+ * t's storage stays the caller's and must live until closed() has returned.
+ * NULL on OOM (t is closed). */
 struct h2s *h2s_server_new(struct worker *w, struct conn *t, const struct h2s_settings *st,
     const struct h2s_handler *h, void *ud);
 struct h2s *h2s_client_new(struct worker *w, struct conn *t, const struct h2s_settings *st,
@@ -72,6 +74,12 @@ int h2s_respond(struct conn *stream, int status, const struct h2s_hdr *hdrs, siz
  * another stream now (the peer's limit, GOAWAY) or on OOM. */
 struct conn *h2s_connect(struct h2s *s, const char *authority, const struct h2s_hdr *hdrs, size_t n);
 int h2s_status(const struct conn *stream);	/* the response :status, 0 before */
+
+/* A stream conn is moved, never copied: the owner that keeps it in its own
+ * storage (a relay's ds/us) moves it there with this, so that the session's
+ * callbacks and the conn's watcher follow. src is not used after. */
+void h2s_stream_move(struct conn *dst, struct conn *src);
+bool h2s_is_stream(const struct conn *c);
 
 /* How many streams are open, and whether one more may be opened (the
  * peer's SETTINGS_MAX_CONCURRENT_STREAMS and ours, no GOAWAY). */

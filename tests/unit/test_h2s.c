@@ -1,0 +1,495 @@
+/* Unit tests for src/h2s.c: a client and a server session back to back over
+ * a socketpair with raw conns, in one loop. Stream owners here are small
+ * state machines (an echo server, a sender/reader client) that use the
+ * stream conns exactly as flow.c does: conn_arm, ready callbacks, ops. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "h2s.h"
+
+static struct ev_loop *loop;
+
+/* One stream's owner. */
+struct ep {
+	struct conn c;		/* the stream, moved here */
+	uint8_t *in;		/* what was read */
+	size_t inlen, incap;
+	const uint8_t *out;	/* what to send */
+	size_t outlen, outoff;
+	bool echo;		/* server: send back what is read */
+	bool paused;		/* do not read */
+	bool shut_after;	/* shutdown_wr once out is sent */
+	bool shut_done, eof, hs, closed;
+	int hs_rc, err, hups;
+	int status;		/* server: answer with this */
+};
+
+struct side {
+	struct conn t;
+	struct h2s *s;
+	bool closed;
+	struct ep eps[128];
+	int neps;
+	int status;		/* the server's answer */
+	bool pause;		/* server eps start paused */
+	bool no_echo;
+	char last_auth[64];
+};
+
+static void ep_arm(struct ep *e);
+
+static void
+ep_pump(struct ep *e)
+{
+	uint8_t buf[65536];
+
+	for (int i = 0; i < 64 && !e->paused && !e->eof && conn_open(&e->c); i++) {
+		ssize_t n = e->c.ops->recv(&e->c, buf, sizeof(buf));
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			e->err = (int)n;
+			conn_close(&e->c, CONN_ABORT);
+			e->closed = true;
+			return;
+		}
+		if (n == 0) {
+			e->eof = true;
+			break;
+		}
+		if (e->echo) {
+			/* Echo: everything read is queued to go back. */
+			if (e->inlen + (size_t)n > e->incap) {
+				e->incap = (e->inlen + (size_t)n) * 2;
+				e->in = realloc(e->in, e->incap);
+			}
+			memcpy(e->in + e->inlen, buf, (size_t)n);
+			e->inlen += (size_t)n;
+			e->out = e->in;
+			e->outlen = e->inlen;
+		} else {
+			if (e->inlen + (size_t)n > e->incap) {
+				e->incap = (e->inlen + (size_t)n) * 2;
+				e->in = realloc(e->in, e->incap);
+			}
+			memcpy(e->in + e->inlen, buf, (size_t)n);
+			e->inlen += (size_t)n;
+		}
+	}
+	while (conn_open(&e->c) && e->outoff < e->outlen) {
+		ssize_t n = e->c.ops->send(&e->c, e->out + e->outoff, e->outlen - e->outoff);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			e->err = (int)n;
+			break;
+		}
+		e->outoff += (size_t)n;
+	}
+	bool shut = (e->shut_after && e->outoff == e->outlen) || (e->echo && e->eof && e->outoff == e->outlen);
+	if (conn_open(&e->c) && shut && !e->shut_done) {
+		assert_int_equal(e->c.ops->shutdown_wr(&e->c), 0);
+		e->shut_done = true;
+	}
+	if (conn_open(&e->c) && e->eof && e->shut_done && e->c.ops->unsent(&e->c) == 0 && e->echo) {
+		conn_close(&e->c, CONN_GRACEFUL);
+		e->closed = true;
+	}
+}
+
+static void
+ep_ready(struct conn *c, int what)
+{
+	struct ep *e = c->owner;
+
+	if (what & CONN_HUP) {
+		e->hups++;
+		e->err = c->ops->error(c);
+	}
+	if (what & CONN_HS) {
+		e->hs_rc = c->ops->handshake(c);
+		if (e->hs_rc == -EAGAIN)
+			goto arm;
+		e->status = h2s_status(c);
+		e->hs = true;
+		if (e->hs_rc < 0) {
+			conn_close(c, CONN_GRACEFUL);
+			e->closed = true;
+			return;
+		}
+	}
+	if (!e->hs)
+		goto arm;
+	ep_pump(e);
+arm:
+	ep_arm(e);
+}
+
+static void
+ep_arm(struct ep *e)
+{
+	if (!conn_open(&e->c))
+		return;
+	if (!e->hs) {
+		conn_arm(&e->c, CONN_HS);
+		return;
+	}
+	conn_arm(&e->c, (e->paused || e->eof ? 0 : CONN_RD) | (e->outoff < e->outlen ? CONN_WR : 0));
+}
+
+static void
+srv_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *req)
+{
+	struct side *sd = ud;
+	struct ep *e = &sd->eps[sd->neps++];
+
+	snprintf(sd->last_auth, sizeof(sd->last_auth), "%s", req->authority);
+	h2s_stream_move(&e->c, stream);
+	e->c.ready = ep_ready;
+	e->c.owner = e;
+	e->echo = !sd->no_echo;
+	e->paused = sd->pause;
+	e->hs = true;
+	int status = strcmp(req->method, "CONNECT") || req->has_scheme_or_path ? 400 : sd->status;
+	assert_int_equal(h2s_respond(&e->c, status, NULL, 0), 0);
+	if (status != 200) {
+		conn_close(&e->c, CONN_GRACEFUL);
+		e->closed = true;
+		return;
+	}
+	ep_arm(e);
+}
+
+static void
+side_closed(struct h2s *s, void *ud)
+{
+	struct side *sd = ud;
+
+	sd->closed = true;
+	sd->s = NULL;
+}
+
+static const struct h2s_handler srv_h = { .request = srv_request, .closed = side_closed };
+static const struct h2s_handler cli_h = { .closed = side_closed };
+
+static struct side *srv, *cli;
+
+static int
+setup(void **state)
+{
+	int sv[2];
+
+	loop = ev_loop_new(EVFLAG_AUTO);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	srv = calloc(1, sizeof(*srv));
+	cli = calloc(1, sizeof(*cli));
+	srv->status = 200;
+	conn_init(&srv->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	conn_init(&cli->t, loop, sv[1], &raw_ops, NULL, NULL, -1);
+	srv->s = h2s_server_new(NULL, &srv->t, &h2s_server_defaults, &srv_h, srv);
+	cli->s = h2s_client_new(NULL, &cli->t, &h2s_client_defaults, &cli_h, cli);
+	assert_non_null(srv->s);
+	assert_non_null(cli->s);
+	return 0;
+}
+
+static void
+free_side(struct side *sd)
+{
+	for (int i = 0; i < sd->neps; i++) {
+		if (conn_open(&sd->eps[i].c))
+			conn_close(&sd->eps[i].c, CONN_ABORT);
+		free(sd->eps[i].in);
+	}
+	if (sd->s)
+		h2s_close(sd->s, CONN_ABORT);
+	free(sd);
+}
+
+static int
+teardown(void **state)
+{
+	free_side(cli);
+	free_side(srv);
+	ev_run(loop, EVRUN_NOWAIT);
+	ev_loop_destroy(loop);
+	return 0;
+}
+
+/* Run the loop until cond holds, at most secs seconds; the caller asserts. */
+#define RUN_UNTIL(cond, secs) do { \
+	ev_tstamp _end = ev_time() + (secs); \
+	while (!(cond) && ev_time() < _end) \
+		ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT); \
+} while (0)
+
+static struct ep *
+open_stream(const char *auth, const uint8_t *out, size_t len, bool shut)
+{
+	struct ep *e = &cli->eps[cli->neps++];
+	struct conn *c = h2s_connect(cli->s, auth, NULL, 0);
+
+	assert_non_null(c);
+	h2s_stream_move(&e->c, c);
+	e->c.ready = ep_ready;
+	e->c.owner = e;
+	e->out = out;
+	e->outlen = len;
+	e->shut_after = shut;
+	ep_arm(e);
+	return e;
+}
+
+static uint8_t *
+pattern(size_t n, unsigned seed)
+{
+	uint8_t *p = malloc(n);
+
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)((i * 131 + seed) >> 3);
+	return p;
+}
+
+static void
+test_connect_echo_half_close(void **state)
+{
+	size_t n = getenv("H2S_N") ? strtoul(getenv("H2S_N"), 0, 0) : 3u << 20;
+	uint8_t *data = pattern(n, 7);
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+
+	RUN_UNTIL(e->eof, 20);
+	assert_true(e->hs);
+	assert_int_equal(e->hs_rc, 0);
+	assert_int_equal(e->status, 200);
+	assert_string_equal(srv->last_auth, "10.1.2.3:8080");
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	/* The server's side saw our END_STREAM as end of stream, and ended its. */
+	assert_int_equal(srv->neps, 1);
+	assert_true(srv->eps[0].eof);
+	assert_true(srv->eps[0].closed);
+	assert_int_equal(e->err, 0);
+	conn_close(&e->c, CONN_GRACEFUL);
+	RUN_UNTIL(h2s_streams(cli->s) == 0 && h2s_streams(srv->s) == 0, 5);
+	assert_int_equal(h2s_streams(cli->s), 0);
+	assert_int_equal(h2s_streams(srv->s), 0);
+	free(data);
+}
+
+static void
+test_error_status(void **state)
+{
+	srv->status = 503;
+	struct ep *e = open_stream("10.1.2.3:1", NULL, 0, false);
+
+	RUN_UNTIL(e->hs, 5);
+	assert_true(e->hs);
+	assert_int_equal(e->hs_rc, -ECONNREFUSED);
+	assert_int_equal(e->status, 503);
+	RUN_UNTIL(h2s_streams(srv->s) == 0, 5);
+	assert_int_equal(h2s_streams(srv->s), 0);
+}
+
+/* A reader that stops: the sender's window closes, its sends fail with
+ * EAGAIN, and what the server holds stays within the stream window. */
+static void
+test_back_pressure(void **state)
+{
+	size_t n = 32u << 20;
+	uint8_t *data = pattern(n, 3);
+
+	srv->pause = true;
+	srv->no_echo = true;
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+
+	RUN_UNTIL(srv->neps == 1 && srv->eps[0].c.ops && srv->eps[0].c.ops->pending(&srv->eps[0].c) >=
+	    h2s_server_defaults.stream_window - 65536, 10);
+	assert_int_equal(srv->neps, 1);
+	struct ep *se = &srv->eps[0];
+	/* Let it settle: nothing more may come in. */
+	for (int i = 0; i < 50; i++)
+		ev_run(loop, EVRUN_NOWAIT);
+	size_t held = se->c.ops->pending(&se->c);
+	assert_true(held <= h2s_server_defaults.stream_window);
+	assert_true(held >= h2s_server_defaults.stream_window - 65536);
+	/* The sender is stuck well short of the whole. */
+	assert_true(e->outoff < n);
+	assert_true(e->outoff <= h2s_server_defaults.stream_window + (2u << 20));
+	/* Reading again lets everything through. */
+	se->paused = false;
+	ep_arm(se);
+	RUN_UNTIL(se->eof, 30);
+	assert_true(se->eof);
+	assert_int_equal(se->inlen, n);
+	assert_memory_equal(se->in, data, n);
+	free(data);
+}
+
+static void
+test_rst_stream(void **state)
+{
+	static const uint8_t hello[] = "hello";
+
+	srv->no_echo = true;
+	struct ep *e = open_stream("10.1.2.3:8080", hello, 5, false);
+
+	RUN_UNTIL(srv->neps == 1 && srv->eps[0].inlen == 5, 5);
+	assert_int_equal(srv->eps[0].inlen, 5);
+	conn_close(&e->c, CONN_ABORT);
+	struct ep *se = &srv->eps[0];
+	RUN_UNTIL(se->closed, 5);
+	assert_true(se->closed);
+	assert_int_equal(se->err, -ECONNRESET);
+	assert_false(se->eof);
+	/* The session lives on. */
+	assert_false(srv->closed);
+	assert_false(cli->closed);
+}
+
+/* The server resets while the client is not reading: its owner hears it. */
+static void
+test_rst_while_unwatched(void **state)
+{
+	srv->no_echo = true;
+	struct ep *e = open_stream("10.1.2.3:8080", NULL, 0, false);
+
+	RUN_UNTIL(srv->neps == 1 && e->hs, 5);
+	e->paused = true;
+	ep_arm(e);
+	conn_close(&srv->eps[0].c, CONN_ABORT);
+	RUN_UNTIL(e->hups > 0, 5);
+	assert_int_equal(e->hups, 1);
+	assert_int_equal(e->err, -ECONNRESET);
+}
+
+static void
+test_100_streams(void **state)
+{
+	uint8_t *data[100];
+
+	for (int i = 0; i < 100; i++) {
+		data[i] = pattern(20000 + (size_t)i * 100, (unsigned)i);
+		open_stream("[fd00::1]:80", data[i], 20000 + (size_t)i * 100, true);
+	}
+	assert_int_equal(h2s_streams(cli->s), 100);
+	assert_false(h2s_can_open(cli->s));
+	int done = 0;
+	ev_tstamp end = ev_time() + 30;
+	while (done < 100 && ev_time() < end) {
+		ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+		done = 0;
+		for (int i = 0; i < 100; i++)
+			done += cli->eps[i].eof;
+	}
+	assert_int_equal(done, 100);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(cli->eps[i].inlen, 20000 + (size_t)i * 100);
+		assert_memory_equal(cli->eps[i].in, data[i], cli->eps[i].inlen);
+		free(data[i]);
+	}
+	assert_int_equal(srv->neps, 100);
+}
+
+/* Garbage after the preface ends that session only; another one goes on. */
+static void
+test_garbage_kills_only_its_session(void **state)
+{
+	int sv[2];
+	struct side *bad = calloc(1, sizeof(*bad));
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t junk[] = { 0, 0, 4, 0xfe, 0xff, 0, 0, 0, 1, 'x', 'x', 'x', 'x',
+		0, 0, 8, 6, 0, 0, 0, 0, 3 /* PING on stream 3 */, 1, 2, 3, 4, 5, 6, 7, 8 };
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	conn_init(&bad->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	bad->status = 200;
+	bad->s = h2s_server_new(NULL, &bad->t, &h2s_server_defaults, &srv_h, bad);
+	assert_non_null(bad->s);
+	assert_int_equal(write(sv[1], preface, strlen(preface)), (ssize_t)strlen(preface));
+	/* An empty SETTINGS, then an unknown frame type (ignored), then a PING on
+	 * a stream: a connection error. */
+	static const uint8_t settings[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+	assert_int_equal(write(sv[1], settings, sizeof(settings)), (ssize_t)sizeof(settings));
+	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	RUN_UNTIL(bad->closed, 5);
+	assert_true(bad->closed);
+	/* It got a GOAWAY (type 7) before the close. */
+	uint8_t buf[4096];
+	ssize_t n = read(sv[1], buf, sizeof(buf));
+	bool goaway = false;
+	for (ssize_t off = 0; n > 0 && off + 9 <= n;) {
+		size_t len = (size_t)buf[off] << 16 | (size_t)buf[off + 1] << 8 | buf[off + 2];
+		if (buf[off + 3] == 7)
+			goaway = true;
+		off += 9 + (ssize_t)len;
+	}
+	assert_true(goaway);
+	close(sv[1]);
+	free(bad);
+	/* The other session still works. */
+	static const uint8_t ping[] = "ping";
+	struct ep *e = open_stream("10.1.2.3:8080", ping, 4, true);
+	RUN_UNTIL(e->eof, 5);
+	assert_int_equal(e->inlen, 4);
+	assert_false(srv->closed);
+}
+
+/* A peer flooding PINGs is cut off; its sessions' streams see a reset. */
+static void
+test_ping_flood(void **state)
+{
+	int sv[2];
+	struct side *bad = calloc(1, sizeof(*bad));
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t settings[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+	uint8_t ping[17] = { 0, 0, 8, 6, 0, 0, 0, 0, 0 };
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	conn_init(&bad->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	bad->s = h2s_server_new(NULL, &bad->t, &h2s_server_defaults, &srv_h, bad);
+	assert_int_equal(write(sv[1], preface, strlen(preface)), (ssize_t)strlen(preface));
+	assert_int_equal(write(sv[1], settings, sizeof(settings)), (ssize_t)sizeof(settings));
+	uint8_t sink[65536];
+	for (int i = 0; i < 5000 && !bad->closed; i++) {
+		if (write(sv[1], ping, sizeof(ping)) < 0)
+			break;
+		while (read(sv[1], sink, sizeof(sink)) > 0)
+			;
+		ev_run(loop, EVRUN_NOWAIT);
+	}
+	RUN_UNTIL(bad->closed, 5);
+	assert_true(bad->closed);
+	close(sv[1]);
+	free(bad);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_connect_echo_half_close, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_back_pressure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rst_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rst_while_unwatched, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_100_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_kills_only_its_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
