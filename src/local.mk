@@ -38,6 +38,7 @@ liboutrigger_a_SOURCES = \
 	src/xds_state.c src/xds_state.h \
 	src/xds_store.c src/xds_store.h \
 	src/xtls.c src/xtls.h \
+	src/hbone_pool.c \
 	src/certsrc.h
 
 OUTRIGGER_LIBS = liboutrigger.a libproto.a $(LIBEV_LIBS) $(CJSON_LIBS) $(OPENSSL_LIBS) \

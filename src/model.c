@@ -780,6 +780,21 @@ check_cla(struct build *b, size_t i, const Envoy__Config__Endpoint__V3__ClusterL
 				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address: required", k, j);
 				return false;
 			}
+			if (a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_ENVOY_INTERNAL_ADDRESS &&
+			    a->envoy_internal_address) {
+				/* istiod's HBONE endpoint: the target is "ip:port" (model_eds.c;
+				 * without endpointId, original_dst "local" says it). */
+				const char *id = a->envoy_internal_address->endpoint_id;
+				int fam;
+				uint16_t port;
+
+				if (id && *id && meds_target_parse(id, &fam, buf, &port) < 0) {
+					problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address.envoyInternalAddress."
+					    "endpointId: \"%.64s\" is not ip:port", k, j, S(id));
+					return false;
+				}
+				continue;
+			}
 			if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
 			    !(sa = a->socket_address)) {
 				problem(b, i, "endpoints[%zu].lbEndpoints[%zu].endpoint.address: "
@@ -2572,6 +2587,21 @@ model_peer_mtls(const struct model *m, const struct sockaddr_storage *dst, const
 
 	*cluster = eds ? h.cluster : NULL;
 	return (peer && peer->tunnel == MTUN_ISTIO_MTLS) || (eds && h.istio);
+}
+
+enum mpeer_transport
+model_peer_transport(const struct model *m, const struct sockaddr_storage *dst, const struct mworkload *peer,
+    const char **cluster)
+{
+	struct meds_hit h;
+	bool eds = model_eds_at(m, dst, &h);
+
+	*cluster = eds ? h.cluster : NULL;
+	if ((peer && peer->tunnel == MTUN_HBONE) || (eds && h.hbone))
+		return MPEER_HBONE;
+	if ((peer && peer->tunnel == MTUN_ISTIO_MTLS) || (eds && h.istio))
+		return MPEER_MTLS;
+	return MPEER_PLAIN;
 }
 
 int

@@ -246,6 +246,7 @@ struct meds_hit {
 	const char *cluster;	/* its ClusterLoadAssignment's cluster_name: Envoy's SNI to it */
 	bool istio;		/* metadata envoy.transport_socket_match.tlsMode == "istio" (the
 				 * endpoint's, else its locality's) */
+	bool hbone;		/* envoy.transport_socket_match.tunnel == "http", likewise */
 };
 
 /* The EDS endpoint at a (address and port), or false. An address listed by
@@ -260,6 +261,14 @@ bool model_eds_at(const struct model *m, const struct sockaddr_storage *a, struc
  * "istio". *cluster: dst's EDS cluster, or NULL. One lookup. */
 bool model_peer_mtls(const struct model *m, const struct sockaddr_storage *dst, const struct mworkload *peer,
     const char **cluster);
+
+/* The upstream transport to dst, in one lookup (model_peer_mtls's): HBONE
+ * when peer's tunnel protocol is HBONE or dst's EDS endpoint says tunnel
+ * "http" (Envoy's transport socket matches list hbone first); Istio mTLS as
+ * model_peer_mtls; else plaintext. */
+enum mpeer_transport { MPEER_PLAIN, MPEER_MTLS, MPEER_HBONE };
+enum mpeer_transport model_peer_transport(const struct model *m, const struct sockaddr_storage *dst,
+    const struct mworkload *peer, const char **cluster);
 
 /* Istio's name for a service port's default cluster, the SNI an Envoy
  * sidecar sends: "outbound|<port>||<hostname>" (BuildSubsetKey). The

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "hbone.h"
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"
@@ -34,6 +35,7 @@ static void tunnel_ready(struct conn *c, int what);
 static void tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents);
 static bool stage_connect(struct tunnel *t);
 static bool stage_next(struct tunnel *t);
+static bool hbone_hs_fail(struct tunnel *t, int err);
 static void wait_timeout(struct tunnel *t);
 
 const char *
@@ -251,13 +253,16 @@ upstream_transport(struct tunnel *t)
 {
 	const char *cluster;
 	char a[SOCK_ADDR_STRLEN];
+	enum mpeer_transport tp = t->lst == LST_OUTBOUND ?
+	    model_peer_transport(t->snap->s->model, &t->dst, t->peer, &cluster) : MPEER_PLAIN;
 
-	t->us_mtls = t->lst == LST_OUTBOUND && model_peer_mtls(t->snap->s->model, &t->dst, t->peer, &cluster);
-	if (!t->us_mtls || t->snap->s->certs)
+	t->us_mtls = tp == MPEER_MTLS;
+	t->us_hbone = tp == MPEER_HBONE;
+	if (tp == MPEER_PLAIN || t->snap->s->certs)
 		return true;
 	stat_add(tstat(t, LM_UPSTREAM_CX_TLS_NO_LOCAL_CERT), 1);
-	clog_warn(t, "outbound %s: an Istio mTLS peer, and this proxy has no certificate yet: refused",
-	    sock_addr_str(&t->dst, a, sizeof(a)));
+	clog_warn(t, "outbound %s: an %s peer, and this proxy has no certificate yet: refused",
+	    sock_addr_str(&t->dst, a, sizeof(a)), t->us_hbone ? "HBONE" : "Istio mTLS");
 	tunnel_fail(t);
 	return false;
 }
@@ -317,6 +322,8 @@ upstream_tls_start(struct tunnel *t)
 static bool
 upstream_hs_fail(struct tunnel *t, int err)
 {
+	if (t->us_hbone)
+		return hbone_hs_fail(t, err);
 	static const enum listener_metric reason[] = {
 		[XTLS_FAIL_PROTOCOL] = LM_UPSTREAM_CX_TLS_FAIL_PROTOCOL,
 		[XTLS_FAIL_NO_CERT] = LM_UPSTREAM_CX_TLS_FAIL_NO_CERT,
@@ -420,10 +427,91 @@ upstream_progress(struct tunnel *t)
 		clog_debug(t, "outbound %s: mTLS peer %s (%s, alpn %s%s)", sock_addr_str(&t->dst, a, sizeof(a)),
 		    *id ? id : "(none)", xtls_version(c), *xtls_alpn(c) ? xtls_alpn(c) : "none",
 		    xtls_resumed(c) ? ", resumed" : "");
+	} else if (t->us_hbone) {
+		const char *id = hbone_stream_peer_id(c);
+
+		free(t->peer_id);
+		t->peer_id = *id ? strdup(id) : NULL;
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE), 1);
+		clog_debug(t, "outbound %s: HBONE peer %s", sock_addr_str(&t->dst, a, sizeof(a)), *id ? id : "(none)");
 	}
 	if (t->pp && !upstream_proxyv2(t))
 		return;
 	stage_forward(t);
+}
+
+/* The HBONE stream of this attempt (reference xds-hbone.md §3.1-3.2): a
+ * CONNECT to "<podIP>:<targetPort>" over the worker's pooled connection to
+ * <podIP>:15008 (hbone_pool.c: keyed by our identity, the peer's and its
+ * IP), with ztunnel's headers: forwarded for="<client ip:port>" (and
+ * host=<service hostname> through a service), baggage (ours), traceparent
+ * (a fresh W3C id). The stream's handshake is its response. */
+static bool
+stage_connect_hbone(struct tunnel *t)
+{
+	const struct config *cfg = &t->snap->s->cfg;
+	const struct certbundle *b = t->snap->s->certs;
+	const struct mservice *svc = t->svc ? t->svc->svc : NULL;
+	char auth[SOCK_ADDR_STRLEN], from[SOCK_ADDR_STRLEN], fwd[SOCK_ADDR_STRLEN + 300], tp[64];
+	struct sockaddr_storage src;
+	socklen_t len = sizeof(src);
+	struct h2s_hdr h[3];
+	size_t n = 0;
+	const char *bag;
+	int rc;
+	struct hbone_dst d = {
+		.src_id = b->identity,
+		.dst_id = t->peer ? t->peer->identity : "",
+		.sans = svc ? svc->sans : NULL,
+		.nsans = svc ? svc->nsans : 0,
+		.addr = t->dst,
+		.ctx = b->client_ctx,
+	};
+
+	sock_addr_str(&t->dst, auth, sizeof(auth));
+	sock_addr_set_port(&d.addr, HBONE_PORT);
+	if (getpeername(t->relay.ds.fd, (struct sockaddr *)&src, &len) == 0) {
+		sock_addr_str(&src, from, sizeof(from));
+		if (svc)
+			snprintf(fwd, sizeof(fwd), "for=\"%s\";host=%s", from, svc->hostname);
+		else
+			snprintf(fwd, sizeof(fwd), "for=\"%s\"", from);
+		h[n++] = (struct h2s_hdr){ "forwarded", fwd };
+	}
+	if ((bag = hbone_baggage(t->w, cfg)) && *bag)
+		h[n++] = (struct h2s_hdr){ "baggage", bag };
+	if (hbone_traceparent(tp, sizeof(tp)) == 0)
+		h[n++] = (struct h2s_hdr){ "traceparent", tp };
+	rc = hbone_pool_connect(t->w, &t->relay.us, &d, auth, h, n, tunnel_ready, t);
+	if (rc < 0) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
+		return tunnel_fail_connect(t, rc, false, false);
+	}
+	clog_debug(t, "outbound: HBONE CONNECT %s via %s, %s", auth, sock_addr_str(&d.addr, from, sizeof(from)),
+	    *d.dst_id ? d.dst_id : "(any identity of the trust domain)");
+	stage_deadline(t, attempt_ms(t, cfg));
+	conn_arm(&t->relay.us, CONN_HS);
+	return true;
+}
+
+/* The HBONE stream failed before forwarding: a non-2xx status (counted
+ * with it in the log) or its connection's failure; then as any connect
+ * failure (a service's next endpoint is tried). */
+static bool
+hbone_hs_fail(struct tunnel *t, int err)
+{
+	char a[SOCK_ADDR_STRLEN];
+	int status = hbone_stream_status(&t->relay.us);
+
+	if (status && (status < 200 || status > 299)) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_REFUSED), 1);
+		clog_warn(t, "outbound %s: HBONE CONNECT answered %d", sock_addr_str(&t->dst, a, sizeof(a)), status);
+	} else {
+		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
+		clog_warn(t, "outbound %s: HBONE connection failed: %s", sock_addr_str(&t->dst, a, sizeof(a)),
+		    strerror(-err));
+	}
+	return tunnel_fail_connect(t, err, false, true);
 }
 
 /* Connecting: open the upstream socket; its transport's handshake (for raw
@@ -441,6 +529,8 @@ stage_connect(struct tunnel *t)
 	t->state = TUN_CONNECTING;
 	if (!upstream_transport(t))
 		return false;
+	if (t->us_hbone)
+		return stage_connect_hbone(t);
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);

@@ -59,9 +59,12 @@ struct tunnel {
 	 * Outbound sets it from the upstream handshake, inbound from the
 	 * downstream one. us_mtls: the upstream is an Istio-mTLS peer
 	 * (model_peer_mtls), so its TCP connect is followed by a TLS client
-	 * handshake in the same connecting stage. */
+	 * handshake in the same connecting stage. us_hbone: the upstream is
+	 * an HBONE peer (model_peer_transport): the upstream conn is a CONNECT
+	 * stream of the worker's HBONE pool (hbone.h), no socket of its own. */
 	char *peer_id;
 	bool us_mtls;
+	bool us_hbone;
 	/* Inbound only (the sniffing stage, src/tunnel.c stage_sniff): the
 	 * port's PeerAuthentication mode (enum pa_mode), the bytes the last
 	 * peek saw (a readiness with no more bytes is the client's FIN), and

@@ -16,6 +16,7 @@
 struct worker;
 struct tunnel;
 struct xtls_sessions;
+struct hbone_pool;
 
 /* One listening socket of one worker (each worker has its own SO_REUSEPORT
  * socket per listener and address family). */
@@ -54,6 +55,7 @@ struct worker {
 	 * this worker's own, so no lock; NULL when it could not be made
 	 * (every handshake is then a full one). */
 	struct xtls_sessions *tls_sessions;
+	struct hbone_pool *hbone;	/* HBONE client connections (hbone.h), made on first use */
 	ev_timer trim;			/* every second: shrink idle pool caches */
 	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */

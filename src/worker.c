@@ -14,6 +14,7 @@
 #include "log.h"
 #include "sock.h"
 #include "tunnel.h"
+#include "hbone.h"
 #include "worker.h"
 #include "xtls.h"
 
@@ -369,6 +370,8 @@ worker_destroy(struct worker *w)
 	pool_destroy(&w->pool);
 	xtls_sessions_free(w->tls_sessions);
 	w->tls_sessions = NULL;
+	hbone_pool_free(w->hbone);
+	w->hbone = NULL;
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	w->reserve_fd = -1;
