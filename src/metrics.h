@@ -61,6 +61,8 @@ enum listener_kind {
 	X(UPSTREAM_CX_HBONE, upstream_cx_hbone, COUNTER, "Upstream HBONE CONNECT streams established (200 from the peer's 15008, its SPIFFE ID verified)") \
 	X(UPSTREAM_CX_HBONE_REFUSED, upstream_cx_hbone_refused, COUNTER, "Upstream HBONE CONNECTs answered with another status than 2xx (also counted as a connect failure)") \
 	X(UPSTREAM_CX_HBONE_FAIL, upstream_cx_hbone_fail, COUNTER, "Upstream HBONE streams whose pooled connection failed (TCP, TLS, identity, h2) or whose stream was reset before its response (also counted as a connect failure)") \
+	X(UPSTREAM_CX_WAYPOINT, upstream_cx_waypoint, COUNTER, "Outbound connections sent over HBONE to the destination's waypoint (mesh.useWaypoints)") \
+	X(UPSTREAM_CX_WAYPOINT_UNKNOWN, upstream_cx_waypoint_unknown, COUNTER, "Outbound connections refused: the destination names a waypoint the mesh model does not know (never bypassed)") \
 	/* Inbound: the sniffing stage and PeerAuthentication (tunnel.c stage_sniff). */ \
 	X(DOWNSTREAM_CX_MTLS, downstream_cx_mtls, COUNTER, "Inbound mTLS handshakes completed (the peer's SPIFFE ID verified); the app gets the plaintext") \
 	X(DOWNSTREAM_CX_PLAINTEXT, downstream_cx_plaintext, COUNTER, "Inbound plaintext connections passed to the app (PERMISSIVE)") \

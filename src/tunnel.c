@@ -88,6 +88,7 @@ tunnel_done(struct relay *r)
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	free(t->peer_id);
 	free(t->pp);
+	free(t->wp_authority);
 	if (t->odw) {
 		ondemand_cancel(t->odw);
 		free(t->odw);
@@ -256,6 +257,8 @@ upstream_transport(struct tunnel *t)
 	enum mpeer_transport tp = t->lst == LST_OUTBOUND ?
 	    model_peer_transport(t->snap->s->model, &t->dst, t->peer, &cluster) : MPEER_PLAIN;
 
+	if (t->wp_authority)
+		tp = MPEER_HBONE;	/* a waypoint is reached over HBONE, whatever its workload says */
 	t->us_mtls = tp == MPEER_MTLS;
 	t->us_hbone = tp == MPEER_HBONE;
 	if (tp == MPEER_PLAIN || t->snap->s->certs)
@@ -468,8 +471,12 @@ stage_connect_hbone(struct tunnel *t)
 		.ctx = b->client_ctx,
 	};
 
-	sock_addr_str(&t->dst, auth, sizeof(auth));
-	sock_addr_set_port(&d.addr, HBONE_PORT);
+	if (t->wp_authority)	/* t->dst: the waypoint at its hbone_mtls_port */
+		snprintf(auth, sizeof(auth), "%s", t->wp_authority);
+	else {
+		sock_addr_str(&t->dst, auth, sizeof(auth));
+		sock_addr_set_port(&d.addr, HBONE_PORT);
+	}
 	if (getpeername(t->relay.ds.fd, (struct sockaddr *)&src, &len) == 0) {
 		sock_addr_str(&src, from, sizeof(from));
 		if (svc)
@@ -921,6 +928,7 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 
 static bool stage_route(struct tunnel *t);
 static bool route_unknown(struct tunnel *t);
+static int waypoint_route(struct tunnel *t, const struct mservice *s, const struct mworkload *wl);
 
 /* Route again with the worker's current snapshot (the answer came with a
  * newer one than the connection started with), then go on. */
@@ -1031,6 +1039,12 @@ stage_route(struct tunnel *t)
 			t->svc = NULL;
 			return true;
 		}
+		if (t->svc && t->snap->s->cfg.use_waypoints) {
+			int rc = waypoint_route(t, vs, NULL);
+
+			if (rc)
+				return rc > 0;
+		}
 		if (t->svc && tunnel_pick(t))
 			return true;
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
@@ -1044,6 +1058,8 @@ stage_route(struct tunnel *t)
 		if (ondemand_enabled())
 			ondemand_touch(&t->dst, ev_now(t->w->loop));
 		clog_debug(t, "outbound %s: workload %s", sock_addr_str(&t->dst, a, sizeof(a)), t->peer->uid);
+		if (t->snap->s->cfg.use_waypoints)
+			return waypoint_route(t, NULL, t->peer) >= 0;
 		return true;
 	}
 	/* Not known: on demand, ask the control plane first (the waiting
@@ -1051,6 +1067,45 @@ stage_route(struct tunnel *t)
 	if (ondemand_enabled() && !t->od_waited)
 		return stage_wait(t);
 	return route_unknown(t);
+}
+
+/* mesh.useWaypoints: a destination service (s) or workload (wl) that names
+ * a waypoint is reached through it (reference xds-hbone.md §3.5): HBONE to
+ * the waypoint pod (model_waypoint; the connection id rotates among a
+ * waypoint service's pods), :authority the original destination, the
+ * waypoint's identity verified (it is t->peer). No load balancing of s's
+ * endpoints here: the waypoint does it. 1: routed; 0: no waypoint named;
+ * -1: refused (a waypoint named but unknown: never bypassed) and closed. */
+static int
+waypoint_route(struct tunnel *t, const struct mservice *s, const struct mworkload *wl)
+{
+	struct mwaypoint wp;
+	char a[SOCK_ADDR_STRLEN], b[SOCK_ADDR_STRLEN];
+	int rc = model_waypoint(t->snap->s->model, s, wl, (unsigned)t->id, &wp);
+
+	if (rc == 0)
+		return 0;
+	sock_addr_str(&t->dst, a, sizeof(a));
+	if (rc < 0) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_WAYPOINT_UNKNOWN), 1);
+		clog_warn(t, "outbound %s: %s %s names a waypoint the mesh does not know: refused", a,
+		    s ? "service" : "workload", s ? s->key : wl->uid);
+		tunnel_fail(t);
+		return -1;
+	}
+	if (!(t->wp_authority = strdup(a))) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_OVERFLOW), 1);
+		tunnel_fail(t);
+		return -1;
+	}
+	t->dst = wp.addr;
+	t->peer = wp.wl;
+	t->svc = NULL;
+	t->ep = NULL;
+	stat_add(tstat(t, LM_UPSTREAM_CX_WAYPOINT), 1);
+	clog_debug(t, "outbound %s: through waypoint %s (%s, %s)", a, sock_addr_str(&t->dst, b, sizeof(b)),
+	    wp.wl->uid, wp.wl->identity);
+	return 1;
 }
 
 /* Outbound to a destination the mesh does not know:

@@ -87,6 +87,10 @@ struct tunnel {
 	 * app's TCP connect and before any payload; malloc'ed only for a local
 	 * workload whose applicationTunnel says PROXY (NULL otherwise). */
 	struct tunnel_pp *pp;
+	/* Through a waypoint (mesh.useWaypoints, stage_route): the CONNECT's
+	 * :authority, the original destination (VIP:port or podIP:port), while
+	 * dst and peer are the waypoint pod's; malloc'ed only then (NULL). */
+	char *wp_authority;
 	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };
