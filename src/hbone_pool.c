@@ -57,7 +57,10 @@ struct hbpc {
  * relay.us) has these ops and this as tx; inner is h2s's stream conn once
  * the session is up. The request waits here until then. */
 struct hbst {
-	struct conn *outer, *inner;
+	struct conn *outer, *inner;	/* inner: &in once open */
+	struct conn in;			/* the stream conn, moved here (h2s_stream_move):
+					 * h2s frees its own copy when the stream closes,
+					 * before conn_close is done with it */
 	struct hbpc *pc;
 	struct hbst *next, *prev;
 	int err;			/* the connection failed: the handshake's answer */
@@ -228,7 +231,8 @@ st_open(struct hbst *st)
 
 	if (!in)
 		return -EBUSY;
-	st->inner = in;
+	h2s_stream_move(&st->in, in);
+	in = st->inner = &st->in;
 	in->owner = st;
 	in->ready = st_inner_ready;
 	if (st->pc->peer_id && !st->peer_id)

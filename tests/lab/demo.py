@@ -4,6 +4,7 @@ sidecar, talking Istio mTLS between the sidecars, and proof from both sidecars' 
 logs that they carried the client's calls and who each saw at the other end.
 
     sudo /usr/bin/python3 tests/lab/demo.py [--calls N] [--keep-logs] [--plaintext] [--xds]
+    sudo /usr/bin/python3 tests/lab/demo.py --mesh-mixed [--keep-logs]
 
 Builds: pod "server" running a tiny HTTP server as user nobody on :8080; pod "client" whose
 app (user nobody) calls http://198.19.0.10/ N times. 198.19.0.10:80 is the VIP of Service
@@ -22,6 +23,17 @@ SPIFFE ID. --plaintext: no certificates, plain TCP between the sidecars (the old
 serving the two resources over ADS, delta, inside the client pod on 127.0.0.1): the client's
 -c FILE holds only proxy.discoveryAddress, and the demo also checks that the sidecar
 acknowledged what the control plane sent. The lab (namespaces, processes) is always torn down.
+
+--mesh-mixed: a three-pod mixed mesh (issue 11): pod "side" with an Outrigger sidecar (its
+Workload says HBONE), pod "ambient" standing in for an ambient pod (nghttpx -s + tinyproxy on
+15008 terminate HBONE for its app, tests/lab/hbone_peers.py; its Workload says HBONE) and pod
+"plain" (no sidecar, no tunnel). Certificates from tests/lab/certs.py (the openssl CLI). Calls:
+side -> ambient (HBONE), side -> plain (plaintext), ambient -> side (HBONE from the python3-h2
+ztunnel stand-in), plain -> side (plaintext, PERMISSIVE). For each it prints the transport the
+sidecar chose (its /stats: upstream_cx_hbone, upstream_cx_tls_handshake) and the identity seen
+at the other end (nghttpx's log of our client certificate, the sidecar's close lines, the
+source address the plain app saw). Exits 0 only if every call answered over the transport
+expected and each identity is the one expected.
 """
 import argparse
 import json
@@ -115,6 +127,8 @@ def main():
     ap.add_argument("--plaintext", action="store_true", help="no certificates: plain TCP between the sidecars")
     ap.add_argument("--xds", action="store_true",
                     help="the client sidecar gets the mesh from a local xDS control plane (tests/lab/xds_server.py)")
+    ap.add_argument("--mesh-mixed", action="store_true",
+                    help="three pods: an Outrigger sidecar, an ambient-style pod (HBONE) and a plain pod")
     a = ap.parse_args()
     mtls = not a.plaintext
     if os.geteuid() != 0:
@@ -125,6 +139,8 @@ def main():
             say("demo: %s is missing: build first (./autogen.sh && ./configure && make)" % b)
             return 77
 
+    if a.mesh_mixed:
+        return mesh_mixed(a)
     ok = True
     with lab.Lab(prefix="ordemo", keep_dir=a.keep_logs) as L:
         say("== pod lab %s (node namespace %s)" % (L.id, L.node))
@@ -241,6 +257,92 @@ def main():
         say("== tearing the lab down")
     say("demo: %s" % ("PASS: both sidecars carried the connections%s" % (" over Istio mTLS" if mtls else "")
                       if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+def transport(before, after):
+    """The transport the sidecar chose for the outbound calls between two /stats snapshots."""
+    def d(k):
+        return after.get("listener.outbound." + k, 0) - before.get("listener.outbound." + k, 0)
+    if d("upstream_cx_hbone"):
+        return "HBONE"
+    if d("upstream_cx_tls_handshake"):
+        return "Istio mTLS"
+    return "plaintext"
+
+
+def mesh_mixed(a):
+    import certs
+    import hbone_peers
+    ids = {p: certs.spiffe_id("default", p) for p in ("side", "ambient")}
+    ok = True
+    with lab.Lab(prefix="ordemo", keep_dir=a.keep_logs) as L:
+        say("== pod lab %s: a mixed mesh of three pods" % L.id)
+        side, amb, plain = L.add_pod("side"), L.add_pod("ambient"), L.add_pod("plain")
+        say("   pod side     %-12s Outrigger sidecar (Workload: HBONE, as a sidecar with the tunnel label)" % side.ip4)
+        say("   pod ambient  %-12s ambient stand-in: nghttpx -s --verify-client + tinyproxy on :15008" % amb.ip4)
+        say("   pod plain    %-12s no sidecar, no tunnel" % plain.ip4)
+        ca = certs.CA(os.path.join(L.dir, "ca"))
+        cd = {p: ca.issue(os.path.join(L.dir, "certs-" + p), ids[p]) for p in ids}
+        for root, dirs, files in os.walk(L.dir):
+            os.chmod(root, 0o755)
+        say("== certificates (openssl CLI, tests/lab/certs.py): %s" % ", ".join(ids.values()))
+        for pod in (side, amb, plain):
+            pod.app(["http", "--port", TARGET, "--name", pod.name])
+        term = hbone_peers.NghttpxTerminator(amb, cd["ambient"], [TARGET])
+        fps = {hbone_peers.cert_fingerprint(cd[p]): ids[p] for p in ids}
+
+        def wl(pod, sa, tunnel):
+            kw = {"serviceAccount": sa}
+            if tunnel:
+                kw["tunnelProtocol"] = tunnel
+            return meshres.workload("Kubernetes//Pod/default/" + pod.name, pod.name, [pod.ip4], **kw)
+        res = [wl(side, "side", "HBONE"), wl(amb, "ambient", "HBONE"), wl(plain, "plain", None),
+               {"@type": "type.googleapis.com/istio.security.v1beta1.PeerAuthentication",
+                "mtls": {"mode": "PERMISSIVE"}}]
+        sc = side.start_sidecar(config=meshres.config(res, proxy={"logLevel": "debug"}),
+                                proxy_args=["--cert-dir", cd["side"]], env={"POD_NAMESPACE": "default"})
+        say("   side's sidecar ready (pid %d)" % sc.proc.pid)
+        rows = []
+
+        def row(call, want_t, got_t, want_id, got_id, answered):
+            good = answered and got_t == want_t and got_id == want_id
+            rows.append(good)
+            say("   %-22s transport %-10s identity at the other end: %s   [%s]"
+                % (call, got_t, got_id, "ok" if good else "FAIL (want %s, %s)" % (want_t, want_id)))
+
+        say("== calls")
+        s0 = sc.stats()
+        code, body = side.curl("http://%s:%d/" % (amb.ip4, TARGET), user="nobody")
+        s1 = sc.stats()
+        acc = term.accesses()
+        seen = fps.get(acc[-1].get("fp"), "(unknown certificate)") if acc else "(nothing in nghttpx's log)"
+        row("side -> ambient", "HBONE", transport(s0, s1), ids["side"], seen, code == 200)
+        code, body = side.curl("http://%s:%d/" % (plain.ip4, TARGET), user="nobody")
+        s2 = sc.stats()
+        m = re.search(r"peer (\S+)\)", body)
+        row("side -> plain", "plaintext", transport(s1, s2), "(none) from " + side.ip4,
+            "(none) from " + (m.group(1) if m else "?"), code == 200)
+        r = amb.run([lab.PYTHON, hbone_peers.HERE, "client", "--host", side.ip4, "--cert-dir", cd["ambient"],
+                     "--authority", "%s:%d" % (side.ip4, TARGET), "--payload", "GET / HTTP/1.0\r\n\r\n", "--read-to-end",
+                     "--timeout", "10"], check=False, timeout=30)
+        out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+        time.sleep(0.3)
+        inbound = [p for p in peers_seen(sc.log()) if p == ids["ambient"]]
+        row("ambient -> side", "HBONE", "HBONE" if out.get("status") == 200 else "refused (%s)" % out.get("status"),
+            ids["ambient"], inbound[-1] if inbound else "(no peer in the sidecar's log)",
+            "hello from side" in out.get("reply", ""))
+        say("   %-22s (ambient saw the sidecar as %s)" % ("", out.get("peer_id")))
+        code, body = plain.curl("http://%s:%d/" % (side.ip4, TARGET), user="nobody")
+        row("plain -> side", "plaintext", "plaintext", "(none)", "(none)", code == 200)
+        ok = all(rows)
+        if not ok:
+            say("\n== side's sidecar log\n" + sc.log()[-4000:])
+            say("== nghttpx\n" + term.errors()[-2000:])
+        if a.keep_logs:
+            say("   logs kept in %s" % L.dir)
+        say("== tearing the lab down")
+    say("demo --mesh-mixed: %s" % ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
 
