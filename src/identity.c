@@ -428,6 +428,7 @@ certbundle_unref(struct certbundle *b)
 		return;
 	SSL_CTX_free(b->server_ctx);
 	SSL_CTX_free(b->client_ctx);
+	SSL_CTX_free(b->hbone_server_ctx);
 	X509_free(b->leaf);
 	sk_X509_pop_free(b->chain, X509_free);
 	sk_X509_pop_free(b->roots, X509_free);

@@ -55,6 +55,7 @@ struct certbundle {
 	 * (xtls.h) on the control thread; freed with the bundle. */
 	SSL_CTX *server_ctx;		/* inbound mTLS: 15006 (and HBONE later) */
 	SSL_CTX *client_ctx;		/* outbound mTLS to mesh peers */
+	SSL_CTX *hbone_server_ctx;	/* HBONE (15008): TLS 1.3 only, AES-GCM, ALPN h2 only */
 };
 
 /* Checks and wraps PEM text: chain (the leaf first, then intermediates; a

@@ -11,7 +11,7 @@ liboutrigger_a_SOURCES = \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
 	src/grpc.c src/grpc.h \
-	src/h2s.c src/h2s.h src/hbone.c src/hbone.h \
+	src/h2s.c src/h2s.h src/hbone.c src/hbone.h src/hbone_server.c \
 	src/identity.c src/identity.h \
 	src/json.c src/json.h \
 	src/json_pb.c src/json_pb.h \

@@ -14,7 +14,8 @@
 /* The capture listeners. */
 #define LISTENERS(X) \
 	X(OUTBOUND, "outbound") \
-	X(INBOUND, "inbound")
+	X(INBOUND, "inbound") \
+	X(HBONE, "hbone")
 
 enum listener_kind {
 #define X(e, name) LST_##e,
@@ -77,7 +78,16 @@ enum listener_kind {
 	X(DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED, downstream_cx_tls_fail_untrusted, COUNTER, "Inbound mTLS failures: the client's chain does not lead to the mesh roots") \
 	X(DOWNSTREAM_CX_TLS_FAIL_EXPIRED, downstream_cx_tls_fail_expired, COUNTER, "Inbound mTLS failures: the client's certificate is expired or not yet valid") \
 	X(DOWNSTREAM_CX_TLS_FAIL_IDENTITY, downstream_cx_tls_fail_identity, COUNTER, "Inbound mTLS failures: the client's SPIFFE ID is missing or of another trust domain") \
-	X(DOWNSTREAM_CX_TLS_FAIL_IO, downstream_cx_tls_fail_io, COUNTER, "Inbound mTLS failures: the connection failed, closed or timed out during the handshake")
+	X(DOWNSTREAM_CX_TLS_FAIL_IO, downstream_cx_tls_fail_io, COUNTER, "Inbound mTLS failures: the connection failed, closed or timed out during the handshake") \
+	/* HBONE (hbone_server.c): the 15008 connections, and each CONNECT stream's answer; each stream answered 200 or 503 is also a connection of this listener above. */ \
+	X(HBONE_CX_TOTAL, hbone_cx_total, COUNTER, "HBONE connections accepted (TLS, then HTTP/2); the TLS failures are in downstream_cx_tls_*") \
+	X(HBONE_CX_ACTIVE, hbone_cx_active, GAUGE, "HBONE connections (HTTP/2 sessions or handshakes) open now") \
+	X(HBONE_CX_PROTOCOL_ERROR, hbone_cx_protocol_error, COUNTER, "HBONE connections ended by an HTTP/2 protocol error, a flood or a keep-alive timeout (only that connection)") \
+	X(HBONE_RQ_TOTAL, hbone_rq_total, COUNTER, "HBONE requests (streams) received") \
+	X(HBONE_RQ_200, hbone_rq_200, COUNTER, "HBONE CONNECTs answered 200: the app connection is up") \
+	X(HBONE_RQ_400, hbone_rq_400, COUNTER, "HBONE requests refused 400: not a CONNECT, :scheme or :path present, a bad authority, or not this pod's address") \
+	X(HBONE_RQ_401, hbone_rq_401, COUNTER, "HBONE CONNECTs refused 401: authorization denied") \
+	X(HBONE_RQ_503, hbone_rq_503, COUNTER, "HBONE CONNECTs answered 503: the app refused, timed out or could not be reached")
 
 enum listener_metric {
 #define X(e, name, kind, help) LM_##e,

@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "hbone.h"
+#include "h2s.h"
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"
@@ -106,6 +107,14 @@ tunnel_done(struct relay *r)
 static void
 tunnel_fail(struct tunnel *t)
 {
+	if (t->stream_pending) {
+		/* HBONE: the app could not be had; the client is told so (a
+		 * reset of the stream would read as a broken connection). */
+		t->stream_pending = false;
+		stat_add(tstat(t, LM_HBONE_RQ_503), 1);
+		if (h2s_respond(&t->relay.ds, 503, NULL, 0) == 0)
+			conn_close(&t->relay.ds, CONN_GRACEFUL);
+	}
 	relay_abort(&t->relay);
 }
 
@@ -195,6 +204,14 @@ stage_forward(struct tunnel *t)
 	    cfg->connect_timeout_ms / 1000.0 - (t->connect_by - ev_now(t->w->loop)));
 	t->state = TUN_FORWARDING;
 	ev_timer_stop(t->w->loop, &t->timer);
+	if (t->stream_pending) {
+		t->stream_pending = false;
+		if (h2s_respond(&t->relay.ds, 200, NULL, 0) < 0) {
+			relay_abort(&t->relay);
+			return;
+		}
+		stat_add(tstat(t, LM_HBONE_RQ_200), 1);
+	}
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
 	relay_start(&t->relay, cfg->idle_timeout_ms / 1000.0);
 }
@@ -207,9 +224,11 @@ upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct socka
     bool *transparent)
 {
 	*transparent = false;
-	if (t->lst != LST_INBOUND)
+	if (t->lst != LST_INBOUND && t->lst != LST_HBONE)
 		return 0;
-	if (cfg->mode == INTERCEPT_TPROXY) {
+	/* HBONE: from the passthrough address too (the app's reply must not
+	 * be captured again); no client socket to be transparent for. */
+	if (cfg->mode == INTERCEPT_TPROXY && t->lst == LST_INBOUND) {
 		socklen_t len = sizeof(*src);
 		if (getpeername(fd, (struct sockaddr *)src, &len) < 0)
 			return -errno;
@@ -823,6 +842,14 @@ tunnel_ready(struct conn *c, int what)
 {
 	struct tunnel *t = c->owner;
 
+	if (t->stream_pending && c == &t->relay.ds && (what & CONN_HUP)) {
+		/* HBONE: the client reset its stream while we were connecting. */
+		clog_debug(t, "hbone: the stream was reset while connecting");
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		t->stream_pending = false;
+		tunnel_fail(t);
+		return;
+	}
 	switch (t->state) {
 	case TUN_SNIFFING:
 		sniff_look(t, false);
@@ -894,7 +921,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	if (!t) {
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_OVERFLOW], 1);
 		stat_add(&w->stats.lst[kind][LM_DOWNSTREAM_CX_DESTROY], 1);
-		sock_close_rst(fd);
+		if (fd >= 0)
+			sock_close_rst(fd);
 		return NULL;
 	}
 	t->w = w;
@@ -914,7 +942,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	w->tunnels = t;
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_ACTIVE), 1);
 	stat_add(&w->stats.w[WM_SESSIONS_IN_USE], 1);
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return t;
 }
 
@@ -1178,6 +1207,33 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	if (t->state == TUN_WAITING)
 		return t;
 	return stage_next(t) ? t : NULL;
+}
+
+struct tunnel *
+tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
+    const char *peer_id)
+{
+	struct tunnel *t = tunnel_new(w, LST_HBONE, -1);
+
+	if (!t) {
+		stat_add(&w->stats.lst[LST_HBONE][LM_HBONE_RQ_503], 1);
+		if (h2s_respond(stream, 503, NULL, 0) == 0)
+			conn_close(stream, CONN_GRACEFUL);
+		else
+			conn_close(stream, CONN_ABORT);
+		return NULL;
+	}
+	h2s_stream_move(&t->relay.ds, stream);
+	t->relay.ds.ready = tunnel_ready;
+	t->relay.ds.owner = t;
+	t->stream_pending = true;
+	t->dst = *dst;
+	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
+	t->local = model_workload_at(t->snap->s->model, dst);
+	t->state = TUN_CLASSIFIED;
+	/* The stream is watched for a reset (tunnel_ready) while connecting. */
+	conn_arm(&t->relay.ds, 0);
+	return stage_connect(t) ? t : NULL;
 }
 
 void

@@ -65,6 +65,10 @@ struct tunnel {
 	char *peer_id;
 	bool us_mtls;
 	bool us_hbone;
+	/* HBONE (tunnel_start_stream): relay.ds is a CONNECT stream (h2s.h)
+	 * that waits for its answer: 200 when forwarding starts, 503 when the
+	 * connecting stage fails. */
+	bool stream_pending;
 	/* Inbound only (the sniffing stage, src/tunnel.c stage_sniff): the
 	 * port's PeerAuthentication mode (enum pa_mode), the bytes the last
 	 * peek saw (a readiness with no more bytes is the client's FIN), and
@@ -117,6 +121,14 @@ struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
  * inbound (15006) writes none, nor do we there. Call before the connecting
  * stage, after t->peer_id is set. 0, -ENOMEM, or proxyv2_build's error. */
 int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target);
+/* HBONE: a tunnel whose downstream is the CONNECT stream `stream` (moved
+ * into the tunnel), to dst (the app), from the peer whose verified SPIFFE
+ * ID is peer_id (copied; the close log line's). The connecting and
+ * forwarding stages are the same as for a socket; the stream is answered
+ * 200 once the app is connected and 503 when it is not. Returns the tunnel,
+ * or NULL when it was closed at once (the stream answered and counted). */
+struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
+    const char *peer_id);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "sock.h"
+#include "hbone.h"
 #include "tunnel.h"
 #include "hbone.h"
 #include "worker.h"
@@ -134,6 +135,8 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			 * the admin and health ports would starve. */
 			if (!pool_fd_room(&w->pool, 2))
 				accept_refuse(w, l, fd, "descriptor budget used up");
+			else if (l->kind == LST_HBONE)
+				hbone_accept(w, fd);
 			else
 				tunnel_accept(w, l->kind, fd);
 			continue;
@@ -226,12 +229,16 @@ mbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 		/* Drain stops inbound only, as Istio's agent does (drain_listeners?
 		 * inboundonly): the app may still call out while it shuts down. */
 		w->draining = true;
-		for (int f = 0; f < LISTENER_FAMILIES; f++)
+		for (int f = 0; f < LISTENER_FAMILIES; f++) {
 			listener_close(w, &w->lst[LST_INBOUND][f]);
+			listener_close(w, &w->lst[LST_HBONE][f]);
+		}
+		hbone_drain(w);
 	}
 	if (__atomic_load_n(&w->req_stop, __ATOMIC_ACQUIRE)) {
 		listeners_close(w);
 		tunnel_close_all(w);
+		hbone_close_all(w);
 		ev_async_stop(loop, &w->wake);
 		ev_break(loop, EVBREAK_ALL);
 	}
@@ -361,6 +368,7 @@ worker_destroy(struct worker *w)
 		return;
 	listeners_close(w);
 	tunnel_close_all(w);
+	hbone_close_all(w);
 	worker_mbox_fini(w);
 	if (w->snap)
 		wsnap_retire(w->snap);
@@ -425,6 +433,8 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, unsigned fd_bu
 			return rc;
 		if ((rc = listener_open(w, LST_INBOUND, fams[f], cfg->inbound_port,
 		    cfg->mode == INTERCEPT_TPROXY, err, errlen)) < 0)
+			return rc;
+		if ((rc = listener_open(w, LST_HBONE, fams[f], cfg->hbone_port, false, err, errlen)) < 0)
 			return rc;
 	}
 	return 0;

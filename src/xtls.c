@@ -512,10 +512,53 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* ALPN (HBONE server): h2 or the handshake fails (no_application_protocol). */
+static int
+alpn_h2_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+    unsigned inlen, void *arg)
+{
+	(void)ssl; (void)arg;
+	for (unsigned i = 0; i < inlen; i += 1u + in[i])
+		if (i + 3u <= inlen && in[i] == 2 && in[i + 1] == 'h' && in[i + 2] == '2') {
+			*out = in + i + 1;
+			*outlen = 2;
+			return SSL_TLSEXT_ERR_OK;
+		}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* The HBONE server's context (reference xds-hbone.md §3.1): as the mesh
+ * server's (client certificate of our trust domain required) but TLS 1.3
+ * only, ztunnel's two AES-GCM suites, ALPN h2 only, no tickets (ztunnel's
+ * client does not resume). */
+static SSL_CTX *
+hbone_server_ctx(struct certbundle *b, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ctx_new(TLS_server_method(), CTX_MESH_SERVER, b->id.td, err, errlen);
+
+	if (!ctx)
+		return NULL;
+	if (ctx_use_bundle(ctx, b, err, errlen) < 0 || ctx_trust(ctx, b->roots, err, errlen) < 0)
+		goto bad;
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_ciphersuites(ctx, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256")) {
+		ssl_err(err, errlen, "HBONE TLS parameters");
+		goto bad;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_h2_cb, NULL);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	return ctx;
+bad:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
 int
 xtls_prepare(struct certbundle *b, char *err, size_t errlen)
 {
-	SSL_CTX *srv = NULL, *cli = NULL;
+	SSL_CTX *srv = NULL, *cli = NULL, *hb = NULL;
 	int rc = -EINVAL;
 
 	if (!b->leaf || !b->key || !b->roots || sk_X509_num(b->roots) < 1 || !b->id.td[0]) {
@@ -544,14 +587,21 @@ xtls_prepare(struct certbundle *b, char *err, size_t errlen)
 	SSL_CTX_set_verify(cli, SSL_VERIFY_PEER, verify_cb);
 	SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(cli, new_session_cb);
+	if (!(hb = hbone_server_ctx(b, err, errlen))) {
+		rc = -EINVAL;
+		goto bad;
+	}
 	SSL_CTX_free(b->server_ctx);
 	SSL_CTX_free(b->client_ctx);
+	SSL_CTX_free(b->hbone_server_ctx);
 	b->server_ctx = srv;
 	b->client_ctx = cli;
+	b->hbone_server_ctx = hb;
 	return 0;
 bad:
 	SSL_CTX_free(srv);
 	SSL_CTX_free(cli);
+	SSL_CTX_free(hb);
 	return rc < 0 ? rc : -EINVAL;
 }
 
