@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "hbone.h"
 #include "json.h"
+#include "log.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -47,7 +48,7 @@ struct hbpc {
 	SSL_CTX *ctx;			/* a reference: for streams moved to a new connection */
 	struct conn t;
 	struct h2s *s;
-	struct hbst *streams;		/* waiting and open, ours */
+	struct hbst *streams, *last;	/* waiting and open, ours, oldest first */
 	unsigned nstreams;
 	char *peer_id;			/* the server's verified SPIFFE ID */
 	ev_timer timer;			/* the handshake's deadline, then idle release */
@@ -57,10 +58,8 @@ struct hbpc {
  * relay.us) has these ops and this as tx; inner is h2s's stream conn once
  * the session is up. The request waits here until then. */
 struct hbst {
-	struct conn *outer, *inner;	/* inner: &in once open */
-	struct conn in;			/* the stream conn, moved here (h2s_stream_move):
-					 * h2s frees its own copy when the stream closes,
-					 * before conn_close is done with it */
+	struct conn *outer, *inner;	/* inner: &in once opened */
+	struct conn in;			/* the h2s stream, moved here (h2s_stream_move) */
 	struct hbpc *pc;
 	struct hbst *next, *prev;
 	int err;			/* the connection failed: the handshake's answer */
@@ -170,6 +169,8 @@ st_unlink(struct hbst *st)
 		pc->streams = st->next;
 	if (st->next)
 		st->next->prev = st->prev;
+	else
+		pc->last = st->prev;
 	st->next = st->prev = NULL;
 	st->pc = NULL;
 	pc->nstreams--;
@@ -227,12 +228,14 @@ st_inner_ready(struct conn *inner, int what)
 static int
 st_open(struct hbst *st)
 {
-	struct conn *in = h2s_connect(st->pc->s, st->authority, st->hdrs, st->nhdrs);
+	struct conn *c = h2s_connect(st->pc->s, st->authority, st->hdrs, st->nhdrs), *in = &st->in;
 
-	if (!in)
+	if (!c)
 		return -EBUSY;
-	h2s_stream_move(&st->in, in);
-	in = st->inner = &st->in;
+	/* Ours to keep: the stream's storage is freed by h2s only after the
+	 * close that conn_close() still writes after. */
+	h2s_stream_move(in, c);
+	st->inner = in;
 	in->owner = st;
 	in->ready = st_inner_ready;
 	if (st->pc->peer_id && !st->peer_id)
@@ -322,7 +325,7 @@ pc_fail(struct hbpc *pc, int err)
 	struct hbst *list = pc->streams, *st;
 
 	pc_unlist(pc);
-	pc->streams = NULL;
+	pc->streams = pc->last = NULL;
 	for (st = list; st; st = st->next) {
 		st->pc = NULL;
 		if (!st->inner)
@@ -392,9 +395,20 @@ pc_ready(struct conn *t, int what)
 		conn_arm(t, CONN_HS);
 		return;
 	}
-	if (rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0)
+	bool no_h2 = rc == 0 && t->ops == &xtls_ops && strcmp(xtls_alpn(t), "h2") != 0;
+
+	if (no_h2)
 		rc = -EPROTO;	/* ztunnel and Envoy HBONE speak h2 only */
 	if (rc < 0) {
+		char a[SOCK_ADDR_STRLEN], detail[256] = "";
+		enum xtls_fail f = t->ops == &xtls_ops ? xtls_failure(t, detail, sizeof(detail)) : XTLS_FAIL_NONE;
+
+		/* One line per connection, not per stream: each stream's tunnel
+		 * logs its own connect failure. */
+		log_warn("HBONE %s (expecting %s): %s%s%s", sock_addr_str(&pc->addr, a, sizeof(a)),
+		    *pc->dst_id ? pc->dst_id : "an identity of the trust domain",
+		    no_h2 ? "the server did not select ALPN h2" :
+		    f != XTLS_FAIL_NONE ? xtls_fail_names[f] : strerror(-rc), *detail ? ": " : "", detail);
 		pc->p->stats.handshake_fail++;
 		pc_fail(pc, rc);
 		return;
@@ -509,12 +523,21 @@ pc_room(const struct hbpc *pc, unsigned max)
 static int
 pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, struct hbpc *not)
 {
-	struct hbpc *pc;
+	struct hbpc *pc, *coming = NULL;
 	int rc;
 
-	for (pc = p->conns; pc; pc = pc->next)
-		if (pc != not && pc_matches(pc, dst) && pc_room(pc, p->o.max_streams))
+	/* A session that is up first (the stream opens at once), else one
+	 * still being established (its handshake is shared). */
+	for (pc = p->conns; pc; pc = pc->next) {
+		if (pc == not || !pc_matches(pc, dst) || !pc_room(pc, p->o.max_streams))
+			continue;
+		if (pc->state == PC_READY)
 			break;
+		if (!coming)
+			coming = pc;
+	}
+	if (!pc)
+		pc = coming;
 	if (!pc) {
 		if (!(pc = calloc(1, sizeof(*pc))))
 			return -ENOMEM;
@@ -557,12 +580,15 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		conn_arm(&pc->t, CONN_HS);
 	} else if (pc->state == PC_READY && !pc->nstreams)
 		ev_timer_stop(p->loop, &pc->timer);	/* reused before its release */
+	/* Appended: the waiting streams open in the order they came. */
 	st->pc = pc;
-	st->next = pc->streams;
-	st->prev = NULL;
-	if (pc->streams)
-		pc->streams->prev = st;
-	pc->streams = st;
+	st->next = NULL;
+	st->prev = pc->last;
+	if (pc->last)
+		pc->last->next = st;
+	else
+		pc->streams = st;
+	pc->last = st;
 	pc->nstreams++;
 	if (pc->state == PC_READY && (rc = st_open(st)) < 0) {
 		st_unlink(st);

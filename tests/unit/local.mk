@@ -5,7 +5,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
 	tests/unit/test_xds_node tests/unit/test_ondemand \
 	tests/unit/test_xds_store tests/unit/test_xds_state tests/unit/test_proxyv2 \
-	tests/unit/test_h2s tests/unit/test_hbone
+	tests/unit/test_h2s tests/unit/test_hbone tests/unit/test_hbone_pool
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h tests/unit/testbait.h tests/unit/xtls-certs.py
@@ -18,6 +18,12 @@ tests_unit_test_ondemand_LDADD = $(UNIT_LDADD)
 # The xDS client's subscriptions are recorded by the test.
 tests_unit_test_ondemand_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=xds_subscribe,--wrap=xds_unsubscribe
 $(tests_unit_test_ondemand_OBJECTS): $(PROTO_H)
+tests_unit_test_hbone_pool_SOURCES = tests/unit/test_hbone_pool.c
+tests_unit_test_hbone_pool_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_hbone_pool_LDADD = $(UNIT_LDADD)
+# The pool's sessions are the test's (h2s.h's client side, wrapped).
+tests_unit_test_hbone_pool_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=h2s_client_new,--wrap=h2s_connect,--wrap=h2s_status \
+	-Wl,--wrap=h2s_can_open,--wrap=h2s_streams,--wrap=h2s_close,--wrap=h2s_stream_move
 tests_unit_test_xds_node_SOURCES = tests/unit/test_xds_node.c
 tests_unit_test_xds_node_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_xds_node_LDADD = $(UNIT_LDADD)
