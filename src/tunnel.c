@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "hbone.h"
 #include "h2s.h"
+#include "hbone.h"
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"

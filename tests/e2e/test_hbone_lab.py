@@ -242,7 +242,7 @@ def test_ztunnel_client_to_sidecar(m, outrigger_bin, init_bin):
     ok = m.h2client(m.amb, m.side.ip4, auth, payload="from ambient\n")
     assert ok.get("status") == 200 and ok["reply"] == "from ambient\n", ok
     assert ok["peer_id"] == ID_SIDE and ok["tls"] == "TLSv1.3"
-    wait_for(lambda: ID_AMB in sc.log(), what="the peer identity in the sidecar's log")
+    wait_for(lambda: "peer " + ID_AMB in sc.log(), what="the peer identity in the sidecar's log")
     assert m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.amb.ip4, ECHO))["status"] == 400
     assert m.h2client(m.amb, m.side.ip4, auth, method="GET")["status"] == 400
     assert m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.side.ip4, 9))["status"] == 503
@@ -295,9 +295,11 @@ def test_sidecar_to_ambient(m, outrigger_bin, init_bin):
     to nghttpx on amb:15008, which logs our certificate; the bytes arrive."""
     m.apps(m.amb, sink=False)
     t = hbone_peers.NghttpxTerminator(m.amb, m.certs["ambient"], [ECHO, HTTP])
-    m.start_sidecar(m.workloads())
+    sc = m.start_sidecar(m.workloads())
     code, body = m.side.curl("http://%s:%d/" % (m.amb.ip4, HTTP), user="nobody")
     assert code == 200 and "hello from amb" in body, body
+    assert sc.stats().get("listener.outbound.upstream_cx_hbone") == 1
+    wait_for(lambda: "peer " + ID_AMB in sc.log(), what="the ambient pod's identity in our log")
     wait_for(lambda: t.accesses(), what="nghttpx's access log")
     acc = t.accesses()[-1]
     assert acc["request"].startswith("CONNECT %s:%d" % (m.amb.ip4, HTTP)), acc
@@ -333,8 +335,9 @@ def test_sidecar_to_sidecar_hbone(m, outrigger_bin, init_bin):
     cli = m.start_sidecar(wls, pod=client, cert="side2")
     r = tcp_exchange(client, m.side.ip4, ECHO, b"sidecar to sidecar\n")
     assert r == b"sidecar to sidecar\n", r
-    wait_for(lambda: ID_SIDE2 in srv.log(), what="the client's identity in the server's log")
-    wait_for(lambda: ID_SIDE in cli.log(), what="the server's identity in the client's log")
+    wait_for(lambda: "peer " + ID_SIDE2 in srv.log(), what="the client's identity in the server's log")
+    wait_for(lambda: "peer " + ID_SIDE in cli.log(), what="the server's identity in the client's log")
+    assert cli.stats().get("listener.outbound.upstream_cx_hbone") == 1
 
 
 def test_1gib_stream_sidecar_to_sidecar(m, outrigger_bin, init_bin):

@@ -323,16 +323,23 @@ def mesh_mixed(a):
         m = re.search(r"peer (\S+)\)", body)
         row("side -> plain", "plaintext", transport(s1, s2), "(none) from " + side.ip4,
             "(none) from " + (m.group(1) if m else "?"), code == 200)
+        # The outbound call to ambient closed with the same peer in its close line: count.
+        lab.wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active", 1) == 0,
+                     timeout=5, what="the outbound calls closed")
+        n0 = peers_seen(sc.log()).count(ids["ambient"])
         r = amb.run([lab.PYTHON, hbone_peers.HERE, "client", "--host", side.ip4, "--cert-dir", cd["ambient"],
                      "--authority", "%s:%d" % (side.ip4, TARGET), "--payload", "GET / HTTP/1.0\r\n\r\n", "--read-to-end",
                      "--timeout", "10"], check=False, timeout=30)
         out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
-        time.sleep(0.3)
-        inbound = [p for p in peers_seen(sc.log()) if p == ids["ambient"]]
+        deadline = time.monotonic() + 3
+        while peers_seen(sc.log()).count(ids["ambient"]) <= n0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        inbound = peers_seen(sc.log())[n0:] if peers_seen(sc.log()).count(ids["ambient"]) > n0 else []
         row("ambient -> side", "HBONE", "HBONE" if out.get("status") == 200 else "refused (%s)" % out.get("status"),
-            ids["ambient"], inbound[-1] if inbound else "(no peer in the sidecar's log)",
+            ids["ambient"], ids["ambient"] if ids["ambient"] in inbound else "(no peer in the sidecar's log)",
             "hello from side" in out.get("reply", ""))
-        say("   %-22s (ambient saw the sidecar as %s)" % ("", out.get("peer_id")))
+        say("   %-22s (the ztunnel stand-in saw the sidecar as %s%s)" % (
+            "", out.get("peer_id"), "" if out.get("status") else "; " + str(out.get("error"))))
         code, body = plain.curl("http://%s:%d/" % (side.ip4, TARGET), user="nobody")
         row("plain -> side", "plaintext", "plaintext", "(none)", "(none)", code == 200)
         ok = all(rows)
