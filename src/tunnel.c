@@ -1211,7 +1211,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id)
+    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target)
 {
 	struct tunnel *t = tunnel_new(w, LST_HBONE, -1);
 
@@ -1231,6 +1231,12 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
 	t->state = TUN_CLASSIFIED;
+	if (pp_client && pp_target &&
+	    tunnel_proxy_protocol(t, (const struct sockaddr *)pp_client, (const struct sockaddr *)pp_target) < 0) {
+		clog_warn(t, "hbone: cannot build the PROXY v2 header: refused");
+		tunnel_fail(t);
+		return NULL;
+	}
 	/* The stream is watched for a reset (tunnel_ready) while connecting. */
 	conn_arm(&t->relay.ds, 0);
 	return stage_connect(t) ? t : NULL;

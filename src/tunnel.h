@@ -126,9 +126,13 @@ int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const
  * ID is peer_id (copied; the close log line's). The connecting and
  * forwarding stages are the same as for a socket; the stream is answered
  * 200 once the app is connected and 503 when it is not. Returns the tunnel,
- * or NULL when it was closed at once (the stream answered and counted). */
+ * or NULL when it was closed at once (the stream answered and counted).
+ * pp_client and pp_target (both or neither): the local workload's
+ * applicationTunnel says PROXY, so the app connection starts with a PROXY
+ * v2 header from the original client to the CONNECT's target
+ * (tunnel_proxy_protocol); NULL: none. */
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id);
+    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

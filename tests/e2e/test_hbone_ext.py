@@ -228,3 +228,151 @@ def test_waypoint_unknown_refused(wpm):
     code, body = m.call()
     assert code == 0 and "hello" not in body, (code, body)
     wait_for(lambda: m.stat("upstream_cx_waypoint_unknown") == 1, what="unknown waypoint counted")
+
+
+# ------------------------------------------------------------------ PROXY protocol v2 toward the app
+
+ID_AMB = certs.spiffe_id("default", "ambient")
+PP_PORT, PP_TARGET = 15088, 8080
+
+# An app that parses the PROXY v2 header as HAProxy's proxy-protocol.txt §2.2 lays it out (its
+# own reading, no code of ours), answers one JSON line and closes.
+PP_PARSER = r'''
+import ipaddress, json, socket, struct, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1]))); ls.listen(16); ls.settimeout(60)
+print("READY", flush=True)
+while True:
+    c, _ = ls.accept(); c.settimeout(10)
+    def need(n, b=b""):
+        while len(b) < n:
+            d = c.recv(n - len(b))
+            if not d: raise EOFError(len(b))
+            b += d
+        return b
+    out = {}
+    try:
+        h = need(16)
+        out["sig_ok"] = h[:12] == b"\r\n\r\n\x00\r\nQUIT\n"
+        out["ver_cmd"], out["fam"] = h[12], h[13]
+        body = need(struct.unpack("!H", h[14:16])[0])
+        alen = {0x11: 12, 0x21: 36}[h[13]]
+        al = alen // 2 - 2
+        ip = ipaddress.ip_address
+        out["src"] = "%s:%d" % (ip(body[:al]), struct.unpack("!H", body[2*al:2*al+2])[0])
+        out["dst"] = "%s:%d" % (ip(body[al:2*al]), struct.unpack("!H", body[2*al+2:2*al+4])[0])
+        t, tlvs = alen, {}
+        while t < len(body):
+            typ, ln = body[t], struct.unpack("!H", body[t+1:t+3])[0]
+            assert t + 3 + ln <= len(body), "TLV overruns"
+            tlvs["0x%02x" % typ] = body[t+3:t+3+ln].decode()
+            t += 3 + ln
+        out["tlvs"] = tlvs
+        out["after"] = c.recv(64).decode("latin-1")
+    except Exception as e:
+        out["error"] = repr(e)
+    c.sendall((json.dumps(out) + "\n").encode()); c.close()
+'''
+
+
+class Proxied:
+    """"ztunnel" (the python3-h2 HBONE client, an ambient workload's certificate) -> our sidecar's
+    15008 -> the local workload, whose applicationTunnel says PROXY on PP_PORT: the app there is
+    HAProxy (accept-proxy) or the spec parser above."""
+
+    def __init__(self, L):
+        import hbone_peers
+        import lab
+        self.L, self.hp, self.PY = L, hbone_peers, lab.PYTHON
+        d = os.path.join(L.dir, "pki")
+        ca = certs.CA(os.path.join(d, "ca"))
+        self.certs = {n: ca.issue(os.path.join(d, n), i) for n, i in (("side", ID_SIDE), ("ambient", ID_AMB))}
+        for root, _, _ in os.walk(d):
+            os.chmod(root, 0o755)
+        os.chmod(L.dir, 0o755)
+        self.side = L.add_pod("side")
+        self.amb = L.add_pod("amb")
+
+    def start(self, proxy=True):
+        tun = {"applicationTunnel": {"protocol": "PROXY", "port": PP_PORT}} if proxy else {}
+        res = [meshres.workload("Kubernetes//Pod/default/side", "side", [self.side.ip4], serviceAccount="side",
+                                tunnelProtocol="HBONE", **tun),
+               meshres.workload("Kubernetes//Pod/default/amb", "amb", [self.amb.ip4], serviceAccount="ambient",
+                                tunnelProtocol="HBONE")]
+        cfg = {"resources": res, "proxy": {"logLevel": "debug"}}
+        self.sc = self.side.start_sidecar(config=cfg, proxy_args=("--cert-dir", self.certs["side"]),
+                                          env={"POD_NAMESPACE": "default"})
+        wait_for(lambda: self.side.run(["ss", "-Hltn", "sport = :15008"], check=False).stdout.strip(),
+                 timeout=10, what="the sidecar listening on 15008")
+
+    def listening(self, port):
+        wait_for(lambda: self.side.run(["ss", "-Hltn", "sport = :%d" % port], check=False).stdout.strip(),
+                 timeout=10, what="the app on %d" % port)
+
+    def ztunnel(self, payload, port=PP_TARGET):
+        argv = [self.PY, self.hp.HERE, "client", "--host", self.side.ip4, "--cert-dir", self.certs["ambient"],
+                "--authority", "%s:%d" % (self.side.ip4, port), "--scenario", "probe", "--timeout", 20,
+                "--payload", payload, "--read-to-end"]
+        r = self.amb.run([str(a) for a in argv], check=False, timeout=60)
+        lines = r.stdout.strip().splitlines()
+        assert lines, r.stderr[-2000:]
+        return json.loads(lines[-1])
+
+    def stat(self, name):
+        return self.sc.stats().get("listener.hbone." + name, 0)
+
+
+@pytest.fixture
+def ppm(pod_lab):
+    return Proxied(pod_lab)
+
+
+def test_proxy_v2_read_by_haproxy(ppm):
+    """HAProxy (accept-proxy) as the app: the addresses it takes from our header are the
+    ztunnel's (the HBONE client's IP) and the CONNECT's target (podIP:8080, not the tunnel
+    port); the payload follows the header."""
+    m = ppm
+    cfg = os.path.join(m.L.dir, "haproxy-pp.cfg")
+    with open(cfg, "w") as f:
+        f.write("global\n  log stderr local0\ndefaults\n  mode http\n  timeout client 10s\n"
+                "  timeout connect 5s\n  timeout server 5s\nfrontend pp\n  bind 0.0.0.0:%d accept-proxy\n"
+                "  http-request return status 200 content-type text/plain lf-string \"%%[src] %%[dst] %%[dst_port]\"\n"
+                % PP_PORT)
+    os.chmod(cfg, 0o644)
+    m.side.popen(["haproxy", "-db", "-q", "-f", cfg])
+    m.listening(PP_PORT)
+    m.start()
+    r = m.ztunnel("GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert r.get("status") == 200, r
+    assert r["reply"].endswith("%s %s %d" % (m.amb.ip4, m.side.ip4, PP_TARGET)), r
+    assert m.stat("upstream_cx_proxy_protocol") == 1
+
+
+def test_proxy_v2_tlv_identity_spec_parser(ppm):
+    """A parser written from the spec as the app: signature, v2 PROXY (0x21), INET STREAM
+    (0x11), src the ztunnel's IP, dst podIP:8080, TLV 0xD0 = the client's SPIFFE ID (the
+    certificate it presented on 15008) and nothing else, then the payload."""
+    m = ppm
+    m.side.popen([m.PY, "-c", PP_PARSER, str(PP_PORT)], user="nobody")
+    m.listening(PP_PORT)
+    m.start()
+    r = m.ztunnel("payload")
+    assert r.get("status") == 200, r
+    got = json.loads(r["reply"])
+    assert got.get("sig_ok") and got["ver_cmd"] == 0x21 and got["fam"] == 0x11, got
+    assert got["src"].startswith(m.amb.ip4 + ":") and got["dst"] == "%s:%d" % (m.side.ip4, PP_TARGET), got
+    assert got["tlvs"] == {"0xd0": ID_AMB}, got
+    assert got["after"] == "payload", got
+
+
+def test_no_proxy_v2_without_application_tunnel(ppm):
+    """No applicationTunnel: the app's first bytes are the client's (no header)."""
+    m = ppm
+    m.side.popen([m.PY, "-c", PP_PARSER, str(PP_TARGET)], user="nobody")
+    m.listening(PP_TARGET)
+    m.start(proxy=False)
+    r = m.ztunnel("payload-without-header-padding")
+    assert r.get("status") == 200, r
+    got = json.loads(r["reply"])
+    assert not got.get("sig_ok"), got
+    assert m.stat("upstream_cx_proxy_protocol") == 0
