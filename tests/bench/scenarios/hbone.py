@@ -21,6 +21,9 @@ SKIP = {"direct": "no sidecar pair", "nginx": "not a TLS reference here",
         "outrigger-prev": "plaintext baseline: scenario connect", "outrigger": "plaintext: scenario mtls",
         "haproxy": "plaintext: scenario mtls"}
 IDLE_CONNS = 2000
+# The bulk phase ends with the client's half-close, answered by the sink's count: tinyproxy does
+# not pass a half-close on (tests/lab/hbone_peers.py), so that pair cannot complete it.
+NO_BULK = {"nghttpx-hbone": "tinyproxy does not pass the client's half-close on"}
 
 ROWS = [
     ("ka_sat_ops", "keep-alive requests/s at saturation (64 streams)", "ops/s", "high"),
@@ -82,6 +85,8 @@ def run(ctx):
     res, m = ctx.measured(lambda: ctx.load("connect", conns=256, rate=100, duration=ctx.pick(10, 1)))
     benchlib.add_rate_figures(out, "cx_r100_", res, m)
 
+    if ctx.name in NO_BULK:
+        return _finish(out, rss)
     res, m = ctx.measured(lambda: ctx.load("bulk", conns=1, duration=ctx.pick(5, 1)))
     out["bulk_gbit_s"] = res["gbit_per_s"]
     gib = res["bytes"] / 2**30
@@ -90,6 +95,10 @@ def run(ctx):
     out["errors"] += res["errors"]
     out["ops_total"] += res["bytes"]
     rss.append(benchlib.max_rss(m))
+    return _finish(out, rss)
+
+
+def _finish(out, rss):
     rss = [r for r in rss + [out.get("ka_r1000_rss_kib"), out.get("cx_r100_rss_kib")] if r]
     out["rss_kib"] = max(rss) if rss else None
     return out
