@@ -18,11 +18,19 @@
 
 #include "conn.h"
 #include "h2s.h"
+#include "pool.h"
 #include "worker-t.h"
 
+/* A queue of bytes in pool chunks (the worker's, so a stream holds memory
+ * only while bytes wait in it: an idle stream holds none). */
+struct bq {
+	struct chunk *head, *tail;
+	size_t len;
+};
+
 /* What one stream may hold of what its owner sent before nghttp2 takes it
- * (DATA frames leave only as the peer's window allows): the send buffer. */
-#define SBUF_CAP (256 * 1024)
+ * (DATA frames leave only as the peer's window allows): the send queue. */
+#define SBUF_CAP (128 * 1024)
 /* What one flush coalesces into one transport write (fewer TLS records). */
 #define OBUF_CAP (64 * 1024)
 /* Reads from the transport per event, so one busy session cannot starve the
@@ -34,11 +42,10 @@
  * ended with ENHANCE_YOUR_CALM: nghttp2 bounds the acks it queues, this bounds
  * the work. */
 #define CTRL_PER_SEC 2000
-/* Keep-alive (server, as Envoy's HBONE listener): a PING after this long
- * without a frame from the peer, and the session ends if nothing comes back
- * within the timeout. */
-#define KA_INTERVAL 10.0
-#define KA_TIMEOUT 20.0
+/* Keep-alive (server, as Envoy's HBONE listener): a PING after
+ * h2s_ka_interval without a frame from the peer, and the session ends if no
+ * PING ACK comes back within h2s_ka_timeout (h2s.h; tests shorten them). */
+ev_tstamp h2s_ka_interval = 10.0, h2s_ka_timeout = 20.0;
 
 const struct h2s_settings h2s_client_defaults = {
 	.max_concurrent_streams = 100,
@@ -72,12 +79,10 @@ struct h2s_stream {
 	bool queued;
 
 	/* Received DATA not yet read by the owner (bounded by our window: the
-	 * window is given back only as the owner reads). */
-	uint8_t *rbuf;
-	size_t roff, rlen, rcap;
-	/* What the owner sent, not yet taken by nghttp2. */
-	uint8_t *sbuf;
-	size_t soff, slen;
+	 * window is given back only as the owner reads), and what the owner
+	 * sent, not yet taken by nghttp2 (bounded by SBUF_CAP). */
+	struct bq rq, sq;
+	struct pool *pool;	/* the worker's (NULL: malloc), outlives the session */
 
 	int status;		/* client: the response's :status */
 	int err;		/* 0, or how the stream failed (-ECONNRESET) */
@@ -124,6 +129,8 @@ struct h2s {
 	int in_kick;
 	bool fail_due;
 	int fail_err;
+	int end_err;		/* why it ended (h2s_end_error) */
+	bool goaway_err;	/* we sent a GOAWAY with an error code (nghttp2 found a protocol error) */
 
 	/* Output: what nghttp2 gave us, coalesced, not yet written. */
 	uint8_t obuf[OBUF_CAP];
@@ -205,12 +212,96 @@ stream_unlink(struct h2s_stream *st)
 	st->s = NULL;
 }
 
+static struct chunk *
+chunk_get(struct pool *p)
+{
+	struct chunk *c = p ? pool_chunk_get(p) : malloc(sizeof(*c));
+
+	if (c) {
+		c->off = c->len = 0;
+		c->next = NULL;
+	}
+	return c;
+}
+
+static void
+chunk_put(struct pool *p, struct chunk *c)
+{
+	if (p)
+		pool_chunk_put(p, c);
+	else
+		free(c);
+}
+
+/* Appends n bytes; false on OOM (nothing appended then is not promised:
+ * the caller resets the stream). */
+static bool
+bq_put(struct bq *q, struct pool *p, const uint8_t *d, size_t n)
+{
+	while (n) {
+		struct chunk *c = q->tail;
+		if (!c || c->off + c->len == CHUNK_SIZE) {
+			if (!(c = chunk_get(p)))
+				return false;
+			if (q->tail)
+				q->tail->next = c;
+			else
+				q->head = c;
+			q->tail = c;
+		}
+		size_t k = CHUNK_SIZE - (c->off + c->len);
+		if (k > n)
+			k = n;
+		memcpy(c->data + c->off + c->len, d, k);
+		c->len += k;
+		q->len += k;
+		d += k;
+		n -= k;
+	}
+	return true;
+}
+
+static size_t
+bq_get(struct bq *q, struct pool *p, uint8_t *d, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n && q->head) {
+		struct chunk *c = q->head;
+		size_t k = c->len < n - got ? c->len : n - got;
+		memcpy(d + got, c->data + c->off, k);
+		c->off += k;
+		c->len -= k;
+		q->len -= k;
+		got += k;
+		if (c->len == 0) {
+			q->head = c->next;
+			if (!q->head)
+				q->tail = NULL;
+			chunk_put(p, c);
+		}
+	}
+	return got;
+}
+
+static void
+bq_clear(struct bq *q, struct pool *p)
+{
+	while (q->head) {
+		struct chunk *c = q->head;
+		q->head = c->next;
+		chunk_put(p, c);
+	}
+	q->tail = NULL;
+	q->len = 0;
+}
+
 static void
 stream_free(struct h2s_stream *st)
 {
 	stream_unlink(st);
-	free(st->rbuf);
-	free(st->sbuf);
+	bq_clear(&st->rq, st->pool);
+	bq_clear(&st->sq, st->pool);
 	free(st->method);
 	free(st->authority);
 	for (size_t i = 0; i < st->nhdrs; i++) {
@@ -219,6 +310,12 @@ stream_free(struct h2s_stream *st)
 	}
 	free(st->hdrs);
 	free(st);
+}
+
+static void
+stream_free_later(int revents, void *arg)
+{
+	stream_free(arg);
 }
 
 /* The stream is done with on both sides: nghttp2's and its owner's. */
@@ -237,6 +334,7 @@ stream_new(struct h2s *s, bool client)
 	if (!st)
 		return NULL;
 	st->s = s;
+	st->pool = s->w ? &s->w->pool : NULL;
 	st->client = client;
 	st->c = &st->conn;
 	conn_init(&st->conn, s->loop, -1, &stream_ops, NULL, NULL, -1);
@@ -281,13 +379,8 @@ stream_recv(struct conn *c, void *buf, size_t len)
 {
 	struct h2s_stream *st = stream_of(c);
 
-	if (st->rlen) {
-		size_t n = len < st->rlen ? len : st->rlen;
-		memcpy(buf, st->rbuf + st->roff, n);
-		st->roff += n;
-		st->rlen -= n;
-		if (st->rlen == 0)
-			st->roff = 0;
+	if (st->rq.len) {
+		size_t n = bq_get(&st->rq, st->pool, buf, len);
 		/* The window comes back only as the owner reads: back-pressure. */
 		if (st->s && !st->h2_closed) {
 			nghttp2_session_consume(st->s->ng, st->id, n);
@@ -328,18 +421,12 @@ stream_send(struct conn *c, const void *buf, size_t len)
 		return st->err;
 	if (!st->s || st->h2_closed || st->eof_tx)
 		return -EPIPE;
-	if (!st->sbuf && !(st->sbuf = malloc(SBUF_CAP)))
-		return -ENOMEM;
-	if (st->soff && st->soff + st->slen == SBUF_CAP) {
-		memmove(st->sbuf, st->sbuf + st->soff, st->slen);
-		st->soff = 0;
-	}
-	size_t room = SBUF_CAP - (st->soff + st->slen);
+	size_t room = st->sq.len < SBUF_CAP ? SBUF_CAP - st->sq.len : 0;
 	if (room == 0)
 		return -EAGAIN;
 	size_t n = len < room ? len : room;
-	memcpy(st->sbuf + st->soff + st->slen, buf, n);
-	st->slen += n;
+	if (!bq_put(&st->sq, st->pool, buf, n))
+		return -ENOMEM;
 	stream_resume(st);
 	return (ssize_t)n;
 }
@@ -359,13 +446,13 @@ stream_shutdown_wr(struct conn *c)
 static bool
 can_send(const struct h2s_stream *st)
 {
-	return st->err || !st->s || st->h2_closed || st->slen < SBUF_CAP;
+	return st->err || !st->s || st->h2_closed || st->sq.len < SBUF_CAP;
 }
 
 static bool
 can_recv(const struct h2s_stream *st)
 {
-	return st->rlen || st->eof_rx || st->err || !st->s || st->h2_closed;
+	return st->rq.len || st->eof_rx || st->err || !st->s || st->h2_closed;
 }
 
 static bool
@@ -382,7 +469,8 @@ stream_want(struct conn *c, int what)
 	struct h2s_stream *st = stream_of(c);
 	unsigned bits = 0;
 
-	if ((what & CONN_RD) && can_recv(st))
+	/* Bytes held: conn_arm feeds the call-back itself (pending()). */
+	if ((what & CONN_RD) && can_recv(st) && !st->rq.len)
 		bits |= N_RD;
 	if ((what & CONN_WR) && can_send(st))
 		bits |= N_WR;
@@ -390,13 +478,17 @@ stream_want(struct conn *c, int what)
 		bits |= N_HS;
 	if (bits && !(st->notify & bits) && st->s)
 		notify(st, bits);
+	else if ((bits & N_RD) && !st->s)
+		/* The session is gone: no kick any more; the conn's own
+		 * watcher calls back (conn_io_cb: CONN_RD), and recv tells. */
+		ev_feed_event(c->loop, &c->io, EV_CUSTOM);
 	return 0;
 }
 
 static size_t
 stream_pending(struct conn *c)
 {
-	return stream_of(c)->rlen;
+	return stream_of(c)->rq.len;
 }
 
 static size_t
@@ -404,7 +496,7 @@ stream_unsent(struct conn *c)
 {
 	struct h2s_stream *st = stream_of(c);
 
-	return st->s && !st->h2_closed ? st->slen : 0;
+	return st->s && !st->h2_closed ? st->sq.len : 0;
 }
 
 static int
@@ -427,13 +519,13 @@ stream_close(struct conn *c, enum conn_close how)
 	st->c = &st->conn;
 	/* What was received and not read goes back to the window: the
 	 * connection's window must not shrink with a stream's leftovers. */
-	if (s && st->rlen) {
+	if (s && st->rq.len) {
 		if (!st->h2_closed)
-			nghttp2_session_consume(s->ng, st->id, st->rlen);
+			nghttp2_session_consume(s->ng, st->id, st->rq.len);
 		else
-			nghttp2_session_consume_connection(s->ng, st->rlen);
+			nghttp2_session_consume_connection(s->ng, st->rq.len);
 	}
-	st->rlen = st->roff = 0;
+	bq_clear(&st->rq, st->pool);
 	if (s && !s->dead && !st->h2_closed && st->id > 0) {
 		bool graceful = how == CONN_GRACEFUL && (st->client || st->responded);
 		if (!graceful) {
@@ -450,6 +542,16 @@ stream_close(struct conn *c, enum conn_close how)
 		kick(s);
 	}
 	stream_unqueue(st);
+	/* conn_close() still writes to c after this returns: a conn never
+	 * moved out of the stream (an owner that closed it at once, say after
+	 * a 400) is freed from the loop, not here. */
+	if (c == &st->conn) {
+		if ((st->owner_closed || (!st->taken && !st->client)) && (st->h2_closed || !st->s)) {
+			stream_unlink(st);
+			ev_once(c->loop, -1, 0, 0., stream_free_later, st);
+		}
+		return;
+	}
 	stream_maybe_free(st);
 }
 
@@ -491,19 +593,12 @@ data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint3
     nghttp2_data_source *src, void *ud)
 {
 	struct h2s_stream *st = src->ptr;
-	bool was_full = st->slen == SBUF_CAP;
-	size_t n = length < st->slen ? length : st->slen;
+	bool was_full = st->sq.len >= SBUF_CAP;
+	size_t n = bq_get(&st->sq, st->pool, buf, length);
 
-	if (n) {
-		memcpy(buf, st->sbuf + st->soff, n);
-		st->soff += n;
-		st->slen -= n;
-		if (st->slen == 0)
-			st->soff = 0;
-		if (was_full)
-			notify(st, N_WR);
-	}
-	if (st->slen == 0 && st->eof_tx) {
+	if (n && was_full)
+		notify(st, N_WR);
+	if (st->sq.len == 0 && st->eof_tx) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		return (ssize_t)n;
 	}
@@ -622,35 +717,21 @@ on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *dat
 		nghttp2_session_consume(ng, id, len);
 		return 0;
 	}
-	if (st->roff + st->rlen + len > st->rcap) {
-		if (st->roff) {
-			memmove(st->rbuf, st->rbuf + st->roff, st->rlen);
-			st->roff = 0;
-		}
-		size_t need = st->rlen + len;
-		/* Never more than the window we gave: nghttp2 enforces it, this
-		 * makes sure of it. */
-		if (need > s->st.stream_window) {
-			nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
-			return 0;
-		}
-		if (need > st->rcap) {
-			size_t cap = st->rcap ? st->rcap : 16384;
-			while (cap < need)
-				cap *= 2;
-			if (cap > s->st.stream_window)
-				cap = s->st.stream_window;
-			uint8_t *p = realloc(st->rbuf, cap);
-			if (!p) {
-				nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
-				return 0;
-			}
-			st->rbuf = p;
-			st->rcap = cap;
-		}
+	/* Never more than the window we gave: nghttp2 enforces it, this
+	 * makes sure of it. */
+	if (st->rq.len + len > s->st.stream_window) {
+		nghttp2_session_consume(ng, id, len);
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
+		return 0;
 	}
-	memcpy(st->rbuf + st->roff + st->rlen, data, len);
-	st->rlen += len;
+	size_t before = st->rq.len;
+	if (!bq_put(&st->rq, st->pool, data, len)) {
+		/* Out of memory: the stream goes, and all it holds with it. */
+		bq_clear(&st->rq, st->pool);
+		nghttp2_session_consume(ng, id, before + len);
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+		return 0;
+	}
 	notify(st, N_RD);
 	return 0;
 }
@@ -706,7 +787,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int
 on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
+	struct h2s *s = ud;
 	struct h2s_stream *st = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
+
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+		s->goaway_err = true;
 
 	if (!st || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
@@ -727,6 +812,9 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 		return 0;
 	st->h2_closed = true;
 	if (st->owner_closed || (!st->taken && !st->client)) {
+		/* Unread bytes go back to the connection's window. */
+		if (st->rq.len)
+			nghttp2_session_consume_connection(ng, st->rq.len);
 		stream_free(st);
 		return 0;
 	}
@@ -734,7 +822,7 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 	 * code, was reset: its owner must see a reset, not an end. */
 	if (!st->err && (code != NGHTTP2_NO_ERROR || !st->eof_rx))
 		st->err = code == NGHTTP2_REFUSED_STREAM ? -ECONNREFUSED : -ECONNRESET;
-	st->slen = st->soff = 0;
+	bq_clear(&st->sq, st->pool);
 	notify(st, N_RD | N_WR | N_HS | N_HUP);
 	return 0;
 }
@@ -831,8 +919,9 @@ rearm(struct h2s *s)
 	if (s->backed)
 		wants |= CONN_WR;
 	if (!wants && !nghttp2_session_want_write(s->ng) && s->olen == 0) {
-		/* Nothing to read or write: the session is over. */
-		h2s_fail(s, 0);
+		/* Nothing to read or write: the session is over (after our
+		 * GOAWAY for a protocol error nghttp2 found, a failure). */
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	conn_arm(s->t, wants);
@@ -896,7 +985,7 @@ session_run(struct h2s *s)
 	if (s->dead)
 		return;
 	if (s->closing && s->nstreams == 0 && !s->olen && !nghttp2_session_want_write(s->ng)) {
-		h2s_fail(s, 0);
+		h2s_fail(s, s->goaway_err ? -EPROTO : 0);
 		return;
 	}
 	rearm(s);
@@ -930,7 +1019,7 @@ transport_ready(struct conn *c, int what)
 			if (n == -EAGAIN)
 				break;
 			if (n <= 0) {
-				h2s_fail(s, n == 0 ? 0 : (int)n);
+				h2s_fail(s, n == 0 ? (s->goaway_err ? -EPROTO : 0) : (int)n);
 				return;
 			}
 			ssize_t r = nghttp2_session_mem_recv(s->ng, buf, (size_t)n);
@@ -958,11 +1047,11 @@ ka_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 	struct h2s *s = tm->data;
 	ev_tstamp now = ev_now(loop);
 
-	if (s->ping_at && now - s->ping_at >= KA_TIMEOUT) {
+	if (s->ping_at && now - s->ping_at >= h2s_ka_timeout) {
 		h2s_fail(s, -ETIMEDOUT);
 		return;
 	}
-	if (!s->ping_at && now - s->last_rx >= KA_INTERVAL) {
+	if (!s->ping_at && now - s->last_rx >= h2s_ka_interval) {
 		s->ping_at = now;
 		nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL);
 		kick(s);
@@ -985,6 +1074,7 @@ h2s_fail(struct h2s *s, int err)
 		return;
 	}
 	s->dead = true;
+	s->end_err = err;
 	ev_clear_pending(s->loop, &s->kick);
 	ev_timer_stop(s->loop, &s->ka);
 	conn_close(s->t, err ? CONN_ABORT : CONN_GRACEFUL);
@@ -994,7 +1084,7 @@ h2s_fail(struct h2s *s, int err)
 		stream_unlink(st);
 		if (!clean && !st->err)
 			st->err = -ECONNRESET;
-		st->slen = st->soff = 0;
+		bq_clear(&st->sq, st->pool);
 		if (!st->owner_closed && (st->taken || st->client) && st->c->ready) {
 			struct conn *c = st->c;
 			int what = c->wants & (CONN_RD | CONN_WR | CONN_HS);
@@ -1061,7 +1151,7 @@ session_new(struct worker *w, struct conn *t, const struct h2s_settings *st, con
 	if (server) {
 		ev_init(&s->ka, ka_cb);
 		s->ka.data = s;
-		s->ka.repeat = KA_INTERVAL / 2;
+		s->ka.repeat = h2s_ka_interval / 2;
 		ev_timer_again(loop, &s->ka);
 	}
 	kick(s);
@@ -1202,4 +1292,10 @@ struct conn *
 h2s_transport(struct h2s *s)
 {
 	return s->t;
+}
+
+int
+h2s_end_error(const struct h2s *s)
+{
+	return s->end_err;
 }

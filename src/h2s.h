@@ -93,4 +93,15 @@ void h2s_close(struct h2s *s, enum conn_close how);
 /* The transport the session runs on (for the peer's identity: xtls). */
 struct conn *h2s_transport(struct h2s *s);
 
+/* During closed(): why the session ended: 0 (the peer's clean end, GOAWAY
+ * done), -EPROTO (a protocol error or a flood: we sent GOAWAY), -ETIMEDOUT
+ * (no PING ACK: keep-alive), -ECONNABORTED (h2s_close abort), or the
+ * transport's -errno. */
+int h2s_end_error(const struct h2s *s);
+
+/* Server keep-alive (seconds): a PING after this long without a frame, and
+ * the session ends when its ACK does not come within the timeout. Envoy's
+ * HBONE listener: 10 / 20. Tests shorten them; read when a session starts. */
+extern ev_tstamp h2s_ka_interval, h2s_ka_timeout;
+
 #endif

@@ -39,10 +39,6 @@ struct hbconn {
 	struct hbconn *prev, *next;	/* the worker's list */
 };
 
-/* The worker's connections, for drain and stop. One list per thread: a
- * worker is one thread. */
-static __thread struct hbconn *conns;
-
 static uint64_t *
 hstat(struct worker *w, enum listener_metric m)
 {
@@ -55,7 +51,7 @@ hb_free(struct hbconn *h)
 	if (h->prev)
 		h->prev->next = h->next;
 	else
-		conns = h->next;
+		h->w->hbone_conns = h->next;
 	if (h->next)
 		h->next->prev = h->prev;
 	ev_timer_stop(h->w->loop, &h->timer);
@@ -172,8 +168,15 @@ static void
 on_closed(struct h2s *s, void *ud)
 {
 	struct hbconn *h = ud;
+	int err = h2s_end_error(s);
 
-	clog_debug(h, "hbone: connection closed");
+	if (err == -EPROTO || err == -ETIMEDOUT) {
+		stat_add(hstat(h->w, LM_HBONE_CX_PROTOCOL_ERROR), 1);
+		clog_warn(h, "hbone: connection from %s ended: %s", h->peer_id ? h->peer_id : "(no id)",
+		    err == -EPROTO ? "HTTP/2 protocol error or flood" : "keep-alive timeout");
+	} else {
+		clog_debug(h, "hbone: connection closed%s%s", err ? ": " : "", err ? strerror(-err) : "");
+	}
 	hb_free(h);
 }
 
@@ -266,10 +269,10 @@ hbone_accept(struct worker *w, int fd)
 	conn_init(&h->t, w->loop, fd, &raw_ops, hs_ready, h, w->hup.fd);
 	ev_init(&h->timer, hs_timeout);
 	h->timer.data = h;
-	h->next = conns;
-	if (conns)
-		conns->prev = h;
-	conns = h;
+	h->next = w->hbone_conns;
+	if (w->hbone_conns)
+		w->hbone_conns->prev = h;
+	w->hbone_conns = h;
 	stat_add(hstat(w, LM_HBONE_CX_ACTIVE), 1);
 	if ((rc = xtls_start_server(&h->t, b->hbone_server_ctx)) < 0) {
 		stat_add(hstat(w, LM_DOWNSTREAM_CX_OVERFLOW), 1);
@@ -285,20 +288,18 @@ hbone_accept(struct worker *w, int fd)
 void
 hbone_drain(struct worker *w)
 {
-	for (struct hbconn *h = conns; h; h = h->next)
-		if (h->s && h->w == w)
+	for (struct hbconn *h = w->hbone_conns; h; h = h->next)
+		if (h->s)
 			h2s_close(h->s, CONN_GRACEFUL);
 }
 
 void
 hbone_close_all(struct worker *w)
 {
-	struct hbconn *h = conns, *next;
+	struct hbconn *h = w->hbone_conns, *next;
 
 	for (; h; h = next) {
 		next = h->next;
-		if (h->w != w)
-			continue;
 		if (h->s) {
 			h2s_close(h->s, CONN_ABORT);	/* on_closed frees h */
 		} else {

@@ -15,6 +15,7 @@
 
 struct worker;
 struct tunnel;
+struct hbconn;
 struct xtls_sessions;
 struct hbone_pool;
 
@@ -59,6 +60,7 @@ struct worker {
 	ev_timer trim;			/* every second: shrink idle pool caches */
 	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
+	struct hbconn *hbone_conns;	/* all HBONE connections (hbone_server.c), for drain and stop */
 	unsigned long long next_id;	/* connection ids, per worker */
 	bool draining;
 

@@ -41,6 +41,7 @@ struct side {
 	struct conn t;
 	struct h2s *s;
 	bool closed;
+	int end_err;		/* h2s_end_error() in closed() */
 	struct ep eps[128];
 	int neps;
 	int status;		/* the server's answer */
@@ -179,6 +180,7 @@ side_closed(struct h2s *s, void *ud)
 	struct side *sd = ud;
 
 	sd->closed = true;
+	sd->end_err = h2s_end_error(s);
 	sd->s = NULL;
 }
 
@@ -427,6 +429,7 @@ test_garbage_kills_only_its_session(void **state)
 	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	/* It got a GOAWAY (type 7) before the close. */
 	uint8_t buf[4096];
 	ssize_t n = read(sv[1], buf, sizeof(buf));
@@ -473,8 +476,170 @@ test_ping_flood(void **state)
 	}
 	RUN_UNTIL(bad->closed, 5);
 	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
 	close(sv[1]);
 	free(bad);
+}
+
+/* Streams closed with bytes unread give them back to the connection's
+ * window: 12 streams of 2 MiB each, never read and then reset, exceed the
+ * 16 MiB connection window; a stream after them must still get through. */
+static void
+test_conn_window_returned(void **state)
+{
+	size_t n = 2u << 20;
+	uint8_t *data = pattern(n, 5);
+
+	srv->pause = true;
+	srv->no_echo = true;
+	for (int i = 0; i < 12; i++) {
+		struct ep *e = open_stream("10.1.2.3:8080", data, n, false);
+		RUN_UNTIL(srv->neps == i + 1 && srv->eps[i].c.ops && srv->eps[i].c.ops->pending(&srv->eps[i].c) == n, 10);
+		assert_int_equal(srv->eps[i].c.ops->pending(&srv->eps[i].c), n);
+		conn_close(&srv->eps[i].c, CONN_ABORT);
+		srv->eps[i].closed = true;
+		RUN_UNTIL(e->closed || e->hups, 5);
+		if (conn_open(&e->c))
+			conn_close(&e->c, CONN_ABORT);
+	}
+	srv->pause = false;
+	srv->no_echo = false;
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+	RUN_UNTIL(e->eof, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	free(data);
+}
+
+/* GOAWAY (graceful): no new stream, the open one finishes, then the end. */
+static void
+test_goaway_graceful(void **state)
+{
+	size_t n = 1u << 20;
+	uint8_t *data = pattern(n, 9);
+	struct ep *e = open_stream("10.1.2.3:8080", data, n, true);
+
+	RUN_UNTIL(srv->neps == 1, 5);
+	h2s_close(srv->s, CONN_GRACEFUL);
+	RUN_UNTIL(e->eof && cli->closed && srv->closed, 20);
+	assert_true(e->eof);
+	assert_int_equal(e->inlen, n);
+	assert_memory_equal(e->in, data, n);
+	assert_true(srv->closed);
+	assert_true(cli->closed);
+	assert_int_equal(srv->end_err, 0);
+	assert_int_equal(cli->end_err, 0);
+	free(data);
+}
+
+/* A request whose header list passes the server's limit (64 KiB) is refused
+ * (that stream only: nghttp2 enforces our SETTINGS_MAX_HEADER_LIST_SIZE, and
+ * on_header checks it too): the session goes on. */
+static void
+test_header_list_limit(void **state)
+{
+	char *big = malloc(70000);
+	struct ep *e = &cli->eps[cli->neps++];
+
+	memset(big, 'a', 69999);
+	big[69999] = 0;
+	struct h2s_hdr h[] = { { "x-big", big } };
+	struct conn *c = h2s_connect(cli->s, "10.1.2.3:8080", h, 1);
+	assert_non_null(c);
+	h2s_stream_move(&e->c, c);
+	e->c.ready = ep_ready;
+	e->c.owner = e;
+	ep_arm(e);
+	RUN_UNTIL(e->hs, 5);
+	assert_true(e->hs);
+	assert_int_equal(e->hs_rc, -ECONNREFUSED);
+	assert_int_equal(srv->neps, 0);
+	free(big);
+	static const uint8_t ok[] = "ok";
+	e = open_stream("10.1.2.3:8080", ok, 2, true);
+	RUN_UNTIL(e->eof, 5);
+	assert_int_equal(e->inlen, 2);
+	assert_false(srv->closed);
+}
+
+static int unmoved_hs;
+
+static void
+unmoved_ready(struct conn *c, int what)
+{
+	if (what & CONN_HS)
+		unmoved_hs = c->ops->handshake(c);
+	if (unmoved_hs == -EAGAIN)
+		conn_arm(c, CONN_HS);
+}
+
+/* A stream conn used where h2s_connect returned it (never moved) and closed
+ * after its stream ended: conn_close() writes to it after ops->close, so
+ * the stream must not be freed under it (ASan: heap-use-after-free). */
+static void
+test_close_unmoved_after_end(void **state)
+{
+	srv->status = 503;
+	struct conn *c = h2s_connect(cli->s, "10.1.2.3:1", NULL, 0);
+
+	assert_non_null(c);
+	unmoved_hs = -EAGAIN;
+	c->ready = unmoved_ready;
+	conn_arm(c, CONN_HS);
+	RUN_UNTIL(unmoved_hs != -EAGAIN && h2s_streams(srv->s) == 0, 5);
+	assert_int_equal(unmoved_hs, -ECONNREFUSED);
+	for (int i = 0; i < 20; i++)
+		ev_run(loop, EVRUN_NOWAIT);
+	conn_close(c, CONN_GRACEFUL);
+	assert_false(conn_open(c));
+	ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(h2s_streams(cli->s), 0);
+}
+
+/* Keep-alive (server): a peer that answers PINGs keeps its session while
+ * idle; one that stops answering loses it within the timeout. */
+static void
+test_keepalive(void **state)
+{
+	ev_tstamp iv = h2s_ka_interval, to = h2s_ka_timeout;
+	int sv[2];
+	struct side *mute = calloc(1, sizeof(*mute));
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t settings[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+
+	/* The fixture's pair started with the long defaults: a new pair here. */
+	h2s_ka_interval = 0.1;
+	h2s_ka_timeout = 0.3;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	conn_init(&mute->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	mute->s = h2s_server_new(NULL, &mute->t, &h2s_server_defaults, &srv_h, mute);
+	assert_int_equal(write(sv[1], preface, strlen(preface)), (ssize_t)strlen(preface));
+	assert_int_equal(write(sv[1], settings, sizeof(settings)), (ssize_t)sizeof(settings));
+
+	int lv[2];
+	struct side *ls = calloc(1, sizeof(*ls)), *lc = calloc(1, sizeof(*lc));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, lv), 0);
+	conn_init(&ls->t, loop, lv[0], &raw_ops, NULL, NULL, -1);
+	conn_init(&lc->t, loop, lv[1], &raw_ops, NULL, NULL, -1);
+	ls->s = h2s_server_new(NULL, &ls->t, &h2s_server_defaults, &srv_h, ls);
+	lc->s = h2s_client_new(NULL, &lc->t, &h2s_client_defaults, &cli_h, lc);
+
+	RUN_UNTIL(mute->closed, 3);
+	assert_true(mute->closed);
+	assert_int_equal(mute->end_err, -ETIMEDOUT);
+	assert_false(ls->closed);
+	assert_false(lc->closed);
+	/* The live pair went through several PINGs meanwhile. */
+	RUN_UNTIL(false, 0.5);
+	assert_false(ls->closed);
+	assert_false(lc->closed);
+	h2s_ka_interval = iv;
+	h2s_ka_timeout = to;
+	close(sv[1]);
+	free(mute);
+	free_side(lc);
+	free_side(ls);
 }
 
 int
@@ -489,6 +654,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_100_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_kills_only_its_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_unmoved_after_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
