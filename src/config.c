@@ -103,6 +103,9 @@ static const struct cf_field schema[] = {
 	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
 	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
 	    "leaves 15008 uncaptured)"),
+	F("proxy", "hbonePoolIdleTimeout", CF_DURATION, CF_LIVE, hbone_pool_idle_ms, 1, 2592000000LL, "300s",
+	    "how long a pooled HBONE client connection with no stream is kept (ztunnel's "
+	    "pool_unused_release_timeout)"),
 	F("mesh", "outboundTrafficPolicy.mode", CF_POLICY, CF_LIVE, outbound_policy, 0, 0, "ALLOW_ANY",
 	    "outbound to an address the mesh does not know: ALLOW_ANY passes it through, REGISTRY_ONLY resets it"),
 	F("mesh", "protocolDetectionTimeout", CF_DURATION, CF_LIVE, protocol_detection_ms, 0, 3600000, "0s",

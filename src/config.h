@@ -41,6 +41,7 @@ struct config {
 	uint16_t admin_port;		/* 15000: admin, on admin_address only */
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
 	uint16_t hbone_port;		/* 15008: HBONE server (hbone.h) */
+	uint32_t hbone_pool_idle_ms;	/* an HBONE client connection without streams is closed after */
 	char admin_address[64];
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
 	bool use_waypoints;		/* "mesh": reach waypoint-fronted destinations through them */

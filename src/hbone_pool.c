@@ -17,6 +17,8 @@
 #include "hbone.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
+#include "snapshot.h"
 #include "sock.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -39,13 +41,15 @@ struct hbone_pool {
  * pointer), its session once up, and every stream it carries or will. */
 struct hbpc {
 	struct hbone_pool *p;
-	struct hbpc *next, *prev;	/* the pool's list (not when draining) */
+	struct hbpc *next, *prev;	/* the pool's list, until the session ends */
 	char *src_id, *dst_id;		/* the key, with addr */
 	struct sockaddr_storage addr;
 	enum { PC_CONNECTING, PC_READY, PC_DRAINING } state;
 	bool listed;
 	bool t_ours;			/* t is ours to close (h2s takes it over) */
 	SSL_CTX *ctx;			/* a reference: for streams moved to a new connection */
+	char **sans;			/* the service's SANs it was dialled with, likewise */
+	size_t nsans;
 	struct conn t;
 	struct h2s *s;
 	struct hbst *streams, *last;	/* waiting and open, ours, oldest first */
@@ -76,6 +80,18 @@ const struct hbone_pool_opts hbone_pool_defaults = {
 };
 
 static void pc_free(struct hbpc *pc);
+
+/* The worker's counters, when the pool has a worker (tests have none). */
+static void
+wstat(struct hbone_pool *p, enum worker_metric m, int64_t d)
+{
+	if (!p->w)
+		return;
+	if (d >= 0)
+		stat_add(&p->w->stats.w[m], (uint64_t)d);
+	else
+		stat_sub(&p->w->stats.w[m], (uint64_t)-d);
+}
 static void pc_fail(struct hbpc *pc, int err);
 static int st_open(struct hbst *st);
 static int pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, struct hbpc *not);
@@ -288,10 +304,14 @@ pc_free(struct hbpc *pc)
 		conn_close(&pc->t, CONN_ABORT);
 	if (pc->ctx)
 		SSL_CTX_free(pc->ctx);
+	for (size_t i = 0; i < pc->nsans; i++)
+		free(pc->sans[i]);
+	free(pc->sans);
 	free(pc->src_id);
 	free(pc->dst_id);
 	free(pc->peer_id);
 	free(pc);
+	wstat(p, WM_HBONE_CLIENT_CX_ACTIVE, -1);
 	/* hbone_pool_free waits for the sessions it closed. */
 	if (!--p->nalloc && p->dying)
 		free(p);
@@ -362,7 +382,7 @@ pc_up(struct hbpc *pc)
 			continue;
 		/* Moved: to a connection with room, or a new one. */
 		struct hbone_dst d = { .src_id = pc->src_id, .dst_id = pc->dst_id, .addr = pc->addr,
-			.ctx = pc->ctx };
+			.ctx = pc->ctx, .sans = (const char *const *)pc->sans, .nsans = pc->nsans };
 		st_unlink(st);
 		if ((st->err = pool_place(p, st, &d, pc)) < 0) {
 			st->next = wake;
@@ -410,6 +430,7 @@ pc_ready(struct conn *t, int what)
 		    no_h2 ? "the server did not select ALPN h2" :
 		    f != XTLS_FAIL_NONE ? xtls_fail_names[f] : strerror(-rc), *detail ? ": " : "", detail);
 		pc->p->stats.handshake_fail++;
+		wstat(pc->p, WM_HBONE_CLIENT_CX_FAIL, 1);
 		pc_fail(pc, rc);
 		return;
 	}
@@ -420,6 +441,7 @@ pc_ready(struct conn *t, int what)
 	pc->s = h2s_client_new(pc->p->w, t, &h2s_client_defaults, &pc_handler, pc);
 	if (!pc->s) {
 		pc->p->stats.handshake_fail++;
+		wstat(pc->p, WM_HBONE_CLIENT_CX_FAIL, 1);
 		pc_fail(pc, -ENOMEM);
 		return;
 	}
@@ -436,6 +458,7 @@ pc_timer(struct ev_loop *loop, ev_timer *tm, int revents)
 	(void)revents;
 	if (pc->state == PC_CONNECTING) {
 		pc->p->stats.handshake_fail++;
+		wstat(pc->p, WM_HBONE_CLIENT_CX_FAIL, 1);
 		pc_fail(pc, -ETIMEDOUT);
 		return;
 	}
@@ -443,9 +466,12 @@ pc_timer(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	/* Idle for the whole period: released (GOAWAY; the session's closed
 	 * callback frees it, at once or when h2s is done). */
+	char a[SOCK_ADDR_STRLEN];
+
+	log_debug("HBONE %s: no stream for %.3gs, released", sock_addr_str(&pc->addr, a, sizeof(a)), pc->p->o.idle_s);
 	pc->p->stats.idle_released++;
-	pc->state = PC_DRAINING;
-	pc_unlist(pc);
+	wstat(pc->p, WM_HBONE_CLIENT_CX_IDLE_RELEASED, 1);
+	pc->state = PC_DRAINING;	/* listed still (hbone_pool_free), never chosen */
 	h2s_close(pc->s, CONN_GRACEFUL);
 }
 
@@ -554,6 +580,7 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		rc = p->dial ? p->dial(p, &pc->t, dst, p->dial_arg) : pc_dial_tls(p, pc, dst);
 		if (rc < 0) {
 			p->stats.handshake_fail++;
+			wstat(p, WM_HBONE_CLIENT_CX_FAIL, 1);
 			free(pc->src_id);
 			free(pc->dst_id);
 			free(pc);
@@ -566,8 +593,16 @@ pool_place(struct hbone_pool *p, struct hbst *st, const struct hbone_dst *dst, s
 		pc->t_ours = true;
 		if (dst->ctx && SSL_CTX_up_ref(dst->ctx))
 			pc->ctx = dst->ctx;
+		/* Best effort: without the copy a moved stream expects the
+		 * workload identity only. */
+		if (dst->nsans && (pc->sans = calloc(dst->nsans, sizeof(*pc->sans))))
+			for (size_t i = 0; i < dst->nsans; i++)
+				if ((pc->sans[pc->nsans] = strdup(dst->sans[i])))
+					pc->nsans++;
 		p->nalloc++;
 		p->stats.opened++;
+		wstat(p, WM_HBONE_CLIENT_CX_TOTAL, 1);
+		wstat(p, WM_HBONE_CLIENT_CX_ACTIVE, 1);
 		pc->state = PC_CONNECTING;
 		pc->next = p->conns;
 		if (p->conns)
@@ -695,6 +730,10 @@ hbone_pool_connect(struct worker *w, struct conn *c, const struct hbone_dst *dst
 {
 	if (!w->hbone && !(w->hbone = hbone_pool_new(w, w->loop, &hbone_pool_defaults)))
 		return -ENOMEM;
+	/* proxy.hbonePoolIdleTimeout is live: the worker's configuration now
+	 * (a connection's timer keeps the period it was started with). */
+	if (w->snap)
+		w->hbone->o.idle_s = w->snap->s->cfg.hbone_pool_idle_ms / 1000.0;
 	return hbone_pool_open(w->hbone, c, dst, authority, hdrs, n, ready, owner);
 }
 
@@ -726,7 +765,7 @@ hbone_pool_conns(const struct hbone_pool *p, const struct hbone_dst *dst)
 	size_t n = 0;
 
 	for (const struct hbpc *pc = p->conns; pc; pc = pc->next)
-		if (!dst || pc_matches(pc, dst))
+		if (pc->state != PC_DRAINING && (!dst || pc_matches(pc, dst)))
 			n++;
 	return n;
 }

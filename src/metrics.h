@@ -103,6 +103,10 @@ enum listener_metric {
 	X(CHUNKS_IN_USE, chunks_in_use, GAUGE, "Buffer chunks holding bytes in flight") \
 	X(CHUNKS_CACHED, chunks_cached, GAUGE, "Empty buffer chunks kept for reuse") \
 	X(SESSIONS_IN_USE, sessions_in_use, GAUGE, "Proxied connection objects allocated") \
+	X(HBONE_CLIENT_CX_ACTIVE, hbone_client_cx_active, GAUGE, "Pooled HBONE client connections (to peers' 15008) open or being established") \
+	X(HBONE_CLIENT_CX_TOTAL, hbone_client_cx_total, COUNTER, "HBONE client connections dialled (each shared by up to 100 streams)") \
+	X(HBONE_CLIENT_CX_FAIL, hbone_client_cx_fail, COUNTER, "HBONE client connections that failed before their HTTP/2 session was up (TCP, TLS, identity, ALPN, timeout)") \
+	X(HBONE_CLIENT_CX_IDLE_RELEASED, hbone_client_cx_idle_released, COUNTER, "HBONE client connections closed after proxy.hbonePoolIdleTimeout without a stream") \
 	X(FD_BUDGET, fd_budget, GAUGE, "Descriptors this worker may hold for connections and pipes (share of the open-files limit)")
 
 enum worker_metric {

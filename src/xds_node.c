@@ -153,8 +153,14 @@ xds_node_new(const struct config *cfg, Envoy__Config__Core__V3__Node **out)
 		goto out;
 	rc = -ENOMEM;
 	/* What pilot-agent derives (pkg/istio-agent, pkg/bootstrap) and istiod
-	 * reads (pkg/model NodeMetadata). ENABLE_HBONE comes only from
-	 * ISTIO_META_ENABLE_HBONE: we do not terminate HBONE unless asked. */
+	 * reads (pkg/model NodeMetadata). ENABLE_HBONE: "true" unless
+	 * ISTIO_META_ENABLE_HBONE says otherwise, because every Outrigger
+	 * sidecar terminates HBONE on proxy.hbonePort (hbone_server.c, always
+	 * listening) and sends it (hbone_pool.c): istiod may then treat us as
+	 * an HBONE-capable sidecar (reference xds-hbone.md §3.6). */
+	if (!cJSON_GetObjectItemCaseSensitive(meta, "ENABLE_HBONE") &&
+	    !cJSON_AddStringToObject(meta, "ENABLE_HBONE", "true"))
+		goto out;
 	if (put_str(meta, "NAME", getenv("POD_NAME")) < 0 ||
 	    put_str(meta, "NAMESPACE", getenv("POD_NAMESPACE")) < 0 ||
 	    put_str(meta, "SERVICE_ACCOUNT", getenv("SERVICE_ACCOUNT")) < 0 ||

@@ -33,7 +33,7 @@ ID_SERVER = certs.spiffe_id("default", "server")
 HB = "listener.outbound.upstream_cx_hbone"
 # One line per request; the fields are nghttpx's (nghttpx(1), --accesslog-format).
 # For a CONNECT, $path is the authority; a quote in a value is logged as \x22.
-LOGFMT = ('method=$method port=$remote_port authority=$path status=$status tls=$tls_protocol alpn=$alpn '
+LOGFMT = ('method=$method port=$remote_port authority=$path status=$status tls=$tls_protocol cipher=$tls_cipher sni=$tls_sni alpn=$alpn '
           'client=$tls_client_fingerprint_sha256 forwarded="$http_forwarded" baggage="$http_baggage" '
           'traceparent="$http_traceparent"')
 
@@ -134,8 +134,8 @@ def _app(pod):
     return pod.app(["http", "--port", TARGET, "--name", "the-app"])
 
 
-def _sidecar(pod, resources, cert_dir, env=None):
-    return pod.start_sidecar(config=meshres.config(resources, proxy={"logLevel": "debug"}),
+def _sidecar(pod, resources, cert_dir, env=None, proxy=None):
+    return pod.start_sidecar(config=meshres.config(resources, proxy=dict({"logLevel": "debug"}, **(proxy or {}))),
                              proxy_args=["--cert-dir", cert_dir, "--concurrency", "1"], env=env)
 
 
@@ -165,6 +165,8 @@ def test_hbone_workload_via_service(pod_lab, pki, outrigger_bin, init_bin):
         assert _field(l, "status") == "200", l
         assert _field(l, "tls") == "TLSv1.3", l
         assert _field(l, "alpn") == "h2", l
+        assert _field(l, "cipher") in ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"), l
+        assert _field(l, "sni") == "-", l          # no SNI, as ztunnel
         fwd = _field(l, "forwarded")
         assert re.fullmatch(r"for='%s:\d+';host=%s" % (re.escape(client.ip4), re.escape(HOST)), fwd), l
         assert _field(l, "client") == fp, l        # our client certificate, as nghttpx received it
@@ -180,6 +182,8 @@ def test_hbone_workload_via_service(pod_lab, pki, outrigger_bin, init_bin):
     wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
     st = sc.stats()
     assert st[HB] == 2
+    assert st["server.hbone_client_cx_total"] == 1        # one pooled connection for both
+    assert st["server.hbone_client_cx_active"] == 1       # kept for the next stream
     assert st["listener.outbound.upstream_cx_hbone_fail"] == 0
     assert st["listener.outbound.upstream_cx_tls_handshake"] == 0      # not the Istio mTLS path
     assert st["listener.outbound.upstream_cx_connect_fail"] == 0
@@ -221,7 +225,72 @@ def test_hbone_wrong_identity_refused(pod_lab, pki, outrigger_bin, init_bin):
              what="the HBONE failure counted")
     st = sc.stats()
     assert st[HB] == 0
+    assert st["server.hbone_client_cx_fail"] == 1
+    assert st["server.hbone_client_cx_active"] == 0
     assert st["listener.outbound.upstream_cx_connect_fail"] >= 1
     assert zt.lines() == []
     log = sc.log()
     assert "HBONE %s:15008 (expecting %s): identity" % (server.ip4, ID_SERVER) in log, log[-3000:]
+
+
+def test_hbone_to_outrigger_sidecar(pod_lab, pki, outrigger_bin, init_bin):
+    """Sidecar to sidecar: the server pod's own Outrigger terminates the HBONE (its 15008);
+    the app sees the bytes, and each side logs the other's verified SPIFFE ID."""
+    client, server = pod_lab.add_pod("client"), pod_lab.add_pod("server")
+    _app(server)
+    ss = _sidecar(server, _wds(server), pki["server"])
+    sc = _sidecar(client, _wds(server), pki["client"])
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    assert "hello from the-app" in body
+    wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
+    assert sc.stats()[HB] == 1
+    assert "HBONE peer %s" % ID_SERVER in sc.log()
+    wait_for(lambda: ID_CLIENT in ss.log(), what="the server sidecar logging the client's identity")
+
+
+def test_hbone_failed_connection_tries_next_endpoint(pod_lab, pki, outrigger_bin, init_bin):
+    """Two HBONE endpoints behind one VIP, one of which has nothing on 15008: every request
+    still succeeds, a failed HBONE connection being a connect failure like a refused TCP
+    connect (the next endpoint is tried); only the streams that waited for it failed."""
+    client, server, dead = pod_lab.add_pod("client"), pod_lab.add_pod("server"), pod_lab.add_pod("dead")
+    _app(server)
+    zt = Ztunnel(pod_lab, server, pki["server"], pki["ca"].cert)
+    res = [meshres.service("hello", [VIP], [(PORT, TARGET)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4], {SVC: [(PORT, TARGET)]},
+                            serviceAccount="server", tunnelProtocol="HBONE"),
+           meshres.workload("Kubernetes//Pod/default/dead", "dead", [dead.ip4], {SVC: [(PORT, TARGET)]},
+                            serviceAccount="server", tunnelProtocol="HBONE")]
+    sc = _sidecar(client, res, pki["client"])
+    for i in range(4):
+        code, body = client.curl("http://%s/" % VIP, user="nobody")
+        assert code == 200, body
+    wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active") == 0, what="connections closed")
+    st = sc.stats()
+    assert st[HB] == 4
+    assert st["listener.outbound.upstream_cx_hbone_fail"] >= 1
+    assert st["listener.outbound.upstream_cx_connect_retry"] == st["listener.outbound.upstream_cx_hbone_fail"]
+    assert len(zt.lines()) == 4
+
+
+def test_hbone_idle_connection_released(pod_lab, pki, outrigger_bin, init_bin):
+    """proxy.hbonePoolIdleTimeout: a pooled connection left without streams is closed (GOAWAY
+    through h2s) after it; the next request dials a new one (another client port at nghttpx)."""
+    client, server = pod_lab.add_pod("client"), pod_lab.add_pod("server")
+    _app(server)
+    zt = Ztunnel(pod_lab, server, pki["server"], pki["ca"].cert)
+    sc = _sidecar(client, _wds(server), pki["client"], proxy={"hbonePoolIdleTimeout": "0.5s"})
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    wait_for(lambda: "HBONE %s:15008: no stream for" % server.ip4 in sc.log(), what="the idle release")
+    wait_for(lambda: not server.run(["ss", "-Htn", "state", "established", "sport = :15008"],
+                                    check=False).stdout.strip(), what="the connection closed at nghttpx")
+    code, body = client.curl("http://%s/" % VIP, user="nobody")
+    assert code == 200, body
+    wait_for(lambda: len(zt.lines()) == 2, what="two requests at nghttpx")
+    lines = zt.lines()
+    assert _field(lines[0], "port") != _field(lines[1], "port"), lines
+    st = sc.stats()
+    assert st[HB] == 2
+    assert st["server.hbone_client_cx_total"] == 2
+    assert st["server.hbone_client_cx_idle_released"] == 1

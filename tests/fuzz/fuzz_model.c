@@ -7,7 +7,8 @@
  * Whatever the input: no crash, every problem names an input's path, every
  * indexed address and VIP is found again, every endpoint has a workload and a
  * port, every EDS endpoint address is found in the EDS index under a cluster
- * that lists it (and counts no more than there are), and counts add up. */
+ * that lists it (and counts no more than there are; an HBONE endpoint's
+ * EnvoyInternalAddress by its endpoint_id), and counts add up. */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -22,6 +23,7 @@
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
+#include "model_eds.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
 
@@ -74,6 +76,31 @@ check(const struct model *m, const struct model_input *in, size_t n, const struc
 
 				if (lb->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
 					continue;
+				if (lb->endpoint->address->envoy_internal_address) {
+					/* HBONE's form: indexed by its endpoint_id "ip:port" (or,
+					 * without one, maybe by original_dst "local"). */
+					const char *id = lb->endpoint->address->envoy_internal_address->endpoint_id;
+					unsigned char ip[16];
+					uint16_t port;
+					int fam;
+
+					neds++;
+					if (!id || !*id)
+						continue;
+					if (meds_target_parse(id, &fam, ip, &port) < 0)
+						__builtin_trap();	/* validation let it through */
+					ss.ss_family = (sa_family_t)fam;
+					if (fam == AF_INET) {
+						memcpy(&((struct sockaddr_in *)&ss)->sin_addr, ip, 4);
+						((struct sockaddr_in *)&ss)->sin_port = htons(port);
+					} else {
+						memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, ip, 16);
+						((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+					}
+					if (!model_eds_at(m, &ss, &h) || !h.cluster || !model_endpoints(m, h.cluster))
+						__builtin_trap();
+					continue;
+				}
 				sa = lb->endpoint->address->socket_address;
 				if (inet_pton(AF_INET, sa->address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
 					ss.ss_family = AF_INET;

@@ -63,6 +63,12 @@ test_valid_file_applies(void **state)
 	assert_int_equal(c.mode, INTERCEPT_TPROXY);
 	assert_int_equal(c.admin_port, 16000);	/* proto3 JSON: integers may be strings */
 	assert_string_equal(c.admin_address, "::1");
+	/* The HBONE client pool's idle period: ztunnel's 5 minutes unless set. */
+	assert_int_equal(c.hbone_pool_idle_ms, 300000);
+	assert_int_equal(load("{\"proxy\":{\"hbonePoolIdleTimeout\":\"2.5s\"}}", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.hbone_pool_idle_ms, 2500);
+	assert_int_not_equal(load("{\"proxy\":{\"hbonePoolIdleTimeout\":\"0s\"}}", &c, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "proxy.hbonePoolIdleTimeout"));
 }
 
 /* Each bad input is refused, names its JSON path, and leaves cfg as it was. */

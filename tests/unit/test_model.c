@@ -626,6 +626,95 @@ test_mtls_peers(void **state)
 	assert_false(model_eds_at(NULL, &a, &h));
 }
 
+#define TUNNEL(v) ",'metadata':{'filterMetadata':{'envoy.transport_socket_match':{'tunnel':" v "}}}"
+#define INTERNAL(target, md) \
+	"{'endpoint':{'address':{'envoyInternalAddress':{'serverListenerName':'connect_originate'," \
+	"'endpointId':'" target "'}}}" md "}"
+/* istiod's HBONE endpoint metadata (reference xds-hbone.md §3.6). */
+#define HBONE_MD(local) ",'metadata':{'filterMetadata':{'envoy.filters.listener.original_dst':{'local':'" \
+	local "'},'envoy.transport_socket_match':{'tunnel':'http'}}}"
+
+/* The transport per endpoint (model_peer_transport): HBONE for a Workload
+ * with tunnelProtocol HBONE or an EDS endpoint whose metadata (or its
+ * locality's) says tunnel "http", also in istiod's EnvoyInternalAddress
+ * form (endpoint_id "<ip>:<port>", else original_dst "local"); HBONE
+ * before tlsMode istio (Envoy's transport socket matches list hbone first);
+ * Istio mTLS and plaintext as before. */
+static void
+test_transport_per_endpoint(void **state)
+{
+	struct sockaddr_storage a;
+	struct meds_hit h;
+	struct model_sizes sz;
+	const char *cl;
+	struct fix f;
+
+	(void)state;
+	build(&f, "{'resources':[" SVC_ECHO ","
+	    WL("w1", "'" IP_10_0_0_1 "'", ",'tunnelProtocol':'LEGACY_ISTIO_MTLS'") ","
+	    WL("w2", "'" IP_10_0_0_2 "'", "") ","
+	    WL("w3", "'" IP_10_0_0_3 "'", ",'tunnelProtocol':'HBONE'") ","
+	    CLA("outbound|80||echo.ns.svc.cluster.local",
+		"{'lbEndpoints':[" LBEP("10.0.0.4", 8080, TUNNEL("'http'")) ","
+		LBEP("10.0.0.5", 8080, ",'metadata':{'filterMetadata':{'envoy.transport_socket_match':"
+		    "{'tlsMode':'istio','tunnel':'http'}}}") ","
+		LBEP("10.0.0.6", 8080, TUNNEL("'h2'")) ","
+		LBEP("10.0.0.7", 8080, TLSMODE("'istio'")) ","
+		INTERNAL("10.0.0.8:8080", HBONE_MD("10.0.0.8:8080")) ","
+		INTERNAL("[fd00:1::2]:9090", HBONE_MD("[fd00:1::2]:9090")) ","
+		"{'endpoint':{'address':{'envoyInternalAddress':{'serverListenerName':'connect_originate'}}}"
+		HBONE_MD("10.0.0.9:7070") "}]},"
+		"{'metadata':{'filterMetadata':{'envoy.transport_socket_match':{'tunnel':'http'}}},"
+		"'lbEndpoints':[" LBEP("10.0.0.10", 9090, "") "," LBEP("10.0.0.11", 9090, TUNNEL("'no'")) "]}") "]}",
+	    NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+
+	/* WDS: the workload's tunnel protocol, whatever the port. */
+	a = sa("10.0.0.3", 1234);
+	assert_int_equal(model_peer_transport(f.m, &a, model_workload_at(f.m, &a), &cl), MPEER_HBONE);
+	a = sa("10.0.0.1", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, model_workload_at(f.m, &a), &cl), MPEER_MTLS);
+	a = sa("10.0.0.2", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, model_workload_at(f.m, &a), &cl), MPEER_PLAIN);
+	assert_null(cl);
+	/* EDS socket addresses: tunnel "http" (only that string), before tlsMode. */
+	a = sa("10.0.0.4", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	assert_string_equal(cl, "outbound|80||echo.ns.svc.cluster.local");
+	assert_true(model_eds_at(f.m, &a, &h));
+	assert_true(h.hbone);
+	assert_false(h.istio);
+	a = sa("10.0.0.5", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	assert_true(model_peer_mtls(f.m, &a, NULL, &cl));	/* the mTLS answer is unchanged */
+	a = sa("10.0.0.6", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_PLAIN);
+	a = sa("10.0.0.7", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_MTLS);
+	/* EnvoyInternalAddress: by its endpoint_id, v4 and v6; without one, by
+	 * original_dst "local". */
+	a = sa("10.0.0.8", 8080);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	a = sa("10.0.0.8", 8081);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_PLAIN);
+	a = sa("fd00:1::2", 9090);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	a = sa("10.0.0.9", 7070);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	/* The locality's metadata, unless the endpoint's own says otherwise. */
+	a = sa("10.0.0.10", 9090);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_HBONE);
+	a = sa("10.0.0.11", 9090);
+	assert_int_equal(model_peer_transport(f.m, &a, NULL, &cl), MPEER_PLAIN);
+	model_sizes(f.m, &sz);
+	assert_int_equal(sz.eds_endpoints, 9);
+	done(&f);
+
+	/* No model: plaintext. */
+	a = sa("10.0.0.4", 8080);
+	assert_int_equal(model_peer_transport(NULL, &a, NULL, &cl), MPEER_PLAIN);
+}
+
 /* One bad resource among good ones: exactly one problem, with this text. */
 static void
 expect_one(const char *resources, size_t bad, const char *msg)
@@ -727,6 +816,15 @@ test_bad_inputs(void **state)
 	    "{'socketAddress':{'address':'echo.example','portValue':80}}}}]}]}]}", 0,
 	    "resources[0].endpoints[0].lbEndpoints[1].endpoint.address.socketAddress.address: "
 	    "\"echo.example\" is not an IP address");
+	/* An HBONE endpoint's target must be ip:port. */
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
+	    "'clusterName':'c','endpoints':[{'lbEndpoints':[" INTERNAL("echo.example:80", "") "]}]}]}", 0,
+	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.envoyInternalAddress.endpointId: "
+	    "\"echo.example:80\" is not ip:port");
+	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
+	    "'clusterName':'c','endpoints':[{'lbEndpoints':[" INTERNAL("10.0.0.1:0", "") "]}]}]}", 0,
+	    "resources[0].endpoints[0].lbEndpoints[0].endpoint.address.envoyInternalAddress.endpointId: "
+	    "\"10.0.0.1:0\" is not ip:port");
 	expect_one("{'resources':[{'@type':'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',"
 	    "'clusterName':'c','endpoints':[{'lbEndpoints':[{'endpoint':{'address':"
 	    "{'socketAddress':{'address':'::1','portValue':0}}}}]}]}]}", 0,
@@ -1550,6 +1648,7 @@ main(void)
 		cmocka_unit_test(test_networks),
 		cmocka_unit_test(test_clusters_and_other_types),
 		cmocka_unit_test(test_mtls_peers),
+		cmocka_unit_test(test_transport_per_endpoint),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_any_bytes_that_do_not_unpack),
 		cmocka_unit_test(test_lax_refs),

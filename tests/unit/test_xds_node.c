@@ -1,7 +1,8 @@
 /* Unit tests for src/xds_node.c: the Node of the first xDS request, from the
  * environment as pilot-agent builds it (id, cluster, metadata: the derived
  * keys, every ISTIO_META_* as a string, ISTIO_METAJSON_* as JSON, the
- * operator's word over what we derive, ENABLE_HBONE only when asked). The
+ * operator's word over what we derive, ENABLE_HBONE "true" unless told
+ * otherwise: every Outrigger sidecar listens for HBONE). The
  * message is packed and unpacked, so what is checked is what goes on the
  * wire. */
 #include "autoconfig.h"
@@ -115,8 +116,8 @@ test_pod_env(void **state)
 	assert_non_null(l);
 	assert_int_equal(l->kind_case, GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE);
 	assert_int_equal(l->struct_value->n_fields, 2);
-	/* Not an HBONE node unless asked. */
-	assert_null(meta(n, "ENABLE_HBONE"));
+	/* An HBONE node: we always listen on proxy.hbonePort and send HBONE. */
+	assert_string_equal(meta_str(n, "ENABLE_HBONE"), "true");
 	envoy__config__core__v3__node__free_unpacked(n, NULL);
 
 	/* The SDS client's node is the same one. */
@@ -139,13 +140,13 @@ test_operator_wins(void **state)
 	setenv("POD_NAMESPACE", "demo", 1);
 	setenv("ISTIO_META_NAMESPACE", "other", 1);
 	setenv("ISTIO_META_MESH_ID", "mesh1", 1);
-	setenv("ISTIO_META_ENABLE_HBONE", "true", 1);
+	setenv("ISTIO_META_ENABLE_HBONE", "false", 1);	/* the operator opts out */
 	setenv("ISTIO_METAJSON_BAD", "{not json", 1);
 	setenv("ISTIO_META_WORKLOAD_NAME", "client", 1);
 	n = wire_node(&cfg);
 	assert_string_equal(meta_str(n, "NAMESPACE"), "other");
 	assert_string_equal(meta_str(n, "MESH_ID"), "mesh1");
-	assert_string_equal(meta_str(n, "ENABLE_HBONE"), "true");
+	assert_string_equal(meta_str(n, "ENABLE_HBONE"), "false");
 	assert_string_equal(meta_str(n, "CLUSTER_ID"), "east");
 	assert_string_equal(meta_str(n, "INTERCEPTION_MODE"), "TPROXY");
 	assert_null(meta(n, "BAD"));	/* not JSON: left out */
