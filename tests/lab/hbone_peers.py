@@ -13,8 +13,10 @@ Stand-ins for a remote ztunnel ("an ambient pod"), which terminate HBONE in a po
       check that :authority is this pod's IP (tinyproxy connects wherever its ConnectPort list
       allows: no 400), has no authorization (no 401), answers a refused app port with nghttpx's
       own error status (502/503 depending on where the failure is seen, not ztunnel's 503 always),
-      does not check the client's trust domain (only the chain), and offers TLS 1.3's ChaCha20
-      suite too. The request headers (forwarded, baggage, traceparent) reach tinyproxy as HTTP/1.1
+      does not check the client's trust domain (only the chain), offers TLS 1.3's ChaCha20
+      suite too, and does not pass a half-close on: a client's END_STREAM does not reach the
+      HTTP/1 backend (nor would tinyproxy pass a FIN), so such a tunnel ends only at nghttpx's
+      --backend-read-timeout (1 min unless extra_args shortens it); ztunnel passes it. The request headers (forwarded, baggage, traceparent) reach tinyproxy as HTTP/1.1
       CONNECT headers, which tinyproxy drops: use `h1proxy` below instead of tinyproxy to see them.
 
   `terminator` (CLI, python3-h2): an HBONE server as ztunnel's inbound: TLS 1.3 only, ALPN h2,
@@ -115,7 +117,7 @@ class NghttpxTerminator:
     app_ports: the ports tinyproxy may CONNECT to."""
 
     def __init__(self, pod, cert_dir, app_ports, port=HBONE_PORT, backend="tinyproxy",
-                 proxy_port=3128, workers=1):
+                 proxy_port=3128, workers=1, extra_args=()):
         self.pod, self.port = pod, port
         d = os.path.join(pod.lab.dir, "%s-hbone-nghttpx" % pod.name)
         os.makedirs(d, exist_ok=True)
@@ -141,7 +143,7 @@ class NghttpxTerminator:
             self.proxy = pod.popen([PYTHON, HERE, "h1proxy", "--port", proxy_port, "--log", self.proxy_log],
                                    stdout=subprocess.DEVNULL, stderr=open(self.proxy_log + ".stderr", "wb"))
         self._wait_listen(proxy_port)
-        fmt = ('{"remote":"$remote_addr","request":"$request","status":$status,'
+        fmt = ('{"remote":"$remote_addr","port":"$remote_port","request":"$request","status":$status,'
                '"fp":"$tls_client_fingerprint_sha256","serial":"$tls_client_serial",'
                '"subject":"$tls_client_subject_name","tls":"$tls_protocol","alpn":"$alpn",'
                '"sent":$body_bytes_sent}')
@@ -157,7 +159,7 @@ class NghttpxTerminator:
                 "--accesslog-file=" + self.access_log, "--accesslog-format=" + fmt,
                 "--errorlog-file=" + self.error_log, "--log-level=" + os.environ.get("HBONE_NGHTTPX_LOG", "NOTICE"),
                 "--frontend-read-timeout=600s", "--stream-read-timeout=600s", "--stream-write-timeout=600s",
-                key, cert]
+                key, cert] + list(extra_args)
         self.proc = pod.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_listen(port)
         # nghttpx listens before its worker threads run; a connection accepted before then is

@@ -407,6 +407,34 @@ test_100_streams(void **state)
 }
 
 /* Garbage after the preface ends that session only; another one goes on. */
+/* A frame larger than our SETTINGS_MAX_FRAME_SIZE on stream 0: nghttp2 sends
+ * GOAWAY FRAME_SIZE_ERROR and ends the session by itself (mem_recv does not
+ * fail). It is a protocol error all the same (hbone_cx_protocol_error). */
+static void
+test_oversized_frame_is_a_protocol_error(void **state)
+{
+	int sv[2];
+	struct side *bad = calloc(1, sizeof(*bad));
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t settings[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+	uint8_t junk[9 + 512] = { 0xff, 0xff, 0xff, 0 /* DATA */, 0, 0, 0, 0, 0 };
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	conn_init(&bad->t, loop, sv[0], &raw_ops, NULL, NULL, -1);
+	bad->status = 200;
+	bad->s = h2s_server_new(NULL, &bad->t, &h2s_server_defaults, &srv_h, bad);
+	assert_non_null(bad->s);
+	assert_int_equal(write(sv[1], preface, strlen(preface)), (ssize_t)strlen(preface));
+	assert_int_equal(write(sv[1], settings, sizeof(settings)), (ssize_t)sizeof(settings));
+	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	RUN_UNTIL(bad->closed, 5);
+	assert_true(bad->closed);
+	assert_int_equal(bad->end_err, -EPROTO);
+	close(sv[1]);
+	free(bad);
+}
+
 static void
 test_garbage_kills_only_its_session(void **state)
 {
@@ -653,6 +681,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_rst_while_unwatched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_100_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_kills_only_its_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_frame_is_a_protocol_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conn_window_returned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_goaway_graceful, setup, teardown),
