@@ -149,13 +149,19 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	/* The app: the workload's application tunnel port when it has one
 	 * (PROXY protocol there comes with it), else the port asked for. */
 	const struct mworkload *local = model_workload_at(w->snap->s->model, &dst);
+	/* PROXY v2 (hbext): src the HBONE peer's address (ztunnel connects
+	 * from the source pod's IP), dst the CONNECT's target, before the
+	 * application tunnel's port replaces it. */
+	struct sockaddr_storage pp_client, pp_target = dst;
+	socklen_t pplen = sizeof(pp_client);
+	bool pp = local && local->proxy_protocol && getpeername(h->t.fd, (struct sockaddr *)&pp_client, &pplen) == 0;
 	if (local && local->app_tunnel_port)
 		sock_addr_set_port(&dst, local->app_tunnel_port);
 	if (!authorized(h, local, &dst)) {
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
 		return;
 	}
-	tunnel_start_stream(w, stream, &dst, h->peer_id);
+	tunnel_start_stream(w, stream, &dst, h->peer_id, pp ? &pp_client : NULL, pp ? &pp_target : NULL);
 }
 
 static void

@@ -24,6 +24,7 @@ liboutrigger_a_SOURCES = \
 	src/pb.c src/pb.h \
 	src/peerauth.c src/peerauth.h \
 	src/pool.c src/pool.h \
+	src/proxyv2.c src/proxyv2.h \
 	src/resources.c src/resources.h \
 	src/sds.c src/sds.h \
 	src/server.c src/server.h \

@@ -56,10 +56,14 @@ enum listener_kind {
 	X(UPSTREAM_CX_TLS_FAIL_IDENTITY, upstream_cx_tls_fail_identity, COUNTER, "Upstream mTLS failures: the peer's SPIFFE ID is missing, of another trust domain, or not the one expected") \
 	X(UPSTREAM_CX_TLS_FAIL_IO, upstream_cx_tls_fail_io, COUNTER, "Upstream mTLS failures: the connection failed, closed or timed out during the handshake") \
 	X(UPSTREAM_CX_TLS_NO_LOCAL_CERT, upstream_cx_tls_no_local_cert, COUNTER, "Connections to an Istio-mTLS peer refused because this proxy has no certificate yet (never sent in plaintext)") \
+	X(UPSTREAM_CX_PROXY_PROTOCOL, upstream_cx_proxy_protocol, COUNTER, "App connections that began with a PROXY protocol v2 header (applicationTunnel PROXY, HBONE inbound)") \
+	X(UPSTREAM_CX_PROXY_PROTOCOL_FAIL, upstream_cx_proxy_protocol_fail, COUNTER, "App connections reset because their PROXY protocol v2 header could not be built or sent whole") \
 	/* Outbound HBONE (tunnel.c stage_connect_hbone, hbone_pool.c). */ \
 	X(UPSTREAM_CX_HBONE, upstream_cx_hbone, COUNTER, "Upstream HBONE CONNECT streams established (200 from the peer's 15008, its SPIFFE ID verified)") \
 	X(UPSTREAM_CX_HBONE_REFUSED, upstream_cx_hbone_refused, COUNTER, "Upstream HBONE CONNECTs answered with another status than 2xx (also counted as a connect failure)") \
 	X(UPSTREAM_CX_HBONE_FAIL, upstream_cx_hbone_fail, COUNTER, "Upstream HBONE streams whose pooled connection failed (TCP, TLS, identity, h2) or whose stream was reset before its response (also counted as a connect failure)") \
+	X(UPSTREAM_CX_WAYPOINT, upstream_cx_waypoint, COUNTER, "Outbound connections sent over HBONE to the destination's waypoint (mesh.useWaypoints)") \
+	X(UPSTREAM_CX_WAYPOINT_UNKNOWN, upstream_cx_waypoint_unknown, COUNTER, "Outbound connections refused: the destination names a waypoint the mesh model does not know (never bypassed)") \
 	/* Inbound: the sniffing stage and PeerAuthentication (tunnel.c stage_sniff). */ \
 	X(DOWNSTREAM_CX_MTLS, downstream_cx_mtls, COUNTER, "Inbound mTLS handshakes completed (the peer's SPIFFE ID verified); the app gets the plaintext") \
 	X(DOWNSTREAM_CX_PLAINTEXT, downstream_cx_plaintext, COUNTER, "Inbound plaintext connections passed to the app (PERMISSIVE)") \

@@ -2473,6 +2473,79 @@ model_service(const struct model *m, const char *key)
 	return i < 0 ? NULL : &m->svcs[i];
 }
 
+/* A service's endpoint as a waypoint pod: the pick-th of its first port's
+ * with any. -ENOENT when it has none. */
+static int
+waypoint_of_service(const struct mservice *s, unsigned pick, uint16_t port, struct mwaypoint *out)
+{
+	for (size_t i = 0; i < s->nports; i++) {
+		const struct msvc_port *sp = &s->ports[i];
+		const struct mendpoint *ep;
+
+		if (!sp->neps)
+			continue;
+		ep = &sp->eps[pick % sp->neps];
+		memset(&out->addr, 0, sizeof(out->addr));
+		memcpy(&out->addr, &ep->addr, ep->addr.sa.sa_family == AF_INET6 ? sizeof(ep->addr.in6) :
+		    sizeof(ep->addr.in4));
+		if (out->addr.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&out->addr)->sin6_port = htons(port);
+		else
+			((struct sockaddr_in *)&out->addr)->sin_port = htons(port);
+		out->wl = ep->wl;
+		out->svc = s;
+		return 1;
+	}
+	return -ENOENT;
+}
+
+int
+model_waypoint(const struct model *m, const struct mservice *s, const struct mworkload *wl, unsigned pick,
+    struct mwaypoint *out)
+{
+	const Istio__Workload__GatewayAddress *g = NULL;
+	const Istio__Workload__NetworkAddress *na;
+	const struct mservice *ws;
+	uint16_t port;
+	char key[512];
+
+	if (s)
+		g = svc_msg(s)->waypoint;
+	else if (wl)
+		g = wl_msg(wl)->waypoint;
+	if (!g || g->destination_case == ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION__NOT_SET)
+		return 0;
+	port = g->hbone_mtls_port ? (uint16_t)g->hbone_mtls_port : 15008;
+	memset(out, 0, sizeof(*out));
+	if (g->destination_case == ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_HOSTNAME) {
+		if (!g->hostname || (size_t)snprintf(key, sizeof(key), "%s/%s", S(g->hostname->namespace_),
+		    S(g->hostname->hostname)) >= sizeof(key) || !(ws = model_service(m, key)))
+			return -ENOENT;
+		return waypoint_of_service(ws, pick, port, out);
+	}
+	na = g->address;
+	if (!na || (na->address.len != 4 && na->address.len != 16))
+		return -ENOENT;
+	if (na->address.len == 4) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&out->addr;
+
+		a->sin_family = AF_INET;
+		memcpy(&a->sin_addr, na->address.data, 4);
+		a->sin_port = htons(port);
+	} else {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&out->addr;
+
+		a->sin6_family = AF_INET6;
+		memcpy(&a->sin6_addr, na->address.data, 16);
+		a->sin6_port = htons(port);
+	}
+	if ((out->wl = model_workload_at(m, &out->addr)))
+		return 1;
+	if ((ws = model_service_vip(m, &out->addr)))
+		return waypoint_of_service(ws, pick, port, out);
+	return -ENOENT;
+}
+
 static const struct mres *
 by_name(const struct model *m, enum mres_type t, const char *name)
 {

@@ -208,6 +208,27 @@ const struct msvc_port *model_service_at(const struct model *m, const struct soc
  * outside the mesh (ztunnel refuses it unless the service is PASSTHROUGH). */
 const struct mservice *model_service_vip(const struct model *m, const struct sockaddr_storage *a);
 
+/* A waypoint resolved (reference xds-hbone.md §3.5): the pod to open HBONE
+ * to and the identity to verify there. */
+struct mwaypoint {
+	struct sockaddr_storage addr;	/* the waypoint pod's IP at its hbone_mtls_port (15008 when unset) */
+	const struct mworkload *wl;	/* that pod's workload: its identity is the SAN to expect */
+	const struct mservice *svc;	/* the waypoint's service, when named by hostname or VIP (else NULL) */
+};
+
+/* The waypoint a connection goes through when mesh.useWaypoints is on: the
+ * destination service's Service.waypoint (s given), else the destination
+ * workload's Workload.waypoint (wl given). A GatewayAddress names a
+ * hostname (a waypoint Service, "namespace/hostname") or an address (a
+ * waypoint Service's VIP or a waypoint workload's IP); a service stands
+ * for one of its endpoints, the pick-th (modulo; the caller rotates it).
+ * 1 and *out filled; 0: no waypoint named; -ENOENT: one is named but
+ * unknown or without a workload (the connection must then fail, as in
+ * ztunnel: never bypass the waypoint). Reads the resources' messages: only
+ * for the waypoint path (no lookup when none is named). */
+int model_waypoint(const struct model *m, const struct mservice *s, const struct mworkload *wl, unsigned pick,
+    struct mwaypoint *out);
+
 /* A service by its "namespace/hostname" key, or NULL. */
 const struct mservice *model_service(const struct model *m, const char *key);
 

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "ondemand.h"
 #include "peerauth.h"
+#include "proxyv2.h"
 #include "snapshot.h"
 #include "sniff.h"
 #include "sock.h"
@@ -54,6 +55,11 @@ tunnel_state_str(enum tunnel_state s)
 	return "?";
 }
 
+struct tunnel_pp {
+	uint16_t len;
+	uint8_t hdr[PROXYV2_MAX];
+};
+
 static inline uint64_t *
 tstat(struct tunnel *t, enum listener_metric m)
 {
@@ -82,6 +88,8 @@ tunnel_done(struct relay *r)
 	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	free(t->peer_id);
+	free(t->pp);
+	free(t->wp_authority);
 	if (t->odw) {
 		ondemand_cancel(t->odw);
 		free(t->odw);
@@ -268,6 +276,8 @@ upstream_transport(struct tunnel *t)
 	enum mpeer_transport tp = t->lst == LST_OUTBOUND ?
 	    model_peer_transport(t->snap->s->model, &t->dst, t->peer, &cluster) : MPEER_PLAIN;
 
+	if (t->wp_authority)
+		tp = MPEER_HBONE;	/* a waypoint is reached over HBONE, whatever its workload says */
 	t->us_mtls = tp == MPEER_MTLS;
 	t->us_hbone = tp == MPEER_HBONE;
 	if (tp == MPEER_PLAIN || t->snap->s->certs)
@@ -360,6 +370,45 @@ upstream_hs_fail(struct tunnel *t, int err)
 	return tunnel_fail_connect(t, err, false, true);
 }
 
+/* The app's TCP connect completed: the PROXY v2 header goes first, in one
+ * send (a socket just connected has its whole send buffer free: a short
+ * write means something is wrong, and a half header must not reach the
+ * app). Returns false when t was refused (and closed). */
+static bool
+upstream_proxyv2(struct tunnel *t)
+{
+	ssize_t n = send(t->relay.us.fd, t->pp->hdr, t->pp->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	if (n == (ssize_t)t->pp->len) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL), 1);
+		return true;
+	}
+	stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL_FAIL), 1);
+	clog_warn(t, "PROXY v2 header to the app: %s", n < 0 ? strerror(errno) : "short write");
+	tunnel_fail(t);
+	return false;
+}
+
+int
+tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target)
+{
+	struct tunnel_pp *pp = malloc(sizeof(*pp));
+	int n;
+
+	if (!pp)
+		return -ENOMEM;
+	n = proxyv2_build(pp->hdr, sizeof(pp->hdr), client, target, t->peer_id);
+	if (n < 0) {
+		free(pp);
+		stat_add(tstat(t, LM_UPSTREAM_CX_PROXY_PROTOCOL_FAIL), 1);
+		return n;
+	}
+	pp->len = (uint16_t)n;
+	free(t->pp);
+	t->pp = pp;
+	return 0;
+}
+
 /* The upstream's handshakes, from the connecting stage: the TCP connect,
  * then for an Istio-mTLS peer the TLS client's, both under the attempt's
  * deadline. Forwards when done. */
@@ -408,6 +457,8 @@ upstream_progress(struct tunnel *t)
 		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE), 1);
 		clog_debug(t, "outbound %s: HBONE peer %s", sock_addr_str(&t->dst, a, sizeof(a)), *id ? id : "(none)");
 	}
+	if (t->pp && !upstream_proxyv2(t))
+		return;
 	stage_forward(t);
 }
 
@@ -439,8 +490,12 @@ stage_connect_hbone(struct tunnel *t)
 		.ctx = b->client_ctx,
 	};
 
-	sock_addr_str(&t->dst, auth, sizeof(auth));
-	sock_addr_set_port(&d.addr, HBONE_PORT);
+	if (t->wp_authority)	/* t->dst: the waypoint at its hbone_mtls_port */
+		snprintf(auth, sizeof(auth), "%s", t->wp_authority);
+	else {
+		sock_addr_str(&t->dst, auth, sizeof(auth));
+		sock_addr_set_port(&d.addr, HBONE_PORT);
+	}
 	if (getpeername(t->relay.ds.fd, (struct sockaddr *)&src, &len) == 0) {
 		sock_addr_str(&src, from, sizeof(from));
 		if (svc)
@@ -902,6 +957,7 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 
 static bool stage_route(struct tunnel *t);
 static bool route_unknown(struct tunnel *t);
+static int waypoint_route(struct tunnel *t, const struct mservice *s, const struct mworkload *wl);
 
 /* Route again with the worker's current snapshot (the answer came with a
  * newer one than the connection started with), then go on. */
@@ -1012,6 +1068,12 @@ stage_route(struct tunnel *t)
 			t->svc = NULL;
 			return true;
 		}
+		if (t->svc && t->snap->s->cfg.use_waypoints) {
+			int rc = waypoint_route(t, vs, NULL);
+
+			if (rc)
+				return rc > 0;
+		}
 		if (t->svc && tunnel_pick(t))
 			return true;
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
@@ -1025,6 +1087,8 @@ stage_route(struct tunnel *t)
 		if (ondemand_enabled())
 			ondemand_touch(&t->dst, ev_now(t->w->loop));
 		clog_debug(t, "outbound %s: workload %s", sock_addr_str(&t->dst, a, sizeof(a)), t->peer->uid);
+		if (t->snap->s->cfg.use_waypoints)
+			return waypoint_route(t, NULL, t->peer) >= 0;
 		return true;
 	}
 	/* Not known: on demand, ask the control plane first (the waiting
@@ -1032,6 +1096,45 @@ stage_route(struct tunnel *t)
 	if (ondemand_enabled() && !t->od_waited)
 		return stage_wait(t);
 	return route_unknown(t);
+}
+
+/* mesh.useWaypoints: a destination service (s) or workload (wl) that names
+ * a waypoint is reached through it (reference xds-hbone.md §3.5): HBONE to
+ * the waypoint pod (model_waypoint; the connection id rotates among a
+ * waypoint service's pods), :authority the original destination, the
+ * waypoint's identity verified (it is t->peer). No load balancing of s's
+ * endpoints here: the waypoint does it. 1: routed; 0: no waypoint named;
+ * -1: refused (a waypoint named but unknown: never bypassed) and closed. */
+static int
+waypoint_route(struct tunnel *t, const struct mservice *s, const struct mworkload *wl)
+{
+	struct mwaypoint wp;
+	char a[SOCK_ADDR_STRLEN], b[SOCK_ADDR_STRLEN];
+	int rc = model_waypoint(t->snap->s->model, s, wl, (unsigned)t->id, &wp);
+
+	if (rc == 0)
+		return 0;
+	sock_addr_str(&t->dst, a, sizeof(a));
+	if (rc < 0) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_WAYPOINT_UNKNOWN), 1);
+		clog_warn(t, "outbound %s: %s %s names a waypoint the mesh does not know: refused", a,
+		    s ? "service" : "workload", s ? s->key : wl->uid);
+		tunnel_fail(t);
+		return -1;
+	}
+	if (!(t->wp_authority = strdup(a))) {
+		stat_add(tstat(t, LM_UPSTREAM_CX_OVERFLOW), 1);
+		tunnel_fail(t);
+		return -1;
+	}
+	t->dst = wp.addr;
+	t->peer = wp.wl;
+	t->svc = NULL;
+	t->ep = NULL;
+	stat_add(tstat(t, LM_UPSTREAM_CX_WAYPOINT), 1);
+	clog_debug(t, "outbound %s: through waypoint %s (%s, %s)", a, sock_addr_str(&t->dst, b, sizeof(b)),
+	    wp.wl->uid, wp.wl->identity);
+	return 1;
 }
 
 /* Outbound to a destination the mesh does not know:
@@ -1108,7 +1211,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id)
+    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target)
 {
 	struct tunnel *t = tunnel_new(w, LST_HBONE, -1);
 
@@ -1128,6 +1231,12 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
 	t->state = TUN_CLASSIFIED;
+	if (pp_client && pp_target &&
+	    tunnel_proxy_protocol(t, (const struct sockaddr *)pp_client, (const struct sockaddr *)pp_target) < 0) {
+		clog_warn(t, "hbone: cannot build the PROXY v2 header: refused");
+		tunnel_fail(t);
+		return NULL;
+	}
 	/* The stream is watched for a reset (tunnel_ready) while connecting. */
 	conn_arm(&t->relay.ds, 0);
 	return stage_connect(t) ? t : NULL;

@@ -86,6 +86,15 @@ struct tunnel {
 	 * allocated only then (the known-destination path allocates nothing). */
 	bool od_waited;
 	struct od_wait *odw;
+	/* PROXY protocol v2 toward the app (tunnel_proxy_protocol): the header,
+	 * built once the client and target are known, sent right after the
+	 * app's TCP connect and before any payload; malloc'ed only for a local
+	 * workload whose applicationTunnel says PROXY (NULL otherwise). */
+	struct tunnel_pp *pp;
+	/* Through a waypoint (mesh.useWaypoints, stage_route): the CONNECT's
+	 * :authority, the original destination (VIP:port or podIP:port), while
+	 * dst and peer are the waypoint pod's; malloc'ed only then (NULL). */
+	char *wp_authority;
 	uint16_t sniffed;
 	struct tunnel *prev, *next;	/* worker's list */
 };
@@ -103,14 +112,27 @@ void tunnel_accept(struct worker *w, enum listener_kind kind, int fd);
 struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
     const struct sockaddr_storage *dst);
 
+/* The app connection of inbound tunnel t starts with a PROXY protocol v2
+ * header (proxyv2.h) from client (the original source) to target (the HBONE
+ * :authority, which t->dst may differ from by applicationTunnel.port)
+ * carrying t->peer_id (the source's SPIFFE ID) as TLV 0xD0, as ztunnel
+ * writes it (reference xds-hbone.md §3.5). For the HBONE server's tunnels
+ * whose local workload says applicationTunnel PROXY; ztunnel's plaintext
+ * inbound (15006) writes none, nor do we there. Call before the connecting
+ * stage, after t->peer_id is set. 0, -ENOMEM, or proxyv2_build's error. */
+int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target);
 /* HBONE: a tunnel whose downstream is the CONNECT stream `stream` (moved
  * into the tunnel), to dst (the app), from the peer whose verified SPIFFE
  * ID is peer_id (copied; the close log line's). The connecting and
  * forwarding stages are the same as for a socket; the stream is answered
  * 200 once the app is connected and 503 when it is not. Returns the tunnel,
- * or NULL when it was closed at once (the stream answered and counted). */
+ * or NULL when it was closed at once (the stream answered and counted).
+ * pp_client and pp_target (both or neither): the local workload's
+ * applicationTunnel says PROXY, so the app connection starts with a PROXY
+ * v2 header from the original client to the CONNECT's target
+ * (tunnel_proxy_protocol); NULL: none. */
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id);
+    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

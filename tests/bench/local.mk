@@ -16,7 +16,9 @@ BENCH_FILES = \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
 	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-xtls.sh \
-	tests/bench/bench-xds.sh tests/bench/xdspush.py tests/bench/ondemand.py tests/bench/ondemand_cp.py
+	tests/bench/bench-xds.sh tests/bench/xdspush.py tests/bench/ondemand.py tests/bench/ondemand_cp.py \
+	tests/bench/contenders/outrigger_hbone.py tests/bench/contenders/nghttpx_hbone.py \
+	tests/bench/scenarios/hbone.py tests/bench/bench-hbone.sh
 EXTRA_DIST += $(BENCH_FILES)
 
 # The model's build benchmark (issue 8, "Performance"): built by `make` with
@@ -50,10 +52,19 @@ tests_bench_bench_xtls_LDADD = $(OUTRIGGER_LIBS)
 bench-xtls:
 	$(SHELL) $(top_srcdir)/tests/bench/bench-xtls.sh
 
+# Memory per idle HBONE stream (issue 11): built by `make` so it keeps
+# compiling; `make bench-hbone` builds it without sanitizers and runs it.
+noinst_PROGRAMS += tests/bench/bench_hbone
+tests_bench_bench_hbone_SOURCES = tests/bench/bench_hbone.c
+tests_bench_bench_hbone_LDADD = $(OUTRIGGER_LIBS)
+
+bench-hbone:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-hbone.sh
+
 bench:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh
 
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke bench-model bench-xtls bench-xds
+.PHONY: bench bench-smoke bench-model bench-xtls bench-xds bench-hbone

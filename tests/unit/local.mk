@@ -4,7 +4,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
 	tests/unit/test_xds_node tests/unit/test_ondemand \
-	tests/unit/test_xds_store tests/unit/test_xds_state \
+	tests/unit/test_xds_store tests/unit/test_xds_state tests/unit/test_proxyv2 \
 	tests/unit/test_h2s tests/unit/test_hbone tests/unit/test_hbone_pool
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
@@ -155,6 +155,9 @@ tests_unit_test_xds_state_SOURCES = tests/unit/test_xds_state.c
 tests_unit_test_xds_state_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_xds_state_LDADD = $(UNIT_LDADD)
 $(tests_unit_test_xds_state_OBJECTS): $(PROTO_H)
+tests_unit_test_proxyv2_SOURCES = tests/unit/test_proxyv2.c
+tests_unit_test_proxyv2_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_proxyv2_LDADD = $(UNIT_LDADD)
 
 tests_unit_test_h2s_SOURCES = tests/unit/test_h2s.c
 tests_unit_test_h2s_CFLAGS = $(UNIT_CFLAGS)

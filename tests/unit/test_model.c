@@ -1562,6 +1562,82 @@ test_incremental_service_removed(void **state)
 	mres_unref(in[1].res);
 }
 
+/* Waypoints (model_waypoint, reference xds-hbone.md §3.5): a Service's
+ * waypoint by hostname, by the waypoint service's VIP, by the waypoint
+ * pod's IP (with its own HBONE port); a Workload's; none; one named but
+ * unknown (-ENOENT: the caller must not bypass it). */
+#define WP_SVC(name, vip, wp) \
+	"{" ADDR ",'service':{'name':'" name "','namespace':'ns','hostname':'" name ".ns.svc.cluster.local'," \
+	"'addresses':[{'network':'','address':'" vip "'}],'ports':[{'servicePort':80,'targetPort':8080}]" wp "}}"
+
+static void
+test_waypoints(void **state)
+{
+	struct fix f;
+	struct sockaddr_storage a;
+	const struct mservice *s;
+	const struct mworkload *w;
+	struct mwaypoint wp;
+	char ip[64];
+
+	(void)state;
+	build(&f, "{'resources':["
+	    WP_SVC("waypoint", "CmAACQ==", "")	/* 10.96.0.9 */
+	    "," WP_SVC("byname", "CmAAAg==", ",'waypoint':{'hostname':{'namespace':'ns',"
+	        "'hostname':'waypoint.ns.svc.cluster.local'},'hboneMtlsPort':15008}")
+	    "," WP_SVC("byvip", "CmAAAw==", ",'waypoint':{'address':{'network':'','address':'CmAACQ=='}}")
+	    "," WP_SVC("bypod", "CmAABA==", ",'waypoint':{'address':{'network':'','address':'CgAABQ=='},"
+	        "'hboneMtlsPort':15099}")
+	    "," WP_SVC("dangling", "CmAABQ==", ",'waypoint':{'hostname':{'namespace':'ns',"
+	        "'hostname':'gone.ns.svc.cluster.local'}}")
+	    "," WP_SVC("plain", "CmAABg==", "")
+	    "," WL("wp-pod", "'CgAABQ=='", ",'serviceAccount':'waypoint','tunnelProtocol':'HBONE',"
+	        "'services':{'ns/waypoint.ns.svc.cluster.local':{'ports':[{'servicePort':80,'targetPort':15008}]}}")
+	    "," WL("a-pod", "'" IP_10_0_0_1 "'", ",'waypoint':{'address':{'network':'','address':'CgAABQ=='}},"
+	        "'services':{'ns/byname.ns.svc.cluster.local':{}}")
+	    "]}", NULL, NULL);
+	assert_int_equal(f.rep.nproblems, 0);
+
+	assert_non_null(s = model_service(f.m, "ns/byname.ns.svc.cluster.local"));
+	assert_int_equal(model_waypoint(f.m, s, NULL, 7, &wp), 1);
+	assert_non_null(wp.wl);
+	assert_string_equal(wp.wl->uid, "wp-pod");
+	assert_string_equal(wp.wl->identity, "spiffe://cluster.local/ns/ns/sa/waypoint");
+	assert_non_null(wp.svc);
+	assert_string_equal(wp.svc->name, "waypoint");
+	assert_int_equal(wp.addr.ss_family, AF_INET);
+	inet_ntop(AF_INET, &((struct sockaddr_in *)&wp.addr)->sin_addr, ip, sizeof(ip));
+	assert_string_equal(ip, "10.0.0.5");
+	assert_int_equal(ntohs(((struct sockaddr_in *)&wp.addr)->sin_port), 15008);
+
+	assert_non_null(s = model_service(f.m, "ns/byvip.ns.svc.cluster.local"));
+	assert_int_equal(model_waypoint(f.m, s, NULL, 0, &wp), 1);
+	assert_string_equal(wp.wl->uid, "wp-pod");
+	assert_int_equal(ntohs(((struct sockaddr_in *)&wp.addr)->sin_port), 15008);	/* unset: 15008 */
+
+	assert_non_null(s = model_service(f.m, "ns/bypod.ns.svc.cluster.local"));
+	assert_int_equal(model_waypoint(f.m, s, NULL, 0, &wp), 1);
+	assert_string_equal(wp.wl->uid, "wp-pod");
+	assert_null(wp.svc);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&wp.addr)->sin_port), 15099);
+
+	assert_non_null(s = model_service(f.m, "ns/dangling.ns.svc.cluster.local"));
+	assert_int_equal(model_waypoint(f.m, s, NULL, 0, &wp), -ENOENT);
+	assert_non_null(s = model_service(f.m, "ns/plain.ns.svc.cluster.local"));
+	assert_int_equal(model_waypoint(f.m, s, NULL, 0, &wp), 0);
+
+	/* Workload-addressed: the workload's own waypoint; the waypoint pod has none. */
+	a = sa("10.0.0.1", 0);
+	assert_non_null(w = model_workload_at(f.m, &a));
+	assert_int_equal(model_waypoint(f.m, NULL, w, 0, &wp), 1);
+	assert_string_equal(wp.wl->uid, "wp-pod");
+	a = sa("10.0.0.5", 0);
+	assert_non_null(w = model_workload_at(f.m, &a));
+	assert_int_equal(model_waypoint(f.m, NULL, w, 0, &wp), 0);
+	assert_int_equal(model_waypoint(f.m, NULL, NULL, 0, &wp), 0);
+	done(&f);
+}
+
 int
 main(void)
 {
@@ -1584,6 +1660,7 @@ main(void)
 		cmocka_unit_test(test_incremental_equals_fresh),
 		cmocka_unit_test(test_incremental_service_removed),
 		cmocka_unit_test(test_incremental_allocation_failures),
+		cmocka_unit_test(test_waypoints),
 	};
 
 	if (model_register_types() < 0)

@@ -33,6 +33,7 @@
 #include "config.h"
 #include "conn.h"
 #include "json.h"
+#include "proxyv2.h"
 #include "resources.h"
 #include "snapshot.h"
 #include "sock.h"
@@ -1303,6 +1304,51 @@ test_inbound_local_workload(void **state)
 	teardown_fixture(&f);
 }
 
+/* PROXY protocol v2 toward the app (tunnel_proxy_protocol, as the HBONE
+ * server asks it for an applicationTunnel PROXY workload): the app's first
+ * bytes are the header, then the client's, and it is counted. */
+static void
+test_inbound_proxy_protocol(void **state)
+{
+	static const char id[] = "spiffe://cluster.local/ns/a/sa/client";
+	struct sockaddr_storage app, client, target;
+	uint8_t want[PROXYV2_MAX], got[PROXYV2_MAX + 16];
+	struct fixture f;
+	int lfd = listen_lo(&app), fd, n;
+	size_t off = 0;
+
+	next_kind = LST_INBOUND;
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	next_cert_source = true;	/* sniffs: waits for the client's bytes */
+	setup_with(&f, &app, 0);
+	assert_non_null(f.t);
+	assert_int_equal(f.t->state, TUN_SNIFFING);
+	assert_int_equal(sock_addr_parse("10.1.2.3", 41000, &client), 0);
+	assert_int_equal(sock_addr_parse("127.0.0.1", 8080, &target), 0);
+	f.t->peer_id = strdup(id);
+	assert_int_equal(tunnel_proxy_protocol(f.t, (struct sockaddr *)&client, (struct sockaddr *)&target), 0);
+	n = proxyv2_build(want, sizeof(want), (struct sockaddr *)&client, (struct sockaddr *)&target, id);
+	assert_true(n > 0);
+	assert_int_equal(send(f.client, "hello", 5, 0), 5);
+	spin(&f, 30);	/* sniffed as plaintext, then the app connect */
+	fd = accept_wait(lfd);
+	for (int i = 0; i < 200 && off < (size_t)n + 5; i++) {
+		ssize_t r;
+
+		spin(&f, 5);
+		r = recv(fd, got + off, sizeof(got) - off, MSG_DONTWAIT);
+		if (r > 0)
+			off += (size_t)r;
+	}
+	assert_int_equal(off, (size_t)n + 5);
+	assert_memory_equal(got, want, (size_t)n);
+	assert_memory_equal(got + n, "hello", 5);
+	assert_int_equal(f.w.stats.lst[LST_INBOUND][LM_UPSTREAM_CX_PROXY_PROTOCOL], 1);
+	close(fd);
+	close(lfd);
+	teardown_fixture(&f);
+}
+
 /* No certificate source at all: inbound PERMISSIVE does not wait for the
  * client's first bytes (a server-first app must be reached), as DISABLE.
  * Regression: the sniffing stage made every inbound connection wait. */
@@ -1474,6 +1520,7 @@ main(void)
 		cmocka_unit_test(test_silent_endpoints_share_the_timeout),
 		cmocka_unit_test(test_registry_only),
 		cmocka_unit_test(test_inbound_local_workload),
+		cmocka_unit_test(test_inbound_proxy_protocol),
 		cmocka_unit_test(test_inbound_no_source_no_sniffing),
 		cmocka_unit_test(test_inbound_sniffing),
 		cmocka_unit_test(test_mtls_peer_without_certificate_refused),

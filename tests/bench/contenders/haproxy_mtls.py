@@ -21,7 +21,7 @@ _spec.loader.exec_module(haproxy_base)
 NAME = "haproxy-mtls"
 LABEL = "HAProxy pair, TLS with client certificates"
 ORDER = 35
-SCENARIOS = ("mtls",)
+SCENARIOS = ("mtls", "hbone")
 SUITE = "TLS_AES_256_GCM_SHA384"
 NOTE = ("mode tcp; outbound `server 0.0.0.0:0 ssl verify required ca-file ROOT crt CLIENT alpn istio`, "
         "inbound `bind :15006 ssl crt SERVER ca-file ROOT verify required`; TLS 1.3 %s pinned on "

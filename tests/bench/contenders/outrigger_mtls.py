@@ -19,7 +19,7 @@ _spec.loader.exec_module(outrigger_base)
 NAME = "outrigger-mtls"
 LABEL = "Outrigger pair, Istio mTLS"
 ORDER = 25
-SCENARIOS = ("mtls",)
+SCENARIOS = ("mtls", "hbone")
 NOTE = ("Both sidecars load EC P-256 SPIFFE certificates (--cert-dir); the client's mesh marks the "
         "server Workload LEGACY_ISTIO_MTLS: outbound Istio mTLS (TLS 1.3, OpenSSL 3 default suites: "
         "TLS_AES_256_GCM_SHA384; ALPN istio; SPIFFE ID checked; session tickets resumed per worker), "
