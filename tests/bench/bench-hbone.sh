@@ -11,6 +11,6 @@ rm -rf "$work"
 mkdir -p "$work"
 printf '#define _GNU_SOURCE 1\n' >"$work/autoconfig.h"
 ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" \
-	"$srcdir/tests/bench/bench_hbone.c" "$srcdir/src/h2s.c" "$srcdir/src/conn.c" "$srcdir/src/sock.c" \
+	"$srcdir/tests/bench/bench_hbone.c" "$srcdir/src/h2s.c" "$srcdir/src/pool.c" "$srcdir/src/conn.c" "$srcdir/src/sock.c" \
 	$(pkg-config --cflags --libs libnghttp2) -lev -lpthread -o "$work/bench_hbone"
 exec "$work/bench_hbone" "$@"
