@@ -312,6 +312,10 @@ serial_hex(X509 *x, char *out, size_t len)
 	BN_free(bn);
 }
 
+/* How far ahead of our clock a certificate's notBefore may be and still be
+ * taken (seconds). */
+#define CERT_CLOCK_SKEW_S 60
+
 /* X509_verify_cert: leaf to one of roots through chain (untrusted), at now. */
 static int
 verify_chain(X509 *leaf, STACK_OF(X509) *chain, STACK_OF(X509) *roots, time_t now, char *err,
@@ -384,6 +388,14 @@ certbundle_from_pem(const char *chain, size_t chainlen, const char *key, size_t 
 	b->not_before = asn1_to_time(X509_get0_notBefore(b->leaf));
 	b->not_after = asn1_to_time(X509_get0_notAfter(b->leaf));
 	serial_hex(b->leaf, b->serial, sizeof(b->serial));
+	/* A certificate that starts a few seconds after our clock is judged at
+	 * its start: the CA's clock may run a little ahead of ours, and a
+	 * certificate minted right after a second began, against our coarse
+	 * time(), starts "1 s from now" (seen with the test CA). Refusing it
+	 * would only cost a retry and a CA failure; peers judge it by their
+	 * own clocks anyway. */
+	if (b->not_before > now && b->not_before - now <= CERT_CLOCK_SKEW_S)
+		now = b->not_before;
 	if (X509_cmp_time(X509_get0_notBefore(b->leaf), &now) > 0) {
 		seterr(err, errlen, "certificate (serial %s) is not valid yet: its notBefore is %lld s from now",
 		    b->serial, (long long)(b->not_before - now));

@@ -345,6 +345,14 @@ test_bundle_refusals(void **state)
 	expect_refused(chain, other_key, roots, now, "the key does not match");
 	/* Not valid at now: before notBefore, after notAfter. */
 	expect_refused(chain, key, roots, now - 7200, "not valid yet");
+	expect_refused(chain, key, roots, now - 3600 - 120, "not valid yet");
+	/* A notBefore up to a minute ahead of our clock is a clock's skew (or
+	 * a second rounded against time()): taken, as at its start. */
+	struct certbundle *early = NULL;
+	char eerr[256] = "";
+	assert_int_equal(bundle(chain, key, roots, now - 3600 - 30, &early, eerr), 0);
+	assert_non_null(early);
+	certbundle_unref(early);
 	expect_refused(chain, key, roots, now + 2 * 86400, "expired");
 	/* Another mesh's root. */
 	expect_refused(chain, key, other_roots, now, "does not chain to the roots");
