@@ -185,22 +185,13 @@ static const struct h2s_handler handler = { .request = on_request, .closed = on_
 static void
 hs_fail(struct hbconn *h, int err, bool timeout)
 {
-	static const enum listener_metric reason[] = {
-		[XTLS_FAIL_PROTOCOL] = LM_DOWNSTREAM_CX_TLS_FAIL_PROTOCOL,
-		[XTLS_FAIL_NO_CERT] = LM_DOWNSTREAM_CX_TLS_FAIL_NO_CERT,
-		[XTLS_FAIL_UNTRUSTED] = LM_DOWNSTREAM_CX_TLS_FAIL_UNTRUSTED,
-		[XTLS_FAIL_EXPIRED] = LM_DOWNSTREAM_CX_TLS_FAIL_EXPIRED,
-		[XTLS_FAIL_IDENTITY] = LM_DOWNSTREAM_CX_TLS_FAIL_IDENTITY,
-		[XTLS_FAIL_IO] = LM_DOWNSTREAM_CX_TLS_FAIL_IO,
-	};
 	char detail[256] = "";
 	enum xtls_fail f = timeout ? XTLS_FAIL_IO : xtls_failure(&h->t, detail, sizeof(detail));
 
 	if (f == XTLS_FAIL_NONE)
 		f = XTLS_FAIL_IO;
 	stat_add(hstat(h->w, LM_DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
-	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
-		stat_add(hstat(h->w, reason[f]), 1);
+	stat_add(hstat(h->w, tunnel_ds_tls_metric(f)), 1);
 	clog_warn(h, "hbone: TLS handshake failed (%s): %s", xtls_fail_names[f],
 	    timeout ? "timed out" : *detail ? detail : strerror(-err));
 	conn_close(&h->t, CONN_ABORT);

@@ -578,10 +578,8 @@ stage_connect(struct tunnel *t)
 	return true;
 }
 
-/* The inbound mTLS handshake failed: counted with its reason (xtls_fail),
- * logged with the transport's detail; the client is reset. */
-static void
-downstream_hs_fail(struct tunnel *t, int err, bool timeout)
+enum listener_metric
+tunnel_ds_tls_metric(int f)
 {
 	static const enum listener_metric reason[] = {
 		[XTLS_FAIL_PROTOCOL] = LM_DOWNSTREAM_CX_TLS_FAIL_PROTOCOL,
@@ -591,14 +589,23 @@ downstream_hs_fail(struct tunnel *t, int err, bool timeout)
 		[XTLS_FAIL_IDENTITY] = LM_DOWNSTREAM_CX_TLS_FAIL_IDENTITY,
 		[XTLS_FAIL_IO] = LM_DOWNSTREAM_CX_TLS_FAIL_IO,
 	};
+
+	return f > 0 && (size_t)f < sizeof(reason) / sizeof(reason[0]) && reason[f] ? reason[f] :
+	    LM_DOWNSTREAM_CX_TLS_FAIL_IO;
+}
+
+/* The inbound mTLS handshake failed: counted with its reason (xtls_fail),
+ * logged with the transport's detail; the client is reset. */
+static void
+downstream_hs_fail(struct tunnel *t, int err, bool timeout)
+{
 	char detail[256] = "";
 	enum xtls_fail f = timeout ? XTLS_FAIL_IO : xtls_failure(&t->relay.ds, detail, sizeof(detail));
 
 	if (f == XTLS_FAIL_NONE)
 		f = XTLS_FAIL_IO;
 	stat_add(tstat(t, LM_DOWNSTREAM_CX_TLS_HANDSHAKE_FAIL), 1);
-	if ((size_t)f < sizeof(reason) / sizeof(reason[0]))
-		stat_add(tstat(t, reason[f]), 1);
+	stat_add(tstat(t, tunnel_ds_tls_metric(f)), 1);
 	/* Anyone who reaches 15006 can make these: the per-site rate limit
 	 * bounds the lines, the counters count them all. */
 	clog_warn(t, "inbound port %u: mTLS handshake failed (%s): %s", sock_addr_port(&t->dst), xtls_fail_names[f],

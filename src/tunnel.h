@@ -101,6 +101,10 @@ struct tunnel {
 
 const char *tunnel_state_str(enum tunnel_state s);
 
+/* The downstream counter of an inbound TLS handshake failure's reason (an
+ * enum xtls_fail: 15006's and the HBONE server's), LM_DOWNSTREAM_CX_TLS_FAIL_*. */
+enum listener_metric tunnel_ds_tls_metric(int f);
+
 /* Take over an accepted socket fd from listener kind on worker w: find the
  * original destination, connect, and carry the bytes. Never fails to the
  * caller: a connection that cannot be served is closed and counted. */
