@@ -232,8 +232,10 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 			if (n > 0) {
 				f->inflight += (size_t)n;
 				r->last_io = ev_now(r->loop);
-				if (from_ds)
+				if (from_ds) {
 					stat_add(rstat(r, LM_DOWNSTREAM_CX_RX_BYTES_TOTAL), (uint64_t)n);
+					r->rx_bytes += (uint64_t)n;
+				}
 				/* A short read means the socket is empty, unless the
 				 * transport holds more (a TLS record read whole), or for
 				 * a FIN queued behind the bytes: read once more (after
@@ -272,8 +274,10 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 				f->inflight -= (size_t)n;
 				f->full = false;
 				r->last_io = ev_now(r->loop);
-				if (!from_ds)
+				if (!from_ds) {
 					stat_add(rstat(r, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
+					r->tx_bytes += (uint64_t)n;
+				}
 			} else if (n != -EAGAIN) {
 				side_write_failed(r, dst, n < 0 ? (int)n : -EPIPE);
 			} else if (src->rdead) {

@@ -54,6 +54,9 @@ struct relay {
 	ev_tstamp last_io;
 	ev_tstamp linger_until;
 	bool hup_due;			/* a side waits to be put in the hang-up watch */
+	/* Bytes of this relay: read from downstream (and sent on upstream), and
+	 * written to downstream; for telemetry and access logs. */
+	uint64_t rx_bytes, tx_bytes;
 	relay_done_fn *done;
 };
 

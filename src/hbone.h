@@ -32,7 +32,7 @@ int hbone_authority_parse(const char *auth, size_t len, struct sockaddr_storage 
 
 /* A connection accepted on 15008 by worker w: TLS, HTTP/2, then a tunnel
  * per CONNECT stream. Never fails to the caller (a failure is counted). */
-void hbone_accept(struct worker *w, int fd);
+void hbone_accept(struct worker *w, int fd, const struct sockaddr_storage *peer);
 /* Drain: GOAWAY on every session of w (open streams finish). Stop: every
  * connection of w closed at once (after tunnel_close_all reset the streams). */
 void hbone_drain(struct worker *w);

@@ -35,6 +35,7 @@ struct hbconn {
 	struct h2s *s;			/* NULL while the handshake runs */
 	ev_timer timer;			/* the handshake's deadline */
 	struct sockaddr_storage local;	/* the address the client connected to */
+	struct sockaddr_storage peer;	/* the client's address (accept) */
 	char *peer_id;			/* the client certificate's SPIFFE ID */
 	struct hbconn *prev, *next;	/* the worker's list */
 };
@@ -152,16 +153,15 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	/* PROXY v2 (hbext): src the HBONE peer's address (ztunnel connects
 	 * from the source pod's IP), dst the CONNECT's target, before the
 	 * application tunnel's port replaces it. */
-	struct sockaddr_storage pp_client, pp_target = dst;
-	socklen_t pplen = sizeof(pp_client);
-	bool pp = local && local->proxy_protocol && getpeername(h->t.fd, (struct sockaddr *)&pp_client, &pplen) == 0;
+	struct sockaddr_storage pp_target = dst;
+	bool pp = local && local->proxy_protocol;
 	if (local && local->app_tunnel_port)
 		sock_addr_set_port(&dst, local->app_tunnel_port);
 	if (!authorized(h, local, &dst)) {
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
 		return;
 	}
-	tunnel_start_stream(w, stream, &dst, h->peer_id, pp ? &pp_client : NULL, pp ? &pp_target : NULL);
+	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL);
 }
 
 static void
@@ -233,7 +233,7 @@ hs_timeout(struct ev_loop *loop, ev_timer *tm, int revents)
 }
 
 void
-hbone_accept(struct worker *w, int fd)
+hbone_accept(struct worker *w, int fd, const struct sockaddr_storage *peer)
 {
 	const struct certbundle *b = w->snap->s->certs;
 	struct hbconn *h = NULL;
@@ -255,6 +255,7 @@ hbone_accept(struct worker *w, int fd)
 	h->w = w;
 	h->worker_id = w->id;
 	h->id = ++w->next_id;
+	h->peer = *peer;
 	(void)getsockname(fd, (struct sockaddr *)&h->local, &len);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_init(&h->t, w->loop, fd, &raw_ops, hs_ready, h, w->hup.fd);

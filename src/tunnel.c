@@ -917,8 +917,47 @@ tunnel_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 }
 
 /* Accepted: a tunnel for socket fd, counted and listed; NULL (fd reset) on OOM. */
+const char *
+tunnel_rflags_str(uint32_t mask, char *buf, size_t len)
+{
+	static const char *const names[TRF__COUNT] = {
+#define X(e, s) s,
+		TUNNEL_RESPONSE_FLAGS(X)
+#undef X
+	};
+	size_t at = 0;
+
+	if (!len)
+		return buf;
+	buf[0] = 0;
+	for (unsigned i = 0; i < TRF__COUNT; i++) {
+		if (!(mask & (1u << i)))
+			continue;
+		int n = snprintf(buf + at, len - at, "%s%s", at ? "," : "", names[i]);
+		if (n < 0 || (size_t)n >= len - at)
+			break;
+		at += (size_t)n;
+	}
+	if (!at)
+		snprintf(buf, len, "-");
+	return buf;
+}
+
+/* Keeps src (NULL or not IP: AF_UNSPEC) in the tunnel's 28 bytes. */
+static void
+tunnel_set_src(struct tunnel *t, const struct sockaddr_storage *src)
+{
+	memset(&t->src, 0, sizeof(t->src));
+	if (src && src->ss_family == AF_INET)
+		memcpy(&t->src.in4, src, sizeof(t->src.in4));
+	else if (src && src->ss_family == AF_INET6)
+		memcpy(&t->src.in6, src, sizeof(t->src.in6));
+	else
+		t->src.sa.sa_family = AF_UNSPEC;
+}
+
 static struct tunnel *
-tunnel_new(struct worker *w, enum listener_kind kind, int fd)
+tunnel_new(struct worker *w, enum listener_kind kind, int fd, const struct sockaddr_storage *src)
 {
 	struct tunnel *t;
 	int one = 1;
@@ -937,6 +976,8 @@ tunnel_new(struct worker *w, enum listener_kind kind, int fd)
 	t->id = t->relay.id = ++w->next_id;
 	t->lst = kind;
 	t->state = TUN_ACCEPTED;
+	t->started = ev_now(w->loop);
+	tunnel_set_src(t, src);
 	t->snap = wsnap_use(w->snap);
 	t->us_ops = &raw_ops;
 	relay_init(&t->relay, w->loop, &w->pool, w->stats.lst[kind], tunnel_done);
@@ -1192,9 +1233,9 @@ stage_classify(struct tunnel *t)
 }
 
 void
-tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
+tunnel_accept(struct worker *w, enum listener_kind kind, int fd, const struct sockaddr_storage *src)
 {
-	struct tunnel *t = tunnel_new(w, kind, fd);
+	struct tunnel *t = tunnel_new(w, kind, fd, src);
 
 	if (t && stage_classify(t) && t->state != TUN_WAITING)
 		stage_next(t);
@@ -1203,7 +1244,13 @@ tunnel_accept(struct worker *w, enum listener_kind kind, int fd)
 struct tunnel *
 tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct sockaddr_storage *dst)
 {
-	struct tunnel *t = tunnel_new(w, kind, fd);
+	struct sockaddr_storage src;
+	socklen_t len = sizeof(src);
+	struct tunnel *t;
+
+	if (getpeername(fd, (struct sockaddr *)&src, &len) < 0)
+		src.ss_family = AF_UNSPEC;
+	t = tunnel_new(w, kind, fd, &src);
 
 	if (!t)
 		return NULL;
@@ -1218,9 +1265,10 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target)
+    const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client,
+    const struct sockaddr_storage *pp_target)
 {
-	struct tunnel *t = tunnel_new(w, LST_HBONE, -1);
+	struct tunnel *t = tunnel_new(w, LST_HBONE, -1, src);
 
 	if (!t) {
 		stat_add(&w->stats.lst[LST_HBONE][LM_HBONE_RQ_503], 1);

@@ -7,12 +7,15 @@
 #define OR_TUNNEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "conn-t.h"
 #include "flow.h"
 #include "lb.h"
 #include "metrics.h"
+#include "model.h"
 
 struct od_wait;
 struct worker;
@@ -29,6 +32,39 @@ enum tunnel_state {
 	TUN_CLOSED,
 };
 
+/* Envoy's response flags (its access log's %RESPONSE_FLAGS%, Istio's
+ * response_flags label), as the connection earned them: set where the
+ * pipeline or the relay fails, read by telemetry and the access log. The
+ * order here is the order they are printed in, comma-separated; none is
+ * "-". */
+#define TUNNEL_RESPONSE_FLAGS(X) \
+	X(NO_HEALTHY_UPSTREAM, "UH") \
+	X(UPSTREAM_CONNECT_FAILURE, "UF") \
+	X(UPSTREAM_OVERFLOW, "UO") \
+	X(NO_ROUTE, "NR") \
+	X(UPSTREAM_RETRY_LIMIT, "URX") \
+	X(NO_CLUSTER, "NC") \
+	X(DOWNSTREAM_TERMINATION, "DC") \
+	X(UPSTREAM_TERMINATION, "UC") \
+	X(STREAM_IDLE_TIMEOUT, "SI") \
+	X(DOWNSTREAM_PROTOCOL_ERROR, "DPE") \
+	X(UPSTREAM_PROTOCOL_ERROR, "UPE") \
+	X(RBAC_DENIED, "RBAC") \
+	X(DRAINED, "DR")
+
+enum tunnel_rflag_bit {
+#define X(e, s) TRF_BIT_##e,
+	TUNNEL_RESPONSE_FLAGS(X)
+#undef X
+	TRF__COUNT
+};
+#define TRF(e) (1u << TRF_BIT_##e)
+
+/* The flags of mask as Envoy prints them ("UF,URX"; "-" for none) into buf
+ * (at least TUNNEL_RFLAGS_MAX bytes); returns buf. */
+#define TUNNEL_RFLAGS_MAX 64
+const char *tunnel_rflags_str(uint32_t mask, char *buf, size_t len);
+
 struct tunnel {
 	unsigned worker_id;		/* log tag "[w%u c%llu]" */
 	unsigned long long id;
@@ -39,6 +75,13 @@ struct tunnel {
 	ev_timer timer;			/* the current stage's deadline */
 	struct wsnap *snap;		/* the configuration this connection started with */
 	struct sockaddr_storage dst;	/* where the upstream connect goes */
+	/* The client's address (accept's; for HBONE the HBONE peer's, the
+	 * source pod) and when the connection was accepted (ev_now: wall
+	 * clock), for authorization, telemetry and access logs. src is
+	 * AF_UNSPEC when unknown. */
+	union msockaddr src;
+	ev_tstamp started;
+	uint32_t rflags;		/* TRF(...) bits */
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	/* The mesh's answer, from the snapshot's model (valid while the tunnel
 	 * holds snap): for outbound, the service port the destination was (NULL:
@@ -108,10 +151,11 @@ enum listener_metric tunnel_ds_tls_metric(int f);
 /* Take over an accepted socket fd from listener kind on worker w: find the
  * original destination, connect, and carry the bytes. Never fails to the
  * caller: a connection that cannot be served is closed and counted. */
-void tunnel_accept(struct worker *w, enum listener_kind kind, int fd);
+void tunnel_accept(struct worker *w, enum listener_kind kind, int fd, const struct sockaddr_storage *src);
 
 /* tunnel_accept() with the destination given: for tests and for callers
- * that chose the destination themselves. Returns the tunnel, or NULL when it
+ * that chose the destination themselves (the client's address is the
+ * socket's peer). Returns the tunnel, or NULL when it
  * was closed at once (the failure is counted). */
 struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
     const struct sockaddr_storage *dst);
@@ -126,7 +170,8 @@ struct tunnel *tunnel_start(struct worker *w, enum listener_kind kind, int fd,
  * stage, after t->peer_id is set. 0, -ENOMEM, or proxyv2_build's error. */
 int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const struct sockaddr *target);
 /* HBONE: a tunnel whose downstream is the CONNECT stream `stream` (moved
- * into the tunnel), to dst (the app), from the peer whose verified SPIFFE
+ * into the tunnel), to dst (the app), from src (the HBONE peer's address)
+ * and the peer whose verified SPIFFE
  * ID is peer_id (copied; the close log line's). The connecting and
  * forwarding stages are the same as for a socket; the stream is answered
  * 200 once the app is connected and 503 when it is not. Returns the tunnel,
@@ -136,7 +181,7 @@ int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const
  * v2 header from the original client to the CONNECT's target
  * (tunnel_proxy_protocol); NULL: none. */
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target);
+    const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

@@ -129,16 +129,18 @@ accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct worker *w = l->w;
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage src;
+		socklen_t srclen = sizeof(src);
+		int fd = accept4(l->fd, (struct sockaddr *)&src, &srclen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
 			/* A session takes two descriptors; beyond the worker's share
 			 * the admin and health ports would starve. */
 			if (!pool_fd_room(&w->pool, 2))
 				accept_refuse(w, l, fd, "descriptor budget used up");
 			else if (l->kind == LST_HBONE)
-				hbone_accept(w, fd);
+				hbone_accept(w, fd, &src);
 			else
-				tunnel_accept(w, l->kind, fd);
+				tunnel_accept(w, l->kind, fd, &src);
 			continue;
 		}
 		int err = errno;
