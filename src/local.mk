@@ -18,6 +18,7 @@ liboutrigger_a_SOURCES = \
 	src/lb.c src/lb.h \
 	src/log.c src/log.h \
 	src/metrics.c src/metrics.h \
+	src/ltab.c src/ltab.h \
 	src/model.c src/model.h \
 	src/model_eds.c src/model_eds.h \
 	src/ondemand.c src/ondemand.h \
