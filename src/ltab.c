@@ -2,6 +2,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,18 +150,51 @@ ltab_render(struct strbuf *sb, struct ltab *const *tabs, size_t n, const char *c
 				m.val[(idx[i] - 1) * LTAB_NVALS + v] += stat_read(&e->val[v]);
 		}
 	}
-	for (unsigned v = 0; v < LTAB_NVALS; v++) {
-		prom_family(sb, names[v], help[v], METRIC_COUNTER);
-		for (size_t i = 0; i < m.n; i++) {
-			sb_printf(sb, "%s{", names[v]);
-			for (unsigned j = 0; j < nl; j++) {
-				sb_printf(sb, "%s%s=\"", j ? "," : "", lnames[j]);
-				prom_label_value(sb, m.key[i]->lab[j]);
-				sb_append(sb, "\"", 1);
+	/* Each key's label text once, shared by the four families; escaping
+	 * appends runs, not bytes (1,000 sets must render in < 10 ms). */
+	struct strbuf lt = { 0 };
+	size_t *off = calloc(m.n + 1, sizeof(*off));
+	if (!off) {
+		sb->oom = true;
+		goto out;
+	}
+	for (size_t i = 0; i < m.n; i++) {
+		off[i] = lt.len;
+		for (unsigned j = 0; j < nl; j++) {
+			if (j)
+				sb_append(&lt, ",", 1);
+			sb_append(&lt, lnames[j], strlen(lnames[j]));
+			sb_append(&lt, "=\"", 2);
+			const char *q = m.key[i]->lab[j];
+			for (;;) {
+				size_t run = strcspn(q, "\\\"\n");
+				sb_append(&lt, q, run);
+				q += run;
+				if (!*q)
+					break;
+				sb_append(&lt, *q == '\n' ? "\\n" : *q == '"' ? "\\\"" : "\\\\", 2);
+				q++;
 			}
-			sb_printf(sb, "} %llu\n", (unsigned long long)m.val[i * LTAB_NVALS + v]);
+			sb_append(&lt, "\"", 1);
 		}
 	}
+	off[m.n] = lt.len;
+	for (unsigned v = 0; v < LTAB_NVALS; v++) {
+		size_t nlen = strlen(names[v]);
+		prom_family(sb, names[v], help[v], METRIC_COUNTER);
+		for (size_t i = 0; i < m.n; i++) {
+			char num[32];
+			int k = snprintf(num, sizeof(num), "} %llu\n", (unsigned long long)m.val[i * LTAB_NVALS + v]);
+			sb_append(sb, names[v], nlen);
+			sb_append(sb, "{", 1);
+			sb_append(sb, lt.p + off[i], off[i + 1] - off[i]);
+			sb_append(sb, num, (size_t)k);
+		}
+	}
+	if (lt.oom)
+		sb->oom = true;
+	sb_free(&lt);
+	free(off);
 out:
 	free(cnt);
 	free(idx);

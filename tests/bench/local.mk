@@ -15,7 +15,7 @@ BENCH_FILES = \
 	tests/bench/scenarios/bulk1.py tests/bench/scenarios/bulk64.py \
 	tests/bench/scenarios/pingpong.py tests/bench/scenarios/connect.py \
 	tests/bench/scenarios/closeserver.py tests/bench/scenarios/closeclient.py \
-	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-xtls.sh \
+	tests/bench/scenarios/idle.py tests/bench/bench-model.sh tests/bench/bench-telemetry.sh tests/bench/bench-xtls.sh \
 	tests/bench/bench-xds.sh tests/bench/xdspush.py tests/bench/ondemand.py tests/bench/ondemand_cp.py \
 	tests/bench/contenders/outrigger_hbone.py tests/bench/contenders/nghttpx_hbone.py \
 	tests/bench/scenarios/hbone.py tests/bench/bench-hbone.sh
@@ -67,4 +67,13 @@ bench:
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke bench-model bench-xtls bench-xds bench-hbone
+.PHONY: bench bench-smoke bench-model bench-telemetry bench-xtls bench-xds bench-hbone
+
+# The istio_tcp_* scrape (issue 12): 1,000 label sets over 2 workers, timed
+# render. Built by `make`; `make bench-telemetry` builds it optimised and runs it.
+noinst_PROGRAMS += tests/bench/bench_telemetry
+tests_bench_bench_telemetry_SOURCES = tests/bench/bench_telemetry.c
+tests_bench_bench_telemetry_LDADD = $(OUTRIGGER_LIBS)
+
+bench-telemetry:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-telemetry.sh
