@@ -87,6 +87,7 @@ enum listener_kind {
 	X(HBONE_RQ_200, hbone_rq_200, COUNTER, "HBONE CONNECTs answered 200: the app connection is up") \
 	X(HBONE_RQ_400, hbone_rq_400, COUNTER, "HBONE requests refused 400: not a CONNECT, :scheme or :path present, a bad authority, or not this pod's address") \
 	X(HBONE_RQ_401, hbone_rq_401, COUNTER, "HBONE CONNECTs refused 401: authorization denied") \
+	X(DOWNSTREAM_CX_AUTHZ_DENIED, downstream_cx_authz_denied, COUNTER, "Inbound connections reset: authorization denied") \
 	X(HBONE_RQ_503, hbone_rq_503, COUNTER, "HBONE CONNECTs answered 503: the app refused, timed out or could not be reached")
 
 enum listener_metric {

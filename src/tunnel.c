@@ -3,6 +3,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+
+#include "authz.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -553,6 +555,22 @@ stage_connect(struct tunnel *t)
 	int rc;
 
 	t->state = TUN_CONNECTING;
+	/* L4 authorization (authz.h) for inbound on 15006: after the
+	 * handshake (peer_id known), before the app connect. */
+	if (t->lst == LST_INBOUND && !t->authz_done) {
+		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&t->dst, t->peer_id };
+		struct authz_result res;
+
+		t->authz_done = true;
+		if (authz_check(t->snap->s->authz, t->local, &c, &res, NULL) == AUTHZ_DENY) {
+			t->rflags |= TRF(RBAC_DENIED);
+			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
+			clog_debug(t, "authorization denied %s (policy %s)", t->peer_id ? t->peer_id : "(no id)",
+			    res.policy ? res.policy : "(no ALLOW policy matched)");
+			tunnel_fail(t);
+			return false;
+		}
+	}
 	if (!upstream_transport(t))
 		return false;
 	if (t->us_hbone)

@@ -82,6 +82,7 @@ struct tunnel {
 	union msockaddr src;
 	ev_tstamp started;
 	uint32_t rflags;		/* TRF(...) bits */
+	bool authz_done;		/* inbound: the authorization check ran (authz.h) */
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	/* The mesh's answer, from the snapshot's model (valid while the tunnel
 	 * holds snap): for outbound, the service port the destination was (NULL:
