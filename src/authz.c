@@ -586,7 +586,8 @@ authz_build(const struct model *m)
 			goto oom;
 	/* Sorted by name, for the workloads' references (model_resource's
 	 * order need not be). */
-	qsort(a->p, a->np, sizeof(*a->p), cmp_pol);
+	if (a->np > 1)
+		qsort(a->p, a->np, sizeof(*a->p), cmp_pol);
 	if (!(idx = malloc((a->np ? a->np : 1) * sizeof(*idx))))
 		goto oom;
 	for (nidx = 0, i = 0; i < a->np; i++)
