@@ -114,7 +114,7 @@ authorized(struct hbconn *h, const struct mworkload *local, const struct sockadd
 	struct authz_conn c = { (const struct sockaddr *)&h->peer, (const struct sockaddr *)dst, h->peer_id };
 	struct authz_result res;
 
-	if (authz_check(h->w->snap->s->authz, local, &c, &res, NULL) == AUTHZ_ALLOW)
+	if (authz_check(h->w->snap->s->authz, local, &c, &res, h->w->stats.authz) == AUTHZ_ALLOW)
 		return true;
 	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
 	    res.policy ? res.policy : "(no ALLOW policy matched)");

@@ -35,7 +35,8 @@ APP_PORT = 8080
 def authz(name, action="ALLOW", rules=None, scope="WORKLOAD_SELECTOR", namespace=NS, dry_run=False):
     """One policy; rules: list of rules, each a list of match dicts (proto3 JSON)."""
     r = {"@type": AUTHZ, "name": name, "namespace": namespace, "scope": scope, "action": action,
-         "groups": [{"rules": [{"matches": m} for m in rule]} for rule in (rules or [])]}
+         "groups": [{"rules": [{"matches": m if isinstance(m, list) else [m]} for m in rule]}
+                    for rule in (rules or [])]}
     if dry_run:
         r["dryRun"] = True
     return r
@@ -221,19 +222,17 @@ def test_no_policy_allows_and_deny_wins(mesh, path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_rule_semantics(mesh, path):
-    """Within a rule all matches must hold (AND); within a group any rule (OR); across groups
-    all (AND); within one match any value (OR)."""
+    """ztunnel's order: groups OR'ed; the rules of a group AND'ed; the matches of a rule OR'ed;
+    within one match the values of a kind OR'ed."""
     m = mesh
     ok = {"namespaces": [{"exact": "default"}]}
     bad = {"namespaces": [{"exact": "x"}]}
-    m.start([authz("and", "ALLOW", [[ok, bad]])])          # one rule, two matches: AND
+    m.start([authz("and", "ALLOW", [[ok, bad]])])          # one group, two rules: AND
     check(m, path, False)
-    m.reload([authz("or", "ALLOW", [[bad], [ok]])])       # two rules: OR
+    m.reload([authz("or", "ALLOW", [[bad], [ok]])])       # two groups: OR
     check(m, path, True)
-    m.reload([{"@type": AUTHZ, "name": "groups", "namespace": NS, "scope": "WORKLOAD_SELECTOR",
-               "action": "ALLOW", "groups": [{"rules": [{"matches": [ok]}]},
-                                             {"rules": [{"matches": [bad]}]}]}])
-    check(m, path, False)
+    m.reload([authz("matches", "ALLOW", [[[bad, ok]]])])  # one rule, two matches: OR
+    check(m, path, True)
     m.reload([authz("values", "ALLOW", one(namespaces=[{"exact": "x"}, {"exact": "default"}]))])
     check(m, path, True)
 
@@ -298,6 +297,9 @@ def test_policy_change_applies_and_closes(mesh, close):
     # A long-lived plaintext connection through 15006 (PERMISSIVE): socat keeps it open.
     p = m.client.popen(["socat", "-", "TCP:%s:%d" % (m.server.ip4, APP_PORT)],
                        stdin=__import__("subprocess").PIPE)
+    # Its first bytes end the sniffing: the connection is authorized and forwarding.
+    p.stdin.write(b"GET / HTTP/1.1\r\n")  # headers not ended: the app waits
+    p.stdin.flush()
     wait_for(lambda: m.stat("listener.inbound.downstream_cx_active") >= 1, timeout=5,
              what="the connection open")
     deny = authz("deny-src", "DENY", one(sourceIps=[addr(m.client.ip4, 32)]), scope="NAMESPACE")
@@ -336,6 +338,9 @@ def test_bad_policy_refused_by_name_old_state_stays(mesh, case):
     check(m, "hbone", False)
     bad = BAD[case](m)
     m.reload([keep, bad])
-    wait_for(lambda: bad["name"] in m.sc.log(), timeout=5, what="the refusal naming %s" % bad["name"])
+    # A file's resources are refused by their JSON path (resources[2]: after the workload and
+    # keep); by xDS, by name in the NACK.
+    wait_for(lambda: "resource refused: resources[2]" in m.sc.log(), timeout=5,
+             what="the refusal naming %s (resources[2])" % bad["name"])
     check(m, "hbone", False)
     check(m, "mtls", False)
