@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "authz.h"
 #include "certsrc.h"
 #include "config.h"
 #include "identity.h"
@@ -165,6 +166,19 @@ collect_rows(struct stat_rows *rs)
 		stat_rows_add(rs, stat_read(&process_stats[m]), "server.%s", process_metric_desc[m].name);
 	for (int m = 0; m < SM__COUNT; m++)
 		stat_rows_add(rs, server.stats[m], "server.%s", server_metric_desc[m].name);
+	/* Per authorization policy that has a slot (authz.h). */
+	for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
+		const char *pn = authz_slot_name(slot);
+		uint64_t v[2] = { 0, 0 };
+
+		if (!pn || !*pn)
+			continue;
+		for (unsigned j = 0; j < nw; j++)
+			for (int k = 0; k < 2; k++)
+				v[k] += stat_read(&w[j].stats.authz[slot * 2 + k]);
+		stat_rows_add(rs, v[AUTHZ_ALLOW], "authz.%s.authz_policy_allow", pn);
+		stat_rows_add(rs, v[AUTHZ_DENY], "authz.%s.authz_policy_deny", pn);
+	}
 	stat_rows_add(rs, server.concurrency, "server.concurrency");
 	stat_rows_add(rs, server.live && !server.draining, "server.live");
 	stat_rows_add(rs, (uint64_t)(time(NULL) - server.started), "server.uptime");
@@ -234,6 +248,28 @@ render_prometheus(struct strbuf *sb)
 		sb_printf(&name, "outrigger_server_%s", d->name);
 		prom_family(sb, name.p, d->help, d->kind);
 		prom_sample(sb, name.p, NULL, server.stats[m]);
+	}
+	/* Per authorization policy (authz.h's slots). */
+	for (int k = 0; k < 2; k++) {
+		const char *fam = k == AUTHZ_ALLOW ? "outrigger_authz_policy_allow" : "outrigger_authz_policy_deny";
+
+		prom_family(sb, fam, k == AUTHZ_ALLOW ? "Connections an authorization policy allowed (dry-run and "
+		    "AUDIT policies: matched), by policy" : "Connections an authorization policy denied (dry-run "
+		    "policies: would have denied), by policy", METRIC_COUNTER);
+		for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
+			const char *pn = authz_slot_name(slot);
+			uint64_t v = 0;
+
+			if (!pn || !*pn)
+				continue;
+			for (unsigned j = 0; j < nw; j++)
+				v += stat_read(&w[j].stats.authz[slot * 2 + k]);
+			sb_free(&label);
+			sb_printf(&label, "policy=\"");
+			prom_label_value(&label, pn);
+			sb_printf(&label, "\"");
+			prom_sample(sb, fam, label.p, v);
+		}
 	}
 	if (name.oom || label.oom)
 		sb->oom = true;

@@ -88,6 +88,8 @@ static const struct cf_field schema[] = {
 	    "close a connection after this long with no bytes in either direction; 0s = never"),
 	F("proxy", "terminationDrainDuration", CF_DURATION, CF_LIVE, drain_ms, 0, 3600000, "5s",
 	    "after SIGTERM, how long open connections may finish"),
+	F("authorization", "closeDeniedConnections", CF_BOOL, CF_LIVE, authz_close_denied, 0, 0, "true",
+	    "when the policies change, reset the open inbound and HBONE connections they now deny (as ztunnel does)"),
 	F("proxy", "exitOnZeroActiveConnections", CF_BOOL, CF_LIVE, exit_on_zero, 0, 0, "false",
 	    "end the drain as soon as no connection is left (Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS)"),
 	F("proxy", "proxyListenPort", CF_PORT, CF_RESTART, outbound_port, 1, 65535, "15001",

@@ -36,6 +36,7 @@ struct config {
 	uint32_t idle_timeout_ms;	/* no bytes either way; 0 = never */
 	uint32_t drain_ms;		/* SIGTERM: time given to open connections */
 	bool exit_on_zero;		/* drain ends early once no connection is left */
+	bool authz_close_denied;	/* a policy change resets open connections it now denies */
 	uint16_t outbound_port;		/* 15001: outbound capture */
 	uint16_t inbound_port;		/* 15006: inbound capture */
 	uint16_t admin_port;		/* 15000: admin, on admin_address only */

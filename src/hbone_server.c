@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+
+#include "authz.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -109,10 +111,14 @@ instance_ip(const struct sockaddr_storage *ip)
 static bool
 authorized(struct hbconn *h, const struct mworkload *local, const struct sockaddr_storage *dst)
 {
-	(void)h;
-	(void)local;
-	(void)dst;
-	return true;
+	struct authz_conn c = { (const struct sockaddr *)&h->peer, (const struct sockaddr *)dst, h->peer_id };
+	struct authz_result res;
+
+	if (authz_check(h->w->snap->s->authz, local, &c, &res, h->w->stats.authz) == AUTHZ_ALLOW)
+		return true;
+	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
+	    res.policy ? res.policy : "(no ALLOW policy matched)");
+	return false;
 }
 
 static void
@@ -157,7 +163,7 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	bool pp = local && local->proxy_protocol;
 	if (local && local->app_tunnel_port)
 		sock_addr_set_port(&dst, local->app_tunnel_port);
-	if (!authorized(h, local, &dst)) {
+	if (!authorized(h, local, &pp_target)) {
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
 		return;
 	}

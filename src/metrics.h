@@ -87,6 +87,8 @@ enum listener_kind {
 	X(HBONE_RQ_200, hbone_rq_200, COUNTER, "HBONE CONNECTs answered 200: the app connection is up") \
 	X(HBONE_RQ_400, hbone_rq_400, COUNTER, "HBONE requests refused 400: not a CONNECT, :scheme or :path present, a bad authority, or not this pod's address") \
 	X(HBONE_RQ_401, hbone_rq_401, COUNTER, "HBONE CONNECTs refused 401: authorization denied") \
+	X(DOWNSTREAM_CX_AUTHZ_DENIED, downstream_cx_authz_denied, COUNTER, "Inbound connections reset: authorization denied") \
+	X(DOWNSTREAM_CX_AUTHZ_CLOSED, downstream_cx_authz_closed, COUNTER, "Open connections reset because a policy change now denies them (authorization.closeDeniedConnections)") \
 	X(HBONE_RQ_503, hbone_rq_503, COUNTER, "HBONE CONNECTs answered 503: the app refused, timed out or could not be reached")
 
 enum listener_metric {
@@ -229,11 +231,16 @@ extern const char *const metric_kind_names[3];	/* "counter", "gauge", "histogram
 /* Process-wide counters (atomic adds). */
 extern uint64_t process_stats[PM__COUNT];
 
+/* 2 * AUTHZ_SLOTS (authz.h checks it). */
+#define WORKER_AUTHZ_COUNTERS 2048
+
 /* Counters of one worker. Only that worker writes; the admin thread reads. */
 struct worker_stats {
 	uint64_t lst[LST__COUNT][LM__COUNT];
 	uint64_t w[WM__COUNT];
 	struct hist lh[LST__COUNT][LH__COUNT];
+	/* Per authorization policy (authz.h's slots): [slot * 2 + verdict]. */
+	uint64_t authz[WORKER_AUTHZ_COUNTERS];
 };
 
 /* The writer is the only thread that modifies *p, so a relaxed load + store

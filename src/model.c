@@ -23,6 +23,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "istio/security/authorization.pb-c.h"
+#include "authz.h"
 #include "istio/security/v1beta1/peer_authentication.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
 
@@ -982,8 +983,17 @@ check_one(struct build *b, size_t i)
 		    "clusterName") && check_cla(b, i, (const void *)r->msg);
 	case MRES_CLUSTER:
 		return named(b, i, ((const Envoy__Config__Cluster__V3__Cluster *)r->msg)->name, "name");
-	case MRES_AUTHORIZATION:
-		return named(b, i, ((const Istio__Security__Authorization *)r->msg)->name, "name");
+	case MRES_AUTHORIZATION: {
+		char why[256];
+
+		if (!named(b, i, ((const Istio__Security__Authorization *)r->msg)->name, "name"))
+			return false;
+		if (authz_policy_check((const void *)r->msg, why, sizeof(why)) < 0) {
+			problem(b, i, "%s", why);
+			return false;
+		}
+		return true;
+	}
 	case MRES_ROUTE:
 		return named(b, i, ((const Envoy__Config__Route__V3__RouteConfiguration *)r->msg)->name, "name");
 	case MRES_LISTENER:

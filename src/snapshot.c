@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "authz.h"
 #include "identity.h"
 #include "peerauth.h"
 #include "snapshot.h"
@@ -12,6 +13,7 @@
 static void
 snapshot_destroy(struct snapshot *s)
 {
+	authz_free(s->authz);
 	model_free(s->model);
 	peerauth_free(s->peerauth);
 	certbundle_unref(s->certs);
@@ -30,7 +32,8 @@ snapshot_new(const struct config *cfg, struct model *model, uint64_t generation)
 		return NULL;
 	}
 	s->model = model;
-	if (!(s->peerauth = peerauth_resolve(model, pa_self_current()))) {
+	if (!(s->peerauth = peerauth_resolve(model, pa_self_current())) || !(s->authz = authz_build(model))) {
+		peerauth_free(s->peerauth);
 		model_free(model);
 		free(s);
 		return NULL;

@@ -27,6 +27,8 @@ struct snapshot {
 	 * builder from model's PeerAuthentications and pa_self_current()
 	 * (peerauth.h); never NULL. */
 	struct peerauth *peerauth;
+	/* The compiled Authorization policies (authz.h); never NULL. */
+	struct authz *authz;
 	/* A certificate source is configured (server.cert_source): certs will
 	 * come (or came) from it. Without one, inbound PERMISSIVE does not sniff. */
 	bool cert_source;

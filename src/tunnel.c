@@ -3,6 +3,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+
+#include "authz.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -553,6 +555,26 @@ stage_connect(struct tunnel *t)
 	int rc;
 
 	t->state = TUN_CONNECTING;
+	/* L4 authorization (authz.h) for inbound on 15006: after the
+	 * handshake (peer_id known), before the app connect, under the
+	 * worker's newest policies (a change applies to every connection
+	 * not authorized yet, even one that began before it). */
+	if (t->lst == LST_INBOUND && !t->authz_done) {
+		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&t->dst, t->peer_id };
+		struct authz_result res;
+		const struct snapshot *cur = t->w->snap->s;
+		const struct mworkload *local = cur == t->snap->s ? t->local : model_workload_at(cur->model, &t->dst);
+
+		t->authz_done = true;
+		if (authz_check(cur->authz, local, &c, &res, t->w->stats.authz) == AUTHZ_DENY) {
+			t->rflags |= TRF(RBAC_DENIED);
+			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
+			clog_debug(t, "authorization denied %s (policy %s)", t->peer_id ? t->peer_id : "(no id)",
+			    res.policy ? res.policy : "(no ALLOW policy matched)");
+			tunnel_fail(t);
+			return false;
+		}
+	}
 	if (!upstream_transport(t))
 		return false;
 	if (t->us_hbone)
@@ -1295,6 +1317,30 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	/* The stream is watched for a reset (tunnel_ready) while connecting. */
 	conn_arm(&t->relay.ds, 0);
 	return stage_connect(t) ? t : NULL;
+}
+
+void
+tunnel_recheck_authz(struct worker *w)
+{
+	const struct snapshot *s = w->snap->s;
+	struct tunnel *t, *next;
+
+	for (t = w->tunnels; t; t = next) {
+		next = t->next;
+		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || t->state != TUN_FORWARDING)
+			continue;
+		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&t->dst, t->peer_id };
+		struct authz_result res;
+		const struct mworkload *local = model_workload_at(s->model, &t->dst);
+
+		if (authz_check(s->authz, local, &c, &res, NULL) != AUTHZ_DENY)
+			continue;
+		t->rflags |= TRF(RBAC_DENIED);
+		stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_CLOSED), 1);
+		clog_debug(t, "authorization now denies %s (policy %s): reset", t->peer_id ? t->peer_id : "(no id)",
+		    res.policy ? res.policy : "(no ALLOW policy matched)");
+		relay_abort(&t->relay);
+	}
 }
 
 void

@@ -82,6 +82,7 @@ struct tunnel {
 	union msockaddr src;
 	ev_tstamp started;
 	uint32_t rflags;		/* TRF(...) bits */
+	bool authz_done;		/* inbound: the authorization check ran (authz.h) */
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	/* The mesh's answer, from the snapshot's model (valid while the tunnel
 	 * holds snap): for outbound, the service port the destination was (NULL:
@@ -186,5 +187,9 @@ struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */
 void tunnel_close_all(struct worker *w);
+/* The worker took a new snapshot: its forwarding inbound and HBONE tunnels
+ * are authorized again under it (authorization.closeDeniedConnections);
+ * those now denied are reset and counted (downstream_cx_authz_closed). */
+void tunnel_recheck_authz(struct worker *w);
 
 #endif

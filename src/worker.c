@@ -205,6 +205,8 @@ worker_adopt(struct worker *w, struct snapshot *s)
 	}
 	w->snap = ws;
 	log_debug("configuration generation %llu", (unsigned long long)s->generation);
+	if (s->cfg.authz_close_denied)
+		tunnel_recheck_authz(w);
 }
 
 static void

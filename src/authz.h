@@ -1,0 +1,80 @@
+/* authz: L4 authorization (istio.security.Authorization), ztunnel's
+ * semantics (reference xds-hbone.md §1.3): the snapshot's policies compiled
+ * once per snapshot into an immutable structure with, per workload, the
+ * policies bound to it; the data path evaluates it without allocating. */
+#ifndef OR_AUTHZ_H
+#define OR_AUTHZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "model.h"
+
+enum authz_verdict { AUTHZ_ALLOW = 0, AUTHZ_DENY = 1 };
+const char *authz_verdict_str(enum authz_verdict v);	/* "allow", "deny" */
+
+/* Per-policy counters: a process-wide registry of policy names ("ns/name")
+ * to stable slots, assigned by the control thread at snapshot build (never
+ * reused); AUTHZ_SLOT_OVERFLOW collects the policies past the bound, and
+ * AUTHZ_SLOT_NONE means "no policy decided" (default allow, or no ALLOW
+ * policy matched: then the deny counts go to AUTHZ_SLOT_NONE too). */
+#define AUTHZ_SLOTS 1024
+#define AUTHZ_SLOT_NONE 0
+#define AUTHZ_SLOT_OVERFLOW (AUTHZ_SLOTS - 1)
+/* The name of a slot ("" for NONE, "(overflow)" for OVERFLOW, NULL past the
+ * slots assigned so far). Any thread: names are published before the
+ * snapshot that uses them. */
+const char *authz_slot_name(unsigned slot);
+/* Slots assigned so far (1 + the highest slot in use). */
+unsigned authz_nslots(void);
+
+/* What a connection brings to the check. src, dst: IPv4 or IPv6 socket
+ * addresses (dst: the local workload's address and port the client asked
+ * for); peer_id: the verified SPIFFE ID or NULL (plaintext). */
+struct authz_conn {
+	const struct sockaddr *src, *dst;
+	const char *peer_id;
+};
+
+/* The decision: verdict, and the deciding policy (slot and name; NONE and
+ * NULL for the default allow and for "no ALLOW policy matched"); dry_run
+ * and AUDIT matches are counted in the per-policy counters when counters
+ * is given to authz_check. */
+struct authz_result {
+	enum authz_verdict verdict;
+	unsigned slot;
+	const char *policy;	/* "ns/name" or NULL */
+};
+
+struct authz;
+
+/* Compiles m's Authorization resources (already validated by model_build,
+ * authz_policy_check) and binds them to m's workloads. The result points
+ * into m's messages: free it before m. NULL only on OOM. */
+struct authz *authz_build(const struct model *m);
+void authz_free(struct authz *a);
+/* Policies compiled (tests, /stats). */
+size_t authz_count(const struct authz *a);
+
+/* Evaluates the policies bound to local (NULL: only GLOBAL ones apply):
+ * DENY first, then ALLOW; no ALLOW policy bound = allow; dry_run policies
+ * and AUDIT ones are evaluated but never decide. counters (may be NULL):
+ * an array of 2 * AUTHZ_SLOTS per-worker counters, [slot*2 + verdict],
+ * incremented for the decision and for every matching dry_run / AUDIT
+ * policy (AUDIT: counted as allow). No allocation. */
+enum authz_verdict authz_check(const struct authz *a, const struct mworkload *local, const struct authz_conn *c,
+    struct authz_result *res, uint64_t *counters);
+
+/* Validation of one resource (the model's check, a NACK by name): 0, or
+ * -EINVAL with why set to "<field path>: why". */
+struct Istio__Security__Authorization;
+int authz_policy_check(const struct Istio__Security__Authorization *p, char *why, size_t len);
+
+/* /config_dump: [{"name","scope","action","dry_run","workloads":[uid...]}].
+ * NULL on OOM. */
+struct cJSON;
+struct cJSON *authz_to_json(const struct authz *a);
+
+#endif
