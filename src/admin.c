@@ -367,6 +367,8 @@ render_config_dump(struct strbuf *sb)
 	cJSON_AddStringToObject(root, "certificateSource", certsrc_name());
 	/* The inbound mTLS modes this snapshot resolved (peerauth.h). */
 	cJSON_AddItemToObject(root, "inboundMtls", peerauth_to_json(server.snap->peerauth, pa_self_current()));
+	/* The authorization policies in force and the workloads each binds (authz.h). */
+	cJSON_AddItemToObject(root, "authorization", authz_to_json(server.snap->authz));
 	if (xds_active()) {
 		cJSON *x = xds_dump();
 		if (!x) {

@@ -262,6 +262,10 @@ def test_scopes(mesh, path):
     check(m, path, True)
     m.reload([authz("w", "DENY", deny)], bound=["shop/w"])
     check(m, path, False)
+    # /config_dump shows the policy and the workload it binds.
+    dumped = {p["name"]: p for p in m.sc.config_dump()["authorization"]}
+    assert dumped["shop/w"]["action"] == "DENY", dumped
+    assert dumped["shop/w"]["workloads"] == ["Kubernetes//Pod/shop/server"], dumped
 
 
 def strict_converted():
