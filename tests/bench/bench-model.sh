@@ -17,7 +17,7 @@ printf '#define _GNU_SOURCE 1\n' >"$work/autoconfig.h"
 ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" -I"$work/proto" \
 	$(pkg-config --cflags libcjson libprotobuf-c 2>/dev/null || echo -I/usr/include/cjson) \
 	"$srcdir/tests/bench/bench_model.c" "$srcdir/src/model.c" "$srcdir/src/model_eds.c" "$srcdir/src/json_pb.c" \
-	"$srcdir/src/json.c" "$srcdir/src/pb.c" "$srcdir/src/strbuf.c" \
+	"$srcdir/src/json.c" "$srcdir/src/pb.c" "$srcdir/src/strbuf.c" "$srcdir/src/authz.c" \
 	$(find "$work/proto" -name '*.pb-c.c') \
 	-lprotobuf-c -lcjson -lm -o "$work/bench_model"
 exec "$work/bench_model" "$@"
