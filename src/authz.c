@@ -392,7 +392,7 @@ conn_facts(const struct authz_conn *in, struct aconn *c)
 {
 	const char *id = in->peer_id ? in->peer_id : "";
 
-	memset(c, 0, offsetof(struct aconn, nsbuf));
+	memset(c, 0, sizeof(*c));	/* every field: an address of no IP family leaves its own zero */
 	if (strncmp(id, "spiffe://", 9) == 0)
 		id += 9;
 	c->id = id;
@@ -415,16 +415,28 @@ conn_facts(const struct authz_conn *in, struct aconn *c)
 		c->sfam = AF_INET;
 		c->sip = (const uint8_t *)&((const struct sockaddr_in *)in->src)->sin_addr;
 	} else if (in->src && in->src->sa_family == AF_INET6) {
-		c->sfam = AF_INET6;
-		c->sip = ((const struct sockaddr_in6 *)in->src)->sin6_addr.s6_addr;
+		const uint8_t *a = ((const struct sockaddr_in6 *)in->src)->sin6_addr.s6_addr;
+
+		/* An IPv4 client on a dual-stack socket (::ffff:a.b.c.d) is the IPv4
+		 * address, as ztunnel canonicalizes before its checks. */
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			c->sfam = AF_INET;
+			c->sip = a + 12;
+		} else {
+			c->sfam = AF_INET6;
+			c->sip = a;
+		}
 	}
 	if (in->dst && in->dst->sa_family == AF_INET) {
 		c->dfam = AF_INET;
 		c->dip = (const uint8_t *)&((const struct sockaddr_in *)in->dst)->sin_addr;
 		c->dport = ntohs(((const struct sockaddr_in *)in->dst)->sin_port);
 	} else if (in->dst && in->dst->sa_family == AF_INET6) {
-		c->dfam = AF_INET6;
-		c->dip = ((const struct sockaddr_in6 *)in->dst)->sin6_addr.s6_addr;
+		const uint8_t *a = ((const struct sockaddr_in6 *)in->dst)->sin6_addr.s6_addr;
+		bool mapped = IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a);
+
+		c->dfam = mapped ? AF_INET : AF_INET6;
+		c->dip = mapped ? a + 12 : a;
 		c->dport = ntohs(((const struct sockaddr_in6 *)in->dst)->sin6_port);
 	}
 }
