@@ -4,7 +4,14 @@
 # sanitizers, and an in-tree config.status forbids a second, out-of-tree
 # configure. Usage: tests/bench/bench-model.sh [workloads [services]]
 # (default 10000 2000). Needs cc, protoc-c, libprotobuf-c and libcjson.
+# `bench-model.sh --authz [policies]` builds and runs tests/bench/bench_authz
+# instead (the authorization check over the same model code).
 set -eu
+prog=bench_model
+if [ "${1:-}" = --authz ]; then
+	prog=bench_authz
+	shift
+fi
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 work=${BENCH_MODEL_WORK:-/tmp/bench-model}
 rm -rf "$work"
@@ -16,8 +23,8 @@ protos=$(cd "$srcdir/src/proto" && find . -name '*.proto' | sort)
 printf '#define _GNU_SOURCE 1\n' >"$work/autoconfig.h"
 ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" -I"$work/proto" \
 	$(pkg-config --cflags libcjson libprotobuf-c 2>/dev/null || echo -I/usr/include/cjson) \
-	"$srcdir/tests/bench/bench_model.c" "$srcdir/src/model.c" "$srcdir/src/model_eds.c" "$srcdir/src/json_pb.c" \
+	"$srcdir/tests/bench/$prog.c" "$srcdir/src/model.c" "$srcdir/src/model_eds.c" "$srcdir/src/json_pb.c" \
 	"$srcdir/src/json.c" "$srcdir/src/pb.c" "$srcdir/src/strbuf.c" "$srcdir/src/authz.c" \
 	$(find "$work/proto" -name '*.pb-c.c') \
-	-lprotobuf-c -lcjson -lm -o "$work/bench_model"
-exec "$work/bench_model" "$@"
+	-lprotobuf-c -lcjson -lm -o "$work/$prog"
+exec "$work/$prog" "$@"

@@ -67,7 +67,7 @@ bench:
 bench-smoke:
 	$(SHELL) $(top_srcdir)/tests/bench/run.sh --smoke
 
-.PHONY: bench bench-smoke bench-model bench-telemetry bench-xtls bench-xds bench-hbone
+.PHONY: bench bench-smoke bench-model bench-authz bench-telemetry bench-xtls bench-xds bench-hbone
 
 # The istio_tcp_* scrape (issue 12): 1,000 label sets over 2 workers, timed
 # render. Built by `make`; `make bench-telemetry` builds it optimised and runs it.
@@ -77,3 +77,14 @@ tests_bench_bench_telemetry_LDADD = $(OUTRIGGER_LIBS)
 
 bench-telemetry:
 	$(SHELL) $(top_srcdir)/tests/bench/bench-telemetry.sh
+
+# Authorization per connection (issue 12): authz_check with 100 policies bound
+# to the workload against none. Built by `make`; `make bench-authz` builds it
+# optimised (bench-model.sh --authz) and runs it.
+noinst_PROGRAMS += tests/bench/bench_authz
+tests_bench_bench_authz_SOURCES = tests/bench/bench_authz.c
+tests_bench_bench_authz_LDADD = $(OUTRIGGER_LIBS)
+$(tests_bench_bench_authz_OBJECTS): $(PROTO_H)
+
+bench-authz:
+	$(SHELL) $(top_srcdir)/tests/bench/bench-model.sh --authz

@@ -326,6 +326,7 @@ def main():
     ap.add_argument("--syscalls", default="", help="comma list of contenders whose system calls "
                     "per connection strace -c counts (churn, client closes first)")
     ap.add_argument("--model-bench", help="output of tests/bench/bench-model.sh, for the report")
+    ap.add_argument("--authz-bench", help="output of tests/bench/bench-model.sh --authz, for the report")
     ap.add_argument("--workdir", default="/tmp/orbench/run")
     ap.add_argument("--tag", default="")
     ap.add_argument("--repeat", type=int, default=1,
@@ -387,11 +388,12 @@ def main():
                                           "msg": "contender failed: %s" % str(e)[:800]}]}
         rounds.append(rr)
     results["contenders"] = merge_rounds(rounds)
-    if opts.model_bench:
-        with open(opts.model_bench) as f:
-            text = f.read()
-        js = [l[len("json: "):] for l in text.splitlines() if l.startswith("json: ")]
-        results["model_build"] = {"text": text, "figures": json.loads(js[-1]) if js else None}
+    for key, path in (("model_build", opts.model_bench), ("authz_check", opts.authz_bench)):
+        if path:
+            with open(path) as f:
+                text = f.read()
+            js = [l[len("json: "):] for l in text.splitlines() if l.startswith("json: ")]
+            results[key] = {"text": text, "figures": json.loads(js[-1]) if js else None}
     results["meta"]["rounds"] = len(rounds)
     results["meta"]["wall_s"] = time.monotonic() - t0
 

@@ -158,6 +158,16 @@ else
 	exit 1
 fi
 
+# The authorization check's cost per connection (issue 12: 100 policies bound to the
+# workload; bench_authz over the same model code): into the report beside the mtls pairs.
+say "authorization check benchmark (100 policies)"
+if BENCH_MODEL_WORK="$work/bench-authz" sh "$here/bench-model.sh" --authz 100 >"$work/authz-bench.txt" 2>&1; then
+	model_args+=(--authz-bench "$work/authz-bench.txt")
+else
+	tail -20 "$work/authz-bench.txt" >&2
+	exit 1
+fi
+
 # 3. Run.
 profile=${ORBENCH_PROFILE-outrigger,haproxy}
 syscalls=${ORBENCH_SYSCALLS-outrigger,outrigger-prev,haproxy}
