@@ -220,7 +220,9 @@ stage_forward(struct tunnel *t)
 
 /* Where the upstream connection comes from. Outbound: anywhere. Inbound
  * REDIRECT: 127.0.0.6 / ::6, which the capture rules let through. Inbound
- * TPROXY: the client's own address, so that the app sees who called. */
+ * TPROXY: the client's own address, so that the app sees who called; for
+ * HBONE, the HBONE peer's (ztunnel in TPROXY mode does the same: the
+ * app's replies to it carry the TPROXY mark and come back to us). */
 static int
 upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct sockaddr_storage *src,
     bool *transparent)
@@ -228,12 +230,20 @@ upstream_source(struct tunnel *t, int fd, const struct config *cfg, struct socka
 	*transparent = false;
 	if (t->lst != LST_INBOUND && t->lst != LST_HBONE)
 		return 0;
-	/* HBONE: from the passthrough address too (the app's reply must not
-	 * be captured again); no client socket to be transparent for. */
 	if (cfg->mode == INTERCEPT_TPROXY && t->lst == LST_INBOUND) {
 		socklen_t len = sizeof(*src);
 		if (getpeername(fd, (struct sockaddr *)src, &len) < 0)
 			return -errno;
+		sock_addr_set_port(src, 0);
+		*transparent = true;
+		return 1;
+	}
+	/* HBONE under TPROXY, when the peer's family is the app's (else, as
+	 * under REDIRECT, from the passthrough address: the reply must not be
+	 * captured again). */
+	if (cfg->mode == INTERCEPT_TPROXY && t->src.sa.sa_family == t->dst.ss_family) {
+		memset(src, 0, sizeof(*src));
+		memcpy(src, &t->src, t->src.sa.sa_family == AF_INET ? sizeof(t->src.in4) : sizeof(t->src.in6));
 		sock_addr_set_port(src, 0);
 		*transparent = true;
 		return 1;
@@ -965,14 +975,21 @@ tunnel_rflags_str(uint32_t mask, char *buf, size_t len)
 	return buf;
 }
 
-/* Keeps src (NULL or not IP: AF_UNSPEC) in the tunnel's 28 bytes. */
+/* Keeps src (NULL or not IP: AF_UNSPEC) in the tunnel's 28 bytes; an
+ * IPv4-mapped IPv6 address (a dual-stack listener's) as the IPv4 one. */
 static void
 tunnel_set_src(struct tunnel *t, const struct sockaddr_storage *src)
 {
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)src;
+
 	memset(&t->src, 0, sizeof(t->src));
 	if (src && src->ss_family == AF_INET)
 		memcpy(&t->src.in4, src, sizeof(t->src.in4));
-	else if (src && src->ss_family == AF_INET6)
+	else if (src && src->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		t->src.in4.sin_family = AF_INET;
+		t->src.in4.sin_port = s6->sin6_port;
+		memcpy(&t->src.in4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+	} else if (src && src->ss_family == AF_INET6)
 		memcpy(&t->src.in6, src, sizeof(t->src.in6));
 	else
 		t->src.sa.sa_family = AF_UNSPEC;

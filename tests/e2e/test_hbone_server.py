@@ -177,10 +177,17 @@ class Mesh:
         self.client = L.add_pod("client")
         self.server = L.add_pod("server")
 
-    def start(self):
+    def start(self, tproxy=False):
         cfg = {"proxy": {"logLevel": "debug"}}
+        kw = {}
+        if tproxy:
+            # As Istio's injector runs a TPROXY sidecar: uid 0 (transparent sockets), gid 1337.
+            import lab
+            kw = {"init_args": [a if a != "REDIRECT" else "TPROXY" for a in lab.DEFAULT_INIT_ARGS],
+                  "user": (0, 1337)}
+            cfg["proxy"]["interceptionMode"] = "TPROXY"
         self.sc = self.server.start_sidecar(config=cfg, proxy_args=("--cert-dir", self.server_dir),
-                                            env={"POD_NAMESPACE": NS})
+                                            env={"POD_NAMESPACE": NS}, **kw)
         wait_for(lambda: self.sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
                  what="the sidecar's certificate loaded")
         return self.sc
@@ -228,6 +235,24 @@ def test_connect_200_bytes_both_ways_and_peer_identity(mesh):
     with open(m.sc.log_path, errors="replace") as f:
         log = f.read()
     assert "peer " + CLIENT_ID in log
+
+
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
+def test_app_sees_the_hbone_peer_address_under_tproxy(pod_lab, mode):
+    """Under TPROXY the app connection of an HBONE stream comes from the HBONE peer's own
+    address (as ztunnel's in TPROXY mode, and as the sidecar's 15006 does), so that the app sees
+    who called; under REDIRECT from 127.0.0.6, which the capture rules let through."""
+    import base64
+    m = Mesh(pod_lab)
+    m.server.app(["http", "--port", 8080, "--name", "server"])
+    m.start(tproxy=mode == "TPROXY")
+    for _ in range(2):
+        r = m.h2("%s:8080" % m.server.ip4, send="GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert r.get("status") == 200, r
+        body = base64.b64decode(r["body"]).decode(errors="replace")
+        want = m.client.ip4 if mode == "TPROXY" else "127.0.0.6"
+        assert "hello from server" in body and "peer %s" % want in body, body
+    assert m.sc.health() == 200
 
 
 def test_400s(mesh):
