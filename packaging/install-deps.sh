@@ -23,7 +23,7 @@ DEB_TEST="iptables nftables iproute2 util-linux procps psmisc curl socat mandoc 
   python3 python3-pytest python3-h2 nghttp2-client nghttp2-proxy tinyproxy clang libclang-rt-dev
   haproxy nginx libnginx-mod-stream gnuplot-nox linux-perf strace wrk python3-protobuf protobuf-compiler
   libprotobuf-dev
-  python3-grpcio python3-cryptography"
+  python3-grpcio python3-cryptography python3-prometheus-client prometheus"
 
 RPM_BUILD="gcc make autoconf automake pkgconf-pkg-config libev-devel openssl-devel libnghttp2-devel
   libnetfilter_queue-devel cjson-devel protobuf-c-devel protobuf-c-compiler libcmocka-devel llhttp-devel"
