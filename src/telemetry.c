@@ -11,6 +11,7 @@
 #include "ltab.h"
 #include "model.h"
 #include "snapshot.h"
+#include "sock.h"
 #include "identity.h"
 #include "telemetry.h"
 #include "tunnel.h"
@@ -97,6 +98,29 @@ tele_labels(const struct tele_conn *c, const char *lab[TL__COUNT], char *flags)
 	lab[TL_SECURITY_POLICY] = c->mtls ? "mutual_tls" : c->inbound ? "none" : unknown;
 }
 
+/* Inbound: the service of the local workload that targets port (its
+ * Workload's services map, target_port 0 meaning the service port itself),
+ * as Envoy's inbound cluster names it; the first in the map when several
+ * do. NULL when none. */
+static const struct mservice *
+inbound_service(const struct model *m, const struct mworkload *local, uint16_t port)
+{
+	const Istio__Workload__Workload *w = wl_msg(local);
+
+	for (size_t i = 0; w && i < w->n_services; i++) {
+		const Istio__Workload__Workload__ServicesEntry *e = w->services[i];
+
+		for (size_t j = 0; e && e->value && j < e->value->n_ports; j++) {
+			const Istio__Workload__Port *p = e->value->ports[j];
+			uint32_t target = p->target_port ? p->target_port : p->service_port;
+
+			if (target == port)
+				return model_service(m, e->key);
+		}
+	}
+	return NULL;
+}
+
 /* The tunnel's facts. Inbound: the source is the workload at the client's
  * address (the HBONE peer's for 15008), its principal the verified peer ID;
  * the destination is the local workload addressed. Outbound: the source is
@@ -120,6 +144,7 @@ tunnel_facts(const struct tunnel *t, struct tele_conn *c)
 	if (t->lst == LST_INBOUND || t->lst == LST_HBONE) {
 		c->inbound = true;
 		c->dst = t->local;
+		c->svc = inbound_service(m, t->local, sock_addr_port(&t->dst));
 		c->src_principal = t->peer_id;
 		c->dst_principal = t->local ? t->local->identity : b ? b->identity : NULL;
 		c->mtls = t->peer_id != NULL;

@@ -1,0 +1,316 @@
+"""Istio's standard TCP metrics end to end (issue 12, "Istio standard metrics"): real traffic
+through two sidecars with development-CA identities, the scrape of :15090/stats/prometheus
+parsed by python3-prometheus-client's text parser (not by our own code):
+
+    app (client pod) -> VIP 198.19.0.11:80 -> client sidecar 15001 (reporter="source")
+        -> Istio mTLS -> server pod :8081 -> server sidecar 15006 (reporter="destination")
+        -> sink app :8081
+
+The label values asserted are those of the WDS Workloads given to the sidecars (workloadName,
+canonicalName / canonicalRevision, namespace, clusterId), the Service routed through, and the
+SPIFFE IDs of the certificates. ztunnel's conventions (src/proxy/metrics.rs, src/copy.rs):
+bytes from downstream are "received", bytes to downstream "sent"; app and version labels are
+the canonical service and revision; a missing fact is "unknown".
+"""
+import os
+
+import pytest
+
+import certs
+import meshres
+from lab import wait_for
+
+prom_parser = pytest.importorskip("prometheus_client.parser")
+
+VIP, PORT, SINK = "198.19.0.11", 80, 8081
+ECHO_VIP, ECHO = "198.19.0.10", 8080
+SERVER_NS = "shop"
+ID_CLIENT = certs.spiffe_id("default", "client")
+ID_SERVER = certs.spiffe_id(SERVER_NS, "server")
+SINK_HOST = "sink.%s.svc.cluster.local" % SERVER_NS
+FAMILIES = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+            "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total")
+LABELS = ["reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
+          "source_workload_namespace", "source_principal", "source_app", "source_version",
+          "source_cluster", "destination_service", "destination_service_namespace",
+          "destination_service_name", "destination_workload", "destination_canonical_service",
+          "destination_canonical_revision", "destination_workload_namespace",
+          "destination_principal", "destination_app", "destination_version", "destination_cluster",
+          "request_protocol", "response_flags", "connection_security_policy"]
+
+
+def scrape(pod, port=15090):
+    """GET /stats/prometheus on port inside pod: {sample name: [(labels, value)]}, and the text."""
+    r = pod.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:%d/stats/prometheus" % port],
+                check=True, timeout=10)
+    out = {}
+    for fam in prom_parser.text_string_to_metric_families(r.stdout):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out, r.stdout
+
+
+def istio(samples, name, **match):
+    """The samples of family name whose labels include match."""
+    return [(lab, v) for lab, v in samples.get(name, []) if all(lab.get(k) == w for k, w in match.items())]
+
+
+def total(samples, name, **match):
+    return sum(v for _, v in istio(samples, name, **match))
+
+
+class Mesh:
+    def __init__(self, L):
+        self.L = L
+        d = os.path.join(L.dir, "pki")
+        self.ca = certs.CA(os.path.join(d, "ca"))
+        self.client_certs = os.path.join(d, "client")
+        self.server_certs = os.path.join(d, "server")
+        self.ca.issue(self.client_certs, ID_CLIENT)
+        self.ca.issue(self.server_certs, ID_SERVER)
+        for root, dirs, files in os.walk(d):
+            os.chmod(root, 0o755)
+        self.client = L.add_pod("client")
+        self.server = L.add_pod("server")
+        self.other = L.add_pod("other")
+        self.sink = self.server.app(["sink", "--port", SINK, "--reply-bytes", 777])
+        self.echo = self.server.app(["echo", "--port", ECHO])
+
+    def resources(self):
+        c, s, o = self.client.ip4, self.server.ip4, self.other.ip4
+        svc = {meshres.key("sink", SERVER_NS): [(PORT, SINK)], meshres.key("echo", SERVER_NS): [(PORT, ECHO)]}
+        return [
+            meshres.service("sink", [VIP], [(PORT, SINK)], namespace=SERVER_NS),
+            meshres.service("echo", [ECHO_VIP], [(PORT, ECHO)], namespace=SERVER_NS),
+            meshres.workload("Kubernetes//Pod/default/client-7d9f", "client-7d9f", [c],
+                             serviceAccount="client", workloadName="client", canonicalName="client-app",
+                             canonicalRevision="v1", clusterId="cluster-a",
+                             tunnelProtocol="LEGACY_ISTIO_MTLS"),
+            meshres.workload("Kubernetes//Pod/shop/server-5c4b", "server-5c4b", [s], svc,
+                             namespace=SERVER_NS, serviceAccount="server", workloadName="server",
+                             canonicalName="server-app", canonicalRevision="v2", clusterId="cluster-b",
+                             tunnelProtocol="LEGACY_ISTIO_MTLS"),
+            meshres.workload("Kubernetes//Pod/default/other-1", "other-1", [o], serviceAccount="other",
+                             workloadName="other", canonicalName="other-app", canonicalRevision="v9",
+                             clusterId="cluster-a"),
+        ]
+
+    def config(self, telemetry=None):
+        cfg = meshres.config(self.resources(), proxy={"logLevel": "debug", "concurrency": 1})
+        if telemetry:
+            cfg["telemetry"] = dict(telemetry)
+        return cfg
+
+    def start(self, client=True, telemetry=None):
+        if client:
+            self.csc = self.client.start_sidecar(config=self.config(telemetry),
+                                                 proxy_args=("--cert-dir", self.client_certs))
+        self.ssc = self.server.start_sidecar(config=self.config(telemetry),
+                                             proxy_args=("--cert-dir", self.server_certs),
+                                             env={"POD_NAMESPACE": SERVER_NS})
+        for sc in ([self.csc] if client else []) + [self.ssc]:
+            wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
+                     what="the sidecar's certificate loaded")
+
+    def send(self, n, pod=None, host=VIP, port=PORT):
+        """apps.py send: n bytes to the sink, its reply read whole; returns the bytes received."""
+        r, out = (pod or self.client).client(["send", "--host", host, "--port", port, "--bytes", n])
+        assert out and out["ok"], (r.stdout, r.stderr)
+        return out
+
+
+def reply_len(out):
+    """The sink's reply as it went on the wire: its header line and the reply bytes."""
+    return len(("%d %s %d %s\n" % (out["server_count"], out["server_sha"], out["reply_expected"],
+                                   out["reply_expected_sha"])).encode()) + out["reply_bytes"]
+
+
+@pytest.fixture
+def mesh(pod_lab, outrigger_bin, init_bin):
+    return Mesh(pod_lab)
+
+
+def test_outbound_and_inbound_mtls_labels_and_bytes(mesh):
+    """One connection through both sidecars: each reports it once (opened == closed == 1
+    after the close) with the label values of both Workloads, the Service and the SPIFFE IDs;
+    received = the bytes the client sent, sent = the sink's reply, on both sides."""
+    m = mesh
+    m.start()
+    out = m.send(12345)
+    rl = reply_len(out)
+    for sc in (m.csc, m.ssc):
+        wait_for(lambda: sc.stats().get("listener.outbound.downstream_cx_active", 0) == 0 and
+                 sc.stats().get("listener.inbound.downstream_cx_active", 0) == 0, timeout=10,
+                 what="connections closed")
+
+    common = {
+        "source_workload": "client", "source_canonical_service": "client-app",
+        "source_canonical_revision": "v1", "source_workload_namespace": "default",
+        "source_principal": ID_CLIENT, "source_app": "client-app", "source_version": "v1",
+        "source_cluster": "cluster-a",
+        "destination_workload": "server", "destination_canonical_service": "server-app",
+        "destination_canonical_revision": "v2", "destination_workload_namespace": SERVER_NS,
+        "destination_principal": ID_SERVER, "destination_app": "server-app",
+        "destination_version": "v2", "destination_cluster": "cluster-b",
+        "request_protocol": "tcp", "response_flags": "-", "connection_security_policy": "mutual_tls",
+    }
+    # Outbound, on the client's sidecar: the service routed through is known.
+    s, text = scrape(m.client)
+    src = dict(common, reporter="source", destination_service=SINK_HOST,
+               destination_service_name="sink", destination_service_namespace=SERVER_NS)
+    for fam in FAMILIES:
+        got = istio(s, fam)
+        assert len(got) == 1, (fam, got, text)
+        assert got[0][0] == src, (fam, got[0][0])
+        assert list(got[0][0]) == LABELS or sorted(got[0][0]) == sorted(LABELS)
+    assert total(s, FAMILIES[0]) == 1 and total(s, FAMILIES[1]) == 1
+    assert total(s, "istio_tcp_received_bytes_total") == 12345
+    assert total(s, "istio_tcp_sent_bytes_total") == rl
+    # The exposition's own label order is Istio's.
+    line = next(x for x in text.splitlines() if x.startswith("istio_tcp_connections_opened_total{"))
+    assert [kv.split("=")[0] for kv in line[line.index("{") + 1:line.index("}")].split('",')] == LABELS
+
+    # Inbound, on the server's sidecar (15006): reporter destination.
+    s, text = scrape(m.server)
+    # The service is the one the server's Workload lists for the target port (8081: sink).
+    dst = dict(common, reporter="destination", destination_service=SINK_HOST,
+               destination_service_name="sink", destination_service_namespace=SERVER_NS)
+    got = istio(s, "istio_tcp_connections_opened_total", reporter="destination")
+    assert len(got) == 1, text
+    for k, v in dst.items():
+        assert got[0][0][k] == v, (k, got[0][0])
+    assert total(s, "istio_tcp_connections_opened_total") == 1
+    assert total(s, "istio_tcp_connections_closed_total") == 1
+    assert total(s, "istio_tcp_received_bytes_total") == 12345
+    assert total(s, "istio_tcp_sent_bytes_total") == rl
+    # 15090 serves the same families as the admin's /stats/prometheus.
+    a, _ = scrape(m.server, port=15000)
+    for fam in FAMILIES:
+        assert istio(a, fam) == istio(s, fam)
+    assert "outrigger_istio_metrics_overflow_total" in a
+
+
+def test_many_connections_one_label_set(mesh):
+    """Five connections of the same peers share one label set: opened == closed == 5, and the
+    byte counters are the sums."""
+    m = mesh
+    m.start()
+    rx = tx = 0
+    for i in range(5):
+        out = m.send(1000 + i)
+        rx += 1000 + i
+        tx += reply_len(out)
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 5, timeout=10,
+             what="5 closed on the server")
+    for pod in (m.client, m.server):
+        s, text = scrape(pod)
+        assert len(istio(s, "istio_tcp_connections_opened_total")) == 1, text
+        assert total(s, "istio_tcp_connections_opened_total") == 5
+        assert total(s, "istio_tcp_connections_closed_total") == 5
+        assert total(s, "istio_tcp_received_bytes_total") == rx
+        assert total(s, "istio_tcp_sent_bytes_total") == tx
+
+
+def test_plaintext_inbound_peer_without_sidecar(mesh):
+    """A plaintext client (a pod with a Workload and no sidecar) reaches the server sidecar:
+    source labels from its Workload, source_principal "unknown" (no certificate),
+    connection_security_policy "none" (Istio's value for a destination report without mTLS)."""
+    m = mesh
+    m.start(client=False)
+    # The other pod has a Workload but no sidecar: plaintext, source facts from its Workload.
+    out = m.send(500, pod=m.other, host=m.server.ip4, port=SINK)
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="closed")
+    s, text = scrape(m.server)
+    got = istio(s, "istio_tcp_connections_closed_total")
+    assert len(got) == 1, text
+    lab = got[0][0]
+    assert lab["reporter"] == "destination"
+    assert lab["source_workload"] == "other" and lab["source_app"] == "other-app"
+    assert lab["source_principal"] == "unknown"
+    assert lab["destination_workload"] == "server"
+    assert lab["connection_security_policy"] == "none"
+    assert total(s, "istio_tcp_received_bytes_total") == 500
+    assert total(s, "istio_tcp_sent_bytes_total") == reply_len(out)
+
+
+def test_overflow_counted_no_crash(mesh):
+    """telemetry.maxLabelSets 1 and two different peers: the second peer's set does not fit;
+    outrigger_istio_metrics_overflow_total is 1, the first set is intact, the proxy serves on."""
+    m = mesh
+    m.start(client=False, telemetry={"maxLabelSets": 1})
+    m.send(100, pod=m.other, host=m.server.ip4, port=SINK)
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="first closed")
+    m.send(200, pod=m.client, host=m.server.ip4, port=SINK)   # no client sidecar: plaintext, another peer
+    wait_for(lambda: m.ssc.stats().get("listener.inbound.downstream_cx_destroy", 0) == 2, timeout=10,
+             what="second closed")
+    s, text = scrape(m.server)
+    assert total(s, "outrigger_istio_metrics_overflow_total") == 1, text
+    got = istio(s, "istio_tcp_connections_opened_total")
+    assert len(got) == 1 and got[0][0]["source_workload"] == "other" and got[0][1] == 1
+    assert total(s, "istio_tcp_received_bytes_total") == 100
+    # Still serving, and the same peer again still counts in its set.
+    m.send(300, pod=m.other, host=m.server.ip4, port=SINK)
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 2, timeout=10,
+             what="third closed")
+    assert total(scrape(m.server)[0], "outrigger_istio_metrics_overflow_total") == 1
+    assert m.ssc.alive()
+
+
+def test_periodic_report_of_open_connection(mesh):
+    """telemetry.tcpReportingInterval 1s: a connection still open has its bytes reported
+    (opened 1, closed 0, received and sent the echoed bytes) before it closes."""
+    m = mesh
+    m.start(telemetry={"tcpReportingInterval": "1s"})
+    c = m.client.interactive(ECHO_VIP, PORT)
+    try:
+        assert c.connected, c.hello
+        assert c.cmd("echo 4000") == "OK 4000"
+        for pod in (m.client, m.server):
+            wait_for(lambda: total(scrape(pod)[0], "istio_tcp_received_bytes_total") == 4000, timeout=5,
+                     what="bytes of the open connection reported")
+            s, text = scrape(pod)
+            assert total(s, "istio_tcp_sent_bytes_total") == 4000, text
+            assert total(s, "istio_tcp_connections_opened_total") == 1
+            assert total(s, "istio_tcp_connections_closed_total") == 0
+        assert c.cmd("echo 1000") == "OK 1000"
+        wait_for(lambda: total(scrape(m.client)[0], "istio_tcp_received_bytes_total") == 5000, timeout=5,
+                 what="the next report")
+    finally:
+        c.close()
+    wait_for(lambda: total(scrape(m.client)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="closed")
+    s, _ = scrape(m.client)
+    assert total(s, "istio_tcp_received_bytes_total") == 5000
+    assert total(s, "istio_tcp_sent_bytes_total") == 5000
+
+
+def test_without_periodic_report_bytes_at_close(mesh):
+    """tcpReportingInterval 0s: an open connection's bytes are not reported until it closes."""
+    m = mesh
+    m.start(client=False, telemetry={"tcpReportingInterval": "0s"})
+    c = m.other.interactive(m.server.ip4, ECHO)
+    try:
+        assert c.connected, c.hello
+        assert c.cmd("echo 3000") == "OK 3000"
+        import time
+        time.sleep(1.5)
+        s, _ = scrape(m.server)
+        assert total(s, "istio_tcp_connections_opened_total") == 1
+        assert total(s, "istio_tcp_received_bytes_total") == 0
+    finally:
+        c.close()
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_received_bytes_total") == 3000, timeout=10,
+             what="bytes at close")
+
+
+def test_prometheus_port_off(pod_lab, outrigger_bin, init_bin):
+    """proxy.prometheusPort 0: nothing listens on 15090; the admin still serves the families."""
+    pod = pod_lab.add_pod("solo")
+    sc = pod.start_sidecar(config={"proxy": {"prometheusPort": 0}})
+    r = pod.run(["curl", "-sS", "-m", "3", "http://127.0.0.1:15090/stats/prometheus"], check=False)
+    assert r.returncode != 0
+    s, text = scrape(pod, port=15000)
+    assert "istio_tcp_connections_opened_total" in text
+    assert sc.alive()
