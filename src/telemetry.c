@@ -128,6 +128,20 @@ inbound_service(const struct model *m, const struct mworkload *local, uint16_t p
  * certificate's when the upstream is mTLS; the destination is the workload
  * connected to and the service routed through. */
 static void
+inbound_facts(const struct snapshot *s, const struct sockaddr_storage *dst, const char *peer_id,
+    const struct mworkload *local, struct tele_conn *c)
+{
+	const struct certbundle *b = s->certs;
+
+	c->inbound = true;
+	c->dst = local;
+	c->svc = inbound_service(s->model, local, sock_addr_port(dst));
+	c->src_principal = peer_id;
+	c->dst_principal = local ? local->identity : b ? b->identity : NULL;
+	c->mtls = peer_id != NULL;
+}
+
+static void
 tunnel_facts(const struct tunnel *t, struct tele_conn *c)
 {
 	const struct model *m = t->snap->s->model;
@@ -142,12 +156,7 @@ tunnel_facts(const struct tunnel *t, struct tele_conn *c)
 	}
 	*c = (struct tele_conn){ .src = sw, .rflags = t->rflags };
 	if (t->lst == LST_INBOUND || t->lst == LST_HBONE) {
-		c->inbound = true;
-		c->dst = t->local;
-		c->svc = inbound_service(m, t->local, sock_addr_port(&t->dst));
-		c->src_principal = t->peer_id;
-		c->dst_principal = t->local ? t->local->identity : b ? b->identity : NULL;
-		c->mtls = t->peer_id != NULL;
+		inbound_facts(t->snap->s, &t->dst, t->peer_id, t->local, c);
 	} else {
 		c->dst = t->peer;
 		c->svc = t->svc ? t->svc->svc : NULL;
@@ -174,6 +183,27 @@ lookup(struct tunnel *t)
 		stat_add(&t->w->stats.w[WM_ISTIO_METRICS_OVERFLOW_TOTAL], 1);
 	}
 	return e;
+}
+
+void
+tele_denied(struct worker *w, const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
+    const char *peer_id, const struct mworkload *local)
+{
+	const struct snapshot *s = w->snap->s;
+	struct tele_conn c = { .src = model_workload_at(s->model, src), .rflags = TRF(RBAC_DENIED) };
+	const char *lab[TL__COUNT];
+	char flags[TUNNEL_RFLAGS_MAX];
+	struct ltab_ent *e;
+
+	if (!w->tele)
+		return;
+	inbound_facts(s, dst, peer_id, local, &c);
+	tele_labels(&c, lab, flags);
+	e = ltab_get(w->tele, lab);
+	if (!e->lab)
+		stat_add(&w->stats.w[WM_ISTIO_METRICS_OVERFLOW_TOTAL], 1);
+	stat_add(&e->val[TV_OPENED], 1);
+	stat_add(&e->val[TV_CLOSED], 1);
 }
 
 void

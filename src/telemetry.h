@@ -15,6 +15,7 @@
 struct config;
 struct mservice;
 struct mworkload;
+struct sockaddr_storage;
 struct tunnel;
 struct worker;
 
@@ -87,6 +88,13 @@ void tele_worker_fini(struct worker *w);
 void tele_arm(struct tunnel *t);
 void tele_open(struct tunnel *t);
 void tele_close(struct tunnel *t);
+
+/* An HBONE CONNECT that authorization refused (401; no tunnel was made):
+ * opened and closed under response_flags RBAC, reporter destination, as
+ * ztunnel records a denied connection. src: the HBONE peer; dst: the
+ * :authority; local: the workload addressed. Worker thread. */
+void tele_denied(struct worker *w, const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
+    const char *peer_id, const struct mworkload *local);
 
 /* The istio_tcp_* families of every worker's table, merged, in Prometheus
  * text. Admin thread. */

@@ -314,3 +314,61 @@ def test_prometheus_port_off(pod_lab, outrigger_bin, init_bin):
     s, text = scrape(pod, port=15000)
     assert "istio_tcp_connections_opened_total" in text
     assert sc.alive()
+
+
+AUTHZ = "type.googleapis.com/istio.security.Authorization"
+H2CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_hbone_server.py")
+
+
+def deny_client_policy():
+    return {"@type": AUTHZ, "name": "deny-client", "namespace": SERVER_NS, "scope": "NAMESPACE",
+            "action": "DENY", "groups": [{"rules": [{"matches": [{"principals": [
+                {"exact": "cluster.local/ns/default/sa/client"}]}]}]}]}
+
+
+def test_denied_connections_opened_and_closed_with_rbac_flag(mesh):
+    """A connection authorization denies never forwards: on 15006 (through the client's
+    sidecar, mTLS) and on HBONE 15008 (401), the server sidecar still reports it, opened and
+    closed once each under response_flags "RBAC" with the peer's labels, no bytes (ztunnel
+    records denied connections the same way)."""
+    m = mesh
+    cfg = m.config()
+    cfg["resources"].append(deny_client_policy())
+    m.csc = m.client.start_sidecar(config=m.config(), proxy_args=("--cert-dir", m.client_certs))
+    m.ssc = m.server.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.server_certs),
+                                   env={"POD_NAMESPACE": SERVER_NS})
+    for sc in (m.csc, m.ssc):
+        wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, timeout=10, what="certs")
+    r, out = m.client.client(["send", "--host", VIP, "--port", PORT, "--bytes", 100])
+    assert not (out and out.get("ok")), "the connection should have been denied"
+    wait_for(lambda: m.ssc.stats().get("listener.inbound.downstream_cx_authz_denied", 0) == 1, timeout=10,
+             what="denied on 15006")
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="the denied connection reported")
+    s, text = scrape(m.server)
+    got = istio(s, "istio_tcp_connections_closed_total")
+    assert len(got) == 1, text
+    lab = got[0][0]
+    assert lab["response_flags"] == "RBAC" and lab["reporter"] == "destination"
+    assert lab["source_principal"] == ID_CLIENT and lab["source_workload"] == "client"
+    assert lab["destination_workload"] == "server" and lab["destination_service"] == SINK_HOST
+    assert total(s, "istio_tcp_connections_opened_total", response_flags="RBAC") == 1
+    assert total(s, "istio_tcp_received_bytes_total") == 0
+
+    # HBONE: the CONNECT is answered 401 and reported likewise.
+    argv = ["/usr/bin/python3", H2CLIENT, "client", "--host", m.server.ip4,
+            "--authority", "%s:%d" % (m.server.ip4, SINK),
+            "--ca", os.path.join(m.server_certs, "root-cert.pem"),
+            "--certs", m.client_certs, "--send", "x"]
+    r = m.other.run(argv, check=False, timeout=40)     # a pod without a sidecar, the client's identity
+    assert r.returncode == 0, r.stderr
+    import json
+    assert json.loads(r.stdout.strip().splitlines()[-1]).get("status") == 401
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total", response_flags="RBAC") == 2,
+             timeout=10, what="the denied HBONE stream reported")
+    s, text = scrape(m.server)
+    got = istio(s, "istio_tcp_connections_closed_total", source_workload="other")
+    assert len(got) == 1 and got[0][1] == 1, text
+    assert got[0][0]["source_principal"] == ID_CLIENT and got[0][0]["response_flags"] == "RBAC"
+    assert got[0][0]["destination_service"] == SINK_HOST
+    assert total(s, "istio_tcp_connections_opened_total") == 2
