@@ -519,7 +519,7 @@ path_is_object(const char *path)
 	return false;
 }
 
-/* Checks across keys: the five ports must differ (two listeners on one port
+/* Checks across keys: the five ports (and prometheusPort) must differ (two listeners on one port
  * would share connections at random through SO_REUSEPORT). */
 static int
 config_check(const struct config *c, char *err, size_t errlen)
@@ -541,6 +541,12 @@ config_check(const struct config *c, char *err, size_t errlen)
 				    ports[j].key);
 				return -EINVAL;
 			}
+		}
+		/* 15090 (0: off) listens on 0.0.0.0 too: a shared port would fail at start. */
+		if (c->prometheus_port && c->prometheus_port == *(const uint16_t *)((const char *)c + ports[i].off)) {
+			seterr(err, errlen, NULL, "proxy.prometheusPort: port %d is also proxy.%s", c->prometheus_port,
+			    ports[i].key);
+			return -EINVAL;
 		}
 	}
 	return 0;
