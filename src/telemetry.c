@@ -40,6 +40,36 @@ static const char *const fam_help[LTAB_NVALS] = {
 
 static const char unknown[] = "unknown";
 
+/* This pod's first address (INSTANCE_IPS, else INSTANCE_IP, as the
+ * injector sets them): the outbound source when the app's own address is
+ * no workload's (it bound 127.0.0.1, say). Written once by the first
+ * tele_worker_init, before the worker threads start; read-only after. */
+static struct sockaddr_storage self_addr;
+static bool self_loaded;
+
+static void
+self_load(void)
+{
+	const char *env = getenv("INSTANCE_IPS");
+	char buf[64];
+	size_t n;
+
+	if (self_loaded)
+		return;
+	self_loaded = true;
+	if (!env || !*env)
+		env = getenv("INSTANCE_IP");
+	if (!env || !*env)
+		return;
+	n = strcspn(env, ",");
+	if (n >= sizeof(buf))
+		return;
+	memcpy(buf, env, n);
+	buf[n] = 0;
+	if (sock_addr_parse(buf, 0, &self_addr) < 0)
+		memset(&self_addr, 0, sizeof(self_addr));
+}
+
 static const char *
 or_unknown(const char *s)
 {
@@ -158,6 +188,8 @@ tunnel_facts(const struct tunnel *t, struct tele_conn *c)
 	if (t->lst == LST_INBOUND || t->lst == LST_HBONE) {
 		inbound_facts(t->snap->s, &t->dst, t->peer_id, t->local, c);
 	} else {
+		if (!c->src && self_addr.ss_family != AF_UNSPEC)
+			c->src = model_workload_at(m, &self_addr);
 		c->dst = t->peer;
 		c->svc = t->svc ? t->svc->svc : NULL;
 		c->mtls = t->us_mtls || t->us_hbone;
@@ -278,6 +310,7 @@ report_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 int
 tele_worker_init(struct worker *w, const struct config *cfg)
 {
+	self_load();
 	w->tele = calloc(1, sizeof(*w->tele));
 	if (!w->tele || ltab_init(w->tele, TL__COUNT, (size_t)cfg->tele_max_label_sets) < 0) {
 		free(w->tele);

@@ -478,3 +478,28 @@ def test_istio_workload_dashboard_tcp_panels(mesh):
             if (not plain or "Incoming" in title) and not r:
                 failures.append((title, substitute(e, v)))
     assert not failures, failures
+
+
+def test_outbound_source_from_instance_ip(mesh):
+    """Outbound, when the app's address is no Workload's, the source is the Workload at this
+    pod's INSTANCE_IP (as the injector sets it): here the client's Workload is listed at
+    another address, named by INSTANCE_IP; without it the source would be "unknown"."""
+    m = mesh
+    res = m.resources()
+    for r in res:
+        wl = r.get("workload")
+        if wl and wl["name"] == "client-7d9f":
+            wl["addresses"] = [meshres._b64("10.250.0.7")]
+    cfg = meshres.config(res, proxy={"logLevel": "debug", "concurrency": 1})
+    m.csc = m.client.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.client_certs),
+                                   env={"INSTANCE_IP": "10.250.0.7"})
+    m.ssc = m.server.start_sidecar(config=m.config(), proxy_args=("--cert-dir", m.server_certs),
+                                   env={"POD_NAMESPACE": SERVER_NS})
+    for sc in (m.csc, m.ssc):
+        wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, timeout=10, what="certs")
+    m.send(100)
+    wait_for(lambda: total(scrape(m.client)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="closed")
+    got = istio(scrape(m.client)[0], "istio_tcp_connections_closed_total")
+    assert len(got) == 1
+    assert got[0][0]["source_workload"] == "client" and got[0][0]["source_cluster"] == "cluster-a"
