@@ -503,3 +503,21 @@ def test_outbound_source_from_instance_ip(mesh):
     got = istio(scrape(m.client)[0], "istio_tcp_connections_closed_total")
     assert len(got) == 1
     assert got[0][0]["source_workload"] == "client" and got[0][0]["source_cluster"] == "cluster-a"
+
+
+def test_connect_failure_reported_with_uf(mesh):
+    """The app's port refuses: the inbound connection never forwards; it is reported opened and
+    closed once under response_flags "UF" (Envoy's upstream connection failure; ztunnel records
+    a failed connect the same way), with no bytes."""
+    m = mesh
+    m.start(client=False)
+    c = m.other.interactive(m.server.ip4, 9999)
+    c.close()
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="the failed connection reported")
+    s, text = scrape(m.server)
+    got = istio(s, "istio_tcp_connections_opened_total")
+    assert len(got) == 1 and got[0][1] == 1, text
+    assert got[0][0]["response_flags"] == "UF" and got[0][0]["source_workload"] == "other"
+    assert got[0][0]["destination_service"] == "unknown"     # no service of the server targets 9999
+    assert total(s, "istio_tcp_received_bytes_total") == 0
