@@ -521,3 +521,26 @@ def test_connect_failure_reported_with_uf(mesh):
     assert got[0][0]["response_flags"] == "UF" and got[0][0]["source_workload"] == "other"
     assert got[0][0]["destination_service"] == "unknown"     # no service of the server targets 9999
     assert total(s, "istio_tcp_received_bytes_total") == 0
+
+
+def test_prometheus_port_serves_only_the_scrape(pod_lab, outrigger_bin, init_bin):
+    """15090 answers GET (and HEAD) /stats/prometheus with the admin's exposition and 404 for
+    every other path (the admin API's /config_dump etc. stay on 127.0.0.1:15000); it listens on
+    0.0.0.0, so another pod scrapes it over the pod network (15090 is left out of the capture)."""
+    pod = pod_lab.add_pod("solo")
+    peer = pod_lab.add_pod("peer")
+    pod.start_sidecar(config={"proxy": {"concurrency": 1}})
+
+    def status(p, url, head=False):
+        r = p.run(["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}"] + (["-I"] if head else [])
+                  + [url], check=False)
+        return r.stdout.strip()
+    base = "http://%s:15090" % pod.ip4
+    assert status(peer, base + "/stats/prometheus") == "200"
+    assert status(peer, base + "/stats/prometheus", head=True) == "200"
+    for path in ("/stats", "/config_dump", "/", "/certs", "/ready"):
+        assert status(peer, base + path) == "404", path
+    r = peer.run(["curl", "-sS", "-m", "3", base + "/stats/prometheus"], check=True)
+    names = {s.name for fam in prom_parser.text_string_to_metric_families(r.stdout) for s in fam.samples}
+    assert "outrigger_listener_downstream_cx_total" in names
+    assert "outrigger_istio_metrics_overflow_total" in names
