@@ -544,3 +544,38 @@ def test_prometheus_port_serves_only_the_scrape(pod_lab, outrigger_bin, init_bin
     names = {s.name for fam in prom_parser.text_string_to_metric_families(r.stdout) for s in fam.samples}
     assert "outrigger_listener_downstream_cx_total" in names
     assert "outrigger_istio_metrics_overflow_total" in names
+
+
+def test_policy_change_closes_under_rbac(mesh):
+    """An open connection that a new policy denies is reset (closeDeniedConnections, the
+    default): its close is counted under response_flags "RBAC" while its open and its bytes
+    stay under "-", as ztunnel records the close with the flag the connection ended with."""
+    import json
+    import signal
+    m = mesh
+    m.start()
+    c = m.client.interactive(ECHO_VIP, PORT)
+    try:
+        assert c.connected, c.hello
+        assert c.cmd("echo 2000") == "OK 2000"
+        cfg = m.config()
+        cfg["resources"].append(deny_client_policy())
+        before = m.ssc.stats().get("server.config_reload_success", 0)
+        with open(m.ssc.config_path, "w") as f:
+            json.dump(cfg, f)
+        m.ssc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: m.ssc.stats().get("server.config_reload_success", 0) > before, timeout=10,
+                 what="the reload")
+        wait_for(lambda: m.ssc.stats().get("listener.inbound.downstream_cx_authz_closed", 0) == 1, timeout=10,
+                 what="the open connection reset")
+    finally:
+        c.close()
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="closed")
+    s, text = scrape(m.server)
+    assert total(s, "istio_tcp_connections_closed_total", response_flags="RBAC") == 1, text
+    assert total(s, "istio_tcp_connections_closed_total", response_flags="-") == 0
+    assert total(s, "istio_tcp_connections_opened_total", response_flags="-") == 1
+    assert total(s, "istio_tcp_connections_opened_total", response_flags="RBAC") == 0
+    assert total(s, "istio_tcp_received_bytes_total", response_flags="-") == 2000
+    assert total(s, "istio_tcp_sent_bytes_total", response_flags="-") == 2000
