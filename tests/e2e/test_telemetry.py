@@ -579,3 +579,32 @@ def test_policy_change_closes_under_rbac(mesh):
     assert total(s, "istio_tcp_connections_opened_total", response_flags="RBAC") == 0
     assert total(s, "istio_tcp_received_bytes_total", response_flags="-") == 2000
     assert total(s, "istio_tcp_sent_bytes_total", response_flags="-") == 2000
+
+
+def test_hbone_inbound_reported(mesh):
+    """A CONNECT on 15008 (python3-h2 client with the client's certificate, from a pod without a
+    sidecar) to the echo app: reporter destination, source_principal the client's SPIFFE ID,
+    source_workload the Workload at the HBONE peer's address, the echo service, mutual_tls,
+    and the stream's bytes both ways."""
+    import json
+    m = mesh
+    m.start(client=False)
+    argv = ["/usr/bin/python3", H2CLIENT, "client", "--host", m.server.ip4,
+            "--authority", "%s:%d" % (m.server.ip4, ECHO),
+            "--ca", os.path.join(m.server_certs, "root-cert.pem"),
+            "--certs", m.client_certs, "--size", "3000"]
+    r = m.other.run(argv, check=False, timeout=40)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out.get("status") == 200 and out.get("echo_ok"), out
+    wait_for(lambda: total(scrape(m.server)[0], "istio_tcp_connections_closed_total") == 1, timeout=10,
+             what="the stream's connection closed")
+    s, text = scrape(m.server)
+    got = istio(s, "istio_tcp_connections_closed_total")
+    assert len(got) == 1, text
+    lab = got[0][0]
+    assert lab["reporter"] == "destination" and lab["source_principal"] == ID_CLIENT
+    assert lab["source_workload"] == "other" and lab["destination_workload"] == "server"
+    assert lab["destination_service"] == "echo.%s.svc.cluster.local" % SERVER_NS
+    assert lab["connection_security_policy"] == "mutual_tls" and lab["response_flags"] == "-"
+    assert total(s, "istio_tcp_received_bytes_total") == 3000
+    assert total(s, "istio_tcp_sent_bytes_total") == 3000
