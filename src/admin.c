@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "server.h"
+#include "telemetry.h"
 #include "xds.h"
 #include "sock.h"
 #include "worker.h"
@@ -41,7 +42,8 @@
 /* Out of descriptors: stop accepting for this long instead of spinning. */
 #define ADMIN_ACCEPT_PAUSE 0.1
 
-enum admin_port { PORT_ADMIN, PORT_HEALTH };
+/* PORT_PROM: Envoy's Prometheus port (15090), GET /stats/prometheus only. */
+enum admin_port { PORT_ADMIN, PORT_HEALTH, PORT_PROM, PORT__COUNT };
 
 struct admin_listener {
 	int fd;
@@ -64,10 +66,10 @@ struct admin_conn {
 };
 
 static struct ev_loop *admin_loop;
-static struct admin_listener listeners[3];
+static struct admin_listener listeners[4];
 static unsigned nlisteners;
 static struct admin_conn *conns;	/* newest first */
-static unsigned nconns[2];		/* per enum admin_port */
+static unsigned nconns[PORT__COUNT];	/* per enum admin_port */
 static ev_tstamp last_accept_warning;
 
 /* End of the head: the first empty line. RFC 9112 §2.2 lets a recipient take
@@ -278,12 +280,19 @@ render_prometheus(struct strbuf *sb)
 }
 
 void
+admin_render_prometheus(struct strbuf *sb)
+{
+	render_prometheus(sb);
+	tele_render(sb);
+}
+
+void
 admin_render_stats(struct strbuf *sb, const char *format)
 {
 	struct stat_rows rs = { 0 };
 
 	if (strcmp(format, "prometheus") == 0) {
-		render_prometheus(sb);
+		admin_render_prometheus(sb);
 		return;
 	}
 	collect_rows(&rs);
@@ -566,6 +575,18 @@ handle(struct admin_conn *c, const struct admin_req *r)
 		respond(c, 405, "text/plain", &body, false);
 		return;
 	}
+	if (c->port == PORT_PROM) {
+		/* Envoy's 15090 serves its stats at this path (Istio's scrape
+		 * annotations and pilot-agent's merge read it). */
+		if (path_is(r, "/stats/prometheus")) {
+			admin_render_prometheus(&body);
+			respond(c, 200, "text/plain; version=0.0.4", &body, head);
+		} else {
+			sb_printf(&body, "not found\n");
+			respond(c, 404, "text/plain", &body, head);
+		}
+		return;
+	}
 	if (c->port == PORT_HEALTH) {
 		if (path_is(r, "/healthz/ready")) {
 			sb_printf(&body, "%s", ready ? "" : server.draining ? "draining\n" :
@@ -787,7 +808,8 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 	if (fd < 0) {
 		if (optional)
 			return 0;
-		snprintf(err, errlen, "%s listener on %s port %u: %s", kind == PORT_ADMIN ? "admin" : "health",
+		snprintf(err, errlen, "%s listener on %s port %u: %s", kind == PORT_ADMIN ? "admin" :
+		    kind == PORT_PROM ? "prometheus" : "health",
 		    addr, port, strerror(-fd));
 		return fd;
 	}
@@ -804,14 +826,15 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 
 int
 admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port, unsigned health_port,
-    char *err, size_t errlen)
+    unsigned prom_port, char *err, size_t errlen)
 {
 	int rc;
 
 	admin_loop = loop;
 	if ((rc = admin_listen(admin_addr, admin_port, PORT_ADMIN, false, err, errlen)) < 0 ||
 	    (rc = admin_listen("0.0.0.0", health_port, PORT_HEALTH, false, err, errlen)) < 0 ||
-	    (rc = admin_listen("::", health_port, PORT_HEALTH, true, err, errlen)) < 0) {
+	    (rc = admin_listen("::", health_port, PORT_HEALTH, true, err, errlen)) < 0 ||
+	    (prom_port && (rc = admin_listen("0.0.0.0", prom_port, PORT_PROM, false, err, errlen)) < 0)) {
 		admin_stop();
 		return rc;
 	}

@@ -25,8 +25,14 @@ struct admin_req {
  * malformed request. */
 int admin_parse_request(const char *buf, size_t len, struct admin_req *req);
 
-/* Render the counters: format "text" (name: value, sorted), "json" or "prometheus". */
+/* Render the counters: format "text" (name: value, sorted), "json" or
+ * "prometheus" (admin_render_prometheus). */
 void admin_render_stats(struct strbuf *sb, const char *format);
+/* The Prometheus exposition every port serves at /stats/prometheus (the
+ * admin's, 15090's; 15020 merges it with the app's): the outrigger_*
+ * counters, then Istio's istio_tcp_* families (telemetry.h). Control
+ * thread; sb->oom on allocation failure. */
+void admin_render_prometheus(struct strbuf *sb);
 
 struct cJSON;
 struct model;
@@ -40,9 +46,11 @@ struct model;
  * -ENOMEM (root then holds part of it; the caller deletes root). */
 int admin_model_to_json(const struct model *m, struct cJSON *root);
 
-/* Open the admin and readiness listeners on loop. Returns 0 or -errno with err set. */
+/* Open the admin and readiness listeners on loop, and the Prometheus port
+ * (prom_port on 0.0.0.0, GET /stats/prometheus; 0: none). Returns 0 or
+ * -errno with err set. */
 int admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port,
-    unsigned health_port, char *err, size_t errlen);
+    unsigned health_port, unsigned prom_port, char *err, size_t errlen);
 /* Close the listeners and any open admin connections. */
 void admin_stop(void);
 

@@ -102,6 +102,14 @@ static const struct cf_field schema[] = {
 	    "admin API address; keep it on loopback"),
 	F("proxy", "healthPort", CF_PORT, CF_RESTART, health_port, 1, 65535, "15021",
 	    "readiness port serving /healthz/ready on all addresses"),
+	F("proxy", "prometheusPort", CF_INT, CF_RESTART, prometheus_port, 0, 65535, "15090",
+	    "Envoy's Prometheus port: GET /stats/prometheus (the admin's body) on 0.0.0.0; 0 = off"),
+	F("telemetry", "maxLabelSets", CF_INT, CF_RESTART, tele_max_label_sets, 0, 10000000, "1000",
+	    "Istio TCP metrics: label sets each worker keeps; connections past it are counted in "
+	    "outrigger_istio_metrics_overflow_total only"),
+	F("telemetry", "tcpReportingInterval", CF_DURATION, CF_RESTART, tele_report_ms, 0, 86400000, "5s",
+	    "Istio TCP metrics: how often open connections' bytes are added to istio_tcp_*_bytes_total (Istio's "
+	    "tcpReportingDuration); 0s = only at close"),
 	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
 	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
 	    "leaves 15008 uncaptured)"),
@@ -511,7 +519,7 @@ path_is_object(const char *path)
 	return false;
 }
 
-/* Checks across keys: the five ports must differ (two listeners on one port
+/* Checks across keys: the five ports (and prometheusPort) must differ (two listeners on one port
  * would share connections at random through SO_REUSEPORT). */
 static int
 config_check(const struct config *c, char *err, size_t errlen)
@@ -533,6 +541,12 @@ config_check(const struct config *c, char *err, size_t errlen)
 				    ports[j].key);
 				return -EINVAL;
 			}
+		}
+		/* 15090 (0: off) listens on 0.0.0.0 too: a shared port would fail at start. */
+		if (c->prometheus_port && c->prometheus_port == *(const uint16_t *)((const char *)c + ports[i].off)) {
+			seterr(err, errlen, NULL, "proxy.prometheusPort: port %d is also proxy.%s", c->prometheus_port,
+			    ports[i].key);
+			return -EINVAL;
 		}
 	}
 	return 0;

@@ -71,6 +71,11 @@ struct config {
 	uint32_t ondemand_timeout_ms;	/* a connection waits this long for its lookup */
 	int ondemand_cache_size;	/* addresses kept subscribed */
 	uint32_t ondemand_idle_ms;	/* unsubscribed after this long unused */
+
+	/* "telemetry": Istio's TCP metrics (telemetry.h). */
+	int tele_max_label_sets;	/* label sets per worker; past it, the overflow counter */
+	uint32_t tele_report_ms;	/* long-lived connections' bytes reported this often; 0 = at close */
+	int prometheus_port;		/* 15090: GET /stats/prometheus on 0.0.0.0; 0 = off */
 };
 
 /* The embedded default: a sidecar on Istio's ports. */

@@ -24,6 +24,7 @@
 #include "model.h"
 #include "snapshot.h"
 #include "sock.h"
+#include "telemetry.h"
 #include "tunnel.h"
 #include "worker-t.h"
 #include "xtls.h"
@@ -118,6 +119,7 @@ authorized(struct hbconn *h, const struct mworkload *local, const struct sockadd
 		return true;
 	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
 	    res.policy ? res.policy : "(no ALLOW policy matched)");
+	tele_denied(h->w, &h->peer, dst, h->peer_id, local);
 	return false;
 }
 

@@ -34,6 +34,7 @@ liboutrigger_a_SOURCES = \
 	src/sniff.c src/sniff.h \
 	src/sock.c src/sock.h \
 	src/strbuf.c src/strbuf.h \
+	src/telemetry.c src/telemetry.h \
 	src/tunnel.c src/tunnel.h \
 	src/worker.c src/worker.h src/worker-t.h \
 	src/xds.c src/xds.h src/xds_node.c \

@@ -311,7 +311,8 @@ main(int argc, char **argv)
 		log_stop();
 		return EXIT_CONFIG;
 	}
-	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, err, sizeof(err)) < 0) {
+	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, (unsigned)cfg.prometheus_port,
+	    err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		xds_stop();
 		certsrc_stop();

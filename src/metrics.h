@@ -109,7 +109,8 @@ enum listener_metric {
 	X(HBONE_CLIENT_CX_TOTAL, hbone_client_cx_total, COUNTER, "HBONE client connections dialled (each shared by up to 100 streams)") \
 	X(HBONE_CLIENT_CX_FAIL, hbone_client_cx_fail, COUNTER, "HBONE client connections that failed before their HTTP/2 session was up (TCP, TLS, identity, ALPN, timeout)") \
 	X(HBONE_CLIENT_CX_IDLE_RELEASED, hbone_client_cx_idle_released, COUNTER, "HBONE client connections closed after proxy.hbonePoolIdleTimeout without a stream") \
-	X(FD_BUDGET, fd_budget, GAUGE, "Descriptors this worker may hold for connections and pipes (share of the open-files limit)")
+	X(FD_BUDGET, fd_budget, GAUGE, "Descriptors this worker may hold for connections and pipes (share of the open-files limit)") \
+	X(ISTIO_METRICS_OVERFLOW_TOTAL, istio_metrics_overflow_total, COUNTER, "Connections whose Istio label set did not fit in the worker's table (telemetry.maxLabelSets): left out of the istio_tcp_* families")
 
 enum worker_metric {
 #define X(e, name, kind, help) WM_##e,

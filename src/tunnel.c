@@ -22,6 +22,7 @@
 #include "snapshot.h"
 #include "sniff.h"
 #include "sock.h"
+#include "telemetry.h"
 #include "tunnel.h"
 #include "identity.h"
 #include "worker-t.h"
@@ -89,6 +90,7 @@ tunnel_done(struct relay *r)
 	    t->state == TUN_FORWARDING ? ", " : "",
 	    t->state == TUN_FORWARDING ? relay_state_str(t->relay.state) : "",
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
+	tele_close(t);
 	free(t->peer_id);
 	free(t->pp);
 	free(t->wp_authority);
@@ -181,6 +183,7 @@ tunnel_fail_connect(struct tunnel *t, int err, bool timeout, bool logged)
 		}
 	}
 	/* No endpoint left to try, or no time: the budget is spent either way. */
+	t->rflags |= TRF(UPSTREAM_CONNECT_FAILURE);
 	if (t->svc)
 		stat_add(tstat(t, LM_UPSTREAM_CX_CONNECT_ATTEMPTS_EXCEEDED), 1);
 	tunnel_fail(t);
@@ -215,6 +218,7 @@ stage_forward(struct tunnel *t)
 		stat_add(tstat(t, LM_HBONE_RQ_200), 1);
 	}
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
+	tele_open(t);
 	relay_start(&t->relay, cfg->idle_timeout_ms / 1000.0);
 }
 
@@ -565,6 +569,7 @@ stage_connect(struct tunnel *t)
 	int rc;
 
 	t->state = TUN_CONNECTING;
+	tele_arm(t);
 	/* L4 authorization (authz.h) for inbound on 15006: after the
 	 * handshake (peer_id known), before the app connect, under the
 	 * worker's newest policies (a change applies to every connection

@@ -140,6 +140,15 @@ struct tunnel {
 	 * dst and peer are the waypoint pod's; malloc'ed only then (NULL). */
 	char *wp_authority;
 	uint16_t sniffed;
+	/* Istio's TCP metrics (telemetry.h): the label set this connection
+	 * opened under (NULL: not opened), the flags it had then, the bytes
+	 * reported so far; armed: it reached the connecting stage, so it is
+	 * reported even if it never forwards; overflow: its set did not fit. */
+	struct ltab_ent *tele;
+	uint64_t tele_rx, tele_tx;
+	uint32_t tele_rflags;
+	bool tele_armed;
+	bool tele_overflow;
 	struct tunnel *prev, *next;	/* worker's list */
 };
 

@@ -18,6 +18,7 @@ struct tunnel;
 struct hbconn;
 struct xtls_sessions;
 struct hbone_pool;
+struct ltab;
 
 /* One listening socket of one worker (each worker has its own SO_REUSEPORT
  * socket per listener and address family). */
@@ -58,6 +59,11 @@ struct worker {
 	struct xtls_sessions *tls_sessions;
 	struct hbone_pool *hbone;	/* HBONE client connections (hbone.h), made on first use */
 	ev_timer trim;			/* every second: shrink idle pool caches */
+	/* Istio's TCP metrics (telemetry.h): this worker's label table (NULL:
+	 * not counted, e.g. the unit tests' hand-made workers) and the timer
+	 * that reports long-lived connections' bytes. */
+	struct ltab *tele;
+	ev_timer tele_report;
 	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
 	struct hbconn *hbone_conns;	/* all HBONE connections (hbone_server.c), for drain and stop */

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "sock.h"
+#include "telemetry.h"
 #include "hbone.h"
 #include "tunnel.h"
 #include "hbone.h"
@@ -379,6 +380,7 @@ worker_destroy(struct worker *w)
 	w->snap = NULL;
 	hupwatch_stop(&w->hup, w->loop);
 	ev_timer_stop(w->loop, &w->trim);
+	tele_worker_fini(w);
 	pool_destroy(&w->pool);
 	xtls_sessions_free(w->tls_sessions);
 	w->tls_sessions = NULL;
@@ -430,6 +432,10 @@ worker_init(struct worker *w, unsigned id, struct snapshot *snap, unsigned fd_bu
 	ev_timer_init(&w->trim, trim_cb, POOL_TRIM_INTERVAL, POOL_TRIM_INTERVAL);
 	w->trim.data = w;
 	ev_timer_start(w->loop, &w->trim);
+	if ((rc = tele_worker_init(w, cfg)) < 0) {
+		snprintf(err, errlen, "worker %u: out of memory for telemetry.maxLabelSets", id);
+		return rc;
+	}
 
 	static const int fams[LISTENER_FAMILIES] = { AF_INET, AF_INET6 };
 	for (int f = 0; f < LISTENER_FAMILIES; f++) {

@@ -1,6 +1,6 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
-	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_ltab tests/unit/test_proto \
+	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_ltab tests/unit/test_telemetry tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
 	tests/unit/test_xds_node tests/unit/test_ondemand \
@@ -168,3 +168,7 @@ tests_unit_test_hbone_LDADD = $(UNIT_LDADD)
 tests_unit_test_ltab_SOURCES = tests/unit/test_ltab.c
 tests_unit_test_ltab_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_ltab_LDADD = $(UNIT_LDADD)
+tests_unit_test_telemetry_SOURCES = tests/unit/test_telemetry.c
+tests_unit_test_telemetry_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_telemetry_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_telemetry_OBJECTS): $(PROTO_H)

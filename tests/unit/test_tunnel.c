@@ -37,6 +37,8 @@
 #include "resources.h"
 #include "snapshot.h"
 #include "sock.h"
+#include "ltab.h"
+#include "telemetry.h"
 #include "tunnel.h"
 #include "worker-t.h"
 #include "testlo.h"
@@ -221,6 +223,10 @@ static enum listener_kind next_kind = LST_OUTBOUND;
 /* Bytes the client sends before the tunnel starts (inbound: what it sniffs). */
 static const char *next_send;
 static uint32_t next_connect_ms;	/* 0: the default */
+/* The worker counts Istio's TCP metrics (telemetry.h), reporting open
+ * connections' bytes every next_tele_ms (0: at close only). */
+static bool next_tele;
+static uint32_t next_tele_ms;
 
 /* Build a worker, an app listener, and a client whose accepted socket is
  * handed to a tunnel towards the app (or towards dst when given). */
@@ -241,6 +247,12 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 		f->cfg.connect_timeout_ms = next_connect_ms;
 	next_connect_ms = 0;
 	test_worker_init(&f->w, &f->cfg, 4);
+	if (next_tele) {
+		f->cfg.tele_report_ms = next_tele_ms;
+		assert_int_equal(tele_worker_init(&f->w, &f->cfg), 0);
+		next_tele = false;
+		next_tele_ms = 0;
+	}
 	if (next_model) {
 		/* The mesh the routing tests give: a snapshot that holds it. */
 		wsnap_retire(f->w.snap);
@@ -280,6 +292,7 @@ static void
 teardown_fixture(struct fixture *f)
 {
 	tunnel_close_all(&f->w);
+	tele_worker_fini(&f->w);
 	if (f->client >= 0)
 		close(f->client);
 	if (f->app_fd >= 0)
@@ -358,6 +371,103 @@ test_bytes_both_ways(void **state)
 	/* Small messages are copied through a chunk, never spliced. */
 	assert_int_equal(f.w.stats.w[WM_PIPES_CACHED], 0);
 	assert_true(f.w.stats.w[WM_CHUNKS_CACHED] >= 1);
+	teardown_fixture(&f);
+}
+
+/* Istio's TCP metrics (telemetry.c): one label set for the connection, opened
+ * when forwarding starts, bytes from the client "received" and to it "sent",
+ * added at close (no report interval), closed once. */
+static void
+test_telemetry_open_bytes_close(void **state)
+{
+	struct fixture f;
+	char buf[16];
+	bool eof;
+
+	next_tele = true;
+	setup_with(&f, NULL, 0);
+	struct ltab *lt = f.w.tele;
+	assert_int_equal(lt->count, 1);
+	struct ltab_ent *e = &lt->e[0];
+	assert_ptr_equal(f.t->tele, e);
+	assert_int_equal(e->val[TV_OPENED], 1);
+	assert_string_equal(e->lab[TL_REPORTER], "source");
+	assert_string_equal(e->lab[TL_DST_WORKLOAD], "unknown");	/* no model */
+	assert_string_equal(e->lab[TL_RESPONSE_FLAGS], "-");
+	assert_string_equal(e->lab[TL_SECURITY_POLICY], "unknown");
+	send_all(&f, f.client, "ping", 4);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 4, &eof), 4);
+	send_all(&f, f.app_fd, "pong!", 5);
+	assert_int_equal(recv_upto(&f, f.client, buf, 5, &eof), 5);
+	spin(&f, 30);
+	assert_int_equal(e->val[TV_RECEIVED], 0);	/* tcpReportingInterval 0: at close */
+	close(f.client);
+	f.client = -1;
+	close(f.app_fd);
+	f.app_fd = -1;
+	spin_until_no_tunnel(&f, 2000);
+	assert_null(f.w.tunnels);
+	assert_int_equal(lt->count, 1);
+	assert_int_equal(e->val[TV_OPENED], 1);
+	assert_int_equal(e->val[TV_CLOSED], 1);
+	assert_int_equal(e->val[TV_RECEIVED], 4);
+	assert_int_equal(e->val[TV_SENT], 5);
+	teardown_fixture(&f);
+}
+
+/* tcpReportingInterval: a connection still open has its bytes reported, and
+ * the close adds only what came after. */
+static void
+test_telemetry_periodic_report(void **state)
+{
+	struct fixture f;
+	char buf[16];
+	bool eof;
+
+	next_tele = true;
+	next_tele_ms = 20;
+	setup_with(&f, NULL, 0);
+	struct ltab_ent *e = &f.w.tele->e[0];
+	send_all(&f, f.client, "ping", 4);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 4, &eof), 4);
+	send_all(&f, f.app_fd, "pong!", 5);
+	assert_int_equal(recv_upto(&f, f.client, buf, 5, &eof), 5);
+	spin(&f, 80);
+	assert_int_equal(e->val[TV_RECEIVED], 4);
+	assert_int_equal(e->val[TV_SENT], 5);
+	assert_int_equal(e->val[TV_CLOSED], 0);
+	send_all(&f, f.client, "more", 4);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 4, &eof), 4);
+	close(f.client);
+	f.client = -1;
+	close(f.app_fd);
+	f.app_fd = -1;
+	spin_until_no_tunnel(&f, 2000);
+	assert_int_equal(e->val[TV_RECEIVED], 8);	/* not counted twice */
+	assert_int_equal(e->val[TV_SENT], 5);
+	assert_int_equal(e->val[TV_CLOSED], 1);
+	teardown_fixture(&f);
+}
+
+/* A connect refused: never forwarded, still reported, under UF. */
+static void
+test_telemetry_connect_refused(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dead;
+
+	int lfd = listen_lo(&dead);
+	close(lfd);
+	next_tele = true;
+	setup_with(&f, &dead, 0);
+	spin(&f, 50);
+	assert_null(f.w.tunnels);
+	assert_int_equal(f.w.tele->count, 1);
+	struct ltab_ent *e = &f.w.tele->e[0];
+	assert_string_equal(e->lab[TL_RESPONSE_FLAGS], "UF");
+	assert_int_equal(e->val[TV_OPENED], 1);
+	assert_int_equal(e->val[TV_CLOSED], 1);
+	assert_int_equal(e->val[TV_RECEIVED], 0);
 	teardown_fixture(&f);
 }
 
@@ -1496,6 +1606,9 @@ main(void)
 		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bytes_both_ways),
+		cmocka_unit_test(test_telemetry_open_bytes_close),
+		cmocka_unit_test(test_telemetry_periodic_report),
+		cmocka_unit_test(test_telemetry_connect_refused),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_back_pressure),
 		cmocka_unit_test(test_copy_transport),
