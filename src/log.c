@@ -153,6 +153,30 @@ emit(const char *line, size_t len)
 	pthread_mutex_unlock(&q.mu);
 }
 
+int
+log_raw(const char *line, size_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&q.mu);
+	if (!q.running) {
+		pthread_mutex_unlock(&q.mu);
+		write_all(q.fd, line, len);
+		return 0;
+	}
+	if (q.len + len <= q.cap) {
+		bool was_empty = q.len == 0;
+		memcpy(q.buf + q.len, line, len);
+		q.len += len;
+		if (was_empty)
+			pthread_cond_signal(&q.cv);
+	} else {
+		rc = -ENOBUFS;
+	}
+	pthread_mutex_unlock(&q.mu);
+	return rc;
+}
+
 static size_t
 format_line(char *line, size_t cap, enum log_level l, const char *func, const char *fmt, va_list ap)
 {

@@ -56,6 +56,11 @@ struct log_site {
  * count restarts); otherwise *report is 0. */
 bool log_site_admit(struct log_site *s, int64_t now, unsigned long long *report);
 
+/* Queue one preformatted line (ending in '\n') as is, on the same queue and
+ * thread as the log lines (the access log, accesslog.h): 0, or -ENOBUFS when
+ * the queue is full (the line is dropped; the caller counts it). */
+int log_raw(const char *line, size_t len);
+
 /* Totals since start (process-wide; also in /stats). */
 uint64_t log_lines_dropped(void);
 uint64_t log_lines_suppressed(void);
