@@ -157,10 +157,12 @@ server_publish(struct snapshot *s)
 	server.stats[SM_MODEL_BUILDS]++;
 	for (int t = 0; t < MRES__COUNT; t++)
 		server.stats[SM_RESOURCES_ADDRESS + t] = model_count(s->model, (enum mres_type)t);
-	/* The log level is process-wide, not per connection; so is the
+	/* The log level is process-wide, not per connection (set when the
+	 * setting changes: a runtime /logging?level= holds until then); so is the
 	 * access log (a changed destination is opened here; SIGHUP reopens
 	 * a file for log rotation). */
-	__atomic_store_n(&log_threshold, s->cfg.log_level, __ATOMIC_RELAXED);
+	if (!old || old->cfg.log_level != s->cfg.log_level)	/* /logging's level stays till then */
+		__atomic_store_n(&log_threshold, s->cfg.log_level, __ATOMIC_RELAXED);
 	(void)accesslog_configure(s->cfg.access_log_file, s->cfg.access_log_encoding, reopen_logs);
 	workers_publish(s);
 	snapshot_unref(old);
