@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -127,14 +128,14 @@ accesslog_format(const struct accesslog_rec *r, enum accesslog_encoding enc, cha
 {
 	struct out o = { .p = buf, .cap = cap };
 	char ts[40];
-	time_t sec = (time_t)r->start;
-	long ms = (long)((r->start - (double)sec) * 1000.0);
+	/* Rounded to the millisecond first: .123 is 0.12299.. as a double. */
+	long long all_ms = r->start > 0 ? llround(r->start * 1000.0) : 0;
+	time_t sec = (time_t)(all_ms / 1000);
+	long ms = (long)(all_ms % 1000);
 	struct tm tm;
 
 	if (cap < 2)
 		return 0;
-	if (ms < 0 || ms > 999)
-		ms = 0;
 	gmtime_r(&sec, &tm);
 	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
 	    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
@@ -274,7 +275,10 @@ accesslog_configure(const char *path, enum accesslog_encoding enc, bool reopen)
 				log_info("access log: %s", *path ? path : "off");
 		}
 	} else if (reopen && *cur_path && strncmp(cur_path, "/dev/std", 8) != 0) {
-		rc = open_dest(cur_path);	/* rotation: the same name, a new file */
+		char same[sizeof(cur_path)];	/* open_dest writes cur_path */
+
+		memcpy(same, cur_path, sizeof(same));
+		rc = open_dest(same);	/* rotation: the same name, a new file */
 	}
 	if (!configured || enc != cfg_enc) {
 		cfg_enc = enc;

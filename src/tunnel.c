@@ -1294,9 +1294,9 @@ stage_route(struct tunnel *t)
 		}
 		if (t->svc && tunnel_pick(t))
 			return true;
-		/* A port the service does not have is no route; a port with no
-		 * endpoint to choose, no healthy upstream. */
-		t->rflags |= t->svc ? TRF(NO_HEALTHY_UPSTREAM) : TRF(NO_ROUTE);
+		/* No endpoint to choose, or a port the service does not have
+		 * (ztunnel: no healthy upstream either). */
+		t->rflags |= TRF(NO_HEALTHY_UPSTREAM);
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
 		clog_warn(t, "outbound %s: service %s %s: refused", sock_addr_str(&t->dst, a, sizeof(a)),
 		    vs->key, t->svc ? "has no healthy endpoint" : "has no such port");
