@@ -11,7 +11,10 @@
  * buffer pair and descriptor (a file, /dev/stdout), the same mutex, bound
  * and thread, so a slow access log file never blocks a worker either. Its
  * descriptor is replaced only by the log thread, between batches
- * (log_access_fd), so no write ever goes to a descriptor already closed. */
+ * (log_access_fd), so no write ever goes to a descriptor already closed.
+ * One thread for both: a destination that stops taking bytes (a pipe
+ * nobody reads) holds up the other lane's writes too, and both lanes then
+ * fill and drop, each counted; workers still never wait. */
 #include "autoconfig.h"
 
 #include <errno.h>
