@@ -20,6 +20,7 @@ import time
 import pytest
 
 import certs
+import meshres
 from lab import wait_for
 from test_authz import CLIENT_ID, NS, SERVER_ID, Mesh as AuthzMesh, authz, one
 
@@ -118,6 +119,46 @@ def test_one_line_per_connection_both_sidecars(mesh_factory, pod_lab):
     assert lines[1]["bytes_received"] == 0 and lines[1]["bytes_sent"] == 0
     assert len(read_lines(spath)) == 1          # nothing reached the server
     assert m.csc.stats()["server.access_log_dropped"] == 0
+
+
+def test_service_cluster_endpoint_and_uh(mesh_factory, pod_lab):
+    """Through a service VIP in the mesh model: the original destination is the VIP, the
+    upstream host the endpoint chosen, the cluster Istio's outbound|port||hostname; a service
+    with no endpoint gives UH and no upstream host."""
+    d = al_dir(pod_lab)
+    cpath = os.path.join(d, "client.log")
+    # The server pod's address is known only once the lab has it: build it, then restart
+    # the client sidecar with the model (the lab's VIPs are not used here).
+    m = mesh_factory()
+    vip, empty = "198.19.0.30", "198.19.0.31"
+    res = [meshres.service("sinksvc", [vip], [(80, 8081)]),
+           meshres.service("empty", [empty], [(80, 8081)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [m.server.ip4],
+                            {meshres.key("sinksvc"): [(80, 8081)]})]
+    cfg = dict(mesh_cfg(cpath), resources=res)
+    assert m.csc.stop() == 0
+    m.csc = m.client.start_sidecar(config=cfg, run_init=False)   # the capture rules stay
+    n = 5000
+    r, out = m.client.client(["send", "--host", vip, "--port", 80, "--bytes", n, "--timeout", 20])
+    assert out and out.get("server_count") == n, r.stdout + r.stderr
+    (c,) = json_lines(cpath, 1)
+    assert c["downstream_local_address"] == "%s:80" % vip
+    assert c["upstream_host"] == "%s:8081" % m.server.ip4
+    assert c["upstream_cluster"] == "outbound|80||sinksvc.default.svc.cluster.local"
+    assert c["bytes_received"] == n and c["bytes_sent"] == sink_reply_len(n)
+    assert c["response_flags"] == "-"
+
+    ia = m.client.interactive(empty, 80)
+    try:
+        if not ia.hello.startswith("RESET"):
+            ia.cmd("recv 8", timeout=15)
+    finally:
+        ia.close()
+    lines = json_lines(cpath, 2)
+    assert lines[1]["response_flags"] == "UH"
+    assert lines[1]["upstream_host"] is None
+    assert lines[1]["upstream_cluster"] == "outbound|80||empty.default.svc.cluster.local"
+    assert lines[1]["downstream_local_address"] == "%s:80" % empty
 
 
 @pytest.fixture
