@@ -143,14 +143,17 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	stat_add(hstat(w, LM_HBONE_RQ_TOTAL), 1);
 	if (strcmp(req->method, "CONNECT") != 0 || req->has_scheme_or_path) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not a CONNECT", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, NULL, h->peer_id, NULL, TRF(DOWNSTREAM_PROTOCOL_ERROR));
 		return;
 	}
 	if (hbone_authority_parse(req->authority, strlen(req->authority), &dst) < 0) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not ip:port", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, NULL, h->peer_id, NULL, TRF(DOWNSTREAM_PROTOCOL_ERROR));
 		return;
 	}
 	if (!ip_equal(&dst, &h->local) && !instance_ip(&dst)) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not this pod's address", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, &dst, h->peer_id, NULL, TRF(NO_ROUTE));
 		return;
 	}
 	/* The app: the workload's application tunnel port when it has one
@@ -166,7 +169,7 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	struct authz_result az;
 	if (!authorized(h, local, &pp_target, &az)) {
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
-		tunnel_log_refused_stream(w, &h->peer, &pp_target, h->peer_id, &az);
+		tunnel_log_refused_stream(w, &h->peer, &pp_target, h->peer_id, &az, 0);
 		return;
 	}
 	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL, &az);

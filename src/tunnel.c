@@ -1478,14 +1478,18 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 
 void
 tunnel_log_refused_stream(struct worker *w, const struct sockaddr_storage *src,
-    const struct sockaddr_storage *dst, const char *peer_id, const struct authz_result *az)
+    const struct sockaddr_storage *dst, const char *peer_id, const struct authz_result *az, uint32_t rflags)
 {
 	/* What tunnel_done would log of a tunnel that never was. */
 	struct tunnel t = { .w = w, .lst = LST_HBONE, .state = TUN_CLOSED, .snap = w->snap,
-	    .started = ev_now(w->loop), .peer_id = (char *)peer_id, .dst = *dst };
+	    .started = ev_now(w->loop), .peer_id = (char *)peer_id, .rflags = rflags };
 
 	if (!accesslog_on())
 		return;
+	if (dst)
+		t.dst = *dst;
+	else
+		t.dst.ss_family = AF_UNSPEC;
 	tunnel_set_src(&t, src);
 	tunnel_set_odst(&t);
 	if (az) {

@@ -197,11 +197,13 @@ struct authz_result;
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
     const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target,
     const struct authz_result *az);
-/* The access log line of an HBONE stream refused before it became a tunnel
- * (authorization's 401: az the decision; the peer at src, its SPIFFE ID
- * peer_id, asking for dst). Nothing when the access log is off. */
+/* The access log line of an HBONE stream refused before it became a tunnel:
+ * the peer at src, its SPIFFE ID peer_id, asking for dst (NULL: not known);
+ * az: authorization's decision for a 401 (NULL for the others); rflags: the
+ * TRF(...) bits of the refusal (RBAC_DENIED is added for a denial). Nothing
+ * when the access log is off. */
 void tunnel_log_refused_stream(struct worker *w, const struct sockaddr_storage *src,
-    const struct sockaddr_storage *dst, const char *peer_id, const struct authz_result *az);
+    const struct sockaddr_storage *dst, const char *peer_id, const struct authz_result *az, uint32_t rflags);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

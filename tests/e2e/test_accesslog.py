@@ -22,7 +22,7 @@ import pytest
 import certs
 import meshres
 from lab import wait_for
-from test_authz import CLIENT_ID, NS, SERVER_ID, Mesh as AuthzMesh, authz, one
+from test_authz import CLIENT_ID, H2CLIENT, NS, SERVER_ID, Mesh as AuthzMesh, authz, one
 
 SINK_VIP = "198.19.0.11"   # conftest's build_mesh: sink :8081 behind it
 ECHO_VIP = "198.19.0.10"   # echo :8080
@@ -213,6 +213,18 @@ def test_identities_and_authorization(amesh, pod_lab):
     assert y["authorization_policy"] == "%s/deny-client" % NS and y["authorization_decision"] == "deny"
     assert y["source_principal"] == CLIENT_ID
     assert len(read_lines(path)) == 4
+
+    # A CONNECT to an address that is not this pod's: 400, NR, the target asked for.
+    argv = ["/usr/bin/python3", H2CLIENT, "client", "--host", m.server.ip4,
+            "--authority", "192.0.2.7:8080", "--ca", os.path.join(m.server_dir, "root-cert.pem"),
+            "--certs", m.client_dir, "--send", "x"]
+    r = m.client.run(argv, check=False, timeout=40)
+    assert json.loads(r.stdout.strip().splitlines()[-1]).get("status") == 400, r.stdout + r.stderr
+    lines = json_lines(path, 5)
+    z = lines[4]
+    assert z["listener"] == "hbone" and z["response_flags"] == "NR"
+    assert z["downstream_local_address"] == "192.0.2.7:8080"
+    assert z["authorization_decision"] is None and z["source_principal"] == CLIENT_ID
 
 
 def test_logging_switch_live(mesh_factory, pod_lab):
