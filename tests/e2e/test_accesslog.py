@@ -296,3 +296,33 @@ def test_file_reopened_on_sighup(mesh_factory, pod_lab):
     wait_for(lambda: len(read_lines(path)) == 1, timeout=5, what="a line in the new file")
     assert len(read_lines(path + ".1")) == 1
     assert read_lines(path)[0].split()[9] == "10"
+
+
+def test_outbound_mtls_identities(pod_lab, outrigger_bin, init_bin):
+    """Outbound Istio mTLS (the server pod's Workload says LEGACY_ISTIO_MTLS): this proxy is the
+    source principal and the verified server the destination; the cluster is the service's."""
+    import test_outbound_mtls as om
+    d = os.path.join(pod_lab.dir, "pki-al")
+    ca = certs.CA(os.path.join(d, "ca"))
+    ca.issue(os.path.join(d, "client"), om.ID_CLIENT)
+    ca.issue(os.path.join(d, "server"), om.ID_SERVER)
+    for root, dirs, files in os.walk(d):
+        os.chmod(root, 0o755)
+    path = os.path.join(al_dir(pod_lab), "client.log")
+    client, server = om._pods(pod_lab)
+    ss = om.SServer(pod_lab, server, os.path.join(d, "server"), ca.cert)
+    cfg = meshres.config(om._wds(server), proxy={"logLevel": "debug"})
+    cfg.update(mesh_cfg(path))
+    client.start_sidecar(config=cfg, proxy_args=("--cert-dir", os.path.join(d, "client")))
+    code, body = client.curl("http://%s/" % om.VIP, user="nobody")
+    assert code == 200 and "s_server" in body, body
+    ss.text()
+    (c,) = json_lines(path, 1)
+    assert c["source_principal"] == om.ID_CLIENT
+    assert c["destination_principal"] == om.ID_SERVER
+    assert c["upstream_cluster"] == om.SNI_SVC
+    assert c["upstream_host"] == "%s:%d" % (server.ip4, om.TARGET)
+    assert c["downstream_local_address"] == "%s:%d" % (om.VIP, om.PORT)
+    assert c["bytes_sent"] > len(body.encode())        # the page and its headers
+    assert c["bytes_received"] > 0                     # curl's request
+    assert c["response_flags"] == "-"
