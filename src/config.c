@@ -43,7 +43,7 @@ static const char *const cf_type_names[] = {
 	[CF_LOGLEVEL] = "log level", [CF_MODE] = "interception mode", [CF_ADDR] = "IP address",
 	[CF_BOOL] = "boolean", [CF_POLICY] = "traffic policy", [CF_STR] = "string",
 	[CF_HOSTPORT] = "host:port", [CF_TRUSTDOMAIN] = "trust domain", [CF_DURATION_S] = "duration",
-	[CF_ALENC] = "access log encoding",
+	[CF_ALENC] = "encoding",
 };
 
 /* When a new value takes effect. */
