@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "authz.h"
 #include "certsrc.h"
@@ -558,20 +559,108 @@ respond(struct admin_conn *c, int status, const char *ctype, struct strbuf *body
 	sb_free(body);
 }
 
+int
+admin_logging(const char *query, size_t query_len, bool post, struct strbuf *body)
+{
+	/* Checked whole first, applied after: a bad request changes nothing. */
+	enum log_level level = LL_INFO;
+	enum accesslog_encoding enc = AL_TEXT;
+	bool set_level = false, set_al = false, al_on = false, set_enc = false;
+	int rc;
+
+	if (query && query_len && !post) {
+		sb_printf(body, "/logging changes state: use POST\n");
+		return 405;
+	}
+	for (const char *p = query, *end = query ? query + query_len : NULL; p && p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *kv_end = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(kv_end - p));
+		char key[32], val[32];
+		size_t kl = eq ? (size_t)(eq - p) : 0, vl = eq ? (size_t)(kv_end - eq - 1) : 0;
+
+		if (kv_end == p) {	/* "a&&b", a trailing '&' */
+			p = kv_end + 1;
+			continue;
+		}
+		if (!eq || kl >= sizeof(key) || vl >= sizeof(val)) {
+			sb_printf(body, "bad parameter \"%.*s\": expected level=, access_log= or access_log_encoding=\n",
+			    (int)((size_t)(kv_end - p) > 64 ? 64 : (size_t)(kv_end - p)), p);
+			return 400;
+		}
+		memcpy(key, p, kl);
+		key[kl] = 0;
+		memcpy(val, eq + 1, vl);
+		val[vl] = 0;
+		for (char *v = val; *v; v++)	/* echoed below: nothing that is not printable */
+			if ((unsigned char)*v < 0x20 || (unsigned char)*v >= 0x7f)
+				*v = '?';
+		if (strcmp(key, "level") == 0) {
+			if (log_level_parse(val, &level) < 0) {
+				sb_printf(body, "unknown level \"%s\": error, warn, info, debug or trace\n", val);
+				return 400;
+			}
+			set_level = true;
+		} else if (strcmp(key, "access_log") == 0) {
+			if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+				sb_printf(body, "access_log=%s: expected on or off\n", val);
+				return 400;
+			}
+			set_al = true;
+			al_on = strcmp(val, "on") == 0;
+		} else if (strcmp(key, "access_log_encoding") == 0) {
+			if (accesslog_encoding_parse(val, &enc) < 0) {
+				sb_printf(body, "access_log_encoding=%s: expected json or text\n", val);
+				return 400;
+			}
+			set_enc = true;
+		} else {
+			sb_printf(body, "unknown parameter \"%s\": level, access_log or access_log_encoding\n", key);
+			return 400;
+		}
+		p = kv_end + 1;
+	}
+	if (set_level) {
+		__atomic_store_n(&log_threshold, level, __ATOMIC_RELAXED);
+		log_info("/logging: log level %s", log_level_str(level));
+	}
+	if (set_enc)
+		accesslog_set_encoding(enc);
+	if (set_al) {
+		if ((rc = accesslog_set_enabled(al_on)) < 0) {
+			sb_printf(body, "access log: cannot open /dev/stdout: %s\n", strerror(-rc));
+			return 500;
+		}
+		log_info("/logging: access log %s", al_on ? "on" : "off");
+	}
+	sb_printf(body, "active loggers:\n  outrigger: %s\n",
+	    log_level_str((enum log_level)__atomic_load_n(&log_threshold, __ATOMIC_RELAXED)));
+	sb_printf(body, "access log: %s\n  destination: %s\n  encoding: %s\n", accesslog_on() ? "on" : "off",
+	    *accesslog_destination() ? accesslog_destination() : "(none)",
+	    accesslog_encoding_str((enum accesslog_encoding)__atomic_load_n(&accesslog_encoding, __ATOMIC_RELAXED)));
+	return 200;
+}
+
 static void
 handle(struct admin_conn *c, const struct admin_req *r)
 {
 	struct strbuf body = { 0 };
 	bool head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
 	bool get = r->method_len == 3 && memcmp(r->method, "GET", 3) == 0;
+	bool post = r->method_len == 4 && memcmp(r->method, "POST", 4) == 0;
 	/* A certificate source that has delivered nothing yet: not ready. */
 	bool no_cert = certsrc_active() && !(server.snap && server.snap->certs);
 	/* xDS: the first response of each wildcard type (or the state file). */
 	const char *xds_wait = xds_waiting_for();
 	bool ready = server.live && !server.draining && !no_cert && !xds_wait;
 
+	if (post && c->port != PORT_HEALTH && path_is(r, "/logging")) {
+		int status = admin_logging(r->query, r->query_len, true, &body);
+		respond(c, status, "text/plain", &body, false);
+		return;
+	}
 	if (!get && !head) {
-		sb_printf(&body, "only GET and HEAD\n");
+		sb_printf(&body, "only GET and HEAD%s\n", path_is(r, "/logging") ? " (and POST for /logging)" : "");
 		respond(c, 405, "text/plain", &body, false);
 		return;
 	}
@@ -618,9 +707,13 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	} else if (path_is(r, "/certs")) {
 		render_certs(&body);
 		respond(c, 200, "application/json", &body, head);
+	} else if (path_is(r, "/logging")) {
+		int status = admin_logging(r->query, r->query_len, false, &body);
+		respond(c, status, "text/plain", &body, head);
 	} else if (path_is(r, "/")) {
 		sb_printf(&body, "outrigger admin\n  /ready\n  /stats[?format=json|prometheus]\n"
-		    "  /stats/prometheus\n  /config_dump\n  /certs\n");
+		    "  /stats/prometheus\n  /config_dump\n  /certs\n"
+		    "  /logging (POST ?level=, ?access_log=on|off, ?access_log_encoding=json|text)\n");
 		respond(c, 200, "text/plain", &body, head);
 	} else {
 		sb_printf(&body, "not found\n");

@@ -1,10 +1,12 @@
 /* admin: the control thread's small HTTP/1.1 servers: the admin API
- * (127.0.0.1:15000: /ready, /stats, /stats/prometheus, /config_dump) and the
+ * (127.0.0.1:15000: /ready, /stats, /stats/prometheus, /config_dump,
+ * /logging) and the
  * readiness port (15021: /healthz/ready), one request per connection. */
 #ifndef OR_ADMIN_H
 #define OR_ADMIN_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "strbuf.h"
@@ -45,6 +47,14 @@ struct model;
  * "indexes", the model's sizes; "encodingErrors", how many markers. 0 or
  * -ENOMEM (root then holds part of it; the caller deletes root). */
 int admin_model_to_json(const struct model *m, struct cJSON *root);
+
+/* /logging (Envoy's form): POST sets, from the query, "level=<level>" (the
+ * log level, log.h), "access_log=on|off" and "access_log_encoding=
+ * json|text" (accesslog.h; the workers see them at their next line), then
+ * shows the state as GET does. A GET (or HEAD) with a query is refused with
+ * 405, as Envoy refuses state changes but by POST; an unknown parameter or
+ * value is 400 and changes nothing. Returns the status; body: the text. */
+int admin_logging(const char *query, size_t query_len, bool post, struct strbuf *body);
 
 /* Open the admin and readiness listeners on loop, and the Prometheus port
  * (prom_port on 0.0.0.0, GET /stats/prometheus; 0: none). Returns 0 or

@@ -35,6 +35,7 @@ enum cf_type {
 	CF_HOSTPORT,	/* "host:port" (or "[v6]:port"), or "" for none, stored as char[max] */
 	CF_TRUSTDOMAIN,	/* a SPIFFE trust domain, stored as char[max] */
 	CF_DURATION_S,	/* a duration as CF_DURATION, stored as uint32_t whole seconds (rounded up) */
+	CF_ALENC,	/* "TEXT" | "JSON" (MeshConfig.AccessLogEncoding), stored as enum accesslog_encoding */
 };
 
 static const char *const cf_type_names[] = {
@@ -42,6 +43,7 @@ static const char *const cf_type_names[] = {
 	[CF_LOGLEVEL] = "log level", [CF_MODE] = "interception mode", [CF_ADDR] = "IP address",
 	[CF_BOOL] = "boolean", [CF_POLICY] = "traffic policy", [CF_STR] = "string",
 	[CF_HOSTPORT] = "host:port", [CF_TRUSTDOMAIN] = "trust domain", [CF_DURATION_S] = "duration",
+	[CF_ALENC] = "encoding",
 };
 
 /* When a new value takes effect. */
@@ -121,6 +123,13 @@ static const struct cf_field schema[] = {
 	F("mesh", "protocolDetectionTimeout", CF_DURATION, CF_LIVE, protocol_detection_ms, 0, 3600000, "0s",
 	    "inbound: how long to wait for a client's first bytes to tell TLS from plaintext; then plaintext "
 	    "(server-first protocols). 0s: no limit but proxy.idleTimeout (Istio's default)"),
+	/* MeshConfig's names (accesslog.h); the /logging endpoint switches
+	 * them at run time until the setting itself changes. */
+	{ "mesh", "accessLogFile", CF_STR, CF_LIVE, offsetof(struct config, access_log_file), 0,
+	  sizeof(((struct config *)0)->access_log_file), "", "one line per connection to this file (appended; "
+	  "reopened on SIGHUP for log rotation), \"/dev/stdout\" or \"/dev/stderr\"; \"\": off (Istio's default)", NULL },
+	F("mesh", "accessLogEncoding", CF_ALENC, CF_LIVE, access_log_encoding, 0, 0, "TEXT",
+	    "the access log's format: TEXT (Istio's default text shape) or JSON (Istio's default JSON keys)"),
 	{ "mesh", "useWaypoints", CF_BOOL, CF_LIVE, offsetof(struct config, use_waypoints), 0, 0, "false",
 	  "reach a destination whose WDS Service or Workload names a waypoint through that waypoint over "
 	  "HBONE (Istio sidecars do not: straight to the pod)", "OUTRIGGER_USE_WAYPOINTS" },
@@ -405,6 +414,12 @@ set_field(const struct cf_field *f, const char *s, const char *got, struct confi
 			*(enum intercept_mode *)dst = INTERCEPT_TPROXY;
 		else {
 			seterr(err, errlen, f, "expected \"REDIRECT\" or \"TPROXY\", got %s", got);
+			return -EINVAL;
+		}
+		return 0;
+	case CF_ALENC:
+		if (!s || accesslog_encoding_parse(s, (enum accesslog_encoding *)dst) < 0) {
+			seterr(err, errlen, f, "expected \"TEXT\" or \"JSON\", got %s", got);
 			return -EINVAL;
 		}
 		return 0;
@@ -811,6 +826,7 @@ field_size(const struct cf_field *f)
 	case CF_ADDR: return sizeof(((struct config *)0)->admin_address);
 	case CF_BOOL: return sizeof(bool);
 	case CF_POLICY: return sizeof(enum outbound_policy);
+	case CF_ALENC: return sizeof(enum accesslog_encoding);
 	case CF_DURATION_S: return sizeof(uint32_t);
 	case CF_STR:
 	case CF_HOSTPORT:
@@ -983,6 +999,8 @@ field_to_json(const struct cf_field *f, const struct config *cfg)
 	case CF_POLICY:
 		return cJSON_CreateString(*(const enum outbound_policy *)src == OUTBOUND_REGISTRY_ONLY ?
 		    "REGISTRY_ONLY" : "ALLOW_ANY");
+	case CF_ALENC:
+		return cJSON_CreateString(accesslog_encoding_str(*(const enum accesslog_encoding *)src));
 	}
 	return NULL;
 }

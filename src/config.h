@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "accesslog.h"
 #include "log.h"
 
 struct cJSON;
@@ -47,6 +48,8 @@ struct config {
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */
 	bool use_waypoints;		/* "mesh": reach waypoint-fronted destinations through them */
 	uint32_t protocol_detection_ms;	/* inbound sniffing deadline; 0: idle_timeout_ms */
+	char access_log_file[256];	/* "mesh": accessLogFile; "" = off */
+	enum accesslog_encoding access_log_encoding;	/* "mesh": accessLogEncoding */
 
 	/* "identity": where this proxy's certificate comes from (certsrc.h),
 	 * each also from the environment pilot-agent reads ("" = unset). */

@@ -104,6 +104,7 @@ side_read_failed(struct relay *r, struct conn *c, int err)
 
 	if (!c->wdead)
 		stat_add(rstat(r, ds ? LM_DOWNSTREAM_CX_RESET : LM_UPSTREAM_CX_RESET), 1);
+	r->ended |= ds ? RELAY_END_DS_RESET : RELAY_END_US_RESET;
 	clog_debug(r, "%s read: %s", ds ? "downstream" : "upstream", strerror(-err));
 	c->rdead = c->wdead = true;
 	other->rst_on_close = true;
@@ -125,6 +126,7 @@ side_write_failed(struct relay *r, struct conn *c, int err)
 
 	if (!c->wdead)
 		stat_add(rstat(r, ds ? LM_DOWNSTREAM_CX_RESET : LM_UPSTREAM_CX_RESET), 1);
+	r->ended |= ds ? RELAY_END_DS_RESET : RELAY_END_US_RESET;
 	clog_debug(r, "%s write: %s", ds ? "downstream" : "upstream", strerror(-err));
 	c->wdead = true;
 	(ds ? &r->us : &r->ds)->rst_on_close = true;
@@ -527,6 +529,7 @@ relay_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 		return;
 	}
 	stat_add(rstat(r, LM_DOWNSTREAM_CX_IDLE_TIMEOUT), 1);
+	r->ended |= RELAY_END_IDLE;
 	/* A quiet connection (keep-alive) gets a clean end on both sides. One
 	 * that went quiet because a side stopped reading still holds bytes (in
 	 * our pipe or chunk, or unread in the source socket): a FIN after them

@@ -26,6 +26,14 @@ struct flow {
 	bool bulk;	/* the last read was large: splice the next burst */
 };
 
+/* Why a relay ended early (struct relay's ended): a side was reset (or its
+ * write failed) while forwarding, or the idle timeout closed it. */
+enum {
+	RELAY_END_DS_RESET = 1,
+	RELAY_END_US_RESET = 2,
+	RELAY_END_IDLE = 4,
+};
+
 enum relay_state {
 	RELAY_IDLE,		/* not started: the conns belong to the pipeline */
 	RELAY_FORWARDING,	/* bytes flow */
@@ -57,6 +65,7 @@ struct relay {
 	/* Bytes of this relay: read from downstream (and sent on upstream), and
 	 * written to downstream; for telemetry and access logs. */
 	uint64_t rx_bytes, tx_bytes;
+	uint8_t ended;			/* RELAY_END_* bits: how it ended, for the owner's response flags */
 	relay_done_fn *done;
 };
 

@@ -107,18 +107,18 @@ instance_ip(const struct sockaddr_storage *ip)
 }
 
 /* The L4 authorization hook (the authorization issue): whether the peer
- * (its SPIFFE ID) may reach dst on the local workload. Everything is
- * allowed until policies are enforced; a denial answers 401. */
+ * (its SPIFFE ID) may reach dst on the local workload; res: the decision
+ * (for the access log). A denial answers 401. */
 static bool
-authorized(struct hbconn *h, const struct mworkload *local, const struct sockaddr_storage *dst)
+authorized(struct hbconn *h, const struct mworkload *local, const struct sockaddr_storage *dst,
+    struct authz_result *res)
 {
 	struct authz_conn c = { (const struct sockaddr *)&h->peer, (const struct sockaddr *)dst, h->peer_id };
-	struct authz_result res;
 
-	if (authz_check(h->w->snap->s->authz, local, &c, &res, h->w->stats.authz) == AUTHZ_ALLOW)
+	if (authz_check(h->w->snap->s->authz, local, &c, res, h->w->stats.authz) == AUTHZ_ALLOW)
 		return true;
 	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
-	    res.policy ? res.policy : "(no ALLOW policy matched)");
+	    res->policy ? res->policy : "(no ALLOW policy matched)");
 	tele_denied(h->w, &h->peer, dst, h->peer_id, local);
 	return false;
 }
@@ -145,14 +145,17 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	stat_add(hstat(w, LM_HBONE_RQ_TOTAL), 1);
 	if (strcmp(req->method, "CONNECT") != 0 || req->has_scheme_or_path) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not a CONNECT", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, NULL, h->peer_id, NULL, TRF(DOWNSTREAM_PROTOCOL_ERROR));
 		return;
 	}
 	if (hbone_authority_parse(req->authority, strlen(req->authority), &dst) < 0) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not ip:port", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, NULL, h->peer_id, NULL, TRF(DOWNSTREAM_PROTOCOL_ERROR));
 		return;
 	}
 	if (!ip_equal(&dst, &h->local) && !instance_ip(&dst)) {
 		refuse(h, stream, 400, LM_HBONE_RQ_400, "not this pod's address", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, &dst, h->peer_id, NULL, TRF(NO_ROUTE));
 		return;
 	}
 	/* The app: the workload's application tunnel port when it has one
@@ -165,11 +168,13 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 	bool pp = local && local->proxy_protocol;
 	if (local && local->app_tunnel_port)
 		sock_addr_set_port(&dst, local->app_tunnel_port);
-	if (!authorized(h, local, &pp_target)) {
+	struct authz_result az;
+	if (!authorized(h, local, &pp_target, &az)) {
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
+		tunnel_log_refused_stream(w, &h->peer, &pp_target, h->peer_id, &az, 0);
 		return;
 	}
-	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL);
+	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL, &az);
 }
 
 static void

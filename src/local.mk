@@ -18,6 +18,7 @@ liboutrigger_a_SOURCES = \
 	src/json_pb.c src/json_pb.h \
 	src/lb.c src/lb.h \
 	src/log.c src/log.h \
+	src/accesslog.c src/accesslog.h \
 	src/metrics.c src/metrics.h \
 	src/ltab.c src/ltab.h \
 	src/model.c src/model.h \

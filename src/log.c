@@ -5,7 +5,16 @@
  * thread swaps the queue for an empty buffer and writes it out. A consumer
  * that does not read (a pipe nobody drains) therefore blocks only the log
  * thread: once the queue is full, lines are dropped and counted, and a
- * "N log lines dropped" line follows the next batch that gets through. */
+ * "N log lines dropped" line follows the next batch that gets through.
+ *
+ * The access log (accesslog.c) is a second lane of the same queue: its own
+ * buffer pair and descriptor (a file, /dev/stdout), the same mutex, bound
+ * and thread, so a slow access log file never blocks a worker either. Its
+ * descriptor is replaced only by the log thread, between batches
+ * (log_access_fd), so no write ever goes to a descriptor already closed.
+ * One thread for both: a destination that stops taking bytes (a pipe
+ * nobody reads) holds up the other lane's writes too, and both lanes then
+ * fill and drop, each counted; workers still never wait. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -42,11 +51,20 @@ static struct {
 	char *buf, *spare;
 	size_t len, cap;
 	uint64_t dropped_unreported;
+	/* The access log lane: abuf/aspare as buf/spare; afd its descriptor
+	 * (-1: none), afd_owned: ours to close; afd_next: the one to take at
+	 * the next batch (AFD_NONE: no change pending). */
+	char *abuf, *aspare;
+	size_t alen;
+	int afd, afd_next;
+	bool afd_owned, afd_next_owned;
 	bool running, stop;
 	bool abandoned;		/* log_stop() gave up on a stuck thread */
 	int fd;
 	pthread_t thread;
-} q = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = 2 };
+} q = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = 2, .afd = -1, .afd_next = -2 };
+
+#define AFD_NONE (-2)
 
 const char *
 log_level_str(enum log_level l)
@@ -153,6 +171,72 @@ emit(const char *line, size_t len)
 	pthread_mutex_unlock(&q.mu);
 }
 
+int
+log_raw(const char *line, size_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&q.mu);
+	if (!q.running) {
+		/* No thread (tests, start-up): written here, as log lines are. */
+		int fd = q.afd_next != AFD_NONE ? q.afd_next : q.afd;
+		pthread_mutex_unlock(&q.mu);
+		if (fd >= 0)
+			write_all(fd, line, len);
+		return 0;
+	}
+	if (q.alen + len <= q.cap) {
+		bool was_empty = q.alen == 0 && q.len == 0;
+		memcpy(q.abuf + q.alen, line, len);
+		q.alen += len;
+		if (was_empty)
+			pthread_cond_signal(&q.cv);
+	} else {
+		rc = -ENOBUFS;
+	}
+	pthread_mutex_unlock(&q.mu);
+	return rc;
+}
+
+/* Take a pending access log descriptor (under q.mu): the old one is
+ * returned for the caller to close outside the lock (-1: nothing to close). */
+static int
+afd_take(void)
+{
+	int old = -1;
+
+	if (q.afd_next == AFD_NONE)
+		return -1;
+	if (q.afd >= 0 && q.afd_owned && q.afd != q.afd_next)
+		old = q.afd;
+	q.afd = q.afd_next;
+	q.afd_owned = q.afd_next_owned;
+	q.afd_next = AFD_NONE;
+	return old;
+}
+
+void
+log_access_fd(int fd, bool owned)
+{
+	int old = -1, dropped = -1;
+
+	pthread_mutex_lock(&q.mu);
+	/* A replacement not yet taken is itself replaced: close it. */
+	if (q.afd_next >= 0 && q.afd_next_owned && q.afd_next != fd && q.afd_next != q.afd)
+		dropped = q.afd_next;
+	q.afd_next = fd;
+	q.afd_next_owned = owned;
+	if (!q.running)
+		old = afd_take();
+	else
+		pthread_cond_signal(&q.cv);
+	pthread_mutex_unlock(&q.mu);
+	if (old >= 0)
+		close(old);
+	if (dropped >= 0)
+		close(dropped);
+}
+
 static size_t
 format_line(char *line, size_t cap, enum log_level l, const char *func, const char *fmt, va_list ap)
 {
@@ -224,20 +308,30 @@ log_thread(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&q.mu);
 	for (;;) {
-		while (q.len == 0 && q.dropped_unreported == 0 && !q.stop)
+		while (q.len == 0 && q.alen == 0 && q.dropped_unreported == 0 && q.afd_next == AFD_NONE && !q.stop)
 			pthread_cond_wait(&q.cv, &q.mu);
-		if (q.len == 0 && q.dropped_unreported == 0)
+		if (q.len == 0 && q.alen == 0 && q.dropped_unreported == 0 && q.afd_next == AFD_NONE)
 			break;	/* stop, and everything written */
-		char *mine = q.buf;
-		size_t n = q.len;
+		char *mine = q.buf, *amine = q.abuf;
+		size_t n = q.len, an = q.alen;
 		uint64_t dropped = q.dropped_unreported;
+		/* A new access log descriptor applies from this batch on (a
+		 * rotated file: the lines after the SIGHUP go to the new one). */
+		int aold = afd_take(), afd = q.afd;
 		q.buf = q.spare;
 		q.spare = mine;
+		q.abuf = q.aspare;
+		q.aspare = amine;
 		q.len = 0;
+		q.alen = 0;
 		q.dropped_unreported = 0;
 		pthread_mutex_unlock(&q.mu);
 
+		if (aold >= 0)
+			close(aold);
 		write_all(q.fd, mine, n);
+		if (an && afd >= 0)
+			write_all(afd, amine, an);
 		if (dropped) {
 			char line[LINE_MAX_BYTES];
 			struct timespec ts;
@@ -272,17 +366,24 @@ log_start(int fd, size_t queue_bytes)
 	}
 	free(q.buf);
 	free(q.spare);
+	free(q.abuf);
+	free(q.aspare);
 	q.buf = malloc(queue_bytes);
 	q.spare = malloc(queue_bytes);
-	if (!q.buf || !q.spare) {
+	q.abuf = malloc(queue_bytes);
+	q.aspare = malloc(queue_bytes);
+	if (!q.buf || !q.spare || !q.abuf || !q.aspare) {
 		free(q.buf);
 		free(q.spare);
-		q.buf = q.spare = NULL;
+		free(q.abuf);
+		free(q.aspare);
+		q.buf = q.spare = q.abuf = q.aspare = NULL;
 		pthread_mutex_unlock(&q.mu);
 		return -ENOMEM;
 	}
 	q.cap = queue_bytes;
 	q.len = 0;
+	q.alen = 0;
 	q.dropped_unreported = 0;
 	q.fd = fd;
 	q.stop = false;
@@ -327,11 +428,18 @@ log_stop(void)
 	pthread_mutex_lock(&q.mu);
 	/* Lines queued between the thread's last look and now. */
 	write_all(q.fd, q.buf, q.len);
+	int aold = afd_take();
+	if (aold >= 0)
+		close(aold);
+	if (q.afd >= 0)
+		write_all(q.afd, q.abuf, q.alen);
 	q.running = false;
 	q.fd = 2;
 	free(q.buf);
 	free(q.spare);
-	q.buf = q.spare = NULL;
-	q.cap = q.len = 0;
+	free(q.abuf);
+	free(q.aspare);
+	q.buf = q.spare = q.abuf = q.aspare = NULL;
+	q.cap = q.len = q.alen = 0;
 	pthread_mutex_unlock(&q.mu);
 }

@@ -56,6 +56,17 @@ struct log_site {
  * count restarts); otherwise *report is 0. */
 bool log_site_admit(struct log_site *s, int64_t now, unsigned long long *report);
 
+/* Queue one preformatted access log line (ending in '\n') as is, in the
+ * access log lane of the log queue (accesslog.h), written by the log thread
+ * to the descriptor log_access_fd gave: 0, or -ENOBUFS when that lane is
+ * full (the line is dropped; the caller counts it). Any thread. */
+int log_raw(const char *line, size_t len);
+/* The access log's descriptor from the next batch on (-1: none); owned: the
+ * log thread closes it when it is replaced. The log thread takes it at its
+ * next batch (lines still queued then go to the new one), so no write races
+ * the close of the old one. Control thread. */
+void log_access_fd(int fd, bool owned);
+
 /* Totals since start (process-wide; also in /stats). */
 uint64_t log_lines_dropped(void);
 uint64_t log_lines_suppressed(void);

@@ -190,7 +190,8 @@ enum listener_hist {
 /* Process-wide (any thread writes, so these use atomic adds). */
 #define PROCESS_METRICS(X) \
 	X(LOG_LINES_DROPPED, log_lines_dropped, COUNTER, "Log lines dropped because stderr did not keep up") \
-	X(LOG_LINES_SUPPRESSED, log_lines_suppressed, COUNTER, "Repeated log lines suppressed by the per-call-site rate limit")
+	X(LOG_LINES_SUPPRESSED, log_lines_suppressed, COUNTER, "Repeated log lines suppressed by the per-call-site rate limit") \
+	X(ACCESS_LOG_DROPPED, access_log_dropped, COUNTER, "Access log lines dropped because the log queue was full")
 
 enum process_metric {
 #define X(e, name, kind, help) PM_##e,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "identity.h"
 #include "log.h"
 #include "model.h"
@@ -138,6 +139,9 @@ log_peerauth(const struct peerauth *pa)
 	    pa->workload[0] ? pa->workload : "-");
 }
 
+/* server_reload's publication: the access log file is reopened. */
+static bool reopen_logs;
+
 void
 server_publish(struct snapshot *s)
 {
@@ -153,8 +157,13 @@ server_publish(struct snapshot *s)
 	server.stats[SM_MODEL_BUILDS]++;
 	for (int t = 0; t < MRES__COUNT; t++)
 		server.stats[SM_RESOURCES_ADDRESS + t] = model_count(s->model, (enum mres_type)t);
-	/* The log level is process-wide, not per connection. */
-	__atomic_store_n(&log_threshold, s->cfg.log_level, __ATOMIC_RELAXED);
+	/* The log level is process-wide, not per connection (set when the
+	 * setting changes: a runtime /logging?level= holds until then); so is the
+	 * access log (a changed destination is opened here; SIGHUP reopens
+	 * a file for log rotation). */
+	if (!old || old->cfg.log_level != s->cfg.log_level)	/* /logging's level stays till then */
+		__atomic_store_n(&log_threshold, s->cfg.log_level, __ATOMIC_RELAXED);
+	(void)accesslog_configure(s->cfg.access_log_file, s->cfg.access_log_encoding, reopen_logs);
 	workers_publish(s);
 	snapshot_unref(old);
 }
@@ -174,6 +183,8 @@ server_reload(void)
 		server.stats[SM_CONFIG_RELOAD_FAILURE]++;
 		log_error("reload refused, keeping configuration generation %llu: %s",
 		    (unsigned long long)server.snap->generation, err);
+		/* SIGHUP is also log rotation's signal: reopen all the same. */
+		(void)accesslog_configure(server.snap->cfg.access_log_file, server.snap->cfg.access_log_encoding, true);
 		return rc;
 	}
 	/* With xDS the file's resources are a part of the model: the xDS
@@ -201,7 +212,9 @@ server_reload(void)
 	server_note_refusals(&rep, src);
 	server.stats[SM_CONFIG_RESTART_PENDING] = nfixed > 0;
 	server.stats[SM_CONFIG_RELOAD_SUCCESS]++;
+	reopen_logs = true;
 	server_publish(s);
+	reopen_logs = false;
 	if (rep.refused)
 		log_warn("reload: %s applied as configuration generation %llu with %zu of %zu resources refused "
 		    "(%zu kept their previous version)", src, (unsigned long long)s->generation, rep.refused,

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 
+#include "accesslog.h"
 #include "authz.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -69,6 +70,111 @@ tstat(struct tunnel *t, enum listener_metric m)
 	return &t->w->stats.lst[t->lst][m];
 }
 
+/* The identities of t for the access log: inbound (15006, HBONE) the peer
+ * is the source and we are the destination (ours only when the peer was
+ * verified: plaintext has no principal); outbound we are the source when
+ * the upstream spoke mTLS or HBONE, and the peer is the destination. */
+static void
+tunnel_principals(const struct tunnel *t, const char **src, const char **dst)
+{
+	const struct certbundle *b = t->snap ? t->snap->s->certs : NULL;
+	const char *ours = b && *b->identity ? b->identity : NULL;
+
+	if (t->lst == LST_OUTBOUND) {
+		*src = t->peer_id && (t->us_mtls || t->us_hbone) ? ours : NULL;
+		*dst = t->peer_id;
+	} else {
+		*src = t->peer_id;
+		*dst = t->peer_id || t->lst == LST_HBONE ? ours : NULL;
+	}
+}
+
+/* Envoy's cluster names, as an Istio sidecar's access log shows them:
+ * outbound through a service port "outbound|<port>||<hostname>", else the
+ * EDS cluster listing the address, else PassthroughCluster (BlackHoleCluster
+ * when REGISTRY_ONLY refused it); inbound "inbound|<port>||". */
+static const char *
+tunnel_cluster(const struct tunnel *t, char *buf, size_t len)
+{
+	struct meds_hit hit;
+
+	if (t->lst != LST_OUTBOUND) {
+		if (t->dst.ss_family != AF_INET && t->dst.ss_family != AF_INET6)
+			return NULL;
+		snprintf(buf, len, "inbound|%u||", sock_addr_port(&t->dst));
+		return buf;
+	}
+	if (t->rflags & TRF(NO_ROUTE))
+		return "BlackHoleCluster";
+	if (t->svc && model_cluster_name(buf, len, t->svc->svc, t->svc->port) < (int)len)
+		return buf;
+	if (!t->us_tried)
+		return NULL;
+	if (t->snap && model_eds_at(t->snap->s->model, &t->dst, &hit) && hit.cluster && *hit.cluster)
+		return hit.cluster;
+	return "PassthroughCluster";
+}
+
+/* The connection's access log line (accesslog.h), when the log is on. */
+static void
+tunnel_access_log(const struct tunnel *t, ev_tstamp now)
+{
+	char remote[SOCK_ADDR_STRLEN] = "", local[SOCK_ADDR_STRLEN] = "", up[SOCK_ADDR_STRLEN] = "";
+	char flags[TUNNEL_RFLAGS_MAX], cluster[320], term[300] = "";
+	uint32_t rf = t->rflags;
+	struct accesslog_rec rec = { 0 };
+
+	if (t->relay.ended & RELAY_END_DS_RESET)
+		rf |= TRF(DOWNSTREAM_TERMINATION);
+	if (t->relay.ended & RELAY_END_US_RESET)
+		rf |= TRF(UPSTREAM_TERMINATION);
+	if (t->relay.ended & RELAY_END_IDLE)
+		rf |= TRF(STREAM_IDLE_TIMEOUT);
+	if (t->src.sa.sa_family == AF_INET || t->src.sa.sa_family == AF_INET6)
+		sock_addr_str((const struct sockaddr_storage *)(const void *)&t->src, remote, sizeof(remote));
+	if (t->odst.sa.sa_family == AF_INET || t->odst.sa.sa_family == AF_INET6)
+		sock_addr_str((const struct sockaddr_storage *)(const void *)&t->odst, local, sizeof(local));
+	if (t->us_tried)
+		sock_addr_str(&t->dst, up, sizeof(up));
+	/* Envoy's RBAC filter's CONNECTION_TERMINATION_DETAILS. */
+	if (t->authz_done && t->authz_verdict == AUTHZ_DENY)
+		snprintf(term, sizeof(term), "rbac_access_denied_matched_policy[%s]",
+		    t->authz_policy ? t->authz_policy : "none");
+	rec.start = t->started;
+	rec.duration_ms = now > t->started ? (uint64_t)((now - t->started) * 1000.0) : 0;
+	rec.direction = t->lst == LST_OUTBOUND ? "outbound" : "inbound";
+	rec.listener = listener_names[t->lst];
+	rec.downstream_remote = remote;
+	rec.downstream_local = local;
+	rec.upstream_host = up;
+	rec.upstream_cluster = tunnel_cluster(t, cluster, sizeof(cluster));
+	rec.bytes_received = t->relay.rx_bytes;
+	rec.bytes_sent = t->relay.tx_bytes;
+	rec.response_flags = tunnel_rflags_str(rf, flags, sizeof(flags));
+	rec.termination = term;
+	tunnel_principals(t, &rec.source_principal, &rec.destination_principal);
+	rec.authz_policy = t->authz_done ? t->authz_policy : NULL;
+	rec.authz_decision = t->authz_done ? authz_verdict_str((enum authz_verdict)t->authz_verdict) : NULL;
+	accesslog_emit(&rec);
+}
+
+/* The decision of an authorization check on t, for the access log: the
+ * policy name is kept as a pointer, valid while t holds its snapshot (a
+ * check under a newer snapshot keeps the registry's copy, which lives as
+ * long as the process). */
+static void
+tunnel_note_authz(struct tunnel *t, const struct snapshot *by, const struct authz_result *res)
+{
+	t->authz_done = true;
+	t->authz_verdict = (uint8_t)res->verdict;
+	if (!res->policy)
+		t->authz_policy = NULL;
+	else if (t->snap && by == t->snap->s)
+		t->authz_policy = res->policy;
+	else
+		t->authz_policy = res->slot != AUTHZ_SLOT_OVERFLOW ? authz_slot_name(res->slot) : "(overflow)";
+}
+
 /* The relay closed both conns: the connection is over. */
 static void
 tunnel_done(struct relay *r)
@@ -77,6 +183,8 @@ tunnel_done(struct relay *r)
 	struct worker *w = t->w;
 
 	ev_timer_stop(w->loop, &t->timer);
+	if (accesslog_on())
+		tunnel_access_log(t, ev_time());
 	if (t->prev)
 		t->prev->next = t->next;
 	else
@@ -181,6 +289,9 @@ tunnel_fail_connect(struct tunnel *t, int err, bool timeout, bool logged)
 			conn_close(&t->relay.us, CONN_ABORT);
 			return stage_connect(t);
 		}
+		/* Envoy's URX for TCP: the connect attempts allowed were all made. */
+		if (t->pick.attempt > 1)
+			t->rflags |= TRF(UPSTREAM_RETRY_LIMIT);
 	}
 	/* No endpoint left to try, or no time: the budget is spent either way. */
 	t->rflags |= TRF(UPSTREAM_CONNECT_FAILURE);
@@ -524,6 +635,7 @@ stage_connect_hbone(struct tunnel *t)
 		h[n++] = (struct h2s_hdr){ "baggage", bag };
 	if (hbone_traceparent(tp, sizeof(tp)) == 0)
 		h[n++] = (struct h2s_hdr){ "traceparent", tp };
+	t->us_tried = true;
 	rc = hbone_pool_connect(t->w, &t->relay.us, &d, auth, h, n, tunnel_ready, t);
 	if (rc < 0) {
 		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
@@ -580,8 +692,10 @@ stage_connect(struct tunnel *t)
 		const struct snapshot *cur = t->w->snap->s;
 		const struct mworkload *local = cur == t->snap->s ? t->local : model_workload_at(cur->model, &t->dst);
 
-		t->authz_done = true;
-		if (authz_check(cur->authz, local, &c, &res, t->w->stats.authz) == AUTHZ_DENY) {
+		enum authz_verdict v = authz_check(cur->authz, local, &c, &res, t->w->stats.authz);
+
+		tunnel_note_authz(t, cur, &res);
+		if (v == AUTHZ_DENY) {
 			t->rflags |= TRF(RBAC_DENIED);
 			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
 			clog_debug(t, "authorization denied %s (policy %s)", t->peer_id ? t->peer_id : "(no id)",
@@ -594,12 +708,14 @@ stage_connect(struct tunnel *t)
 		return false;
 	if (t->us_hbone)
 		return stage_connect_hbone(t);
+	t->us_tried = true;
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
 	if (rc < 0) {
 		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
 			stat_add(tstat(t, LM_UPSTREAM_CX_OVERFLOW), 1);
+			t->rflags |= TRF(UPSTREAM_OVERFLOW);
 			clog_warn(t, "%s upstream %s: %s", listener_names[t->lst],
 			    sock_addr_str(&t->dst, a, sizeof(a)), strerror(-rc));
 			tunnel_fail(t);
@@ -779,6 +895,7 @@ sniff_look(struct tunnel *t, bool final)
 	if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		clog_debug(t, "inbound: %s before its first bytes", strerror(errno));
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		t->rflags |= TRF(DOWNSTREAM_TERMINATION);
 		tunnel_fail(t);
 		return false;
 	}
@@ -890,6 +1007,7 @@ tunnel_ready(struct conn *c, int what)
 		/* HBONE: the client reset its stream while we were connecting. */
 		clog_debug(t, "hbone: the stream was reset while connecting");
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		t->rflags |= TRF(DOWNSTREAM_TERMINATION);
 		t->stream_pending = false;
 		tunnel_fail(t);
 		return;
@@ -909,6 +1027,7 @@ tunnel_ready(struct conn *c, int what)
 		 * pending (its waiter goes with the tunnel). */
 		clog_debug(t, "outbound: the client went away while waiting for its lookup");
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+		t->rflags |= TRF(DOWNSTREAM_TERMINATION);
 		tunnel_fail(t);
 		return;
 	default:
@@ -998,6 +1117,17 @@ tunnel_set_src(struct tunnel *t, const struct sockaddr_storage *src)
 		memcpy(&t->src.in6, src, sizeof(t->src.in6));
 	else
 		t->src.sa.sa_family = AF_UNSPEC;
+}
+
+/* The original destination, once known (dst before routing changes it). */
+static void
+tunnel_set_odst(struct tunnel *t)
+{
+	memset(&t->odst, 0, sizeof(t->odst));
+	if (t->dst.ss_family == AF_INET)
+		memcpy(&t->odst.in4, &t->dst, sizeof(t->odst.in4));
+	else if (t->dst.ss_family == AF_INET6)
+		memcpy(&t->odst.in6, &t->dst, sizeof(t->odst.in6));
 }
 
 static struct tunnel *
@@ -1168,6 +1298,9 @@ stage_route(struct tunnel *t)
 		}
 		if (t->svc && tunnel_pick(t))
 			return true;
+		/* No endpoint to choose, or a port the service does not have
+		 * (ztunnel: no healthy upstream either). */
+		t->rflags |= TRF(NO_HEALTHY_UPSTREAM);
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
 		clog_warn(t, "outbound %s: service %s %s: refused", sock_addr_str(&t->dst, a, sizeof(a)),
 		    vs->key, t->svc ? "has no healthy endpoint" : "has no such port");
@@ -1238,6 +1371,7 @@ route_unknown(struct tunnel *t)
 
 	if (t->snap->s->cfg.outbound_policy == OUTBOUND_REGISTRY_ONLY) {
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_NO_ROUTE), 1);
+		t->rflags |= TRF(NO_ROUTE);
 		clog_warn(t, "outbound %s: not in the mesh (REGISTRY_ONLY): refused",
 		    sock_addr_str(&t->dst, a, sizeof(a)));
 		tunnel_fail(t);
@@ -1272,6 +1406,7 @@ stage_classify(struct tunnel *t)
 		tunnel_fail(t);
 		return false;
 	}
+	tunnel_set_odst(t);
 	t->state = TUN_CLASSIFIED;
 	return stage_route(t);
 }
@@ -1299,6 +1434,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 	if (!t)
 		return NULL;
 	t->dst = *dst;
+	tunnel_set_odst(t);
 	t->state = TUN_CLASSIFIED;
 	if (!stage_route(t))
 		return NULL;
@@ -1310,7 +1446,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
     const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client,
-    const struct sockaddr_storage *pp_target)
+    const struct sockaddr_storage *pp_target, const struct authz_result *az)
 {
 	struct tunnel *t = tunnel_new(w, LST_HBONE, -1, src);
 
@@ -1327,8 +1463,11 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->relay.ds.owner = t;
 	t->stream_pending = true;
 	t->dst = *dst;
+	tunnel_set_odst(t);
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
+	if (az)		/* the HBONE server decided under w's snapshot, t's too */
+		tunnel_note_authz(t, t->snap->s, az);
 	t->state = TUN_CLASSIFIED;
 	if (pp_client && pp_target &&
 	    tunnel_proxy_protocol(t, (const struct sockaddr *)pp_client, (const struct sockaddr *)pp_target) < 0) {
@@ -1339,6 +1478,30 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	/* The stream is watched for a reset (tunnel_ready) while connecting. */
 	conn_arm(&t->relay.ds, 0);
 	return stage_connect(t) ? t : NULL;
+}
+
+void
+tunnel_log_refused_stream(struct worker *w, const struct sockaddr_storage *src,
+    const struct sockaddr_storage *dst, const char *peer_id, const struct authz_result *az, uint32_t rflags)
+{
+	/* What tunnel_done would log of a tunnel that never was. */
+	struct tunnel t = { .w = w, .lst = LST_HBONE, .state = TUN_CLOSED, .snap = w->snap,
+	    .started = ev_now(w->loop), .peer_id = (char *)peer_id, .rflags = rflags };
+
+	if (!accesslog_on())
+		return;
+	if (dst)
+		t.dst = *dst;
+	else
+		t.dst.ss_family = AF_UNSPEC;
+	tunnel_set_src(&t, src);
+	tunnel_set_odst(&t);
+	if (az) {
+		tunnel_note_authz(&t, w->snap->s, az);
+		if (az->verdict == AUTHZ_DENY)
+			t.rflags |= TRF(RBAC_DENIED);
+	}
+	tunnel_access_log(&t, ev_time());
 }
 
 void
@@ -1357,6 +1520,7 @@ tunnel_recheck_authz(struct worker *w)
 
 		if (authz_check(s->authz, local, &c, &res, NULL) != AUTHZ_DENY)
 			continue;
+		tunnel_note_authz(t, s, &res);
 		t->rflags |= TRF(RBAC_DENIED);
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_CLOSED), 1);
 		clog_debug(t, "authorization now denies %s (policy %s): reset", t->peer_id ? t->peer_id : "(no id)",
@@ -1372,6 +1536,7 @@ tunnel_close_all(struct worker *w)
 		struct tunnel *t = w->tunnels;
 		if (t->state == TUN_FORWARDING)
 			stat_add(tstat(t, LM_DOWNSTREAM_CX_DRAINED), 1);
+		t->rflags |= TRF(DRAINED);
 		tunnel_fail(t);
 	}
 }

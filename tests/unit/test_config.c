@@ -641,7 +641,8 @@ test_mesh(void **state)
 	cJSON *j = config_to_json(&c);
 	char *txt = cJSON_PrintUnformatted(j);
 	assert_non_null(strstr(txt, "\"mesh\":{\"outboundTrafficPolicy\":{\"mode\":\"REGISTRY_ONLY\"},"
-	    "\"protocolDetectionTimeout\":\"0s\",\"useWaypoints\":false}"));
+	    "\"protocolDetectionTimeout\":\"0s\",\"accessLogFile\":\"\",\"accessLogEncoding\":\"TEXT\","
+	    "\"useWaypoints\":false}"));
 	config_defaults(&before);
 	assert_int_equal(load(txt, &before, err, sizeof(err)), 0);
 	assert_memory_equal(&c, &before, sizeof(c));

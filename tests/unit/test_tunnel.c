@@ -30,7 +30,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "accesslog.h"
 #include "config.h"
+#include "log.h"
 #include "conn.h"
 #include "json.h"
 #include "proxyv2.h"
@@ -1599,6 +1601,244 @@ group_rec(void **state)
 	return 0;
 }
 
+/* --- the access log line of each ending (accesslog.h): tunnel_done's ------
+ * The lines go to a pipe (no log thread here: written at once), as JSON. */
+static int al_pipe[2] = { -1, -1 };
+
+static void
+al_start(void)
+{
+	if (al_pipe[0] < 0)
+		assert_int_equal(pipe2(al_pipe, O_NONBLOCK | O_CLOEXEC), 0);
+	log_access_fd(al_pipe[1], false);
+	accesslog_enabled = true;
+	accesslog_encoding = AL_JSON;
+}
+
+/* The last line written since the previous call, parsed (the caller frees);
+ * *lines: how many lines came. */
+static cJSON *
+al_take(unsigned *lines)
+{
+	static char buf[65536];
+	ssize_t n = read(al_pipe[0], buf, sizeof(buf) - 1);
+	char *last = NULL;
+
+	*lines = 0;
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	for (char *p = buf; *p; ) {
+		char *nl = strchr(p, '\n');
+		assert_non_null(nl);
+		*nl = 0;
+		last = p;
+		(*lines)++;
+		p = nl + 1;
+	}
+	return last ? cJSON_Parse(last) : NULL;
+}
+
+static void
+al_stop(void)
+{
+	accesslog_enabled = false;
+	accesslog_encoding = AL_TEXT;
+	log_access_fd(-1, false);
+}
+
+static const char *
+jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double
+jnum(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	assert_true(cJSON_IsNumber(v));
+	return v->valuedouble;
+}
+
+/* One forwarded connection: exactly one line, with its bytes both ways, the
+ * addresses and no flag. */
+static void
+test_access_log_forwarded(void **state)
+{
+	struct fixture f;
+	char buf[16], app[SOCK_ADDR_STRLEN];
+	bool eof;
+	unsigned lines;
+
+	al_start();
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.client, "ping", 4);
+	assert_int_equal(recv_upto(&f, f.app_fd, buf, 4, &eof), 4);
+	send_all(&f, f.app_fd, "pong!", 5);
+	assert_int_equal(recv_upto(&f, f.client, buf, 5, &eof), 5);
+	cJSON *none = al_take(&lines);
+	assert_null(none);
+	assert_int_equal(lines, 0);	/* nothing before the end */
+	shutdown(f.client, SHUT_WR);
+	shutdown(f.app_fd, SHUT_WR);
+	spin_until_no_tunnel(&f, 500);
+	assert_null(f.w.tunnels);
+	cJSON *j = al_take(&lines);
+	assert_int_equal(lines, 1);
+	assert_non_null(j);
+	sock_addr_str(&f.app, app, sizeof(app));
+	assert_int_equal((int)jnum(j, "bytes_received"), 4);
+	assert_int_equal((int)jnum(j, "bytes_sent"), 5);
+	assert_string_equal(jstr(j, "response_flags"), "-");
+	assert_string_equal(jstr(j, "direction"), "outbound");
+	assert_string_equal(jstr(j, "listener"), "outbound");
+	assert_string_equal(jstr(j, "upstream_host"), app);
+	assert_string_equal(jstr(j, "downstream_local_address"), app);
+	assert_string_equal(jstr(j, "upstream_cluster"), "PassthroughCluster");
+	assert_non_null(strstr(jstr(j, "downstream_remote_address"), "127.0.0.1:"));
+	assert_null(jstr(j, "source_principal"));
+	assert_null(jstr(j, "authorization_decision"));	/* outbound: not checked */
+	cJSON_Delete(j);
+	teardown_fixture(&f);
+	al_stop();
+}
+
+/* The response flags of the pipeline's failures and the relay's endings. */
+static void
+expect_flags(const char *flags, const char *cluster)
+{
+	unsigned lines;
+	cJSON *j = al_take(&lines);
+
+	assert_int_equal(lines, 1);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "response_flags"), flags);
+	if (cluster)
+		assert_string_equal(jstr(j, "upstream_cluster"), cluster);
+	cJSON_Delete(j);
+}
+
+static void
+test_access_log_flags(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dead, dst = vip(), other;
+	char b, got[16];
+	bool eof;
+
+	al_start();
+	/* UF: the connect refused. */
+	int lfd = listen_lo(&dead);
+	close(lfd);
+	setup_with(&f, &dead, 0);
+	spin(&f, 50);
+	assert_null(f.w.tunnels);
+	expect_flags("UF", "PassthroughCluster");
+	teardown_fixture(&f);
+
+	/* UF,URX: every endpoint of the service refused. */
+	int port = sock_addr_port(&dead);
+	next_model = mesh_model("[" SVC_ECHO("%d") "," WL("wl-a", "fwAAAQ==", "%d") ","
+	    WL("wl-b", "fwAAAg==", "%d") "]", port, port, port);
+	setup_with(&f, &dst, 0);
+	spin(&f, 50);
+	assert_null(f.w.tunnels);
+	expect_flags("UF,URX", NULL);
+	teardown_fixture(&f);
+
+	/* UH: a service with no endpoint. */
+	next_model = mesh_model("[" SVC_ECHO("8080") "]");
+	setup_with(&f, &dst, 0);
+	assert_null(f.t);
+	expect_flags("UH", NULL);
+	teardown_fixture(&f);
+
+	/* NR: REGISTRY_ONLY and an address the mesh does not know. */
+	next_policy = OUTBOUND_REGISTRY_ONLY;
+	assert_int_equal(sock_addr_parse("127.0.0.3", 9, &other), 0);
+	next_model = mesh_model("[" SVC_ECHO("8080") "," WL("wl-a", "fwAAAQ==", "8080") "]");
+	setup_with(&f, &other, 0);
+	assert_null(f.t);
+	expect_flags("NR", "BlackHoleCluster");
+	teardown_fixture(&f);
+
+	/* UC: the app reset mid-stream. */
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.app_fd, "partial", 7);
+	spin(&f, 20);
+	sock_close_rst(f.app_fd);
+	f.app_fd = -1;
+	assert_int_equal(recv_upto(&f, f.client, got, sizeof(got), &eof), 7);
+	spin_until_no_tunnel(&f, 500);
+	expect_flags("UC", NULL);
+	teardown_fixture(&f);
+
+	/* DC: the client reset mid-stream. */
+	setup_with(&f, NULL, 0);
+	send_all(&f, f.client, "x", 1);
+	assert_int_equal(recv_upto(&f, f.app_fd, &b, 1, &eof), 1);
+	sock_close_rst(f.client);
+	f.client = -1;
+	spin_until_no_tunnel(&f, 500);
+	expect_flags("DC", NULL);
+	teardown_fixture(&f);
+
+	/* SI: the idle timeout. */
+	setup_with(&f, NULL, 50);
+	send_all(&f, f.client, "x", 1);
+	assert_int_equal(recv_upto(&f, f.app_fd, &b, 1, &eof), 1);
+	spin(&f, 150);
+	assert_null(f.w.tunnels);
+	expect_flags("SI", NULL);
+	teardown_fixture(&f);
+
+	/* DR: the end of the drain resets what is left. */
+	setup_with(&f, NULL, 0);
+	tunnel_close_all(&f.w);
+	expect_flags("DR", NULL);
+	teardown_fixture(&f);
+	al_stop();
+}
+
+/* Off: no line at all (and nothing is formatted). */
+static void
+test_access_log_off(void **state)
+{
+	struct fixture f;
+	unsigned lines;
+
+	al_start();
+	accesslog_enabled = false;
+	setup_with(&f, NULL, 0);
+	tunnel_close_all(&f.w);
+	assert_null(al_take(&lines));
+	assert_int_equal(lines, 0);
+	teardown_fixture(&f);
+	al_stop();
+}
+
+/* Envoy's order and letters; none is "-"; a short buffer is cut at a flag. */
+static void
+test_rflags_str(void **state)
+{
+	char buf[TUNNEL_RFLAGS_MAX], small[6];
+
+	assert_string_equal(tunnel_rflags_str(0, buf, sizeof(buf)), "-");
+	assert_string_equal(tunnel_rflags_str(TRF(UPSTREAM_CONNECT_FAILURE), buf, sizeof(buf)), "UF");
+	assert_string_equal(tunnel_rflags_str(TRF(UPSTREAM_RETRY_LIMIT) | TRF(UPSTREAM_CONNECT_FAILURE), buf,
+	    sizeof(buf)), "UF,URX");
+	assert_string_equal(tunnel_rflags_str(TRF(RBAC_DENIED), buf, sizeof(buf)), "RBAC");
+	assert_string_equal(tunnel_rflags_str(TRF(DRAINED) | TRF(NO_HEALTHY_UPSTREAM) | TRF(DOWNSTREAM_TERMINATION),
+	    buf, sizeof(buf)), "UH,DC,DR");
+	/* Every flag at once fits TUNNEL_RFLAGS_MAX. */
+	tunnel_rflags_str((1u << TRF__COUNT) - 1, buf, sizeof(buf));
+	assert_string_equal(buf, "UH,UF,UO,NR,URX,NC,DC,UC,SI,DPE,UPE,RBAC,DR");
+	assert_string_equal(tunnel_rflags_str(TRF(NO_HEALTHY_UPSTREAM) | TRF(UPSTREAM_CONNECT_FAILURE) |
+	    TRF(NO_ROUTE), small, sizeof(small)), "UH,UF");
+}
+
 int
 main(void)
 {
@@ -1640,6 +1880,10 @@ main(void)
 		cmocka_unit_test(test_inbound_no_source_no_sniffing),
 		cmocka_unit_test(test_inbound_sniffing),
 		cmocka_unit_test(test_mtls_peer_without_certificate_refused),
+		cmocka_unit_test(test_access_log_forwarded),
+		cmocka_unit_test(test_access_log_flags),
+		cmocka_unit_test(test_access_log_off),
+		cmocka_unit_test(test_rflags_str),
 	};
 	int failed = cmocka_run_group_tests_name("raw", tests, group_raw, NULL);
 	failed += cmocka_run_group_tests_name("rec", tests, group_rec, NULL);
