@@ -62,6 +62,16 @@ authz_verdict_str(enum authz_verdict v)
 	return v == AUTHZ_DENY ? "deny" : "allow";
 }
 
+const char *
+authz_result_why(const struct authz_result *res)
+{
+	if (res->policy)
+		return res->policy;
+	if (res->no_workload)
+		return "(no local workload known, and policies exist that could bind it)";
+	return res->verdict == AUTHZ_DENY ? "(no ALLOW policy matched)" : "(no policy)";
+}
+
 /* ---- The compiled form ---- */
 
 enum { SM_EXACT, SM_PREFIX, SM_SUFFIX, SM_PRESENCE };
@@ -130,6 +140,10 @@ struct authz {
 	struct abind global;	/* wl NULL */
 	struct abind *wl;	/* sorted by wl pointer */
 	size_t nwl;
+	/* Enforcing policies (ALLOW or DENY, not dry_run) that bind through a
+	 * namespace or a workload's list: with no local workload known, one of
+	 * them may be this pod's, so authz_check denies (fail closed). */
+	size_t nbound_enforcing;
 	void **allocs;		/* everything else malloc'ed */
 	size_t nallocs, allocs_cap;
 };
@@ -484,6 +498,17 @@ authz_check(const struct authz *a, const struct mworkload *local, const struct a
 	res->verdict = AUTHZ_ALLOW;
 	res->slot = AUTHZ_SLOT_NONE;
 	res->policy = NULL;
+	res->no_workload = false;
+	if (!local && a->nbound_enforcing) {
+		/* No WDS Workload at the destination: ztunnel refuses such a
+		 * connection outright (no local workload, no RBAC context:
+		 * proxy/inbound*.rs). We refuse it only when a policy that is
+		 * not GLOBAL could be the pod's: judging it by the GLOBAL ones
+		 * alone would be fail-open. */
+		res->verdict = AUTHZ_DENY;
+		res->no_workload = true;
+		goto out;
+	}
 	if (!lists[0]->n && !lists[1])
 		goto out;	/* nothing bound: allow, no work */
 	conn_facts(cin, &c);
@@ -602,9 +627,12 @@ authz_build(const struct model *m)
 		qsort(a->p, a->np, sizeof(*a->p), cmp_pol);
 	if (!(idx = malloc((a->np ? a->np : 1) * sizeof(*idx))))
 		goto oom;
-	for (nidx = 0, i = 0; i < a->np; i++)
+	for (nidx = 0, i = 0; i < a->np; i++) {
 		if (a->p[i].scope == ISTIO__SECURITY__SCOPE__GLOBAL)
 			idx[nidx++] = (uint32_t)i;
+		else if (rank(&a->p[i]) < 2)
+			a->nbound_enforcing++;
+	}
 	if (fill_bind(a, &a->global, idx, nidx) < 0)
 		goto oom;
 	if (a->np) {

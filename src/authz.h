@@ -46,7 +46,12 @@ struct authz_result {
 	enum authz_verdict verdict;
 	unsigned slot;
 	const char *policy;	/* "ns/name" or NULL */
+	bool no_workload;	/* denied: no local workload, and policies that could bind it exist */
 };
+
+/* Why res decided, for the logs: the policy's name, or what decided
+ * without one. */
+const char *authz_result_why(const struct authz_result *res);
 
 struct authz;
 
@@ -58,9 +63,12 @@ void authz_free(struct authz *a);
 /* Policies compiled (tests, /stats). */
 size_t authz_count(const struct authz *a);
 
-/* Evaluates the policies bound to local (NULL: only GLOBAL ones apply):
- * DENY first, then ALLOW; no ALLOW policy bound = allow; dry_run policies
- * and AUDIT ones are evaluated but never decide. counters (may be NULL):
+/* Evaluates the policies bound to local: DENY first, then ALLOW; no ALLOW
+ * policy bound = allow; dry_run policies and AUDIT ones are evaluated but
+ * never decide. local NULL (no WDS Workload at the destination): denied
+ * (res->no_workload) when an enforcing NAMESPACE or WORKLOAD_SELECTOR
+ * policy exists, since it could be the pod's (ztunnel refuses every such
+ * connection); else only the GLOBAL policies apply. counters (may be NULL):
  * an array of 2 * AUTHZ_SLOTS per-worker counters, [slot*2 + verdict],
  * incremented for the decision and for every matching dry_run / AUDIT
  * policy (AUDIT: counted as allow). No allocation. */

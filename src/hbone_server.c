@@ -116,8 +116,10 @@ authorized(struct hbconn *h, const struct mworkload *local, const struct sockadd
 
 	if (authz_check(h->w->snap->s->authz, local, &c, &res, h->w->stats.authz) == AUTHZ_ALLOW)
 		return true;
+	if (res.no_workload)
+		stat_add(hstat(h->w, LM_DOWNSTREAM_CX_AUTHZ_NO_WORKLOAD), 1);
 	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
-	    res.policy ? res.policy : "(no ALLOW policy matched)");
+	    authz_result_why(&res));
 	return false;
 }
 

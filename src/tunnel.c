@@ -579,8 +579,10 @@ stage_connect(struct tunnel *t)
 		if (authz_check(cur->authz, local, &c, &res, t->w->stats.authz) == AUTHZ_DENY) {
 			t->rflags |= TRF(RBAC_DENIED);
 			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
+			if (res.no_workload)
+				stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_NO_WORKLOAD), 1);
 			clog_debug(t, "authorization denied %s (policy %s)", t->peer_id ? t->peer_id : "(no id)",
-			    res.policy ? res.policy : "(no ALLOW policy matched)");
+			    authz_result_why(&res));
 			tunnel_fail(t);
 			return false;
 		}
