@@ -169,7 +169,8 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 		refuse(h, stream, 401, LM_HBONE_RQ_401, "not authorized", req->authority);
 		return;
 	}
-	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL);
+	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL,
+	    &pp_target);
 }
 
 static void

@@ -576,6 +576,7 @@ stage_connect(struct tunnel *t)
 		const struct mworkload *local = cur == t->snap->s ? t->local : model_workload_at(cur->model, &t->dst);
 
 		t->authz_done = true;
+		memcpy(&t->authz_dst, &t->dst, sizeof(t->authz_dst));
 		if (authz_check(cur->authz, local, &c, &res, t->w->stats.authz) == AUTHZ_DENY) {
 			t->rflags |= TRF(RBAC_DENIED);
 			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
@@ -1307,7 +1308,7 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
     const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client,
-    const struct sockaddr_storage *pp_target)
+    const struct sockaddr_storage *pp_target, const struct sockaddr_storage *authz_dst)
 {
 	struct tunnel *t = tunnel_new(w, LST_HBONE, -1, src);
 
@@ -1324,6 +1325,8 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->relay.ds.owner = t;
 	t->stream_pending = true;
 	t->dst = *dst;
+	memcpy(&t->authz_dst, authz_dst, sizeof(t->authz_dst));
+	t->authz_done = true;
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
 	t->state = TUN_CLASSIFIED;
@@ -1348,9 +1351,13 @@ tunnel_recheck_authz(struct worker *w)
 		next = t->next;
 		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || t->state != TUN_FORWARDING)
 			continue;
-		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&t->dst, t->peer_id };
+		/* What was judged, not dst: for HBONE the applicationTunnel
+		 * port may have replaced the CONNECT's. */
+		struct sockaddr_storage judged = { 0 };
+		memcpy(&judged, &t->authz_dst, sizeof(t->authz_dst));
+		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&judged, t->peer_id };
 		struct authz_result res;
-		const struct mworkload *local = model_workload_at(s->model, &t->dst);
+		const struct mworkload *local = model_workload_at(s->model, &judged);
 
 		if (authz_check(s->authz, local, &c, &res, NULL) != AUTHZ_DENY)
 			continue;

@@ -82,7 +82,11 @@ struct tunnel {
 	union msockaddr src;
 	ev_tstamp started;
 	uint32_t rflags;		/* TRF(...) bits */
-	bool authz_done;		/* inbound: the authorization check ran (authz.h) */
+	bool authz_done;		/* inbound, HBONE: the authorization check ran (authz.h) */
+	/* The destination as the authorization check judged it (inbound: dst;
+	 * HBONE: the CONNECT's target, before applicationTunnel's port replaces
+	 * dst's), so that a policy change re-judges what was judged. */
+	union msockaddr authz_dst;
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	/* The mesh's answer, from the snapshot's model (valid while the tunnel
 	 * holds snap): for outbound, the service port the destination was (NULL:
@@ -180,9 +184,11 @@ int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const
  * pp_client and pp_target (both or neither): the local workload's
  * applicationTunnel says PROXY, so the app connection starts with a PROXY
  * v2 header from the original client to the CONNECT's target
- * (tunnel_proxy_protocol); NULL: none. */
+ * (tunnel_proxy_protocol); NULL: none. authz_dst: the destination the
+ * caller's authorization check allowed (kept for tunnel_recheck_authz). */
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
-    const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target);
+    const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target,
+    const struct sockaddr_storage *authz_dst);
 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */

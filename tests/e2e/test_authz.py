@@ -14,12 +14,14 @@ listener.hbone.hbone_rq_401; per-policy authz_policy_allow / authz_policy_deny i
 import json
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
 import certs
 import meshres
-from lab import wait_for
+from lab import PYTHON, read_line, wait_for
 
 AUTHZ = "type.googleapis.com/istio.security.Authorization"
 PA = "type.googleapis.com/istio.security.v1beta1.PeerAuthentication"
@@ -28,6 +30,7 @@ SERVER_ID = certs.spiffe_id(NS, "server")
 CLIENT_ID = certs.spiffe_id("default", "client")      # ns default, sa client
 HERE = os.path.dirname(os.path.abspath(__file__))
 H2CLIENT = os.path.join(HERE, "test_hbone_server.py")
+H2HOLD = os.path.join(HERE, "h2hold.py")
 HTTP_REQ = "GET / HTTP/1.0\r\nHost: x\r\n\r\n"
 APP_PORT = 8080
 
@@ -67,16 +70,17 @@ class Mesh:
         self.server.app(["http", "--port", APP_PORT, "--name", "server"])
         self.server.app(["http", "--port", 8081, "--name", "server-8081"])
 
-    def workload(self, bound):
+    def workload(self, bound, **wl_extra):
         return meshres.workload("Kubernetes//Pod/shop/server", "server", [self.server.ip4],
                                 namespace=NS, serviceAccount="server",
-                                authorizationPolicies=list(bound))
+                                authorizationPolicies=list(bound), **wl_extra)
 
-    def config(self, policies, bound=None, extra_resources=(), extra=None):
+    def config(self, policies, bound=None, extra_resources=(), extra=None, wl_extra=None):
         if bound is None:
             bound = ["%s/%s" % (p["namespace"], p["name"]) for p in policies
                      if p.get("scope", "WORKLOAD_SELECTOR") == "WORKLOAD_SELECTOR"]
-        cfg = {"resources": [self.workload(bound)] + list(policies) + list(extra_resources),
+        cfg = {"resources": [self.workload(bound, **(wl_extra or {}))] + list(policies) +
+               list(extra_resources),
                "proxy": {"logLevel": "debug"}}
         cfg.update(extra or {})
         return cfg
@@ -130,6 +134,26 @@ class Mesh:
         r = self.client.run(argv, check=False, timeout=40)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1]).get("status")
+
+    def hold(self, ports, hold=30):
+        """HBONE streams held open on one connection (h2hold.py), one per port in ports:
+        (the process, {"0": status, ...})."""
+        argv = [PYTHON, H2HOLD, "--host", self.server.ip4, "--hold", hold,
+                "--ca", os.path.join(self.server_dir, "root-cert.pem"), "--certs", self.client_dir]
+        for port in ports:
+            argv += ["--authority", "%s:%d" % (self.server.ip4, port)]
+        p = self.client.popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = read_line(p.stdout, 15)
+        if not line:
+            p.kill()
+            raise AssertionError("h2hold: no answer: %r" % p.communicate()[1][-2000:])
+        return p, json.loads(line)["status"]
+
+    @staticmethod
+    def held(p, timeout=20):
+        """The end of a hold(): {"ended": {"0": "reset" | ...}, "eof", "goaway"}."""
+        out, _ = p.communicate(timeout=timeout)
+        return json.loads(out.decode().strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -348,3 +372,26 @@ def test_bad_policy_refused_by_name_old_state_stays(mesh, case):
              what="the refusal naming %s (resources[2])" % bad["name"])
     check(m, "hbone", False)
     check(m, "mtls", False)
+
+
+def test_recheck_judges_the_authorized_hbone_target(mesh):
+    """Review finding 2: an HBONE stream to a workload whose applicationTunnel moves the app to
+    another port (8081) was judged on the CONNECT's target (8080), but a policy change re-judged
+    it on the swapped port: an ALLOW of port 8080 then closed it although nothing it matches
+    changed. The recheck must judge what was judged: kept open by an unrelated change, closed
+    by one that denies it."""
+    m = mesh
+    tun = {"applicationTunnel": {"port": 8081}}
+    allow = authz("allow-8080", "ALLOW", one(destinationPorts=[APP_PORT]))
+    m.start([allow], wl_extra=tun)
+    p, status = m.hold([APP_PORT])
+    assert status == {"0": 200}, status
+    other = authz("deny-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]))
+    m.reload([allow, other], wl_extra=tun)
+    time.sleep(1.5)
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 0
+    assert p.poll() is None, "the stream was closed by a change that does not deny it"
+    m.reload([authz("allow-9999", "ALLOW", one(destinationPorts=[9999]))], wl_extra=tun)
+    end = m.held(p)
+    assert end["ended"] == {"0": "reset"}, end
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 1
