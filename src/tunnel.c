@@ -1349,7 +1349,11 @@ tunnel_recheck_authz(struct worker *w)
 
 	for (t = w->tunnels; t; t = next) {
 		next = t->next;
-		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || t->state != TUN_FORWARDING)
+		/* Every tunnel already judged, connecting or forwarding (one still
+		 * connecting to the app was allowed by the old policies too); those
+		 * not judged yet will be, under s, in stage_connect. */
+		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || !t->authz_done ||
+		    (t->state != TUN_CONNECTING && t->state != TUN_FORWARDING))
 			continue;
 		/* What was judged, not dst: for HBONE the applicationTunnel
 		 * port may have replaced the CONNECT's. */
@@ -1364,7 +1368,15 @@ tunnel_recheck_authz(struct worker *w)
 		t->rflags |= TRF(RBAC_DENIED);
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_CLOSED), 1);
 		clog_debug(t, "authorization now denies %s (policy %s): reset", t->peer_id ? t->peer_id : "(no id)",
-		    res.policy ? res.policy : "(no ALLOW policy matched)");
+		    authz_result_why(&res));
+		if (t->stream_pending) {
+			/* HBONE, not answered yet: as a denial at the request (ztunnel
+			 * answers 401 when policy denies). */
+			t->stream_pending = false;
+			stat_add(tstat(t, LM_HBONE_RQ_401), 1);
+			if (h2s_respond(&t->relay.ds, 401, NULL, 0) == 0)
+				conn_close(&t->relay.ds, CONN_GRACEFUL);
+		}
 		relay_abort(&t->relay);
 	}
 }

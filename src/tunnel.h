@@ -193,8 +193,8 @@ struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const 
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */
 void tunnel_close_all(struct worker *w);
-/* The worker took a new snapshot: its forwarding inbound and HBONE tunnels
- * are authorized again under it (authorization.closeDeniedConnections);
+/* The worker took a new snapshot: its inbound and HBONE tunnels already
+ * authorized (connecting or forwarding) are authorized again under it (authorization.closeDeniedConnections);
  * those now denied are reset and counted (downstream_cx_authz_closed). */
 void tunnel_recheck_authz(struct worker *w);
 

@@ -395,3 +395,62 @@ def test_recheck_judges_the_authorized_hbone_target(mesh):
     end = m.held(p)
     assert end["ended"] == {"0": "reset"}, end
     assert m.stat("listener.hbone.downstream_cx_authz_closed") == 1
+
+
+# An app that never completes a connection: a listener whose accept queue (backlog 0) is
+# filled at once by two connections of its own, so the kernel drops every later SYN and a
+# connect to it stays in progress until proxy.connectTimeout.
+STUCK_APP = r'''
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(0)
+fill = []
+for _ in range(2):
+    c = socket.socket(); c.setblocking(False); c.connect_ex(("127.0.0.1", port)); fill.append(c)
+time.sleep(0.3)
+print("READY", flush=True)
+time.sleep(120)
+'''
+STUCK_PORT = 8082
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_recheck_closes_connections_still_connecting(mesh, path):
+    """Review finding 3: a connection already authorized but still connecting to the app was
+    skipped by the policy-change recheck (only forwarding ones were re-judged), so a policy that
+    now denies it let it through once the app answered. It is closed at the change: 15006 reset,
+    HBONE answered 401 (not the 503 of the connect timeout, 30 s later)."""
+    m = mesh
+    app = m.server.popen([PYTHON, "-c", STUCK_APP, str(STUCK_PORT)], stdout=subprocess.PIPE)
+    assert read_line(app.stdout, 10).startswith(b"READY")
+    extra = {"proxy": {"logLevel": "debug", "connectTimeout": "30s"}}
+    m.start([], extra=extra)
+    lst = "listener.inbound." if path == "mtls" else "listener.hbone."
+    if path == "mtls":
+        p = m.client.popen(["socat", "-", "TCP:%s:%d" % (m.server.ip4, STUCK_PORT)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        p.stdin.write(b"GET / HTTP/1.1\r\n")   # ends the sniffing: authorized, then connecting
+        p.stdin.flush()
+    else:
+        argv = [PYTHON, H2HOLD, "--host", m.server.ip4, "--hold", 15,
+                "--ca", os.path.join(m.server_dir, "root-cert.pem"), "--certs", m.client_dir,
+                "--authority", "%s:%d" % (m.server.ip4, STUCK_PORT)]
+        p = m.client.popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: "to %s:%d" % (m.server.ip4, STUCK_PORT) in m.sc.log(), timeout=10,
+             what="the app connect under way")
+    assert m.stat(lst + "downstream_cx_active") == 1
+    t0 = time.monotonic()
+    m.reload([authz("deny-src", "DENY", one(sourceIps=[addr(m.client.ip4, 32)]), scope="NAMESPACE")],
+             extra=extra)
+    wait_for(lambda: m.stat(lst + "downstream_cx_authz_closed") == 1, timeout=10,
+             what="the connecting connection closed by the new policy")
+    if path == "hbone":
+        out = p.communicate(timeout=20)[0].decode().strip().splitlines()
+        assert json.loads(out[0])["status"] == {"0": 401}, out
+        assert m.stat("listener.hbone.hbone_rq_401") == 1
+    else:
+        p.communicate(timeout=10)
+    assert time.monotonic() - t0 < 10
+    assert m.stat(lst + "upstream_cx_connect_timeout") == 0
+    app.kill()
