@@ -76,6 +76,8 @@ tunnel_done(struct relay *r)
 	struct worker *w = t->w;
 
 	ev_timer_stop(w->loop, &t->timer);
+	if (w->tunnel_walk == t)
+		w->tunnel_walk = t->next;
 	if (t->prev)
 		t->prev->next = t->next;
 	else
@@ -1345,10 +1347,16 @@ void
 tunnel_recheck_authz(struct worker *w)
 {
 	const struct snapshot *s = w->snap->s;
-	struct tunnel *t, *next;
+	struct tunnel *t;
 
-	for (t = w->tunnels; t; t = next) {
-		next = t->next;
+	/* The walk's next tunnel is w->tunnel_walk, which tunnel_done moves on
+	 * if it frees that one: aborting one tunnel must not leave us on a
+	 * freed sibling. Today an abort frees only its own tunnel (an HBONE
+	 * stream's RST_STREAM and a 401 are sent from the session's kick, on
+	 * the next loop turn, so the session and its other streams live on;
+	 * the app side is a plain socket), but the walk does not rely on it. */
+	for (t = w->tunnels; t; t = w->tunnel_walk) {
+		w->tunnel_walk = t->next;
 		/* Every tunnel already judged, connecting or forwarding (one still
 		 * connecting to the app was allowed by the old policies too); those
 		 * not judged yet will be, under s, in stage_connect. */
@@ -1379,6 +1387,7 @@ tunnel_recheck_authz(struct worker *w)
 		}
 		relay_abort(&t->relay);
 	}
+	w->tunnel_walk = NULL;
 }
 
 void

@@ -454,3 +454,28 @@ def test_recheck_closes_connections_still_connecting(mesh, path):
     assert time.monotonic() - t0 < 10
     assert m.stat(lst + "upstream_cx_connect_timeout") == 0
     app.kill()
+
+
+def test_recheck_two_streams_of_one_hbone_connection(mesh):
+    """Review finding 8: the recheck walks the worker's tunnels and aborts the denied ones; two
+    HBONE streams of one connection are two tunnels on that list, and aborting the first must
+    not free the second under the walk (the walk keeps its cursor where tunnel_done can move it).
+    Both are reset, counted, the sidecar lives (ASan build), and the connection itself stays."""
+    m = mesh
+    m.start([])
+    p, status = m.hold([APP_PORT, APP_PORT, 8081])
+    assert status == {"0": 200, "1": 200, "2": 200}, status
+    assert m.stat("listener.hbone.downstream_cx_active") == 3
+    # Denies the streams to 8080, not the one to 8081.
+    m.reload([authz("deny-8080", "DENY", one(destinationPorts=[APP_PORT]), scope="NAMESPACE")])
+    wait_for(lambda: m.stat("listener.hbone.downstream_cx_authz_closed") == 2, timeout=10,
+             what="both streams to 8080 closed")
+    time.sleep(0.5)
+    assert m.stat("listener.hbone.downstream_cx_active") == 1
+    assert m.stat("listener.hbone.hbone_cx_active") == 1, "the HBONE connection stays"
+    m.reload([authz("deny-all", "DENY", one(destinationPorts=[APP_PORT, 8081]), scope="NAMESPACE")])
+    end = m.held(p)
+    assert end["ended"] == {"0": "reset", "1": "reset", "2": "reset"}, end
+    assert not end["eof"], end
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 3
+    assert m.hbone() == 401   # and the sidecar still answers
