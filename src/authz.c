@@ -814,6 +814,14 @@ authz_policy_check(const Istio__Security__Authorization *p, char *why, size_t le
 
 	if (p->base.n_unknown_fields)
 		REFUSE("unknown match field (in the Authorization)");
+	/* ztunnel converts both with TryFrom and NACKs a value it does not
+	 * know (rbac.rs); AUDIT is our extension, kept. The model refuses
+	 * unknown enum values already (pb_find_unknown_enum); this check holds
+	 * for every caller of authz_build. */
+	if ((int)p->scope < ISTIO__SECURITY__SCOPE__GLOBAL || (int)p->scope > ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
+		REFUSE("scope: unknown value %d; want GLOBAL, NAMESPACE or WORKLOAD_SELECTOR", (int)p->scope);
+	if ((int)p->action < ISTIO__SECURITY__ACTION__ALLOW || (int)p->action > ISTIO__SECURITY__ACTION__AUDIT)
+		REFUSE("action: unknown value %d; want ALLOW, DENY or AUDIT", (int)p->action);
 	for (size_t g = 0; g < p->n_groups; g++) {
 		const Istio__Security__Group *gr = p->groups[g];
 
