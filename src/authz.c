@@ -564,6 +564,17 @@ out:
 
 /* ---- Building ---- */
 
+/* Whether p binds every workload. ztunnel's PolicyStore files a GLOBAL
+ * policy, and a NAMESPACE one by its namespace, under by_namespace[ns],
+ * GLOBAL under "" whatever its namespace; assert_rbac reads the workload's
+ * namespace's list and ""'s: a NAMESPACE policy of namespace "" is global. */
+static bool
+is_global(const struct apolicy *p)
+{
+	return p->scope == ISTIO__SECURITY__SCOPE__GLOBAL ||
+	    (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE && !*p->ns);
+}
+
 static int
 rank(const struct apolicy *p)
 {
@@ -628,7 +639,7 @@ authz_build(const struct model *m)
 	if (!(idx = malloc((a->np ? a->np : 1) * sizeof(*idx))))
 		goto oom;
 	for (nidx = 0, i = 0; i < a->np; i++) {
-		if (a->p[i].scope == ISTIO__SECURITY__SCOPE__GLOBAL)
+		if (is_global(&a->p[i]))
 			idx[nidx++] = (uint32_t)i;
 		else if (rank(&a->p[i]) < 2)
 			a->nbound_enforcing++;
@@ -650,11 +661,17 @@ authz_build(const struct model *m)
 				const struct apolicy *p = &a->p[j];
 				bool bound = false;
 
+				/* ztunnel's assert_rbac: the namespace's policies, the
+				 * global ones, and every policy the Workload lists by
+				 * key, whatever its scope (a listed policy applies even
+				 * when NAMESPACE of another namespace). A global one is
+				 * in the global list already: evaluated once. */
+				if (is_global(p))
+					continue;
 				if (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE)
 					bound = strcmp(p->ns, S(w->namespace_)) == 0;
-				else if (p->scope == ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
-					for (size_t k = 0; k < w->n_authorization_policies && !bound; k++)
-						bound = strcmp(S(w->authorization_policies[k]), p->name) == 0;
+				for (size_t k = 0; k < w->n_authorization_policies && !bound; k++)
+					bound = strcmp(S(w->authorization_policies[k]), p->name) == 0;
 				if (bound)
 					idx[nidx++] = (uint32_t)j;
 			}
@@ -721,7 +738,7 @@ authz_to_json(const struct authz *a)
 		    !cJSON_AddStringToObject(o, "action", action_str(p->action)) ||
 		    !cJSON_AddBoolToObject(o, "dry_run", p->dry_run) || !(wls = cJSON_AddArrayToObject(o, "workloads")))
 			goto oom;
-		if (p->scope == ISTIO__SECURITY__SCOPE__GLOBAL) {
+		if (is_global(p)) {
 			if (!cJSON_AddItemToArray(wls, cJSON_CreateString("*")))
 				goto oom;
 			continue;

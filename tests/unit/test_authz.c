@@ -226,12 +226,61 @@ test_unknown_action_and_scope_refused(void **state)
 	refused("[{" AUTHZ ",'name':'x','namespace':'ns','scope':3}]", "scope");
 }
 
+/* ---- Finding 5: how policies bind (ztunnel's PolicyStore and assert_rbac) ---- */
+
+static void
+test_scope_binding_as_ztunnel(void **state)
+{
+	struct fix f;
+	struct authz_result res;
+
+	(void)state;
+	/* NAMESPACE with namespace "": filed under by_namespace[""], the
+	 * global key: it binds every workload (it bound none). */
+	build(&f, "[" WL1("") "," WL2("") "," POL("g", "", "NAMESPACE", "DENY", ONE(ANY_PR)) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_string_equal(res.policy, "/g");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.2", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+	/* A policy the Workload lists applies whatever its scope: NAMESPACE of
+	 * another namespace (w1 is in ns), listed by w1 only. */
+	build(&f, "[" WL1("'other/n'") "," WL2("") "," POL("n", "other", "NAMESPACE", "DENY", ONE(ANY_PR)) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_string_equal(res.policy, "other/n");
+	/* ... and w2 (namespace other) has it by its namespace. */
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.2", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+	/* WORKLOAD_SELECTOR: only where listed; NAMESPACE: only its namespace. */
+	build(&f, "[" WL1("'ns/w'") "," WL2("") "," POL("w", "ns", "WORKLOAD_SELECTOR", "DENY", ONE(ANY_PR)) ","
+	    POL("n", "other", "NAMESPACE", "ALLOW", ONE(PR("cluster.local/ns/x/sa/y"))) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_string_equal(res.policy, "ns/w");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.2", 80, &res), AUTHZ_DENY);	/* other/n: no ALLOW matched */
+	assert_null(res.policy);
+	unfix(&f);
+	build(&f, "[" WL1("") "," WL2("") "," POL("w", "ns", "WORKLOAD_SELECTOR", "DENY", ONE(ANY_PR)) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_ALLOW);
+	unfix(&f);
+	/* A GLOBAL policy also listed is evaluated once: counted once. */
+	build(&f, "[" WL1("'istio-system/g'") "," POL("g", "istio-system", "GLOBAL", "DENY", ONE(ANY_PR)) "]");
+	{
+		static uint64_t counters[2 * AUTHZ_SLOTS];
+		struct sockaddr_storage s = sa4("10.1.0.1", 1), d = sa4("10.0.0.1", 80);
+		struct authz_conn c = { (const struct sockaddr *)&s, (const struct sockaddr *)&d, CLIENT };
+
+		assert_int_equal(authz_check(f.a, model_workload_at(f.m, &d), &c, &res, counters), AUTHZ_DENY);
+		assert_int_equal(counters[res.slot * 2 + AUTHZ_DENY], 1);
+	}
+	unfix(&f);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_no_local_workload_fails_closed),
 		cmocka_unit_test(test_unknown_action_and_scope_refused),
+		cmocka_unit_test(test_scope_binding_as_ztunnel),
 	};
 
 	if (model_register_types() < 0)
