@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "authz.h"
+#include "identity.h"
 #include "istio/security/authorization.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
 
@@ -314,8 +315,8 @@ compile_policy(struct authz *a, const struct mres *r, struct apolicy *p)
 struct aconn {
 	const char *id;		/* the SPIFFE ID without "spiffe://" ("" none) */
 	size_t idlen;
-	const char *ns, *sa;	/* from the ID (NULL-terminated copies) */
-	char nsbuf[256], sabuf[256];
+	const char *ns, *sa;	/* from the ID (NULL: none) */
+	struct spiffe parsed;
 	sa_family_t sfam, dfam;
 	const uint8_t *sip, *dip;
 	uint16_t dport;
@@ -404,26 +405,20 @@ policy_matches(const struct apolicy *p, const struct aconn *c)
 static void
 conn_facts(const struct authz_conn *in, struct aconn *c)
 {
-	const char *id = in->peer_id ? in->peer_id : "";
-
 	memset(c, 0, sizeof(*c));	/* every field: an address of no IP family leaves its own zero */
-	if (strncmp(id, "spiffe://", 9) == 0)
-		id += 9;
-	c->id = id;
-	c->idlen = strlen(id);
-	/* <trust domain>/ns/<ns>/sa/<sa> */
-	const char *p = strstr(id, "/ns/");
-	if (p) {
-		const char *ns = p + 4, *s = strstr(ns, "/sa/");
-
-		if (s && (size_t)(s - ns) < sizeof(c->nsbuf) && strlen(s + 4) < sizeof(c->sabuf) &&
-		    !strchr(s + 4, '/')) {
-			memcpy(c->nsbuf, ns, (size_t)(s - ns));
-			c->nsbuf[s - ns] = 0;
-			strcpy(c->sabuf, s + 4);
-			c->ns = c->nsbuf;
-			c->sa = c->sabuf;
-		}
+	c->id = "";
+	/* The peer's identity only when it parses strictly as
+	 * spiffe://<td>/ns/<ns>/sa/<sa> (identity.c, bounded lengths): ztunnel
+	 * takes a certificate's SAN that Identity::from_str refuses as no
+	 * identity at all (tls/certificate.rs), so such a peer matches no
+	 * principal, namespace or service account, not even presence, and
+	 * every not* of them; a principal is never compared raw (rbac.rs
+	 * matches_principal wants the spiffe:// it strips). */
+	if (in->peer_id && spiffe_parse(in->peer_id, strlen(in->peer_id), &c->parsed) == 0) {
+		c->id = in->peer_id + 9;
+		c->idlen = strlen(c->id);
+		c->ns = c->parsed.ns;
+		c->sa = c->parsed.sa;
 	}
 	if (in->src && in->src->sa_family == AF_INET) {
 		c->sfam = AF_INET;

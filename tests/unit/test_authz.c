@@ -274,6 +274,54 @@ test_scope_binding_as_ztunnel(void **state)
 	unfix(&f);
 }
 
+/* ---- Finding 6: the peer's SPIFFE ID, parsed strictly ---- */
+
+/* ztunnel's Identity::from_str wants exactly spiffe://<td>/ns/<ns>/sa/<sa>;
+ * a SAN it refuses is no identity (tls/certificate.rs), and a principal is
+ * compared only after stripping "spiffe://" (rbac.rs matches_principal).
+ * Ours is identity.c's spiffe_parse (lengths bounded: td 255, ns and sa
+ * 127). An ID that does not parse matches no principal, namespace or
+ * service account, not even presence; it matches their negations. */
+static void
+test_peer_id_parsed_strictly(void **state)
+{
+	struct fix f;
+	char longns[300], id[400];
+
+	(void)state;
+	build(&f, "[" WL1("'ns/p','ns/n','ns/s'") ","
+	    POL("p", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE(PR("cluster.local/ns/default/sa/client"))) ","
+	    POL("n", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE("'namespaces':[{'exact':'default'}]")) ","
+	    POL("s", "ns", "WORKLOAD_SELECTOR", "ALLOW",
+	        ONE("'serviceAccounts':[{'namespace':'default','serviceAccount':'client'}]")) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_ALLOW);
+	/* Matched raw before: no spiffe:// prefix. */
+	assert_int_equal(judge(&f, "cluster.local/ns/default/sa/client", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	/* "/ns/" found anywhere before; extra segments; an empty one. */
+	assert_int_equal(judge(&f, "spiffe://cluster.local/x/ns/default/sa/client", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	assert_int_equal(judge(&f, "spiffe://cluster.local/ns/default/sa/client/x", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	assert_int_equal(judge(&f, "spiffe:///ns/default/sa/client", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	/* A namespace past the bound (it was copied up to 255 bytes). */
+	memset(longns, 'a', 200);
+	longns[200] = 0;
+	snprintf(id, sizeof(id), "spiffe://cluster.local/ns/%s/sa/client", longns);
+	assert_int_equal(judge(&f, id, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+	/* Presence: an unparsable ID is no identity, as plaintext is. */
+	build(&f, "[" WL1("'ns/any'") "," POL("any", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE(ANY_PR)) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_ALLOW);
+	assert_int_equal(judge(&f, "spiffe://cluster.local/ns/a", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	assert_int_equal(judge(&f, "bogus", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	assert_int_equal(judge(&f, NULL, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+	/* istiod's STRICT conversion (DENY notPrincipals presence) denies it. */
+	build(&f, "[" WL1("") "," POL("strict", "istio-system", "GLOBAL", "DENY",
+	    ONE("'notPrincipals':[{'presence':{}}]")) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_ALLOW);
+	assert_int_equal(judge(&f, "cluster.local/ns/default/sa/client", "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+}
+
 int
 main(void)
 {
@@ -281,6 +329,7 @@ main(void)
 		cmocka_unit_test(test_no_local_workload_fails_closed),
 		cmocka_unit_test(test_unknown_action_and_scope_refused),
 		cmocka_unit_test(test_scope_binding_as_ztunnel),
+		cmocka_unit_test(test_peer_id_parsed_strictly),
 	};
 
 	if (model_register_types() < 0)
