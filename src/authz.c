@@ -264,11 +264,16 @@ compile_match(struct authz *a, const Istio__Security__Match *in, struct amatch *
 				m->sa[neg][m->nsa[neg]++] = (struct samatch){ S(sa[i]->namespace_), S(sa[i]->serviceaccount) };
 		}
 	}
-	/* ztunnel's is_empty() looks at the lists as received. */
-	m->empty = !(in->n_namespaces || in->n_not_namespaces || in->n_principals || in->n_not_principals ||
-	    in->n_source_ips || in->n_not_source_ips || in->n_destination_ips || in->n_not_destination_ips ||
-	    in->n_destination_ports || in->n_not_destination_ports || in->n_service_accounts ||
-	    in->n_not_service_accounts);
+	/* ztunnel's is_empty() looks at the lists as converted (rbac.rs: a
+	 * StringMatch with nothing set and an address IpNet refuses are
+	 * filter_map'ed away first), and an empty match is skipped: it never
+	 * matches. So here, on what compiled: a match whose every value was
+	 * dropped must not match everything (the validation refuses those
+	 * values; authz_build does not rely on it). */
+	m->empty = true;
+	for (int neg = 0; neg < 2; neg++)
+		if (m->nns[neg] || m->npr[neg] || m->nsrc[neg] || m->ndstip[neg] || m->nport[neg] || m->nsa[neg])
+			m->empty = false;
 	return 0;
 }
 

@@ -322,6 +322,44 @@ test_peer_id_parsed_strictly(void **state)
 	unfix(&f);
 }
 
+/* ---- Finding 9: a match empty after compilation ---- */
+
+/* ztunnel decides emptiness on the converted match (values it cannot
+ * convert dropped first) and skips an empty one: it matches nothing. The
+ * validation refuses such values, so the test edits an accepted model's
+ * message as a caller that skipped it (the fuzz target) would hand it:
+ * a principal with no match type set. As an ALLOW it allowed everyone. */
+static void
+test_match_empty_after_compilation_matches_nothing(void **state)
+{
+	struct fix f;
+	Istio__Security__Authorization *p;
+
+	(void)state;
+	build(&f, "[" WL1("'ns/a'") "," POL("a", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE(PR("cluster.local/ns/x/sa/y"))) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	p = (Istio__Security__Authorization *)model_resource(f.m, MRES_AUTHORIZATION, 0)->msg;
+	p->groups[0]->rules[0]->matches[0]->principals[0]->match_type_case =
+	    ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE__NOT_SET;
+	authz_free(f.a);
+	assert_non_null(f.a = authz_build(f.m));
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	assert_int_equal(judge(&f, NULL, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	/* Put back for the message's free (the string it points to is owned). */
+	p->groups[0]->rules[0]->matches[0]->principals[0]->match_type_case =
+	    ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
+	unfix(&f);
+	/* The converted-empty rule of ztunnel's rbac_empty_policy: a rule
+	 * with no matches at all (an empty clause) matches; one whose only
+	 * match is empty does not. */
+	build(&f, "[" WL1("'ns/r'") "," POL("r", "ns", "WORKLOAD_SELECTOR", "ALLOW", "{'rules':[{}]}") "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_ALLOW);
+	unfix(&f);
+	build(&f, "[" WL1("'ns/r'") "," POL("r", "ns", "WORKLOAD_SELECTOR", "ALLOW", "{'rules':[{'matches':[{}]}]}") "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, NULL), AUTHZ_DENY);
+	unfix(&f);
+}
+
 int
 main(void)
 {
@@ -330,6 +368,7 @@ main(void)
 		cmocka_unit_test(test_unknown_action_and_scope_refused),
 		cmocka_unit_test(test_scope_binding_as_ztunnel),
 		cmocka_unit_test(test_peer_id_parsed_strictly),
+		cmocka_unit_test(test_match_empty_after_compilation_matches_nothing),
 	};
 
 	if (model_register_types() < 0)
