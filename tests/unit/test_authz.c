@@ -140,6 +140,65 @@ judge(struct fix *f, const char *peer, const char *dst, uint16_t port, struct au
 	return authz_check(f->a, model_workload_at(f->m, &d), &c, res ? res : &tmp, NULL);
 }
 
+/* ---- The evaluator's order (ztunnel's assert_rbac) ---- */
+
+static void
+test_order_deny_allow_default(void **state)
+{
+	static uint64_t counters[2 * AUTHZ_SLOTS];
+	struct fix f;
+	struct authz_result res;
+	struct sockaddr_storage s = sa4("10.1.0.1", 1), d = sa4("10.0.0.1", 80);
+	struct authz_conn c = { (const struct sockaddr *)&s, (const struct sockaddr *)&d, CLIENT };
+
+	(void)state;
+	/* No policy: allow, nothing decided. */
+	build(&f, "[" WL1("") "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_ALLOW);
+	assert_null(res.policy);
+	unfix(&f);
+	/* A matching DENY wins over a matching ALLOW, whatever the order. */
+	build(&f, "[" WL1("'ns/a','ns/d'") "," POL("a", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE(ANY_PR)) ","
+	    POL("d", "ns", "WORKLOAD_SELECTOR", "DENY", ONE(PR("cluster.local/ns/default/sa/client"))) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_string_equal(res.policy, "ns/d");
+	/* A DENY that does not match leaves the ALLOW to decide. */
+	assert_int_equal(judge(&f, "spiffe://cluster.local/ns/default/sa/other", "10.0.0.1", 80, &res), AUTHZ_ALLOW);
+	assert_string_equal(res.policy, "ns/a");
+	/* ALLOW policies exist and none matches: deny, by no policy. */
+	assert_int_equal(judge(&f, NULL, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_null(res.policy);
+	assert_int_equal(res.slot, AUTHZ_SLOT_NONE);
+	unfix(&f);
+	/* No ALLOW policy, a DENY that does not match: allow. */
+	build(&f, "[" WL1("'ns/d'") "," POL("d", "ns", "WORKLOAD_SELECTOR", "DENY", ONE(PR("cluster.local/ns/x/sa/y"))) "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_ALLOW);
+	unfix(&f);
+	/* An ALLOW with no groups matches nothing (ztunnel: empty rules). */
+	build(&f, "[" WL1("'ns/a'") "," POL("a", "ns", "WORKLOAD_SELECTOR", "ALLOW", "") "]");
+	assert_int_equal(judge(&f, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	unfix(&f);
+	/* dry_run never decides: a matching dry DENY allows, a dry ALLOW that
+	 * matches nothing does not make it deny; both are counted. AUDIT
+	 * likewise, counted as allow. */
+	build(&f, "[" WL1("'ns/dd','ns/da','ns/au'") "," DRY("dd", "ns", "WORKLOAD_SELECTOR", "DENY", ONE(ANY_PR)) ","
+	    DRY("da", "ns", "WORKLOAD_SELECTOR", "ALLOW", ONE(PR("cluster.local/ns/x/sa/y"))) ","
+	    POL("au", "ns", "WORKLOAD_SELECTOR", "AUDIT", ONE(ANY_PR)) "]");
+	assert_int_equal(authz_check(f.a, model_workload_at(f.m, &d), &c, &res, counters), AUTHZ_ALLOW);
+	assert_null(res.policy);
+	for (unsigned slot = 1; slot < authz_nslots(); slot++) {
+		const char *n = authz_slot_name(slot);
+
+		if (n && strcmp(n, "ns/dd") == 0)
+			assert_int_equal(counters[slot * 2 + AUTHZ_DENY], 1);
+		if (n && strcmp(n, "ns/au") == 0)
+			assert_int_equal(counters[slot * 2 + AUTHZ_ALLOW], 1);
+		if (n && strcmp(n, "ns/da") == 0)
+			assert_int_equal(counters[slot * 2 + AUTHZ_ALLOW] + counters[slot * 2 + AUTHZ_DENY], 0);
+	}
+	unfix(&f);
+}
+
 /* ---- Finding 1: no local workload ---- */
 
 /* ztunnel refuses an inbound connection to an address that is not its
@@ -364,6 +423,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_order_deny_allow_default),
 		cmocka_unit_test(test_no_local_workload_fails_closed),
 		cmocka_unit_test(test_unknown_action_and_scope_refused),
 		cmocka_unit_test(test_scope_binding_as_ztunnel),
