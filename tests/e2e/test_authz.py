@@ -479,3 +479,23 @@ def test_recheck_two_streams_of_one_hbone_connection(mesh):
     assert not end["eof"], end
     assert m.stat("listener.hbone.downstream_cx_authz_closed") == 3
     assert m.hbone() == 401   # and the sidecar still answers
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_audit_counts_and_never_decides(mesh, path):
+    """AUDIT (our extension; istiod never sends it to ztunnel): a matching AUDIT policy is counted
+    (authz_policy_allow of its name in /stats) and decides nothing: alone it allows, beside an
+    ALLOW that matches nothing the connection is still denied, beside a matching DENY denied."""
+    m = mesh
+    audit = authz("audit-all", "AUDIT", one(principals=[{"presence": {}}]))
+    m.start([audit])
+    check(m, path, True, "audit-all", "authz_policy_allow")
+    n = m.policy_count("authz_policy_allow", "shop/audit-all")
+    assert n >= 1
+    assert m.policy_count("authz_policy_deny", "shop/audit-all") == 0
+    m.reload([audit, authz("allow-nothing", "ALLOW", one(namespaces=[{"exact": "x"}]))])
+    check(m, path, False)
+    wait_for(lambda: m.policy_count("authz_policy_allow", "shop/audit-all") == n + 1, timeout=5,
+             what="the AUDIT policy counted again")
+    m.reload([audit, authz("deny-all", "DENY", one(principals=[{"presence": {}}]))])
+    check(m, path, False, "deny-all", "authz_policy_deny")
