@@ -39,6 +39,12 @@ authz_nslots(void)
 	return __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
 }
 
+bool
+authz_full(void)
+{
+	return __atomic_load_n(&nslots, __ATOMIC_ACQUIRE) >= AUTHZ_SLOT_OVERFLOW;
+}
+
 /* The slot of name, assigned on first sight (linear: 1,000 names at
  * snapshot build, control thread). */
 static unsigned

@@ -17,7 +17,12 @@ const char *authz_verdict_str(enum authz_verdict v);	/* "allow", "deny" */
 
 /* Per-policy counters: a process-wide registry of policy names ("ns/name")
  * to stable slots, assigned by the control thread at snapshot build (never
- * reused); AUTHZ_SLOT_OVERFLOW collects the policies past the bound, and
+ * reused: a slot's counters are per-worker, written without atomics by
+ * their worker, and a worker still on an older snapshot may count into a
+ * removed policy's slot; reusing it would need every worker to confirm it
+ * left that snapshot and the counters to be rebased, for a bound that only
+ * churning policy names reach); AUTHZ_SLOT_OVERFLOW collects the policies
+ * past the bound (exported as "overflow"), and
  * AUTHZ_SLOT_NONE means "no policy decided" (default allow, or no ALLOW
  * policy matched: then the deny counts go to AUTHZ_SLOT_NONE too). */
 #define AUTHZ_SLOTS 1024
@@ -29,6 +34,10 @@ const char *authz_verdict_str(enum authz_verdict v);	/* "allow", "deny" */
 const char *authz_slot_name(unsigned slot);
 /* Slots assigned so far (1 + the highest slot in use). */
 unsigned authz_nslots(void);
+/* Whether every slot is assigned: new names count in AUTHZ_SLOT_OVERFLOW,
+ * which /stats (authz.overflow.*) and Prometheus (policy="overflow") show
+ * from then on. */
+bool authz_full(void);
 
 /* What a connection brings to the check. src, dst: IPv4 or IPv6 socket
  * addresses (dst: the local workload's address and port the client asked
