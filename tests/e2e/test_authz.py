@@ -499,3 +499,33 @@ def test_audit_counts_and_never_decides(mesh, path):
              what="the AUDIT policy counted again")
     m.reload([audit, authz("deny-all", "DENY", one(principals=[{"presence": {}}]))])
     check(m, path, False, "deny-all", "authz_policy_deny")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_local_workload_fails_closed(mesh, path):
+    """Review finding 1: with no WDS Workload for the server pod's address, only the GLOBAL
+    policies used to apply (fail-open). ztunnel refuses such a connection outright; we deny it
+    while an enforcing NAMESPACE or WORKLOAD_SELECTOR policy exists (it could be the pod's),
+    counted in downstream_cx_authz_no_workload, and judge it by the GLOBAL policies alone
+    otherwise (a sidecar given no workloads keeps working)."""
+    m = mesh
+    lst = "listener.inbound." if path == "mtls" else "listener.hbone."
+    other = authz("deny-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]),
+                  scope="NAMESPACE")
+    cfg = {"resources": [other], "proxy": {"logLevel": "debug"}}
+    m.sc = m.server.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.server_dir),
+                                  env={"POD_NAMESPACE": NS})
+    wait_for(lambda: m.sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
+             what="the sidecar's certificate loaded")
+    check(m, path, False)
+    assert m.stat(lst + "downstream_cx_authz_no_workload") == 1
+    # Only a GLOBAL policy (not matching): judged by it, allowed.
+    before = m.stat("server.config_reload_success")
+    g = authz("g-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]),
+              scope="GLOBAL", namespace="istio-system")
+    with open(m.sc.config_path, "w") as f:
+        json.dump({"resources": [g], "proxy": {"logLevel": "debug"}}, f)
+    m.sc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: m.stat("server.config_reload_success") > before, timeout=10, what="the reload")
+    check(m, path, True)
+    assert m.stat(lst + "downstream_cx_authz_no_workload") == 1
