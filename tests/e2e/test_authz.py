@@ -529,3 +529,22 @@ def test_no_local_workload_fails_closed(mesh, path):
     wait_for(lambda: m.stat("server.config_reload_success") > before, timeout=10, what="the reload")
     check(m, path, True)
     assert m.stat(lst + "downstream_cx_authz_no_workload") == 1
+
+
+def test_connection_judged_after_a_change_uses_the_new_policies(mesh):
+    """Review finding 3, its second half: a connection accepted before a policy change but not
+    judged yet (PERMISSIVE: waiting for its first bytes to tell TLS from plaintext) is judged
+    under the policies in force when it is judged, not those it was accepted under."""
+    m = mesh
+    m.start([])
+    p = m.client.popen(["socat", "-", "TCP:%s:%d" % (m.server.ip4, APP_PORT)],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_for(lambda: m.stat("listener.inbound.downstream_cx_active") == 1, timeout=5,
+             what="the connection accepted")
+    m.reload([authz("deny-src", "DENY", one(sourceIps=[addr(m.client.ip4, 32)]), scope="NAMESPACE")])
+    assert m.stat("listener.inbound.downstream_cx_authz_closed") == 0   # not judged yet
+    p.stdin.write(HTTP_REQ.encode())
+    p.stdin.flush()
+    out, _ = p.communicate(timeout=10)
+    assert b"hello from server" not in out
+    assert m.stat("listener.inbound.downstream_cx_authz_denied") == 1
