@@ -168,10 +168,10 @@ collect_rows(struct stat_rows *rs)
 		stat_rows_add(rs, server.stats[m], "server.%s", server_metric_desc[m].name);
 	/* Per authorization policy that has a slot (authz.h). */
 	for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
-		const char *pn = authz_slot_name(slot);
+		char pn[1024];
 		uint64_t v[2] = { 0, 0 };
 
-		if (!pn || !*pn)
+		if (!authz_slot_name(slot, pn, sizeof(pn)) || !*pn)
 			continue;
 		for (unsigned j = 0; j < nw; j++)
 			for (int k = 0; k < 2; k++)
@@ -270,10 +270,10 @@ render_prometheus(struct strbuf *sb)
 		    "AUDIT policies: matched), by policy" : "Connections an authorization policy denied (dry-run "
 		    "policies: would have denied), by policy", METRIC_COUNTER);
 		for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
-			const char *pn = authz_slot_name(slot);
+			char pn[1024];
 			uint64_t v = 0;
 
-			if (!pn || !*pn)
+			if (!authz_slot_name(slot, pn, sizeof(pn)) || !*pn)
 				continue;
 			for (unsigned j = 0; j < nw; j++)
 				v += stat_read(&w[j].stats.authz[slot * 2 + k]);

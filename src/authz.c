@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +21,33 @@
 
 static char *slot_names[AUTHZ_SLOTS];
 static unsigned nslots = 1;	/* slot 0 is NONE */
+/* Per slot, the compiled policies (of live struct authz) that count into
+ * it: atomic, taken by authz_build (control thread), dropped by
+ * authz_free (whichever thread frees the snapshot, with release order). A
+ * worker counts only through a snapshot it holds, so at 0 nobody can
+ * count into the slot any more. */
+static unsigned slot_refs[AUTHZ_SLOTS];
+/* slot_names[] against the readers of another thread (scrapes): a slot's
+ * name changes when the slot is reused. */
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*slot_reset)(unsigned slot);
 
-const char *
-authz_slot_name(unsigned slot)
+bool
+authz_slot_name(unsigned slot, char *buf, size_t len)
 {
-	if (slot == AUTHZ_SLOT_NONE)
-		return "";
-	if (slot == AUTHZ_SLOT_OVERFLOW)
-		return "(overflow)";
-	if (slot >= __atomic_load_n(&nslots, __ATOMIC_ACQUIRE))
-		return NULL;
-	return slot_names[slot];
+	bool ok = false;
+
+	if (slot == AUTHZ_SLOT_NONE || slot == AUTHZ_SLOT_OVERFLOW) {
+		snprintf(buf, len, "%s", slot == AUTHZ_SLOT_NONE ? "" : "overflow");
+		return true;
+	}
+	pthread_mutex_lock(&slot_lock);
+	if (slot < __atomic_load_n(&nslots, __ATOMIC_ACQUIRE) && slot_names[slot]) {
+		snprintf(buf, len, "%s", slot_names[slot]);
+		ok = true;
+	}
+	pthread_mutex_unlock(&slot_lock);
+	return ok;
 }
 
 unsigned
@@ -45,22 +62,58 @@ authz_full(void)
 	return __atomic_load_n(&nslots, __ATOMIC_ACQUIRE) >= AUTHZ_SLOT_OVERFLOW;
 }
 
+void
+authz_set_slot_reset(void (*fn)(unsigned slot))
+{
+	slot_reset = fn;
+}
+
 /* The slot of name, assigned on first sight (linear: 1,000 names at
- * snapshot build, control thread). */
+ * snapshot build, control thread). With every slot assigned, one no live
+ * snapshot's policy counts into (refs 0: its policy is gone from every
+ * snapshot still held) is reused: its counters are reset first (the
+ * hook: the workers' counters; no worker writes them any more), then its
+ * name replaced. Else the overflow slot. */
 static unsigned
 slot_of(const char *name)
 {
 	unsigned i, n = nslots;
+	char *dup, *old;
 
 	for (i = 1; i < n; i++)
 		if (strcmp(slot_names[i], name) == 0)
 			return i;
-	if (n >= AUTHZ_SLOT_OVERFLOW)
+	if (!(dup = strdup(name)))
 		return AUTHZ_SLOT_OVERFLOW;
-	if (!(slot_names[n] = strdup(name)))
+	if (n < AUTHZ_SLOT_OVERFLOW) {
+		pthread_mutex_lock(&slot_lock);
+		slot_names[n] = dup;
+		__atomic_store_n(&nslots, n + 1, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&slot_lock);
+		return n;
+	}
+	for (i = 1; i < n; i++)
+		if (__atomic_load_n(&slot_refs[i], __ATOMIC_ACQUIRE) == 0)
+			break;
+	if (i == n) {
+		free(dup);
 		return AUTHZ_SLOT_OVERFLOW;
-	__atomic_store_n(&nslots, n + 1, __ATOMIC_RELEASE);
-	return n;
+	}
+	if (slot_reset)
+		slot_reset(i);
+	pthread_mutex_lock(&slot_lock);
+	old = slot_names[i];
+	slot_names[i] = dup;
+	pthread_mutex_unlock(&slot_lock);
+	free(old);
+	return i;
+}
+
+static void
+slot_hold(unsigned slot, int d)
+{
+	if (slot != AUTHZ_SLOT_NONE && slot != AUTHZ_SLOT_OVERFLOW)
+		__atomic_add_fetch(&slot_refs[slot], (unsigned)d, __ATOMIC_RELEASE);
 }
 
 const char *
@@ -296,6 +349,7 @@ compile_policy(struct authz *a, const struct mres *r, struct apolicy *p)
 	p->action = in->action;
 	p->dry_run = in->dry_run;
 	p->slot = slot_of(r->name);
+	slot_hold(p->slot, 1);
 	p->ng = in->n_groups;
 	if (p->ng && !(p->g = aalloc(a, p->ng, sizeof(*p->g))))
 		return -ENOMEM;
@@ -702,6 +756,8 @@ authz_free(struct authz *a)
 {
 	if (!a)
 		return;
+	for (size_t i = 0; i < a->np; i++)
+		slot_hold(a->p[i].slot, -1);
 	for (size_t i = 0; i < a->nallocs; i++)
 		free(a->allocs[i]);
 	free(a->allocs);

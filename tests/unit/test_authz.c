@@ -64,16 +64,16 @@ struct fix {
 static void
 build(struct fix *f, const char *resources)
 {
-	char text[16384], err[256];
+	char *text = strdup(resources), err[256];
 	cJSON *j;
 
-	assert_true(strlen(resources) < sizeof(text));
-	snprintf(text, sizeof(text), "%s", resources);
+	assert_non_null(text);
 	for (char *p = text; *p; p++)
 		if (*p == '\'')
 			*p = '"';
 	if (!(j = json_parse_strict(text, strlen(text), err, sizeof(err))))
-		fail_msg("%s: %s", text, err);
+		fail_msg("%.200s: %s", text, err);
+	free(text);
 	memset(f, 0, sizeof(*f));
 	f->m = resources_build(j, NULL, &f->rep);
 	cJSON_Delete(j);
@@ -187,13 +187,15 @@ test_order_deny_allow_default(void **state)
 	assert_int_equal(authz_check(f.a, model_workload_at(f.m, &d), &c, &res, counters), AUTHZ_ALLOW);
 	assert_null(res.policy);
 	for (unsigned slot = 1; slot < authz_nslots(); slot++) {
-		const char *n = authz_slot_name(slot);
+		char n[256];
 
-		if (n && strcmp(n, "ns/dd") == 0)
+		if (!authz_slot_name(slot, n, sizeof(n)))
+			continue;
+		if (strcmp(n, "ns/dd") == 0)
 			assert_int_equal(counters[slot * 2 + AUTHZ_DENY], 1);
-		if (n && strcmp(n, "ns/au") == 0)
+		if (strcmp(n, "ns/au") == 0)
 			assert_int_equal(counters[slot * 2 + AUTHZ_ALLOW], 1);
-		if (n && strcmp(n, "ns/da") == 0)
+		if (strcmp(n, "ns/da") == 0)
 			assert_int_equal(counters[slot * 2 + AUTHZ_ALLOW] + counters[slot * 2 + AUTHZ_DENY], 0);
 	}
 	unfix(&f);
@@ -419,6 +421,79 @@ test_match_empty_after_compilation_matches_nothing(void **state)
 	unfix(&f);
 }
 
+/* ---- Finding 7: the slot registry's bound ---- */
+
+static unsigned resets[AUTHZ_SLOTS], nresets;
+
+static void
+record_reset(unsigned slot)
+{
+	resets[nresets++ % AUTHZ_SLOTS] = slot;
+}
+
+/* A model of n DENY-all policies ns/<prefix><i>, bound to w1 (by
+ * namespace ns). */
+static void
+build_many(struct fix *f, const char *prefix, size_t n)
+{
+	size_t cap = n * 200 + 512, off = 0;
+	char *text = malloc(cap);
+
+	assert_non_null(text);
+	off += (size_t)snprintf(text + off, cap - off, "[%s", WL1(""));
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(text + off, cap - off, ",{" AUTHZ ",'name':'%s%zu','namespace':'ns',"
+		    "'scope':'NAMESPACE','action':'DENY','groups':[" ONE(ANY_PR) "]}", prefix, i);
+	snprintf(text + off, cap - off, "]");
+	build(f, text);
+	free(text);
+}
+
+/* Review finding 7: slots were never reused, so churning policy names
+ * ended in the overflow slot for good. A slot whose policy no live
+ * snapshot has is reused for a new name, its counters reset first
+ * (the hook); while the old snapshot lives, the new names overflow. */
+static void
+test_slots_reused_once_free(void **state)
+{
+	struct fix a, b;
+	struct authz_result res;
+	char name[256];
+	unsigned slot;
+
+	(void)state;
+	authz_set_slot_reset(record_reset);
+	build_many(&a, "old", AUTHZ_SLOTS + 10);	/* every slot taken, and held by a */
+	assert_true(authz_full());
+	build_many(&b, "new", 1);
+	assert_int_equal(judge(&b, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_string_equal(res.policy, "ns/new0");
+	assert_int_equal(res.slot, AUTHZ_SLOT_OVERFLOW);	/* none free yet */
+	assert_true(authz_slot_name(AUTHZ_SLOT_OVERFLOW, name, sizeof(name)));
+	assert_string_equal(name, "overflow");
+	/* a's snapshot goes: b's next build reuses a slot for ns/new0. */
+	unfix(&a);
+	nresets = 0;
+	authz_free(b.a);
+	assert_non_null(b.a = authz_build(b.m));
+	assert_int_equal(judge(&b, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	slot = res.slot;
+	assert_int_not_equal(slot, AUTHZ_SLOT_OVERFLOW);
+	assert_int_not_equal(slot, AUTHZ_SLOT_NONE);
+	assert_true(authz_slot_name(slot, name, sizeof(name)));
+	assert_string_equal(name, "ns/new0");
+	assert_int_equal(nresets, 1);
+	assert_int_equal(resets[0], slot);
+	/* Stable from then on: the same slot at the next build, no reset. */
+	authz_free(b.a);
+	assert_non_null(b.a = authz_build(b.m));
+	assert_int_equal(judge(&b, CLIENT, "10.0.0.1", 80, &res), AUTHZ_DENY);
+	assert_int_equal(res.slot, slot);
+	assert_int_equal(nresets, 1);
+	unfix(&b);
+	authz_set_slot_reset(NULL);
+}
+
 int
 main(void)
 {
@@ -429,6 +504,7 @@ main(void)
 		cmocka_unit_test(test_scope_binding_as_ztunnel),
 		cmocka_unit_test(test_peer_id_parsed_strictly),
 		cmocka_unit_test(test_match_empty_after_compilation_matches_nothing),
+		cmocka_unit_test(test_slots_reused_once_free),	/* fills the registry: last */
 	};
 
 	if (model_register_types() < 0)
