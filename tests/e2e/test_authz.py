@@ -353,6 +353,11 @@ BAD = {
     "principal_empty": lambda m: authz("bad-princ-empty", "DENY", one(principals=[{"exact": ""}])),
     "principal_space": lambda m: authz("bad-princ-space", "DENY", one(principals=[{"exact": "a b"}])),
     "stringmatch_empty": lambda m: authz("bad-sm", "DENY", one(principals=[{}])),
+    # Review finding 4: an action or scope no schema has (AUDIT, 2, is ours; 3 is no one's).
+    "action_unknown": lambda m: dict(authz("bad-action", "DENY", one(principals=[{"presence": {}}])),
+                                     action=3),
+    "scope_unknown": lambda m: dict(authz("bad-scope", "DENY", one(principals=[{"presence": {}}])),
+                                    scope=3),
 }
 
 
