@@ -171,16 +171,29 @@ collect_rows(struct stat_rows *rs)
 		stat_rows_add(rs, server.stats[m], "server.%s", server_metric_desc[m].name);
 	/* Per authorization policy that has a slot (authz.h). */
 	for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
-		const char *pn = authz_slot_name(slot);
+		char pn[1024];
 		uint64_t v[2] = { 0, 0 };
 
-		if (!pn || !*pn)
+		if (!authz_slot_name(slot, pn, sizeof(pn)) || !*pn)
 			continue;
 		for (unsigned j = 0; j < nw; j++)
 			for (int k = 0; k < 2; k++)
 				v[k] += stat_read(&w[j].stats.authz[slot * 2 + k]);
 		stat_rows_add(rs, v[AUTHZ_ALLOW], "authz.%s.authz_policy_allow", pn);
 		stat_rows_add(rs, v[AUTHZ_DENY], "authz.%s.authz_policy_deny", pn);
+	}
+	/* The policies past the registry's bound share its overflow slot:
+	 * shown once the registry is full (or it counted anything). */
+	{
+		uint64_t v[2] = { 0, 0 };
+
+		for (unsigned j = 0; j < nw; j++)
+			for (int k = 0; k < 2; k++)
+				v[k] += stat_read(&w[j].stats.authz[AUTHZ_SLOT_OVERFLOW * 2 + k]);
+		if (authz_full() || v[0] || v[1]) {
+			stat_rows_add(rs, v[AUTHZ_ALLOW], "authz.overflow.authz_policy_allow");
+			stat_rows_add(rs, v[AUTHZ_DENY], "authz.overflow.authz_policy_deny");
+		}
 	}
 	stat_rows_add(rs, server.concurrency, "server.concurrency");
 	stat_rows_add(rs, server.live && !server.draining, "server.live");
@@ -260,10 +273,10 @@ render_prometheus(struct strbuf *sb)
 		    "AUDIT policies: matched), by policy" : "Connections an authorization policy denied (dry-run "
 		    "policies: would have denied), by policy", METRIC_COUNTER);
 		for (unsigned slot = 1, n = authz_nslots(); slot < n; slot++) {
-			const char *pn = authz_slot_name(slot);
+			char pn[1024];
 			uint64_t v = 0;
 
-			if (!pn || !*pn)
+			if (!authz_slot_name(slot, pn, sizeof(pn)) || !*pn)
 				continue;
 			for (unsigned j = 0; j < nw; j++)
 				v += stat_read(&w[j].stats.authz[slot * 2 + k]);
@@ -273,6 +286,13 @@ render_prometheus(struct strbuf *sb)
 			sb_printf(&label, "\"");
 			prom_sample(sb, fam, label.p, v);
 		}
+		/* The overflow slot, as in /stats: policy="overflow" (no policy's
+		 * name, "ns/name", can be that). */
+		uint64_t ov = 0;
+		for (unsigned j = 0; j < nw; j++)
+			ov += stat_read(&w[j].stats.authz[AUTHZ_SLOT_OVERFLOW * 2 + k]);
+		if (authz_full() || ov)
+			prom_sample(sb, fam, "policy=\"overflow\"", ov);
 	}
 	if (name.oom || label.oom)
 		sb->oom = true;

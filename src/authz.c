@@ -5,11 +5,13 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "authz.h"
+#include "identity.h"
 #include "istio/security/authorization.pb-c.h"
 #include "istio/workload/workload.pb-c.h"
 
@@ -19,17 +21,33 @@
 
 static char *slot_names[AUTHZ_SLOTS];
 static unsigned nslots = 1;	/* slot 0 is NONE */
+/* Per slot, the compiled policies (of live struct authz) that count into
+ * it: atomic, taken by authz_build (control thread), dropped by
+ * authz_free (whichever thread frees the snapshot, with release order). A
+ * worker counts only through a snapshot it holds, so at 0 nobody can
+ * count into the slot any more. */
+static unsigned slot_refs[AUTHZ_SLOTS];
+/* slot_names[] against the readers of another thread (scrapes): a slot's
+ * name changes when the slot is reused. */
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*slot_reset)(unsigned slot);
 
-const char *
-authz_slot_name(unsigned slot)
+bool
+authz_slot_name(unsigned slot, char *buf, size_t len)
 {
-	if (slot == AUTHZ_SLOT_NONE)
-		return "";
-	if (slot == AUTHZ_SLOT_OVERFLOW)
-		return "(overflow)";
-	if (slot >= __atomic_load_n(&nslots, __ATOMIC_ACQUIRE))
-		return NULL;
-	return slot_names[slot];
+	bool ok = false;
+
+	if (slot == AUTHZ_SLOT_NONE || slot == AUTHZ_SLOT_OVERFLOW) {
+		snprintf(buf, len, "%s", slot == AUTHZ_SLOT_NONE ? "" : "overflow");
+		return true;
+	}
+	pthread_mutex_lock(&slot_lock);
+	if (slot < __atomic_load_n(&nslots, __ATOMIC_ACQUIRE) && slot_names[slot]) {
+		snprintf(buf, len, "%s", slot_names[slot]);
+		ok = true;
+	}
+	pthread_mutex_unlock(&slot_lock);
+	return ok;
 }
 
 unsigned
@@ -38,28 +56,80 @@ authz_nslots(void)
 	return __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
 }
 
+bool
+authz_full(void)
+{
+	return __atomic_load_n(&nslots, __ATOMIC_ACQUIRE) >= AUTHZ_SLOT_OVERFLOW;
+}
+
+void
+authz_set_slot_reset(void (*fn)(unsigned slot))
+{
+	slot_reset = fn;
+}
+
 /* The slot of name, assigned on first sight (linear: 1,000 names at
- * snapshot build, control thread). */
+ * snapshot build, control thread). With every slot assigned, one no live
+ * snapshot's policy counts into (refs 0: its policy is gone from every
+ * snapshot still held) is reused: its counters are reset first (the
+ * hook: the workers' counters; no worker writes them any more), then its
+ * name replaced. Else the overflow slot. */
 static unsigned
 slot_of(const char *name)
 {
 	unsigned i, n = nslots;
+	char *dup, *old;
 
 	for (i = 1; i < n; i++)
 		if (strcmp(slot_names[i], name) == 0)
 			return i;
-	if (n >= AUTHZ_SLOT_OVERFLOW)
+	if (!(dup = strdup(name)))
 		return AUTHZ_SLOT_OVERFLOW;
-	if (!(slot_names[n] = strdup(name)))
+	if (n < AUTHZ_SLOT_OVERFLOW) {
+		pthread_mutex_lock(&slot_lock);
+		slot_names[n] = dup;
+		__atomic_store_n(&nslots, n + 1, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&slot_lock);
+		return n;
+	}
+	for (i = 1; i < n; i++)
+		if (__atomic_load_n(&slot_refs[i], __ATOMIC_ACQUIRE) == 0)
+			break;
+	if (i == n) {
+		free(dup);
 		return AUTHZ_SLOT_OVERFLOW;
-	__atomic_store_n(&nslots, n + 1, __ATOMIC_RELEASE);
-	return n;
+	}
+	if (slot_reset)
+		slot_reset(i);
+	pthread_mutex_lock(&slot_lock);
+	old = slot_names[i];
+	slot_names[i] = dup;
+	pthread_mutex_unlock(&slot_lock);
+	free(old);
+	return i;
+}
+
+static void
+slot_hold(unsigned slot, int d)
+{
+	if (slot != AUTHZ_SLOT_NONE && slot != AUTHZ_SLOT_OVERFLOW)
+		__atomic_add_fetch(&slot_refs[slot], (unsigned)d, __ATOMIC_RELEASE);
 }
 
 const char *
 authz_verdict_str(enum authz_verdict v)
 {
 	return v == AUTHZ_DENY ? "deny" : "allow";
+}
+
+const char *
+authz_result_why(const struct authz_result *res)
+{
+	if (res->policy)
+		return res->policy;
+	if (res->no_workload)
+		return "(no local workload known, and policies exist that could bind it)";
+	return res->verdict == AUTHZ_DENY ? "(no ALLOW policy matched)" : "(no policy)";
 }
 
 /* ---- The compiled form ---- */
@@ -130,6 +200,10 @@ struct authz {
 	struct abind global;	/* wl NULL */
 	struct abind *wl;	/* sorted by wl pointer */
 	size_t nwl;
+	/* Enforcing policies (ALLOW or DENY, not dry_run) that bind through a
+	 * namespace or a workload's list: with no local workload known, one of
+	 * them may be this pod's, so authz_check denies (fail closed). */
+	size_t nbound_enforcing;
 	void **allocs;		/* everything else malloc'ed */
 	size_t nallocs, allocs_cap;
 };
@@ -249,11 +323,16 @@ compile_match(struct authz *a, const Istio__Security__Match *in, struct amatch *
 				m->sa[neg][m->nsa[neg]++] = (struct samatch){ S(sa[i]->namespace_), S(sa[i]->serviceaccount) };
 		}
 	}
-	/* ztunnel's is_empty() looks at the lists as received. */
-	m->empty = !(in->n_namespaces || in->n_not_namespaces || in->n_principals || in->n_not_principals ||
-	    in->n_source_ips || in->n_not_source_ips || in->n_destination_ips || in->n_not_destination_ips ||
-	    in->n_destination_ports || in->n_not_destination_ports || in->n_service_accounts ||
-	    in->n_not_service_accounts);
+	/* ztunnel's is_empty() looks at the lists as converted (rbac.rs: a
+	 * StringMatch with nothing set and an address IpNet refuses are
+	 * filter_map'ed away first), and an empty match is skipped: it never
+	 * matches. So here, on what compiled: a match whose every value was
+	 * dropped must not match everything (the validation refuses those
+	 * values; authz_build does not rely on it). */
+	m->empty = true;
+	for (int neg = 0; neg < 2; neg++)
+		if (m->nns[neg] || m->npr[neg] || m->nsrc[neg] || m->ndstip[neg] || m->nport[neg] || m->nsa[neg])
+			m->empty = false;
 	return 0;
 }
 
@@ -270,6 +349,7 @@ compile_policy(struct authz *a, const struct mres *r, struct apolicy *p)
 	p->action = in->action;
 	p->dry_run = in->dry_run;
 	p->slot = slot_of(r->name);
+	slot_hold(p->slot, 1);
 	p->ng = in->n_groups;
 	if (p->ng && !(p->g = aalloc(a, p->ng, sizeof(*p->g))))
 		return -ENOMEM;
@@ -300,8 +380,8 @@ compile_policy(struct authz *a, const struct mres *r, struct apolicy *p)
 struct aconn {
 	const char *id;		/* the SPIFFE ID without "spiffe://" ("" none) */
 	size_t idlen;
-	const char *ns, *sa;	/* from the ID (NULL-terminated copies) */
-	char nsbuf[256], sabuf[256];
+	const char *ns, *sa;	/* from the ID (NULL: none) */
+	struct spiffe parsed;
 	sa_family_t sfam, dfam;
 	const uint8_t *sip, *dip;
 	uint16_t dport;
@@ -390,26 +470,20 @@ policy_matches(const struct apolicy *p, const struct aconn *c)
 static void
 conn_facts(const struct authz_conn *in, struct aconn *c)
 {
-	const char *id = in->peer_id ? in->peer_id : "";
-
 	memset(c, 0, sizeof(*c));	/* every field: an address of no IP family leaves its own zero */
-	if (strncmp(id, "spiffe://", 9) == 0)
-		id += 9;
-	c->id = id;
-	c->idlen = strlen(id);
-	/* <trust domain>/ns/<ns>/sa/<sa> */
-	const char *p = strstr(id, "/ns/");
-	if (p) {
-		const char *ns = p + 4, *s = strstr(ns, "/sa/");
-
-		if (s && (size_t)(s - ns) < sizeof(c->nsbuf) && strlen(s + 4) < sizeof(c->sabuf) &&
-		    !strchr(s + 4, '/')) {
-			memcpy(c->nsbuf, ns, (size_t)(s - ns));
-			c->nsbuf[s - ns] = 0;
-			strcpy(c->sabuf, s + 4);
-			c->ns = c->nsbuf;
-			c->sa = c->sabuf;
-		}
+	c->id = "";
+	/* The peer's identity only when it parses strictly as
+	 * spiffe://<td>/ns/<ns>/sa/<sa> (identity.c, bounded lengths): ztunnel
+	 * takes a certificate's SAN that Identity::from_str refuses as no
+	 * identity at all (tls/certificate.rs), so such a peer matches no
+	 * principal, namespace or service account, not even presence, and
+	 * every not* of them; a principal is never compared raw (rbac.rs
+	 * matches_principal wants the spiffe:// it strips). */
+	if (in->peer_id && spiffe_parse(in->peer_id, strlen(in->peer_id), &c->parsed) == 0) {
+		c->id = in->peer_id + 9;
+		c->idlen = strlen(c->id);
+		c->ns = c->parsed.ns;
+		c->sa = c->parsed.sa;
 	}
 	if (in->src && in->src->sa_family == AF_INET) {
 		c->sfam = AF_INET;
@@ -484,6 +558,17 @@ authz_check(const struct authz *a, const struct mworkload *local, const struct a
 	res->verdict = AUTHZ_ALLOW;
 	res->slot = AUTHZ_SLOT_NONE;
 	res->policy = NULL;
+	res->no_workload = false;
+	if (!local && a->nbound_enforcing) {
+		/* No WDS Workload at the destination: ztunnel refuses such a
+		 * connection outright (no local workload, no RBAC context:
+		 * proxy/inbound*.rs). We refuse it only when a policy that is
+		 * not GLOBAL could be the pod's: judging it by the GLOBAL ones
+		 * alone would be fail-open. */
+		res->verdict = AUTHZ_DENY;
+		res->no_workload = true;
+		goto out;
+	}
 	if (!lists[0]->n && !lists[1])
 		goto out;	/* nothing bound: allow, no work */
 	conn_facts(cin, &c);
@@ -538,6 +623,17 @@ out:
 }
 
 /* ---- Building ---- */
+
+/* Whether p binds every workload. ztunnel's PolicyStore files a GLOBAL
+ * policy, and a NAMESPACE one by its namespace, under by_namespace[ns],
+ * GLOBAL under "" whatever its namespace; assert_rbac reads the workload's
+ * namespace's list and ""'s: a NAMESPACE policy of namespace "" is global. */
+static bool
+is_global(const struct apolicy *p)
+{
+	return p->scope == ISTIO__SECURITY__SCOPE__GLOBAL ||
+	    (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE && !*p->ns);
+}
 
 static int
 rank(const struct apolicy *p)
@@ -602,9 +698,12 @@ authz_build(const struct model *m)
 		qsort(a->p, a->np, sizeof(*a->p), cmp_pol);
 	if (!(idx = malloc((a->np ? a->np : 1) * sizeof(*idx))))
 		goto oom;
-	for (nidx = 0, i = 0; i < a->np; i++)
-		if (a->p[i].scope == ISTIO__SECURITY__SCOPE__GLOBAL)
+	for (nidx = 0, i = 0; i < a->np; i++) {
+		if (is_global(&a->p[i]))
 			idx[nidx++] = (uint32_t)i;
+		else if (rank(&a->p[i]) < 2)
+			a->nbound_enforcing++;
+	}
 	if (fill_bind(a, &a->global, idx, nidx) < 0)
 		goto oom;
 	if (a->np) {
@@ -622,11 +721,17 @@ authz_build(const struct model *m)
 				const struct apolicy *p = &a->p[j];
 				bool bound = false;
 
+				/* ztunnel's assert_rbac: the namespace's policies, the
+				 * global ones, and every policy the Workload lists by
+				 * key, whatever its scope (a listed policy applies even
+				 * when NAMESPACE of another namespace). A global one is
+				 * in the global list already: evaluated once. */
+				if (is_global(p))
+					continue;
 				if (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE)
 					bound = strcmp(p->ns, S(w->namespace_)) == 0;
-				else if (p->scope == ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
-					for (size_t k = 0; k < w->n_authorization_policies && !bound; k++)
-						bound = strcmp(S(w->authorization_policies[k]), p->name) == 0;
+				for (size_t k = 0; k < w->n_authorization_policies && !bound; k++)
+					bound = strcmp(S(w->authorization_policies[k]), p->name) == 0;
 				if (bound)
 					idx[nidx++] = (uint32_t)j;
 			}
@@ -651,6 +756,8 @@ authz_free(struct authz *a)
 {
 	if (!a)
 		return;
+	for (size_t i = 0; i < a->np; i++)
+		slot_hold(a->p[i].slot, -1);
 	for (size_t i = 0; i < a->nallocs; i++)
 		free(a->allocs[i]);
 	free(a->allocs);
@@ -693,7 +800,7 @@ authz_to_json(const struct authz *a)
 		    !cJSON_AddStringToObject(o, "action", action_str(p->action)) ||
 		    !cJSON_AddBoolToObject(o, "dry_run", p->dry_run) || !(wls = cJSON_AddArrayToObject(o, "workloads")))
 			goto oom;
-		if (p->scope == ISTIO__SECURITY__SCOPE__GLOBAL) {
+		if (is_global(p)) {
 			if (!cJSON_AddItemToArray(wls, cJSON_CreateString("*")))
 				goto oom;
 			continue;
@@ -786,6 +893,14 @@ authz_policy_check(const Istio__Security__Authorization *p, char *why, size_t le
 
 	if (p->base.n_unknown_fields)
 		REFUSE("unknown match field (in the Authorization)");
+	/* ztunnel converts both with TryFrom and NACKs a value it does not
+	 * know (rbac.rs); AUDIT is our extension, kept. The model refuses
+	 * unknown enum values already (pb_find_unknown_enum); this check holds
+	 * for every caller of authz_build. */
+	if ((int)p->scope < ISTIO__SECURITY__SCOPE__GLOBAL || (int)p->scope > ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
+		REFUSE("scope: unknown value %d; want GLOBAL, NAMESPACE or WORKLOAD_SELECTOR", (int)p->scope);
+	if ((int)p->action < ISTIO__SECURITY__ACTION__ALLOW || (int)p->action > ISTIO__SECURITY__ACTION__AUDIT)
+		REFUSE("action: unknown value %d; want ALLOW, DENY or AUDIT", (int)p->action);
 	for (size_t g = 0; g < p->n_groups; g++) {
 		const Istio__Security__Group *gr = p->groups[g];
 

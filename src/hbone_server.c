@@ -117,8 +117,10 @@ authorized(struct hbconn *h, const struct mworkload *local, const struct sockadd
 
 	if (authz_check(h->w->snap->s->authz, local, &c, res, h->w->stats.authz) == AUTHZ_ALLOW)
 		return true;
+	if (res->no_workload)
+		stat_add(hstat(h->w, LM_DOWNSTREAM_CX_AUTHZ_NO_WORKLOAD), 1);
 	clog_debug(h, "hbone: authorization denied %s (policy %s)", h->peer_id ? h->peer_id : "(no id)",
-	    res->policy ? res->policy : "(no ALLOW policy matched)");
+	    authz_result_why(res));
 	tele_denied(h->w, &h->peer, dst, h->peer_id, local);
 	return false;
 }
@@ -174,7 +176,8 @@ on_request(struct h2s *s, void *ud, struct conn *stream, const struct h2s_req *r
 		tunnel_log_refused_stream(w, &h->peer, &pp_target, h->peer_id, &az, 0);
 		return;
 	}
-	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL, &az);
+	tunnel_start_stream(w, stream, &dst, &h->peer, h->peer_id, pp ? &h->peer : NULL, pp ? &pp_target : NULL,
+	    &pp_target, &az);
 }
 
 static void

@@ -88,6 +88,7 @@ enum listener_kind {
 	X(HBONE_RQ_400, hbone_rq_400, COUNTER, "HBONE requests refused 400: not a CONNECT, :scheme or :path present, a bad authority, or not this pod's address") \
 	X(HBONE_RQ_401, hbone_rq_401, COUNTER, "HBONE CONNECTs refused 401: authorization denied") \
 	X(DOWNSTREAM_CX_AUTHZ_DENIED, downstream_cx_authz_denied, COUNTER, "Inbound connections reset: authorization denied") \
+	X(DOWNSTREAM_CX_AUTHZ_NO_WORKLOAD, downstream_cx_authz_no_workload, COUNTER, "Inbound connections and HBONE streams denied because no WDS Workload is known at the destination while NAMESPACE or WORKLOAD_SELECTOR policies exist (also in downstream_cx_authz_denied / hbone_rq_401)") \
 	X(DOWNSTREAM_CX_AUTHZ_CLOSED, downstream_cx_authz_closed, COUNTER, "Open connections reset because a policy change now denies them (authorization.closeDeniedConnections)") \
 	X(HBONE_RQ_503, hbone_rq_503, COUNTER, "HBONE CONNECTs answered 503: the app refused, timed out or could not be reached")
 

@@ -51,18 +51,24 @@ sock_addr_len(const struct sockaddr_storage *sa)
 const char *
 sock_addr_str(const struct sockaddr_storage *sa, char *buf, size_t len)
 {
+	return sock_sa_str((const struct sockaddr *)sa, buf, len);
+}
+
+const char *
+sock_sa_str(const struct sockaddr *sa, char *buf, size_t len)
+{
 	char host[INET6_ADDRSTRLEN];
 
-	if (sa->ss_family == AF_INET) {
+	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
 		snprintf(buf, len, "%s:%u", host, ntohs(in4->sin_port));
-	} else if (sa->ss_family == AF_INET6) {
+	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 		snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
 	} else {
-		snprintf(buf, len, "(family %u)", sa->ss_family);
+		snprintf(buf, len, "(family %u)", sa->sa_family);
 	}
 	return buf;
 }

@@ -19,6 +19,9 @@ socklen_t sock_addr_len(const struct sockaddr_storage *sa);
 
 /* "1.2.3.4:80" or "[::1]:80" into buf (at least SOCK_ADDR_STRLEN); returns buf. */
 const char *sock_addr_str(const struct sockaddr_storage *sa, char *buf, size_t len);
+/* The same for any IP socket address (a union msockaddr, say, which is not
+ * aligned as a sockaddr_storage must be). */
+const char *sock_sa_str(const struct sockaddr *sa, char *buf, size_t len);
 
 /* Same address and port. */
 bool sock_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);

@@ -131,9 +131,9 @@ tunnel_access_log(const struct tunnel *t, ev_tstamp now)
 	if (t->relay.ended & RELAY_END_IDLE)
 		rf |= TRF(STREAM_IDLE_TIMEOUT);
 	if (t->src.sa.sa_family == AF_INET || t->src.sa.sa_family == AF_INET6)
-		sock_addr_str((const struct sockaddr_storage *)(const void *)&t->src, remote, sizeof(remote));
+		sock_sa_str(&t->src.sa, remote, sizeof(remote));
 	if (t->odst.sa.sa_family == AF_INET || t->odst.sa.sa_family == AF_INET6)
-		sock_addr_str((const struct sockaddr_storage *)(const void *)&t->odst, local, sizeof(local));
+		sock_sa_str(&t->odst.sa, local, sizeof(local));
 	if (t->us_tried)
 		sock_addr_str(&t->dst, up, sizeof(up));
 	/* Envoy's RBAC filter's CONNECTION_TERMINATION_DETAILS. */
@@ -167,12 +167,21 @@ tunnel_note_authz(struct tunnel *t, const struct snapshot *by, const struct auth
 {
 	t->authz_done = true;
 	t->authz_verdict = (uint8_t)res->verdict;
-	if (!res->policy)
-		t->authz_policy = NULL;
-	else if (t->snap && by == t->snap->s)
+	if (t->authz_policy_owned)
+		free((char *)t->authz_policy);
+	t->authz_policy_owned = false;
+	if (!res->policy || (t->snap && by == t->snap->s))
 		t->authz_policy = res->policy;
-	else
-		t->authz_policy = res->slot != AUTHZ_SLOT_OVERFLOW ? authz_slot_name(res->slot) : "(overflow)";
+	else {
+		/* Judged under a newer snapshot than t holds: that one may go
+		 * before t does (and a policy's counter slot may be reused), so
+		 * t keeps its own copy. Rare: only a connection that began
+		 * before a policy change and was judged after it. */
+		t->authz_policy = strdup(res->policy);
+		t->authz_policy_owned = t->authz_policy != NULL;
+		if (!t->authz_policy)
+			t->authz_policy = "(out of memory)";
+	}
 }
 
 /* The relay closed both conns: the connection is over. */
@@ -185,6 +194,8 @@ tunnel_done(struct relay *r)
 	ev_timer_stop(w->loop, &t->timer);
 	if (accesslog_on())
 		tunnel_access_log(t, ev_time());
+	if (w->tunnel_walk == t)
+		w->tunnel_walk = t->next;
 	if (t->prev)
 		t->prev->next = t->next;
 	else
@@ -200,6 +211,8 @@ tunnel_done(struct relay *r)
 	    t->peer_id ? " peer " : "", t->peer_id ? t->peer_id : "");
 	tele_close(t);
 	free(t->peer_id);
+	if (t->authz_policy_owned)
+		free((char *)t->authz_policy);
 	free(t->pp);
 	free(t->wp_authority);
 	if (t->odw) {
@@ -694,12 +707,15 @@ stage_connect(struct tunnel *t)
 
 		enum authz_verdict v = authz_check(cur->authz, local, &c, &res, t->w->stats.authz);
 
+		memcpy(&t->authz_dst, &t->dst, sizeof(t->authz_dst));
 		tunnel_note_authz(t, cur, &res);
 		if (v == AUTHZ_DENY) {
 			t->rflags |= TRF(RBAC_DENIED);
 			stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_DENIED), 1);
+			if (res.no_workload)
+				stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_NO_WORKLOAD), 1);
 			clog_debug(t, "authorization denied %s (policy %s)", t->peer_id ? t->peer_id : "(no id)",
-			    res.policy ? res.policy : "(no ALLOW policy matched)");
+			    authz_result_why(&res));
 			tunnel_fail(t);
 			return false;
 		}
@@ -1446,7 +1462,8 @@ tunnel_start(struct worker *w, enum listener_kind kind, int fd, const struct soc
 struct tunnel *
 tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
     const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client,
-    const struct sockaddr_storage *pp_target, const struct authz_result *az)
+    const struct sockaddr_storage *pp_target, const struct sockaddr_storage *authz_dst,
+    const struct authz_result *az)
 {
 	struct tunnel *t = tunnel_new(w, LST_HBONE, -1, src);
 
@@ -1464,6 +1481,8 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->stream_pending = true;
 	t->dst = *dst;
 	tunnel_set_odst(t);
+	memcpy(&t->authz_dst, authz_dst, sizeof(t->authz_dst));
+	t->authz_done = true;
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
 	if (az)		/* the HBONE server decided under w's snapshot, t's too */
@@ -1508,15 +1527,29 @@ void
 tunnel_recheck_authz(struct worker *w)
 {
 	const struct snapshot *s = w->snap->s;
-	struct tunnel *t, *next;
+	struct tunnel *t;
 
-	for (t = w->tunnels; t; t = next) {
-		next = t->next;
-		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || t->state != TUN_FORWARDING)
+	/* The walk's next tunnel is w->tunnel_walk, which tunnel_done moves on
+	 * if it frees that one: aborting one tunnel must not leave us on a
+	 * freed sibling. Today an abort frees only its own tunnel (an HBONE
+	 * stream's RST_STREAM and a 401 are sent from the session's kick, on
+	 * the next loop turn, so the session and its other streams live on;
+	 * the app side is a plain socket), but the walk does not rely on it. */
+	for (t = w->tunnels; t; t = w->tunnel_walk) {
+		w->tunnel_walk = t->next;
+		/* Every tunnel already judged, connecting or forwarding (one still
+		 * connecting to the app was allowed by the old policies too); those
+		 * not judged yet will be, under s, in stage_connect. */
+		if ((t->lst != LST_INBOUND && t->lst != LST_HBONE) || !t->authz_done ||
+		    (t->state != TUN_CONNECTING && t->state != TUN_FORWARDING))
 			continue;
-		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&t->dst, t->peer_id };
+		/* What was judged, not dst: for HBONE the applicationTunnel
+		 * port may have replaced the CONNECT's. */
+		struct sockaddr_storage judged = { 0 };
+		memcpy(&judged, &t->authz_dst, sizeof(t->authz_dst));
+		struct authz_conn c = { &t->src.sa, (const struct sockaddr *)&judged, t->peer_id };
 		struct authz_result res;
-		const struct mworkload *local = model_workload_at(s->model, &t->dst);
+		const struct mworkload *local = model_workload_at(s->model, &judged);
 
 		if (authz_check(s->authz, local, &c, &res, NULL) != AUTHZ_DENY)
 			continue;
@@ -1524,9 +1557,18 @@ tunnel_recheck_authz(struct worker *w)
 		t->rflags |= TRF(RBAC_DENIED);
 		stat_add(tstat(t, LM_DOWNSTREAM_CX_AUTHZ_CLOSED), 1);
 		clog_debug(t, "authorization now denies %s (policy %s): reset", t->peer_id ? t->peer_id : "(no id)",
-		    res.policy ? res.policy : "(no ALLOW policy matched)");
+		    authz_result_why(&res));
+		if (t->stream_pending) {
+			/* HBONE, not answered yet: as a denial at the request (ztunnel
+			 * answers 401 when policy denies). */
+			t->stream_pending = false;
+			stat_add(tstat(t, LM_HBONE_RQ_401), 1);
+			if (h2s_respond(&t->relay.ds, 401, NULL, 0) == 0)
+				conn_close(&t->relay.ds, CONN_GRACEFUL);
+		}
 		relay_abort(&t->relay);
 	}
+	w->tunnel_walk = NULL;
 }
 
 void

@@ -82,17 +82,22 @@ struct tunnel {
 	union msockaddr src;
 	ev_tstamp started;
 	uint32_t rflags;		/* TRF(...) bits */
-	bool authz_done;		/* inbound: the authorization check ran (authz.h) */
+	bool authz_done;		/* inbound, HBONE: the authorization check ran (authz.h) */
+	/* The destination as the authorization check judged it (inbound: dst;
+	 * HBONE: the CONNECT's target, before applicationTunnel's port replaces
+	 * dst's), so that a policy change re-judges what was judged. */
+	union msockaddr authz_dst;
 	/* For the access log (accesslog.h, written in tunnel_done): the
 	 * decision when authz_done (enum authz_verdict) and the deciding
 	 * policy's "ns/name" (NULL: none decided; points into t->snap's
-	 * snapshot or the process-lifetime slot registry, authz_slot_name);
+	 * snapshot, or t's own copy when authz_policy_owned);
 	 * odst: the original destination (dst becomes the endpoint or the
 	 * waypoint chosen; AF_UNSPEC until known); us_tried: an upstream
 	 * connect was attempted (dst is the upstream host). */
 	uint8_t authz_verdict;
 	bool us_tried;
 	const char *authz_policy;
+	bool authz_policy_owned;	/* authz_policy is t's own copy (free it) */
 	union msockaddr odst;
 	const struct conn_ops *us_ops;	/* the upstream transport, chosen when classified */
 	/* The mesh's answer, from the snapshot's model (valid while the tunnel
@@ -200,12 +205,13 @@ int tunnel_proxy_protocol(struct tunnel *t, const struct sockaddr *client, const
  * pp_client and pp_target (both or neither): the local workload's
  * applicationTunnel says PROXY, so the app connection starts with a PROXY
  * v2 header from the original client to the CONNECT's target
- * (tunnel_proxy_protocol); NULL: none. az: the HBONE server's authorization
- * decision, for the access log (NULL: none was made). */
+ * (tunnel_proxy_protocol); NULL: none. authz_dst: the destination the
+ * caller's authorization check allowed (kept for tunnel_recheck_authz); az:
+ * its decision, for the access log (NULL: none was made). */
 struct authz_result;
 struct tunnel *tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr_storage *dst,
     const struct sockaddr_storage *src, const char *peer_id, const struct sockaddr_storage *pp_client, const struct sockaddr_storage *pp_target,
-    const struct authz_result *az);
+    const struct sockaddr_storage *authz_dst, const struct authz_result *az);
 /* The access log line of an HBONE stream refused before it became a tunnel:
  * the peer at src, its SPIFFE ID peer_id, asking for dst (NULL: not known);
  * az: authorization's decision for a 401 (NULL for the others); rflags: the
@@ -217,8 +223,8 @@ void tunnel_log_refused_stream(struct worker *w, const struct sockaddr_storage *
 /* Reset every tunnel of w, both sides (worker stop, end of the drain period:
  * a connection cut short must not look complete to either end). */
 void tunnel_close_all(struct worker *w);
-/* The worker took a new snapshot: its forwarding inbound and HBONE tunnels
- * are authorized again under it (authorization.closeDeniedConnections);
+/* The worker took a new snapshot: its inbound and HBONE tunnels already
+ * authorized (connecting or forwarding) are authorized again under it (authorization.closeDeniedConnections);
  * those now denied are reset and counted (downstream_cx_authz_closed). */
 void tunnel_recheck_authz(struct worker *w);
 

@@ -66,6 +66,9 @@ struct worker {
 	ev_timer tele_report;
 	int reserve_fd;			/* spare descriptor, given up to refuse a connection at EMFILE */
 	struct tunnel *tunnels;		/* all open tunnels, for stop */
+	/* The next tunnel of a walk that may close tunnels (tunnel_recheck_authz):
+	 * tunnel_done moves it on when it frees that one. NULL outside a walk. */
+	struct tunnel *tunnel_walk;
 	struct hbconn *hbone_conns;	/* all HBONE connections (hbone_server.c), for drain and stop */
 	unsigned long long next_id;	/* connection ids, per worker */
 	bool draining;

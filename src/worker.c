@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "authz.h"
 #include "log.h"
 #include "sock.h"
 #include "telemetry.h"
@@ -469,6 +470,17 @@ worker_fd_budget(unsigned n)
 	return per > 0x7fffffff ? 0x7fffffff : (unsigned)per;
 }
 
+/* authz.h: a policy slot is reused; no worker counts into it any more (no
+ * snapshot it holds has the old policy), so its counters are zeroed here,
+ * on the control thread, for the new policy to start from 0. */
+static void
+reset_authz_slot(unsigned slot)
+{
+	for (unsigned i = 0; i < nworkers; i++)
+		for (int k = 0; k < 2; k++)
+			__atomic_store_n(&workers[i].stats.authz[slot * 2 + k], 0, __ATOMIC_RELAXED);
+}
+
 int
 workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen)
 {
@@ -481,6 +493,7 @@ workers_start(unsigned n, struct snapshot *snap, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	nworkers = n;
+	authz_set_slot_reset(reset_authz_slot);
 	for (unsigned i = 0; i < n; i++) {
 		if ((rc = worker_init(&workers[i], i, snap, budget, err, errlen)) < 0)
 			goto bad;

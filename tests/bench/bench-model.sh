@@ -25,6 +25,7 @@ ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" -I"$work/proto" \
 	$(pkg-config --cflags libcjson libprotobuf-c 2>/dev/null || echo -I/usr/include/cjson) \
 	"$srcdir/tests/bench/$prog.c" "$srcdir/src/model.c" "$srcdir/src/model_eds.c" "$srcdir/src/json_pb.c" \
 	"$srcdir/src/json.c" "$srcdir/src/pb.c" "$srcdir/src/strbuf.c" "$srcdir/src/authz.c" \
+	"$srcdir/src/identity.c" \
 	$(find "$work/proto" -name '*.pb-c.c') \
-	-lprotobuf-c -lcjson -lm -o "$work/$prog"
+	-lprotobuf-c -lcjson -lssl -lcrypto -lm -o "$work/$prog"
 exec "$work/$prog" "$@"

@@ -14,12 +14,14 @@ listener.hbone.hbone_rq_401; per-policy authz_policy_allow / authz_policy_deny i
 import json
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
 import certs
 import meshres
-from lab import wait_for
+from lab import PYTHON, read_line, wait_for
 
 AUTHZ = "type.googleapis.com/istio.security.Authorization"
 PA = "type.googleapis.com/istio.security.v1beta1.PeerAuthentication"
@@ -28,6 +30,7 @@ SERVER_ID = certs.spiffe_id(NS, "server")
 CLIENT_ID = certs.spiffe_id("default", "client")      # ns default, sa client
 HERE = os.path.dirname(os.path.abspath(__file__))
 H2CLIENT = os.path.join(HERE, "test_hbone_server.py")
+H2HOLD = os.path.join(HERE, "h2hold.py")
 HTTP_REQ = "GET / HTTP/1.0\r\nHost: x\r\n\r\n"
 APP_PORT = 8080
 
@@ -67,16 +70,17 @@ class Mesh:
         self.server.app(["http", "--port", APP_PORT, "--name", "server"])
         self.server.app(["http", "--port", 8081, "--name", "server-8081"])
 
-    def workload(self, bound):
+    def workload(self, bound, **wl_extra):
         return meshres.workload("Kubernetes//Pod/shop/server", "server", [self.server.ip4],
                                 namespace=NS, serviceAccount="server",
-                                authorizationPolicies=list(bound))
+                                authorizationPolicies=list(bound), **wl_extra)
 
-    def config(self, policies, bound=None, extra_resources=(), extra=None):
+    def config(self, policies, bound=None, extra_resources=(), extra=None, wl_extra=None):
         if bound is None:
             bound = ["%s/%s" % (p["namespace"], p["name"]) for p in policies
                      if p.get("scope", "WORKLOAD_SELECTOR") == "WORKLOAD_SELECTOR"]
-        cfg = {"resources": [self.workload(bound)] + list(policies) + list(extra_resources),
+        cfg = {"resources": [self.workload(bound, **(wl_extra or {}))] + list(policies) +
+               list(extra_resources),
                "proxy": {"logLevel": "debug"}}
         cfg.update(extra or {})
         return cfg
@@ -130,6 +134,26 @@ class Mesh:
         r = self.client.run(argv, check=False, timeout=40)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1]).get("status")
+
+    def hold(self, ports, hold=30):
+        """HBONE streams held open on one connection (h2hold.py), one per port in ports:
+        (the process, {"0": status, ...})."""
+        argv = [PYTHON, H2HOLD, "--host", self.server.ip4, "--hold", hold,
+                "--ca", os.path.join(self.server_dir, "root-cert.pem"), "--certs", self.client_dir]
+        for port in ports:
+            argv += ["--authority", "%s:%d" % (self.server.ip4, port)]
+        p = self.client.popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = read_line(p.stdout, 15)
+        if not line:
+            p.kill()
+            raise AssertionError("h2hold: no answer: %r" % p.communicate()[1][-2000:])
+        return p, json.loads(line)["status"]
+
+    @staticmethod
+    def held(p, timeout=20):
+        """The end of a hold(): {"ended": {"0": "reset" | ...}, "eof", "goaway"}."""
+        out, _ = p.communicate(timeout=timeout)
+        return json.loads(out.decode().strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -329,6 +353,11 @@ BAD = {
     "principal_empty": lambda m: authz("bad-princ-empty", "DENY", one(principals=[{"exact": ""}])),
     "principal_space": lambda m: authz("bad-princ-space", "DENY", one(principals=[{"exact": "a b"}])),
     "stringmatch_empty": lambda m: authz("bad-sm", "DENY", one(principals=[{}])),
+    # Review finding 4: an action or scope no schema has (AUDIT, 2, is ours; 3 is no one's).
+    "action_unknown": lambda m: dict(authz("bad-action", "DENY", one(principals=[{"presence": {}}])),
+                                     action=3),
+    "scope_unknown": lambda m: dict(authz("bad-scope", "DENY", one(principals=[{"presence": {}}])),
+                                    scope=3),
 }
 
 
@@ -348,3 +377,179 @@ def test_bad_policy_refused_by_name_old_state_stays(mesh, case):
              what="the refusal naming %s (resources[2])" % bad["name"])
     check(m, "hbone", False)
     check(m, "mtls", False)
+
+
+def test_recheck_judges_the_authorized_hbone_target(mesh):
+    """Review finding 2: an HBONE stream to a workload whose applicationTunnel moves the app to
+    another port (8081) was judged on the CONNECT's target (8080), but a policy change re-judged
+    it on the swapped port: an ALLOW of port 8080 then closed it although nothing it matches
+    changed. The recheck must judge what was judged: kept open by an unrelated change, closed
+    by one that denies it."""
+    m = mesh
+    tun = {"applicationTunnel": {"port": 8081}}
+    allow = authz("allow-8080", "ALLOW", one(destinationPorts=[APP_PORT]))
+    m.start([allow], wl_extra=tun)
+    p, status = m.hold([APP_PORT])
+    assert status == {"0": 200}, status
+    other = authz("deny-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]))
+    m.reload([allow, other], wl_extra=tun)
+    time.sleep(1.5)
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 0
+    assert p.poll() is None, "the stream was closed by a change that does not deny it"
+    m.reload([authz("allow-9999", "ALLOW", one(destinationPorts=[9999]))], wl_extra=tun)
+    end = m.held(p)
+    assert end["ended"] == {"0": "reset"}, end
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 1
+
+
+# An app that never completes a connection: a listener whose accept queue (backlog 0) is
+# filled at once by two connections of its own, so the kernel drops every later SYN and a
+# connect to it stays in progress until proxy.connectTimeout.
+STUCK_APP = r'''
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(0)
+fill = []
+for _ in range(2):
+    c = socket.socket(); c.setblocking(False); c.connect_ex(("127.0.0.1", port)); fill.append(c)
+time.sleep(0.3)
+print("READY", flush=True)
+time.sleep(120)
+'''
+STUCK_PORT = 8082
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_recheck_closes_connections_still_connecting(mesh, path):
+    """Review finding 3: a connection already authorized but still connecting to the app was
+    skipped by the policy-change recheck (only forwarding ones were re-judged), so a policy that
+    now denies it let it through once the app answered. It is closed at the change: 15006 reset,
+    HBONE answered 401 (not the 503 of the connect timeout, 30 s later)."""
+    m = mesh
+    app = m.server.popen([PYTHON, "-c", STUCK_APP, str(STUCK_PORT)], stdout=subprocess.PIPE)
+    assert read_line(app.stdout, 10).startswith(b"READY")
+    extra = {"proxy": {"logLevel": "debug", "connectTimeout": "30s"}}
+    m.start([], extra=extra)
+    lst = "listener.inbound." if path == "mtls" else "listener.hbone."
+    if path == "mtls":
+        p = m.client.popen(["socat", "-", "TCP:%s:%d" % (m.server.ip4, STUCK_PORT)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        p.stdin.write(b"GET / HTTP/1.1\r\n")   # ends the sniffing: authorized, then connecting
+        p.stdin.flush()
+    else:
+        argv = [PYTHON, H2HOLD, "--host", m.server.ip4, "--hold", 15,
+                "--ca", os.path.join(m.server_dir, "root-cert.pem"), "--certs", m.client_dir,
+                "--authority", "%s:%d" % (m.server.ip4, STUCK_PORT)]
+        p = m.client.popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: "to %s:%d" % (m.server.ip4, STUCK_PORT) in m.sc.log(), timeout=10,
+             what="the app connect under way")
+    assert m.stat(lst + "downstream_cx_active") == 1
+    t0 = time.monotonic()
+    m.reload([authz("deny-src", "DENY", one(sourceIps=[addr(m.client.ip4, 32)]), scope="NAMESPACE")],
+             extra=extra)
+    wait_for(lambda: m.stat(lst + "downstream_cx_authz_closed") == 1, timeout=10,
+             what="the connecting connection closed by the new policy")
+    if path == "hbone":
+        out = p.communicate(timeout=20)[0].decode().strip().splitlines()
+        assert json.loads(out[0])["status"] == {"0": 401}, out
+        assert m.stat("listener.hbone.hbone_rq_401") == 1
+    else:
+        p.communicate(timeout=10)
+    assert time.monotonic() - t0 < 10
+    assert m.stat(lst + "upstream_cx_connect_timeout") == 0
+    app.kill()
+
+
+def test_recheck_two_streams_of_one_hbone_connection(mesh):
+    """Review finding 8: the recheck walks the worker's tunnels and aborts the denied ones; two
+    HBONE streams of one connection are two tunnels on that list, and aborting the first must
+    not free the second under the walk (the walk keeps its cursor where tunnel_done can move it).
+    Both are reset, counted, the sidecar lives (ASan build), and the connection itself stays."""
+    m = mesh
+    m.start([])
+    p, status = m.hold([APP_PORT, APP_PORT, 8081])
+    assert status == {"0": 200, "1": 200, "2": 200}, status
+    assert m.stat("listener.hbone.downstream_cx_active") == 3
+    # Denies the streams to 8080, not the one to 8081.
+    m.reload([authz("deny-8080", "DENY", one(destinationPorts=[APP_PORT]), scope="NAMESPACE")])
+    wait_for(lambda: m.stat("listener.hbone.downstream_cx_authz_closed") == 2, timeout=10,
+             what="both streams to 8080 closed")
+    time.sleep(0.5)
+    assert m.stat("listener.hbone.downstream_cx_active") == 1
+    assert m.stat("listener.hbone.hbone_cx_active") == 1, "the HBONE connection stays"
+    m.reload([authz("deny-all", "DENY", one(destinationPorts=[APP_PORT, 8081]), scope="NAMESPACE")])
+    end = m.held(p)
+    assert end["ended"] == {"0": "reset", "1": "reset", "2": "reset"}, end
+    assert not end["eof"], end
+    assert m.stat("listener.hbone.downstream_cx_authz_closed") == 3
+    assert m.hbone() == 401   # and the sidecar still answers
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_audit_counts_and_never_decides(mesh, path):
+    """AUDIT (our extension; istiod never sends it to ztunnel): a matching AUDIT policy is counted
+    (authz_policy_allow of its name in /stats) and decides nothing: alone it allows, beside an
+    ALLOW that matches nothing the connection is still denied, beside a matching DENY denied."""
+    m = mesh
+    audit = authz("audit-all", "AUDIT", one(principals=[{"presence": {}}]))
+    m.start([audit])
+    check(m, path, True, "audit-all", "authz_policy_allow")
+    n = m.policy_count("authz_policy_allow", "shop/audit-all")
+    assert n >= 1
+    assert m.policy_count("authz_policy_deny", "shop/audit-all") == 0
+    m.reload([audit, authz("allow-nothing", "ALLOW", one(namespaces=[{"exact": "x"}]))])
+    check(m, path, False)
+    wait_for(lambda: m.policy_count("authz_policy_allow", "shop/audit-all") == n + 1, timeout=5,
+             what="the AUDIT policy counted again")
+    m.reload([audit, authz("deny-all", "DENY", one(principals=[{"presence": {}}]))])
+    check(m, path, False, "deny-all", "authz_policy_deny")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_local_workload_fails_closed(mesh, path):
+    """Review finding 1: with no WDS Workload for the server pod's address, only the GLOBAL
+    policies used to apply (fail-open). ztunnel refuses such a connection outright; we deny it
+    while an enforcing NAMESPACE or WORKLOAD_SELECTOR policy exists (it could be the pod's),
+    counted in downstream_cx_authz_no_workload, and judge it by the GLOBAL policies alone
+    otherwise (a sidecar given no workloads keeps working)."""
+    m = mesh
+    lst = "listener.inbound." if path == "mtls" else "listener.hbone."
+    other = authz("deny-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]),
+                  scope="NAMESPACE")
+    cfg = {"resources": [other], "proxy": {"logLevel": "debug"}}
+    m.sc = m.server.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.server_dir),
+                                  env={"POD_NAMESPACE": NS})
+    wait_for(lambda: m.sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
+             what="the sidecar's certificate loaded")
+    check(m, path, False)
+    assert m.stat(lst + "downstream_cx_authz_no_workload") == 1
+    # Only a GLOBAL policy (not matching): judged by it, allowed.
+    before = m.stat("server.config_reload_success")
+    g = authz("g-other", "DENY", one(principals=[{"exact": "cluster.local/ns/x/sa/y"}]),
+              scope="GLOBAL", namespace="istio-system")
+    with open(m.sc.config_path, "w") as f:
+        json.dump({"resources": [g], "proxy": {"logLevel": "debug"}}, f)
+    m.sc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: m.stat("server.config_reload_success") > before, timeout=10, what="the reload")
+    check(m, path, True)
+    assert m.stat(lst + "downstream_cx_authz_no_workload") == 1
+
+
+def test_connection_judged_after_a_change_uses_the_new_policies(mesh):
+    """Review finding 3, its second half: a connection accepted before a policy change but not
+    judged yet (PERMISSIVE: waiting for its first bytes to tell TLS from plaintext) is judged
+    under the policies in force when it is judged, not those it was accepted under."""
+    m = mesh
+    m.start([])
+    p = m.client.popen(["socat", "-", "TCP:%s:%d" % (m.server.ip4, APP_PORT)],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_for(lambda: m.stat("listener.inbound.downstream_cx_active") == 1, timeout=5,
+             what="the connection accepted")
+    m.reload([authz("deny-src", "DENY", one(sourceIps=[addr(m.client.ip4, 32)]), scope="NAMESPACE")])
+    assert m.stat("listener.inbound.downstream_cx_authz_closed") == 0   # not judged yet
+    p.stdin.write(HTTP_REQ.encode())
+    p.stdin.flush()
+    out, _ = p.communicate(timeout=10)
+    assert b"hello from server" not in out
+    assert m.stat("listener.inbound.downstream_cx_authz_denied") == 1

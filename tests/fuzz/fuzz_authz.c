@@ -52,11 +52,17 @@ applies(const Istio__Security__Authorization *p, const Istio__Workload__Workload
 {
 	char key[512];
 
+	/* ztunnel's binding (src/state.rs assert_rbac, state/policy.rs): GLOBAL,
+	 * NAMESPACE of "" or of the workload's namespace, and any policy the
+	 * workload lists, whatever its scope. */
+	const char *pns = p->namespace_ ? p->namespace_ : "";
+
 	if (p->scope == ISTIO__SECURITY__SCOPE__GLOBAL)
 		return true;
-	if (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE)
-		return p->namespace_ && w->namespace_ && strcmp(p->namespace_, w->namespace_) == 0;
-	snprintf(key, sizeof(key), "%s/%s", p->namespace_ ? p->namespace_ : "", p->name ? p->name : "");
+	if (p->scope == ISTIO__SECURITY__SCOPE__NAMESPACE &&
+	    (!*pns || strcmp(pns, w->namespace_ ? w->namespace_ : "") == 0))
+		return true;
+	snprintf(key, sizeof(key), "%s/%s", pns, p->name ? p->name : "");
 	for (size_t i = 0; i < w->n_authorization_policies; i++)
 		if (strcmp(w->authorization_policies[i], key) == 0)
 			return true;

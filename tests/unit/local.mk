@@ -2,7 +2,7 @@
 UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_ltab tests/unit/test_telemetry tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
-	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
+	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_authz tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
 	tests/unit/test_xds_node tests/unit/test_ondemand \
 	tests/unit/test_xds_store tests/unit/test_xds_state tests/unit/test_proxyv2 \
 	tests/unit/test_h2s tests/unit/test_hbone tests/unit/test_hbone_pool tests/unit/test_accesslog
@@ -73,6 +73,10 @@ tests_unit_test_peerauth_SOURCES = tests/unit/test_peerauth.c
 tests_unit_test_peerauth_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_peerauth_LDADD = $(UNIT_LDADD)
 $(tests_unit_test_peerauth_OBJECTS): $(PROTO_H)
+tests_unit_test_authz_SOURCES = tests/unit/test_authz.c
+tests_unit_test_authz_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_authz_LDADD = $(UNIT_LDADD)
+$(tests_unit_test_authz_OBJECTS): $(PROTO_H)
 tests_unit_test_identity_SOURCES = tests/unit/test_identity.c
 tests_unit_test_identity_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_identity_LDADD = $(UNIT_LDADD)

@@ -10,10 +10,12 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
+#include "authz.h"
 #include "json.h"
 #include "json_pb.h"
 #include "model.h"
@@ -240,6 +242,53 @@ test_config_dump_model(void **state)
 	model_free(m);
 }
 
+/* Review finding 7: the policies past the per-policy registry's bound
+ * count in its overflow slot, which was never exported: once the registry
+ * is full, /stats shows authz.overflow.authz_policy_{allow,deny} and
+ * Prometheus policy="overflow". (The registry is process-wide: filled
+ * here by 1,100 policy names.) */
+static void
+test_authz_overflow_exported(void **state)
+{
+	size_t n = 1100, cap = n * 160 + 16, off = 0;
+	char *text = malloc(cap), err[256];
+	struct res_report rep = { 0 };
+	struct strbuf sb = { 0 };
+	struct authz *a;
+	struct model *m;
+	cJSON *list;
+
+	(void)state;
+	assert_non_null(text);
+	off += (size_t)snprintf(text + off, cap - off, "[");
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(text + off, cap - off, "%s{\"@type\":\"type.googleapis.com/istio.security."
+		    "Authorization\",\"name\":\"p%zu\",\"namespace\":\"ns\",\"action\":\"DENY\"}", i ? "," : "", i);
+	snprintf(text + off, cap - off, "]");
+	admin_render_stats(&sb, "text");
+	assert_null(strstr(sb.p, "authz.overflow."));
+	sb_free(&sb);
+	assert_non_null(list = json_parse_strict(text, strlen(text), err, sizeof(err)));
+	free(text);
+	assert_non_null(m = resources_build(list, NULL, &rep));
+	cJSON_Delete(list);
+	assert_int_equal(rep.refused, 0);
+	assert_non_null(a = authz_build(m));
+	assert_true(authz_full());
+	admin_render_stats(&sb, "text");
+	assert_non_null(strstr(sb.p, "authz.overflow.authz_policy_allow: 0\n"));
+	assert_non_null(strstr(sb.p, "authz.overflow.authz_policy_deny: 0\n"));
+	assert_non_null(strstr(sb.p, "authz.ns/p1.authz_policy_deny: 0\n"));
+	sb_free(&sb);
+	admin_render_stats(&sb, "prometheus");
+	assert_non_null(strstr(sb.p, "outrigger_authz_policy_allow{policy=\"overflow\"} 0\n"));
+	assert_non_null(strstr(sb.p, "outrigger_authz_policy_deny{policy=\"overflow\"} 0\n"));
+	sb_free(&sb);
+	authz_free(a);
+	res_report_free(&rep);
+	model_free(m);
+}
+
 int
 main(void)
 {
@@ -251,6 +300,7 @@ main(void)
 		cmocka_unit_test(test_parse_head_too_large),
 		cmocka_unit_test(test_stats_formats),
 		cmocka_unit_test(test_config_dump_model),
+		cmocka_unit_test(test_authz_overflow_exported),
 	};
 
 	if (model_register_types() < 0)
