@@ -117,9 +117,12 @@ tele_labels(const struct tele_conn *c, const char *lab[TL__COUNT], char *flags)
 	lab[TL_REPORTER] = c->inbound ? "destination" : "source";
 	side_labels(&src_idx, c->src, c->src_principal, lab);
 	side_labels(&dst_idx, c->dst, c->dst_principal, lab);
-	lab[TL_DST_SERVICE] = or_unknown(c->svc ? c->svc->hostname : NULL);
+	/* No service: an Istio sidecar names the cluster the connection went
+	 * to, PassthroughCluster or BlackHoleCluster, which the dashboards of
+	 * external traffic select on. */
+	lab[TL_DST_SERVICE] = or_unknown(c->svc ? c->svc->hostname : c->cluster);
 	lab[TL_DST_SERVICE_NAMESPACE] = or_unknown(c->svc ? c->svc->ns : NULL);
-	lab[TL_DST_SERVICE_NAME] = or_unknown(c->svc ? c->svc->name : NULL);
+	lab[TL_DST_SERVICE_NAME] = or_unknown(c->svc ? c->svc->name : c->cluster);
 	lab[TL_REQUEST_PROTOCOL] = "tcp";
 	lab[TL_RESPONSE_FLAGS] = tunnel_rflags_str(c->rflags, flags, TUNNEL_RFLAGS_MAX);
 	/* Istio: mutual_tls when the report's side saw Istio mTLS; a sidecar
@@ -192,6 +195,8 @@ tunnel_facts(const struct tunnel *t, struct tele_conn *c)
 			c->src = model_workload_at(m, &self_addr);
 		c->dst = t->peer;
 		c->svc = t->svc ? t->svc->svc : NULL;
+		if (!c->svc)
+			c->cluster = t->rflags & TRF(NO_ROUTE) ? "BlackHoleCluster" : "PassthroughCluster";
 		c->mtls = t->us_mtls || t->us_hbone;
 		c->src_principal = c->mtls && b ? b->identity : NULL;
 		c->dst_principal = t->peer_id ? t->peer_id : t->peer ? t->peer->identity : NULL;

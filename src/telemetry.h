@@ -64,6 +64,8 @@ struct tele_conn {
 	const struct mworkload *src, *dst;	/* the WDS Workloads of both sides */
 	const char *src_principal, *dst_principal;	/* SPIFFE IDs */
 	const struct mservice *svc;	/* the destination service */
+	const char *cluster;		/* no svc: the Envoy cluster that stands for it
+					 * (PassthroughCluster, BlackHoleCluster), or NULL */
 	uint32_t rflags;		/* TRF(...) bits */
 	bool mtls;			/* the peer side's connection is Istio mTLS or HBONE */
 };

@@ -1320,6 +1320,7 @@ stage_route(struct tunnel *t)
 		stat_add(tstat(t, LM_UPSTREAM_CX_NONE_HEALTHY), 1);
 		clog_warn(t, "outbound %s: service %s %s: refused", sock_addr_str(&t->dst, a, sizeof(a)),
 		    vs->key, t->svc ? "has no healthy endpoint" : "has no such port");
+		tele_arm(t);	/* istio_tcp_*: opened and closed under UH, as Envoy */
 		tunnel_fail(t);
 		return false;
 	}
@@ -1390,6 +1391,7 @@ route_unknown(struct tunnel *t)
 		t->rflags |= TRF(NO_ROUTE);
 		clog_warn(t, "outbound %s: not in the mesh (REGISTRY_ONLY): refused",
 		    sock_addr_str(&t->dst, a, sizeof(a)));
+		tele_arm(t);	/* istio_tcp_*: under NR, destination BlackHoleCluster */
 		tunnel_fail(t);
 		return false;
 	}

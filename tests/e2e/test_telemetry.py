@@ -664,3 +664,48 @@ def test_hbone_inbound_reported(mesh):
     assert lab["connection_security_policy"] == "mutual_tls" and lab["response_flags"] == "-"
     assert total(s, "istio_tcp_received_bytes_total") == 3000
     assert total(s, "istio_tcp_sent_bytes_total") == 3000
+
+
+# --- connections refused before connecting, and destinations outside the mesh (review 12) ---
+
+def _closed(pod, **match):
+    return total(scrape(pod)[0], "istio_tcp_connections_closed_total", **match)
+
+
+def test_no_healthy_upstream_counted_under_uh(mesh):
+    """Outbound to a Service VIP with no endpoint: refused before any connect (UH); counted
+    opened and closed under response_flags UH with the Service as destination_service, as an
+    Envoy sidecar's stats report it (the refusal was missing from istio_tcp_*)."""
+    m = mesh
+    empty_vip = "198.19.0.13"
+    extra = meshres.service("empty", [empty_vip], [(PORT, 9)], namespace=SERVER_NS)
+    m.resources = (lambda base: lambda: base() + [extra])(m.resources)
+    m.start()
+    m.client.client(["echo-client", "--host", empty_vip, "--port", PORT, "--count", 1, "--timeout", 3])
+    wait_for(lambda: _closed(m.client, response_flags="UH") == 1, timeout=10, what="the UH refusal counted")
+    s, text = scrape(m.client)
+    got = istio(s, "istio_tcp_connections_opened_total", response_flags="UH")
+    assert len(got) == 1 and got[0][1] == 1, text
+    assert got[0][0]["destination_service"] == "empty.%s.svc.cluster.local" % SERVER_NS, got
+
+
+def test_blackhole_and_passthrough_destinations(pod_lab, outrigger_bin, init_bin):
+    """REGISTRY_ONLY refuses an address the mesh does not know (NR): counted with
+    destination_service and destination_service_name "BlackHoleCluster"; under ALLOW_ANY the
+    same address is passed through: "PassthroughCluster" (the names an Istio sidecar reports,
+    which the external-traffic dashboards select on), not "unknown"."""
+    m = Mesh(pod_lab)
+    pod = pod_lab.add_pod("outside")     # no Workload, no Service: outside the mesh
+    pod.app(["echo", "--port", 9090])
+    outside = pod.ip4
+    for registry_only, name, flags in ((True, "BlackHoleCluster", "NR"), (False, "PassthroughCluster", "-")):
+        cfg = meshres.config(m.resources(), registry_only=registry_only, proxy={"concurrency": 1})
+        sc = m.client.start_sidecar(config=cfg, proxy_args=("--cert-dir", m.client_certs))
+        m.client.client(["echo-client", "--host", outside, "--port", 9090, "--count", 1, "--timeout", 3])
+        wait_for(lambda: _closed(m.client, destination_service=name) == 1, timeout=10,
+                 what="the connection counted under %s" % name)
+        s, text = scrape(m.client)
+        got = istio(s, "istio_tcp_connections_closed_total", destination_service=name)
+        assert got[0][0]["destination_service_name"] == name and got[0][0]["response_flags"] == flags, got
+        assert not istio(s, "istio_tcp_connections_closed_total", destination_service="unknown"), text
+        sc.stop()
