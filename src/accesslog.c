@@ -15,6 +15,7 @@
 #include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
+#include "strbuf.h"
 
 bool accesslog_enabled;
 enum accesslog_encoding accesslog_encoding = AL_TEXT;
@@ -78,9 +79,9 @@ putc_(struct out *o, char c)
 }
 
 /* A JSON string (null for none): peers choose SPIFFE IDs' text and policy
- * names come from the control plane, so quotes, backslashes, controls and
- * bytes that are not ASCII are escaped (\u00XX: the line stays valid JSON
- * whatever the bytes; a name is ASCII in practice). */
+ * names come from the control plane, so quotes, backslashes and controls
+ * are escaped, well-formed UTF-8 is kept as it is, and a byte that is not
+ * UTF-8 becomes \ufffd: the line stays valid JSON whatever the bytes. */
 static void
 put_json_str(struct out *o, const char *key, const char *v)
 {
@@ -94,12 +95,22 @@ put_json_str(struct out *o, const char *key, const char *v)
 	putc_(o, '"');
 	start = o->len;
 	for (const unsigned char *c = (const unsigned char *)v; *c && o->len - start < AL_FIELD_MAX; c++) {
+		size_t k;
+
 		if (*c == '"' || *c == '\\')
 			put(o, "\\%c", *c);
-		else if (*c < 0x20 || *c >= 0x7f)
+		else if (*c < 0x20 || *c == 0x7f)
 			put(o, "\\u%04x", *c);
-		else
+		else if (*c < 0x80)
 			putc_(o, (char)*c);
+		else if ((k = utf8_seq(c)) > 0 && o->len - start + k <= AL_FIELD_MAX) {
+			for (size_t i = 0; i < k; i++)
+				putc_(o, (char)c[i]);
+			c += k - 1;
+		} else if (k > 0)
+			break;		/* the cut falls inside a character: end before it */
+		else
+			put(o, "\\ufffd");
 	}
 	putc_(o, '"');
 }

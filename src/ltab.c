@@ -165,16 +165,7 @@ ltab_render(struct strbuf *sb, struct ltab *const *tabs, size_t n, const char *c
 				sb_append(&lt, ",", 1);
 			sb_append(&lt, lnames[j], strlen(lnames[j]));
 			sb_append(&lt, "=\"", 2);
-			const char *q = m.key[i]->lab[j];
-			for (;;) {
-				size_t run = strcspn(q, "\\\"\n");
-				sb_append(&lt, q, run);
-				q += run;
-				if (!*q)
-					break;
-				sb_append(&lt, *q == '\n' ? "\\n" : *q == '"' ? "\\\"" : "\\\\", 2);
-				q++;
-			}
+			prom_label_value(&lt, m.key[i]->lab[j]);
 			sb_append(&lt, "\"", 1);
 		}
 	}

@@ -117,13 +117,23 @@ prom_histogram(struct strbuf *sb, const char *name, const char *labels, const st
 void
 prom_label_value(struct strbuf *sb, const char *v)
 {
-	for (const char *p = v; *p; p++) {
-		if (*p == '\\' || *p == '"')
-			sb_printf(sb, "\\%c", *p);
-		else if (*p == '\n')
-			sb_append(sb, "\\n", 2);
+	const unsigned char *p = (const unsigned char *)v;
+
+	while (*p) {
+		/* A run that needs nothing: ASCII but the escaped three, and
+		 * well-formed UTF-8 (Prometheus refuses a scrape that is not). */
+		const unsigned char *q = p;
+		size_t k;
+		while (*q && *q != '\\' && *q != '"' && *q != '\n' && (k = utf8_seq(q)) > 0)
+			q += k;
+		sb_append(sb, (const char *)p, (size_t)(q - p));
+		if (!*q)
+			break;
+		if (*q == '\\' || *q == '"' || *q == '\n')
+			sb_append(sb, *q == '\n' ? "\\n" : *q == '"' ? "\\\"" : "\\\\", 2);
 		else
-			sb_append(sb, p, 1);
+			sb_append(sb, "\xef\xbf\xbd", 3);	/* U+FFFD for a byte that is not UTF-8 */
+		p = q + 1;
 	}
 }
 

@@ -15,4 +15,9 @@ void sb_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(pr
 void sb_append(struct strbuf *sb, const char *s, size_t n);
 void sb_free(struct strbuf *sb);
 
+/* The length (1 to 4) of the well-formed UTF-8 sequence at p (RFC 3629: no
+ * overlong form, no surrogate, nothing past U+10FFFF), 0 when p's bytes are
+ * not one (a NUL ends p: a sequence cut by it is not one). */
+size_t utf8_seq(const unsigned char *p);
+
 #endif

@@ -125,7 +125,7 @@ test_json_unset(void **state)
 }
 
 /* A principal with quotes, backslashes, a newline, controls and a byte that
- * is not ASCII: still one line of valid JSON that gives the bytes back. */
+ * is not UTF-8: still one line of valid JSON that gives the bytes back. */
 static void
 test_json_escaping(void **state)
 {
@@ -141,8 +141,9 @@ test_json_escaping(void **state)
 		assert_true((unsigned char)buf[i] >= 0x20 && (unsigned char)buf[i] < 0x7f);
 	cJSON *j = cJSON_Parse(buf);
 	assert_non_null(j);
-	/* \u00ff decodes to U+00FF in UTF-8: the other bytes come back as they were. */
-	assert_string_equal(jstr(j, "source_principal"), "spiffe://td/ns/\"x\"/sa/a\\b\nc\x01\x7f\xc3\xbf end");
+	/* The byte that is not UTF-8 comes back as U+FFFD (written \ufffd, so the
+	 * line is ASCII); the other bytes as they were. */
+	assert_string_equal(jstr(j, "source_principal"), "spiffe://td/ns/\"x\"/sa/a\\b\nc\x01\x7f\xef\xbf\xbd end");
 	assert_string_equal(jstr(j, "authorization_policy"), "ns/\"}{");
 	cJSON_Delete(j);
 }
@@ -431,6 +432,25 @@ test_configure_and_reopen(void **state)
 	rmdir(dir);
 }
 
+/* A UTF-8 SPIFFE ID or policy name comes back the same from a JSON decoder
+ * (each byte as \u00XX read as Latin-1: "cafÃ©"); a byte that is not UTF-8
+ * is U+FFFD and the line still parses (outsider review). */
+static void
+test_json_utf8_round_trip(void **state)
+{
+	struct accesslog_rec r = { .start = 1, .source_principal = "spiffe://cluster.local/ns/caf\xc3\xa9/sa/x",
+		.destination_principal = "bad\xff\xc3" };
+	char buf[4096];
+	cJSON *j;
+
+	(void)state;
+	accesslog_format(&r, AL_JSON, buf, sizeof(buf));
+	assert_non_null(j = cJSON_Parse(buf));
+	assert_string_equal(cJSON_GetObjectItem(j, "source_principal")->valuestring, r.source_principal);
+	assert_string_equal(cJSON_GetObjectItem(j, "destination_principal")->valuestring, "bad\xef\xbf\xbd\xef\xbf\xbd");
+	cJSON_Delete(j);
+}
+
 int
 main(void)
 {
@@ -446,6 +466,7 @@ main(void)
 		cmocka_unit_test(test_lane_and_drops),
 		cmocka_unit_test(test_logging_endpoint),
 		cmocka_unit_test(test_configure_and_reopen),
+		cmocka_unit_test(test_json_utf8_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

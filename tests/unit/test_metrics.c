@@ -110,10 +110,46 @@ test_long_names_not_truncated(void **state)
 	sb_free(&label);
 }
 
+/* Prometheus refuses a whole scrape with a byte that is not UTF-8 (a label
+ * value from a WDS field or a SPIFFE ID nobody validated): such bytes become
+ * U+FFFD, well-formed UTF-8 stays, escapes as before (outsider review). */
+static void
+test_label_value_utf8(void **state)
+{
+	static const struct { const char *in, *want; } cases[] = {
+		{ "caf\xc3\xa9", "caf\xc3\xa9" },			/* 2 bytes */
+		{ "\xe2\x82\xac \xf0\x9f\x98\x80", "\xe2\x82\xac \xf0\x9f\x98\x80" },	/* 3, 4 */
+		{ "a\xff" "b", "a\xef\xbf\xbd" "b" },			/* never UTF-8 */
+		{ "\xc3", "\xef\xbf\xbd" },				/* cut by the end */
+		{ "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },		/* overlong */
+		{ "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },	/* a surrogate */
+		{ "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },	/* past U+10FFFF */
+		{ "q\"\\\n\xc3\xa9", "q\\\"\\\\\\n\xc3\xa9" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct strbuf sb = { 0 };
+
+		prom_label_value(&sb, cases[i].in);
+		sb_append(&sb, "", 0);
+		assert_non_null(sb.p);
+		assert_string_equal(sb.p, cases[i].want);
+		sb_free(&sb);
+	}
+	assert_int_equal(utf8_seq((const unsigned char *)"\xc2\x80"), 2);
+	assert_int_equal(utf8_seq((const unsigned char *)"\xc1\xbf"), 0);
+	assert_int_equal(utf8_seq((const unsigned char *)"\xef\xbf\xbf"), 3);
+	assert_int_equal(utf8_seq((const unsigned char *)"\xf4\x8f\xbf\xbf"), 4);
+	assert_int_equal(utf8_seq((const unsigned char *)"\xe0\x9f\xbf"), 0);
+	assert_int_equal(utf8_seq((const unsigned char *)""), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_label_value_utf8),
 		cmocka_unit_test(test_prometheus_types),
 		cmocka_unit_test(test_histogram_lines),
 		cmocka_unit_test(test_long_names_not_truncated),
