@@ -730,10 +730,6 @@ status_respond(struct admin_conn *c, const struct strbuf *app)
 	if (app && app->oom)
 		body.oom = true;
 	respond(c, 200, STATUS_PROM_CTYPE, &body, c->head);
-	ev_io_stop(admin_loop, &c->io);
-	ev_io_set(&c->io, c->fd, EV_WRITE);
-	ev_io_start(admin_loop, &c->io);
-	conn_write(c);
 }
 
 /* The app scrape ended: every waiting 15020 request gets our metrics and
@@ -763,6 +759,10 @@ app_scrape_done(struct appscrape *s, void *arg)
 			continue;
 		c->scraping = false;
 		status_respond(c, &app);
+		ev_io_stop(admin_loop, &c->io);
+		ev_io_set(&c->io, c->fd, EV_WRITE);
+		ev_io_start(admin_loop, &c->io);
+		conn_write(c);	/* may free c */
 	}
 	sb_free(&app);
 }
@@ -980,8 +980,8 @@ conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		respond(c, 400, "text/plain", &body, false);
 	} else {
 		handle(c, &r);
-		/* Answered already (status_respond), or waiting for the app. */
-		if (c->scraping || c->out.len)
+		/* 15020 waiting for the app: answered by app_scrape_done. */
+		if (c->scraping)
 			return;
 	}
 	ev_io_stop(loop, &c->io);
