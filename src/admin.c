@@ -745,13 +745,13 @@ app_scrape_done(struct appscrape *s, void *arg)
 	for (unsigned i = 0; i < appscrape_ntargets(s); i++) {
 		const struct strbuf *b = appscrape_body(s, i);
 
-		if (b) {
+		if (b && app.len + b->len + 1 <= APPSCRAPE_MERGED_MAX) {
 			appscrape_append_body(&app, b->p, b->len);
 			continue;
 		}
 		server.stats[SM_APP_SCRAPE_FAILURES]++;
 		log_warn("app metrics 127.0.0.1:%u%s: %s; serving the proxy's own", app_cfg.t[i].port,
-		    app_cfg.t[i].path, appscrape_error(s, i));
+		    app_cfg.t[i].path, b ? "the targets' bodies together exceed 16 MiB" : appscrape_error(s, i));
 	}
 	for (struct admin_conn *c = conns, *next; c; c = next) {
 		next = c->next;

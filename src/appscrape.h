@@ -22,6 +22,10 @@
 /* pilot-agent's defaultMaxAppMetricsBodyBytes: a larger body is dropped
  * whole (a cut one would end in half a line) and counted as a failure. */
 #define APPSCRAPE_BODY_MAX (10u * 1024 * 1024)
+/* All targets' bodies together, merged: each waiting 15020 request gets a
+ * copy, so this bounds the memory of a scrape (targets past it are dropped
+ * and counted as failures). */
+#define APPSCRAPE_MERGED_MAX (16u * 1024 * 1024)
 /* Status line and headers on top of the body cap. */
 #define APPSCRAPE_HEAD_MAX (64u * 1024)
 #define APPSCRAPE_MAX_TARGETS 16

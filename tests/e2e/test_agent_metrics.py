@@ -79,6 +79,10 @@ class H(http.server.BaseHTTPRequestHandler):
         elif p == "huge":
             line = b"app_huge_filler_total 1\n"
             self.send(200, line * (11 * 1024 * 1024 // len(line) + 1))
+        elif p == "nine":
+            # 9 MiB: under the per-target cap; two of them are over the merged cap.
+            line = b"# " + b"f" * 1021 + b"\n"
+            self.send(200, line * (9 * 1024) + b"app_nine_total 1\n")
         elif p == "endless":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -330,6 +334,21 @@ def test_bad_app_responses_are_bounded(pod):
     for why in ("status 500", "larger than 10 MiB", "malformed HTTP response",
                 "connection closed before the whole response"):
         assert why in log, why
+
+
+def test_merged_bodies_capped(pod):
+    """Two targets of 9 MiB each: each is under pilot-agent's 10 MiB per-target cap, but
+    together over the 16 MiB merged cap (every waiting request gets a copy): the first is
+    merged, the second dropped and counted."""
+    start_app(pod)
+    targets = [{"port": str(APP_PORT), "path": "/nine"}, {"port": str(APP_PORT), "path": "/nine?2"}]
+    sc = pod.start_sidecar(env=annotations(targets=targets))
+    code, _, body, _ = get(pod, timeout=20)
+    assert code == 200
+    assert body.count("app_nine_total 1") == 1
+    assert 9 * 1024 * 1024 < len(body) < 10 * 1024 * 1024
+    assert value(families(body), "istio_agent_scrape_failures", type="application") == 1
+    assert "bodies together exceed 16 MiB" in sc.log()
 
 
 @pytest.mark.parametrize("env,why", [
