@@ -273,6 +273,8 @@ struct tgt {
 	struct strbuf req;
 	size_t reqoff;
 	struct appscrape_resp resp;
+	uint16_t port;
+	bool v6;		/* connecting to [::1]: 127.0.0.1 refused */
 	bool ok;
 	char error[96];
 };
@@ -360,6 +362,40 @@ tgt_read(struct tgt *t)
 	}
 }
 
+/* Connect to the app: pilot-agent dials "localhost", which Go tries as
+ * 127.0.0.1 and then ::1; so do we, when 127.0.0.1 refuses (an app on
+ * [::1] only, an IPv6-only pod). Returns 0 (in progress) or -errno. */
+static int
+tgt_connect(struct tgt *t)
+{
+	struct sockaddr_storage sa;
+	int fd;
+
+	if (t->fd >= 0) {
+		ev_io_stop(t->s->loop, &t->io);
+		close(t->fd);
+		t->fd = -1;
+	}
+	if (sock_addr_parse(t->v6 ? "::1" : "127.0.0.1", t->port, &sa) < 0)
+		return -EINVAL;
+	if ((fd = sock_connect(&sa, NULL, false, 0)) < 0)
+		return fd;
+	t->fd = fd;
+	t->state = TGT_CONNECTING;
+	tgt_arm(t, EV_WRITE);
+	return 0;
+}
+
+/* A connect failed: ::1 next, if not tried yet. Returns true when retrying. */
+static bool
+tgt_retry_v6(struct tgt *t, int err)
+{
+	if (t->v6 || (err != -ECONNREFUSED && err != -ENETUNREACH && err != -EADDRNOTAVAIL))
+		return false;
+	t->v6 = true;
+	return tgt_connect(t) == 0;
+}
+
 static void
 tgt_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -370,7 +406,8 @@ tgt_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	(void)revents;
 	if (t->state == TGT_CONNECTING) {
 		if ((rc = sock_error(t->fd)) < 0) {
-			tgt_finish(t, false, strerror(-rc));
+			if (!tgt_retry_v6(t, rc))
+				tgt_finish(t, false, strerror(-rc));
 			return;
 		}
 		t->state = TGT_SENDING;
@@ -427,16 +464,16 @@ appscrape_start(struct ev_loop *loop, const struct appscrape_cfg *cfg, double ti
 	ev_timer_start(loop, &s->timer);
 	for (unsigned i = 0; i < cfg->ntargets; i++) {
 		struct tgt *t = &s->t[i];
-		struct sockaddr_storage sa;
-		int fd;
+		int rc;
 
 		t->s = s;
 		t->fd = -1;
+		t->port = cfg->t[i].port;
 		appscrape_resp_init(&t->resp, APPSCRAPE_BODY_MAX);
 		ev_init(&t->io, tgt_io_cb);
 		t->io.data = t;
-		/* pilot-agent asks http://localhost:<port><path>; IPv4 loopback
-		 * here (an app listening on :: takes it too). One format out of
+		/* pilot-agent asks http://localhost:<port><path> (tgt_connect).
+		 * One format out of
 		 * 15020: ours is the text format, so the app is asked for it
 		 * first (an OpenMetrics answer still merges, its "# EOF" removed). */
 		sb_printf(&t->req, "GET %s HTTP/1.1\r\nHost: localhost:%u\r\nUser-Agent: %s\r\n"
@@ -449,14 +486,8 @@ appscrape_start(struct ev_loop *loop, const struct appscrape_cfg *cfg, double ti
 			tgt_finish(t, false, "out of memory");
 			continue;
 		}
-		sock_addr_parse("127.0.0.1", cfg->t[i].port, &sa);
-		if ((fd = sock_connect(&sa, NULL, false, 0)) < 0) {
-			tgt_finish(t, false, strerror(-fd));
-			continue;
-		}
-		t->fd = fd;
-		t->state = TGT_CONNECTING;
-		tgt_arm(t, EV_WRITE);
+		if ((rc = tgt_connect(t)) < 0 && !tgt_retry_v6(t, rc))
+			tgt_finish(t, false, strerror(-rc));
 	}
 	return s;
 }

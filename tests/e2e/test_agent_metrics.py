@@ -23,7 +23,7 @@ APP_PORT = 9100
 # A metrics app: every path serves families named after it, so each target of a multi-target
 # scrape is told apart; some paths misbehave on purpose.
 APP = r'''
-import http.server, socketserver, sys, time, urllib.parse
+import http.server, socket, socketserver, sys, time, urllib.parse
 
 def body(name):
     return ("# HELP app_%s_requests_total Requests the app served.\n"
@@ -116,7 +116,10 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-s = S(("127.0.0.1", int(sys.argv[1])), H)
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+if ":" in host:
+    S.address_family = socket.AF_INET6
+s = S((host, int(sys.argv[1])), H)
 print("READY", flush=True)
 s.serve_forever()
 '''
@@ -124,8 +127,8 @@ s.serve_forever()
 CTYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def start_app(pod, port=APP_PORT):
-    p = pod.popen([lab.PYTHON, "-c", APP, str(port)], user="nobody", stdout=subprocess.PIPE,
+def start_app(pod, port=APP_PORT, host="127.0.0.1"):
+    p = pod.popen([lab.PYTHON, "-c", APP, str(port), host], user="nobody", stdout=subprocess.PIPE,
                   stderr=subprocess.DEVNULL)
     line = lab.read_line(p.stdout, 10)
     assert line.startswith(b"READY"), line
@@ -200,6 +203,18 @@ def test_merged_body_has_ours_and_the_apps(pod):
     r = pod.lab.node_run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
                           "http://%s:15020/healthz/ready" % pod.ip], check=False)
     assert r.stdout.strip() == "200", r.stderr
+
+
+def test_app_on_ipv6_loopback_only(pod):
+    """pilot-agent dials localhost, which Go tries as 127.0.0.1 and then ::1: an app listening
+    on [::1] only is merged too (127.0.0.1 refuses, ::1 is tried next)."""
+    start_app(pod, host="::1")
+    pod.start_sidecar(env=annotations(port=str(APP_PORT)))
+    code, _, body, _ = get(pod)
+    assert code == 200
+    fams = families(body)
+    assert ours(fams) and value(fams, "app_metrics_temperature_celsius") == 21.5
+    assert value(fams, "istio_agent_scrape_failures", type="application") == 0
 
 
 def test_headers_forwarded_and_text_format_asked(pod):
