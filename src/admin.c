@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -597,7 +599,7 @@ static void
 respond(struct admin_conn *c, int status, const char *ctype, struct strbuf *body, bool head)
 {
 	static const struct { int code; const char *text; } reasons[] = {
-		{ 200, "OK" }, { 400, "Bad Request" }, { 404, "Not Found" },
+		{ 200, "OK" }, { 400, "Bad Request" }, { 403, "Forbidden" }, { 404, "Not Found" },
 		{ 405, "Method Not Allowed" }, { 500, "Internal Server Error" }, { 503, "Service Unavailable" },
 	};
 	const char *reason = "";
@@ -767,6 +769,24 @@ app_scrape_done(struct appscrape *s, void *arg)
 	sb_free(&app);
 }
 
+/* The client is on the loopback (127/8, ::1, or 127/8 mapped in IPv6). */
+static bool
+peer_is_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 /* GET /stats/prometheus on 15020. With scrape targets the answer waits for
  * the app (the connection's watcher stopped), within statusScrapeTimeout or
  * the scraper's X-Prometheus-Scrape-Timeout-Seconds if shorter. */
@@ -778,8 +798,15 @@ status_stats(struct admin_conn *c, bool head)
 	const char *v;
 	size_t n;
 
-	server.stats[SM_STATUS_SCRAPES]++;
 	c->head = head;
+	if (server.snap && server.snap->cfg.metrics_localhost_only && !peer_is_loopback(c->fd)) {
+		struct strbuf body = { 0 };
+		/* pilot-agent's METRICS_LOCALHOST_ACCESS_ONLY answer. */
+		sb_printf(&body, "Only requests from localhost are allowed\n");
+		respond(c, 403, "text/plain", &body, head);
+		return;
+	}
+	server.stats[SM_STATUS_SCRAPES]++;
 	if (!app_cfg.ntargets) {
 		status_respond(c, NULL);
 		return;

@@ -118,6 +118,9 @@ static const struct cf_field schema[] = {
 	F("proxy", "statusScrapeTimeout", CF_DURATION, CF_LIVE, status_scrape_timeout_ms, 1, 600000, "10s",
 	    "how long the status port waits for the app's metrics (a scraper's shorter "
 	    "X-Prometheus-Scrape-Timeout-Seconds wins); then it serves the proxy's own, and counts the failure"),
+	{ "proxy", "metricsLocalhostAccessOnly", CF_BOOL, CF_LIVE, offsetof(struct config, metrics_localhost_only), 0,
+	  0, "false", "the status port's /stats/prometheus answers only clients on the loopback (others: 403), as "
+	  "pilot-agent with METRICS_LOCALHOST_ACCESS_ONLY", "METRICS_LOCALHOST_ACCESS_ONLY" },
 	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
 	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
 	    "leaves 15008 uncaptured)"),

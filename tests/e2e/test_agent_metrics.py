@@ -385,6 +385,27 @@ def test_bad_annotations_refused_at_start(pod, env, why):
     pod.sidecar = None
 
 
+def test_metrics_localhost_access_only(pod):
+    """pilot-agent's METRICS_LOCALHOST_ACCESS_ONLY=true: the merged metrics answer 403 to a
+    client off the loopback (the node, on the pod's IP) and 200 on the pod's loopback;
+    /healthz/ready stays open to all."""
+    start_app(pod)
+    env = annotations(port=str(APP_PORT))
+    env["METRICS_LOCALHOST_ACCESS_ONLY"] = "true"
+    sc = pod.start_sidecar(env=env)
+
+    def node_get(path):
+        r = pod.lab.node_run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                              "http://%s:15020%s" % (pod.ip, path)], check=False)
+        return r.stdout.strip()
+    assert node_get("/stats/prometheus") == "403"
+    assert node_get("/metrics") == "403"
+    assert node_get("/healthz/ready") == "200"
+    code, _, body, _ = get(pod)
+    assert code == 200 and "app_metrics_requests_total" in body
+    assert sc.stats()["server.status_scrapes"] == 1
+
+
 def test_status_port_off(pod):
     """proxy.statusPort 0: nothing listens on 15020."""
     pod.start_sidecar(config={"proxy": {"statusPort": 0}})
