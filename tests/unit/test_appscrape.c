@@ -302,10 +302,13 @@ srv_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
 	buf[n] = '\0';
 	/* The request is small: one segment on loopback. */
 	assert_non_null(strstr(buf, "GET /m HTTP/1.1\r\n"));
+	ev_io_stop(loop, &s->cio);
+	if (s->answer && strcmp(s->answer, "hang") == 0)
+		return;	/* never answers: the scrape's deadline ends it */
 	if (s->answer)
 		assert_true(send(s->cfd, s->answer, strlen(s->answer), 0) > 0);
-	ev_io_stop(loop, &s->cio);
 	close(s->cfd);
+	s->cfd = -1;
 }
 
 static void
@@ -327,8 +330,9 @@ run_one(const char *answer, double timeout, bool expect_ok)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	struct appscrape_cfg cfg = { .ntargets = 1 };
-	struct srv srv = { .answer = answer };
+	struct srv srv = { .answer = answer, .cfd = -1 };
 	struct appscrape *s;
+	ev_tstamp t0;
 
 	srv.lfd = listen_lo(&cfg.t[0].port);
 	strcpy(cfg.t[0].path, "/m");
@@ -336,6 +340,8 @@ run_one(const char *answer, double timeout, bool expect_ok)
 	srv.io.data = &srv;
 	ev_io_start(loop, &srv.io);
 	done_calls = 0;
+	ev_now_update(loop);
+	t0 = ev_now(loop);
 	s = appscrape_start(loop, &cfg, timeout, "ua", "1", on_done, expect_ok ? (void *)1 : NULL);
 	assert_non_null(s);
 	/* Never called from appscrape_start. */
@@ -343,7 +349,12 @@ run_one(const char *answer, double timeout, bool expect_ok)
 	while (!done_calls)
 		ev_run(loop, EVRUN_ONCE);
 	assert_int_equal(done_calls, 1);
+	ev_now_update(loop);
+	/* Done by the deadline at the latest (and not long after it). */
+	assert_true(ev_now(loop) - t0 < timeout + 1.0);
 	ev_io_stop(loop, &srv.io);
+	if (srv.cfd >= 0)
+		close(srv.cfd);
 	close(srv.lfd);
 	ev_loop_destroy(loop);
 }
@@ -357,6 +368,8 @@ test_scrape_loop(void **state)
 	run_one("HTTP/1.1 404 No\r\nContent-Length: 4\r\n\r\nx 1\n", 5.0, false);
 	run_one("garbage\r\n\r\n", 5.0, false);
 	run_one(NULL, 5.0, false);
+	/* The app accepts and never answers: failed at the 0.2 s deadline. */
+	run_one("hang", 0.2, false);
 }
 
 static void
