@@ -854,7 +854,10 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	const char *xds_wait = xds_waiting_for();
 	bool ready = server.live && !server.draining && !no_cert && !xds_wait;
 
-	if (post && c->port != PORT_HEALTH && path_is(r, "/logging")) {
+	/* Only on the admin port (loopback): 15021, 15090 and 15020 listen on
+	 * every address, and /logging changes state (found merging the status
+	 * port: 15090 took POST /logging from anywhere). */
+	if (post && c->port == PORT_ADMIN && path_is(r, "/logging")) {
 		int status = admin_logging(r->query, r->query_len, true, &body);
 		respond(c, status, "text/plain", &body, false);
 		return;

@@ -406,6 +406,24 @@ def test_metrics_localhost_access_only(pod):
     assert sc.stats()["server.status_scrapes"] == 1
 
 
+def test_logging_not_on_public_ports(pod):
+    """Regression (merging the status port with tele's 15090 and accesslog's /logging): POST
+    /logging changed the log level and access log from any address through 15090 (0.0.0.0),
+    and would have on 15020. Only the loopback admin port takes it; 15090, 15020 and 15021
+    answer 405, and the level stays."""
+    sc = pod.start_sidecar()
+    for port in (15090, 15020, 15021):
+        r = pod.lab.node_run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                              "http://%s:%d/logging?level=trace&access_log=on" % (pod.ip, port)],
+                             check=False)
+        assert r.stdout.strip() in ("404", "405"), (port, r.stdout, r.stderr)
+    r = pod.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:15000/logging"], check=False)
+    assert "outrigger: info" in r.stdout, r.stdout
+    assert "access log: off" in r.stdout, r.stdout
+    r = pod.run(["curl", "-sS", "-m", "5", "-X", "POST", "http://127.0.0.1:15000/logging?level=debug"], check=False)
+    assert "outrigger: debug" in r.stdout, r.stdout
+
+
 def test_status_port_off(pod):
     """proxy.statusPort 0: nothing listens on 15020."""
     pod.start_sidecar(config={"proxy": {"statusPort": 0}})
