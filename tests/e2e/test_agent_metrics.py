@@ -446,3 +446,31 @@ def test_real_prometheus_scrapes_the_merged_endpoint(pod):
         assert p.query('istio_agent_scrape_failures_total{type="application"} == 0')
     finally:
         p.stop()
+
+
+def test_istio_tcp_metrics_merged_with_the_apps(pod_lab, outrigger_bin, init_bin):
+    """Issue 12: Istio's standard metrics "on :15090/stats/prometheus and merged on
+    :15020/stats/prometheus": after a real mTLS connection through both sidecars (test_telemetry's
+    mesh), the server's 15020 body has the istio_tcp_* families with reporter="destination",
+    pilot-agent's istio_agent_* families and the app's, all read by prometheus_client."""
+    from test_telemetry import ID_SERVER, SERVER_NS, Mesh
+    m = Mesh(pod_lab)
+    start_app(m.server)
+    m.csc = m.client.start_sidecar(config=m.config(), proxy_args=("--cert-dir", m.client_certs))
+    env = annotations(port=str(APP_PORT), path="/metrics")
+    env["POD_NAMESPACE"] = SERVER_NS
+    m.ssc = m.server.start_sidecar(config=m.config(), proxy_args=("--cert-dir", m.server_certs), env=env)
+    for sc in (m.csc, m.ssc):
+        wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
+                 what="the sidecar's certificate loaded")
+    m.send(1000)
+    wait_for(lambda: "istio_tcp_connections_closed_total{" in get(m.server)[2], timeout=10,
+             what="the connection closed in the server's 15020 body")
+    code, _, body, _ = get(m.server)
+    assert code == 200
+    fams = families(body)
+    assert value(fams, "istio_tcp_connections_opened", reporter="destination",
+                 destination_principal=ID_SERVER) >= 1
+    assert value(fams, "istio_tcp_received_bytes", reporter="destination") >= 1000
+    assert value(fams, "app_metrics_requests", "app_metrics_requests_total") == 7.0
+    assert value(fams, "istio_agent_scrape_failures", type="application") == 0
