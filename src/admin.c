@@ -1,5 +1,6 @@
-/* admin: the control thread's small HTTP/1.1 servers: the admin API and the
- * readiness port, one request per connection (Connection: close). */
+/* admin: the control thread's small HTTP/1.1 servers: the admin API, the
+ * readiness port and the status port (pilot-agent's 15020: readiness and the
+ * merged metrics), one request per connection (Connection: close). */
 #include "autoconfig.h"
 
 #include <cjson/cJSON.h>
@@ -12,12 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "accesslog.h"
 #include "admin.h"
+#include "appscrape.h"
 #include "authz.h"
 #include "certsrc.h"
 #include "config.h"
@@ -43,8 +48,10 @@
 /* Out of descriptors: stop accepting for this long instead of spinning. */
 #define ADMIN_ACCEPT_PAUSE 0.1
 
-/* PORT_PROM: Envoy's Prometheus port (15090), GET /stats/prometheus only. */
-enum admin_port { PORT_ADMIN, PORT_HEALTH, PORT_PROM, PORT__COUNT };
+/* PORT_PROM: Envoy's Prometheus port (15090), GET /stats/prometheus only.
+ * PORT_STATUS: pilot-agent's status port (15020): /healthz/ready as on
+ * 15021, and /stats/prometheus (or /metrics) with the app's metrics merged. */
+enum admin_port { PORT_ADMIN, PORT_HEALTH, PORT_PROM, PORT_STATUS, PORT__COUNT };
 
 struct admin_listener {
 	int fd;
@@ -63,15 +70,23 @@ struct admin_conn {
 	struct strbuf out;
 	size_t outoff;
 	bool closing;		/* answered; draining the client until its FIN */
+	bool scraping;		/* 15020: waiting for app_job */
+	bool head;		/* the waiting request was HEAD */
 	struct admin_conn *prev, *next;
 };
 
 static struct ev_loop *admin_loop;
-static struct admin_listener listeners[4];
+static struct admin_listener listeners[6];
 static unsigned nlisteners;
 static struct admin_conn *conns;	/* newest first */
 static unsigned nconns[PORT__COUNT];	/* per enum admin_port */
 static ev_tstamp last_accept_warning;
+/* The app's scrape targets (ISTIO_PROMETHEUS_ANNOTATIONS), and the scrape in
+ * flight: 15020 requests that come while one runs wait for it and share its
+ * result, so the app is asked once at a time and memory stays bounded. */
+static struct appscrape_cfg app_cfg;
+static struct appscrape *app_job;
+static void conn_write(struct admin_conn *c);
 
 /* End of the head: the first empty line. RFC 9112 §2.2 lets a recipient take
  * a bare LF as a line terminator (and ignore a CR before it), so an empty
@@ -123,6 +138,32 @@ admin_parse_request(const char *buf, size_t len, struct admin_req *req)
 	req->query = q ? q + 1 : NULL;
 	req->query_len = q ? (size_t)(sp2 - q - 1) : 0;
 	return 0;
+}
+
+const char *
+admin_req_header(const char *buf, size_t len, const char *name, size_t *vlen)
+{
+	size_t hlen = head_end(buf, len), nlen = strlen(name);
+	const char *p = memchr(buf, '\n', hlen), *end = buf + hlen;
+
+	/* Each line after the request line: "name:" OWS value OWS (RFC 9112 §5). */
+	while (p && ++p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p)), *v, *ve;
+
+		if (!eol)
+			break;
+		ve = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+		if ((size_t)(ve - p) > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
+			for (v = p + nlen + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
+				;
+			while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			*vlen = (size_t)(ve - v);
+			return v;
+		}
+		p = eol;
+	}
+	return NULL;
 }
 
 /* Every value, summed and per worker, for the text and JSON formats. */
@@ -558,7 +599,7 @@ static void
 respond(struct admin_conn *c, int status, const char *ctype, struct strbuf *body, bool head)
 {
 	static const struct { int code; const char *text; } reasons[] = {
-		{ 200, "OK" }, { 400, "Bad Request" }, { 404, "Not Found" },
+		{ 200, "OK" }, { 400, "Bad Request" }, { 403, "Forbidden" }, { 404, "Not Found" },
 		{ 405, "Method Not Allowed" }, { 500, "Internal Server Error" }, { 503, "Service Unavailable" },
 	};
 	const char *reason = "";
@@ -661,6 +702,145 @@ admin_logging(const char *query, size_t query_len, bool post, struct strbuf *bod
 	return 200;
 }
 
+/* 15020's Prometheus body before the app's: pilot-agent's own families
+ * (istio_agent_*: the scrapes and the app's failures, which dashboards and
+ * alerts know by these names) and then ours, as pilot-agent puts its own
+ * metrics before Envoy's. */
+static void
+render_status_metrics(struct strbuf *sb)
+{
+	prom_family(sb, "istio_agent_scrapes_total", "The total number of scrapes.", METRIC_COUNTER);
+	prom_sample(sb, "istio_agent_scrapes_total", NULL, server.stats[SM_STATUS_SCRAPES]);
+	prom_family(sb, "istio_agent_scrape_failures_total", "The total number of failed scrapes.", METRIC_COUNTER);
+	prom_sample(sb, "istio_agent_scrape_failures_total", "type=\"application\"",
+	    server.stats[SM_APP_SCRAPE_FAILURES]);
+	admin_render_prometheus(sb);
+}
+
+/* pilot-agent answers 15020 in the text format (FmtText) unless the app
+ * answered OpenMetrics; we always ask the app for the text format. */
+#define STATUS_PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
+
+static void
+status_respond(struct admin_conn *c, const struct strbuf *app)
+{
+	struct strbuf body = { 0 };
+
+	render_status_metrics(&body);
+	if (app && app->len)
+		sb_append(&body, app->p, app->len);
+	if (app && app->oom)
+		body.oom = true;
+	respond(c, 200, STATUS_PROM_CTYPE, &body, c->head);
+}
+
+/* The app scrape ended: every waiting 15020 request gets our metrics and
+ * the bodies of the targets that answered; each failed target is counted
+ * once per scrape (pilot-agent's AppScrapeErrors) and logged. */
+static void
+app_scrape_done(struct appscrape *s, void *arg)
+{
+	struct strbuf app = { 0 };
+
+	(void)arg;
+	app_job = NULL;
+	for (unsigned i = 0; i < appscrape_ntargets(s); i++) {
+		const struct strbuf *b = appscrape_body(s, i);
+
+		if (b && app.len + b->len + 1 <= APPSCRAPE_MERGED_MAX) {
+			appscrape_append_body(&app, b->p, b->len);
+			continue;
+		}
+		server.stats[SM_APP_SCRAPE_FAILURES]++;
+		log_warn("app metrics 127.0.0.1:%u%s: %s; serving the proxy's own", app_cfg.t[i].port,
+		    app_cfg.t[i].path, b ? "the targets' bodies together exceed 16 MiB" : appscrape_error(s, i));
+	}
+	for (struct admin_conn *c = conns, *next; c; c = next) {
+		next = c->next;
+		if (!c->scraping)
+			continue;
+		c->scraping = false;
+		status_respond(c, &app);
+		ev_io_stop(admin_loop, &c->io);
+		ev_io_set(&c->io, c->fd, EV_WRITE);
+		ev_io_start(admin_loop, &c->io);
+		conn_write(c);	/* may free c */
+	}
+	sb_free(&app);
+}
+
+/* The client is on the loopback (127/8, ::1, or 127/8 mapped in IPv6). */
+static bool
+peer_is_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+/* GET /stats/prometheus on 15020. With scrape targets the answer waits for
+ * the app (the connection's watcher stopped), within statusScrapeTimeout or
+ * the scraper's X-Prometheus-Scrape-Timeout-Seconds if shorter. */
+static void
+status_stats(struct admin_conn *c, bool head)
+{
+	double timeout = server.snap ? server.snap->cfg.status_scrape_timeout_ms / 1000.0 : 10.0;
+	char ua[256] = "", th[32] = "";
+	const char *v;
+	size_t n;
+
+	c->head = head;
+	if (server.snap && server.snap->cfg.metrics_localhost_only && !peer_is_loopback(c->fd)) {
+		struct strbuf body = { 0 };
+		/* pilot-agent's METRICS_LOCALHOST_ACCESS_ONLY answer. */
+		sb_printf(&body, "Only requests from localhost are allowed\n");
+		respond(c, 403, "text/plain", &body, head);
+		return;
+	}
+	server.stats[SM_STATUS_SCRAPES]++;
+	if (!app_cfg.ntargets) {
+		status_respond(c, NULL);
+		return;
+	}
+	if (!app_job) {
+		if ((v = admin_req_header(c->in, c->inlen, "X-Prometheus-Scrape-Timeout-Seconds", &n)) &&
+		    n < sizeof(th) && strspn(v, "0123456789.") >= n) {
+			double t;
+			memcpy(th, v, n);
+			th[n] = '\0';
+			t = strtod(th, NULL);
+			if (t > 0 && t < timeout)
+				timeout = t;
+		} else {
+			th[0] = '\0';
+		}
+		if ((v = admin_req_header(c->in, c->inlen, "User-Agent", &n)) && n < sizeof(ua)) {
+			for (size_t i = 0; i < n; i++)
+				ua[i] = (unsigned char)v[i] < ' ' || v[i] == 0x7f ? ' ' : v[i];
+			ua[n] = '\0';
+		}
+		if (!(app_job = appscrape_start(admin_loop, &app_cfg, timeout, ua, th, app_scrape_done, NULL))) {
+			server.stats[SM_APP_SCRAPE_FAILURES]++;
+			status_respond(c, NULL);
+			return;
+		}
+	}
+	c->scraping = true;
+	ev_io_stop(admin_loop, &c->io);
+	ev_timer_stop(admin_loop, &c->timer);
+	ev_timer_set(&c->timer, timeout + ADMIN_TIMEOUT, 0.);
+	ev_timer_start(admin_loop, &c->timer);
+}
+
 static void
 handle(struct admin_conn *c, const struct admin_req *r)
 {
@@ -674,7 +854,10 @@ handle(struct admin_conn *c, const struct admin_req *r)
 	const char *xds_wait = xds_waiting_for();
 	bool ready = server.live && !server.draining && !no_cert && !xds_wait;
 
-	if (post && c->port != PORT_HEALTH && path_is(r, "/logging")) {
+	/* Only on the admin port (loopback): 15021, 15090 and 15020 listen on
+	 * every address, and /logging changes state (found merging the status
+	 * port: 15090 took POST /logging from anywhere). */
+	if (post && c->port == PORT_ADMIN && path_is(r, "/logging")) {
 		int status = admin_logging(r->query, r->query_len, true, &body);
 		respond(c, status, "text/plain", &body, false);
 		return;
@@ -696,14 +879,18 @@ handle(struct admin_conn *c, const struct admin_req *r)
 		}
 		return;
 	}
-	if (c->port == PORT_HEALTH) {
+	if (c->port == PORT_HEALTH || c->port == PORT_STATUS) {
 		if (path_is(r, "/healthz/ready")) {
+			/* pilot-agent serves its readiness on 15020 at this path too. */
 			sb_printf(&body, "%s", ready ? "" : server.draining ? "draining\n" :
 			    no_cert && server.live ? "waiting for the workload certificate\n" :
 			    xds_wait && server.live ? xds_wait : "not ready\n");
 			if (!ready && xds_wait && server.live && !server.draining && !no_cert)
 				sb_printf(&body, "\n");
 			respond(c, ready ? 200 : 503, "text/plain", &body, head);
+		} else if (c->port == PORT_STATUS && (path_is(r, "/stats/prometheus") || path_is(r, "/metrics"))) {
+			/* pilot-agent's handleStats, on both of its paths. */
+			status_stats(c, head);
 		} else {
 			sb_printf(&body, "not found\n");
 			respond(c, 404, "text/plain", &body, head);
@@ -823,6 +1010,9 @@ conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		respond(c, 400, "text/plain", &body, false);
 	} else {
 		handle(c, &r);
+		/* 15020 waiting for the app: answered by app_scrape_done. */
+		if (c->scraping)
+			return;
 	}
 	ev_io_stop(loop, &c->io);
 	ev_io_set(&c->io, c->fd, EV_WRITE);
@@ -845,7 +1035,7 @@ evict_idle(enum admin_port port)
 	struct admin_conn *oldest = NULL;
 
 	for (struct admin_conn *c = conns; c; c = c->next)
-		if (c->port == port && (c->closing || c->out.len == 0))
+		if (c->port == port && (c->closing || (c->out.len == 0 && !c->scraping)))
 			oldest = c;
 	if (!oldest)
 		return false;
@@ -922,7 +1112,7 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 		if (optional)
 			return 0;
 		snprintf(err, errlen, "%s listener on %s port %u: %s", kind == PORT_ADMIN ? "admin" :
-		    kind == PORT_PROM ? "prometheus" : "health",
+		    kind == PORT_PROM ? "prometheus" : kind == PORT_HEALTH ? "health" : "status",
 		    addr, port, strerror(-fd));
 		return fd;
 	}
@@ -939,15 +1129,22 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 
 int
 admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port, unsigned health_port,
-    unsigned prom_port, char *err, size_t errlen)
+    unsigned prom_port, unsigned status_port, const struct appscrape_cfg *app, char *err, size_t errlen)
 {
 	int rc;
 
 	admin_loop = loop;
+	if (app)
+		app_cfg = *app;
+	else
+		memset(&app_cfg, 0, sizeof(app_cfg));
+	/* 15020 on every address, as pilot-agent listens on ":15020". */
 	if ((rc = admin_listen(admin_addr, admin_port, PORT_ADMIN, false, err, errlen)) < 0 ||
 	    (rc = admin_listen("0.0.0.0", health_port, PORT_HEALTH, false, err, errlen)) < 0 ||
 	    (rc = admin_listen("::", health_port, PORT_HEALTH, true, err, errlen)) < 0 ||
-	    (prom_port && (rc = admin_listen("0.0.0.0", prom_port, PORT_PROM, false, err, errlen)) < 0)) {
+	    (prom_port && (rc = admin_listen("0.0.0.0", prom_port, PORT_PROM, false, err, errlen)) < 0) ||
+	    (status_port && (rc = admin_listen("0.0.0.0", status_port, PORT_STATUS, false, err, errlen)) < 0) ||
+	    (status_port && (rc = admin_listen("::", status_port, PORT_STATUS, true, err, errlen)) < 0)) {
 		admin_stop();
 		return rc;
 	}
@@ -957,6 +1154,8 @@ admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port, u
 void
 admin_stop(void)
 {
+	appscrape_cancel(app_job);
+	app_job = NULL;
 	while (conns)
 		conn_free(conns);
 	for (unsigned i = 0; i < nlisteners; i++) {

@@ -1,7 +1,9 @@
 /* admin: the control thread's small HTTP/1.1 servers: the admin API
  * (127.0.0.1:15000: /ready, /stats, /stats/prometheus, /config_dump,
- * /logging) and the
- * readiness port (15021: /healthz/ready), one request per connection. */
+ * /logging), the readiness port (15021: /healthz/ready), Envoy's Prometheus
+ * port (15090) and pilot-agent's status port (15020: /healthz/ready,
+ * /stats/prometheus with the app's metrics merged), one request per
+ * connection. */
 #ifndef OR_ADMIN_H
 #define OR_ADMIN_H
 
@@ -26,6 +28,11 @@ struct admin_req {
  * request line is valid, -EAGAIN when more bytes are needed, -EINVAL for a
  * malformed request. */
 int admin_parse_request(const char *buf, size_t len, struct admin_req *req);
+
+/* The value of header name (case-insensitive; the first one) in the complete
+ * request head in buf[0, len), without the whitespace around it, and its
+ * length in *vlen; NULL when absent. Points into buf. */
+const char *admin_req_header(const char *buf, size_t len, const char *name, size_t *vlen);
 
 /* Render the counters: format "text" (name: value, sorted), "json" or
  * "prometheus" (admin_render_prometheus). */
@@ -56,11 +63,16 @@ int admin_model_to_json(const struct model *m, struct cJSON *root);
  * value is 400 and changes nothing. Returns the status; body: the text. */
 int admin_logging(const char *query, size_t query_len, bool post, struct strbuf *body);
 
-/* Open the admin and readiness listeners on loop, and the Prometheus port
- * (prom_port on 0.0.0.0, GET /stats/prometheus; 0: none). Returns 0 or
- * -errno with err set. */
+struct appscrape_cfg;
+
+/* Open the admin and readiness listeners on loop, the Prometheus port
+ * (prom_port on 0.0.0.0, GET /stats/prometheus; 0: none), and the status
+ * port (status_port on all addresses; 0: none), whose /stats/prometheus
+ * merges the app's metrics from app's targets (copied; NULL or none: ours
+ * only). Returns 0 or -errno with err set. */
 int admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port,
-    unsigned health_port, unsigned prom_port, char *err, size_t errlen);
+    unsigned health_port, unsigned prom_port, unsigned status_port, const struct appscrape_cfg *app,
+    char *err, size_t errlen);
 /* Close the listeners and any open admin connections. */
 void admin_stop(void);
 

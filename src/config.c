@@ -112,6 +112,15 @@ static const struct cf_field schema[] = {
 	F("telemetry", "tcpReportingInterval", CF_DURATION, CF_RESTART, tele_report_ms, 0, 86400000, "5s",
 	    "Istio TCP metrics: how often open connections' bytes are added to istio_tcp_*_bytes_total (Istio's "
 	    "tcpReportingDuration); 0s = only at close"),
+	F("proxy", "statusPort", CF_INT, CF_RESTART, status_port, 0, 65535, "15020",
+	    "pilot-agent's status port on all addresses: /healthz/ready and /stats/prometheus (also /metrics) with "
+	    "the app's metrics merged when ISTIO_PROMETHEUS_ANNOTATIONS asks; 0 = off"),
+	F("proxy", "statusScrapeTimeout", CF_DURATION, CF_LIVE, status_scrape_timeout_ms, 1, 600000, "10s",
+	    "how long the status port waits for the app's metrics (a scraper's shorter "
+	    "X-Prometheus-Scrape-Timeout-Seconds wins); then it serves the proxy's own, and counts the failure"),
+	{ "proxy", "metricsLocalhostAccessOnly", CF_BOOL, CF_LIVE, offsetof(struct config, metrics_localhost_only), 0,
+	  0, "false", "the status port's /stats/prometheus answers only clients on the loopback (others: 403), as "
+	  "pilot-agent with METRICS_LOCALHOST_ACCESS_ONLY", "METRICS_LOCALHOST_ACCESS_ONLY" },
 	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
 	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
 	    "leaves 15008 uncaptured)"),
@@ -534,7 +543,7 @@ path_is_object(const char *path)
 	return false;
 }
 
-/* Checks across keys: the five ports (and prometheusPort) must differ (two listeners on one port
+/* Checks across keys: the five ports (and prometheusPort, statusPort unless 0) must differ (two listeners on one port
  * would share connections at random through SO_REUSEPORT). */
 static int
 config_check(const struct config *c, char *err, size_t errlen)
@@ -548,6 +557,12 @@ config_check(const struct config *c, char *err, size_t errlen)
 	};
 
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+		uint16_t pi = *(const uint16_t *)((const char *)c + ports[i].off);
+		if (c->status_port && c->status_port == pi) {
+			seterr(err, errlen, NULL, "proxy.statusPort: port %d is also proxy.%s", c->status_port,
+			    ports[i].key);
+			return -EINVAL;
+		}
 		for (size_t j = 0; j < i; j++) {
 			uint16_t a = *(const uint16_t *)((const char *)c + ports[i].off);
 			uint16_t b = *(const uint16_t *)((const char *)c + ports[j].off);
@@ -563,6 +578,10 @@ config_check(const struct config *c, char *err, size_t errlen)
 			    ports[i].key);
 			return -EINVAL;
 		}
+	}
+	if (c->status_port && c->status_port == c->prometheus_port) {
+		seterr(err, errlen, NULL, "proxy.statusPort: port %d is also proxy.prometheusPort", c->status_port);
+		return -EINVAL;
 	}
 	return 0;
 }

@@ -42,6 +42,9 @@ struct config {
 	uint16_t inbound_port;		/* 15006: inbound capture */
 	uint16_t admin_port;		/* 15000: admin, on admin_address only */
 	uint16_t health_port;		/* 15021: /healthz/ready on all addresses */
+	int status_port;		/* 15020: readiness and merged metrics, all addresses; 0 = off */
+	uint32_t status_scrape_timeout_ms;	/* the app's metrics scrape deadline */
+	bool metrics_localhost_only;	/* 15020's metrics to loopback clients only */
 	uint16_t hbone_port;		/* 15008: HBONE server (hbone.h) */
 	uint32_t hbone_pool_idle_ms;	/* an HBONE client connection without streams is closed after */
 	char admin_address[64];

@@ -3,6 +3,7 @@
 noinst_LIBRARIES += liboutrigger.a
 liboutrigger_a_SOURCES = \
 	src/admin.c src/admin.h \
+	src/appscrape.c src/appscrape.h \
 	src/authz.c src/authz.h \
 	src/config.c src/config.h \
 	src/ca.c \

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "appscrape.h"
 #include "certsrc.h"
 #include "config.h"
 #include "devca.h"
@@ -184,6 +185,7 @@ main(int argc, char **argv)
 	bool check = false, dump = false;
 	struct config cfg;
 	char err[512];
+	static struct appscrape_cfg app_scrape;
 	int c, rc;
 
 	/* "outrigger ca ...": a tool of its own, with its own options. */
@@ -311,8 +313,21 @@ main(int argc, char **argv)
 		log_stop();
 		return EXIT_CONFIG;
 	}
+	/* The app's metrics for 15020, as the injector passes the pod's
+	 * prometheus.io annotations; pilot-agent refuses to start on a bad one. */
+	if (appscrape_parse_env(getenv(APPSCRAPE_ENV), (unsigned)cfg.status_port, &app_scrape, err,
+	    sizeof(err)) < 0) {
+		log_error("%s", err);
+		xds_stop();
+		certsrc_stop();
+		snapshot_unref(server.snap);
+		log_stop();
+		return EXIT_CONFIG;
+	}
+	if (app_scrape.ntargets && !cfg.status_port)
+		log_warn("%s is set but proxy.statusPort is 0: the app's metrics are not merged", APPSCRAPE_ENV);
 	if (admin_start(loop, cfg.admin_address, cfg.admin_port, cfg.health_port, (unsigned)cfg.prometheus_port,
-	    err, sizeof(err)) < 0) {
+	    (unsigned)cfg.status_port, &app_scrape, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		xds_stop();
 		certsrc_stop();

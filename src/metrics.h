@@ -166,6 +166,9 @@ enum worker_metric {
 	X(ONDEMAND_NOT_FOUND, ondemand_not_found, COUNTER, "On-demand lookups the xDS server answered with no such address") \
 	X(ONDEMAND_CACHED, ondemand_cached, GAUGE, "Addresses subscribed on demand now") \
 	X(ONDEMAND_EVICTIONS, ondemand_evictions, COUNTER, "Addresses unsubscribed on demand (idle past xds.onDemandIdle or over xds.onDemandCacheSize)") \
+	/* The status port's merged metrics (admin.c, appscrape.c). */ \
+	X(STATUS_SCRAPES, status_scrapes, COUNTER, "GET /stats/prometheus (or /metrics) requests answered on the status port (proxy.statusPort; istio_agent_scrapes_total there)") \
+	X(APP_SCRAPE_FAILURES, app_scrape_failures, COUNTER, "App metrics scrapes (per ISTIO_PROMETHEUS_ANNOTATIONS target) that failed: refused, not 200, malformed, over 10 MiB or past the timeout; the proxy's own metrics were served (istio_agent_scrape_failures_total{type=\"application\"} there)") \
 	X(ONDEMAND_QUEUE_FULL, ondemand_queue_full, COUNTER, "Connections to an unknown destination that did not wait for a lookup because the queue to the control thread, or the cache, was full of lookups in flight (they followed mesh.outboundTrafficPolicy at once)")
 
 enum server_metric {

@@ -55,8 +55,8 @@ class Proxy:
         self.admin, self.health = free_port(), free_port()
         conf = {"proxy": {"proxyListenPort": free_port(), "proxyInboundListenPort": free_port(),
                           "proxyAdminPort": self.admin, "healthPort": self.health, "concurrency": 1,
-                          # Several proxies share this (root) namespace: no fixed 15090.
-                          "prometheusPort": 0,
+                          # Several proxies share this (root) namespace: no fixed 15090 or 15020.
+                          "prometheusPort": 0, "statusPort": 0,
                           "terminationDrainDuration": "0s"},
                 "identity": {"tokenFile": os.path.join(d, "token")}}
         for k, v in (cfg or {}).items():

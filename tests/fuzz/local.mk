@@ -1,12 +1,16 @@
 # Fuzz targets, one per parser of untrusted input, each with a seed corpus.
 #   ./configure --enable-fuzzing CC=clang && make fuzz   (libFuzzer binaries)
 # In every other build, `make check` replays the seed corpora through them.
-FUZZ_TARGETS = config admin init json_pb model grpc cert sds sniff tls ondemand xds hbone authz
+FUZZ_TARGETS = config admin init json_pb model grpc cert sds sniff tls ondemand xds hbone authz appscrape
 
 if FUZZING
 noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
 	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls \
-	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz
+	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz tests/fuzz/fuzz_appscrape
+# The app's answer to the status port's scrape (src/appscrape.c), and ISTIO_PROMETHEUS_ANNOTATIONS.
+tests_fuzz_fuzz_appscrape_SOURCES = tests/fuzz/fuzz_appscrape.c
+tests_fuzz_fuzz_appscrape_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_appscrape_LDADD = $(OUTRIGGER_LIBS)
 # The authorization evaluator (src/authz.c): policies and workloads as JSON resources.
 tests_fuzz_fuzz_authz_SOURCES = tests/fuzz/fuzz_authz.c
 tests_fuzz_fuzz_authz_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
@@ -66,7 +70,7 @@ tests_fuzz_fuzz_model_LDADD = $(OUTRIGGER_LIBS)
 $(tests_fuzz_fuzz_model_OBJECTS): $(PROTO_H)
 fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
 	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls \
-	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz
+	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz tests/fuzz/fuzz_appscrape
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz-corpus/$$t && \
 	  tests/fuzz/fuzz_$$t -max_total_time=$${FUZZ_SECONDS:-60} -dict=$(srcdir)/tests/fuzz/$$t.dict \
@@ -75,7 +79,10 @@ fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fu
 else
 check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/replay_init \
 	tests/fuzz/replay_json_pb tests/fuzz/replay_model tests/fuzz/replay_grpc tests/fuzz/replay_cert tests/fuzz/replay_sds tests/fuzz/replay_sniff \
-	tests/fuzz/replay_tls tests/fuzz/replay_ondemand tests/fuzz/replay_xds tests/fuzz/replay_hbone tests/fuzz/replay_authz
+	tests/fuzz/replay_tls tests/fuzz/replay_ondemand tests/fuzz/replay_xds tests/fuzz/replay_hbone tests/fuzz/replay_authz \
+	tests/fuzz/replay_appscrape
+tests_fuzz_replay_appscrape_SOURCES = tests/fuzz/fuzz_appscrape.c tests/fuzz/replay.c
+tests_fuzz_replay_appscrape_LDADD = $(OUTRIGGER_LIBS)
 tests_fuzz_replay_authz_SOURCES = tests/fuzz/fuzz_authz.c tests/fuzz/replay.c
 tests_fuzz_replay_authz_LDADD = $(OUTRIGGER_LIBS)
 $(tests_fuzz_replay_authz_OBJECTS): $(PROTO_H)
@@ -114,5 +121,5 @@ tests_fuzz_replay_init_LDADD = libinit.a
 TESTS += tests/fuzz/replay-corpora.sh
 endif
 EXTRA_DIST += tests/fuzz/corpus tests/fuzz/config.dict tests/fuzz/admin.dict tests/fuzz/init.dict tests/fuzz/json_pb.dict \
-	tests/fuzz/model.dict tests/fuzz/grpc.dict tests/fuzz/cert.dict tests/fuzz/sds.dict tests/fuzz/sniff.dict tests/fuzz/tls.dict tests/fuzz/ondemand.dict tests/fuzz/xds.dict tests/fuzz/hbone.dict tests/fuzz/authz.dict tests/fuzz/make-hbone-corpus.py tests/fuzz/make-sds-corpus.py tests/fuzz/replay-corpora.sh
+	tests/fuzz/model.dict tests/fuzz/grpc.dict tests/fuzz/cert.dict tests/fuzz/sds.dict tests/fuzz/sniff.dict tests/fuzz/tls.dict tests/fuzz/ondemand.dict tests/fuzz/xds.dict tests/fuzz/hbone.dict tests/fuzz/authz.dict tests/fuzz/appscrape.dict tests/fuzz/make-hbone-corpus.py tests/fuzz/make-sds-corpus.py tests/fuzz/replay-corpora.sh
 .PHONY: fuzz

@@ -1,5 +1,5 @@
 # Unit tests (cmocka) for src/: one test_<module>.c per src/<module>.c.
-UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
+UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin tests/unit/test_appscrape tests/unit/test_tunnel tests/unit/test_tunnel_mtls \
 	tests/unit/test_snapshot tests/unit/test_log tests/unit/test_pool tests/unit/test_metrics tests/unit/test_ltab tests/unit/test_telemetry tests/unit/test_proto \
 	tests/unit/test_json_pb tests/unit/test_model tests/unit/test_resources tests/unit/test_lb tests/unit/test_identity \
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_authz tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
@@ -34,6 +34,9 @@ tests_unit_test_sock_SOURCES = tests/unit/test_sock.c
 tests_unit_test_sock_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_sock_LDADD = $(UNIT_LDADD)
 tests_unit_test_admin_SOURCES = tests/unit/test_admin.c
+tests_unit_test_appscrape_SOURCES = tests/unit/test_appscrape.c
+tests_unit_test_appscrape_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_appscrape_LDADD = $(UNIT_LDADD)
 tests_unit_test_admin_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_admin_LDADD = $(UNIT_LDADD)
 tests_unit_test_tunnel_SOURCES = tests/unit/test_tunnel.c

@@ -69,6 +69,39 @@ test_parse_bare_lf(void **state)
 	assert_int_equal(parse("GET /re\rady HTTP/1.1\n\n", &r), -EINVAL);
 }
 
+/* The status port forwards X-Prometheus-Scrape-Timeout-Seconds and
+ * User-Agent to the app, as pilot-agent does: header lookup in the head. */
+static void
+test_req_header(void **state)
+{
+	const char *req = "GET /stats/prometheus HTTP/1.1\r\nHost: a\r\nuser-agent:  Prometheus/2.45 \r\n"
+	    "X-Prometheus-Scrape-Timeout-Seconds:10\r\nX-Empty:\r\n\r\nUser-Agent: body\r\n";
+	const char *v;
+	size_t n;
+
+	v = admin_req_header(req, strlen(req), "User-Agent", &n);
+	assert_non_null(v);
+	assert_int_equal(n, 15);
+	assert_memory_equal(v, "Prometheus/2.45", 15);
+	v = admin_req_header(req, strlen(req), "X-Prometheus-Scrape-Timeout-Seconds", &n);
+	assert_non_null(v);
+	assert_int_equal(n, 2);
+	assert_memory_equal(v, "10", 2);
+	v = admin_req_header(req, strlen(req), "X-Empty", &n);
+	assert_non_null(v);
+	assert_int_equal(n, 0);
+	assert_null(admin_req_header(req, strlen(req), "Accept", &n));
+	/* A name that is a prefix of another is not it; the request line is no header. */
+	assert_null(admin_req_header(req, strlen(req), "X-Prometheus", &n));
+	assert_null(admin_req_header(req, strlen(req), "GET /stats/prometheus HTTP/1.1\r\nHost", &n));
+	/* Bare LF lines. */
+	v = admin_req_header("GET / HTTP/1.1\nA: b\n\n", 21, "a", &n);
+	assert_non_null(v);
+	assert_int_equal(n, 1);
+	/* An incomplete head has no headers yet. */
+	assert_null(admin_req_header("GET / HTTP/1.1\r\nA: b\r\n", 23, "A", &n));
+}
+
 static void
 test_parse_incomplete(void **state)
 {
@@ -296,6 +329,7 @@ main(void)
 		cmocka_unit_test(test_parse_ok),
 		cmocka_unit_test(test_parse_bare_lf),
 		cmocka_unit_test(test_parse_incomplete),
+		cmocka_unit_test(test_req_header),
 		cmocka_unit_test(test_parse_bad),
 		cmocka_unit_test(test_parse_head_too_large),
 		cmocka_unit_test(test_stats_formats),

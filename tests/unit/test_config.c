@@ -36,6 +36,8 @@ test_defaults_are_istio_sidecar(void **state)
 	assert_int_equal(c.inbound_port, 15006);
 	assert_int_equal(c.admin_port, 15000);
 	assert_int_equal(c.health_port, 15021);
+	assert_int_equal(c.status_port, 15020);
+	assert_int_equal(c.status_scrape_timeout_ms, 10000);
 	assert_string_equal(c.admin_address, "127.0.0.1");
 	assert_int_equal(c.mode, INTERCEPT_REDIRECT);
 	assert_int_equal(c.connect_timeout_ms, 10000);
@@ -99,6 +101,11 @@ test_errors_name_the_path(void **state)
 		{ "{\"proxy\":{\"prometheusPort\":70000}}", "proxy.prometheusPort: expected an integer from 0 to 65535" },
 		{ "{\"telemetry\":{\"maxLabelSets\":-1}}", "telemetry.maxLabelSets: expected an integer from 0" },
 		{ "{\"telemetry\":{\"tcpReportingInterval\":5}}", "telemetry.tcpReportingInterval: expected a duration" },
+		{ "{\"proxy\":{\"statusPort\":15021}}", "proxy.statusPort: port 15021 is also proxy.healthPort" },
+		{ "{\"proxy\":{\"statusPort\":-1}}", "proxy.statusPort: expected an integer from 0 to 65535" },
+		{ "{\"proxy\":{\"statusPort\":65536}}", "proxy.statusPort: expected an integer from 0 to 65535" },
+		{ "{\"proxy\":{\"statusScrapeTimeout\":\"0s\"}}", "proxy.statusScrapeTimeout: duration \"0s\" is out of range" },
+		{ "{\"proxy\":{\"statusPort\":15090}}", "proxy.statusPort: port 15090 is also proxy.prometheusPort" },
 		{ "{\"proxy\":{\"exitOnZeroActiveConnections\":1}}",
 		  "proxy.exitOnZeroActiveConnections: expected true or false" },
 		{ "[]", "$: expected a JSON object" },
