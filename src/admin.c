@@ -76,7 +76,8 @@ struct admin_conn {
 };
 
 static struct ev_loop *admin_loop;
-static struct admin_listener listeners[6];
+/* admin, and the health, Prometheus and status ports on 0.0.0.0 and ::. */
+static struct admin_listener listeners[7];
 static unsigned nlisteners;
 static struct admin_conn *conns;	/* newest first */
 static unsigned nconns[PORT__COUNT];	/* per enum admin_port */
@@ -1107,6 +1108,10 @@ admin_listen(const char *addr, unsigned port, enum admin_port kind, bool optiona
 		snprintf(err, errlen, "admin address %s: not a numeric IP address", addr);
 		return -EINVAL;
 	}
+	if (nlisteners == sizeof(listeners) / sizeof(listeners[0])) {
+		snprintf(err, errlen, "admin: more listeners than slots");
+		return -ENOSPC;
+	}
 	fd = sock_listen(&sa, 64, false, false);
 	if (fd < 0) {
 		if (optional)
@@ -1143,6 +1148,7 @@ admin_start(struct ev_loop *loop, const char *admin_addr, unsigned admin_port, u
 	    (rc = admin_listen("0.0.0.0", health_port, PORT_HEALTH, false, err, errlen)) < 0 ||
 	    (rc = admin_listen("::", health_port, PORT_HEALTH, true, err, errlen)) < 0 ||
 	    (prom_port && (rc = admin_listen("0.0.0.0", prom_port, PORT_PROM, false, err, errlen)) < 0) ||
+	    (prom_port && (rc = admin_listen("::", prom_port, PORT_PROM, true, err, errlen)) < 0) ||
 	    (status_port && (rc = admin_listen("0.0.0.0", status_port, PORT_STATUS, false, err, errlen)) < 0) ||
 	    (status_port && (rc = admin_listen("::", status_port, PORT_STATUS, true, err, errlen)) < 0)) {
 		admin_stop();

@@ -709,3 +709,16 @@ def test_blackhole_and_passthrough_destinations(pod_lab, outrigger_bin, init_bin
         assert got[0][0]["destination_service_name"] == name and got[0][0]["response_flags"] == flags, got
         assert not istio(s, "istio_tcp_connections_closed_total", destination_service="unknown"), text
         sc.stop()
+
+
+def test_prometheus_port_on_ipv6(pod_lab, outrigger_bin, init_bin):
+    """15090 answers on the pod's IPv6 address too (Istio's bootstrap listens on the wildcard and
+    the additional IPv6 wildcard): Prometheus scrapes a dual-stack or IPv6 pod (it bound only
+    0.0.0.0; found by the outsider review)."""
+    pod = pod_lab.add_pod("solo6", ipv6=True)
+    peer = pod_lab.add_pod("peer6", ipv6=True)
+    pod.start_sidecar(config={"proxy": {"concurrency": 1}})
+    for ip in (pod.ip4, "[%s]" % pod.ip6):
+        r = peer.run(["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+                      "http://%s:15090/stats/prometheus" % ip], check=False)
+        assert r.stdout.strip() == "200", (ip, r.stdout, r.stderr)
