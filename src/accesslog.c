@@ -242,6 +242,7 @@ static char cur_path[256];		/* where lines go now ("": nowhere) */
 static char cfg_path[256];		/* the setting last applied */
 static enum accesslog_encoding cfg_enc = AL_TEXT;
 static bool configured;
+static bool cfg_failed;		/* cfg_path did not open: a SIGHUP tries again */
 
 /* Open path for the log thread: /dev/stdout and /dev/stderr are our own
  * descriptors (not reopened: a rotation does not apply), anything else a
@@ -280,10 +281,19 @@ accesslog_configure(const char *path, enum accesslog_encoding enc, bool reopen)
 
 	if (!configured || strcmp(path, cfg_path) != 0) {
 		snprintf(cfg_path, sizeof(cfg_path), "%s", path);
-		if ((rc = open_dest(path)) == 0) {
+		cfg_failed = (rc = open_dest(path)) < 0;
+		if (rc == 0) {
 			__atomic_store_n(&accesslog_enabled, *path != 0, __ATOMIC_RELAXED);
 			if (configured || *path)
 				log_info("access log: %s", *path ? path : "off");
+		}
+	} else if (reopen && cfg_failed) {
+		/* The setting's destination failed to open (a directory not
+		 * there yet, say): each SIGHUP tries it again. */
+		if ((rc = open_dest(cfg_path)) == 0) {
+			cfg_failed = false;
+			__atomic_store_n(&accesslog_enabled, *cfg_path != 0, __ATOMIC_RELAXED);
+			log_info("access log: %s", *cfg_path ? cfg_path : "off");
 		}
 	} else if (reopen && *cur_path && strncmp(cur_path, "/dev/std", 8) != 0) {
 		char same[sizeof(cur_path)];	/* open_dest writes cur_path */

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -188,6 +189,12 @@ main(int argc, char **argv)
 	static struct appscrape_cfg app_scrape;
 	int c, rc;
 
+	/* Descriptors 0-2 closed at exec (a service manager's ">&-"): the
+	 * first sockets would take them, and log or access-log lines meant
+	 * for stdout / stderr would go into an epoll or a connection. */
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) != fd)
+			return 2;
 	/* "outrigger ca ...": a tool of its own, with its own options. */
 	if (argc >= 2 && strcmp(argv[1], "ca") == 0)
 		return devca_main(argc - 1, argv + 1);

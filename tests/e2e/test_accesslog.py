@@ -326,3 +326,24 @@ def test_outbound_mtls_identities(pod_lab, outrigger_bin, init_bin):
     assert c["bytes_sent"] > len(body.encode())        # the page and its headers
     assert c["bytes_received"] > 0                     # curl's request
     assert c["response_flags"] == "-"
+
+
+def test_closed_stdout_is_not_reused(pod_lab, outrigger_bin):
+    """Started with stdout closed (a service manager's `>&-`), the first descriptor the proxy
+    opens would be 1, and access log lines meant for /dev/stdout would go into it (an epoll,
+    a connection). Descriptors 0-2 are held on /dev/null at start instead (outsider review)."""
+    pod = pod_lab.add_pod("solo")
+    d = al_dir(pod_lab)
+    cfg = os.path.join(d, "cfg.json")
+    with open(cfg, "w") as f:
+        json.dump({"proxy": {"concurrency": 1}, "mesh": {"accessLogFile": "/dev/stdout"}}, f)
+    log = open(os.path.join(d, "solo-stderr.log"), "wb")
+    p = pod.popen(["sh", "-c", 'exec "$0" -c "$1" >&- <&-', outrigger_bin, cfg], stderr=log)
+    log.close()
+    wait_for(lambda: pod.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                              "http://127.0.0.1:15021/healthz/ready"], check=False).stdout == "200",
+             timeout=10, what="the proxy ready")
+    for fd in (0, 1):
+        assert os.readlink("/proc/%d/fd/%d" % (p.pid, fd)) == "/dev/null", fd
+    p.terminate()
+    p.wait(timeout=10)
