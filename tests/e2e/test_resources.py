@@ -101,7 +101,8 @@ def test_dump_and_help_config_show_mesh(outrigger_bin):
         r = _in_fresh_netns([outrigger_bin, "--dump-config", "-c", path])
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["mesh"] == {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
-                                                "protocolDetectionTimeout": "0s", "useWaypoints": False}
+                                                "protocolDetectionTimeout": "0s", "useWaypoints": False,
+                                                "accessLogFile": "", "accessLogEncoding": "TEXT"}
         r = _in_fresh_netns([outrigger_bin, "--dump-config"])
         assert json.loads(r.stdout)["mesh"]["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
         r = _in_fresh_netns([outrigger_bin, "--help-config"])
