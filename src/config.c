@@ -124,6 +124,9 @@ static const struct cf_field schema[] = {
 	F("proxy", "hbonePort", CF_PORT, CF_RESTART, hbone_port, 1, 65535, "15008",
 	    "HBONE server port: mTLS HTTP/2 CONNECT from ztunnel, waypoints and other sidecars (outrigger-init "
 	    "leaves 15008 uncaptured)"),
+	F("proxy", "hboneMaxConcurrentStreams", CF_INT, CF_LIVE, hbone_max_streams, 1, 100000, "200",
+	    "the HBONE server's SETTINGS_MAX_CONCURRENT_STREAMS: CONNECT streams one client connection may "
+	    "have open at once (ztunnel's 200); new connections get a changed value"),
 	F("proxy", "hbonePoolIdleTimeout", CF_DURATION, CF_LIVE, hbone_pool_idle_ms, 1, 2592000000LL, "300s",
 	    "how long a pooled HBONE client connection with no stream is kept (ztunnel's "
 	    "pool_unused_release_timeout)"),

@@ -46,6 +46,7 @@ struct config {
 	uint32_t status_scrape_timeout_ms;	/* the app's metrics scrape deadline */
 	bool metrics_localhost_only;	/* 15020's metrics to loopback clients only */
 	uint16_t hbone_port;		/* 15008: HBONE server (hbone.h) */
+	int hbone_max_streams;		/* its SETTINGS_MAX_CONCURRENT_STREAMS (200, as ztunnel) */
 	uint32_t hbone_pool_idle_ms;	/* an HBONE client connection without streams is closed after */
 	char admin_address[64];
 	enum outbound_policy outbound_policy;	/* "mesh": MeshConfig */

@@ -235,7 +235,9 @@ hs_ready(struct conn *c, int what)
 	clog_debug(h, "hbone: mTLS peer %s (%s, alpn %s)", *id ? id : "(none)", xtls_version(c),
 	    *xtls_alpn(c) ? xtls_alpn(c) : "none");
 	conn_arm(c, 0);
-	h->s = h2s_server_new(h->w, &h->t, &h2s_server_defaults, &handler, h);
+	struct h2s_settings st = h2s_server_defaults;
+	st.max_concurrent_streams = (uint32_t)h->w->snap->s->cfg.hbone_max_streams;
+	h->s = h2s_server_new(h->w, &h->t, &st, &handler, h);
 	if (!h->s) {
 		stat_add(hstat(h->w, LM_DOWNSTREAM_CX_OVERFLOW), 1);
 		hb_free(h);	/* t was closed */

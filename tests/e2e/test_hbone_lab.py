@@ -77,9 +77,9 @@ class Mesh:
                wl(self.plain, "plain", None)]
         return res + list(extra_side)
 
-    def start_sidecar(self, resources, pod=None, cert="side", log_level="debug"):
+    def start_sidecar(self, resources, pod=None, cert="side", log_level="debug", proxy=None):
         pod = pod or self.side
-        cfg = meshres.config(resources, proxy={"logLevel": log_level})
+        cfg = meshres.config(resources, proxy=dict({"logLevel": log_level}, **(proxy or {})))
         sc = pod.start_sidecar(config=cfg, proxy_args=("--cert-dir", self.certs[cert]),
                                env={"POD_NAMESPACE": "default"})
         wait_for(lambda: sc.stats().get("server.cert_updates", 0) >= 1, timeout=10,
@@ -233,12 +233,12 @@ def test_peers_misbehaviours_against_terminator(m, scenario):
 
 # ------------------------------------------------------------------ Outrigger's HBONE server
 
-def _server_ready(m, resources=None, pa_mode=None):
+def _server_ready(m, resources=None, pa_mode=None, proxy=None):
     m.apps(m.side)
     res = resources if resources is not None else m.workloads()
     if pa_mode:
         res = res + [{"@type": PA, "mtls": {"mode": pa_mode}}]
-    sc = m.start_sidecar(res)
+    sc = m.start_sidecar(res, proxy=proxy)
     wait_for(lambda: hbone_listening(m.side), timeout=10, what="the sidecar listening on 15008")
     return sc
 
@@ -261,16 +261,19 @@ def test_ztunnel_client_to_sidecar(m, outrigger_bin, init_bin):
     assert sc.alive()
 
 
-def test_1000_streams_one_connection(m, outrigger_bin, init_bin):
-    """1,000 CONNECT streams on one connection to our 15008, all answered; as many open at once
-    as our SETTINGS_MAX_CONCURRENT_STREAMS says (reported)."""
-    _server_ready(m)
+@pytest.mark.parametrize("limit", [None, 1000])
+def test_1000_streams_one_connection(m, outrigger_bin, init_bin, limit):
+    """1,000 CONNECT streams on one connection to our 15008, all answered. By default we
+    advertise ztunnel's SETTINGS_MAX_CONCURRENT_STREAMS, 200, and the client keeps 200 open at
+    once; with proxy.hboneMaxConcurrentStreams 1000 all 1,000 are open at once."""
+    _server_ready(m, proxy={"hboneMaxConcurrentStreams": limit} if limit else None)
     out = m.h2client(m.amb, m.side.ip4, "%s:%d" % (m.side.ip4, ECHO), scenario="echo", streams=1000,
                      timeout=180)
     print("max_concurrent_streams advertised: %s, peak %s" % (out.get("max_concurrent_streams"),
                                                              out.get("peak_concurrent")))
     assert out.get("answered") == 1000 and out.get("failed") == 0, out
-    assert out["peak_concurrent"] == min(1000, out["max_concurrent_streams"]), out
+    assert out["max_concurrent_streams"] == (limit or 200), out
+    assert out["peak_concurrent"] == (limit or 200), out
     assert out["goaway"] is None, out
 
 
