@@ -128,11 +128,13 @@ log_site_admit(struct log_site *s, int64_t now, unsigned long long *report)
 }
 
 /* Write all of p[0, n) to fd; the log thread may block here, nobody else. */
-static void
+static size_t
 write_all(int fd, const char *p, size_t n)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = write(fd, p + done, n - done);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -141,11 +143,44 @@ write_all(int fd, const char *p, size_t n)
 				(void)poll(&pfd, 1, 100);
 				continue;
 			}
-			return;		/* EPIPE, EBADF...: nothing more we can do */
+			break;		/* EPIPE, EBADF, ENOSPC...: nothing more we can do */
 		}
-		p += w;
-		n -= (size_t)w;
+		done += (size_t)w;
 	}
+	return done;
+}
+
+/* The access log lane's writes (the log thread, or the caller before it
+ * runs): what a failed write (a full disk) loses is counted line by line
+ * in access_log_dropped, and a line cut in the middle is ended before the
+ * next batch so that it does not join the next line (JSON lines stay one
+ * object each). a_midline: the last write on a_fd stopped inside a line. */
+static bool a_midline;
+static int a_fd = -1;
+
+static void
+write_access(int fd, const char *p, size_t n)
+{
+	size_t done = 0;
+	uint64_t lost = 0;
+
+	if (fd != a_fd) {	/* another destination (a rotation): a fresh start */
+		a_fd = fd;
+		a_midline = false;
+	}
+	if (a_midline && write_all(fd, "\n", 1) != 1)
+		done = 0;
+	else {
+		a_midline = false;
+		done = write_all(fd, p, n);
+	}
+	if (done == n)
+		return;
+	if (done > 0 && p[done - 1] != '\n')
+		a_midline = true;
+	for (size_t i = done; i < n; i++)
+		lost += p[i] == '\n';
+	__atomic_fetch_add(&process_stats[PM_ACCESS_LOG_DROPPED], lost, __ATOMIC_RELAXED);
 }
 
 /* Queue one line, or drop it when the queue is full. */
@@ -182,7 +217,7 @@ log_raw(const char *line, size_t len)
 		int fd = q.afd_next != AFD_NONE ? q.afd_next : q.afd;
 		pthread_mutex_unlock(&q.mu);
 		if (fd >= 0)
-			write_all(fd, line, len);
+			write_access(fd, line, len);
 		return 0;
 	}
 	if (q.alen + len <= q.cap) {
@@ -331,7 +366,7 @@ log_thread(void *arg)
 			close(aold);
 		write_all(q.fd, mine, n);
 		if (an && afd >= 0)
-			write_all(afd, amine, an);
+			write_access(afd, amine, an);
 		if (dropped) {
 			char line[LINE_MAX_BYTES];
 			struct timespec ts;
@@ -432,7 +467,7 @@ log_stop(void)
 	if (aold >= 0)
 		close(aold);
 	if (q.afd >= 0)
-		write_all(q.afd, q.abuf, q.alen);
+		write_access(q.afd, q.abuf, q.alen);
 	q.running = false;
 	q.fd = 2;
 	free(q.buf);

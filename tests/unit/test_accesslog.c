@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -469,6 +471,47 @@ test_json_utf8_round_trip(void **state)
 	cJSON_Delete(j);
 }
 
+/* A full disk (here: a file size limit, which cuts a write short and then
+ * fails it, as ENOSPC does): the lost lines are counted, and the line cut in
+ * the middle is ended before the next one, which would otherwise be glued
+ * to it (outsider review). */
+static void
+test_short_write_counted_and_line_ended(void **state)
+{
+	char path[] = "/tmp/al-full-XXXXXX", buf[512];
+	const char l1[] = "first line, written whole: 40 bytes....\n";
+	const char l2[] = "second line, cut after the 64th byte of the file....\n";
+	struct rlimit old, lim;
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	log_access_fd(fd, false);
+	uint64_t d0 = __atomic_load_n(&process_stats[PM_ACCESS_LOG_DROPPED], __ATOMIC_RELAXED);
+	lim = old;
+	lim.rlim_cur = 64;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	assert_int_equal(log_raw(l1, strlen(l1)), 0);
+	assert_int_equal(log_raw(l2, strlen(l2)), 0);	/* 24 of its bytes fit */
+	assert_int_equal(log_raw(l1, strlen(l1)), 0);	/* none fits */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	assert_int_equal(__atomic_load_n(&process_stats[PM_ACCESS_LOG_DROPPED], __ATOMIC_RELAXED) - d0, 2);
+	assert_int_equal(log_raw("third\n", 6), 0);
+	log_access_fd(-1, false);
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n > 0);
+	buf[n] = 0;
+	/* l1, 24 bytes of l2 ended by a newline, then "third" on a line of its own. */
+	assert_int_equal(strncmp(buf, l1, strlen(l1)), 0);
+	assert_int_equal(strncmp(buf + strlen(l1), l2, 24), 0);
+	assert_string_equal(buf + strlen(l1) + 24, "\nthird\n");
+	close(fd);
+	unlink(path);
+	signal(SIGXFSZ, SIG_DFL);
+}
+
 int
 main(void)
 {
@@ -485,6 +528,7 @@ main(void)
 		cmocka_unit_test(test_logging_endpoint),
 		cmocka_unit_test(test_configure_and_reopen),
 		cmocka_unit_test(test_json_utf8_round_trip),
+		cmocka_unit_test(test_short_write_counted_and_line_ended),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
