@@ -138,7 +138,7 @@ size_t
 accesslog_format(const struct accesslog_rec *r, enum accesslog_encoding enc, char *buf, size_t cap)
 {
 	struct out o = { .p = buf, .cap = cap };
-	char ts[40];
+	char ts[80];	/* as wide as gcc bounds each %d */
 	/* Rounded to the millisecond first: .123 is 0.12299.. as a double. */
 	long long all_ms = r->start > 0 ? llround(r->start * 1000.0) : 0;
 	time_t sec = (time_t)(all_ms / 1000);
