@@ -86,23 +86,12 @@ ip_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 static bool
 instance_ip(const struct sockaddr_storage *ip)
 {
-	const char *env = getenv("INSTANCE_IPS");
+	struct sockaddr_storage a[8];
+	size_t n = sock_pod_ips(a, sizeof(a) / sizeof(a[0]));
 
-	if (!env || !*env)
-		env = getenv("INSTANCE_IP");
-	while (env && *env) {
-		const char *end = strchr(env, ',');
-		size_t n = end ? (size_t)(end - env) : strlen(env);
-		char buf[INET6_ADDRSTRLEN];
-		struct sockaddr_storage a;
-		if (n < sizeof(buf)) {
-			memcpy(buf, env, n);
-			buf[n] = 0;
-			if (sock_addr_parse(buf, 0, &a) == 0 && ip_equal(&a, ip))
-				return true;
-		}
-		env = end ? end + 1 : NULL;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (ip_equal(&a[i], ip))
+			return true;
 	return false;
 }
 

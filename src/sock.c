@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -231,4 +232,28 @@ sock_close_rst(int fd)
 
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
+}
+
+size_t
+sock_pod_ips(struct sockaddr_storage *out, size_t max)
+{
+	const char *env = getenv("INSTANCE_IPS");
+	size_t k = 0;
+
+	if (!env || !*env)
+		env = getenv("INSTANCE_IP");
+	while (env && *env && k < max) {
+		const char *end = strchr(env, ',');
+		size_t n = end ? (size_t)(end - env) : strlen(env);
+		char buf[64];
+
+		if (n < sizeof(buf)) {
+			memcpy(buf, env, n);
+			buf[n] = 0;
+			if (sock_addr_parse(buf, 0, &out[k]) == 0)
+				k++;
+		}
+		env = end ? end + 1 : NULL;
+	}
+	return k;
 }

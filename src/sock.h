@@ -23,6 +23,11 @@ const char *sock_addr_str(const struct sockaddr_storage *sa, char *buf, size_t l
  * aligned as a sockaddr_storage must be). */
 const char *sock_sa_str(const struct sockaddr *sa, char *buf, size_t len);
 
+/* This pod's addresses as the injector sets them: INSTANCE_IPS (a comma-
+ * separated list), else INSTANCE_IP; the first max that parse into out
+ * (port 0). Returns how many. */
+size_t sock_pod_ips(struct sockaddr_storage *out, size_t max);
+
 /* Same address and port. */
 bool sock_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 

@@ -50,23 +50,10 @@ static bool self_loaded;
 static void
 self_load(void)
 {
-	const char *env = getenv("INSTANCE_IPS");
-	char buf[64];
-	size_t n;
-
 	if (self_loaded)
 		return;
 	self_loaded = true;
-	if (!env || !*env)
-		env = getenv("INSTANCE_IP");
-	if (!env || !*env)
-		return;
-	n = strcspn(env, ",");
-	if (n >= sizeof(buf))
-		return;
-	memcpy(buf, env, n);
-	buf[n] = 0;
-	if (sock_addr_parse(buf, 0, &self_addr) < 0)
+	if (sock_pod_ips(&self_addr, 1) == 0)
 		memset(&self_addr, 0, sizeof(self_addr));
 }
 

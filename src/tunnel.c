@@ -3,9 +3,6 @@
 #include "autoconfig.h"
 
 #include <errno.h>
-
-#include "accesslog.h"
-#include "authz.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -13,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accesslog.h"
+#include "authz.h"
 #include "conn.h"
 #include "h2s.h"
 #include "hbone.h"
@@ -68,6 +67,26 @@ static inline uint64_t *
 tstat(struct tunnel *t, enum listener_metric m)
 {
 	return &t->w->stats.lst[t->lst][m];
+}
+
+/* a (NULL or not IP: AF_UNSPEC) in the tunnel's 28 bytes m; unmap: an
+ * IPv4-mapped IPv6 address (a dual-stack listener's) as the IPv4 one. */
+static void
+msock_set(union msockaddr *m, const struct sockaddr_storage *a, bool unmap)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
+
+	memset(m, 0, sizeof(*m));
+	if (a && a->ss_family == AF_INET)
+		memcpy(&m->in4, a, sizeof(m->in4));
+	else if (a && a->ss_family == AF_INET6 && unmap && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		m->in4.sin_family = AF_INET;
+		m->in4.sin_port = s6->sin6_port;
+		memcpy(&m->in4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+	} else if (a && a->ss_family == AF_INET6)
+		memcpy(&m->in6, a, sizeof(m->in6));
+	else
+		m->sa.sa_family = AF_UNSPEC;
 }
 
 /* The identities of t for the access log: inbound (15006, HBONE) the peer
@@ -160,8 +179,7 @@ tunnel_access_log(const struct tunnel *t, ev_tstamp now)
 
 /* The decision of an authorization check on t, for the access log: the
  * policy name is kept as a pointer, valid while t holds its snapshot (a
- * check under a newer snapshot keeps the registry's copy, which lives as
- * long as the process). */
+ * check under a newer snapshot keeps a copy of its own). */
 static void
 tunnel_note_authz(struct tunnel *t, const struct snapshot *by, const struct authz_result *res)
 {
@@ -707,7 +725,7 @@ stage_connect(struct tunnel *t)
 
 		enum authz_verdict v = authz_check(cur->authz, local, &c, &res, t->w->stats.authz);
 
-		memcpy(&t->authz_dst, &t->dst, sizeof(t->authz_dst));
+		msock_set(&t->authz_dst, &t->dst, false);
 		tunnel_note_authz(t, cur, &res);
 		if (v == AUTHZ_DENY) {
 			t->rflags |= TRF(RBAC_DENIED);
@@ -1115,35 +1133,17 @@ tunnel_rflags_str(uint32_t mask, char *buf, size_t len)
 	return buf;
 }
 
-/* Keeps src (NULL or not IP: AF_UNSPEC) in the tunnel's 28 bytes; an
- * IPv4-mapped IPv6 address (a dual-stack listener's) as the IPv4 one. */
 static void
 tunnel_set_src(struct tunnel *t, const struct sockaddr_storage *src)
 {
-	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)src;
-
-	memset(&t->src, 0, sizeof(t->src));
-	if (src && src->ss_family == AF_INET)
-		memcpy(&t->src.in4, src, sizeof(t->src.in4));
-	else if (src && src->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-		t->src.in4.sin_family = AF_INET;
-		t->src.in4.sin_port = s6->sin6_port;
-		memcpy(&t->src.in4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
-	} else if (src && src->ss_family == AF_INET6)
-		memcpy(&t->src.in6, src, sizeof(t->src.in6));
-	else
-		t->src.sa.sa_family = AF_UNSPEC;
+	msock_set(&t->src, src, true);
 }
 
 /* The original destination, once known (dst before routing changes it). */
 static void
 tunnel_set_odst(struct tunnel *t)
 {
-	memset(&t->odst, 0, sizeof(t->odst));
-	if (t->dst.ss_family == AF_INET)
-		memcpy(&t->odst.in4, &t->dst, sizeof(t->odst.in4));
-	else if (t->dst.ss_family == AF_INET6)
-		memcpy(&t->odst.in6, &t->dst, sizeof(t->odst.in6));
+	msock_set(&t->odst, &t->dst, false);
 }
 
 static struct tunnel *
@@ -1483,7 +1483,7 @@ tunnel_start_stream(struct worker *w, struct conn *stream, const struct sockaddr
 	t->stream_pending = true;
 	t->dst = *dst;
 	tunnel_set_odst(t);
-	memcpy(&t->authz_dst, authz_dst, sizeof(t->authz_dst));
+	msock_set(&t->authz_dst, authz_dst, false);
 	t->authz_done = true;
 	t->peer_id = peer_id && *peer_id ? strdup(peer_id) : NULL;
 	t->local = model_workload_at(t->snap->s->model, dst);
