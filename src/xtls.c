@@ -279,15 +279,29 @@ verify_cb(int ok, X509_STORE_CTX *sc)
 
 /* --- session cache ------------------------------------------------------------ */
 
+/* A TLS 1.3 ticket is for one connection (RFC 8446 C.4; OpenSSL marks a
+ * session not resumable once a handshake resumed it), and a server sends
+ * one per handshake: so a peer's entry holds a few, each taken out when
+ * offered. Connections that overlap then each find one of their own (with
+ * one session per peer, a connection that started while another was
+ * resuming with it made a full handshake). Up to 64 per peer: clients in
+ * step (a pool of 16 that all reconnect at once) find one each; a session
+ * is about 1.5 KiB (its ticket; the peer certificate is shared with the
+ * sessions it came from), and the worker's max bounds them all. */
+#define TICKETS_PER_PEER 64
+
 struct sess_ent {
 	char *key;
-	SSL_SESSION *sess;
 	uint64_t used;		/* LRU tick */
-	uint64_t gen;		/* ctxinfo.gen of the context that made it */
+	unsigned n;		/* t[0] the oldest */
+	struct {
+		SSL_SESSION *sess;
+		uint64_t gen;	/* ctxinfo.gen of the context that made it */
+	} t[TICKETS_PER_PEER];
 };
 
 struct xtls_sessions {
-	size_t max, n;
+	size_t max, total, n;	/* sessions at most, sessions, entries */
 	uint64_t tick;
 	struct sess_ent *e;
 };
@@ -300,6 +314,7 @@ xtls_sessions_new(size_t max)
 	if (!s)
 		return NULL;
 	s->max = max ? max : 1;
+	/* Every entry holds a session: never more entries than sessions. */
 	if (!(s->e = calloc(s->max, sizeof(*s->e)))) {
 		free(s);
 		return NULL;
@@ -307,15 +322,29 @@ xtls_sessions_new(size_t max)
 	return s;
 }
 
+/* Frees e's oldest session; an entry left empty goes (the last moves into
+ * its place: pointers into s->e are stale after). */
+static void
+ent_pop(struct xtls_sessions *s, struct sess_ent *e, bool free_sess)
+{
+	if (free_sess)
+		SSL_SESSION_free(e->t[0].sess);
+	e->n--;
+	memmove(&e->t[0], &e->t[1], e->n * sizeof(e->t[0]));
+	s->total--;
+	if (e->n == 0) {
+		free(e->key);
+		*e = s->e[--s->n];
+	}
+}
+
 void
 xtls_sessions_free(struct xtls_sessions *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < s->n; i++) {
-		free(s->e[i].key);
-		SSL_SESSION_free(s->e[i].sess);
-	}
+	while (s->n)
+		ent_pop(s, &s->e[0], true);
 	free(s->e);
 	free(s);
 }
@@ -334,41 +363,41 @@ sessions_drop(struct xtls_sessions *s, const char *key)
 {
 	struct sess_ent *e = sessions_find(s, key);
 
-	if (!e)
-		return;
-	free(e->key);
-	SSL_SESSION_free(e->sess);
-	*e = s->e[--s->n];
+	while (e && e->n > 1)
+		ent_pop(s, e, true);
+	if (e)
+		ent_pop(s, e, true);
 }
 
-/* Takes the reference to sess (or frees it). The least recently used entry
- * goes when full. */
+/* Takes the reference to sess (or frees it). Full: the least recently used
+ * peer's oldest session goes; a peer's oldest when it has its fill. */
 static void
 sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess, uint64_t gen)
 {
-	struct sess_ent *e = sessions_find(s, key);
+	struct sess_ent *e;
 
-	if (!e && s->n == s->max) {
-		e = &s->e[0];
+	if (s->total == s->max) {
+		struct sess_ent *lru = &s->e[0];
 		for (size_t i = 1; i < s->n; i++)
-			if (s->e[i].used < e->used)
-				e = &s->e[i];
-		free(e->key);
-		SSL_SESSION_free(e->sess);
-		e->key = NULL;
-		e->sess = NULL;
-	} else if (!e) {
+			if (s->e[i].used < lru->used)
+				lru = &s->e[i];
+		ent_pop(s, lru, true);
+	}
+	if (!(e = sessions_find(s, key))) {
+		char *k = strdup(key);
+		if (!k) {
+			SSL_SESSION_free(sess);
+			return;
+		}
 		e = &s->e[s->n++];
-		*e = (struct sess_ent){ 0 };
+		*e = (struct sess_ent){ .key = k };
+	} else if (e->n == TICKETS_PER_PEER) {
+		ent_pop(s, e, true);	/* e->n stays > 0: e is not moved */
 	}
-	if (!e->key && !(e->key = strdup(key))) {
-		SSL_SESSION_free(sess);
-		*e = s->e[--s->n];
-		return;
-	}
-	SSL_SESSION_free(e->sess);
-	e->sess = sess;
-	e->gen = gen;
+	e->t[e->n].sess = sess;
+	e->t[e->n].gen = gen;
+	e->n++;
+	s->total++;
 	e->used = ++s->tick;
 }
 
@@ -438,9 +467,11 @@ ctx_new(const SSL_METHOD *m, enum ctx_kind kind, const char *td, char *err, size
 	 * SSL_write returns per record, and the flow may retry from a chunk it
 	 * has moved (memmove) or grown. A FIN without close_notify ends the
 	 * stream as Envoy does (BoringSSL reads it as EOF): many apps behind
-	 * a mesh peer do not send close_notify. No renegotiation (TLS 1.2). */
+	 * a mesh peer do not send close_notify. No renegotiation (TLS 1.2).
+	 * The chain sent is the bundle's, never one OpenSSL builds from the
+	 * trust store at each handshake (as Envoy: cert-chain.pem as given). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	    SSL_MODE_NO_AUTO_CHAIN | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION);
 	return ctx;
@@ -780,8 +811,8 @@ xtls_start_server(struct conn *c, SSL_CTX *ctx)
 	return 0;
 }
 
-/* Offer the cached session for o->session_key if it is still good for
- * what this conn expects (the session's peer certificate, checked as a
+/* Offer (and take out of the cache) the oldest session for o->session_key
+ * if it is still good for what this conn expects (the session's peer certificate, checked as a
  * fresh chain's leaf would be), and made through this very context (its
  * roots verified that peer): a session never stands in for another
  * identity, nor outlives the roots that trusted it. */
@@ -789,25 +820,34 @@ static void
 offer_session(struct xtls *x)
 {
 	struct sess_ent *e = sessions_find(x->sessions, x->session_key);
-	X509 *peer;
 
-	if (!e)
-		return;
-	if (e->gen != x->info->gen) {
-		/* Made under another bundle (a rotation since): its peer was
-		 * verified against roots that may not be ours any more. */
-		sessions_drop(x->sessions, x->session_key);
+	while (e) {
+		SSL_SESSION *sess = e->t[0].sess;
+		X509 *peer = SSL_SESSION_get0_peer(sess);
+
+		/* Made under another bundle (a rotation since: its peer was
+		 * verified against roots that may not be ours any more), used up,
+		 * or past its lifetime: gone. */
+		if (e->t[0].gen != x->info->gen || !SSL_SESSION_is_resumable(sess) ||
+		    (uint64_t)SSL_SESSION_get_time(sess) + (uint64_t)SSL_SESSION_get_timeout(sess) <=
+		    (uint64_t)time(NULL)) {
+			bool last = e->n == 1;
+			ent_pop(x->sessions, e, true);
+			e = last ? NULL : e;
+			continue;
+		}
+		if (!peer || !cert_current(peer) || check_identity(x, peer) < 0) {
+			/* Not for what this conn expects: kept, not offered. */
+			free(x->detail);
+			x->detail = NULL;
+			return;
+		}
+		e->used = ++x->sessions->tick;
+		if (!SSL_set_session(x->ssl, sess))
+			ERR_clear_error();
+		ent_pop(x->sessions, e, true);	/* the conn holds its own reference */
 		return;
 	}
-	peer = SSL_SESSION_get0_peer(e->sess);
-	if (!SSL_SESSION_is_resumable(e->sess) || !peer || !cert_current(peer) || check_identity(x, peer) < 0) {
-		free(x->detail);
-		x->detail = NULL;
-		return;
-	}
-	e->used = ++x->sessions->tick;
-	if (!SSL_set_session(x->ssl, e->sess))
-		ERR_clear_error();
 }
 
 int
@@ -1172,6 +1212,14 @@ xtls_close(struct conn *c, enum conn_close how)
 		(void)SSL_shutdown(x->ssl);
 		ERR_clear_error();
 	}
+	/* SSL_free marks the conn's session not resumable unless close_notify
+	 * was sent (TLS 1.0's rule, RFC 2246 7.2.1; gone since TLS 1.1), and
+	 * our cache holds that very session object: one reset or one close
+	 * before the peer's ticket was read would cost the next connections a
+	 * full handshake each. A handshake that completed and a conn that
+	 * failed at most at the socket leave a good session. */
+	if (x && x->hs_done && (!x->failed || x->fail == XTLS_FAIL_IO))
+		SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
 	if (how == CONN_ABORT)
 		sock_close_rst(c->fd);
 	else

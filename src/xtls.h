@@ -42,7 +42,8 @@ SSL_CTX *xtls_ctx_control(const char *roots_pem, size_t len, const struct certbu
     char *err, size_t errlen);
 
 /* Per-worker client sessions for resumption between sidecars, keyed by the
- * peer (address and expected identity), bounded in number. */
+ * peer (address and expected identity): a few single-use TLS 1.3 tickets
+ * per peer, max sessions in all (the least recently used peer's go first). */
 struct xtls_sessions;
 struct xtls_sessions *xtls_sessions_new(size_t max);
 void xtls_sessions_free(struct xtls_sessions *s);

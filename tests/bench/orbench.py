@@ -104,7 +104,8 @@ def profile(ctx, outdir, label, fn, seconds):
         f.write("\n".join(r.stdout.splitlines()[:400]))
     with open(txt) as f:
         text = f.read()
-    os.unlink(data)
+    if os.environ.get("ORBENCH_KEEP_PERF") != "1":
+        os.unlink(data)
     return {"file": os.path.basename(txt), "text": text, "load": res}
 
 

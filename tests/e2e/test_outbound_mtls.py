@@ -331,3 +331,36 @@ def test_rotation_under_mtls_traffic(pod_lab, pki, outrigger_bin, init_bin):
     assert sst["listener.inbound.downstream_cx_tls_handshake_fail"] == 0
     assert cst["listener.outbound.upstream_cx_tls_handshake_fail"] == 0
     assert sst["listener.inbound.downstream_cx_mtls"] >= len(results)
+
+
+
+@pytest.mark.parametrize("close", ["fin", "rst"])
+def test_sidecar_to_sidecar_resumes_under_concurrency(pod_lab, pki, outrigger_bin, init_bin, close):
+    """Sessions keep resuming while connections overlap: 16 clients at once, each making 15
+    connections one after another (echo 1 KiB, then a FIN, or a reset), through the pair.
+    TLS 1.3 tickets are single-use (OpenSSL marks a session not resumable once a handshake
+    resumed it), so the client sidecar keeps a few per peer; a ticket arrives before the
+    echo, so at most the first 16 connections (one per client) find none and make a full
+    handshake. Regressions: with one session per peer, a connection that started while
+    another was resuming with it got none (a fifth of the handshakes full); with eight per
+    peer, clients in step (16 reconnecting at once) found none half the time; a connection
+    freed without having sent close_notify (a reset) marked its ticket not resumable."""
+    client, server = _pods(pod_lab)
+    server.app(["echo", "--port", 8080])
+    res = [meshres.service("echo", [VIP], [(PORT, 8080)]),
+           meshres.workload("Kubernetes//Pod/default/server", "server", [server.ip4],
+                            {meshres.key("echo"): [(PORT, 8080)]},
+                            serviceAccount="server", tunnelProtocol="LEGACY_ISTIO_MTLS")]
+    csc = _sidecar(client, res, pki["client"], args=("--concurrency", "1"))
+    ssc = _sidecar(server, [], pki["server"], args=("--concurrency", "1"))
+    threads, count = 16, 15
+    r, out = client.client(["echo-client", "--host", VIP, "--port", PORT, "--threads", threads,
+                            "--count", count, "--bytes", 1024, "--timeout", 60]
+                           + (["--rst"] if close == "rst" else []), timeout=90)
+    assert out and out["ok"] == threads * count, (r.stdout, r.stderr)
+    wait_for(lambda: csc.stats().get("listener.outbound.downstream_cx_active") == 0 and
+             ssc.stats().get("listener.inbound.downstream_cx_active") == 0, what="connections closed")
+    cst = csc.stats()
+    assert cst[MTLS] == threads * count
+    full = cst[MTLS] - cst["listener.outbound.upstream_cx_tls_resumed"]
+    assert full <= threads, "%d full handshakes of %d" % (full, cst[MTLS])

@@ -16,6 +16,7 @@ Servers
 Clients
   send         --host H --port P --bytes N   stream N bytes to a sink, SHUT_WR, check the reply
   echo-client  --host H --port P --count C --bytes B   C sequential echo round-trips
+                                                 (--threads T of them at once; --rst)
   conns        --host H --port P --count N --bytes B   N concurrent echo connections, one process
   interactive  --host H --port P             line commands on stdin (see app_interactive;
                                              the probe commands of _probe_cmd too)
@@ -300,32 +301,51 @@ def app_send(a):
 
 
 def app_echo_client(a):
-    """--count sequential connections; connection i sends --bytes + i*--step bytes and
-    expects them echoed back exactly, then half-closes and expects EOF."""
+    """--count sequential connections (in each of --threads threads at once); connection i
+    sends --bytes + i*--step bytes and expects them echoed back exactly, then half-closes
+    and expects EOF (with --rst: closes with a reset once the echo is back)."""
     res = {"ok": 0, "failed": 0, "bytes": 0, "errors": []}
     deadline = time.monotonic() + a.timeout
-    for i in range(a.count):
+    lock = threading.Lock()
+
+    def one(i):
         n = a.bytes + i * a.step
         payload = random.Random(i + 1000 * a.seed).randbytes(n)
+        tail = b""
         try:
             s = _connect(a.host, a.port, max(0.1, deadline - time.monotonic()))
             s.settimeout(max(0.1, deadline - time.monotonic()))
             s.sendall(payload)
             got = _recv_upto(s, n)
-            s.shutdown(socket.SHUT_WR)
-            tail = s.recv(1)
+            if a.rst:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                s.shutdown(socket.SHUT_WR)
+                tail = s.recv(1)
             s.close()
-            if bytes(got) == payload and tail == b"":
+            err = None if bytes(got) == payload and tail == b"" else \
+                "conn %d: got %d of %d bytes, tail %r" % (i, len(got), n, tail)
+        except OSError as e:
+            err = "conn %d: %s: %s" % (i, type(e).__name__, e)
+        with lock:
+            if err:
+                res["failed"] += 1
+                res["errors"].append(err)
+            else:
                 res["ok"] += 1
                 res["bytes"] += n
-            else:
-                res["failed"] += 1
-                res["errors"].append("conn %d: got %d of %d bytes, tail %r" % (i, len(got), n, tail))
-        except OSError as e:
-            res["failed"] += 1
-            res["errors"].append("conn %d: %s: %s" % (i, type(e).__name__, e))
+
+    def loop():
+        for i in range(a.count):
+            one(i)
+
+    threads = [threading.Thread(target=loop) for _ in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.1, deadline + 5 - time.monotonic()))
     print(json.dumps(res))
-    return 0 if res["failed"] == 0 else 1
+    return 0 if res["failed"] == 0 and res["ok"] == a.count * a.threads else 1
 
 
 def app_conns(a):
@@ -748,6 +768,8 @@ def main(argv=None):
     sp.add_argument("--bytes", type=int, default=1000)
     sp.add_argument("--step", type=int, default=0)
     sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--rst", action="store_true")
     sp = client("conns", app_conns)
     sp.add_argument("--count", type=int, default=1000)
     sp.add_argument("--bytes", type=int, default=64)

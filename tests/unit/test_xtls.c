@@ -66,7 +66,7 @@ read_certs(const char *path)
  * (identity.c's certbundle_from_pem does this with its checks; here the
  * test wants bundles that those checks would refuse, such as expired ones). */
 static struct certbundle *
-bundle(const char *name, const char *rootsdir)
+bundle_ex(const char *name, const char *rootsdir, int chain)
 {
 	struct certbundle *b = calloc(1, sizeof(*b));
 	char path[512], err[256];
@@ -83,11 +83,26 @@ bundle(const char *name, const char *rootsdir)
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/%s/root-cert.pem", certdir, rootsdir);
 	b->roots = read_certs(path);
+	/* chain > 0: as the Istio CA answers, the chain ends with the root;
+	 * < 0: no chain at all (not even an empty one). */
+	if (chain > 0) {
+		X509 *r = sk_X509_value(b->roots, 0);
+		assert_true(X509_up_ref(r) == 1 && sk_X509_push(b->chain, r) > 0);
+	} else if (chain < 0) {
+		sk_X509_pop_free(b->chain, X509_free);
+		b->chain = NULL;
+	}
 	snprintf(b->id.td, sizeof(b->id.td), "cluster.local");
 	snprintf(b->source, sizeof(b->source), "test %s", name);
 	if (xtls_prepare(b, err, sizeof(err)) < 0)
 		fail_msg("xtls_prepare(%s): %s", name, err);
 	return b;
+}
+
+static struct certbundle *
+bundle(const char *name, const char *rootsdir)
+{
+	return bundle_ex(name, rootsdir, 0);
 }
 
 static SSL_CTX *
@@ -750,6 +765,76 @@ test_resumption(void **state)
 	xtls_sessions_free(s);
 }
 
+/* What goes on the wire is cert-chain.pem as given, as Envoy sends it: the
+ * leaf alone when that is all the file holds (OpenSSL would otherwise build
+ * a chain from the trust store at every handshake and send the root too),
+ * the rest of the file after it when there is more. */
+static void
+test_chain_on_the_wire(void **state)
+{
+	struct certbundle *b = bundle_ex("server", "ca", 1), *nochain = bundle_ex("server", "ca", -1);
+	struct pair p;
+
+	for (int i = 0; i < 2; i++) {
+		const struct certbundle *sb = i ? nochain : b_server;
+		pair_start(&p, b_client->client_ctx, &opts_server, sb->server_ctx);
+		assert_int_equal(p.cl.hs, 0);
+		assert_int_equal(sk_X509_num(SSL_get_peer_cert_chain(xtls_ssl(&p.cl.c))), 1);
+		assert_int_equal(X509_cmp(sk_X509_value(SSL_get_peer_cert_chain(xtls_ssl(&p.cl.c)), 0), sb->leaf), 0);
+		pair_fini(&p);
+	}
+
+	pair_start(&p, b_client->client_ctx, &opts_server, b->server_ctx);
+	assert_int_equal(p.cl.hs, 0);
+	assert_int_equal(sk_X509_num(SSL_get_peer_cert_chain(xtls_ssl(&p.cl.c))), 2);
+	assert_int_equal(X509_cmp(sk_X509_value(SSL_get_peer_cert_chain(xtls_ssl(&p.cl.c)), 1),
+	    sk_X509_value(b->roots, 0)), 0);
+	assert_string_equal(xtls_peer_id(&p.cl.c), ID_SERVER);
+	pair_fini(&p);
+	certbundle_unref(b);
+	certbundle_unref(nochain);
+}
+
+/* Overlapping connections: a TLS 1.3 ticket is used once (OpenSSL marks a
+ * session not resumable once it resumed a handshake), so the cache keeps
+ * each peer's tickets apart and hands each one out once; a conn closed with
+ * a reset (no close_notify) leaves its ticket good. */
+static void
+test_resumption_overlapping(void **state)
+{
+	struct xtls_sessions *s = xtls_sessions_new(16);
+	struct xtls_client_opts o = opts_server;
+	struct pair a, b, c;
+
+	o.sessions = s;
+	o.session_key = "127.0.0.1:15006 " ID_SERVER;
+	pair_start(&a, b_client->client_ctx, &o, b_server->server_ctx);
+	assert_false(xtls_resumed(&a.cl.c));
+	exchange(&a);		/* one ticket */
+	pair_fini(&a);
+
+	pair_start(&a, b_client->client_ctx, &o, b_server->server_ctx);
+	pair_start(&b, b_client->client_ctx, &o, b_server->server_ctx);
+	assert_true(xtls_resumed(&a.cl.c));	/* took the ticket */
+	assert_false(xtls_resumed(&b.cl.c));	/* none left before a's arrives */
+	exchange(&a);
+	exchange(&b);		/* two tickets */
+	pair_fini(&a);
+	end_fini(&b.cl, CONN_ABORT);
+	end_fini(&b.sv, CONN_GRACEFUL);
+
+	pair_start(&a, b_client->client_ctx, &o, b_server->server_ctx);
+	pair_start(&b, b_client->client_ctx, &o, b_server->server_ctx);
+	pair_start(&c, b_client->client_ctx, &o, b_server->server_ctx);
+	assert_true(xtls_resumed(&a.cl.c));
+	assert_true(xtls_resumed(&b.cl.c));	/* the reset conn's ticket */
+	assert_false(xtls_resumed(&c.cl.c));
+	pair_fini(&a);
+	pair_fini(&b);
+	pair_fini(&c);
+	xtls_sessions_free(s);
+}
+
 /* A root rotation: the client's new bundle trusts another root only. A
  * session made under the old roots must not stand in for a verification
  * under the new ones (the peer, still on the old root, would be let in by
@@ -1343,6 +1428,8 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_server_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_client_refusals, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_resumption, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_chain_on_the_wire, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_resumption_overlapping, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_resumption_not_across_roots, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_control_ctx, with_loop, without_loop),
 		cmocka_unit_test(test_control_ctx_encrypted_pem_never_prompts),
