@@ -325,10 +325,9 @@ xtls_sessions_new(size_t max)
 /* Frees e's oldest session; an entry left empty goes (the last moves into
  * its place: pointers into s->e are stale after). */
 static void
-ent_pop(struct xtls_sessions *s, struct sess_ent *e, bool free_sess)
+ent_pop(struct xtls_sessions *s, struct sess_ent *e)
 {
-	if (free_sess)
-		SSL_SESSION_free(e->t[0].sess);
+	SSL_SESSION_free(e->t[0].sess);
 	e->n--;
 	memmove(&e->t[0], &e->t[1], e->n * sizeof(e->t[0]));
 	s->total--;
@@ -344,7 +343,7 @@ xtls_sessions_free(struct xtls_sessions *s)
 	if (!s)
 		return;
 	while (s->n)
-		ent_pop(s, &s->e[0], true);
+		ent_pop(s, &s->e[0]);
 	free(s->e);
 	free(s);
 }
@@ -361,12 +360,10 @@ sessions_find(struct xtls_sessions *s, const char *key)
 static void
 sessions_drop(struct xtls_sessions *s, const char *key)
 {
-	struct sess_ent *e = sessions_find(s, key);
+	struct sess_ent *e;
 
-	while (e && e->n > 1)
-		ent_pop(s, e, true);
-	if (e)
-		ent_pop(s, e, true);
+	while ((e = sessions_find(s, key)))
+		ent_pop(s, e);
 }
 
 /* Takes the reference to sess (or frees it). Full: the least recently used
@@ -381,7 +378,7 @@ sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess, uint64
 		for (size_t i = 1; i < s->n; i++)
 			if (s->e[i].used < lru->used)
 				lru = &s->e[i];
-		ent_pop(s, lru, true);
+		ent_pop(s, lru);
 	}
 	if (!(e = sessions_find(s, key))) {
 		char *k = strdup(key);
@@ -392,7 +389,7 @@ sessions_put(struct xtls_sessions *s, const char *key, SSL_SESSION *sess, uint64
 		e = &s->e[s->n++];
 		*e = (struct sess_ent){ .key = k };
 	} else if (e->n == TICKETS_PER_PEER) {
-		ent_pop(s, e, true);	/* e->n stays > 0: e is not moved */
+		ent_pop(s, e);	/* e->n stays > 0: e is not moved */
 	}
 	e->t[e->n].sess = sess;
 	e->t[e->n].gen = gen;
@@ -812,16 +809,17 @@ xtls_start_server(struct conn *c, SSL_CTX *ctx)
 }
 
 /* Offer (and take out of the cache) the oldest session for o->session_key
- * if it is still good for what this conn expects (the session's peer certificate, checked as a
- * fresh chain's leaf would be), and made through this very context (its
+ * if it is still good for what this conn expects (the session's peer
+ * certificate, checked as a fresh chain's leaf would be), and made through
+ * this very context (its
  * roots verified that peer): a session never stands in for another
  * identity, nor outlives the roots that trusted it. */
 static void
 offer_session(struct xtls *x)
 {
-	struct sess_ent *e = sessions_find(x->sessions, x->session_key);
+	struct sess_ent *e;
 
-	while (e) {
+	while ((e = sessions_find(x->sessions, x->session_key))) {
 		SSL_SESSION *sess = e->t[0].sess;
 		X509 *peer = SSL_SESSION_get0_peer(sess);
 
@@ -831,9 +829,7 @@ offer_session(struct xtls *x)
 		if (e->t[0].gen != x->info->gen || !SSL_SESSION_is_resumable(sess) ||
 		    (uint64_t)SSL_SESSION_get_time(sess) + (uint64_t)SSL_SESSION_get_timeout(sess) <=
 		    (uint64_t)time(NULL)) {
-			bool last = e->n == 1;
-			ent_pop(x->sessions, e, true);
-			e = last ? NULL : e;
+			ent_pop(x->sessions, e);
 			continue;
 		}
 		if (!peer || !cert_current(peer) || check_identity(x, peer) < 0) {
@@ -845,7 +841,7 @@ offer_session(struct xtls *x)
 		e->used = ++x->sessions->tick;
 		if (!SSL_set_session(x->ssl, sess))
 			ERR_clear_error();
-		ent_pop(x->sessions, e, true);	/* the conn holds its own reference */
+		ent_pop(x->sessions, e);	/* the conn holds its own reference */
 		return;
 	}
 }
