@@ -42,7 +42,7 @@ liboutrigger_a_SOURCES = \
 	src/xds.c src/xds.h src/xds_node.c \
 	src/xds_state.c src/xds_state.h \
 	src/xds_store.c src/xds_store.h \
-	src/xtls.c src/xtls.h \
+	src/xtls.c src/xtls.h src/xrec.c src/xrec.h \
 	src/hbone_pool.c \
 	src/certsrc.h
 

@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "sock.h"
+#include "xrec.h"
 #include "xtls.h"
 
 const char *const xtls_fail_names[] = { "none", "protocol", "no_cert", "untrusted", "expired", "identity", "io" };
@@ -105,6 +106,23 @@ struct xtls {
 	char *verify_name;
 	struct xtls_sessions *sessions;
 	char *session_key;
+	/* Kept from the handshake for what the conn reports (the SSL may be
+	 * gone: see hand_over). */
+	const char *version;	/* SSL_get_version's static name */
+	bool resumed;
+	/* The hand-over to our record layer (xrec.h) once the handshake is
+	 * over: the application traffic secrets (keylog callback), how many
+	 * records each direction protected with them (message callback, from
+	 * the Finished of that direction on), and whether anything stands in
+	 * its way. rec set: ssl is NULL and the ops speak through rec. */
+	struct xrec *rec;
+	uint8_t csec[XREC_MAX_SECRET], ssec[XREC_MAX_SECRET];
+	uint8_t csec_len, ssec_len;
+	bool rd_app, wr_app;	/* each direction's Finished went by */
+	bool key_update;	/* a KeyUpdate either way: secrets no longer _0 */
+	bool got_ticket;	/* client: a NewSessionTicket was read */
+	bool got_data;		/* application bytes were read through OpenSSL */
+	uint64_t rd_recs, wr_recs;
 };
 
 
@@ -114,6 +132,9 @@ xtls_free(struct xtls *x)
 	if (!x)
 		return;
 	SSL_free(x->ssl);
+	xrec_free(x->rec);
+	OPENSSL_cleanse(x->csec, sizeof(x->csec));
+	OPENSSL_cleanse(x->ssec, sizeof(x->ssec));
 	for (size_t i = 0; i < x->nsans; i++)
 		free(x->sans[i]);
 	free(x->sans);
@@ -419,6 +440,101 @@ cert_current(X509 *cert)
 	    X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
 }
 
+/* --- what the hand-over to our record layer needs ------------------------------ */
+
+/* Conns go to our record layer after the handshake unless
+ * OUTRIGGER_TLS_RECORDS=openssl (or a test) says otherwise. */
+static int own_records = -1;
+
+void
+xtls_set_own_records(bool on)
+{
+	own_records = on;
+}
+
+static bool
+own_records_on(void)
+{
+	if (own_records < 0) {
+		const char *e = getenv("OUTRIGGER_TLS_RECORDS");
+		own_records = !(e && strcmp(e, "openssl") == 0);
+	}
+	return own_records;
+}
+
+static int
+hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* NSS key log lines (one per secret): we keep the two application traffic
+ * secrets, "CLIENT_TRAFFIC_SECRET_0 <client random> <secret>" and the
+ * server's, and nothing is logged anywhere. */
+static void
+keylog_cb(const SSL *ssl, const char *line)
+{
+	struct xtls *x = SSL_get_app_data(ssl);
+	const char *hex = strrchr(line, ' ');
+	uint8_t *dst, *len;
+	size_t n;
+
+	if (!x || !hex)
+		return;
+	if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
+		dst = x->csec;
+		len = &x->csec_len;
+	} else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
+		dst = x->ssec;
+		len = &x->ssec_len;
+	} else {
+		return;
+	}
+	hex++;
+	n = strlen(hex);
+	*len = 0;
+	if (n % 2 || n / 2 > XREC_MAX_SECRET)
+		return;
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return;
+		dst[i] = (uint8_t)(hi << 4 | lo);
+	}
+	*len = (uint8_t)(n / 2);
+}
+
+/* Counts the protected records of each direction after its Finished: the
+ * sequence numbers our layer goes on from. The header of a record is
+ * reported when it is built (write) or read, and a Finished after its
+ * record's header: so the Finished's own record, under the handshake keys,
+ * is not counted. A KeyUpdate (either way) moves the secrets past _0: no
+ * hand-over then. */
+static void
+msg_cb(int write_p, int version, int type, const void *buf, size_t len, SSL *ssl, void *arg)
+{
+	struct xtls *x = SSL_get_app_data(ssl);
+	const uint8_t *p = buf;
+
+	(void)version; (void)arg;
+	if (!x || len < 1)
+		return;
+	if (type == SSL3_RT_HEADER && p[0] == SSL3_RT_APPLICATION_DATA) {
+		if (write_p && x->wr_app)
+			x->wr_recs++;
+		else if (!write_p && x->rd_app)
+			x->rd_recs++;
+	} else if (type == SSL3_RT_HANDSHAKE) {
+		if (p[0] == SSL3_MT_FINISHED)
+			*(write_p ? &x->wr_app : &x->rd_app) = true;
+		else if (p[0] == SSL3_MT_KEY_UPDATE)
+			x->key_update = true;
+		else if (p[0] == SSL3_MT_NEWSESSION_TICKET && !write_p)
+			x->got_ticket = true;
+	}
+}
+
 /* --- contexts ------------------------------------------------------------------ */
 
 static void
@@ -471,6 +587,11 @@ ctx_new(const SSL_METHOD *m, enum ctx_kind kind, const char *td, char *err, size
 	    SSL_MODE_NO_AUTO_CHAIN | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION);
+	/* Mesh conns may go to our record layer after the handshake. */
+	if (kind != CTX_CONTROL) {
+		SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+		SSL_CTX_set_msg_callback(ctx, msg_cb);
+	}
 	return ctx;
 bad:
 	free(info);
@@ -968,6 +1089,45 @@ release_buffers(struct xtls *x)
 		(void)SSL_free_buffers(x->ssl);
 }
 
+/* The SSL goes, our record layer takes the conn (xrec.h): once the
+ * handshake is over, in TLS 1.3 with one of its AEAD suites, with both
+ * secrets known and no KeyUpdate since, and nothing in flight in OpenSSL
+ * (no byte read ahead or decrypted and unread, no record held for the
+ * socket, no close_notify either way). A client that resumes waits for its
+ * ticket (taken into the session cache through OpenSSL) or the first data,
+ * whichever comes first. Not possible: nothing changes, OpenSSL goes on. */
+static void
+hand_over(struct conn *c, struct xtls *x)
+{
+	const SSL_CIPHER *ciph;
+	uint16_t suite;
+	struct xrec *rec;
+
+	if (x->rec || !x->hs_done || x->failed || x->info->kind == CTX_CONTROL || !own_records_on() ||
+	    !x->rd_app || !x->wr_app || x->key_update || !x->csec_len || x->csec_len != x->ssec_len ||
+	    SSL_version(x->ssl) != TLS1_3_VERSION || !(ciph = SSL_get_current_cipher(x->ssl)))
+		return;
+	suite = (uint16_t)(SSL_CIPHER_get_id(ciph) & 0xffff);
+	if (x->wr_blocked || x->shut_pending || SSL_get_shutdown(x->ssl) || SSL_pending(x->ssl) > 0 ||
+	    SSL_has_pending(x->ssl))
+		return;
+	if (x->client && x->sessions && !x->got_ticket && !x->got_data)
+		return;
+	if (!(rec = xrec_new(c->fd, suite, x->client ? x->ssec : x->csec, x->client ? x->csec : x->ssec,
+	    x->csec_len, x->rd_recs, x->wr_recs)))
+		return;
+	/* SSL_free takes a session for a bad one without close_notify sent
+	 * (see xtls_close): this one is good, and the cache may hold it. */
+	SSL_set_shutdown(x->ssl, SSL_SENT_SHUTDOWN);
+	SSL_free(x->ssl);
+	x->ssl = NULL;
+	x->rec = rec;
+	OPENSSL_cleanse(x->csec, sizeof(x->csec));
+	OPENSSL_cleanse(x->ssec, sizeof(x->ssec));
+	x->rd_ev = EV_READ;
+	x->wr_ev = EV_WRITE;
+}
+
 /* The handshake completed: what the conn reports from now on. A resumed
  * session sent no certificate, so its peer certificate (kept in the
  * session) is checked again as a fresh one would be. */
@@ -996,9 +1156,10 @@ handshake_done(struct xtls *x)
 		memcpy(x->alpn, a, alen);
 		x->alpn[alen] = 0;
 	}
+	x->version = SSL_get_version(x->ssl);
+	x->resumed = SSL_session_reused(x->ssl);
 	drop_expectations(x);
 	x->hs_done = true;
-	release_buffers(x);
 	return 0;
 }
 
@@ -1024,8 +1185,14 @@ xtls_handshake(struct conn *c)
 	ERR_clear_error();
 	errno = 0;
 	rc = SSL_do_handshake(x->ssl);
-	if (rc == 1)
-		return handshake_done(x);
+	if (rc == 1) {
+		if ((rc = handshake_done(x)) < 0)
+			return rc;
+		hand_over(c, x);
+		if (!x->rec)
+			release_buffers(x);
+		return 0;
+	}
 	e = SSL_get_error(x->ssl, rc);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		x->hs_ev = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
@@ -1038,6 +1205,14 @@ xtls_handshake(struct conn *c)
 static void
 flush_shutdown(struct conn *c, struct xtls *x)
 {
+	if (x->rec) {
+		if (xrec_flush(x->rec) == -EAGAIN)
+			return;
+		x->shut_pending = false;
+		if (shutdown(c->fd, SHUT_WR) == 0)
+			c->shut_wr = true;
+		return;
+	}
 	ERR_clear_error();
 	int rc = SSL_shutdown(x->ssl);
 	if (rc < 0) {
@@ -1051,6 +1226,17 @@ flush_shutdown(struct conn *c, struct xtls *x)
 		c->shut_wr = true;
 }
 
+/* What our record layer returned, a failure recorded as the SSL's are. */
+static ssize_t
+rec_result(struct xtls *x, ssize_t n, const char *when)
+{
+	if (n >= 0 || n == -EAGAIN)
+		return n;
+	if (!x->failed)
+		set_detail(x, "%s: %s", when, xrec_detail(x->rec));
+	return xtls_failed(x, n == -EPROTO ? XTLS_FAIL_PROTOCOL : XTLS_FAIL_IO, (int)n);
+}
+
 static ssize_t
 xtls_recv(struct conn *c, void *buf, size_t len)
 {
@@ -1061,11 +1247,14 @@ xtls_recv(struct conn *c, void *buf, size_t len)
 		return x->err;
 	if (x->shut_pending)
 		flush_shutdown(c, x);
+	if (x->rec)
+		return rec_result(x, xrec_recv(x->rec, buf, len), "read");
 	ERR_clear_error();
 	errno = 0;
 	n = SSL_read(x->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
 	if (n > 0) {
 		x->rd_ev = EV_READ;
+		x->got_data = true;
 		return n;
 	}
 	e = SSL_get_error(x->ssl, n);
@@ -1073,7 +1262,9 @@ xtls_recv(struct conn *c, void *buf, size_t len)
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		x->rd_ev = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
-		release_buffers(x);
+		hand_over(c, x);
+		if (!x->rec)
+			release_buffers(x);
 		return -EAGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		/* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a FIN without it. */
@@ -1098,6 +1289,11 @@ xtls_send(struct conn *c, const void *buf, size_t len)
 
 	if (x->failed)
 		return x->err;
+	if (x->rec) {
+		ssize_t k = rec_result(x, xrec_send(x->rec, buf, len), "write");
+		x->wr_blocked = xrec_blocked(x->rec);
+		return k;
+	}
 	ERR_clear_error();
 	errno = 0;
 	n = SSL_write(x->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
@@ -1127,6 +1323,20 @@ xtls_shutdown_wr(struct conn *c)
 
 	if (x->failed)
 		return x->err;
+	if (x->rec) {
+		if (x->shut_pending || c->shut_wr)
+			return 0;
+		if ((rc = (int)rec_result(x, xrec_shutdown(x->rec), "close_notify")) == -EAGAIN) {
+			x->shut_pending = true;
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+		if (shutdown(c->fd, SHUT_WR) < 0)
+			return -errno;
+		c->shut_wr = true;
+		return 0;
+	}
 	if (SSL_get_shutdown(x->ssl) & SSL_SENT_SHUTDOWN && !x->shut_pending)
 		return 0;
 	ERR_clear_error();
@@ -1169,8 +1379,11 @@ static size_t
 xtls_pending(struct conn *c)
 {
 	struct xtls *x = c->tx;
-	int n = x->failed ? 0 : SSL_pending(x->ssl);
+	int n;
 
+	if (x->rec)
+		return xrec_pending(x->rec);
+	n = x->failed ? 0 : SSL_pending(x->ssl);
 	return n > 0 ? (size_t)n : 0;
 }
 
@@ -1184,8 +1397,8 @@ xtls_unsent(struct conn *c)
 		n = 0;
 	if (c->shut_wr && n > 0)
 		n--;	/* our FIN: no data (see raw_unsent) */
-	/* A record or close_notify OpenSSL still holds. */
-	return (size_t)n + (x->wr_blocked || x->shut_pending ? 1 : 0);
+	/* A record or close_notify OpenSSL or our layer still holds. */
+	return (size_t)n + (x->wr_blocked || x->shut_pending || (x->rec && xrec_blocked(x->rec)) ? 1 : 0);
 }
 
 static int
@@ -1202,7 +1415,10 @@ xtls_close(struct conn *c, enum conn_close how)
 {
 	struct xtls *x = c->tx;
 
-	if (x && how == CONN_GRACEFUL && x->hs_done && !x->failed &&
+	if (x && x->rec) {
+		if (how == CONN_GRACEFUL && !x->failed)
+			(void)xrec_shutdown(x->rec);
+	} else if (x && how == CONN_GRACEFUL && x->hs_done && !x->failed &&
 	    (x->shut_pending || !(SSL_get_shutdown(x->ssl) & SSL_SENT_SHUTDOWN))) {
 		ERR_clear_error();
 		(void)SSL_shutdown(x->ssl);
@@ -1214,7 +1430,7 @@ xtls_close(struct conn *c, enum conn_close how)
 	 * before the peer's ticket was read would cost the next connections a
 	 * full handshake each. A handshake that completed and a conn that
 	 * failed at most at the socket leave a good session. */
-	if (x && x->hs_done && (!x->failed || x->fail == XTLS_FAIL_IO))
+	if (x && x->ssl && x->hs_done && (!x->failed || x->fail == XTLS_FAIL_IO))
 		SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
 	if (how == CONN_ABORT)
 		sock_close_rst(c->fd);
@@ -1264,14 +1480,14 @@ const char *
 xtls_version(const struct conn *c)
 {
 	struct xtls *x = tls_of(c);
-	return x && x->hs_done && !x->failed ? SSL_get_version(x->ssl) : "";
+	return x && x->hs_done && !x->failed && x->version ? x->version : "";
 }
 
 bool
 xtls_resumed(const struct conn *c)
 {
 	struct xtls *x = tls_of(c);
-	return x && x->hs_done && !x->failed && SSL_session_reused(x->ssl);
+	return x && x->hs_done && !x->failed && x->resumed;
 }
 
 enum xtls_fail
@@ -1282,6 +1498,13 @@ xtls_failure(const struct conn *c, char *detail, size_t len)
 	if (detail && len)
 		snprintf(detail, len, "%s", x && x->failed && x->detail ? x->detail : "");
 	return x && x->failed ? x->fail : XTLS_FAIL_NONE;
+}
+
+bool
+xtls_own_records(const struct conn *c)
+{
+	struct xtls *x = tls_of(c);
+	return x && x->rec;
 }
 
 SSL *

@@ -95,7 +95,15 @@ bool xtls_resumed(const struct conn *c);
 enum xtls_fail xtls_failure(const struct conn *c, char *detail, size_t len);
 
 /* The conn's SSL (cipher, certificates, for logs and tests), or NULL when c
- * is no TLS conn. Owned by the conn. */
+ * is no TLS conn or its SSL is gone: after the handshake a mesh conn in
+ * TLS 1.3 goes to our own record layer (xrec.h) and frees its SSL, unless
+ * the environment says OUTRIGGER_TLS_RECORDS=openssl. Owned by the conn. */
 SSL *xtls_ssl(const struct conn *c);
+
+/* Whether mesh conns go to our record layer after the handshake (tests;
+ * the default is the environment's, read at the first hand-over). */
+void xtls_set_own_records(bool on);
+/* Is c on our record layer now? */
+bool xtls_own_records(const struct conn *c);
 
 #endif

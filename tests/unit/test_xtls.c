@@ -35,6 +35,7 @@
 #include "conn.h"
 #include "flow.h"
 #include "snapshot.h"
+#include "xrec.h"
 #include "xtls.h"
 #include "testlo.h"
 
@@ -438,6 +439,9 @@ test_handshake_bytes_close_notify(void **state)
 	assert_int_equal(p.cl.inlen, big);
 	assert_memory_equal(p.sv.in, up, big);
 	assert_memory_equal(p.cl.in, down, big);
+	/* Both on our record layer since the handshake (xrec.c). */
+	assert_true(xtls_own_records(&p.cl.c));
+	assert_true(xtls_own_records(&p.sv.c));
 
 	/* close_notify from the client: end of stream at the server, which
 	 * may still send (half-close); then its close_notify ends the other way. */
@@ -562,6 +566,9 @@ test_tls12(void **state)
 	end_write(&p.cl, "hello", 5);
 	assert_true(run_until(end_got_all, &p.sv, 5));
 	assert_memory_equal(p.sv.in, "hello", 5);
+	/* TLS 1.2 stays with OpenSSL's records. */
+	assert_false(xtls_own_records(&p.sv.c));
+	assert_false(xtls_own_records(&p.cl.c));
 	pair_fini(&p);
 }
 
@@ -723,6 +730,9 @@ test_resumption(void **state)
 		assert_string_equal(xtls_peer_id(&p.cl.c), ID_SERVER);
 		assert_string_equal(xtls_peer_id(&p.sv.c), ID_CLIENT);
 		exchange(&p);
+		/* The client went to our record layer once its ticket was in. */
+		assert_true(xtls_own_records(&p.cl.c));
+		assert_true(xtls_own_records(&p.sv.c));
 		pair_fini(&p);
 	}
 
@@ -775,6 +785,7 @@ test_chain_on_the_wire(void **state)
 	struct certbundle *b = bundle_ex("server", "ca", 1), *nochain = bundle_ex("server", "ca", -1);
 	struct pair p;
 
+	xtls_set_own_records(false);	/* the SSL stays, for its peer chain */
 	for (int i = 0; i < 2; i++) {
 		const struct certbundle *sb = i ? nochain : b_server;
 		pair_start(&p, b_client->client_ctx, &opts_server, sb->server_ctx);
@@ -790,7 +801,9 @@ test_chain_on_the_wire(void **state)
 	assert_int_equal(X509_cmp(sk_X509_value(SSL_get_peer_cert_chain(xtls_ssl(&p.cl.c)), 1),
 	    sk_X509_value(b->roots, 0)), 0);
 	assert_string_equal(xtls_peer_id(&p.cl.c), ID_SERVER);
+	assert_false(xtls_own_records(&p.cl.c));
 	pair_fini(&p);
+	xtls_set_own_records(true);
 	certbundle_unref(b);
 	certbundle_unref(nochain);
 }
@@ -1401,6 +1414,353 @@ test_control_ctx(void **state)
 	assert_string_equal(detail, "no certificate in the roots PEM");
 }
 
+/* --- our record layer against OpenSSL's (xrec.c) ---------------------------------- */
+
+/* A plain OpenSSL end over memory BIOs that the test moves to and from
+ * its socket, so it can send records we never would (a flipped bit, a cut
+ * record, a KeyUpdate, a ticket mid-stream) and count what it reads. */
+struct peer {
+	SSL *ssl;
+	int fd;
+	BIO *rb, *wb;
+	char *out;		/* sealed bytes the socket has not taken */
+	size_t outlen;
+	int kus_read;		/* KeyUpdates it read */
+	int alert_read;		/* the last alert description it read, -1 none */
+	long flip_at;		/* flip a bit at this offset of what goes out next (-1 none) */
+	long cut_at;		/* send only this much of what goes out next, then FIN (-1 none) */
+	bool dribble;		/* one byte per send */
+	char *in;
+	size_t inlen;
+	bool eof;
+	int err;		/* SSL_get_error of a failed read */
+};
+
+static void
+peer_msg_cb(int write_p, int version, int type, const void *buf, size_t len, SSL *ssl, void *arg)
+{
+	struct peer *pe = arg;
+	const unsigned char *b = buf;
+
+	(void)version; (void)ssl;
+	if (write_p || len < 1)
+		return;
+	if (type == SSL3_RT_HANDSHAKE && b[0] == SSL3_MT_KEY_UPDATE)
+		pe->kus_read++;
+	if (type == SSL3_RT_ALERT && len == 2)
+		pe->alert_read = b[1];
+}
+
+static void
+peer_new(struct peer *pe, int fd, SSL_CTX *ctx, bool server, const char *suite)
+{
+	*pe = (struct peer){ .fd = fd, .alert_read = -1, .flip_at = -1, .cut_at = -1 };
+	assert_non_null(pe->ssl = SSL_new(ctx));
+	assert_non_null(pe->rb = BIO_new(BIO_s_mem()));
+	assert_non_null(pe->wb = BIO_new(BIO_s_mem()));
+	SSL_set_bio(pe->ssl, pe->rb, pe->wb);
+	SSL_set_msg_callback(pe->ssl, peer_msg_cb);
+	SSL_set_msg_callback_arg(pe->ssl, pe);
+	SSL_set_min_proto_version(pe->ssl, TLS1_3_VERSION);
+	assert_int_equal(SSL_set_ciphersuites(pe->ssl, suite), 1);
+	if (server)
+		SSL_set_accept_state(pe->ssl);
+	else
+		SSL_set_connect_state(pe->ssl);
+}
+
+/* Sealed bytes to the socket (as the socket takes them), socket to rb. */
+static void
+peer_io(struct peer *pe)
+{
+	char buf[65536];
+	int n;
+
+	while ((n = BIO_read(pe->wb, buf, sizeof(buf))) > 0) {
+		if (pe->flip_at >= 0 && pe->flip_at < n) {
+			buf[pe->flip_at] ^= 0x10;
+			pe->flip_at = -1;
+		}
+		if (pe->cut_at >= 0) {
+			n = pe->cut_at < n ? (int)pe->cut_at : n;
+			pe->cut_at = -2;	/* nothing more goes out */
+		}
+		if (pe->cut_at == -2 && pe->outlen)
+			n = 0;
+		assert_non_null(pe->out = realloc(pe->out, pe->outlen + (size_t)n + 1));
+		memcpy(pe->out + pe->outlen, buf, (size_t)n);
+		pe->outlen += (size_t)n;
+	}
+	while (pe->outlen) {
+		size_t len = pe->dribble ? 1 : pe->outlen;
+		ssize_t k = send(pe->fd, pe->out, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (k <= 0)
+			break;
+		memmove(pe->out, pe->out + k, pe->outlen - (size_t)k);
+		pe->outlen -= (size_t)k;
+		if (pe->dribble)
+			poll(NULL, 0, 1);
+	}
+	if (pe->cut_at == -2 && !pe->outlen) {
+		shutdown(pe->fd, SHUT_WR);
+		pe->cut_at = -3;
+	}
+	while ((n = (int)recv(pe->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		BIO_write(pe->rb, buf, n);
+	if (n == 0)
+		BIO_set_mem_eof_return(pe->rb, 0);
+}
+
+static bool
+peer_hs_over(void *arg)
+{
+	void **a = arg;
+	struct peer *pe = a[0];
+	struct end *e = a[1];
+
+	peer_io(pe);
+	if (!SSL_is_init_finished(pe->ssl)) {
+		int rc = SSL_do_handshake(pe->ssl);
+		if (rc <= 0 && SSL_get_error(pe->ssl, rc) != SSL_ERROR_WANT_READ)
+			fail_msg("peer handshake: %d", SSL_get_error(pe->ssl, rc));
+		peer_io(pe);
+	}
+	return SSL_is_init_finished(pe->ssl) && e->hs != -EAGAIN;
+}
+
+/* Everything it reads goes to pe->in; true once it has want bytes or the
+ * stream ended or failed. */
+static bool
+peer_read(void *arg)
+{
+	struct peer *pe = arg;
+	char buf[20000];
+	int n;
+
+	peer_io(pe);
+	while (!pe->eof && !pe->err) {
+		n = SSL_read(pe->ssl, buf, sizeof(buf));
+		if (n <= 0) {
+			int e = SSL_get_error(pe->ssl, n);
+			if (e == SSL_ERROR_ZERO_RETURN)
+				pe->eof = true;
+			else if (e != SSL_ERROR_WANT_READ)
+				pe->err = e;
+			break;
+		}
+		assert_non_null(pe->in = realloc(pe->in, pe->inlen + (size_t)n));
+		memcpy(pe->in + pe->inlen, buf, (size_t)n);
+		pe->inlen += (size_t)n;
+	}
+	peer_io(pe);	/* what reading made it send (a KeyUpdate answer) */
+	return pe->eof || pe->err;
+}
+
+struct peer_want {
+	struct peer *pe;
+	size_t n;
+};
+
+static bool
+peer_has(void *arg)
+{
+	struct peer_want *w = arg;
+	return peer_read(w->pe) || w->pe->inlen >= w->n;
+}
+
+/* Writes len bytes of buf in records of random sizes up to 16 KiB. */
+static void
+peer_write(struct peer *pe, const char *buf, size_t len, unsigned *seed)
+{
+	for (size_t off = 0; off < len;) {
+		*seed = *seed * 1103515245u + 12345u;
+		size_t n = 1 + (*seed >> 8) % 16384;
+		if (n > len - off)
+			n = len - off;
+		assert_int_equal(SSL_write(pe->ssl, buf + off, (int)n), (int)n);
+		off += n;
+		peer_io(pe);
+	}
+}
+
+static void
+peer_free(struct peer *pe)
+{
+	SSL_free(pe->ssl);
+	close(pe->fd);
+	free(pe->out);
+	free(pe->in);
+}
+
+/* Our end and a peer, handshake done, our end on our record layer. */
+static void
+peer_pair(struct end *e, struct peer *pe, bool we_serve, const char *suite)
+{
+	int cfd, sfd;
+	void *a[2] = { pe, e };
+
+	lo_pair(&cfd, &sfd);
+	if (we_serve) {
+		end_start_server(e, sfd, b_server->server_ctx);
+		peer_new(pe, cfd, b_client->client_ctx, false, suite);
+	} else {
+		end_start_client(e, cfd, b_client->client_ctx, &opts_server);
+		peer_new(pe, sfd, b_server->server_ctx, true, suite);
+	}
+	assert_true(run_until(peer_hs_over, a, 10));
+	assert_int_equal(e->hs, 0);
+	assert_string_equal(xtls_version(&e->c), "TLSv1.3");
+	if (!xtls_own_records(&e->c))
+		fail_msg("%s, we %s: not on our record layer", suite, we_serve ? "serve" : "connect");
+	assert_null(xtls_ssl(&e->c));
+}
+
+/* Bytes both ways with each suite and role against OpenSSL's record layer:
+ * tickets and KeyUpdates (asked for, and not) from the peer mid-stream,
+ * our own KeyUpdates after a few records, close_notify each way. A wrong
+ * sequence number, nonce, key schedule or record framing fails here. */
+static void
+test_own_records_against_openssl(void **state)
+{
+	static const char *const suites[] = { "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+		"TLS_CHACHA20_POLY1305_SHA256" };
+	size_t big = 200000;
+	char *down = pattern(big, 7), *up = pattern(big, 13);
+
+	for (int i = 0; i < 6; i++) {
+		const char *suite = suites[i / 2];
+		bool we_serve = i % 2;
+		unsigned seed = (unsigned)i + 1;
+		struct peer pe;
+		struct end e;
+		struct peer_want w = { &pe, 0 };
+
+		peer_pair(&e, &pe, we_serve, suite);
+		/* Peer to us: records of every size, a KeyUpdate it does not ask
+		 * us to answer, more, one it does ask, more; and when it serves,
+		 * a second ticket. */
+		end_expect(&e, big);
+		peer_write(&pe, down, big / 4, &seed);
+		assert_int_equal(SSL_key_update(pe.ssl, SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+		peer_write(&pe, down + big / 4, big / 4, &seed);
+		if (!we_serve) {
+			assert_int_equal(SSL_new_session_ticket(pe.ssl), 1);
+			assert_int_equal(SSL_do_handshake(pe.ssl), 1);	/* sends it */
+		}
+		assert_int_equal(SSL_key_update(pe.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+		peer_write(&pe, down + big / 2, big - big / 2, &seed);
+		if (!run_until(end_got_all, &e, 10) || e.inlen != big)
+			fail_msg("%s: we read %zu of %zu (rerr %zd)", suite, e.inlen, big, e.rerr);
+		assert_memory_equal(e.in, down, big);
+
+		/* Us to peer: our KeyUpdate answer first, then the bytes. */
+		e.seed = seed;
+		e.wrmax = 20000;
+		end_write(&e, up, big);
+		w.n = big;
+		if (!run_until(peer_has, &w, 10) || pe.inlen != big)
+			fail_msg("%s: peer read %zu of %zu (err %d)", suite, pe.inlen, big, pe.err);
+		assert_memory_equal(pe.in, up, big);
+		assert_int_equal(pe.kus_read, 1);
+
+		/* Our own KeyUpdate every 5 records. */
+		xrec_set_ku_records(5);
+		e.wrmax = 100;
+		end_write(&e, up, 2000);	/* 20 records */
+		w.n = big + 2000;
+		assert_true(run_until(peer_has, &w, 10));
+		xrec_set_ku_records(0);
+		assert_memory_equal(pe.in + big, up, 2000);
+		assert_true(pe.kus_read >= 4);
+
+		/* close_notify from the peer: our end of stream; then ours. */
+		assert_true(SSL_shutdown(pe.ssl) >= 0);
+		peer_io(&pe);
+		end_expect(&e, 1);
+		assert_true(run_until(end_eof_or_err, &e, 5));
+		assert_true(e.eof);
+		assert_int_equal(e.rerr, 0);
+		assert_int_equal(e.c.ops->pending(&e.c), 0);
+		assert_int_equal(e.c.ops->shutdown_wr(&e.c), 0);
+		assert_true(run_until(peer_read, &pe, 5));
+		assert_true(pe.eof);
+		assert_int_equal(pe.alert_read, 0);	/* close_notify */
+		end_fini(&e, CONN_GRACEFUL);
+		peer_free(&pe);
+	}
+	free(down);
+	free(up);
+}
+
+/* What a peer may send that our layer must refuse, or take: a flipped bit
+ * (bad_record_mac, and the alert goes back), a record cut by a FIN (a
+ * failure, never an end of stream), a FIN between records (end of stream,
+ * as with OpenSSL and SSL_OP_IGNORE_UNEXPECTED_EOF), records that arrive a
+ * byte at a time. */
+static void
+test_own_records_bad_records(void **state)
+{
+	static const char *const suite = "TLS_AES_128_GCM_SHA256";
+	char *msg = pattern(3000, 5), detail[256];
+
+	for (int c = 0; c < 4; c++) {
+		struct peer pe;
+		struct end e;
+		unsigned seed = 3;
+
+		peer_pair(&e, &pe, true, suite);
+		end_expect(&e, 6000);
+		if (c == 0)
+			pe.flip_at = 5 + 100;		/* inside the first record's ciphertext */
+		else if (c == 1)
+			pe.cut_at = 5 + 1000;		/* a 3000-byte record cut short */
+		else if (c == 3)
+			pe.dribble = true;
+		assert_int_equal(SSL_write(pe.ssl, msg, 3000), 3000);
+		peer_io(&pe);
+		if (c == 2) {
+			assert_true(run_until(end_got_all, &e, 0.3) || e.inlen == 3000);
+			shutdown(pe.fd, SHUT_WR);
+		}
+		if (c == 3) {
+			peer_write(&pe, msg, 3000, &seed);
+			for (int k = 0; k < 20000 && pe.outlen; k++)
+				peer_io(&pe);
+			assert_true(run_until(end_got_all, &e, 10));
+			assert_int_equal(e.inlen, 6000);
+			assert_memory_equal(e.in, msg, 3000);
+			assert_memory_equal(e.in + 3000, msg, 3000);
+			assert_int_equal(e.rerr, 0);
+		} else {
+			assert_true(run_until(end_eof_or_err, &e, 5));
+		}
+		switch (c) {
+		case 0:
+			assert_int_equal(e.rerr, -EPROTO);
+			assert_int_equal(e.inlen, 0);
+			assert_int_equal(xtls_failure(&e.c, detail, sizeof(detail)), XTLS_FAIL_PROTOCOL);
+			assert_non_null(strstr(detail, "bad record MAC"));
+			peer_read(&pe);
+			assert_int_equal(pe.alert_read, 20);	/* bad_record_mac */
+			break;
+		case 1:
+			assert_int_equal(e.rerr, -ECONNRESET);
+			assert_false(e.eof);
+			assert_int_equal(xtls_failure(&e.c, detail, sizeof(detail)), XTLS_FAIL_IO);
+			assert_non_null(strstr(detail, "inside a record"));
+			break;
+		case 2:
+			assert_true(e.eof);
+			assert_int_equal(e.rerr, 0);
+			assert_int_equal(e.inlen, 3000);
+			break;
+		}
+		end_fini(&e, CONN_ABORT);
+		peer_free(&pe);
+	}
+	free(msg);
+}
+
 /* Tests that need only a loop of their own. */
 static int
 with_loop(void **state)
@@ -1435,6 +1795,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_control_ctx_encrypted_pem_never_prompts),
 		cmocka_unit_test(test_relay_record_layouts),
 		cmocka_unit_test(test_relay_abort_passes_reset),
+		cmocka_unit_test_setup_teardown(test_own_records_against_openssl, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_own_records_bad_records, with_loop, without_loop),
 		cmocka_unit_test(test_s_client_against_our_server),
 		cmocka_unit_test(test_our_client_against_s_server),
 	};
