@@ -576,6 +576,18 @@ xrec_shutdown(struct xrec *r)
 	return (int)tx(r, rec, (size_t)n, 0);
 }
 
+int
+xrec_seal(struct xrec *r, uint8_t type, const void *pt, size_t n, uint8_t *out)
+{
+	return n > XREC_MAX_PLAIN ? -1 : seal(r, type, pt, n, out);
+}
+
+int
+xrec_rekey_wr(struct xrec *r)
+{
+	return dir_update(r, &r->wr, 1);
+}
+
 /* --- what it holds --------------------------------------------------------------- */
 
 size_t

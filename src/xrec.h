@@ -60,5 +60,10 @@ unsigned xrec_key_updates(const struct xrec *r, bool sent);
 
 /* Tests: send our own KeyUpdate after this many records (0: the default). */
 void xrec_set_ku_records(uint64_t n);
+/* Tests and the fuzz target, as a peer would: seal n bytes of content type
+ * `type` under the write key into out (n + 22 bytes): its length or -1;
+ * move the write key on as a KeyUpdate sent would (0 or -1). */
+int xrec_seal(struct xrec *r, uint8_t type, const void *pt, size_t n, uint8_t *out);
+int xrec_rekey_wr(struct xrec *r);
 
 #endif

@@ -11,7 +11,7 @@ rm -rf "$work"
 mkdir -p "$work"
 printf '#define _GNU_SOURCE 1\n' >"$work/autoconfig.h"
 ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" \
-	"$srcdir/tests/bench/bench_xtls.c" "$srcdir/src/xtls.c" "$srcdir/src/conn.c" \
+	"$srcdir/tests/bench/bench_xtls.c" "$srcdir/src/xtls.c" "$srcdir/src/xrec.c" "$srcdir/src/conn.c" \
 	"$srcdir/src/sock.c" "$srcdir/src/identity.c" \
 	$(pkg-config --cflags --libs libssl libcrypto) -lev -lpthread -o "$work/bench_xtls"
 python3 "$srcdir/tests/unit/xtls-certs.py" "$srcdir/tests/lab" "$work/certs"

@@ -1,11 +1,11 @@
 # Fuzz targets, one per parser of untrusted input, each with a seed corpus.
 #   ./configure --enable-fuzzing CC=clang && make fuzz   (libFuzzer binaries)
 # In every other build, `make check` replays the seed corpora through them.
-FUZZ_TARGETS = config admin init json_pb model grpc cert sds sniff tls ondemand xds hbone authz appscrape
+FUZZ_TARGETS = config admin init json_pb model grpc cert sds sniff tls xrec ondemand xds hbone authz appscrape
 
 if FUZZING
 noinst_PROGRAMS += tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
-	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls \
+	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls tests/fuzz/fuzz_xrec \
 	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz tests/fuzz/fuzz_appscrape
 # The app's answer to the status port's scrape (src/appscrape.c), and ISTIO_PROMETHEUS_ANNOTATIONS.
 tests_fuzz_fuzz_appscrape_SOURCES = tests/fuzz/fuzz_appscrape.c
@@ -33,6 +33,10 @@ $(tests_fuzz_fuzz_xds_OBJECTS): $(PROTO_H)
 tests_fuzz_fuzz_sniff_SOURCES = tests/fuzz/fuzz_sniff.c
 tests_fuzz_fuzz_sniff_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_sniff_LDADD = $(OUTRIGGER_LIBS)
+# What a TLS 1.3 peer sends our record layer after the handshake (src/xrec.c).
+tests_fuzz_fuzz_xrec_SOURCES = tests/fuzz/fuzz_xrec.c
+tests_fuzz_fuzz_xrec_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_xrec_LDADD = $(OUTRIGGER_LIBS)
 # What a TLS client sends our server conn (src/xtls.c).
 tests_fuzz_fuzz_tls_SOURCES = tests/fuzz/fuzz_tls.c
 tests_fuzz_fuzz_tls_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
@@ -69,7 +73,7 @@ tests_fuzz_fuzz_model_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_model_LDADD = $(OUTRIGGER_LIBS)
 $(tests_fuzz_fuzz_model_OBJECTS): $(PROTO_H)
 fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fuzz/fuzz_json_pb \
-	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls \
+	tests/fuzz/fuzz_model tests/fuzz/fuzz_grpc tests/fuzz/fuzz_cert tests/fuzz/fuzz_sds tests/fuzz/fuzz_sniff tests/fuzz/fuzz_tls tests/fuzz/fuzz_xrec \
 	tests/fuzz/fuzz_ondemand tests/fuzz/fuzz_xds tests/fuzz/fuzz_hbone tests/fuzz/fuzz_authz tests/fuzz/fuzz_appscrape
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz-corpus/$$t && \
@@ -79,7 +83,7 @@ fuzz: tests/fuzz/fuzz_config tests/fuzz/fuzz_admin tests/fuzz/fuzz_init tests/fu
 else
 check_PROGRAMS += tests/fuzz/replay_config tests/fuzz/replay_admin tests/fuzz/replay_init \
 	tests/fuzz/replay_json_pb tests/fuzz/replay_model tests/fuzz/replay_grpc tests/fuzz/replay_cert tests/fuzz/replay_sds tests/fuzz/replay_sniff \
-	tests/fuzz/replay_tls tests/fuzz/replay_ondemand tests/fuzz/replay_xds tests/fuzz/replay_hbone tests/fuzz/replay_authz \
+	tests/fuzz/replay_tls tests/fuzz/replay_xrec tests/fuzz/replay_ondemand tests/fuzz/replay_xds tests/fuzz/replay_hbone tests/fuzz/replay_authz \
 	tests/fuzz/replay_appscrape
 tests_fuzz_replay_appscrape_SOURCES = tests/fuzz/fuzz_appscrape.c tests/fuzz/replay.c
 tests_fuzz_replay_appscrape_LDADD = $(OUTRIGGER_LIBS)
@@ -96,6 +100,8 @@ tests_fuzz_replay_xds_LDADD = $(OUTRIGGER_LIBS)
 $(tests_fuzz_replay_xds_OBJECTS): $(PROTO_H)
 tests_fuzz_replay_sds_SOURCES = tests/fuzz/fuzz_sds.c tests/fuzz/replay.c
 tests_fuzz_replay_sds_LDADD = $(OUTRIGGER_LIBS)
+tests_fuzz_replay_xrec_SOURCES = tests/fuzz/fuzz_xrec.c tests/fuzz/replay.c
+tests_fuzz_replay_xrec_LDADD = $(OUTRIGGER_LIBS)
 tests_fuzz_replay_tls_SOURCES = tests/fuzz/fuzz_tls.c tests/fuzz/replay.c
 tests_fuzz_replay_tls_LDADD = $(OUTRIGGER_LIBS)
 tests_fuzz_replay_grpc_SOURCES = tests/fuzz/fuzz_grpc.c tests/fuzz/replay.c
@@ -121,5 +127,5 @@ tests_fuzz_replay_init_LDADD = libinit.a
 TESTS += tests/fuzz/replay-corpora.sh
 endif
 EXTRA_DIST += tests/fuzz/corpus tests/fuzz/config.dict tests/fuzz/admin.dict tests/fuzz/init.dict tests/fuzz/json_pb.dict \
-	tests/fuzz/model.dict tests/fuzz/grpc.dict tests/fuzz/cert.dict tests/fuzz/sds.dict tests/fuzz/sniff.dict tests/fuzz/tls.dict tests/fuzz/ondemand.dict tests/fuzz/xds.dict tests/fuzz/hbone.dict tests/fuzz/authz.dict tests/fuzz/appscrape.dict tests/fuzz/make-hbone-corpus.py tests/fuzz/make-sds-corpus.py tests/fuzz/replay-corpora.sh
+	tests/fuzz/model.dict tests/fuzz/grpc.dict tests/fuzz/cert.dict tests/fuzz/sds.dict tests/fuzz/sniff.dict tests/fuzz/tls.dict tests/fuzz/xrec.dict tests/fuzz/ondemand.dict tests/fuzz/xds.dict tests/fuzz/hbone.dict tests/fuzz/authz.dict tests/fuzz/appscrape.dict tests/fuzz/make-hbone-corpus.py tests/fuzz/make-sds-corpus.py tests/fuzz/replay-corpora.sh
 .PHONY: fuzz
