@@ -85,6 +85,9 @@ struct xrec {
 	uint32_t roff, rend, poff, plen;
 	uint8_t hs_hdr[4], hs_have;	/* a post-handshake message's header so far */
 	uint32_t hs_skip;		/* bytes of a NewSessionTicket still to skip */
+	bool ku_body;		/* a KeyUpdate's header ended the last record */
+	bool server;		/* we are: no ticket comes to us */
+	uint8_t quiet;		/* records in a row with no data for the reader */
 	bool eof;		/* close_notify or a FIN between records */
 	bool told;		/* recv has returned the end or the failure */
 	bool ku_owed;		/* the peer asked for our KeyUpdate */
@@ -172,8 +175,8 @@ nonce_of(const struct xdir *d, uint8_t nonce[12])
 }
 
 struct xrec *
-xrec_new(int fd, uint16_t suite, const uint8_t *rd_secret, const uint8_t *wr_secret, size_t hlen,
-    uint64_t rd_seq, uint64_t wr_seq)
+xrec_new(int fd, bool server, uint16_t suite, const uint8_t *rd_secret, const uint8_t *wr_secret,
+    size_t hlen, uint64_t rd_seq, uint64_t wr_seq)
 {
 	struct xrec *r;
 	unsigned si;
@@ -184,6 +187,7 @@ xrec_new(int fd, uint16_t suite, const uint8_t *rd_secret, const uint8_t *wr_sec
 	if (si == NSUITES || hlen != suites[si].hlen || !ciphers[si] || !mds[si] || !(r = calloc(1, sizeof(*r))))
 		return NULL;
 	r->fd = fd;
+	r->server = server;
 	r->si = si;
 	memcpy(r->rd.secret, rd_secret, hlen);
 	memcpy(r->wr.secret, wr_secret, hlen);
@@ -272,15 +276,38 @@ fail(struct xrec *r, int err, int alert, const char *fmt, ...)
 	return err;
 }
 
+/* A KeyUpdate's body p[0], the last byte of its record (§5.1: a key
+ * change ends a record): the read key moves on. */
+static int
+rx_key_update(struct xrec *r, const uint8_t *p, size_t n)
+{
+	if (n != 1)
+		return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "KeyUpdate not at the end of its record");
+	if (p[0] > 1)
+		return fail(r, -EPROTO, AL_ILLEGAL_PARAMETER, "KeyUpdate request %u", p[0]);
+	if (p[0] == 1)
+		r->ku_owed = true;
+	if (dir_update(r, &r->rd, 0) < 0)
+		return fail(r, -EPROTO, AL_INTERNAL_ERROR, "KeyUpdate: key derivation");
+	return 0;
+}
+
+/* OpenSSL's bound on a TLS 1.3 ticket message, about. */
+#define MAX_TICKET (128 * 1024)
+
 /* Post-handshake messages (§4.6), in the content of one record: tickets
- * are skipped (we resume through OpenSSL's sessions only, taken before
- * the hand-over), a KeyUpdate rotates the read key; a message may span
- * records, but a KeyUpdate must end its record (§5.1). */
+ * (to a client) are skipped (we resume through OpenSSL's sessions only,
+ * taken before the hand-over), a KeyUpdate rotates the read key; a message
+ * may span records, but a KeyUpdate must end its record (§5.1). */
 static int
 rx_handshake(struct xrec *r, const uint8_t *p, size_t n)
 {
 	if (n == 0)
 		return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "empty handshake record");
+	if (r->ku_body) {
+		r->ku_body = false;
+		return rx_key_update(r, p, n);
+	}
 	while (n) {
 		uint32_t mlen;
 		uint8_t type;
@@ -301,21 +328,21 @@ rx_handshake(struct xrec *r, const uint8_t *p, size_t n)
 		r->hs_have = 0;
 		type = r->hs_hdr[0];
 		mlen = (uint32_t)r->hs_hdr[1] << 16 | (uint32_t)r->hs_hdr[2] << 8 | r->hs_hdr[3];
-		if (type == 4) {	/* NewSessionTicket */
+		if (type == 4 && !r->server) {	/* NewSessionTicket */
+			if (mlen > MAX_TICKET)
+				return fail(r, -EPROTO, AL_DECODE_ERROR, "ticket of %u bytes", mlen);
 			r->hs_skip = mlen;
 			continue;
 		}
 		if (type != 24)
 			return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "post-handshake message %u", type);
-		if (mlen != 1 || n != 1)
-			return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "KeyUpdate not at the end of its record");
-		if (p[0] > 1)
-			return fail(r, -EPROTO, AL_ILLEGAL_PARAMETER, "KeyUpdate request %u", p[0]);
-		if (p[0] == 1)
-			r->ku_owed = true;
-		if (dir_update(r, &r->rd, 0) < 0)
-			return fail(r, -EPROTO, AL_INTERNAL_ERROR, "KeyUpdate: key derivation");
-		return 0;
+		if (mlen != 1)
+			return fail(r, -EPROTO, AL_DECODE_ERROR, "KeyUpdate of %u bytes", mlen);
+		if (n == 0) {
+			r->ku_body = true;	/* in the next record, alone */
+			return 0;
+		}
+		return rx_key_update(r, p, n);
 	}
 	return 0;
 }
@@ -324,12 +351,19 @@ rx_handshake(struct xrec *r, const uint8_t *p, size_t n)
 static int
 rx_record(struct xrec *r, uint8_t type, uint8_t *p, size_t n)
 {
-	if (type != 22 && (r->hs_have || r->hs_skip))
+	if (type != 22 && (r->hs_have || r->hs_skip || r->ku_body))
 		return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "record of type %u inside a handshake message", type);
+	/* Records that give the reader nothing (empty data, tickets, KeyUpdates,
+	 * user_canceled) are bounded in a row, as OpenSSL bounds empty ones: a
+	 * peer must not hold the worker in one read. */
+	if ((type != 23 || n == 0) && ++r->quiet > 32)
+		return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "32 records in a row without data");
 	switch (type) {
 	case 23:
 		r->poff = (uint32_t)(p - r->rb);
 		r->plen = (uint32_t)n;	/* 0: an empty data record, allowed */
+		if (n)
+			r->quiet = 0;
 		return 0;
 	case 21:
 		if (n != 2)
@@ -363,12 +397,12 @@ rx_open(struct xrec *r, uint8_t *h, size_t clen)
 	    EVP_DecryptFinal_ex(d->aead, ct + n, &l) != 1)
 		return fail(r, -EPROTO, AL_BAD_RECORD_MAC, "bad record MAC (record %llu)", (unsigned long long)d->seq);
 	d->seq++;
-	while (n && ct[n - 1] == 0)	/* padding (§5.4) */
+	if (n > XREC_MAX_PLAIN + 1)	/* content, type and padding (§5.4) */
+		return fail(r, -EPROTO, AL_RECORD_OVERFLOW, "record plaintext of %zu bytes", n);
+	while (n && ct[n - 1] == 0)	/* padding */
 		n--;
 	if (n == 0)
 		return fail(r, -EPROTO, AL_UNEXPECTED_MESSAGE, "record without a content type");
-	if (n - 1 > XREC_MAX_PLAIN)
-		return fail(r, -EPROTO, AL_RECORD_OVERFLOW, "record content of %zu bytes", n - 1);
 	return rx_record(r, ct[n - 1], ct, n - 1);
 }
 
@@ -521,7 +555,7 @@ xrec_send(struct xrec *r, const void *buf, size_t len)
 
 	if (r->err)
 		return r->err;
-	if (r->wb) {
+	if (r->wb || r->wpt) {	/* (xrec_shutdown may have flushed it) */
 		int rc = xrec_flush(r);
 		size_t held = r->wpt;
 		if (rc < 0)

@@ -21,14 +21,15 @@
 #define XREC_MAX_SECRET 48	/* SHA-384 */
 #define XREC_MAX_PLAIN 16384	/* 2^14, a record's content at most */
 
-/* A record layer on socket fd (not owned) for cipher suite `suite`
+/* A record layer on socket fd (not owned), our side a server or a client,
+ * for cipher suite `suite`
  * (0x1301 TLS_AES_128_GCM_SHA256, 0x1302 TLS_AES_256_GCM_SHA384, 0x1303
  * TLS_CHACHA20_POLY1305_SHA256), from the current traffic secrets (hlen
  * bytes each: the suite's hash length) and the number of records already
  * protected under each (the next sequence numbers). NULL: an unknown
  * suite, a wrong length, or no memory. */
-struct xrec *xrec_new(int fd, uint16_t suite, const uint8_t *rd_secret, const uint8_t *wr_secret,
-    size_t hlen, uint64_t rd_seq, uint64_t wr_seq);
+struct xrec *xrec_new(int fd, bool server, uint16_t suite, const uint8_t *rd_secret,
+    const uint8_t *wr_secret, size_t hlen, uint64_t rd_seq, uint64_t wr_seq);
 void xrec_free(struct xrec *r);
 
 /* The conn ops' contracts (conn-t.h): bytes, 0 for end of stream

@@ -122,6 +122,7 @@ struct xtls {
 	bool key_update;	/* a KeyUpdate either way: secrets no longer _0 */
 	bool got_ticket;	/* client: a NewSessionTicket was read */
 	bool got_data;		/* application bytes were read through OpenSSL */
+	bool no_hand_over;	/* never (the secrets are wiped) */
 	uint64_t rd_recs, wr_recs;
 };
 
@@ -444,22 +445,27 @@ cert_current(X509 *cert)
 
 /* Conns go to our record layer after the handshake unless
  * OUTRIGGER_TLS_RECORDS=openssl (or a test) says otherwise. */
-static int own_records = -1;
+static int own_records = -1;	/* read by the workers: atomics */
 
 void
 xtls_set_own_records(bool on)
 {
-	own_records = on;
+	__atomic_store_n(&own_records, on, __ATOMIC_RELAXED);
 }
 
+/* First called by ctx_new (the control thread, before any worker has a
+ * context). */
 static bool
 own_records_on(void)
 {
-	if (own_records < 0) {
+	int on = __atomic_load_n(&own_records, __ATOMIC_RELAXED);
+
+	if (on < 0) {
 		const char *e = getenv("OUTRIGGER_TLS_RECORDS");
-		own_records = !(e && strcmp(e, "openssl") == 0);
+		on = !(e && strcmp(e, "openssl") == 0);
+		__atomic_store_n(&own_records, on, __ATOMIC_RELAXED);
 	}
-	return own_records;
+	return on;
 }
 
 static int
@@ -480,7 +486,7 @@ keylog_cb(const SSL *ssl, const char *line)
 	uint8_t *dst, *len;
 	size_t n;
 
-	if (!x || !hex)
+	if (!x || !hex || x->no_hand_over)
 		return;
 	if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
 		dst = x->csec;
@@ -588,7 +594,7 @@ ctx_new(const SSL_METHOD *m, enum ctx_kind kind, const char *td, char *err, size
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION);
 	/* Mesh conns may go to our record layer after the handshake. */
-	if (kind != CTX_CONTROL) {
+	if (kind != CTX_CONTROL && own_records_on()) {
 		SSL_CTX_set_keylog_callback(ctx, keylog_cb);
 		SSL_CTX_set_msg_callback(ctx, msg_cb);
 	}
@@ -1097,25 +1103,48 @@ release_buffers(struct xtls *x)
  * ticket (taken into the session cache through OpenSSL) or the first data,
  * whichever comes first. Not possible: nothing changes, OpenSSL goes on. */
 static void
+never_hand_over(struct xtls *x)
+{
+	x->no_hand_over = true;
+	OPENSSL_cleanse(x->csec, sizeof(x->csec));
+	OPENSSL_cleanse(x->ssec, sizeof(x->ssec));
+	x->csec_len = x->ssec_len = 0;
+}
+
+static void
 hand_over(struct conn *c, struct xtls *x)
 {
 	const SSL_CIPHER *ciph;
 	uint16_t suite;
 	struct xrec *rec;
 
-	if (x->rec || !x->hs_done || x->failed || x->info->kind == CTX_CONTROL || !own_records_on() ||
-	    !x->rd_app || !x->wr_app || x->key_update || !x->csec_len || x->csec_len != x->ssec_len ||
-	    SSL_version(x->ssl) != TLS1_3_VERSION || !(ciph = SSL_get_current_cipher(x->ssl)))
+	if (x->rec || x->no_hand_over || !x->hs_done || x->failed)
 		return;
+	/* For good: TLS 1.2, another suite, a KeyUpdate gone by (the
+	 * secrets are no longer _0), a max_fragment_length (RFC 6066) the
+	 * peer asked for (our records are up to 2^14). */
+	if (x->info->kind == CTX_CONTROL || !own_records_on() || x->key_update ||
+	    SSL_version(x->ssl) != TLS1_3_VERSION || !(ciph = SSL_get_current_cipher(x->ssl)) ||
+	    SSL_SESSION_get_max_fragment_length(SSL_get0_session(x->ssl)) != TLSEXT_max_fragment_length_DISABLED ||
+	    !x->rd_app || !x->wr_app || !x->csec_len || x->csec_len != x->ssec_len) {
+		never_hand_over(x);
+		return;
+	}
 	suite = (uint16_t)(SSL_CIPHER_get_id(ciph) & 0xffff);
+	/* Not now: something in flight. A post-handshake message read in
+	 * part (a ticket over several records) is held outside the read
+	 * buffer, so neither SSL_pending nor SSL_has_pending sees it: the
+	 * SSL is then not "init finished". */
 	if (x->wr_blocked || x->shut_pending || SSL_get_shutdown(x->ssl) || SSL_pending(x->ssl) > 0 ||
-	    SSL_has_pending(x->ssl))
+	    SSL_has_pending(x->ssl) || !SSL_is_init_finished(x->ssl))
 		return;
 	if (x->client && x->sessions && !x->got_ticket && !x->got_data)
 		return;
-	if (!(rec = xrec_new(c->fd, suite, x->client ? x->ssec : x->csec, x->client ? x->csec : x->ssec,
-	    x->csec_len, x->rd_recs, x->wr_recs)))
+	if (!(rec = xrec_new(c->fd, !x->client, suite, x->client ? x->ssec : x->csec,
+	    x->client ? x->csec : x->ssec, x->csec_len, x->rd_recs, x->wr_recs))) {
+		never_hand_over(x);
 		return;
+	}
 	/* SSL_free takes a session for a bad one without close_notify sent
 	 * (see xtls_close): this one is good, and the cache may hold it. */
 	SSL_set_shutdown(x->ssl, SSL_SENT_SHUTDOWN);
@@ -1381,9 +1410,11 @@ xtls_pending(struct conn *c)
 	struct xtls *x = c->tx;
 	int n;
 
+	if (x->failed)
+		return 0;
 	if (x->rec)
 		return xrec_pending(x->rec);
-	n = x->failed ? 0 : SSL_pending(x->ssl);
+	n = SSL_pending(x->ssl);
 	return n > 0 ? (size_t)n : 0;
 }
 
@@ -1416,8 +1447,9 @@ xtls_close(struct conn *c, enum conn_close how)
 	struct xtls *x = c->tx;
 
 	if (x && x->rec) {
-		if (how == CONN_GRACEFUL && !x->failed)
-			(void)xrec_shutdown(x->rec);
+		/* As SSL_shutdown: what is held first, then close_notify (once). */
+		if (how == CONN_GRACEFUL && !x->failed && xrec_shutdown(x->rec) == -EAGAIN)
+			(void)xrec_flush(x->rec);
 	} else if (x && how == CONN_GRACEFUL && x->hs_done && !x->failed &&
 	    (x->shut_pending || !(SSL_get_shutdown(x->ssl) & SSL_SENT_SHUTDOWN))) {
 		ERR_clear_error();

@@ -1,6 +1,6 @@
 /* Fuzz target: our TLS 1.3 record layer (src/xrec.c) on what a peer that
  * holds the keys may send after the handshake. The input's first byte
- * picks the suite; then chunks of [op][len: 2 bytes][len bytes]:
+ * picks the suite, our role and the first sequence number; then chunks of [op][len: 2 bytes][len bytes]:
  *   op % 4 == 0: the bytes go to the socket as they are (framing, garbage);
  *   op % 4 == 1: sealed by the peer as one record whose inner plaintext
  *                the bytes are (content, type, padding: the inner parser
@@ -53,8 +53,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	k = data[0] % 3;
 	memset(a, 0xa5, sizeof(a));
 	memset(b, 0x5a, sizeof(b));
-	us = xrec_new(sv[0], suites[k], a, b, hlens[k], data[0] >> 2, 0);
-	peer = xrec_new(sv[1], suites[k], b, a, hlens[k], 0, data[0] >> 2);
+	/* data[0] also says whether we serve (no ticket may come to us) and
+	 * where the sequence numbers start. */
+	us = xrec_new(sv[0], data[0] & 4, suites[k], a, b, hlens[k], data[0] >> 3, 0);
+	peer = xrec_new(sv[1], !(data[0] & 4), suites[k], b, a, hlens[k], 0, data[0] >> 3);
 	if (!us || !peer)
 		abort();
 	data++;

@@ -1696,19 +1696,35 @@ test_own_records_against_openssl(void **state)
  * (bad_record_mac, and the alert goes back), a record cut by a FIN (a
  * failure, never an end of stream), a FIN between records (end of stream,
  * as with OpenSSL and SSL_OP_IGNORE_UNEXPECTED_EOF), records that arrive a
- * byte at a time. */
+ * byte at a time, a flood of records with no data. */
 static void
 test_own_records_bad_records(void **state)
 {
 	static const char *const suite = "TLS_AES_128_GCM_SHA256";
 	char *msg = pattern(3000, 5), detail[256];
 
-	for (int c = 0; c < 4; c++) {
+	for (int c = 0; c < 5; c++) {
 		struct peer pe;
 		struct end e;
 		unsigned seed = 3;
 
 		peer_pair(&e, &pe, true, suite);
+		if (c == 4) {
+			/* 40 KeyUpdates and no data: refused at the 33rd record. */
+			end_expect(&e, 10);
+			for (int k = 0; k < 40; k++) {
+				assert_int_equal(SSL_key_update(pe.ssl, SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+				assert_int_equal(SSL_do_handshake(pe.ssl), 1);
+			}
+			peer_io(&pe);
+			assert_true(run_until(end_eof_or_err, &e, 5));
+			assert_int_equal(e.rerr, -EPROTO);
+			xtls_failure(&e.c, detail, sizeof(detail));
+			assert_non_null(strstr(detail, "32 records in a row without data"));
+			end_fini(&e, CONN_ABORT);
+			peer_free(&pe);
+			continue;
+		}
 		end_expect(&e, 6000);
 		if (c == 0)
 			pe.flip_at = 5 + 100;		/* inside the first record's ciphertext */
@@ -1761,6 +1777,133 @@ test_own_records_bad_records(void **state)
 	free(msg);
 }
 
+/* Sends what the peer has sealed one record at a time (ticket 1's last
+ * record and ticket 2's first in one segment), running our loop between. */
+static void
+peer_send_by_record(struct peer *pe)
+{
+	static char buf[1 << 16];
+	size_t total = 0, off = 0;
+	int n;
+
+	while ((n = BIO_read(pe->wb, buf + total, (int)(sizeof(buf) - total))) > 0)
+		total += (size_t)n;
+	for (int rec = 0; off + 5 <= total; rec++) {
+		size_t rl = 5 + ((size_t)(unsigned char)buf[off + 3] << 8 | (unsigned char)buf[off + 4]);
+		if (rec == 1 && off + rl + 5 <= total)
+			rl += 5 + ((size_t)(unsigned char)buf[off + rl + 3] << 8 | (unsigned char)buf[off + rl + 4]);
+		assert_true(off + rl <= total);
+		assert_int_equal(send(pe->fd, buf + off, rl, 0), (ssize_t)rl);
+		off += rl;
+		spin(20);
+	}
+}
+
+/* Review: a ticket split over records (§5.1 allows it: here a server with
+ * two tickets and 512-byte records) left half a message in OpenSSL, seen
+ * by neither SSL_pending nor SSL_has_pending; the hand-over freed it and
+ * our layer read the rest as a new message ("post-handshake message 232").
+ * And a client that asked for max_fragment_length 512 (RFC 6066) got
+ * 16 KiB records from our layer: such a conn stays with OpenSSL. */
+static void
+test_own_records_hand_over_waits(void **state)
+{
+	struct xtls_sessions *s = xtls_sessions_new(4);
+	struct xtls_client_opts o = opts_server;
+	char *msg = pattern(4000, 3);
+	struct peer pe;
+	struct end e;
+	int cfd, sfd;
+	void *a[2] = { &pe, &e };
+	struct peer_want w = { &pe, 4000 };
+
+	o.sessions = s;
+	o.session_key = "split";
+	lo_pair(&cfd, &sfd);
+	end_start_client(&e, cfd, b_client->client_ctx, &o);
+	peer_new(&pe, sfd, b_server->server_ctx, true, "TLS_AES_128_GCM_SHA256");
+	SSL_set_num_tickets(pe.ssl, 2);
+	SSL_set_max_send_fragment(pe.ssl, 512);
+	/* The handshake, then the tickets' records one by one. */
+	for (double end = now() + 10; !SSL_is_init_finished(pe.ssl) && now() < end; spin(1)) {
+		peer_io(&pe);
+		if (SSL_do_handshake(pe.ssl) == 1)
+			break;
+		peer_io(&pe);
+	}
+	assert_true(SSL_is_init_finished(pe.ssl));
+	assert_true(run_until(end_hs_over, &e, 5));
+	assert_int_equal(e.hs, 0);
+	end_expect(&e, 5);
+	peer_send_by_record(&pe);
+	assert_int_equal(SSL_write(pe.ssl, "hello", 5), 5);
+	peer_io(&pe);
+	assert_true(run_until(end_got_all, &e, 5));
+	assert_int_equal(e.rerr, 0);
+	assert_int_equal(e.inlen, 5);
+	assert_memory_equal(e.in, "hello", 5);
+	assert_true(xtls_own_records(&e.c));
+	end_fini(&e, CONN_ABORT);
+	peer_free(&pe);
+	xtls_sessions_free(s);
+
+	lo_pair(&cfd, &sfd);
+	end_start_server(&e, sfd, b_server->server_ctx);
+	peer_new(&pe, cfd, b_client->client_ctx, false, "TLS_AES_128_GCM_SHA256");
+	assert_int_equal(SSL_set_tlsext_max_fragment_length(pe.ssl, TLSEXT_max_fragment_length_512), 1);
+	assert_true(run_until(peer_hs_over, a, 10));
+	assert_int_equal(e.hs, 0);
+	assert_false(xtls_own_records(&e.c));
+	end_write(&e, msg, 4000);
+	assert_true(run_until(peer_has, &w, 5));
+	assert_int_equal(pe.inlen, 4000);
+	assert_memory_equal(pe.in, msg, 4000);
+	end_fini(&e, CONN_ABORT);
+	peer_free(&pe);
+	free(msg);
+}
+
+/* Review: a close_notify held behind a record the socket did not take was
+ * only pushed by a later read; a graceful close must push both (the peer
+ * would otherwise see a cut record, or no close_notify). */
+static void
+test_own_records_close_pushes_held(void **state)
+{
+	size_t big = 4 << 20, sent = 0;
+	char *msg = pattern(big, 11);
+	int small = 8192;
+	struct peer pe;
+	struct end e;
+	ssize_t n;
+
+	peer_pair(&e, &pe, true, "TLS_AES_128_GCM_SHA256");
+	/* Small buffers both ways: the socket stays full until the peer reads. */
+	setsockopt(e.c.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	setsockopt(pe.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	conn_arm(&e.c, 0);
+	while (sent < big && (n = e.c.ops->send(&e.c, msg + sent, big - sent)) > 0)
+		sent += (size_t)n;
+	assert_int_equal(n, -EAGAIN);	/* a record held */
+	assert_int_equal(e.c.ops->shutdown_wr(&e.c), 0);	/* close_notify queued behind it */
+	assert_true(e.c.ops->unsent(&e.c) > 0);
+	/* The peer reads what is on the socket; then we close. */
+	for (int i = 0; i < 50; i++) {
+		peer_read(&pe);
+		spin(2);
+	}
+	end_fini(&e, CONN_GRACEFUL);
+	struct peer_want w = { &pe, (size_t)-1 };
+	assert_true(run_until(peer_has, &w, 5));
+	assert_true(pe.eof);	/* close_notify, after every byte of the held record */
+	assert_int_equal(pe.err, 0);
+	/* What send() took, and the held record (its bytes were never
+	 * reported: the caller would send them again). */
+	assert_true(pe.inlen > sent && pe.inlen <= sent + 16384);
+	assert_memory_equal(pe.in, msg, pe.inlen);
+	peer_free(&pe);
+	free(msg);
+}
+
 /* Tests that need only a loop of their own. */
 static int
 with_loop(void **state)
@@ -1797,6 +1940,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_relay_abort_passes_reset),
 		cmocka_unit_test_setup_teardown(test_own_records_against_openssl, with_loop, without_loop),
 		cmocka_unit_test_setup_teardown(test_own_records_bad_records, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_own_records_hand_over_waits, with_loop, without_loop),
+		cmocka_unit_test_setup_teardown(test_own_records_close_pushes_held, with_loop, without_loop),
 		cmocka_unit_test(test_s_client_against_our_server),
 		cmocka_unit_test(test_our_client_against_s_server),
 	};
