@@ -240,16 +240,21 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 				}
 				/* A short read means the socket is empty, unless the
 				 * transport holds more (a TLS record read whole), or for
-				 * a FIN queued behind the bytes: read once more (after
-				 * delivering them) so that the FIN goes on with the last
-				 * bytes, not an event later. Otherwise an app that closes
-				 * as soon as it has its answer closes first and keeps
-				 * TIME_WAIT on (pod IP, port) -> destination, the very
-				 * tuples our own outbound connect() draws from: once they
-				 * fill the port range, every connect() walks them and the
-				 * sidecar's core goes to __inet_hash_connect (issue 7 §1:
-				 * 624 -> 7,489 req/s at 64 connections closing first). */
-				more = (size_t)n == asked || src->ops->pending(src) > 0 || !probed;
+				 * a FIN queued behind the bytes: from the upstream (the
+				 * server's answer), read once more (after delivering
+				 * them) so that the FIN goes on with the last bytes, not
+				 * an event later. Otherwise an app that closes as soon as
+				 * it has its answer closes first and keeps TIME_WAIT on
+				 * (pod IP, port) -> destination, the very tuples our own
+				 * outbound connect() draws from: once they fill the port
+				 * range, every connect() walks them and the sidecar's
+				 * core goes to __inet_hash_connect (issue 7 §1: 624 ->
+				 * 7,489 req/s at 64 connections closing first). A
+				 * client's FIN behind its request has no such cost an
+				 * event later, and the probe (a recv that finds nothing)
+				 * would be paid on every request of every keep-alive
+				 * connection. */
+				more = (size_t)n == asked || src->ops->pending(src) > 0 || (!probed && !from_ds);
 				if ((size_t)n < asked)
 					probed = true;
 			} else if (n == 0) {
