@@ -77,6 +77,9 @@ struct conn {
 	int hupfd;		/* the worker's hang-up watch (epoll), or -1 */
 	bool hup_watched;	/* fd is registered in hupfd */
 	bool connecting;	/* raw: an outgoing connect not yet complete */
+	bool connect_seen;	/* the watcher saw it writable and not readable:
+				 * connected (a failed connect is EPOLLERR, which
+				 * libev reports as both), no SO_ERROR to ask */
 	bool shut_wr;		/* raw: our FIN was sent */
 
 	/* The relay's view of this side (flow.c). */

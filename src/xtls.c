@@ -1203,8 +1203,9 @@ xtls_handshake(struct conn *c)
 	if (x->hs_done)
 		return 0;
 	if (c->connecting) {
-		/* Called once the socket is writable: connected, or SO_ERROR. */
-		int err = sock_error(c->fd);
+		/* Called once the socket is writable: connected, or SO_ERROR
+		 * (conn.c's raw_handshake). */
+		int err = c->connect_seen ? 0 : sock_error(c->fd);
 		if (err) {
 			set_detail(x, "connect: %s", strerror(-err));
 			return xtls_failed(x, XTLS_FAIL_IO, err);
@@ -1393,7 +1394,7 @@ xtls_want(struct conn *c, int what)
 
 	switch (what) {
 	case CONN_HS:
-		return c->connecting ? EV_WRITE : x->hs_ev;
+		return c->connecting ? EV_WRITE | EV_READ : x->hs_ev;
 	case CONN_RD:
 		return x->rd_ev | (x->shut_pending ? EV_WRITE : 0);
 	default:
