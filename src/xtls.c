@@ -1095,13 +1095,7 @@ release_buffers(struct xtls *x)
 		(void)SSL_free_buffers(x->ssl);
 }
 
-/* The SSL goes, our record layer takes the conn (xrec.h): once the
- * handshake is over, in TLS 1.3 with one of its AEAD suites, with both
- * secrets known and no KeyUpdate since, and nothing in flight in OpenSSL
- * (no byte read ahead or decrypted and unread, no record held for the
- * socket, no close_notify either way). A client that resumes waits for its
- * ticket (taken into the session cache through OpenSSL) or the first data,
- * whichever comes first. Not possible: nothing changes, OpenSSL goes on. */
+/* This conn stays with OpenSSL: its secrets are not kept. */
 static void
 never_hand_over(struct xtls *x)
 {
@@ -1111,6 +1105,14 @@ never_hand_over(struct xtls *x)
 	x->csec_len = x->ssec_len = 0;
 }
 
+/* The SSL goes, our record layer takes the conn (xrec.h): once the
+ * handshake is over, in TLS 1.3 with one of its AEAD suites, with both
+ * secrets known and no KeyUpdate since, and nothing in flight in OpenSSL
+ * (no byte read ahead or decrypted and unread, no message read in part, no
+ * record held for the socket, no close_notify either way). A client that
+ * resumes waits for its ticket (taken into the session cache through
+ * OpenSSL) or the first data, whichever comes first. Not now: nothing
+ * changes, OpenSSL goes on, and it is tried again later. */
 static void
 hand_over(struct conn *c, struct xtls *x)
 {
