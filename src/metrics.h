@@ -195,7 +195,9 @@ enum listener_hist {
 #define PROCESS_METRICS(X) \
 	X(LOG_LINES_DROPPED, log_lines_dropped, COUNTER, "Log lines dropped because stderr did not keep up") \
 	X(LOG_LINES_SUPPRESSED, log_lines_suppressed, COUNTER, "Repeated log lines suppressed by the per-call-site rate limit") \
-	X(ACCESS_LOG_DROPPED, access_log_dropped, COUNTER, "Access log lines dropped because the log queue was full")
+	X(ACCESS_LOG_DROPPED, access_log_dropped, COUNTER, "Access log lines dropped because the log queue was full") \
+	X(TLS_OWN_RECORDS, tls_own_records, COUNTER, "Mesh TLS connections moved to the proxy's own record layer after their TLS 1.3 handshake (OpenSSL's state for them freed)") \
+	X(TLS_OPENSSL_RECORDS, tls_openssl_records, COUNTER, "Mesh TLS connections kept on OpenSSL's record layer for good: TLS 1.2, a max_fragment_length, a KeyUpdate before the hand-over, OUTRIGGER_TLS_RECORDS=openssl")
 
 enum process_metric {
 #define X(e, name, kind, help) PM_##e,

@@ -21,6 +21,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "metrics.h"
 #include "sock.h"
 #include "xrec.h"
 #include "xtls.h"
@@ -1099,6 +1100,8 @@ release_buffers(struct xtls *x)
 static void
 never_hand_over(struct xtls *x)
 {
+	if (x->info->kind != CTX_CONTROL)
+		__atomic_fetch_add(&process_stats[PM_TLS_OPENSSL_RECORDS], 1, __ATOMIC_RELAXED);
 	x->no_hand_over = true;
 	OPENSSL_cleanse(x->csec, sizeof(x->csec));
 	OPENSSL_cleanse(x->ssec, sizeof(x->ssec));
@@ -1157,6 +1160,7 @@ hand_over(struct conn *c, struct xtls *x)
 	OPENSSL_cleanse(x->ssec, sizeof(x->ssec));
 	x->rd_ev = EV_READ;
 	x->wr_ev = EV_WRITE;
+	__atomic_fetch_add(&process_stats[PM_TLS_OWN_RECORDS], 1, __ATOMIC_RELAXED);
 }
 
 /* The handshake completed: what the conn reports from now on. A resumed

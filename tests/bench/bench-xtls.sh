@@ -12,7 +12,7 @@ mkdir -p "$work"
 printf '#define _GNU_SOURCE 1\n' >"$work/autoconfig.h"
 ${CC:-cc} -std=gnu11 -O2 -g -DNDEBUG -I"$work" -I"$srcdir/src" \
 	"$srcdir/tests/bench/bench_xtls.c" "$srcdir/src/xtls.c" "$srcdir/src/xrec.c" "$srcdir/src/conn.c" \
-	"$srcdir/src/sock.c" "$srcdir/src/identity.c" \
+	"$srcdir/src/sock.c" "$srcdir/src/identity.c" "$srcdir/src/metrics.c" "$srcdir/src/strbuf.c" \
 	$(pkg-config --cflags --libs libssl libcrypto) -lev -lpthread -o "$work/bench_xtls"
 python3 "$srcdir/tests/unit/xtls-certs.py" "$srcdir/tests/lab" "$work/certs"
 exec "$work/bench_xtls" "$work/certs" "$@"
