@@ -469,13 +469,6 @@ own_records_on(void)
 	return on;
 }
 
-static int
-hexval(int c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* NSS key log lines (one per secret): we keep the two application traffic
  * secrets, "CLIENT_TRAFFIC_SECRET_0 <client random> <secret>" and the
  * server's, and nothing is logged anywhere. */
@@ -485,7 +478,7 @@ keylog_cb(const SSL *ssl, const char *line)
 	struct xtls *x = SSL_get_app_data(ssl);
 	const char *hex = strrchr(line, ' ');
 	uint8_t *dst, *len;
-	size_t n;
+	size_t n = 0;
 
 	if (!x || !hex || x->no_hand_over)
 		return;
@@ -498,18 +491,11 @@ keylog_cb(const SSL *ssl, const char *line)
 	} else {
 		return;
 	}
-	hex++;
-	n = strlen(hex);
-	*len = 0;
-	if (n % 2 || n / 2 > XREC_MAX_SECRET)
-		return;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return;
-		dst[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len = (uint8_t)(n / 2);
+	/* Hex digits, no separator ('\0'); too long or not hex: none. */
+	if (OPENSSL_hexstr2buf_ex(dst, XREC_MAX_SECRET, &n, hex + 1, '\0') != 1)
+		n = 0;
+	ERR_clear_error();
+	*len = (uint8_t)n;
 }
 
 /* Counts the protected records of each direction after its Finished: the
@@ -1325,11 +1311,8 @@ xtls_send(struct conn *c, const void *buf, size_t len)
 
 	if (x->failed)
 		return x->err;
-	if (x->rec) {
-		ssize_t k = rec_result(x, xrec_send(x->rec, buf, len), "write");
-		x->wr_blocked = xrec_blocked(x->rec);
-		return k;
-	}
+	if (x->rec)
+		return rec_result(x, xrec_send(x->rec, buf, len), "write");
 	ERR_clear_error();
 	errno = 0;
 	n = SSL_write(x->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
@@ -1436,7 +1419,7 @@ xtls_unsent(struct conn *c)
 	if (c->shut_wr && n > 0)
 		n--;	/* our FIN: no data (see raw_unsent) */
 	/* A record or close_notify OpenSSL or our layer still holds. */
-	return (size_t)n + (x->wr_blocked || x->shut_pending || (x->rec && xrec_blocked(x->rec)) ? 1 : 0);
+	return (size_t)n + ((x->rec ? xrec_blocked(x->rec) : x->wr_blocked || x->shut_pending) ? 1 : 0);
 }
 
 static int

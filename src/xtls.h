@@ -12,8 +12,10 @@
 #include "conn-t.h"
 #include "identity.h"
 
-/* The ops (conn-t.h) over TLS: want() is the socket event OpenSSL last
- * asked for (a read may need EV_WRITE); pending() is SSL_pending();
+/* The ops (conn-t.h) over TLS, through OpenSSL and, after a TLS 1.3
+ * handshake, through our record layer (xrec.h) with the same contracts:
+ * want() is the socket event OpenSSL last asked for (a read may need
+ * EV_WRITE); pending() is SSL_pending() (xrec_pending());
  * shutdown_wr sends close_notify then FIN (the peer reads end of stream and
  * may go on sending); recv returns 0 for close_notify and for a FIN without
  * it (SSL_OP_IGNORE_UNEXPECTED_EOF, as Envoy); close(CONN_ABORT) is an RST
@@ -101,7 +103,7 @@ enum xtls_fail xtls_failure(const struct conn *c, char *detail, size_t len);
 SSL *xtls_ssl(const struct conn *c);
 
 /* Whether mesh conns go to our record layer after the handshake (tests;
- * the default is the environment's, read at the first hand-over). */
+ * the default is the environment's, read when the first context is made). */
 void xtls_set_own_records(bool on);
 /* Is c on our record layer now? */
 bool xtls_own_records(const struct conn *c);
