@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "readyq.h"
+
 struct conn;
 
 /* What an owner wants to do with a conn, or was told it now may try. A
@@ -81,6 +83,7 @@ struct conn {
 				 * connected (a failed connect is EPOLLERR, which
 				 * libev reports as both), no SO_ERROR to ask */
 	bool shut_wr;		/* raw: our FIN was sent */
+	struct readyq_ent rq;	/* in the loop's queue of ready sockets (sched.h) */
 
 	/* The relay's view of this side (flow.c). */
 	bool rdead;	/* a read failed (reset): nothing more is read from it */

@@ -217,6 +217,54 @@ flow_drain(struct flow *f, struct conn *dst)
 	return n;
 }
 
+/* n bytes read into f from its source. */
+static void
+flow_took(struct relay *r, struct flow *f, bool from_ds, size_t n)
+{
+	f->inflight += n;
+	r->last_io = ev_now(r->loop);
+	if (from_ds) {
+		stat_add(rstat(r, LM_DOWNSTREAM_CX_RX_BYTES_TOTAL), (uint64_t)n);
+		r->rx_bytes += (uint64_t)n;
+	}
+}
+
+/* n bytes of f delivered to its destination. */
+static void
+flow_gave(struct relay *r, struct flow *f, bool from_ds, size_t n)
+{
+	f->inflight -= n;
+	f->full = false;
+	r->last_io = ev_now(r->loop);
+	if (!from_ds) {
+		stat_add(rstat(r, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
+		r->tx_bytes += (uint64_t)n;
+	}
+}
+
+/* Deliver what f holds to dst, as far as dst takes it now. Returns false
+ * when dst was reset (its source is gone and dst takes no more). */
+static bool
+flow_push(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
+{
+	if (!f->inflight || dst->wdead)
+		return true;
+	ssize_t n = flow_drain(f, dst);
+	if (n > 0) {
+		flow_gave(r, f, is_ds(r, src), (size_t)n);
+	} else if (n != -EAGAIN) {
+		side_write_failed(r, dst, n < 0 ? (int)n : -EPIPE);
+	} else if (src->rdead) {
+		/* The source was reset and dst is not taking the rest
+		 * (back-pressure not flagged yet: no read saw the pipe full):
+		 * as in side_read_failed, reset dst now rather than hold it
+		 * until the idle timeout. */
+		side_reset(r, dst);
+		return false;
+	}
+	return true;
+}
+
 /* Move what can be moved from src to dst now. Returns false when the relay
  * must be aborted (out of memory). */
 static bool
@@ -232,12 +280,7 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 			size_t asked = 0;
 			ssize_t n = flow_fill(r, f, src, dst, &asked);
 			if (n > 0) {
-				f->inflight += (size_t)n;
-				r->last_io = ev_now(r->loop);
-				if (from_ds) {
-					stat_add(rstat(r, LM_DOWNSTREAM_CX_RX_BYTES_TOTAL), (uint64_t)n);
-					r->rx_bytes += (uint64_t)n;
-				}
+				flow_took(r, f, from_ds, (size_t)n);
 				/* A short read means the socket is empty, unless the
 				 * transport holds more (a TLS record read whole), or for
 				 * a FIN queued behind the bytes: from the upstream (the
@@ -275,27 +318,8 @@ flow_pump(struct relay *r, struct flow *f, struct conn *src, struct conn *dst)
 					break;
 			}
 		}
-		if (f->inflight && !dst->wdead) {
-			ssize_t n = flow_drain(f, dst);
-			if (n > 0) {
-				f->inflight -= (size_t)n;
-				f->full = false;
-				r->last_io = ev_now(r->loop);
-				if (!from_ds) {
-					stat_add(rstat(r, LM_DOWNSTREAM_CX_TX_BYTES_TOTAL), (uint64_t)n);
-					r->tx_bytes += (uint64_t)n;
-				}
-			} else if (n != -EAGAIN) {
-				side_write_failed(r, dst, n < 0 ? (int)n : -EPIPE);
-			} else if (src->rdead) {
-				/* The source was reset and dst is not taking the
-				 * rest (back-pressure not flagged yet: no read saw
-				 * the pipe full): as in side_read_failed, reset dst
-				 * now rather than hold it until the idle timeout. */
-				side_reset(r, dst);
-				break;
-			}
-		}
+		if (!flow_push(r, f, src, dst))
+			break;
 		if (!more || f->inflight)
 			break;
 	}
@@ -366,23 +390,23 @@ side_arm(struct relay *r, struct conn *c, const struct flow *out, const struct f
 	}
 }
 
-static void relay_end(struct relay *r);
+static bool relay_end(struct relay *r);
 
 /* Arm both sides for what the two flows need now, or end when both are done.
- * Called after every event, so no flow is left waiting on a stopped watcher. */
-static void
+ * Called after every event, so no flow is left waiting on a stopped watcher.
+ * Returns false when the relay is over (and r is gone). */
+static bool
 relay_rearm(struct relay *r)
 {
 	bool closing = flow_ending(&r->d2u) && flow_ending(&r->u2d);
 
 	flow_finish(&r->d2u, &r->us, closing);
 	flow_finish(&r->u2d, &r->ds, closing);
-	if (r->d2u.done && r->u2d.done) {
-		relay_end(r);
-		return;
-	}
+	if (r->d2u.done && r->u2d.done)
+		return relay_end(r);
 	side_arm(r, &r->ds, &r->d2u, &r->u2d);
 	side_arm(r, &r->us, &r->u2d, &r->d2u);
+	return true;
 }
 
 /* Close one side for good, if closing now loses nothing: its peer has all
@@ -420,7 +444,7 @@ relay_finish(struct relay *r)
  * until closing it is safe, at most LINGER_TIME: a close with unread input
  * makes the kernel reset, and a reset drops the bytes still queued for the
  * peer (the response we just relayed). */
-static void
+static bool
 relay_end(struct relay *r)
 {
 	bool ds_closed = side_try_close(&r->ds, false);
@@ -428,7 +452,7 @@ relay_end(struct relay *r)
 
 	if (ds_closed && us_closed) {
 		relay_finish(r);
-		return;
+		return false;
 	}
 	r->state = RELAY_LINGER;
 	r->linger_until = ev_now(r->loop) + LINGER_TIME;
@@ -438,6 +462,7 @@ relay_end(struct relay *r)
 	for (struct conn *c = &r->ds; c; c = c == &r->ds ? &r->us : NULL)
 		if (conn_open(c))
 			conn_arm(c, c->rdead || c->fin ? 0 : CONN_RD);
+	return true;
 }
 
 /* RELAY_LINGER: drop what a lingering side still sends; close it when safe. */
@@ -502,7 +527,7 @@ relay_ready(struct conn *c, int what)
 		if (!flow_pump(r, ds ? &r->u2d : &r->d2u, other, c))
 			goto abort;
 	}
-	relay_rearm(r);
+	(void)relay_rearm(r);
 	return;
 abort:
 	relay_abort(r);
@@ -563,7 +588,44 @@ relay_init(struct relay *r, struct ev_loop *loop, struct pool *pool, uint64_t *s
 	r->timer.data = r;
 }
 
-void
+ssize_t
+relay_prefetch(struct relay *r)
+{
+	struct flow *f = &r->d2u;
+	size_t asked = 0;
+	ssize_t n;
+
+	if (f->inflight || f->eof)
+		return -EAGAIN;
+	/* The upstream has no transport yet: the downstream's own says
+	 * whether the bytes may be spliced later. */
+	n = flow_fill(r, f, &r->ds, &r->ds, &asked);
+	if (n > 0) {
+		flow_took(r, f, true, (size_t)n);
+	} else if (n == 0) {
+		f->eof = true;
+		r->ds.fin = true;
+	}
+	if (f->inflight == 0)
+		flow_release(r, f, false);
+	return n;
+}
+
+ssize_t
+relay_push(struct relay *r)
+{
+	struct flow *f = &r->d2u;
+	ssize_t n;
+
+	if (!f->inflight)
+		return -EAGAIN;
+	n = flow_drain(f, &r->us);
+	if (n > 0)
+		flow_gave(r, f, true, (size_t)n);
+	return n == 0 ? -EPIPE : n;
+}
+
+bool
 relay_start(struct relay *r, ev_tstamp idle)
 {
 	r->state = RELAY_FORWARDING;
@@ -578,7 +640,12 @@ relay_start(struct relay *r, ev_tstamp idle)
 		ev_timer_set(&r->timer, idle, 0.);
 		ev_timer_start(r->loop, &r->timer);
 	}
-	relay_rearm(r);
+	/* What the client sent before the upstream was connected
+	 * (relay_prefetch): the upstream was just found writable, so it goes
+	 * now rather than an event later. */
+	if (r->d2u.inflight && flow_push(r, &r->d2u, &r->ds, &r->us) && !r->d2u.inflight)
+		flow_release(r, &r->d2u, false);
+	return relay_rearm(r);
 }
 
 void

@@ -9,6 +9,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "conn-t.h"
 #include "pool.h"
@@ -79,10 +80,25 @@ extern ev_tstamp flow_hup_delay;
 void relay_init(struct relay *r, struct ev_loop *loop, struct pool *pool, uint64_t *stats,
     relay_done_fn *done);
 
+/* Before relay_start, while the upstream connects: read what the
+ * downstream (past its handshake) already sent into the d2u flow, so that it
+ * can leave with the connect instead of events later (HAProxy's speculative
+ * I/O). Returns bytes read, 0 at its end of stream, -EAGAIN for nothing (or
+ * bytes already held), another -errno when the downstream failed. Whatever
+ * is held is kept across connect attempts and dropped by relay_abort. */
+ssize_t relay_prefetch(struct relay *r);
+
+/* Before relay_start: send what d2u holds on the upstream, which may still
+ * be connecting. Bytes sent (then the upstream is connected), -EAGAIN (not
+ * yet, or nothing held), or another -errno (the connect failed). */
+ssize_t relay_push(struct relay *r);
+
 /* Both conns are open and past their handshakes: take them over (their
- * readiness callbacks now lead here) and start moving bytes. idle: seconds
- * without a byte either way before both are closed, 0 for never. */
-void relay_start(struct relay *r, ev_tstamp idle);
+ * readiness callbacks now lead here) and start moving bytes; what d2u holds
+ * goes to the upstream at once. idle: seconds without a byte either way
+ * before both are closed, 0 for never. Returns false when the relay ended
+ * at once (r is gone then: done was called). */
+bool relay_start(struct relay *r, ev_tstamp idle);
 
 /* End at once: both sides see a reset (a truncated stream must never look
  * complete), buffers go back to the pool, then done. For failures mid-stream,

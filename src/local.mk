@@ -9,7 +9,7 @@ liboutrigger_a_SOURCES = \
 	src/ca.c \
 	src/ctltarget.c src/ctltarget.h \
 	src/certsrc.c src/certsrc_files.c \
-	src/conn.c src/conn.h src/conn-t.h \
+	src/conn.c src/conn.h src/conn-t.h src/readyq.c src/readyq.h \
 	src/flow.c src/flow.h \
 	src/devca.c src/devca.h \
 	src/grpc.c src/grpc.h \

@@ -340,8 +340,9 @@ stage_deadline(struct tunnel *t, uint32_t ms)
 	ev_timer_start(t->w->loop, &t->timer);
 }
 
-/* Forwarding: the relay takes both conns. t may be gone when this returns. */
-static void
+/* Forwarding: the relay takes both conns. Returns false when t is gone
+ * (the relay ended at once, or failed to start). */
+static bool
 stage_forward(struct tunnel *t)
 {
 	const struct config *cfg = &t->snap->s->cfg;
@@ -355,13 +356,13 @@ stage_forward(struct tunnel *t)
 		t->stream_pending = false;
 		if (h2s_respond(&t->relay.ds, 200, NULL, 0) < 0) {
 			relay_abort(&t->relay);
-			return;
+			return false;
 		}
 		stat_add(tstat(t, LM_HBONE_RQ_200), 1);
 	}
 	clog_debug(t, "forwarding (%s -> %s)", t->relay.ds.ops->name, t->relay.us.ops->name);
 	tele_open(t);
-	relay_start(&t->relay, cfg->idle_timeout_ms / 1000.0);
+	return relay_start(&t->relay, cfg->idle_timeout_ms / 1000.0);
 }
 
 /* Where the upstream connection comes from. Outbound: anywhere. Inbound
@@ -617,7 +618,7 @@ upstream_progress(struct tunnel *t)
 	}
 	if (t->pp && !upstream_proxyv2(t))
 		return;
-	stage_forward(t);
+	(void)stage_forward(t);
 }
 
 /* The HBONE stream of this attempt (reference xds-hbone.md §3.1-3.2): a
@@ -667,6 +668,7 @@ stage_connect_hbone(struct tunnel *t)
 	if (hbone_traceparent(tp, sizeof(tp)) == 0)
 		h[n++] = (struct h2s_hdr){ "traceparent", tp };
 	t->us_tried = true;
+	uint32_t ms = attempt_ms(t, cfg);	/* first: a failure at once leaves time for the next */
 	rc = hbone_pool_connect(t->w, &t->relay.us, &d, auth, h, n, tunnel_ready, t);
 	if (rc < 0) {
 		stat_add(tstat(t, LM_UPSTREAM_CX_HBONE_FAIL), 1);
@@ -674,7 +676,7 @@ stage_connect_hbone(struct tunnel *t)
 	}
 	clog_debug(t, "outbound: HBONE CONNECT %s via %s, %s", auth, sock_addr_str(&d.addr, from, sizeof(from)),
 	    *d.dst_id ? d.dst_id : "(any identity of the trust domain)");
-	stage_deadline(t, attempt_ms(t, cfg));
+	stage_deadline(t, ms);
 	conn_arm(&t->relay.us, CONN_HS);
 	return true;
 }
@@ -742,7 +744,32 @@ stage_connect(struct tunnel *t)
 		return false;
 	if (t->us_hbone)
 		return stage_connect_hbone(t);
+	/* Plain TCP both ways with nothing to send first: the client's bytes
+	 * are read now and sent right after connect(), which on a local
+	 * destination (the app on loopback, a pod on this node) has usually
+	 * completed by the time it returns. A good send is the connect
+	 * completing: forwarding starts in this event, not two events later
+	 * (writable, then readable), as HAProxy's speculative I/O does. */
+	bool early = t->us_ops == &raw_ops && !t->us_mtls && !t->pp && t->relay.ds.fd >= 0 &&
+	    !t->stream_pending;
+	if (early) {
+		ssize_t n = relay_prefetch(&t->relay);
+		if (n < 0 && n != -EAGAIN && n != -EINTR) {
+			if (n != -ENOMEM) {
+				stat_add(tstat(t, LM_DOWNSTREAM_CX_RESET), 1);
+				t->rflags |= TRF(DOWNSTREAM_TERMINATION);
+			} else {
+				stat_add(tstat(t, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+			}
+			clog_debug(t, "%s: the client's first read: %s", listener_names[t->lst], strerror((int)-n));
+			tunnel_fail(t);
+			return false;
+		}
+	}
 	t->us_tried = true;
+	/* The attempt's deadline first: a connect that fails at once (in
+	 * connect(), or at the early send) leaves time for the next endpoint. */
+	uint32_t ms = attempt_ms(t, cfg);
 	rc = upstream_source(t, t->relay.ds.fd, cfg, &src, &transparent);
 	if (rc >= 0)
 		rc = sock_connect(&t->dst, rc ? &src : NULL, transparent, transparent ? TPROXY_MARK : 0);
@@ -760,7 +787,16 @@ stage_connect(struct tunnel *t)
 	conn_init(&t->relay.us, t->w->loop, rc, t->us_ops, tunnel_ready, t, t->w->hup.fd);
 	t->relay.us.connecting = true;
 	clog_debug(t, "%s to %s", listener_names[t->lst], sock_addr_str(&t->dst, a, sizeof(a)));
-	stage_deadline(t, attempt_ms(t, cfg));
+	if (early && t->relay.d2u.inflight) {
+		ssize_t n = relay_push(&t->relay);
+		if (n > 0) {
+			t->relay.us.connecting = false;
+			return stage_forward(t);
+		}
+		if (n != -EAGAIN && n != -EINTR)
+			return tunnel_fail_connect(t, (int)n, false, false);
+	}
+	stage_deadline(t, ms);
 	conn_arm(&t->relay.us, CONN_HS);
 	return true;
 }

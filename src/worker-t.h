@@ -28,6 +28,7 @@ struct listener {
 	int family;
 	ev_io io;
 	ev_timer pause;		/* accept paused after EMFILE, resumed by this */
+	struct readyq_ent rq;	/* accepts wait their turn among the sockets */
 	struct worker *w;
 };
 
@@ -53,6 +54,7 @@ struct worker {
 	struct wsnap *snap;		/* current configuration */
 	struct pool pool;
 	struct hupwatch hup;		/* resets on sockets the relays are not reading */
+	struct readyq readyq;		/* socket events in the kernel's order */
 	/* Upstream TLS sessions for resumption between sidecars (xtls.h),
 	 * this worker's own, so no lock; NULL when it could not be made
 	 * (every handshake is then a full one). */

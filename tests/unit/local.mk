@@ -5,7 +5,7 @@ UNIT_TESTS = tests/unit/test_config tests/unit/test_sock tests/unit/test_admin t
 	tests/unit/test_grpc tests/unit/test_sds tests/unit/test_sniff tests/unit/test_peerauth tests/unit/test_authz tests/unit/test_certsrc tests/unit/test_devca tests/unit/test_xtls \
 	tests/unit/test_xds_node tests/unit/test_ondemand \
 	tests/unit/test_xds_store tests/unit/test_xds_state tests/unit/test_proxyv2 \
-	tests/unit/test_h2s tests/unit/test_hbone tests/unit/test_hbone_pool tests/unit/test_accesslog
+	tests/unit/test_h2s tests/unit/test_hbone tests/unit/test_hbone_pool tests/unit/test_accesslog tests/unit/test_conn
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 EXTRA_DIST += tests/unit/testlo.h tests/unit/testbait.h tests/unit/xtls-certs.py
@@ -56,6 +56,9 @@ tests_unit_test_accesslog_LDADD = $(UNIT_LDADD)
 tests_unit_test_log_SOURCES = tests/unit/test_log.c
 tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_log_LDADD = $(UNIT_LDADD)
+tests_unit_test_conn_SOURCES = tests/unit/test_conn.c
+tests_unit_test_conn_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_conn_LDADD = $(UNIT_LDADD)
 tests_unit_test_pool_SOURCES = tests/unit/test_pool.c
 tests_unit_test_pool_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_pool_LDADD = $(UNIT_LDADD)

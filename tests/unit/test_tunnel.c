@@ -229,6 +229,8 @@ static uint32_t next_connect_ms;	/* 0: the default */
  * connections' bytes every next_tele_ms (0: at close only). */
 static bool next_tele;
 static uint32_t next_tele_ms;
+/* The worker's pool keeps no buffer for reuse: every chunk is a malloc. */
+static bool next_no_cache;
 
 /* Build a worker, an app listener, and a client whose accepted socket is
  * handed to a tunnel towards the app (or towards dst when given). */
@@ -248,7 +250,8 @@ setup_with(struct fixture *f, const struct sockaddr_storage *dst, uint32_t idle_
 	if (next_connect_ms)
 		f->cfg.connect_timeout_ms = next_connect_ms;
 	next_connect_ms = 0;
-	test_worker_init(&f->w, &f->cfg, 4);
+	test_worker_init(&f->w, &f->cfg, next_no_cache ? 0 : 4);
+	next_no_cache = false;
 	if (next_tele) {
 		f->cfg.tele_report_ms = next_tele_ms;
 		assert_int_equal(tele_worker_init(&f->w, &f->cfg), 0);
@@ -704,6 +707,9 @@ test_oom_fails_one_connection(void **state)
 	char buf[8];
 	bool eof;
 
+	/* The tunnel's read before its connect took a chunk and found nothing:
+	 * with no cache, the first byte needs a chunk of its own. */
+	next_no_cache = true;
 	setup_with(&a, NULL, 0);
 	if (!use_rec)
 		a.t->relay.ds.ops = copy_ops();	/* needs a chunk for its first byte */
@@ -1045,36 +1051,134 @@ test_hup_watch_deferred(void **state)
 	teardown_fixture(&f);
 }
 
+/* A second client of fixture f's worker, accepted; what it sends first. */
+static int
+second_client(int *ds, const char *first)
+{
+	struct sockaddr_storage proxy;
+	int plfd = listen_lo(&proxy);
+	int c = sock_connect(&proxy, NULL, false, 0);
+
+	assert_true(c >= 0);
+	*ds = accept_wait(plfd);
+	close(plfd);
+	if (first) {
+		assert_int_equal(send(c, first, strlen(first), 0), (ssize_t)strlen(first));
+		usleep(20000);	/* on the accepted socket before the tunnel starts */
+	}
+	return c;
+}
+
+/* Issue 7 §1 (p99 under churn): what the client sent before the tunnel
+ * started goes out with the connect, and forwarding begins in that same
+ * event (the app on loopback is connected when connect() returns), not
+ * after two more turns of the loop (upstream writable, then client
+ * readable). */
+static void
+test_early_bytes_forward_in_one_event(void **state)
+{
+	struct fixture f;
+	char buf[8];
+	bool eof;
+	int ds;
+
+	setup_with(&f, NULL, 0);
+	int c = second_client(&ds, "early");
+	struct tunnel *t = tunnel_start(&f.w, LST_OUTBOUND, ds, &f.app);
+	assert_non_null(t);
+	assert_int_equal(t->state, TUN_FORWARDING);	/* no turn of the loop yet */
+	assert_int_equal(t->relay.d2u.inflight, 0);
+	assert_int_equal(t->relay.rx_bytes, 5);
+	int a = accept_wait(f.app_lfd);
+	assert_int_equal(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 5);	/* there already */
+	assert_memory_equal(buf, "early", 5);
+	/* And the rest of the connection as usual. */
+	send_all(&f, a, "back", 4);
+	shutdown(a, SHUT_WR);
+	assert_int_equal(recv_upto(&f, c, buf, 5, &eof), 4);
+	assert_memory_equal(buf, "back", 4);
+	assert_true(eof);
+	close(a);
+	close(c);
+	teardown_fixture(&f);
+}
+
+/* A client that resets before the tunnel reads anything: refused at once,
+ * counted as a client reset, and no connection is made to the app. */
+static void
+test_client_reset_before_connect(void **state)
+{
+	struct fixture f;
+	struct linger lg = { 1, 0 };
+	struct pollfd p;
+	int ds;
+
+	setup_with(&f, NULL, 0);
+	int c = second_client(&ds, NULL);
+	assert_int_equal(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close(c);
+	usleep(20000);
+	assert_null(tunnel_start(&f.w, LST_OUTBOUND, ds, &f.app));
+	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_RESET), 1);
+	p = (struct pollfd){ .fd = f.app_lfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 50), 0);	/* never connected */
+	teardown_fixture(&f);
+}
+
+/* The allocation of fail_size bytes fails in the start of a tunnel for the
+ * accepted ds of client c: that connection is reset and counted, never
+ * connected upstream, and the fixture's own connection still works. */
+static void
+expect_refused(struct fixture *f, int c, int ds, size_t fail)
+{
+	struct pollfd p;
+	char buf[8];
+	bool eof;
+
+	fail_size = fail;
+	fail_count = 1;
+	struct tunnel *t = tunnel_start(&f->w, LST_OUTBOUND, ds, &f->app);
+	fail_count = 0;
+	assert_null(t);
+	assert_int_equal(lstat_get(f, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+	p = (struct pollfd){ .fd = c, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 2000), 1);
+	assert_int_equal(recv(c, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+	close(c);
+	p = (struct pollfd){ .fd = f->app_lfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 50), 0);
+	send_all(f, f->client, "ok", 2);
+	assert_int_equal(recv_upto(f, f->app_fd, buf, 2, &eof), 2);
+}
+
+/* No buffer for the client's first bytes: that connection is refused (reset,
+ * counted), never connected upstream; the worker's other one carries on. */
+static void
+test_early_read_oom_refuses_one(void **state)
+{
+	struct fixture f;
+	int ds;
+
+	next_no_cache = true;
+	setup_with(&f, NULL, 0);
+	int c = second_client(&ds, "doomed");
+	expect_refused(&f, c, ds, sizeof(struct chunk));
+	teardown_fixture(&f);
+}
+
 /* Issue 7: the tunnel's own allocation failing refuses that connection only
  * (reset, counted) and the next one is served. */
 static void
 test_tunnel_alloc_failure(void **state)
 {
 	struct fixture f;
-	struct sockaddr_storage proxy;
-	char buf[4];
-	bool eof;
+	int ds;
 
 	setup_with(&f, NULL, 0);
-	int plfd = listen_lo(&proxy);
-	int client = sock_connect(&proxy, NULL, false, 0);
-	int ds = accept_wait(plfd);
-	close(plfd);
-	fail_size = sizeof(struct tunnel);
-	fail_count = 1;
-	struct tunnel *t = tunnel_start(&f.w, LST_OUTBOUND, ds, &f.app);
-	fail_count = 0;
-	assert_null(t);
-	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_OVERFLOW), 1);
+	int c = second_client(&ds, NULL);
+	expect_refused(&f, c, ds, sizeof(struct tunnel));
 	assert_int_equal(lstat_get(&f, LM_DOWNSTREAM_CX_ACTIVE), 1);	/* the fixture's own */
-	struct pollfd p = { .fd = client, .events = POLLIN };
-	assert_int_equal(poll(&p, 1, 2000), 1);
-	assert_int_equal(recv(client, buf, sizeof(buf), MSG_DONTWAIT), -1);
-	assert_int_equal(errno, ECONNRESET);
-	close(client);
-	/* The fixture's connection still works. */
-	send_all(&f, f.client, "ok", 2);
-	assert_int_equal(recv_upto(&f, f.app_fd, buf, 2, &eof), 2);
 	teardown_fixture(&f);
 }
 
@@ -1239,6 +1343,43 @@ test_refused_endpoint_retry_counted(void **state)
 	assert_int_equal(n, 2);
 	close(c2);
 	close(a2);
+	teardown_fixture(&f);
+}
+
+/* The early bytes of a connection whose first endpoint refuses are kept and
+ * reach the endpoint tried next, once. */
+static void
+test_early_bytes_survive_refused_attempt(void **state)
+{
+	struct fixture f;
+	struct sockaddr_storage dst = vip(), app;
+	int lfd = listen_lo(&app), port = sock_addr_port(&app);
+	char buf[16];
+	bool eof;
+	int ds;
+
+	next_model = mesh_model("[" SVC_ECHO("%d") "," WL("wl-a", "fwAAAQ==", "%d") ","
+	    WL("wl-b", "fwAAAg==", "%d") "]", port, port, port);
+	setup_with(&f, &dst, 0);	/* round robin: wl-a; the next goes to wl-b first */
+	close(f.app_lfd);
+	f.app_lfd = lfd;
+	f.app_fd = accept_wait(f.app_lfd);
+	int c = second_client(&ds, "early bytes");
+	struct tunnel *t = tunnel_start(&f.w, LST_OUTBOUND, ds, &dst);
+	assert_non_null(t);
+	spin(&f, 20);
+	int a = accept_wait(f.app_lfd);
+	spin(&f, 20);
+	assert_int_equal(t->state, TUN_FORWARDING);
+	assert_string_equal(t->peer->uid, "wl-a");
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_FAIL), 1);
+	assert_int_equal(lstat_get(&f, LM_UPSTREAM_CX_CONNECT_RETRY), 1);
+	shutdown(c, SHUT_WR);
+	assert_int_equal(recv_upto(&f, a, buf, sizeof(buf), &eof), 11);
+	assert_memory_equal(buf, "early bytes", 11);
+	assert_true(eof);
+	close(a);
+	close(c);
 	teardown_fixture(&f);
 }
 
@@ -1861,6 +2002,9 @@ main(void)
 		cmocka_unit_test(test_idle_timeout_with_bytes_in_flight_resets),
 		cmocka_unit_test(test_pipe_exhaustion_falls_back_to_copy),
 		cmocka_unit_test(test_oom_fails_one_connection),
+		cmocka_unit_test(test_early_bytes_forward_in_one_event),
+		cmocka_unit_test(test_client_reset_before_connect),
+		cmocka_unit_test(test_early_read_oom_refuses_one),
 		cmocka_unit_test(test_app_answers_then_resets_during_upload),
 		cmocka_unit_test(test_client_resets_then_app_writes),
 		cmocka_unit_test(test_fin_goes_with_last_bytes),
@@ -1873,6 +2017,7 @@ main(void)
 		cmocka_unit_test(test_record_layouts),
 		cmocka_unit_test(test_vip_reaches_endpoint),
 		cmocka_unit_test(test_refused_endpoint_retry_counted),
+		cmocka_unit_test(test_early_bytes_survive_refused_attempt),
 		cmocka_unit_test(test_all_endpoints_refuse),
 		cmocka_unit_test(test_vip_without_endpoint),
 		cmocka_unit_test(test_vip_unknown_port),

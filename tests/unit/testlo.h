@@ -41,7 +41,7 @@ accept_wait(int lfd)
 	return fd;
 }
 
-/* The parts of a worker the data path uses: loop, hang-up watch, pools and
+/* The parts of a worker the data path uses: loop, hang-up watch, dispatch, pools and
  * a current snapshot of cfg. No threads, listeners or mailbox. */
 static inline void
 test_worker_init(struct worker *w, const struct config *cfg, unsigned pool_max)
@@ -49,6 +49,7 @@ test_worker_init(struct worker *w, const struct config *cfg, unsigned pool_max)
 	w->loop = ev_loop_new(EVFLAG_AUTO);
 	assert_non_null(w->loop);
 	assert_int_equal(hupwatch_start(&w->hup, w->loop), 0);
+	readyq_start(&w->readyq, w->loop);
 	pool_init(&w->pool, pool_max, w->stats.w);
 	w->snap = wsnap_new(snapshot_new(cfg, NULL, 1));
 	assert_non_null(w->snap);
@@ -58,6 +59,7 @@ static inline void
 test_worker_fini(struct worker *w)
 {
 	hupwatch_stop(&w->hup, w->loop);
+	readyq_stop(&w->readyq, w->loop);
 	wsnap_retire(w->snap);
 	pool_destroy(&w->pool);
 	ev_loop_destroy(w->loop);
